@@ -1,0 +1,18 @@
+//! Domain-separation tags: every signature and hash in Carrier is taken over
+//! one of these tags followed by the payload, so a signature made for one
+//! purpose can never be replayed as another.
+
+/// Signature over an encoded ledger entry body.
+pub const LEDGER_ENTRY: &[u8] = b"carrier/v1/ledger-entry\0";
+/// Hash of an encoded signed ledger entry (the chain link).
+pub const LEDGER_HASH: &[u8] = b"carrier/v1/ledger-hash\0";
+/// Signature by an identity's Ed25519 key over its own Noise static key.
+pub const NOISE_KEY: &[u8] = b"carrier/v1/noise-key\0";
+
+/// Concatenates `tag` and `payload` into the message that is signed or hashed.
+pub fn tagged(tag: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(tag.len() + payload.len());
+    message.extend_from_slice(tag);
+    message.extend_from_slice(payload);
+    message
+}

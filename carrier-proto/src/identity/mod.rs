@@ -1,0 +1,336 @@
+//! Identities: an Ed25519 signing key plus an X25519 Noise static key.
+//!
+//! Devices, apps and registrars all have one. The Ed25519 key signs ledger
+//! entries and handshakes and names the identity (its [`Did`] and libp2p
+//! `PeerId`); the X25519 key is the Noise static key links are made with.
+//! This module owns the key types and signing; [`keyfile`] and [`card`] own
+//! the two encodings that leave the process.
+
+pub mod card;
+mod did;
+pub mod keyfile;
+
+use std::fmt;
+
+use ed25519_zebra::{Signature, SigningKey, VerificationKey, VerificationKeyBytes};
+use libp2p_identity::PeerId;
+use rand_core::OsRng;
+use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
+
+pub use card::Card;
+pub use did::{DID_PREFIX, Did, DidError};
+
+use crate::domain;
+use crate::pb;
+
+/// What an identity belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentityKind {
+    /// A device running `carrierd`.
+    Device,
+    /// An app hosted on a device.
+    App,
+    /// A key allowed to register devices on a network.
+    Registrar,
+}
+
+impl IdentityKind {
+    /// Lower-case name for people and file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Device => "device",
+            IdentityKind::App => "app",
+            IdentityKind::Registrar => "registrar",
+        }
+    }
+
+    pub(crate) fn to_pb(self) -> pb::IdentityKind {
+        match self {
+            IdentityKind::Device => pb::IdentityKind::Device,
+            IdentityKind::App => pb::IdentityKind::App,
+            IdentityKind::Registrar => pb::IdentityKind::Registrar,
+        }
+    }
+
+    pub(crate) fn from_pb(value: i32) -> Option<Self> {
+        match pb::IdentityKind::try_from(value).ok()? {
+            pb::IdentityKind::Device => Some(IdentityKind::Device),
+            pb::IdentityKind::App => Some(IdentityKind::App),
+            pb::IdentityKind::Registrar => Some(IdentityKind::Registrar),
+            pb::IdentityKind::Unspecified => None,
+        }
+    }
+}
+
+impl fmt::Display for IdentityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why key material was refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The bytes do not decode to an Ed25519 point.
+    #[error("not a valid Ed25519 public key")]
+    InvalidSigningKey,
+    /// A key field has the wrong length.
+    #[error("{what} is {len} bytes long, expected {expected}")]
+    WrongLength {
+        /// Which field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The length it must have.
+        expected: usize,
+    },
+}
+
+/// An Ed25519 public key that is known to decode to a curve point.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SigningPublicKey([u8; 32]);
+
+impl SigningPublicKey {
+    /// Checks that `bytes` are an Ed25519 point.
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
+        VerificationKey::try_from(bytes).map_err(|_| KeyError::InvalidSigningKey)?;
+        libp2p_identity::ed25519::PublicKey::try_from_bytes(&bytes)
+            .map_err(|_| KeyError::InvalidSigningKey)?;
+        Ok(Self(bytes))
+    }
+
+    /// Parses a field of a decoded message.
+    pub fn from_slice(bytes: &[u8], what: &'static str) -> Result<Self, KeyError> {
+        Self::from_bytes(array32(bytes, what)?)
+    }
+
+    /// The raw key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The libp2p peer id of this key.
+    // `from_bytes` accepts only keys that libp2p also accepts, so this
+    // conversion cannot fail for a constructed value.
+    #[allow(clippy::expect_used)]
+    pub fn peer_id(&self) -> PeerId {
+        let key = libp2p_identity::ed25519::PublicKey::try_from_bytes(&self.0)
+            .expect("SigningPublicKey invariant: libp2p accepts the key");
+        libp2p_identity::PublicKey::from(key).to_peer_id()
+    }
+
+    /// Verifies `signature` over `tag || message` (ZIP 215 rules, the same
+    /// rules batch verification uses, so single and batch never disagree).
+    pub fn verify(&self, tag: &[u8], message: &[u8], signature: &[u8; 64]) -> bool {
+        let Ok(key) = VerificationKey::try_from(self.0) else {
+            return false;
+        };
+        key.verify(&Signature::from(*signature), &domain::tagged(tag, message))
+            .is_ok()
+    }
+
+    pub(crate) fn zebra_bytes(&self) -> VerificationKeyBytes {
+        VerificationKeyBytes::from(self.0)
+    }
+}
+
+impl fmt::Debug for SigningPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SigningPublicKey({})",
+            bs58::encode(self.0).into_string()
+        )
+    }
+}
+
+/// An X25519 public key: a Noise static key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NoisePublicKey([u8; 32]);
+
+impl NoisePublicKey {
+    /// Wraps raw key bytes (every 32-byte string is an X25519 public key).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses a field of a decoded message.
+    pub fn from_slice(bytes: &[u8], what: &'static str) -> Result<Self, KeyError> {
+        Ok(Self(array32(bytes, what)?))
+    }
+
+    /// The raw key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for NoisePublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&bs58::encode(self.0).into_string())
+    }
+}
+
+impl fmt::Debug for NoisePublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NoisePublicKey({self})")
+    }
+}
+
+/// The public keys the ledger holds for an identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKeys {
+    /// Ed25519: signs entries and handshakes.
+    pub signing: SigningPublicKey,
+    /// X25519: the Noise static key.
+    pub noise: NoisePublicKey,
+}
+
+/// A secret identity: both private keys. Never printed, zeroed on drop.
+pub struct Identity {
+    kind: IdentityKind,
+    signing: SigningKey,
+    noise: StaticSecret,
+    public: PublicKeys,
+}
+
+impl Identity {
+    /// Makes fresh keys from the operating system's random source.
+    pub fn generate(kind: IdentityKind) -> Self {
+        let signing = SigningKey::new(OsRng);
+        let noise = StaticSecret::random_from_rng(OsRng);
+        Self::from_keys(kind, signing, noise)
+    }
+
+    /// Rebuilds an identity from its two 32-byte secrets.
+    pub fn from_secrets(
+        kind: IdentityKind,
+        signing_seed: [u8; 32],
+        noise_secret: [u8; 32],
+    ) -> Self {
+        Self::from_keys(
+            kind,
+            SigningKey::from(signing_seed),
+            StaticSecret::from(noise_secret),
+        )
+    }
+
+    fn from_keys(kind: IdentityKind, signing: SigningKey, noise: StaticSecret) -> Self {
+        let verification = VerificationKey::from(&signing);
+        let public = PublicKeys {
+            signing: SigningPublicKey(verification.into()),
+            noise: NoisePublicKey(x25519_dalek::PublicKey::from(&noise).to_bytes()),
+        };
+        Self {
+            kind,
+            signing,
+            noise,
+            public,
+        }
+    }
+
+    /// Device, app or registrar.
+    pub fn kind(&self) -> IdentityKind {
+        self.kind
+    }
+
+    /// The DID naming this identity's signing key.
+    pub fn did(&self) -> Did {
+        Did::from_signing_key(self.public.signing)
+    }
+
+    /// The libp2p peer id of the signing key.
+    pub fn peer_id(&self) -> PeerId {
+        self.public.signing.peer_id()
+    }
+
+    /// The Ed25519 public key.
+    pub fn signing_key(&self) -> SigningPublicKey {
+        self.public.signing
+    }
+
+    /// The X25519 public key.
+    pub fn noise_key(&self) -> NoisePublicKey {
+        self.public.noise
+    }
+
+    /// Both public keys.
+    pub fn public_keys(&self) -> PublicKeys {
+        self.public
+    }
+
+    /// Signs `tag || message`. Tags come from [`crate::domain`].
+    pub fn sign(&self, tag: &[u8], message: &[u8]) -> [u8; 64] {
+        self.signing.sign(&domain::tagged(tag, message)).into()
+    }
+
+    /// The signing seed, for writing a key file.
+    pub(crate) fn signing_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.into())
+    }
+
+    /// The Noise static secret, for the Noise handshake and key files.
+    pub fn noise_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.noise.to_bytes())
+    }
+
+    /// The public card for registering this identity.
+    pub fn card(&self) -> Card {
+        Card::for_identity(self)
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("kind", &self.kind)
+            .field("did", &self.did())
+            .finish_non_exhaustive()
+    }
+}
+
+fn array32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], KeyError> {
+    bytes.try_into().map_err(|_| KeyError::WrongLength {
+        what,
+        len: bytes.len(),
+        expected: 32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_bound_to_their_domain() {
+        let id = Identity::generate(IdentityKind::Device);
+        let sig = id.sign(domain::LEDGER_ENTRY, b"hello");
+        assert!(
+            id.signing_key()
+                .verify(domain::LEDGER_ENTRY, b"hello", &sig)
+        );
+        assert!(!id.signing_key().verify(domain::NOISE_KEY, b"hello", &sig));
+        assert!(
+            !id.signing_key()
+                .verify(domain::LEDGER_ENTRY, b"hellO", &sig)
+        );
+    }
+
+    #[test]
+    fn same_secrets_give_same_identity() {
+        let a = Identity::from_secrets(IdentityKind::App, [5; 32], [6; 32]);
+        let b = Identity::from_secrets(IdentityKind::App, [5; 32], [6; 32]);
+        assert_eq!(a.public_keys(), b.public_keys());
+        assert_eq!(a.did(), b.did());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let id = Identity::from_secrets(IdentityKind::Device, [0xab; 32], [0xcd; 32]);
+        let shown = format!("{id:?}");
+        assert!(!shown.contains("171"), "{shown}");
+        assert!(shown.contains("did:carrier:"));
+    }
+}

@@ -1,0 +1,426 @@
+//! Ledger entries: the decoded model, its canonical encoding, signing and
+//! hashing.
+//!
+//! An entry travels and is stored as `pb::SignedEntry { body, signature }`,
+//! where `body` is the exact encoded `pb::EntryBody` that was signed. Decoding
+//! checks shape only (sizes, key lengths, DID syntax, canonical bytes);
+//! whether the entry may follow the ledger's current state is
+//! [`super::LedgerState`]'s job.
+
+use std::fmt;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::identity::{
+    Did, DidError, Identity, KeyError, NoisePublicKey, PublicKeys, SigningPublicKey,
+};
+use crate::{domain, pb};
+
+/// Largest encoded entry accepted anywhere (file, wire).
+pub const MAX_ENTRY_SIZE: usize = 4096;
+/// Longest network name, app name, role or revocation reason, in bytes.
+pub const MAX_TEXT_LEN: usize = 256;
+/// Most registrars a genesis may name, and most roles a device may hold.
+pub const MAX_LIST_LEN: usize = 16;
+
+/// SHA-256 of an encoded signed entry: the link in the hash chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EntryHash(pub [u8; 32]);
+
+impl EntryHash {
+    /// The `prev_hash` of genesis.
+    pub const ZERO: EntryHash = EntryHash([0; 32]);
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Display for EntryHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for EntryHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntryHash({})", &self.to_hex()[..16])
+    }
+}
+
+/// What an entry does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Names the network and its registrars; always entry 0.
+    Genesis {
+        /// Network name, for people.
+        network: String,
+        /// Keys allowed to register devices.
+        registrars: Vec<SigningPublicKey>,
+    },
+    /// Admits a device; signed by a registrar.
+    RegisterDevice {
+        /// The device's DID (of `keys.signing`).
+        did: Did,
+        /// Its keys.
+        keys: PublicKeys,
+        /// Free-form roles (e.g. "relay").
+        roles: Vec<String>,
+    },
+    /// Admits an app under a device; signed by that device.
+    RegisterApp {
+        /// The app's DID (of `keys.signing`).
+        did: Did,
+        /// Its keys.
+        keys: PublicKeys,
+        /// The hosting device.
+        device: Did,
+        /// Name for people.
+        name: String,
+    },
+    /// Replaces a DID's keys.
+    RotateKeys {
+        /// Whose keys.
+        did: Did,
+        /// The new keys.
+        keys: PublicKeys,
+    },
+    /// Ends a DID for good (and a device's apps with it).
+    Revoke {
+        /// Who.
+        did: Did,
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+impl Op {
+    /// Short name of the entry kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Genesis { .. } => "genesis",
+            Op::RegisterDevice { .. } => "register-device",
+            Op::RegisterApp { .. } => "register-app",
+            Op::RotateKeys { .. } => "rotate-keys",
+            Op::Revoke { .. } => "revoke",
+        }
+    }
+}
+
+/// The signed fields of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryBody {
+    /// Position in the ledger.
+    pub seq: u64,
+    /// Hash of the entry before.
+    pub prev_hash: EntryHash,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who signed.
+    pub signer: SigningPublicKey,
+    /// What it does.
+    pub op: Op,
+}
+
+/// A decoded entry with its signature and the exact bytes it came from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Entry {
+    body: EntryBody,
+    body_bytes: Vec<u8>,
+    signature: [u8; 64],
+    encoded: Vec<u8>,
+    hash: EntryHash,
+}
+
+/// Why bytes are not a well-formed entry.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// Larger than [`MAX_ENTRY_SIZE`].
+    #[error("entry is {0} bytes, more than the limit of {MAX_ENTRY_SIZE}")]
+    TooLarge(usize),
+    /// Not a protobuf message of the right type.
+    #[error("entry does not decode: {0}")]
+    Decode(String),
+    /// The body decodes but is not in canonical form.
+    #[error("entry body is not canonically encoded")]
+    NotCanonical,
+    /// The body names no operation.
+    #[error("entry has no operation")]
+    MissingOp,
+    /// The signature is not 64 bytes.
+    #[error("signature is {0} bytes, expected 64")]
+    SignatureLength(usize),
+    /// `prev_hash` is not 32 bytes.
+    #[error("previous hash is {0} bytes, expected 32")]
+    HashLength(usize),
+    /// A key field is malformed.
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    /// A DID field is malformed.
+    #[error("{0}")]
+    Did(#[from] DidError),
+    /// A text field is empty where it must not be, or too long.
+    #[error("{what} must be 1 to {MAX_TEXT_LEN} bytes long, found {len}")]
+    TextLength {
+        /// Which field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A list is too long.
+    #[error("{what} may hold at most {MAX_LIST_LEN} items, found {len}")]
+    ListLength {
+        /// Which field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+    },
+}
+
+impl Entry {
+    /// Signs a new entry with `signer`.
+    pub fn sign(seq: u64, prev_hash: EntryHash, time_ms: u64, op: Op, signer: &Identity) -> Self {
+        let body = EntryBody {
+            seq,
+            prev_hash,
+            time_ms,
+            signer: signer.signing_key(),
+            op,
+        };
+        let body_bytes = body_to_pb(&body).encode_to_vec();
+        let signature = signer.sign(domain::LEDGER_ENTRY, &body_bytes);
+        Self::assemble(body, body_bytes, signature)
+    }
+
+    fn assemble(body: EntryBody, body_bytes: Vec<u8>, signature: [u8; 64]) -> Self {
+        let encoded = pb::SignedEntry {
+            body: body_bytes.clone(),
+            signature: signature.to_vec(),
+        }
+        .encode_to_vec();
+        let hash = hash_encoded(&encoded);
+        Self {
+            body,
+            body_bytes,
+            signature,
+            encoded,
+            hash,
+        }
+    }
+
+    /// Decodes and shape-checks an entry. Does not check the signature.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        if bytes.len() > MAX_ENTRY_SIZE {
+            return Err(EntryError::TooLarge(bytes.len()));
+        }
+        let signed =
+            pb::SignedEntry::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))?;
+        let signature: [u8; 64] = signed
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| EntryError::SignatureLength(signed.signature.len()))?;
+        let message = pb::EntryBody::decode(signed.body.as_slice())
+            .map_err(|e| EntryError::Decode(e.to_string()))?;
+        let body = body_from_pb(message)?;
+        // Canonical form: re-encoding must give the signed bytes exactly, and
+        // the outer message must be the one we would write. This rules out
+        // unknown fields, repeated fields and other malleable encodings.
+        let entry = Self::assemble(body, signed.body, signature);
+        if entry.encoded != bytes || body_to_pb(&entry.body).encode_to_vec() != entry.body_bytes {
+            return Err(EntryError::NotCanonical);
+        }
+        Ok(entry)
+    }
+
+    /// The signed fields.
+    pub fn body(&self) -> &EntryBody {
+        &self.body
+    }
+
+    /// Position in the ledger.
+    pub fn seq(&self) -> u64 {
+        self.body.seq
+    }
+
+    /// What it does.
+    pub fn op(&self) -> &Op {
+        &self.body.op
+    }
+
+    /// The encoded signed entry, as stored and sent.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// This entry's hash (the next entry's `prev_hash`).
+    pub fn hash(&self) -> EntryHash {
+        self.hash
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &[u8; 64] {
+        &self.signature
+    }
+
+    /// The message the signature covers (tag and body).
+    pub fn signed_message(&self) -> Vec<u8> {
+        domain::tagged(domain::LEDGER_ENTRY, &self.body_bytes)
+    }
+
+    /// Checks the signature against the `signer` field alone.
+    pub fn verify_signature(&self) -> bool {
+        self.body
+            .signer
+            .verify(domain::LEDGER_ENTRY, &self.body_bytes, &self.signature)
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("body", &self.body)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+fn hash_encoded(encoded: &[u8]) -> EntryHash {
+    let mut hasher = Sha256::new();
+    hasher.update(domain::LEDGER_HASH);
+    hasher.update(encoded);
+    EntryHash(hasher.finalize().into())
+}
+
+fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
+    use pb::entry_body::Op as P;
+    let op = match &body.op {
+        Op::Genesis {
+            network,
+            registrars,
+        } => P::Genesis(pb::Genesis {
+            network: network.clone(),
+            registrars: registrars.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        }),
+        Op::RegisterDevice { did, keys, roles } => P::RegisterDevice(pb::RegisterDevice {
+            did: did.to_string(),
+            signing_key: keys.signing.as_bytes().to_vec(),
+            noise_key: keys.noise.as_bytes().to_vec(),
+            roles: roles.clone(),
+        }),
+        Op::RegisterApp {
+            did,
+            keys,
+            device,
+            name,
+        } => P::RegisterApp(pb::RegisterApp {
+            did: did.to_string(),
+            signing_key: keys.signing.as_bytes().to_vec(),
+            noise_key: keys.noise.as_bytes().to_vec(),
+            device: device.to_string(),
+            name: name.clone(),
+        }),
+        Op::RotateKeys { did, keys } => P::RotateKeys(pb::RotateKeys {
+            did: did.to_string(),
+            signing_key: keys.signing.as_bytes().to_vec(),
+            noise_key: keys.noise.as_bytes().to_vec(),
+        }),
+        Op::Revoke { did, reason } => P::Revoke(pb::Revoke {
+            did: did.to_string(),
+            reason: reason.clone(),
+        }),
+    };
+    pb::EntryBody {
+        seq: body.seq,
+        prev_hash: body.prev_hash.0.to_vec(),
+        time_ms: body.time_ms,
+        signer: body.signer.as_bytes().to_vec(),
+        op: Some(op),
+    }
+}
+
+fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
+    use pb::entry_body::Op as P;
+    let prev_hash: [u8; 32] = message
+        .prev_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| EntryError::HashLength(message.prev_hash.len()))?;
+    let op = match message.op.ok_or(EntryError::MissingOp)? {
+        P::Genesis(g) => {
+            check_list("registrars", g.registrars.len())?;
+            Op::Genesis {
+                network: text("network name", g.network, false)?,
+                registrars: g
+                    .registrars
+                    .iter()
+                    .map(|k| SigningPublicKey::from_slice(k, "registrar key"))
+                    .collect::<Result<_, _>>()?,
+            }
+        }
+        P::RegisterDevice(d) => {
+            check_list("roles", d.roles.len())?;
+            Op::RegisterDevice {
+                did: Did::parse(&d.did)?,
+                keys: keys(&d.signing_key, &d.noise_key)?,
+                roles: d
+                    .roles
+                    .into_iter()
+                    .map(|r| text("role", r, false))
+                    .collect::<Result<_, _>>()?,
+            }
+        }
+        P::RegisterApp(a) => Op::RegisterApp {
+            did: Did::parse(&a.did)?,
+            keys: keys(&a.signing_key, &a.noise_key)?,
+            device: Did::parse(&a.device)?,
+            name: text("app name", a.name, false)?,
+        },
+        P::RotateKeys(r) => Op::RotateKeys {
+            did: Did::parse(&r.did)?,
+            keys: keys(&r.signing_key, &r.noise_key)?,
+        },
+        P::Revoke(r) => Op::Revoke {
+            did: Did::parse(&r.did)?,
+            reason: text("reason", r.reason, true)?,
+        },
+    };
+    Ok(EntryBody {
+        seq: message.seq,
+        prev_hash: EntryHash(prev_hash),
+        time_ms: message.time_ms,
+        signer: SigningPublicKey::from_slice(&message.signer, "signer key")?,
+        op,
+    })
+}
+
+fn keys(signing: &[u8], noise: &[u8]) -> Result<PublicKeys, KeyError> {
+    Ok(PublicKeys {
+        signing: SigningPublicKey::from_slice(signing, "signing key")?,
+        noise: NoisePublicKey::from_slice(noise, "noise key")?,
+    })
+}
+
+fn text(what: &'static str, value: String, may_be_empty: bool) -> Result<String, EntryError> {
+    if value.len() > MAX_TEXT_LEN || (value.is_empty() && !may_be_empty) {
+        return Err(EntryError::TextLength {
+            what,
+            len: value.len(),
+        });
+    }
+    Ok(value)
+}
+
+fn check_list(what: &'static str, len: usize) -> Result<(), EntryError> {
+    if len > MAX_LIST_LEN {
+        return Err(EntryError::ListLength { what, len });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "entry_tests.rs"]
+mod tests;

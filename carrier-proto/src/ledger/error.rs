@@ -1,0 +1,95 @@
+//! Why a ledger entry was refused: one variant per broken rule, and the
+//! entry's position with it.
+
+use super::entry::{EntryError, EntryHash};
+use crate::identity::Did;
+
+/// A ledger failed verification at one entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ledger entry {index}: {reason}")]
+pub struct LedgerError {
+    /// Position of the offending entry (0 is genesis).
+    pub index: u64,
+    /// The rule it broke.
+    pub reason: Rejection,
+}
+
+/// The rule an entry broke.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The bytes are not a well-formed entry.
+    #[error("malformed: {0}")]
+    Malformed(#[from] EntryError),
+    /// The signature does not verify against the signer key.
+    #[error("bad signature: the entry was altered or not signed by its signer")]
+    BadSignature,
+    /// The sequence number is not the next one.
+    #[error("wrong sequence number {found}, expected {expected}")]
+    WrongSequence {
+        /// The next sequence number.
+        expected: u64,
+        /// The entry's.
+        found: u64,
+    },
+    /// `prev_hash` is not the hash of the entry before.
+    #[error("broken hash chain: previous hash {found} does not match {expected}")]
+    BrokenChain {
+        /// Hash of the entry before.
+        expected: EntryHash,
+        /// The entry's `prev_hash`.
+        found: EntryHash,
+    },
+    /// The time is earlier than the entry before.
+    #[error("time {found} ms is earlier than the previous entry's {previous} ms")]
+    TimeWentBackwards {
+        /// The previous entry's time.
+        previous: u64,
+        /// The entry's.
+        found: u64,
+    },
+    /// The first entry is not a genesis.
+    #[error("the first entry must be a genesis")]
+    NotGenesis,
+    /// A genesis after the first entry.
+    #[error("genesis may only be the first entry")]
+    GenesisNotFirst,
+    /// A genesis with no registrar keys.
+    #[error("genesis names no registrar")]
+    NoRegistrars,
+    /// A genesis naming one key twice.
+    #[error("genesis names a registrar twice")]
+    DuplicateRegistrar,
+    /// The signer has no authority for this operation.
+    #[error("signer {signer} has no authority for this operation")]
+    Unauthorized {
+        /// The signer's key, as a DID.
+        signer: Did,
+    },
+    /// An app registered by a device other than its host.
+    #[error("app must be registered by its hosting device {device}, not by {signer}")]
+    NotHostDevice {
+        /// The signer's key, as a DID.
+        signer: Did,
+        /// The named host.
+        device: Did,
+    },
+    /// An app's named host is an app.
+    #[error("{0} is not a device and cannot host apps")]
+    NotADevice(Did),
+    /// The DID is registered already.
+    #[error("{0} is already registered")]
+    AlreadyRegistered(Did),
+    /// The DID is not the DID of the registered signing key.
+    #[error("{0} is not the DID of the signing key it is registered with")]
+    DidKeyMismatch(Did),
+    /// A key that some identity holds or held.
+    #[error("a key in this entry is already used by another identity")]
+    KeyReused,
+    /// The DID is not registered.
+    #[error("{0} is not registered")]
+    UnknownDid(Did),
+    /// The DID (or its hosting device) is revoked; revocation is final.
+    #[error("{0} is revoked; revocation is final")]
+    Revoked(Did),
+}

@@ -1,0 +1,407 @@
+//! The ledger's current state: who is registered, with which keys, and
+//! whether they are still active.
+//!
+//! [`LedgerState`] takes entries one at a time and applies an entry only if
+//! every rule holds; otherwise it stays as it was and names the broken rule.
+//! Lookups go through a hash index, so `resolve` costs the same for ten
+//! entries or ten million.
+
+use std::collections::{HashMap, HashSet};
+
+use super::entry::{Entry, EntryHash, Op};
+use super::error::Rejection;
+use crate::identity::{Did, Identity, NoisePublicKey, PublicKeys, SigningPublicKey};
+
+/// Height and last hash of a ledger, as peers compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Head {
+    /// Number of entries (the next entry's sequence number).
+    pub height: u64,
+    /// Hash of the last entry; zero for an empty ledger.
+    pub hash: EntryHash,
+}
+
+/// The network a ledger belongs to, fixed by its genesis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// Name, for people.
+    pub name: String,
+    /// Hash of the genesis entry: the network's identity.
+    pub id: EntryHash,
+    /// Keys allowed to register devices.
+    pub registrars: Vec<SigningPublicKey>,
+}
+
+/// Device or app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A device running a daemon.
+    Device {
+        /// Roles granted at registration.
+        roles: Vec<String>,
+    },
+    /// An app hosted on `device`.
+    App {
+        /// The hosting device.
+        device: Did,
+        /// Name for people.
+        name: String,
+    },
+}
+
+/// A revocation as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Sequence number of the revoking entry.
+    pub seq: u64,
+    /// The reason given.
+    pub reason: String,
+}
+
+/// What the ledger holds for one DID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Device or app.
+    pub subject: Subject,
+    /// Current keys.
+    pub keys: PublicKeys,
+    /// Sequence number of the registering entry.
+    pub registered_at: u64,
+    /// Set once revoked; never cleared.
+    pub revoked: Option<Revocation>,
+}
+
+/// Whether a DID may hold links now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Registered and not revoked.
+    Active,
+    /// Revoked itself.
+    Revoked(Revocation),
+    /// An app whose hosting device is revoked.
+    HostRevoked(Did),
+}
+
+/// The answer to "who is this DID?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution<'a> {
+    /// The DID asked about.
+    pub did: Did,
+    /// Its record.
+    pub record: &'a Record,
+    /// Its effective status.
+    pub status: Status,
+}
+
+impl Resolution<'_> {
+    /// Registered, not revoked, and (for apps) hosted by an active device.
+    pub fn is_active(&self) -> bool {
+        self.status == Status::Active
+    }
+}
+
+/// The verified state of a ledger: its head and an index of every DID.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerState {
+    network: Option<Network>,
+    head: Head,
+    last_time_ms: u64,
+    records: HashMap<Did, Record>,
+    /// Every signing key ever registered or rotated to, so no key is reused.
+    used_signing_keys: HashSet<SigningPublicKey>,
+    /// Likewise for Noise keys.
+    used_noise_keys: HashSet<NoisePublicKey>,
+}
+
+impl LedgerState {
+    /// An empty ledger, waiting for its genesis.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Height and last hash.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The network, once genesis is applied.
+    pub fn network(&self) -> Option<&Network> {
+        self.network.as_ref()
+    }
+
+    /// Number of registered DIDs (any status).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True before any device or app is registered.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Every registered DID and its record, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = (&Did, &Record)> {
+        self.records.iter()
+    }
+
+    /// Looks a DID up in O(1).
+    pub fn resolve(&self, did: &Did) -> Option<Resolution<'_>> {
+        let record = self.records.get(did)?;
+        Some(Resolution {
+            did: *did,
+            record,
+            status: self.status(record),
+        })
+    }
+
+    fn status(&self, record: &Record) -> Status {
+        if let Some(revocation) = &record.revoked {
+            return Status::Revoked(revocation.clone());
+        }
+        if let Subject::App { device, .. } = &record.subject {
+            let host_revoked = self
+                .records
+                .get(device)
+                .is_none_or(|host| host.revoked.is_some());
+            if host_revoked {
+                return Status::HostRevoked(*device);
+            }
+        }
+        Status::Active
+    }
+
+    /// Signs `op` as the next entry of this ledger. The time is raised to the
+    /// last entry's time if the clock is behind, so entries never go back.
+    pub fn next_entry(&self, op: Op, now_ms: u64, signer: &Identity) -> Entry {
+        Entry::sign(
+            self.head.height,
+            self.head.hash,
+            now_ms.max(self.last_time_ms),
+            op,
+            signer,
+        )
+    }
+
+    /// Verifies `entry`'s signature and applies it if every rule holds.
+    pub fn append(&mut self, entry: Entry) -> Result<(), Rejection> {
+        if !entry.verify_signature() {
+            return Err(Rejection::BadSignature);
+        }
+        self.apply_signed(&entry)
+    }
+
+    /// Applies an entry whose signature the caller has verified already
+    /// (batch verification during replay).
+    pub(crate) fn apply_signed(&mut self, entry: &Entry) -> Result<(), Rejection> {
+        let body = entry.body();
+        if body.seq != self.head.height {
+            return Err(Rejection::WrongSequence {
+                expected: self.head.height,
+                found: body.seq,
+            });
+        }
+        if body.prev_hash != self.head.hash {
+            return Err(Rejection::BrokenChain {
+                expected: self.head.hash,
+                found: body.prev_hash,
+            });
+        }
+        if body.time_ms < self.last_time_ms {
+            return Err(Rejection::TimeWentBackwards {
+                previous: self.last_time_ms,
+                found: body.time_ms,
+            });
+        }
+        match &body.op {
+            Op::Genesis {
+                network,
+                registrars,
+            } => self.apply_genesis(entry, network, registrars)?,
+            op => {
+                let network = self.network.as_ref().ok_or(Rejection::NotGenesis)?;
+                let registrar = network.registrars.contains(&body.signer);
+                self.apply_op(body.seq, body.signer, registrar, op)?;
+            }
+        }
+        self.head = Head {
+            height: body.seq + 1,
+            hash: entry.hash(),
+        };
+        self.last_time_ms = body.time_ms;
+        Ok(())
+    }
+
+    fn apply_genesis(
+        &mut self,
+        entry: &Entry,
+        name: &str,
+        registrars: &[SigningPublicKey],
+    ) -> Result<(), Rejection> {
+        if self.network.is_some() {
+            return Err(Rejection::GenesisNotFirst);
+        }
+        if registrars.is_empty() {
+            return Err(Rejection::NoRegistrars);
+        }
+        let unique: HashSet<_> = registrars.iter().collect();
+        if unique.len() != registrars.len() {
+            return Err(Rejection::DuplicateRegistrar);
+        }
+        if !registrars.contains(&entry.body().signer) {
+            return Err(Rejection::Unauthorized {
+                signer: Did::from_signing_key(entry.body().signer),
+            });
+        }
+        self.used_signing_keys.extend(registrars.iter().copied());
+        self.network = Some(Network {
+            name: name.to_owned(),
+            id: entry.hash(),
+            registrars: registrars.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Checks every rule for a non-genesis op, then mutates. Nothing changes
+    /// unless everything holds.
+    fn apply_op(
+        &mut self,
+        seq: u64,
+        signer: SigningPublicKey,
+        registrar: bool,
+        op: &Op,
+    ) -> Result<(), Rejection> {
+        let unauthorized = || Rejection::Unauthorized {
+            signer: Did::from_signing_key(signer),
+        };
+        match op {
+            Op::Genesis { .. } => Err(Rejection::GenesisNotFirst),
+            Op::RegisterDevice { did, keys, roles } => {
+                if !registrar {
+                    return Err(unauthorized());
+                }
+                self.check_new(did, keys)?;
+                self.insert(
+                    *did,
+                    keys,
+                    seq,
+                    Subject::Device {
+                        roles: roles.clone(),
+                    },
+                );
+                Ok(())
+            }
+            Op::RegisterApp {
+                did,
+                keys,
+                device,
+                name,
+            } => {
+                let host = self.active(device)?;
+                if !matches!(host.subject, Subject::Device { .. }) {
+                    return Err(Rejection::NotADevice(*device));
+                }
+                if host.keys.signing != signer {
+                    return Err(Rejection::NotHostDevice {
+                        signer: Did::from_signing_key(signer),
+                        device: *device,
+                    });
+                }
+                self.check_new(did, keys)?;
+                self.insert(
+                    *did,
+                    keys,
+                    seq,
+                    Subject::App {
+                        device: *device,
+                        name: name.clone(),
+                    },
+                );
+                Ok(())
+            }
+            Op::RotateKeys { did, keys } => {
+                let record = self.active(did)?;
+                if !self.may_act_on(record, signer, registrar) {
+                    return Err(unauthorized());
+                }
+                self.check_unused(keys)?;
+                self.used_signing_keys.insert(keys.signing);
+                self.used_noise_keys.insert(keys.noise);
+                if let Some(record) = self.records.get_mut(did) {
+                    record.keys = *keys;
+                }
+                Ok(())
+            }
+            Op::Revoke { did, reason } => {
+                let record = self.active(did)?;
+                if !self.may_act_on(record, signer, registrar) {
+                    return Err(unauthorized());
+                }
+                if let Some(record) = self.records.get_mut(did) {
+                    record.revoked = Some(Revocation {
+                        seq,
+                        reason: reason.clone(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The record of `did` if it is registered and active.
+    fn active(&self, did: &Did) -> Result<&Record, Rejection> {
+        let record = self.records.get(did).ok_or(Rejection::UnknownDid(*did))?;
+        match self.status(record) {
+            Status::Active => Ok(record),
+            Status::Revoked(_) => Err(Rejection::Revoked(*did)),
+            Status::HostRevoked(device) => Err(Rejection::Revoked(device)),
+        }
+    }
+
+    /// A DID's own key, its hosting device's key, or a registrar may rotate
+    /// or revoke it.
+    fn may_act_on(&self, record: &Record, signer: SigningPublicKey, registrar: bool) -> bool {
+        if registrar || record.keys.signing == signer {
+            return true;
+        }
+        match &record.subject {
+            Subject::App { device, .. } => self
+                .records
+                .get(device)
+                .is_some_and(|host| host.keys.signing == signer),
+            Subject::Device { .. } => false,
+        }
+    }
+
+    fn check_new(&self, did: &Did, keys: &PublicKeys) -> Result<(), Rejection> {
+        if self.records.contains_key(did) {
+            return Err(Rejection::AlreadyRegistered(*did));
+        }
+        if did.signing_key() != keys.signing {
+            return Err(Rejection::DidKeyMismatch(*did));
+        }
+        self.check_unused(keys)
+    }
+
+    fn check_unused(&self, keys: &PublicKeys) -> Result<(), Rejection> {
+        if self.used_signing_keys.contains(&keys.signing)
+            || self.used_noise_keys.contains(&keys.noise)
+        {
+            return Err(Rejection::KeyReused);
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, did: Did, keys: &PublicKeys, seq: u64, subject: Subject) {
+        self.used_signing_keys.insert(keys.signing);
+        self.used_noise_keys.insert(keys.noise);
+        self.records.insert(
+            did,
+            Record {
+                subject,
+                keys: *keys,
+                registered_at: seq,
+                revoked: None,
+            },
+        );
+    }
+}

@@ -1,0 +1,479 @@
+//! Rule tests: a small ledger is built with real keys, then each rule is
+//! attacked with an entry that breaks it.
+
+use super::*;
+use crate::identity::{Identity, IdentityKind};
+
+/// A network with one registrar and helpers to sign the next entry.
+struct Net {
+    registrar: Identity,
+    state: LedgerState,
+    encoded: Vec<Vec<u8>>,
+    clock: u64,
+}
+
+impl Net {
+    fn new() -> Self {
+        let registrar = Identity::generate(IdentityKind::Registrar);
+        let mut net = Net {
+            state: LedgerState::new(),
+            encoded: vec![],
+            clock: 1_000,
+            registrar,
+        };
+        let genesis = Op::Genesis {
+            network: "test".into(),
+            registrars: vec![net.registrar.signing_key()],
+        };
+        net.ok(genesis, None);
+        net
+    }
+
+    fn entry(&mut self, op: Op, signer: Option<&Identity>) -> Entry {
+        self.clock += 1;
+        self.state
+            .next_entry(op, self.clock, signer.unwrap_or(&self.registrar))
+    }
+
+    fn try_op(&mut self, op: Op, signer: Option<&Identity>) -> Result<(), Rejection> {
+        let entry = self.entry(op, signer);
+        let encoded = entry.encoded().to_vec();
+        self.state.append(entry)?;
+        self.encoded.push(encoded);
+        Ok(())
+    }
+
+    fn ok(&mut self, op: Op, signer: Option<&Identity>) {
+        self.try_op(op, signer).unwrap();
+    }
+
+    fn device(&mut self) -> Identity {
+        let device = Identity::generate(IdentityKind::Device);
+        self.ok(register_device(&device), None);
+        device
+    }
+
+    fn app(&mut self, device: &Identity) -> Identity {
+        let app = Identity::generate(IdentityKind::App);
+        self.ok(register_app(&app, device), Some(device));
+        app
+    }
+}
+
+fn register_device(device: &Identity) -> Op {
+    Op::RegisterDevice {
+        did: device.did(),
+        keys: device.public_keys(),
+        roles: vec!["relay".into()],
+    }
+}
+
+fn register_app(app: &Identity, device: &Identity) -> Op {
+    Op::RegisterApp {
+        did: app.did(),
+        keys: app.public_keys(),
+        device: device.did(),
+        name: "chat".into(),
+    }
+}
+
+fn revoke(who: &Identity) -> Op {
+    Op::Revoke {
+        did: who.did(),
+        reason: "lost".into(),
+    }
+}
+
+fn rotate(who: &Identity, to: &Identity) -> Op {
+    Op::RotateKeys {
+        did: who.did(),
+        keys: to.public_keys(),
+    }
+}
+
+#[test]
+fn resolves_devices_and_apps() {
+    let mut net = Net::new();
+    let device = net.device();
+    let app = net.app(&device);
+    let resolved = net.state.resolve(&app.did()).unwrap();
+    assert!(resolved.is_active());
+    assert_eq!(
+        resolved.record.subject,
+        Subject::App {
+            device: device.did(),
+            name: "chat".into()
+        }
+    );
+    assert_eq!(resolved.record.keys, app.public_keys());
+    let resolved = net.state.resolve(&device.did()).unwrap();
+    assert_eq!(
+        resolved.record.subject,
+        Subject::Device {
+            roles: vec!["relay".into()]
+        }
+    );
+    assert_eq!(resolved.record.registered_at, 1);
+    assert_eq!(net.state.head().height, 3);
+    assert!(
+        net.state
+            .resolve(&Identity::generate(IdentityKind::App).did())
+            .is_none()
+    );
+    assert_eq!(net.state.network().unwrap().name, "test");
+}
+
+#[test]
+fn replay_rebuilds_the_same_state() {
+    let mut net = Net::new();
+    let device = net.device();
+    let app = net.app(&device);
+    let new_keys = Identity::generate(IdentityKind::App);
+    net.ok(rotate(&app, &new_keys), Some(&app));
+    net.ok(revoke(&device), None);
+    let replayed = replay(&net.encoded).unwrap();
+    assert_eq!(replayed.head(), net.state.head());
+    let resolved = replayed.resolve(&app.did()).unwrap();
+    assert_eq!(resolved.record.keys, new_keys.public_keys());
+    assert_eq!(resolved.status, Status::HostRevoked(device.did()));
+}
+
+#[test]
+fn rotation_moves_authority_to_the_new_key() {
+    let mut net = Net::new();
+    let device = net.device();
+    let next = Identity::generate(IdentityKind::Device);
+    net.ok(rotate(&device, &next), Some(&device));
+    let app = Identity::generate(IdentityKind::App);
+    // The old key no longer speaks for the device...
+    assert!(matches!(
+        net.try_op(register_app(&app, &device), Some(&device)),
+        Err(Rejection::NotHostDevice { .. })
+    ));
+    // ...the new one does, under the unchanged DID.
+    net.ok(register_app(&app, &device), Some(&next));
+    assert_eq!(
+        net.state.resolve(&device.did()).unwrap().record.keys,
+        next.public_keys()
+    );
+}
+
+#[test]
+fn rejects_wrong_signer_on_genesis() {
+    let registrar = Identity::generate(IdentityKind::Registrar);
+    let stranger = Identity::generate(IdentityKind::Registrar);
+    let genesis = Op::Genesis {
+        network: "x".into(),
+        registrars: vec![registrar.signing_key()],
+    };
+    let mut state = LedgerState::new();
+    let err = state
+        .append(state.next_entry(genesis, 1, &stranger))
+        .unwrap_err();
+    assert!(matches!(err, Rejection::Unauthorized { .. }), "{err}");
+}
+
+#[test]
+fn rejects_ledgers_that_do_not_start_with_genesis() {
+    let registrar = Identity::generate(IdentityKind::Registrar);
+    let device = Identity::generate(IdentityKind::Device);
+    let mut state = LedgerState::new();
+    let err = state
+        .append(state.next_entry(register_device(&device), 1, &registrar))
+        .unwrap_err();
+    assert_eq!(err, Rejection::NotGenesis);
+    let mut net = Net::new();
+    let again = Op::Genesis {
+        network: "again".into(),
+        registrars: vec![net.registrar.signing_key()],
+    };
+    assert_eq!(net.try_op(again, None), Err(Rejection::GenesisNotFirst));
+}
+
+#[test]
+fn rejects_genesis_without_or_with_repeated_registrars() {
+    let registrar = Identity::generate(IdentityKind::Registrar);
+    let state = LedgerState::new();
+    let none = Op::Genesis {
+        network: "x".into(),
+        registrars: vec![],
+    };
+    assert_eq!(
+        state.clone().append(state.next_entry(none, 1, &registrar)),
+        Err(Rejection::NoRegistrars)
+    );
+    let twice = Op::Genesis {
+        network: "x".into(),
+        registrars: vec![registrar.signing_key(); 2],
+    };
+    assert_eq!(
+        state.clone().append(state.next_entry(twice, 1, &registrar)),
+        Err(Rejection::DuplicateRegistrar)
+    );
+}
+
+#[test]
+fn rejects_signer_without_authority() {
+    let mut net = Net::new();
+    let device = net.device();
+    let other = net.device();
+    let newcomer = Identity::generate(IdentityKind::Device);
+    // A device cannot register devices.
+    assert!(matches!(
+        net.try_op(register_device(&newcomer), Some(&device)),
+        Err(Rejection::Unauthorized { .. })
+    ));
+    // A device cannot revoke or rotate another device.
+    assert!(matches!(
+        net.try_op(revoke(&other), Some(&device)),
+        Err(Rejection::Unauthorized { .. })
+    ));
+    let keys = Identity::generate(IdentityKind::Device);
+    assert!(matches!(
+        net.try_op(rotate(&other, &keys), Some(&device)),
+        Err(Rejection::Unauthorized { .. })
+    ));
+    // An app cannot revoke its device.
+    let app = net.app(&device);
+    assert!(matches!(
+        net.try_op(revoke(&device), Some(&app)),
+        Err(Rejection::Unauthorized { .. })
+    ));
+}
+
+#[test]
+fn rejects_app_registered_by_another_device() {
+    let mut net = Net::new();
+    let host = net.device();
+    let other = net.device();
+    let app = Identity::generate(IdentityKind::App);
+    let err = net
+        .try_op(register_app(&app, &host), Some(&other))
+        .unwrap_err();
+    assert!(matches!(err, Rejection::NotHostDevice { .. }), "{err}");
+    // Nor may a registrar register apps in a device's name.
+    assert!(matches!(
+        net.try_op(register_app(&app, &host), None),
+        Err(Rejection::NotHostDevice { .. })
+    ));
+    // An app cannot host apps.
+    let first = net.app(&host);
+    let nested = Identity::generate(IdentityKind::App);
+    assert_eq!(
+        net.try_op(register_app(&nested, &first), Some(&first)),
+        Err(Rejection::NotADevice(first.did()))
+    );
+}
+
+#[test]
+fn rejects_duplicate_registration_and_reused_keys() {
+    let mut net = Net::new();
+    let device = net.device();
+    assert_eq!(
+        net.try_op(register_device(&device), None),
+        Err(Rejection::AlreadyRegistered(device.did()))
+    );
+    // Another DID claiming the same Noise key.
+    let thief = Identity::generate(IdentityKind::Device);
+    let op = Op::RegisterDevice {
+        did: thief.did(),
+        keys: mixed_keys(&thief, &device),
+        roles: vec![],
+    };
+    assert_eq!(net.try_op(op, None), Err(Rejection::KeyReused));
+    // Rotating to a key somebody holds.
+    let other = net.device();
+    assert_eq!(
+        net.try_op(rotate(&other, &device), Some(&other)),
+        Err(Rejection::KeyReused)
+    );
+    // A registrar key cannot become a device key.
+    let op = Op::RotateKeys {
+        did: other.did(),
+        keys: mixed_keys(&net.registrar, &thief),
+    };
+    assert_eq!(net.try_op(op, Some(&other)), Err(Rejection::KeyReused));
+}
+
+#[test]
+fn rejects_did_that_does_not_match_its_key() {
+    let mut net = Net::new();
+    let device = Identity::generate(IdentityKind::Device);
+    let other = Identity::generate(IdentityKind::Device);
+    let op = Op::RegisterDevice {
+        did: other.did(),
+        keys: device.public_keys(),
+        roles: vec![],
+    };
+    assert_eq!(
+        net.try_op(op, None),
+        Err(Rejection::DidKeyMismatch(other.did()))
+    );
+}
+
+#[test]
+fn rejects_every_operation_on_a_revoked_did() {
+    let mut net = Net::new();
+    let device = net.device();
+    let app = net.app(&device);
+    net.ok(revoke(&app), Some(&device));
+    let keys = Identity::generate(IdentityKind::App);
+    assert_eq!(
+        net.try_op(rotate(&app, &keys), None),
+        Err(Rejection::Revoked(app.did()))
+    );
+    assert_eq!(
+        net.try_op(revoke(&app), None),
+        Err(Rejection::Revoked(app.did()))
+    );
+    assert_eq!(
+        net.try_op(register_app(&app, &device), Some(&device)),
+        Err(Rejection::AlreadyRegistered(app.did()))
+    );
+    assert_eq!(
+        net.state.resolve(&app.did()).unwrap().status,
+        Status::Revoked(Revocation {
+            seq: 3,
+            reason: "lost".into()
+        })
+    );
+
+    // Revoking a device revokes its apps and ends what the device may do.
+    let second = net.app(&device);
+    net.ok(revoke(&device), None);
+    assert_eq!(
+        net.state.resolve(&second.did()).unwrap().status,
+        Status::HostRevoked(device.did())
+    );
+    assert_eq!(
+        net.try_op(revoke(&second), None),
+        Err(Rejection::Revoked(device.did()))
+    );
+    let third = Identity::generate(IdentityKind::App);
+    assert_eq!(
+        net.try_op(register_app(&third, &device), Some(&device)),
+        Err(Rejection::Revoked(device.did()))
+    );
+    assert_eq!(
+        net.try_op(register_device(&device), None),
+        Err(Rejection::AlreadyRegistered(device.did()))
+    );
+}
+
+#[test]
+fn rejects_bad_signature() {
+    let mut net = Net::new();
+    let device = Identity::generate(IdentityKind::Device);
+    let entry = net.entry(register_device(&device), None);
+    let mut bytes = entry.encoded().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01; // last byte is inside the signature
+    let forged = Entry::decode(&bytes).unwrap();
+    assert_eq!(net.state.append(forged), Err(Rejection::BadSignature));
+}
+
+#[test]
+fn rejects_wrong_previous_hash_and_sequence_gap() {
+    let mut net = Net::new();
+    let device = Identity::generate(IdentityKind::Device);
+    let head = net.state.head();
+    let wrong_prev = Entry::sign(
+        head.height,
+        EntryHash([7; 32]),
+        5_000,
+        register_device(&device),
+        &net.registrar,
+    );
+    assert!(matches!(
+        net.state.append(wrong_prev),
+        Err(Rejection::BrokenChain { .. })
+    ));
+    let gap = Entry::sign(
+        head.height + 1,
+        head.hash,
+        5_000,
+        register_device(&device),
+        &net.registrar,
+    );
+    assert_eq!(
+        net.state.append(gap),
+        Err(Rejection::WrongSequence {
+            expected: 1,
+            found: 2
+        })
+    );
+    let replayed = Entry::sign(
+        0,
+        EntryHash::ZERO,
+        5_000,
+        register_device(&device),
+        &net.registrar,
+    );
+    assert_eq!(
+        net.state.append(replayed),
+        Err(Rejection::WrongSequence {
+            expected: 1,
+            found: 0
+        })
+    );
+    let back_in_time = Entry::sign(
+        head.height,
+        head.hash,
+        10,
+        register_device(&device),
+        &net.registrar,
+    );
+    assert!(matches!(
+        net.state.append(back_in_time),
+        Err(Rejection::TimeWentBackwards { .. })
+    ));
+    // None of the refused entries changed anything.
+    assert_eq!(net.state.head(), head);
+    assert!(net.state.resolve(&device.did()).is_none());
+}
+
+#[test]
+fn replay_names_the_first_bad_entry_for_any_flipped_byte() {
+    let mut net = Net::new();
+    let device = net.device();
+    let app = net.app(&device);
+    net.ok(revoke(&app), None);
+    for index in 0..net.encoded.len() {
+        for position in 0..net.encoded[index].len() {
+            let mut tampered = net.encoded.clone();
+            tampered[index][position] ^= 0x01;
+            let err = replay(&tampered).expect_err("a flipped byte must not verify");
+            assert_eq!(err.index, index as u64, "byte {position}: {err}");
+        }
+    }
+}
+
+#[test]
+fn replay_reports_earliest_error_across_batches() {
+    let mut net = Net::new();
+    for _ in 0..600 {
+        net.device();
+    }
+    let mut tampered = net.encoded.clone();
+    let last = tampered[300].len() - 1;
+    tampered[300][last] ^= 0x80; // bad signature at 300
+    tampered[450] = vec![0xff; 3]; // malformed at 450
+    let err = replay(&tampered).unwrap_err();
+    assert_eq!(
+        err,
+        LedgerError {
+            index: 300,
+            reason: Rejection::BadSignature
+        }
+    );
+    tampered.swap(10, 11);
+    assert_eq!(replay(&tampered).unwrap_err().index, 10);
+}
+
+/// Keys that mix two identities, for key-reuse attacks.
+fn mixed_keys(signing_from: &Identity, noise_from: &Identity) -> crate::identity::PublicKeys {
+    crate::identity::PublicKeys {
+        signing: signing_from.signing_key(),
+        noise: noise_from.noise_key(),
+    }
+}

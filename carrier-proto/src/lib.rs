@@ -1,0 +1,45 @@
+//! Sans-IO core of Carrier: wire formats, identities and ledger verification.
+//!
+//! ```text
+//!   proto/carrier/v1/*.proto ──prost──▶ pb (generated types)
+//!                                        │
+//!   identity: Did, Identity, key files, cards
+//!                                        │
+//!   ledger:  bytes ──Entry::decode──▶ Entry ──LedgerState::append──▶ index
+//!            (replay checks every signature, the chain and authority)
+//! ```
+//!
+//! Nothing here opens a socket, spawns a task or reads the clock: callers pass
+//! bytes and times in and get values or named errors out. The one exception is
+//! [`keystore`], a few lines of blocking file IO that keep the "key files are
+//! 0600" rule in one place for the daemon and the SDK.
+//!
+//! ```
+//! use carrier_proto::identity::{Identity, IdentityKind};
+//! use carrier_proto::ledger::{Entry, LedgerState, Op};
+//!
+//! let registrar = Identity::generate(IdentityKind::Registrar);
+//! let device = Identity::generate(IdentityKind::Device);
+//!
+//! let mut ledger = LedgerState::new();
+//! let genesis = Op::Genesis { network: "home".into(), registrars: vec![registrar.signing_key()] };
+//! ledger.append(ledger.next_entry(genesis, 1_000, &registrar)).unwrap();
+//! let register = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
+//! ledger.append(ledger.next_entry(register, 2_000, &registrar)).unwrap();
+//!
+//! assert!(ledger.resolve(&device.did()).unwrap().is_active());
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod identity;
+pub mod keystore;
+pub mod ledger;
+
+/// Types generated from `proto/carrier/v1`. The proto files are the source of
+/// truth for every format; these are their Rust form.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/carrier.v1.rs"));
+}
