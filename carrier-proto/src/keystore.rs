@@ -39,9 +39,7 @@ pub enum KeyStoreError {
     #[error("no key file at {0}")]
     Missing(PathBuf),
     /// Group or others may read the key file.
-    #[error(
-        "key file {path} is readable by group or others (mode {mode:04o}); fix it with: chmod 600 {path}"
-    )]
+    #[error("key file {path} is readable by group or others (mode {mode:04o}); fix it with: chmod 600 {path}")]
     InsecurePermissions {
         /// The file.
         path: PathBuf,
@@ -68,10 +66,7 @@ pub enum KeyStoreError {
     },
 }
 
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> KeyStoreError + 'a {
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> KeyStoreError + 'a {
     move |source| KeyStoreError::Io {
         action,
         path: path.to_owned(),
@@ -96,10 +91,7 @@ pub fn create(path: &Path, identity: &Identity) -> Result<(), KeyStoreError> {
         .create(dir)
         .map_err(io_error("creating directory", dir))?;
 
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let written = write_new(&temp, &keyfile::encode(identity));
     let linked = written.and_then(|()| {
@@ -128,8 +120,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyStoreError> {
         .mode(0o600)
         .open(path)
         .map_err(io_error("creating key file", path))?;
-    file.write_all(bytes)
-        .map_err(io_error("writing key file", path))?;
+    file.write_all(bytes).map_err(io_error("writing key file", path))?;
     file.sync_all().map_err(io_error("syncing key file", path))
 }
 
@@ -143,9 +134,7 @@ pub fn load(path: &Path) -> Result<Identity, KeyStoreError> {
             source: e,
         },
     })?;
-    let meta = file
-        .metadata()
-        .map_err(io_error("reading key file metadata", path))?;
+    let meta = file.metadata().map_err(io_error("reading key file metadata", path))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & FORBIDDEN_MODE != 0 {
         return Err(KeyStoreError::InsecurePermissions {
@@ -212,11 +201,7 @@ mod tests {
         create(&path, &id).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = fs::metadata(path.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
         assert_eq!(load(&path).unwrap().public_keys(), id.public_keys());
         fs::remove_dir_all(dir).unwrap();
@@ -242,10 +227,7 @@ mod tests {
         for mode in [0o640, 0o604, 0o660, 0o644] {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
             let err = load(&path).unwrap_err();
-            assert!(
-                matches!(err, KeyStoreError::InsecurePermissions { .. }),
-                "{err}"
-            );
+            assert!(matches!(err, KeyStoreError::InsecurePermissions { .. }), "{err}");
             assert!(err.to_string().contains("chmod 600"), "{err}");
         }
         fs::remove_dir_all(dir).unwrap();

@@ -91,14 +91,11 @@ impl Card {
         if text.len() > MAX_CARD_LEN {
             return Err(CardError::TooLong);
         }
-        let encoded = text
-            .strip_prefix(CARD_PREFIX)
-            .ok_or(CardError::MissingPrefix)?;
+        let encoded = text.strip_prefix(CARD_PREFIX).ok_or(CardError::MissingPrefix)?;
         let bytes = bs58::decode(encoded)
             .into_vec()
             .map_err(|e| CardError::Base58(e.to_string()))?;
-        let card =
-            pb::Card::decode(bytes.as_slice()).map_err(|e| CardError::Decode(e.to_string()))?;
+        let card = pb::Card::decode(bytes.as_slice()).map_err(|e| CardError::Decode(e.to_string()))?;
         if card.version != CARD_VERSION {
             return Err(CardError::UnsupportedVersion(card.version));
         }
@@ -107,20 +104,19 @@ impl Card {
             signing: SigningPublicKey::from_slice(&card.signing_key, "signing key")?,
             noise: NoisePublicKey::from_slice(&card.noise_key, "noise key")?,
         };
-        let noise_key_signature: [u8; 64] = card
-            .noise_key_signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::WrongLength {
-                what: "noise key signature",
-                len: card.noise_key_signature.len(),
-                expected: 64,
-            })?;
-        if !keys.signing.verify(
-            domain::NOISE_KEY,
-            keys.noise.as_bytes(),
-            &noise_key_signature,
-        ) {
+        let noise_key_signature: [u8; 64] =
+            card.noise_key_signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyError::WrongLength {
+                    what: "noise key signature",
+                    len: card.noise_key_signature.len(),
+                    expected: 64,
+                })?;
+        if !keys
+            .signing
+            .verify(domain::NOISE_KEY, keys.noise.as_bytes(), &noise_key_signature)
+        {
             return Err(CardError::BadSignature);
         }
         Ok(Self {
@@ -172,10 +168,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn encode(card: &pb::Card) -> String {
-        format!(
-            "{CARD_PREFIX}{}",
-            bs58::encode(card.encode_to_vec()).into_string()
-        )
+        format!("{CARD_PREFIX}{}", bs58::encode(card.encode_to_vec()).into_string())
     }
 
     #[test]
@@ -209,19 +202,10 @@ mod tests {
         let mut short_sig = good.clone();
         short_sig.noise_key_signature.truncate(10);
         assert_eq!(Card::parse("did:carrier:z"), Err(CardError::MissingPrefix));
-        assert!(matches!(
-            Card::parse("carrier-card:0OIl"),
-            Err(CardError::Base58(_))
-        ));
-        assert!(matches!(
-            Card::parse("carrier-card:zzzz"),
-            Err(CardError::Decode(_))
-        ));
+        assert!(matches!(Card::parse("carrier-card:0OIl"), Err(CardError::Base58(_))));
+        assert!(matches!(Card::parse("carrier-card:zzzz"), Err(CardError::Decode(_))));
         assert_eq!(Card::parse(&"x".repeat(600)), Err(CardError::TooLong));
-        assert_eq!(
-            Card::parse(&encode(&newer)),
-            Err(CardError::UnsupportedVersion(2))
-        );
+        assert_eq!(Card::parse(&encode(&newer)), Err(CardError::UnsupportedVersion(2)));
         assert_eq!(Card::parse(&encode(&no_kind)), Err(CardError::UnknownKind));
         assert!(matches!(
             Card::parse(&encode(&short_key)),

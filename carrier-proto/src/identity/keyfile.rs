@@ -63,9 +63,7 @@ pub fn decode(bytes: &[u8]) -> Result<Identity, KeyFileError> {
     if bytes.len() > MAX_KEY_FILE_SIZE {
         return Err(KeyFileError::TooLarge(bytes.len()));
     }
-    let body = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or(KeyFileError::NotAKeyFile)?;
+    let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or(KeyFileError::NotAKeyFile)?;
     let mut message = pb::KeyFile::decode(body).map_err(|e| KeyFileError::Decode(e.to_string()))?;
     let identity = identity_from(&message);
     message.signing_secret.zeroize();
@@ -128,10 +126,7 @@ mod tests {
         let mut short = sample();
         short.noise_secret.truncate(31);
         assert_eq!(decode(b"hello").unwrap_err(), KeyFileError::NotAKeyFile);
-        assert_eq!(
-            decode(&[0; 2000]).unwrap_err(),
-            KeyFileError::TooLarge(2000)
-        );
+        assert_eq!(decode(&[0; 2000]).unwrap_err(), KeyFileError::TooLarge(2000));
         assert!(matches!(
             decode(b"CARRKEY\n\xff\xff").unwrap_err(),
             KeyFileError::Decode(_)
@@ -140,10 +135,7 @@ mod tests {
             decode(&with_magic(&newer)).unwrap_err(),
             KeyFileError::UnsupportedVersion(9)
         );
-        assert_eq!(
-            decode(&with_magic(&no_kind)).unwrap_err(),
-            KeyFileError::UnknownKind
-        );
+        assert_eq!(decode(&with_magic(&no_kind)).unwrap_err(), KeyFileError::UnknownKind);
         assert!(matches!(
             decode(&with_magic(&short)).unwrap_err(),
             KeyFileError::Key(KeyError::WrongLength { len: 31, .. })

@@ -96,8 +96,6 @@ impl SigningPublicKey {
     /// Checks that `bytes` are an Ed25519 point.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
         VerificationKey::try_from(bytes).map_err(|_| KeyError::InvalidSigningKey)?;
-        libp2p_identity::ed25519::PublicKey::try_from_bytes(&bytes)
-            .map_err(|_| KeyError::InvalidSigningKey)?;
         Ok(Self(bytes))
     }
 
@@ -112,12 +110,14 @@ impl SigningPublicKey {
     }
 
     /// The libp2p peer id of this key.
-    // `from_bytes` accepts only keys that libp2p also accepts, so this
-    // conversion cannot fail for a constructed value.
+    // `from_bytes` accepted the key through ed25519-zebra, and libp2p's
+    // ed25519-dalek checks it with the very same function
+    // (curve25519-dalek's `CompressedEdwardsY::decompress`, one version in
+    // the lock file), so this conversion cannot fail for a constructed value.
     #[allow(clippy::expect_used)]
     pub fn peer_id(&self) -> PeerId {
         let key = libp2p_identity::ed25519::PublicKey::try_from_bytes(&self.0)
-            .expect("SigningPublicKey invariant: libp2p accepts the key");
+            .expect("SigningPublicKey invariant: a valid Ed25519 point");
         libp2p_identity::PublicKey::from(key).to_peer_id()
     }
 
@@ -138,11 +138,7 @@ impl SigningPublicKey {
 
 impl fmt::Debug for SigningPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SigningPublicKey({})",
-            bs58::encode(self.0).into_string()
-        )
+        write!(f, "SigningPublicKey({})", bs58::encode(self.0).into_string())
     }
 }
 
@@ -205,16 +201,8 @@ impl Identity {
     }
 
     /// Rebuilds an identity from its two 32-byte secrets.
-    pub fn from_secrets(
-        kind: IdentityKind,
-        signing_seed: [u8; 32],
-        noise_secret: [u8; 32],
-    ) -> Self {
-        Self::from_keys(
-            kind,
-            SigningKey::from(signing_seed),
-            StaticSecret::from(noise_secret),
-        )
+    pub fn from_secrets(kind: IdentityKind, signing_seed: [u8; 32], noise_secret: [u8; 32]) -> Self {
+        Self::from_keys(kind, SigningKey::from(signing_seed), StaticSecret::from(noise_secret))
     }
 
     fn from_keys(kind: IdentityKind, signing: SigningKey, noise: StaticSecret) -> Self {
@@ -307,15 +295,9 @@ mod tests {
     fn signatures_are_bound_to_their_domain() {
         let id = Identity::generate(IdentityKind::Device);
         let sig = id.sign(domain::LEDGER_ENTRY, b"hello");
-        assert!(
-            id.signing_key()
-                .verify(domain::LEDGER_ENTRY, b"hello", &sig)
-        );
+        assert!(id.signing_key().verify(domain::LEDGER_ENTRY, b"hello", &sig));
         assert!(!id.signing_key().verify(domain::NOISE_KEY, b"hello", &sig));
-        assert!(
-            !id.signing_key()
-                .verify(domain::LEDGER_ENTRY, b"hellO", &sig)
-        );
+        assert!(!id.signing_key().verify(domain::LEDGER_ENTRY, b"hellO", &sig));
     }
 
     #[test]

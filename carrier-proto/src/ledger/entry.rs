@@ -12,9 +12,7 @@ use std::fmt;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::identity::{
-    Did, DidError, Identity, KeyError, NoisePublicKey, PublicKeys, SigningPublicKey,
-};
+use crate::identity::{Did, DidError, Identity, KeyError, NoisePublicKey, PublicKeys, SigningPublicKey};
 use crate::{domain, pb};
 
 /// Largest encoded entry accepted anywhere (file, wire).
@@ -216,15 +214,13 @@ impl Entry {
         if bytes.len() > MAX_ENTRY_SIZE {
             return Err(EntryError::TooLarge(bytes.len()));
         }
-        let signed =
-            pb::SignedEntry::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))?;
+        let signed = pb::SignedEntry::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))?;
         let signature: [u8; 64] = signed
             .signature
             .as_slice()
             .try_into()
             .map_err(|_| EntryError::SignatureLength(signed.signature.len()))?;
-        let message = pb::EntryBody::decode(signed.body.as_slice())
-            .map_err(|e| EntryError::Decode(e.to_string()))?;
+        let message = pb::EntryBody::decode(signed.body.as_slice()).map_err(|e| EntryError::Decode(e.to_string()))?;
         let body = body_from_pb(message)?;
         // Canonical form: re-encoding must give the signed bytes exactly, and
         // the outer message must be the one we would write. This rules out
@@ -298,10 +294,7 @@ fn hash_encoded(encoded: &[u8]) -> EntryHash {
 fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
     use pb::entry_body::Op as P;
     let op = match &body.op {
-        Op::Genesis {
-            network,
-            registrars,
-        } => P::Genesis(pb::Genesis {
+        Op::Genesis { network, registrars } => P::Genesis(pb::Genesis {
             network: network.clone(),
             registrars: registrars.iter().map(|k| k.as_bytes().to_vec()).collect(),
         }),
@@ -349,6 +342,7 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
         .as_slice()
         .try_into()
         .map_err(|_| EntryError::HashLength(message.prev_hash.len()))?;
+    let signer = SigningPublicKey::from_slice(&message.signer, "signer key")?;
     let op = match message.op.ok_or(EntryError::MissingOp)? {
         P::Genesis(g) => {
             check_list("registrars", g.registrars.len())?;
@@ -363,9 +357,10 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
         }
         P::RegisterDevice(d) => {
             check_list("roles", d.roles.len())?;
+            let keys = keys(&d.signing_key, &d.noise_key)?;
             Op::RegisterDevice {
-                did: Did::parse(&d.did)?,
-                keys: keys(&d.signing_key, &d.noise_key)?,
+                did: Did::parse_expecting(&d.did, &[keys.signing])?,
+                keys,
                 roles: d
                     .roles
                     .into_iter()
@@ -373,18 +368,22 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
                     .collect::<Result<_, _>>()?,
             }
         }
-        P::RegisterApp(a) => Op::RegisterApp {
-            did: Did::parse(&a.did)?,
-            keys: keys(&a.signing_key, &a.noise_key)?,
-            device: Did::parse(&a.device)?,
-            name: text("app name", a.name, false)?,
-        },
+        P::RegisterApp(a) => {
+            let keys = keys(&a.signing_key, &a.noise_key)?;
+            Op::RegisterApp {
+                did: Did::parse_expecting(&a.did, &[keys.signing])?,
+                keys,
+                // The hosting device signs, so its DID is usually the signer's.
+                device: Did::parse_expecting(&a.device, &[signer])?,
+                name: text("app name", a.name, false)?,
+            }
+        }
         P::RotateKeys(r) => Op::RotateKeys {
-            did: Did::parse(&r.did)?,
+            did: Did::parse_expecting(&r.did, &[signer])?,
             keys: keys(&r.signing_key, &r.noise_key)?,
         },
         P::Revoke(r) => Op::Revoke {
-            did: Did::parse(&r.did)?,
+            did: Did::parse_expecting(&r.did, &[signer])?,
             reason: text("reason", r.reason, true)?,
         },
     };
@@ -392,7 +391,7 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
         seq: message.seq,
         prev_hash: EntryHash(prev_hash),
         time_ms: message.time_ms,
-        signer: SigningPublicKey::from_slice(&message.signer, "signer key")?,
+        signer,
         op,
     })
 }
@@ -406,10 +405,7 @@ fn keys(signing: &[u8], noise: &[u8]) -> Result<PublicKeys, KeyError> {
 
 fn text(what: &'static str, value: String, may_be_empty: bool) -> Result<String, EntryError> {
     if value.len() > MAX_TEXT_LEN || (value.is_empty() && !may_be_empty) {
-        return Err(EntryError::TextLength {
-            what,
-            len: value.len(),
-        });
+        return Err(EntryError::TextLength { what, len: value.len() });
     }
     Ok(value)
 }

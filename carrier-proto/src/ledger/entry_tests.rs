@@ -50,20 +50,14 @@ fn rejects_truncated_entries() {
     let signer = identity(2);
     let bytes = signed(&sample_body(&signer), &signer);
     for len in 0..bytes.len() {
-        assert!(
-            Entry::decode(&bytes[..len]).is_err(),
-            "accepted a {len}-byte prefix"
-        );
+        assert!(Entry::decode(&bytes[..len]).is_err(), "accepted a {len}-byte prefix");
     }
 }
 
 #[test]
 fn rejects_oversized_entries() {
     let bytes = vec![0; MAX_ENTRY_SIZE + 1];
-    assert_eq!(
-        Entry::decode(&bytes),
-        Err(EntryError::TooLarge(MAX_ENTRY_SIZE + 1))
-    );
+    assert_eq!(Entry::decode(&bytes), Err(EntryError::TooLarge(MAX_ENTRY_SIZE + 1)));
 }
 
 #[test]
@@ -92,13 +86,10 @@ fn rejects_malformed_fields() {
     let signer = identity(4);
     let cases: Vec<(Mutation, Expectation)> = vec![
         (Box::new(|b| b.op = None), |e| *e == EntryError::MissingOp),
-        (
-            Box::new(|b| b.prev_hash.pop().map(drop).unwrap_or(())),
-            |e| *e == EntryError::HashLength(31),
-        ),
-        (Box::new(|b| b.signer = vec![1; 5]), |e| {
-            matches!(e, EntryError::Key(_))
+        (Box::new(|b| b.prev_hash.pop().map(drop).unwrap_or(())), |e| {
+            *e == EntryError::HashLength(31)
         }),
+        (Box::new(|b| b.signer = vec![1; 5]), |e| matches!(e, EntryError::Key(_))),
         (
             Box::new(|b| {
                 b.op = Some(pb::entry_body::Op::Revoke(pb::Revoke {
@@ -166,10 +157,7 @@ fn rejects_malformed_fields() {
         Entry::decode(&short_signature.encode_to_vec()),
         Err(EntryError::SignatureLength(63))
     );
-    assert!(matches!(
-        Entry::decode(&[0xff, 0xff, 0xff]),
-        Err(EntryError::Decode(_))
-    ));
+    assert!(matches!(Entry::decode(&[0xff, 0xff, 0xff]), Err(EntryError::Decode(_))));
 }
 
 fn arb_text() -> impl Strategy<Value = String> {

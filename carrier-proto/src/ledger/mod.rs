@@ -21,9 +21,7 @@ mod error;
 mod state;
 mod verify;
 
-pub use entry::{
-    Entry, EntryBody, EntryError, EntryHash, MAX_ENTRY_SIZE, MAX_LIST_LEN, MAX_TEXT_LEN, Op,
-};
+pub use entry::{Entry, EntryBody, EntryError, EntryHash, MAX_ENTRY_SIZE, MAX_LIST_LEN, MAX_TEXT_LEN, Op};
 pub use error::{LedgerError, Rejection};
 pub use state::{Head, LedgerState, Network, Record, Resolution, Revocation, Status, Subject};
 pub use verify::{Replay, replay};

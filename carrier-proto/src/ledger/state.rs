@@ -159,10 +159,7 @@ impl LedgerState {
             return Status::Revoked(revocation.clone());
         }
         if let Subject::App { device, .. } = &record.subject {
-            let host_revoked = self
-                .records
-                .get(device)
-                .is_none_or(|host| host.revoked.is_some());
+            let host_revoked = self.records.get(device).is_none_or(|host| host.revoked.is_some());
             if host_revoked {
                 return Status::HostRevoked(*device);
             }
@@ -184,15 +181,36 @@ impl LedgerState {
 
     /// Verifies `entry`'s signature and applies it if every rule holds.
     pub fn append(&mut self, entry: Entry) -> Result<(), Rejection> {
+        self.append_with(entry, |_| Ok::<(), Rejection>(()))
+    }
+
+    /// Like [`append`](Self::append), but runs `persist` between the checks
+    /// and the change, so a store can make the entry durable first: if
+    /// `persist` fails, the state stays as it was.
+    pub fn append_with<E: From<Rejection>>(
+        &mut self,
+        entry: Entry,
+        persist: impl FnOnce(&Entry) -> Result<(), E>,
+    ) -> Result<(), E> {
         if !entry.verify_signature() {
-            return Err(Rejection::BadSignature);
+            return Err(Rejection::BadSignature.into());
         }
-        self.apply_signed(&entry)
+        self.check(&entry)?;
+        persist(&entry)?;
+        self.commit(&entry);
+        Ok(())
     }
 
     /// Applies an entry whose signature the caller has verified already
     /// (batch verification during replay).
     pub(crate) fn apply_signed(&mut self, entry: &Entry) -> Result<(), Rejection> {
+        self.check(entry)?;
+        self.commit(entry);
+        Ok(())
+    }
+
+    /// Checks every rule except the signature. Changes nothing.
+    fn check(&self, entry: &Entry) -> Result<(), Rejection> {
         let body = entry.body();
         if body.seq != self.head.height {
             return Err(Rejection::WrongSequence {
@@ -212,90 +230,26 @@ impl LedgerState {
                 found: body.time_ms,
             });
         }
-        match &body.op {
-            Op::Genesis {
-                network,
-                registrars,
-            } => self.apply_genesis(entry, network, registrars)?,
-            op => {
-                let network = self.network.as_ref().ok_or(Rejection::NotGenesis)?;
-                let registrar = network.registrars.contains(&body.signer);
-                self.apply_op(body.seq, body.signer, registrar, op)?;
-            }
-        }
-        self.head = Head {
-            height: body.seq + 1,
-            hash: entry.hash(),
-        };
-        self.last_time_ms = body.time_ms;
-        Ok(())
-    }
-
-    fn apply_genesis(
-        &mut self,
-        entry: &Entry,
-        name: &str,
-        registrars: &[SigningPublicKey],
-    ) -> Result<(), Rejection> {
-        if self.network.is_some() {
-            return Err(Rejection::GenesisNotFirst);
-        }
-        if registrars.is_empty() {
-            return Err(Rejection::NoRegistrars);
-        }
-        let unique: HashSet<_> = registrars.iter().collect();
-        if unique.len() != registrars.len() {
-            return Err(Rejection::DuplicateRegistrar);
-        }
-        if !registrars.contains(&entry.body().signer) {
-            return Err(Rejection::Unauthorized {
-                signer: Did::from_signing_key(entry.body().signer),
-            });
-        }
-        self.used_signing_keys.extend(registrars.iter().copied());
-        self.network = Some(Network {
-            name: name.to_owned(),
-            id: entry.hash(),
-            registrars: registrars.to_vec(),
-        });
-        Ok(())
-    }
-
-    /// Checks every rule for a non-genesis op, then mutates. Nothing changes
-    /// unless everything holds.
-    fn apply_op(
-        &mut self,
-        seq: u64,
-        signer: SigningPublicKey,
-        registrar: bool,
-        op: &Op,
-    ) -> Result<(), Rejection> {
+        let signer = body.signer;
         let unauthorized = || Rejection::Unauthorized {
             signer: Did::from_signing_key(signer),
         };
-        match op {
+        let Some(network) = &self.network else {
+            return match &body.op {
+                Op::Genesis { registrars, .. } => check_genesis(signer, registrars),
+                _ => Err(Rejection::NotGenesis),
+            };
+        };
+        let registrar = network.registrars.contains(&signer);
+        match &body.op {
             Op::Genesis { .. } => Err(Rejection::GenesisNotFirst),
-            Op::RegisterDevice { did, keys, roles } => {
+            Op::RegisterDevice { did, keys, .. } => {
                 if !registrar {
                     return Err(unauthorized());
                 }
-                self.check_new(did, keys)?;
-                self.insert(
-                    *did,
-                    keys,
-                    seq,
-                    Subject::Device {
-                        roles: roles.clone(),
-                    },
-                );
-                Ok(())
+                self.check_new(did, keys)
             }
-            Op::RegisterApp {
-                did,
-                keys,
-                device,
-                name,
-            } => {
+            Op::RegisterApp { did, keys, device, .. } => {
                 let host = self.active(device)?;
                 if !matches!(host.subject, Subject::Device { .. }) {
                     return Err(Rejection::NotADevice(*device));
@@ -306,45 +260,77 @@ impl LedgerState {
                         device: *device,
                     });
                 }
-                self.check_new(did, keys)?;
-                self.insert(
-                    *did,
-                    keys,
-                    seq,
-                    Subject::App {
-                        device: *device,
-                        name: name.clone(),
-                    },
-                );
-                Ok(())
+                self.check_new(did, keys)
             }
             Op::RotateKeys { did, keys } => {
                 let record = self.active(did)?;
                 if !self.may_act_on(record, signer, registrar) {
                     return Err(unauthorized());
                 }
-                self.check_unused(keys)?;
+                self.check_unused(keys)
+            }
+            Op::Revoke { did, .. } => {
+                let record = self.active(did)?;
+                if !self.may_act_on(record, signer, registrar) {
+                    return Err(unauthorized());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies an entry that [`check`](Self::check) accepted.
+    fn commit(&mut self, entry: &Entry) {
+        let body = entry.body();
+        match &body.op {
+            Op::Genesis { network, registrars } => {
+                self.used_signing_keys.extend(registrars.iter().copied());
+                self.network = Some(Network {
+                    name: network.clone(),
+                    id: entry.hash(),
+                    registrars: registrars.clone(),
+                });
+            }
+            Op::RegisterDevice { did, keys, roles } => {
+                self.insert(*did, keys, body.seq, Subject::Device { roles: roles.clone() });
+            }
+            Op::RegisterApp {
+                did,
+                keys,
+                device,
+                name,
+            } => {
+                self.insert(
+                    *did,
+                    keys,
+                    body.seq,
+                    Subject::App {
+                        device: *device,
+                        name: name.clone(),
+                    },
+                );
+            }
+            Op::RotateKeys { did, keys } => {
                 self.used_signing_keys.insert(keys.signing);
                 self.used_noise_keys.insert(keys.noise);
                 if let Some(record) = self.records.get_mut(did) {
                     record.keys = *keys;
                 }
-                Ok(())
             }
             Op::Revoke { did, reason } => {
-                let record = self.active(did)?;
-                if !self.may_act_on(record, signer, registrar) {
-                    return Err(unauthorized());
-                }
                 if let Some(record) = self.records.get_mut(did) {
                     record.revoked = Some(Revocation {
-                        seq,
+                        seq: body.seq,
                         reason: reason.clone(),
                     });
                 }
-                Ok(())
             }
         }
+        self.head = Head {
+            height: body.seq + 1,
+            hash: entry.hash(),
+        };
+        self.last_time_ms = body.time_ms;
     }
 
     /// The record of `did` if it is registered and active.
@@ -364,10 +350,7 @@ impl LedgerState {
             return true;
         }
         match &record.subject {
-            Subject::App { device, .. } => self
-                .records
-                .get(device)
-                .is_some_and(|host| host.keys.signing == signer),
+            Subject::App { device, .. } => self.records.get(device).is_some_and(|host| host.keys.signing == signer),
             Subject::Device { .. } => false,
         }
     }
@@ -383,9 +366,7 @@ impl LedgerState {
     }
 
     fn check_unused(&self, keys: &PublicKeys) -> Result<(), Rejection> {
-        if self.used_signing_keys.contains(&keys.signing)
-            || self.used_noise_keys.contains(&keys.noise)
-        {
+        if self.used_signing_keys.contains(&keys.signing) || self.used_noise_keys.contains(&keys.noise) {
             return Err(Rejection::KeyReused);
         }
         Ok(())
@@ -404,4 +385,20 @@ impl LedgerState {
             },
         );
     }
+}
+
+fn check_genesis(signer: SigningPublicKey, registrars: &[SigningPublicKey]) -> Result<(), Rejection> {
+    if registrars.is_empty() {
+        return Err(Rejection::NoRegistrars);
+    }
+    let unique: HashSet<_> = registrars.iter().collect();
+    if unique.len() != registrars.len() {
+        return Err(Rejection::DuplicateRegistrar);
+    }
+    if !registrars.contains(&signer) {
+        return Err(Rejection::Unauthorized {
+            signer: Did::from_signing_key(signer),
+        });
+    }
+    Ok(())
 }

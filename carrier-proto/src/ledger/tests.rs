@@ -31,8 +31,7 @@ impl Net {
 
     fn entry(&mut self, op: Op, signer: Option<&Identity>) -> Entry {
         self.clock += 1;
-        self.state
-            .next_entry(op, self.clock, signer.unwrap_or(&self.registrar))
+        self.state.next_entry(op, self.clock, signer.unwrap_or(&self.registrar))
     }
 
     fn try_op(&mut self, op: Op, signer: Option<&Identity>) -> Result<(), Rejection> {
@@ -167,9 +166,7 @@ fn rejects_wrong_signer_on_genesis() {
         registrars: vec![registrar.signing_key()],
     };
     let mut state = LedgerState::new();
-    let err = state
-        .append(state.next_entry(genesis, 1, &stranger))
-        .unwrap_err();
+    let err = state.append(state.next_entry(genesis, 1, &stranger)).unwrap_err();
     assert!(matches!(err, Rejection::Unauthorized { .. }), "{err}");
 }
 
@@ -247,9 +244,7 @@ fn rejects_app_registered_by_another_device() {
     let host = net.device();
     let other = net.device();
     let app = Identity::generate(IdentityKind::App);
-    let err = net
-        .try_op(register_app(&app, &host), Some(&other))
-        .unwrap_err();
+    let err = net.try_op(register_app(&app, &host), Some(&other)).unwrap_err();
     assert!(matches!(err, Rejection::NotHostDevice { .. }), "{err}");
     // Nor may a registrar register apps in a device's name.
     assert!(matches!(
@@ -305,10 +300,7 @@ fn rejects_did_that_does_not_match_its_key() {
         keys: device.public_keys(),
         roles: vec![],
     };
-    assert_eq!(
-        net.try_op(op, None),
-        Err(Rejection::DidKeyMismatch(other.did()))
-    );
+    assert_eq!(net.try_op(op, None), Err(Rejection::DidKeyMismatch(other.did())));
 }
 
 #[test]
@@ -322,10 +314,7 @@ fn rejects_every_operation_on_a_revoked_did() {
         net.try_op(rotate(&app, &keys), None),
         Err(Rejection::Revoked(app.did()))
     );
-    assert_eq!(
-        net.try_op(revoke(&app), None),
-        Err(Rejection::Revoked(app.did()))
-    );
+    assert_eq!(net.try_op(revoke(&app), None), Err(Rejection::Revoked(app.did())));
     assert_eq!(
         net.try_op(register_app(&app, &device), Some(&device)),
         Err(Rejection::AlreadyRegistered(app.did()))
@@ -345,10 +334,7 @@ fn rejects_every_operation_on_a_revoked_did() {
         net.state.resolve(&second.did()).unwrap().status,
         Status::HostRevoked(device.did())
     );
-    assert_eq!(
-        net.try_op(revoke(&second), None),
-        Err(Rejection::Revoked(device.did()))
-    );
+    assert_eq!(net.try_op(revoke(&second), None), Err(Rejection::Revoked(device.did())));
     let third = Identity::generate(IdentityKind::App);
     assert_eq!(
         net.try_op(register_app(&third, &device), Some(&device)),
@@ -397,32 +383,14 @@ fn rejects_wrong_previous_hash_and_sequence_gap() {
     );
     assert_eq!(
         net.state.append(gap),
-        Err(Rejection::WrongSequence {
-            expected: 1,
-            found: 2
-        })
+        Err(Rejection::WrongSequence { expected: 1, found: 2 })
     );
-    let replayed = Entry::sign(
-        0,
-        EntryHash::ZERO,
-        5_000,
-        register_device(&device),
-        &net.registrar,
-    );
+    let replayed = Entry::sign(0, EntryHash::ZERO, 5_000, register_device(&device), &net.registrar);
     assert_eq!(
         net.state.append(replayed),
-        Err(Rejection::WrongSequence {
-            expected: 1,
-            found: 0
-        })
+        Err(Rejection::WrongSequence { expected: 1, found: 0 })
     );
-    let back_in_time = Entry::sign(
-        head.height,
-        head.hash,
-        10,
-        register_device(&device),
-        &net.registrar,
-    );
+    let back_in_time = Entry::sign(head.height, head.hash, 10, register_device(&device), &net.registrar);
     assert!(matches!(
         net.state.append(back_in_time),
         Err(Rejection::TimeWentBackwards { .. })

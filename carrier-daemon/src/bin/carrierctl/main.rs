@@ -1,0 +1,94 @@
+//! `carrierctl`: the administrator's tool.
+//!
+//! - `carrierctl keygen` makes a key file (registrar, device or app) and
+//!   prints its card.
+//! - `carrierctl ledger …` works offline on a ledger directory: make a
+//!   network, register and revoke devices and apps, rotate keys, inspect and
+//!   verify. See `ledger.rs`.
+//!
+//! Output is a table for people or JSON (`--json`) for scripts; errors go to
+//! stderr with a non-zero exit code.
+
+mod ledger;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use carrier_proto::identity::{Identity, IdentityKind};
+use carrier_proto::keystore;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "carrierctl", version, about = "Administer a Carrier network and its daemons")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a new key file (mode 0600) and print its DID and card.
+    ///
+    /// Example: carrierctl keygen --kind registrar --out admin/registrar.key
+    Keygen {
+        /// What the key is for.
+        #[arg(long, value_enum)]
+        kind: KeyKind,
+        /// Where to write the key file; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create, change and inspect a ledger directory (offline).
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyKind {
+    Registrar,
+    Device,
+    App,
+}
+
+impl From<KeyKind> for IdentityKind {
+    fn from(kind: KeyKind) -> Self {
+        match kind {
+            KeyKind::Registrar => IdentityKind::Registrar,
+            KeyKind::Device => IdentityKind::Device,
+            KeyKind::App => IdentityKind::App,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen { kind, out } => {
+            let identity = Identity::generate(kind.into());
+            keystore::create(&out, &identity).context("cannot write the key file")?;
+            println!("created {} key {}", identity.kind(), out.display());
+            println!("did:  {}", identity.did());
+            println!("card: {}", identity.card());
+            Ok(())
+        }
+        Command::Ledger(command) => ledger::run(command),
+    }
+}

@@ -1,0 +1,187 @@
+//! Store tests: durability across reopen, crash recovery, and tampering.
+
+use carrier_proto::identity::{Identity, IdentityKind};
+use carrier_proto::ledger::Op;
+
+use super::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    registrar: Identity,
+}
+
+impl Fixture {
+    /// A ledger with genesis and `devices` registered devices.
+    fn new(devices: usize) -> (Self, LedgerStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let registrar = Identity::generate(IdentityKind::Registrar);
+        let genesis = Op::Genesis {
+            network: "store-test".into(),
+            registrars: vec![registrar.signing_key()],
+        };
+        let entry = LedgerState::new().next_entry(genesis, 1, &registrar);
+        let mut store = LedgerStore::create(dir.path(), entry).unwrap();
+        let fixture = Fixture { dir, registrar };
+        for _ in 0..devices {
+            fixture.register(&mut store).unwrap();
+        }
+        (fixture, store)
+    }
+
+    fn register(&self, store: &mut LedgerStore) -> Result<Identity, StoreError> {
+        let device = Identity::generate(IdentityKind::Device);
+        let op = Op::RegisterDevice {
+            did: device.did(),
+            keys: device.public_keys(),
+            roles: vec![],
+        };
+        store.append(store.state().next_entry(op, 2, &self.registrar))?;
+        Ok(device)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join(LOG_FILE)
+    }
+}
+
+#[test]
+fn entries_survive_reopen() {
+    let (fixture, store) = Fixture::new(3);
+    let head = store.state().head();
+    drop(store);
+    let store = LedgerStore::open(fixture.dir.path()).unwrap();
+    assert_eq!(store.state().head(), head);
+    assert_eq!(store.state().len(), 3);
+    let genesis = store.read_entry(0).unwrap().unwrap();
+    assert_eq!(genesis.hash(), store.state().network().unwrap().id);
+    assert_eq!(store.read_entry(3).unwrap().unwrap().hash(), head.hash);
+    assert!(store.read_entry(4).unwrap().is_none());
+}
+
+#[test]
+fn refused_entry_changes_nothing() {
+    let (fixture, mut store) = Fixture::new(1);
+    let before = fs::read(fixture.log()).unwrap();
+    let stranger = Identity::generate(IdentityKind::Registrar);
+    let device = Identity::generate(IdentityKind::Device);
+    let op = Op::RegisterDevice {
+        did: device.did(),
+        keys: device.public_keys(),
+        roles: vec![],
+    };
+    let err = store.append(store.state().next_entry(op, 3, &stranger)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Rejected(Rejection::Unauthorized { .. })),
+        "{err}"
+    );
+    assert_eq!(fs::read(fixture.log()).unwrap(), before);
+    assert_eq!(store.state().head().height, 2);
+    fixture.register(&mut store).unwrap();
+    assert_eq!(
+        LedgerStore::verify(fixture.dir.path()).unwrap().head(),
+        store.state().head()
+    );
+}
+
+#[test]
+fn torn_last_record_is_cut_on_open_and_reported_by_verify() {
+    let (fixture, store) = Fixture::new(2);
+    let whole = fs::read(fixture.log()).unwrap();
+    let last_start = store.payloads[2].0 as usize - log_format::RECORD_HEADER;
+    drop(store);
+    for cut in (last_start + 1..whole.len()).step_by(7) {
+        fs::write(fixture.log(), &whole[..cut]).unwrap();
+        let err = LedgerStore::verify(fixture.dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Torn { index: 2, .. }), "cut at {cut}: {err}");
+        let store = LedgerStore::open(fixture.dir.path()).unwrap();
+        assert_eq!(store.state().head().height, 2, "cut at {cut}");
+        drop(store);
+        assert_eq!(fs::read(fixture.log()).unwrap(), &whole[..last_start]);
+    }
+}
+
+#[test]
+fn appends_after_a_cut_tail() {
+    let (fixture, store) = Fixture::new(1);
+    drop(store);
+    let mut bytes = fs::read(fixture.log()).unwrap();
+    bytes.extend([0x10, 0, 0, 0, 1, 2]); // half a record header
+    fs::write(fixture.log(), &bytes).unwrap();
+    let mut store = LedgerStore::open(fixture.dir.path()).unwrap();
+    fixture.register(&mut store).unwrap();
+    drop(store);
+    assert_eq!(LedgerStore::verify(fixture.dir.path()).unwrap().head().height, 3);
+}
+
+#[test]
+fn any_flipped_byte_fails_verification_naming_the_entry() {
+    let (fixture, store) = Fixture::new(3);
+    let whole = fs::read(fixture.log()).unwrap();
+    let starts: Vec<usize> = store
+        .payloads
+        .iter()
+        .map(|&(o, _)| o as usize - log_format::RECORD_HEADER)
+        .collect();
+    drop(store);
+    for position in 0..whole.len() {
+        let mut bytes = whole.clone();
+        bytes[position] ^= 0x04;
+        fs::write(fixture.log(), &bytes).unwrap();
+        let err = LedgerStore::verify(fixture.dir.path()).expect_err("flipped byte verified");
+        let index = starts.iter().rposition(|&s| s <= position);
+        let named = match (&err, index) {
+            (StoreError::NotALedger(_) | StoreError::UnsupportedVersion { .. }, None) => true,
+            (StoreError::Corrupt { index: i, .. } | StoreError::Torn { index: i, .. }, Some(e)) => *i == e,
+            (StoreError::Invalid { source, .. }, Some(e)) => source.index == e as u64,
+            _ => false,
+        };
+        assert!(named, "byte {position} (entry {index:?}): {err}");
+    }
+}
+
+#[test]
+fn damage_before_the_tail_is_never_cut() {
+    let (fixture, store) = Fixture::new(2);
+    let mid = store.payloads[1].0 as usize + 3;
+    drop(store);
+    let mut bytes = fs::read(fixture.log()).unwrap();
+    bytes[mid] ^= 0xff;
+    fs::write(fixture.log(), &bytes).unwrap();
+    let err = LedgerStore::open(fixture.dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { index: 1, .. }), "{err}");
+    assert_eq!(
+        fs::read(fixture.log()).unwrap(),
+        bytes,
+        "open must not change a damaged ledger"
+    );
+}
+
+#[test]
+fn one_writer_at_a_time() {
+    let (fixture, _store) = Fixture::new(0);
+    let err = LedgerStore::open(fixture.dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    // Read-only verification still works while the ledger is open.
+    LedgerStore::verify(fixture.dir.path()).unwrap();
+}
+
+#[test]
+fn names_missing_existing_and_foreign_files() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(LedgerStore::open(dir.path()), Err(StoreError::Missing(_))));
+    fs::write(dir.path().join(LOG_FILE), b"hello, this is not a ledger").unwrap();
+    assert!(matches!(
+        LedgerStore::verify(dir.path()),
+        Err(StoreError::NotALedger(_))
+    ));
+    let registrar = Identity::generate(IdentityKind::Registrar);
+    let genesis = Op::Genesis {
+        network: "x".into(),
+        registrars: vec![registrar.signing_key()],
+    };
+    let entry = LedgerState::new().next_entry(genesis, 1, &registrar);
+    assert!(matches!(
+        LedgerStore::create(dir.path(), entry),
+        Err(StoreError::Exists(_))
+    ));
+}
