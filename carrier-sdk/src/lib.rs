@@ -93,7 +93,11 @@ impl AppIdentity {
 /// one event worth telling the developer about, on stderr in debug builds.
 fn announce_new_identity(key_file: &Path, identity: &Identity) {
     if cfg!(debug_assertions) {
-        eprintln!("carrier-sdk: created app identity {} in {}", identity.did(), key_file.display());
+        eprintln!(
+            "carrier-sdk: created app identity {} in {}",
+            identity.did(),
+            key_file.display()
+        );
     }
 }
 
@@ -103,21 +107,24 @@ mod tests {
 
     #[test]
     fn creates_once_and_keeps_the_identity() {
-        let dir = std::env::temp_dir().join(format!("carrier-sdk-test-{}", Identity::generate(IdentityKind::App).did()));
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("chat");
         let first = AppIdentity::load_or_create(&dir).unwrap();
         let second = AppIdentity::load_or_create(&dir).unwrap();
         assert_eq!(first.did(), second.did());
         assert_eq!(first.card().kind(), IdentityKind::App);
         assert_eq!(first.card().did(), first.did());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn refuses_a_device_key_in_place_of_an_app_key() {
-        let dir = std::env::temp_dir().join(format!("carrier-sdk-test-{}", Identity::generate(IdentityKind::App).did()));
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         keystore::create(&dir.join(APP_KEY_FILE), &Identity::generate(IdentityKind::Device)).unwrap();
-        let err = AppIdentity::load_or_create(&dir).unwrap_err();
-        assert!(matches!(err, SdkError::Identity(KeyStoreError::WrongKind { .. })), "{err}");
-        std::fs::remove_dir_all(dir).unwrap();
+        let err = AppIdentity::load_or_create(dir).unwrap_err();
+        assert!(
+            matches!(err, SdkError::Identity(KeyStoreError::WrongKind { .. })),
+            "{err}"
+        );
     }
 }
