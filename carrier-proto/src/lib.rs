@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod handshake;
 pub mod identity;
 pub mod keystore;
 pub mod ledger;

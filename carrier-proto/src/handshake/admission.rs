@@ -1,0 +1,118 @@
+//! The handshake payload, and the ledger check every peer must pass.
+//!
+//! A peer is admitted only if the ledger has its DID active with exactly the
+//! Ed25519 key it presents and exactly the Noise static key it proved in the
+//! handshake, and its signature ties the two keys together.
+
+use prost::Message;
+
+use super::refusal::{HandshakeError, Refusal};
+use crate::identity::{Did, Identity, NoisePublicKey, PublicKeys, SigningPublicKey};
+use crate::ledger::{EntryHash, Head, LedgerState, Status};
+use crate::{domain, pb};
+
+/// Who this side is: its registered DID and current keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Local<'a> {
+    /// The DID the ledger knows this device by (it stays the same across
+    /// key rotations, so it may name an earlier key than `identity`'s).
+    pub did: Did,
+    /// Current keys.
+    pub identity: &'a Identity,
+    /// The network this side belongs to (its genesis hash).
+    pub network_id: EntryHash,
+    /// This side's ledger head, sent so a peer that is behind can catch up.
+    pub head: Head,
+}
+
+impl Local<'_> {
+    /// The encoded payload this side sends inside the Noise handshake.
+    pub(crate) fn payload(&self) -> Vec<u8> {
+        let noise = self.identity.noise_key();
+        pb::HandshakePayload {
+            did: self.did.to_string(),
+            signing_key: self.identity.signing_key().as_bytes().to_vec(),
+            noise_key_signature: self.identity.sign(domain::NOISE_KEY, noise.as_bytes()).to_vec(),
+            head: Some(pb::LedgerHead {
+                height: self.head.height,
+                hash: self.head.hash.0.to_vec(),
+            }),
+        }
+        .encode_to_vec()
+    }
+}
+
+/// A peer that passed the ledger check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// Its DID.
+    pub did: Did,
+    /// Its keys, as the ledger holds them.
+    pub keys: PublicKeys,
+    /// Its ledger head at handshake time.
+    pub head: Head,
+}
+
+/// Checks a peer's payload and proven Noise key against the ledger.
+pub(crate) fn admit(
+    ledger: &LedgerState,
+    payload: &[u8],
+    noise_key: &[u8],
+    expected: Option<&Did>,
+) -> Result<Admitted, HandshakeError> {
+    let malformed = |detail: String| HandshakeError::new(Refusal::Malformed, detail);
+    let payload = pb::HandshakePayload::decode(payload).map_err(|e| malformed(format!("payload: {e}")))?;
+    let did = Did::parse(&payload.did).map_err(|e| malformed(format!("payload DID: {e}")))?;
+    let signing =
+        SigningPublicKey::from_slice(&payload.signing_key, "signing key").map_err(|e| malformed(e.to_string()))?;
+    let noise = NoisePublicKey::from_slice(noise_key, "noise key").map_err(|e| malformed(e.to_string()))?;
+    let signature: [u8; 64] = payload
+        .noise_key_signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| malformed("noise key signature is not 64 bytes".into()))?;
+    let head = payload
+        .head
+        .ok_or_else(|| malformed("payload has no ledger head".into()))?;
+    let head = Head {
+        height: head.height,
+        hash: EntryHash(
+            head.hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| malformed("ledger head hash is not 32 bytes".into()))?,
+        ),
+    };
+
+    if let Some(expected) = expected
+        && *expected != did
+    {
+        return Err(HandshakeError::new(
+            Refusal::WrongPeer,
+            format!("dialed {expected}, reached {did}"),
+        ));
+    }
+    let resolution = ledger
+        .resolve(&did)
+        .ok_or_else(|| HandshakeError::new(Refusal::UnknownIdentity, format!("{did} is not on the ledger")))?;
+    match resolution.status {
+        Status::Active => {}
+        Status::Revoked(_) | Status::HostRevoked(_) => {
+            return Err(HandshakeError::new(Refusal::Revoked, format!("{did} is revoked")));
+        }
+    }
+    let keys = resolution.record.keys;
+    if keys.signing != signing || keys.noise != noise {
+        return Err(HandshakeError::new(
+            Refusal::KeyMismatch,
+            format!("{did} presented keys the ledger does not hold"),
+        ));
+    }
+    if !signing.verify(domain::NOISE_KEY, noise.as_bytes(), &signature) {
+        return Err(HandshakeError::new(
+            Refusal::KeyMismatch,
+            format!("{did}: noise key signature does not verify"),
+        ));
+    }
+    Ok(Admitted { did, keys, head })
+}

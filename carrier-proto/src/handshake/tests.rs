@@ -1,0 +1,450 @@
+//! Handshake tests: two state machines wired together in memory, driven to
+//! completion, and attacked at every step.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::identity::{Identity, IdentityKind};
+use crate::ledger::Op;
+
+/// A ledger with a registrar, and devices registered on it.
+struct Net {
+    registrar: Identity,
+    ledger: LedgerState,
+}
+
+impl Net {
+    fn new(name: &str) -> Self {
+        let registrar = Identity::generate(IdentityKind::Registrar);
+        let mut ledger = LedgerState::new();
+        let genesis = Op::Genesis {
+            network: name.into(),
+            registrars: vec![registrar.signing_key()],
+        };
+        ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
+        Self { registrar, ledger }
+    }
+
+    fn device(&mut self) -> Identity {
+        let device = Identity::generate(IdentityKind::Device);
+        let op = Op::RegisterDevice {
+            did: device.did(),
+            keys: device.public_keys(),
+            roles: vec![],
+        };
+        self.ledger
+            .append(self.ledger.next_entry(op, 2, &self.registrar))
+            .unwrap();
+        device
+    }
+
+    fn op(&mut self, op: Op, signer: &Identity) {
+        self.ledger.append(self.ledger.next_entry(op, 3, signer)).unwrap();
+    }
+
+    fn revoke(&mut self, did: Did) {
+        let op = Op::Revoke {
+            did,
+            reason: "test".into(),
+        };
+        self.ledger
+            .append(self.ledger.next_entry(op, 3, &self.registrar))
+            .unwrap();
+    }
+
+    fn local<'a>(&self, identity: &'a Identity) -> Local<'a> {
+        Local {
+            did: identity.did(),
+            identity,
+            network_id: self.ledger.network().unwrap().id,
+            head: self.ledger.head(),
+        }
+    }
+}
+
+const BINDING: ChannelBinding = ChannelBinding([7; 32]);
+
+/// Outcome of a handshake run to the end: (dialer's view, listener's view).
+type Outcome = (Result<Admitted, HandshakeError>, Result<Admitted, HandshakeError>);
+
+/// Drives a full handshake between two sides with their own ledgers and
+/// bindings. A side that refuses ends it; the other side then sees the
+/// close code, which is what `refused_by_peer` stands for here.
+fn run(
+    dialer: (Local<'_>, &LedgerState, ChannelBinding),
+    listener: (Local<'_>, &LedgerState, ChannelBinding),
+    expected: Option<Did>,
+) -> Outcome {
+    let refused_by_peer = |e: &HandshakeError| Err(e.clone());
+    let (initiator, hello) = Initiator::start(&dialer.0, &dialer.2, dialer.1, expected).unwrap();
+    let step = match Responder::new(listener.0, listener.2).read_hello(&hello, listener.1) {
+        Ok(step) => step,
+        Err(e) => return (refused_by_peer(&e), Err(e)),
+    };
+    match step {
+        ResponderStep::AwaitVerdict { next, message } => match initiator.read_response(&message, dialer.1) {
+            Ok(InitiatorStep::Admitted { peer, verdict }) => (Ok(peer), next.read_verdict(&verdict)),
+            Ok(InitiatorStep::AwaitVerdict { .. }) => panic!("IK dialer asked for a verdict"),
+            Err(e) => (Err(e.clone()), refused_by_peer(&e)),
+        },
+        ResponderStep::AwaitPayload { next, message } => match initiator.read_response(&message, dialer.1) {
+            Ok(InitiatorStep::AwaitVerdict { next: waiting, message }) => match next.read_payload(&message, listener.1)
+            {
+                Ok((peer, verdict)) => (waiting.read_verdict(&verdict), Ok(peer)),
+                Err(e) => (refused_by_peer(&e), Err(e)),
+            },
+            Ok(InitiatorStep::Admitted { .. }) => panic!("XX dialer admitted without message 3"),
+            Err(e) => (Err(e.clone()), refused_by_peer(&e)),
+        },
+    }
+}
+
+fn reason(outcome: &Result<Admitted, HandshakeError>) -> Refusal {
+    outcome.as_ref().expect_err("handshake should have failed").reason
+}
+
+#[test]
+fn ik_admits_both_sides() {
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    let (initiator, _) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    assert_eq!(initiator.pattern(), Pattern::Ik);
+    let (at_a, at_b) = run(
+        (net.local(&a), &net.ledger, BINDING),
+        (net.local(&b), &net.ledger, BINDING),
+        Some(b.did()),
+    );
+    assert_eq!(at_a.unwrap().did, b.did());
+    let at_b = at_b.unwrap();
+    assert_eq!(at_b.did, a.did());
+    assert_eq!(at_b.keys, a.public_keys());
+    assert_eq!(at_b.head, net.ledger.head());
+}
+
+#[test]
+fn xx_admits_both_sides_when_dialing_an_address() {
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    let (initiator, _) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
+    assert_eq!(initiator.pattern(), Pattern::Xx);
+    let (at_a, at_b) = run(
+        (net.local(&a), &net.ledger, BINDING),
+        (net.local(&b), &net.ledger, BINDING),
+        None,
+    );
+    assert_eq!(at_a.unwrap().did, b.did());
+    assert_eq!(at_b.unwrap().did, a.did());
+}
+
+#[test]
+fn rejects_unregistered_dialer_with_valid_keys() {
+    let mut net = Net::new("n");
+    let b = net.device();
+    let stranger = Identity::generate(IdentityKind::Device);
+    for expected in [Some(b.did()), None] {
+        let (at_s, at_b) = run(
+            (net.local(&stranger), &net.ledger, BINDING),
+            (net.local(&b), &net.ledger, BINDING),
+            expected,
+        );
+        assert_eq!(reason(&at_b), Refusal::UnknownIdentity);
+        assert!(at_s.is_err());
+    }
+}
+
+#[test]
+fn rejects_unregistered_listener() {
+    let mut net = Net::new("n");
+    let a = net.device();
+    let stranger = Identity::generate(IdentityKind::Device);
+    // The stranger's own ledger (a copy) lists the dialer, so only the
+    // dialer's check can stop it.
+    let (at_a, _) = run(
+        (net.local(&a), &net.ledger, BINDING),
+        (net.local(&stranger), &net.ledger, BINDING),
+        None,
+    );
+    assert_eq!(reason(&at_a), Refusal::UnknownIdentity);
+}
+
+#[test]
+fn rejects_revoked_peer() {
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    net.revoke(a.did());
+    for expected in [Some(b.did()), None] {
+        let (_, at_b) = run(
+            (net.local(&a), &net.ledger, BINDING),
+            (net.local(&b), &net.ledger, BINDING),
+            expected,
+        );
+        assert_eq!(reason(&at_b), Refusal::Revoked);
+    }
+}
+
+#[test]
+fn rejects_registered_did_with_foreign_keys() {
+    let mut net = Net::new("n");
+    let (victim, b) = (net.device(), net.device());
+    let impostor = Identity::generate(IdentityKind::Device);
+    // The impostor claims the victim's DID but holds only its own keys.
+    let claim = Local {
+        did: victim.did(),
+        ..net.local(&impostor)
+    };
+    for expected in [Some(b.did()), None] {
+        let (_, at_b) = run(
+            (claim, &net.ledger, BINDING),
+            (net.local(&b), &net.ledger, BINDING),
+            expected,
+        );
+        assert_eq!(reason(&at_b), Refusal::KeyMismatch);
+    }
+}
+
+#[test]
+fn rejects_forged_payload_signature() {
+    let mut net = Net::new("n");
+    let a = net.device();
+    let mut forged = pb::HandshakePayload::decode(net.local(&a).payload().as_slice()).unwrap();
+    forged.noise_key_signature[0] ^= 1;
+    let err = admission::admit(&net.ledger, &forged.encode_to_vec(), a.noise_key().as_bytes(), None).unwrap_err();
+    assert_eq!(err.reason, Refusal::KeyMismatch);
+}
+
+#[test]
+fn rejects_other_network() {
+    let mut home = Net::new("home");
+    let mut other = Net::new("other");
+    let a = other.device();
+    let b = home.device();
+    let (_, at_b) = run(
+        (other.local(&a), &other.ledger, BINDING),
+        (home.local(&b), &home.ledger, BINDING),
+        None,
+    );
+    assert_eq!(reason(&at_b), Refusal::WrongNetwork);
+}
+
+#[test]
+fn rejects_relay_through_a_man_in_the_middle() {
+    // The relay terminates QUIC on both sides, so each side exports
+    // different keying material; the Noise messages it relays cannot verify.
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    for expected in [Some(b.did()), None] {
+        let (at_a, at_b) = run(
+            (net.local(&a), &net.ledger, ChannelBinding([1; 32])),
+            (net.local(&b), &net.ledger, ChannelBinding([2; 32])),
+            expected,
+        );
+        assert!(at_a.is_err() && at_b.is_err());
+        let reasons = [at_a.unwrap_err().reason, at_b.unwrap_err().reason];
+        assert!(reasons.contains(&Refusal::BadBinding), "{reasons:?}");
+    }
+}
+
+#[test]
+fn rejects_replayed_messages() {
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    // Record a full IK session on one connection...
+    let (_, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    // ...and replay the dialer's first message on a new connection.
+    let fresh = ChannelBinding([9; 32]);
+    let err = Responder::new(net.local(&b), fresh)
+        .read_hello(&hello, &net.ledger)
+        .err()
+        .unwrap();
+    assert_eq!(err.reason, Refusal::BadBinding);
+
+    // XX: replay message 3 of one session into another session.
+    let (initiator, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
+    let ResponderStep::AwaitPayload { message, .. } = Responder::new(net.local(&b), BINDING)
+        .read_hello(&hello, &net.ledger)
+        .unwrap()
+    else {
+        panic!("expected XX");
+    };
+    let Ok(InitiatorStep::AwaitVerdict { message: msg3, .. }) = initiator.read_response(&message, &net.ledger) else {
+        panic!("expected message 3");
+    };
+    let (_, hello2) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
+    let ResponderStep::AwaitPayload { next, .. } = Responder::new(net.local(&b), BINDING)
+        .read_hello(&hello2, &net.ledger)
+        .unwrap()
+    else {
+        panic!("expected XX");
+    };
+    assert_eq!(
+        next.read_payload(&msg3, &net.ledger).err().unwrap().reason,
+        Refusal::BadBinding
+    );
+}
+
+#[test]
+fn rejects_the_wrong_peer_behind_an_address() {
+    let mut net = Net::new("n");
+    let (a, b, c) = (net.device(), net.device(), net.device());
+    // Dialing b by DID but reaching c (registered, valid): refused by a.
+    let (initiator, hello) = Initiator::start_xx(&net.local(&a), &BINDING, Some(b.did())).unwrap();
+    let ResponderStep::AwaitPayload { message, .. } = Responder::new(net.local(&c), BINDING)
+        .read_hello(&hello, &net.ledger)
+        .unwrap()
+    else {
+        panic!("expected XX");
+    };
+    assert_eq!(
+        initiator.read_response(&message, &net.ledger).err().unwrap().reason,
+        Refusal::WrongPeer
+    );
+}
+
+#[test]
+fn stale_ik_key_fails_and_xx_recovers() {
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    let dialer_view = net.ledger.clone();
+    // b rotates; the dialer's ledger has not caught up yet.
+    let b_new = Identity::generate(IdentityKind::Device);
+    net.op(
+        Op::RotateKeys {
+            did: b.did(),
+            keys: b_new.public_keys(),
+        },
+        &b,
+    );
+    let b_local = Local {
+        did: b.did(),
+        ..net.local(&b_new)
+    };
+    let (at_a, _) = run(
+        (net.local(&a), &dialer_view, BINDING),
+        (b_local, &net.ledger, BINDING),
+        Some(b.did()),
+    );
+    assert!(at_a.is_err());
+    // Retrying with XX reaches b, and a admits it once its ledger has caught up.
+    let (initiator, hello) = Initiator::start_xx(&net.local(&a), &BINDING, Some(b.did())).unwrap();
+    let ResponderStep::AwaitPayload { next, message } = Responder::new(b_local, BINDING)
+        .read_hello(&hello, &net.ledger)
+        .unwrap()
+    else {
+        panic!("expected XX");
+    };
+    let Ok(InitiatorStep::AwaitVerdict { next: waiting, message }) = initiator.read_response(&message, &net.ledger)
+    else {
+        panic!("expected message 3");
+    };
+    let (peer, verdict) = next.read_payload(&message, &net.ledger).unwrap();
+    assert_eq!(peer.did, a.did());
+    assert_eq!(waiting.read_verdict(&verdict).unwrap().keys, b_new.public_keys());
+}
+
+#[test]
+fn rejects_garbage_truncated_and_unknown_hellos() {
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    let listener = || Responder::new(net.local(&b), BINDING);
+    assert_eq!(
+        listener().read_hello(&[0xff; 40], &net.ledger).err().unwrap().reason,
+        Refusal::Malformed
+    );
+    let (_, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    for cut in [1, hello.len() / 2, hello.len() - 1] {
+        let err = listener().read_hello(&hello[..cut], &net.ledger).err().unwrap();
+        assert!(
+            matches!(
+                err.reason,
+                Refusal::Malformed | Refusal::BadBinding | Refusal::WrongNetwork
+            ),
+            "{err}"
+        );
+    }
+    let mut newer = pb::Hello::decode(hello.as_slice()).unwrap();
+    newer.version = 2;
+    assert_eq!(
+        listener()
+            .read_hello(&newer.encode_to_vec(), &net.ledger)
+            .err()
+            .unwrap()
+            .reason,
+        Refusal::UnsupportedVersion
+    );
+    let mut unknown = pb::Hello::decode(hello.as_slice()).unwrap();
+    unknown.pattern = 9;
+    assert_eq!(
+        listener()
+            .read_hello(&unknown.encode_to_vec(), &net.ledger)
+            .err()
+            .unwrap()
+            .reason,
+        Refusal::Malformed
+    );
+}
+
+#[test]
+fn rejects_a_tampered_verdict() {
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    let (initiator, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    let ResponderStep::AwaitVerdict { next, message } = Responder::new(net.local(&b), BINDING)
+        .read_hello(&hello, &net.ledger)
+        .unwrap()
+    else {
+        panic!("expected IK");
+    };
+    let Ok(InitiatorStep::Admitted { mut verdict, .. }) = initiator.read_response(&message, &net.ledger) else {
+        panic!("expected admission");
+    };
+    verdict[0] ^= 1;
+    assert_eq!(next.read_verdict(&verdict).err().unwrap().reason, Refusal::BadBinding);
+}
+
+#[test]
+fn rotated_device_keeps_its_did() {
+    let mut net = Net::new("n");
+    let (a, b) = (net.device(), net.device());
+    let a_new = Identity::generate(IdentityKind::Device);
+    net.op(
+        Op::RotateKeys {
+            did: a.did(),
+            keys: a_new.public_keys(),
+        },
+        &a,
+    );
+    let a_local = Local {
+        did: a.did(),
+        ..net.local(&a_new)
+    };
+    let (_, at_b) = run(
+        (a_local, &net.ledger, BINDING),
+        (net.local(&b), &net.ledger, BINDING),
+        Some(b.did()),
+    );
+    assert_eq!(at_b.unwrap().did, a.did());
+    // The old keys no longer get in.
+    let (_, at_b) = run(
+        (net.local(&a), &net.ledger, BINDING),
+        (net.local(&b), &net.ledger, BINDING),
+        Some(b.did()),
+    );
+    assert_eq!(reason(&at_b), Refusal::KeyMismatch);
+}
+
+#[test]
+fn handshake_messages_fit_the_frame_limit() {
+    let mut net = Net::new("a network name that is rather long for a network name");
+    let (a, b) = (net.device(), net.device());
+    let (_, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    assert!(hello.len() < frame::MAX_FRAME / 2, "{}", hello.len());
+}
+
+proptest! {
+    #[test]
+    fn hello_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mut net = Net::new("n");
+        let b = net.device();
+        let _ = Responder::new(net.local(&b), BINDING).read_hello(&bytes, &net.ledger);
+    }
+}
