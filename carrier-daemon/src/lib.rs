@@ -1,10 +1,12 @@
 //! The Carrier daemon, as a library its binaries (`carrierd`, `carrierctl`)
 //! and tests share.
 //!
-//! - [`ledger`]: the embedded ledger on disk.
+//! - [`ledger`]: the embedded ledger on disk, and shared while running.
+//! - [`link`]: QUIC links admitted by a Noise handshake bound to the ledger.
 //! - [`paths`]: where the daemon keeps its files.
 
 #![forbid(unsafe_code)]
 
 pub mod ledger;
+pub mod link;
 pub mod paths;

@@ -97,7 +97,8 @@ pub struct HandshakeError {
 }
 
 impl HandshakeError {
-    pub(crate) fn new(reason: Refusal, detail: impl Into<String>) -> Self {
+    /// A refusal with its local detail.
+    pub fn new(reason: Refusal, detail: impl Into<String>) -> Self {
         Self {
             reason,
             detail: detail.into(),

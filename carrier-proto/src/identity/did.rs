@@ -67,6 +67,11 @@ impl Did {
         self.0.peer_id()
     }
 
+    /// The DID of the key a libp2p peer id names, if it names an Ed25519 key.
+    pub fn from_peer_id(peer: &PeerId) -> Option<Self> {
+        SigningPublicKey::from_peer_id(peer).map(Self)
+    }
+
     /// Parses `did:carrier:z…`.
     pub fn parse(text: &str) -> Result<Self, DidError> {
         let key = Self::parse_key_bytes(text)?;
@@ -147,6 +152,11 @@ mod tests {
         )
         .to_peer_id();
         assert_eq!(id.did().peer_id(), expected);
+        assert_eq!(Did::from_peer_id(&expected), Some(id.did()));
+        // A sha2-256 multihash peer id (as for RSA keys) names no DID.
+        let mut hashed = vec![0x12, 0x20];
+        hashed.extend([5; 32]);
+        assert_eq!(Did::from_peer_id(&PeerId::from_bytes(&hashed).unwrap()), None);
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub enum KeyError {
     },
 }
 
+/// Identity multihash (code 0, length 36) of libp2p's protobuf public key
+/// (field 1 = Ed25519, field 2 = 32 bytes of key).
+const PEER_ID_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+const PEER_ID_LEN: usize = PEER_ID_PREFIX.len() + 32;
+
 /// An Ed25519 public key that is known to decode to a curve point.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SigningPublicKey([u8; 32]);
@@ -109,16 +114,25 @@ impl SigningPublicKey {
         &self.0
     }
 
-    /// The libp2p peer id of this key.
-    // `from_bytes` accepted the key through ed25519-zebra, and libp2p's
-    // ed25519-dalek checks it with the very same function
-    // (curve25519-dalek's `CompressedEdwardsY::decompress`, one version in
-    // the lock file), so this conversion cannot fail for a constructed value.
+    /// The libp2p peer id of this key: the identity multihash of libp2p's
+    /// protobuf encoding of an Ed25519 public key.
+    // The bytes follow a fixed layout, so parsing them cannot fail; the
+    // `peer_id_comes_from_the_same_key` test checks the layout against
+    // libp2p's own conversion.
     #[allow(clippy::expect_used)]
     pub fn peer_id(&self) -> PeerId {
-        let key = libp2p_identity::ed25519::PublicKey::try_from_bytes(&self.0)
-            .expect("SigningPublicKey invariant: a valid Ed25519 point");
-        libp2p_identity::PublicKey::from(key).to_peer_id()
+        let mut bytes = [0u8; PEER_ID_LEN];
+        bytes[..PEER_ID_PREFIX.len()].copy_from_slice(&PEER_ID_PREFIX);
+        bytes[PEER_ID_PREFIX.len()..].copy_from_slice(&self.0);
+        PeerId::from_bytes(&bytes).expect("identity multihash of a fixed-size key")
+    }
+
+    /// The key inside a peer id made by [`peer_id`](Self::peer_id), if
+    /// `peer` is one (an Ed25519 key that is a valid point).
+    pub fn from_peer_id(peer: &PeerId) -> Option<Self> {
+        let bytes = peer.to_bytes();
+        let key = bytes.strip_prefix(&PEER_ID_PREFIX)?;
+        Self::from_bytes(key.try_into().ok()?).ok()
     }
 
     /// Verifies `signature` over `tag || message` (ZIP 215 rules, the same

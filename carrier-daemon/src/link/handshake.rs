@@ -1,0 +1,150 @@
+//! Runs the sans-IO handshake (`carrier_proto::handshake`) over the first
+//! bidirectional stream of a QUIC connection.
+//!
+//! This is the only code that moves handshake bytes; the state machines
+//! decide. On a refusal the connection is closed with the refusal's code and
+//! no reason text, and the detail is logged here.
+
+use carrier_proto::handshake::{
+    Admitted, ChannelBinding, EXPORTER_LABEL, HandshakeError, Initiator, InitiatorStep, Refusal, Responder,
+    ResponderStep, frame,
+};
+use carrier_proto::identity::Did;
+use quinn::{RecvStream, SendStream};
+
+use super::{LinkContext, LinkError};
+
+/// Our side of a handshake: which state machine to run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// We dialed; `expected` is the DID we meant to reach, if known.
+    Dialer {
+        /// The peer we meant to reach.
+        expected: Option<Did>,
+        /// Force XX (after IK failed on a stale key).
+        force_xx: bool,
+    },
+    /// We accepted.
+    Listener,
+}
+
+/// Runs the handshake on `connection`; closes it with a code on failure.
+pub(crate) async fn run(ctx: &LinkContext, connection: &quinn::Connection, role: Role) -> Result<Admitted, LinkError> {
+    let result = match role {
+        Role::Dialer { expected, force_xx } => dial(ctx, connection, expected, force_xx).await,
+        Role::Listener => listen(ctx, connection).await,
+    };
+    match result {
+        Ok(peer) => Ok(peer),
+        Err(Failure::Local(error)) => {
+            connection.close(error.reason.code().into(), b"");
+            Err(LinkError::Refused(error))
+        }
+        Err(Failure::Remote(error)) => Err(error),
+    }
+}
+
+/// Who ended the handshake.
+enum Failure {
+    /// We refused the peer (we close with the code).
+    Local(HandshakeError),
+    /// The peer refused us, or the connection broke.
+    Remote(LinkError),
+}
+
+impl From<HandshakeError> for Failure {
+    fn from(error: HandshakeError) -> Self {
+        Failure::Local(error)
+    }
+}
+
+fn binding(connection: &quinn::Connection) -> Result<ChannelBinding, Failure> {
+    let mut out = [0u8; 32];
+    connection
+        .export_keying_material(&mut out, EXPORTER_LABEL, b"")
+        .map_err(|_| HandshakeError::new(Refusal::BadBinding, "QUIC keying material export failed"))?;
+    Ok(ChannelBinding(out))
+}
+
+async fn dial(
+    ctx: &LinkContext,
+    connection: &quinn::Connection,
+    expected: Option<Did>,
+    force_xx: bool,
+) -> Result<Admitted, Failure> {
+    let binding = binding(connection)?;
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| Failure::Remote(LinkError::from(e)))?;
+    let (initiator, hello) = ctx.with_local(|local, ledger| match force_xx {
+        true => Initiator::start_xx(local, &binding, expected),
+        false => Initiator::start(local, &binding, ledger, expected),
+    })??;
+    write_frame(&mut send, &hello).await?;
+    let reply = read_frame(&mut recv).await?;
+    let step = ctx.ledger.read(|ledger| initiator.read_response(&reply, ledger))?;
+    let peer = match step {
+        InitiatorStep::Admitted { peer, verdict } => {
+            write_frame(&mut send, &verdict).await?;
+            peer
+        }
+        InitiatorStep::AwaitVerdict { next, message } => {
+            write_frame(&mut send, &message).await?;
+            next.read_verdict(&read_frame(&mut recv).await?)?
+        }
+    };
+    let _ = send.finish();
+    Ok(peer)
+}
+
+async fn listen(ctx: &LinkContext, connection: &quinn::Connection) -> Result<Admitted, Failure> {
+    let binding = binding(connection)?;
+    let (mut send, mut recv) = connection
+        .accept_bi()
+        .await
+        .map_err(|e| Failure::Remote(LinkError::from(e)))?;
+    let hello = read_frame(&mut recv).await?;
+    let step = ctx.with_local(|local, ledger| Responder::new(*local, binding).read_hello(&hello, ledger))??;
+    let peer = match step {
+        ResponderStep::AwaitVerdict { next, message } => {
+            write_frame(&mut send, &message).await?;
+            next.read_verdict(&read_frame(&mut recv).await?)?
+        }
+        ResponderStep::AwaitPayload { next, message } => {
+            write_frame(&mut send, &message).await?;
+            let message3 = read_frame(&mut recv).await?;
+            let (peer, verdict) = ctx.ledger.read(|ledger| next.read_payload(&message3, ledger))?;
+            write_frame(&mut send, &verdict).await?;
+            peer
+        }
+    };
+    let _ = send.finish();
+    Ok(peer)
+}
+
+async fn write_frame(send: &mut SendStream, message: &[u8]) -> Result<(), Failure> {
+    send.write_all(&frame::encode(message)).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(e) => Failure::Remote(LinkError::from(e)),
+        other => Failure::Remote(LinkError::Stream(other.to_string())),
+    })
+}
+
+async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, Failure> {
+    let mut header = [0u8; frame::FRAME_HEADER];
+    read_exact(recv, &mut header).await?;
+    let mut body = vec![0u8; frame::body_len(header)?];
+    read_exact(recv, &mut body).await?;
+    Ok(body)
+}
+
+async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), Failure> {
+    recv.read_exact(buf).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(n) => Failure::Local(HandshakeError::new(
+            Refusal::Malformed,
+            format!("handshake stream ended after {n} bytes"),
+        )),
+        quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e)) => Failure::Remote(LinkError::from(e)),
+        quinn::ReadExactError::ReadError(other) => Failure::Remote(LinkError::Stream(other.to_string())),
+    })
+}

@@ -1,0 +1,234 @@
+//! Links: one QUIC connection per peer, admitted by a Noise handshake bound
+//! to the connection and checked against the ledger.
+//!
+//! ```text
+//!  dial(addr) ──QUIC──▶ handshake::run(Dialer)   ─┐
+//!  Incoming ──limits──▶ QUIC ──▶ handshake::run(Listener) ─┴─▶ Link { connection, peer }
+//! ```
+//!
+//! After admission, data rides QUIC's own encryption; nothing is encrypted
+//! twice. The libp2p wrapping of links lives in `overlay::transport`.
+
+mod handshake;
+mod limits;
+pub mod quic;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use carrier_proto::handshake::{Admitted, HandshakeError, Local, Refusal};
+use carrier_proto::identity::{Did, Identity};
+use carrier_proto::ledger::LedgerState;
+use tracing::Instrument;
+
+pub use limits::LinkLimits;
+use limits::{Gate, HandshakeSlots};
+
+use crate::ledger::SharedLedger;
+
+/// Why a link could not be made.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// We refused the peer; it was sent the refusal's close code.
+    #[error("refused peer: {0}")]
+    Refused(HandshakeError),
+    /// The peer refused us with this close code.
+    #[error("peer refused us: {0}")]
+    RefusedByPeer(Refusal),
+    /// The connection attempt was refused before the handshake (limits).
+    #[error("too many handshakes in flight")]
+    Busy,
+    /// QUIC could not start the connection.
+    #[error("cannot connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The QUIC connection failed or was closed.
+    #[error("connection lost: {0}")]
+    Connection(quinn::ConnectionError),
+    /// The handshake stream failed.
+    #[error("handshake stream: {0}")]
+    Stream(String),
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+impl From<quinn::ConnectionError> for LinkError {
+    fn from(error: quinn::ConnectionError) -> Self {
+        match &error {
+            quinn::ConnectionError::ApplicationClosed(close) => match Refusal::from_code(close.error_code.into_inner())
+            {
+                Some(reason) => LinkError::RefusedByPeer(reason),
+                None => LinkError::Connection(error),
+            },
+            _ => LinkError::Connection(error),
+        }
+    }
+}
+
+/// An admitted link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The QUIC connection; its first stream carried the handshake.
+    pub connection: quinn::Connection,
+    /// Who is on the other end, as the ledger knows them.
+    pub peer: Admitted,
+}
+
+/// Everything a handshake needs: who we are, the ledger, the limits.
+#[derive(Debug)]
+pub struct LinkContext {
+    identity: Identity,
+    did: Did,
+    /// The ledger every admission is checked against.
+    pub ledger: Arc<SharedLedger>,
+    limits: LinkLimits,
+    slots: Arc<HandshakeSlots>,
+}
+
+impl LinkContext {
+    /// `did` is our registered DID (it may name an earlier key than
+    /// `identity` after a rotation).
+    pub fn new(identity: Identity, did: Did, ledger: Arc<SharedLedger>, limits: LinkLimits) -> Self {
+        Self {
+            identity,
+            did,
+            ledger,
+            limits,
+            slots: Arc::default(),
+        }
+    }
+
+    /// Our DID.
+    pub fn did(&self) -> Did {
+        self.did
+    }
+
+    /// Our keys.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &LinkLimits {
+        &self.limits
+    }
+
+    /// Runs `f` with our handshake identity and the ledger, read-locked.
+    pub(crate) fn with_local<R>(&self, f: impl FnOnce(&Local<'_>, &LedgerState) -> R) -> Result<R, HandshakeError> {
+        self.ledger.read(|ledger| {
+            let network = ledger
+                .network()
+                .ok_or_else(|| HandshakeError::new(Refusal::WrongNetwork, "our ledger has no genesis"))?;
+            let local = Local {
+                did: self.did,
+                identity: &self.identity,
+                network_id: network.id,
+                head: ledger.head(),
+            };
+            Ok(f(&local, ledger))
+        })
+    }
+
+    /// Dials `addr` and runs the handshake. With `expected` set, the peer
+    /// must be that DID; if the ledger has its Noise key, IK is used, and a
+    /// refusal for a bad binding (a key rotated since) is retried once with
+    /// XX.
+    pub async fn dial(
+        &self,
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        expected: Option<Did>,
+    ) -> Result<Link, LinkError> {
+        let span = tracing::debug_span!("dial", %addr, peer = expected.map(|d| d.to_string()));
+        async {
+            match self.dial_once(endpoint, addr, expected, false).await {
+                Err(LinkError::RefusedByPeer(Refusal::BadBinding)) if expected.is_some() => {
+                    tracing::debug!("IK refused as a bad binding; retrying with XX");
+                    self.dial_once(endpoint, addr, expected, true).await
+                }
+                other => other,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dial_once(
+        &self,
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        expected: Option<Did>,
+        force_xx: bool,
+    ) -> Result<Link, LinkError> {
+        let role = handshake::Role::Dialer { expected, force_xx };
+        let attempt = async {
+            let connection = endpoint.connect(addr, quic::SERVER_NAME)?.await?;
+            let peer = handshake::run(self, &connection, role).await?;
+            Ok::<_, LinkError>(Link { connection, peer })
+        };
+        let result = tokio::time::timeout(self.limits.handshake_timeout, attempt)
+            .await
+            .unwrap_or(Err(LinkError::Timeout));
+        log_outcome(&result);
+        result
+    }
+
+    /// Applies the admission limits to an incoming attempt, then accepts it
+    /// and runs the handshake.
+    pub async fn accept(&self, incoming: quinn::Incoming) -> Result<Link, LinkError> {
+        let addr = incoming.remote_address();
+        let permit = match self
+            .slots
+            .gate(&self.limits, addr.ip(), incoming.remote_address_validated())
+        {
+            Gate::Admit(permit) => permit,
+            Gate::Retry => {
+                // The client retries with a token proving its address.
+                let _ = incoming.retry();
+                return Err(LinkError::Busy);
+            }
+            Gate::Refuse => {
+                tracing::debug!(%addr, "refusing connection: handshake limits reached");
+                incoming.refuse();
+                return Err(LinkError::Busy);
+            }
+        };
+        let span = tracing::debug_span!("accept", %addr);
+        let attempt = async {
+            let connection = incoming.await?;
+            let connecting = async {
+                let peer = handshake::run(self, &connection, handshake::Role::Listener).await?;
+                Ok::<_, LinkError>(Link {
+                    connection: connection.clone(),
+                    peer,
+                })
+            };
+            match tokio::time::timeout(self.limits.handshake_timeout, connecting).await {
+                Ok(result) => result,
+                Err(_) => {
+                    connection.close(Refusal::Timeout.code().into(), b"");
+                    Err(LinkError::Timeout)
+                }
+            }
+        };
+        let result = attempt.instrument(span).await;
+        drop(permit);
+        log_outcome(&result);
+        result
+    }
+}
+
+fn log_outcome(result: &Result<Link, LinkError>) {
+    match result {
+        Ok(link) => tracing::debug!(peer = %link.peer.did, "link admitted"),
+        Err(LinkError::Refused(error)) => {
+            tracing::warn!(reason = %error.reason, detail = %error.detail, "refused peer")
+        }
+        Err(LinkError::RefusedByPeer(reason)) => tracing::warn!(%reason, "peer refused us"),
+        Err(other) => tracing::debug!(error = %other, "link failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
