@@ -3,10 +3,12 @@
 //!
 //! - [`ledger`]: the embedded ledger on disk, and shared while running.
 //! - [`link`]: QUIC links admitted by a Noise handshake bound to the ledger.
+//! - [`overlay`]: the libp2p swarm (Kademlia and friends) over those links.
 //! - [`paths`]: where the daemon keeps its files.
 
 #![forbid(unsafe_code)]
 
 pub mod ledger;
 pub mod link;
+pub mod overlay;
 pub mod paths;

@@ -13,8 +13,9 @@ mod handshake;
 mod limits;
 pub mod quic;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use carrier_proto::handshake::{Admitted, HandshakeError, Local, Refusal};
 use carrier_proto::identity::{Did, Identity};
@@ -84,6 +85,8 @@ pub struct LinkContext {
     pub ledger: Arc<SharedLedger>,
     limits: LinkLimits,
     slots: Arc<HandshakeSlots>,
+    /// Every admitted connection by peer, so a revocation can cut them all.
+    live: Mutex<HashMap<Did, Vec<quinn::Connection>>>,
 }
 
 impl LinkContext {
@@ -96,6 +99,7 @@ impl LinkContext {
             ledger,
             limits,
             slots: Arc::default(),
+            live: Mutex::default(),
         }
     }
 
@@ -112,6 +116,32 @@ impl LinkContext {
     /// The limits in force.
     pub fn limits(&self) -> &LinkLimits {
         &self.limits
+    }
+
+    /// Closes every link to `did` with `reason`'s code; returns how many.
+    pub fn close_peer(&self, did: &Did, reason: Refusal) -> usize {
+        let connections = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(did)
+            .unwrap_or_default();
+        let open: Vec<_> = connections.into_iter().filter(|c| c.close_reason().is_none()).collect();
+        for connection in &open {
+            connection.close(reason.code().into(), b"");
+        }
+        if !open.is_empty() {
+            tracing::info!(peer = %did, %reason, links = open.len(), "closed links");
+        }
+        open.len()
+    }
+
+    /// Records an admitted link, dropping entries for closed connections.
+    fn register(&self, link: &Link) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let connections = live.entry(link.peer.did).or_default();
+        connections.retain(|c| c.close_reason().is_none());
+        connections.push(link.connection.clone());
     }
 
     /// Runs `f` with our handshake identity and the ledger, read-locked.
@@ -214,6 +244,14 @@ impl LinkContext {
         };
         let result = attempt.instrument(span).await;
         drop(permit);
+        self.finish(result)
+    }
+
+    /// Logs the outcome and registers an admitted link.
+    fn finish(&self, result: Result<Link, LinkError>) -> Result<Link, LinkError> {
+        if let Ok(link) = &result {
+            self.register(link);
+        }
         log_outcome(&result);
         result
     }

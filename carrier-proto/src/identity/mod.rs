@@ -278,6 +278,16 @@ impl Identity {
         Zeroizing::new(self.noise.to_bytes())
     }
 
+    /// This identity's signing key as a libp2p keypair (for the overlay's
+    /// own protocols, such as identify).
+    // A 32-byte seed is exactly what ed25519_from_bytes takes, so it cannot
+    // fail.
+    #[allow(clippy::expect_used)]
+    pub fn libp2p_keypair(&self) -> libp2p_identity::Keypair {
+        let mut seed = self.signing_secret();
+        libp2p_identity::Keypair::ed25519_from_bytes(&mut seed[..]).expect("a 32-byte Ed25519 seed")
+    }
+
     /// The public card for registering this identity.
     pub fn card(&self) -> Card {
         Card::for_identity(self)
@@ -312,6 +322,12 @@ mod tests {
         assert!(id.signing_key().verify(domain::LEDGER_ENTRY, b"hello", &sig));
         assert!(!id.signing_key().verify(domain::NOISE_KEY, b"hello", &sig));
         assert!(!id.signing_key().verify(domain::LEDGER_ENTRY, b"hellO", &sig));
+    }
+
+    #[test]
+    fn libp2p_keypair_has_our_peer_id() {
+        let id = Identity::generate(IdentityKind::Device);
+        assert_eq!(id.libp2p_keypair().public().to_peer_id(), id.peer_id());
     }
 
     #[test]

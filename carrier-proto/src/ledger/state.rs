@@ -111,6 +111,9 @@ pub struct LedgerState {
     used_signing_keys: HashSet<SigningPublicKey>,
     /// Likewise for Noise keys.
     used_noise_keys: HashSet<NoisePublicKey>,
+    /// Whose current signing key each key is, so a peer known only by its
+    /// key (a libp2p peer id) maps back to its DID.
+    current_keys: HashMap<SigningPublicKey, Did>,
 }
 
 impl LedgerState {
@@ -142,6 +145,11 @@ impl LedgerState {
     /// Every registered DID and its record, in no particular order.
     pub fn records(&self) -> impl Iterator<Item = (&Did, &Record)> {
         self.records.iter()
+    }
+
+    /// The DID whose current signing key is `key`, if any.
+    pub fn did_of_key(&self, key: &SigningPublicKey) -> Option<Did> {
+        self.current_keys.get(key).copied()
     }
 
     /// Looks a DID up in O(1).
@@ -314,8 +322,10 @@ impl LedgerState {
                 self.used_signing_keys.insert(keys.signing);
                 self.used_noise_keys.insert(keys.noise);
                 if let Some(record) = self.records.get_mut(did) {
+                    self.current_keys.remove(&record.keys.signing);
                     record.keys = *keys;
                 }
+                self.current_keys.insert(keys.signing, *did);
             }
             Op::Revoke { did, reason } => {
                 if let Some(record) = self.records.get_mut(did) {
@@ -375,6 +385,7 @@ impl LedgerState {
     fn insert(&mut self, did: Did, keys: &PublicKeys, seq: u64, subject: Subject) {
         self.used_signing_keys.insert(keys.signing);
         self.used_noise_keys.insert(keys.noise);
+        self.current_keys.insert(keys.signing, did);
         self.records.insert(
             did,
             Record {

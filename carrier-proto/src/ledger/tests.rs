@@ -155,6 +155,9 @@ fn rotation_moves_authority_to_the_new_key() {
         net.state.resolve(&device.did()).unwrap().record.keys,
         next.public_keys()
     );
+    assert_eq!(net.state.did_of_key(&next.signing_key()), Some(device.did()));
+    assert_eq!(net.state.did_of_key(&device.signing_key()), None);
+    assert_eq!(net.state.did_of_key(&app.signing_key()), Some(app.did()));
 }
 
 #[test]

@@ -1,0 +1,155 @@
+//! The ledger gate: a libp2p behaviour that lets a connection stand only
+//! while the ledger shows its peer as active.
+//!
+//! The handshake already refuses anyone the ledger does not admit; the gate
+//! checks again when libp2p establishes the connection (so no path around
+//! the handshake can add a peer), and it watches ledger updates: when a DID
+//! is revoked, every link to it is closed with the `Revoked` code and its
+//! connections are dropped from the swarm.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use carrier_proto::handshake::Refusal;
+use carrier_proto::identity::{Did, SigningPublicKey};
+use libp2p::PeerId;
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm, dummy,
+};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::link::LinkContext;
+
+/// What the gate reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateEvent {
+    /// A DID was revoked; its links were closed.
+    Revoked {
+        /// The revoked DID.
+        did: Did,
+        /// Its peer id (current key), for removing it from routing tables.
+        peer: PeerId,
+    },
+}
+
+/// Why the gate refused a connection.
+#[derive(Debug, thiserror::Error)]
+#[error("peer {0} is not active on the ledger")]
+pub struct NotActive(PeerId);
+
+/// The ledger gate behaviour.
+pub struct Behaviour {
+    ctx: Arc<LinkContext>,
+    /// Revoked DIDs, forwarded from the ledger's broadcast.
+    revoked: mpsc::UnboundedReceiver<Did>,
+    /// Actions for the swarm, in order.
+    queue: VecDeque<ToSwarm<GateEvent, Infallible>>,
+}
+
+impl Behaviour {
+    /// A gate over `ctx`'s ledger. Must be created inside a tokio runtime.
+    pub fn new(ctx: Arc<LinkContext>) -> Self {
+        let mut updates = ctx.ledger.subscribe();
+        let (tx, revoked) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match updates.recv().await {
+                    Ok(update) => {
+                        if let Some(did) = update.revoked
+                            && tx.send(did).is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "ledger gate fell behind the ledger's updates");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Self {
+            ctx,
+            revoked,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Is `peer`'s key the current key of an active DID?
+    fn check(&self, peer: PeerId) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
+        let active = SigningPublicKey::from_peer_id(&peer).is_some_and(|key| {
+            self.ctx.ledger.read(|ledger| {
+                ledger
+                    .did_of_key(&key)
+                    .and_then(|did| ledger.resolve(&did))
+                    .is_some_and(|r| r.is_active())
+            })
+        });
+        if active {
+            Ok(dummy::ConnectionHandler)
+        } else {
+            Err(ConnectionDenied::new(NotActive(peer)))
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = GateEvent;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer)
+    }
+
+    fn on_swarm_event(&mut self, _event: FromSwarm<'_>) {}
+
+    fn on_connection_handler_event(&mut self, _peer: PeerId, _connection: ConnectionId, event: THandlerOutEvent<Self>) {
+        let never: Infallible = event;
+        match never {}
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<GateEvent, THandlerInEvent<Self>>> {
+        while let Poll::Ready(Some(did)) = self.revoked.poll_recv(cx) {
+            self.ctx.close_peer(&did, Refusal::Revoked);
+            // A revoked record keeps its keys, so its peer id is still known.
+            let key = self
+                .ctx
+                .ledger
+                .read(|ledger| ledger.resolve(&did).map(|r| r.record.keys.signing));
+            if let Some(peer) = key.map(|k| k.peer_id()) {
+                self.queue.push_back(ToSwarm::CloseConnection {
+                    peer_id: peer,
+                    connection: CloseConnection::All,
+                });
+                self.queue
+                    .push_back(ToSwarm::GenerateEvent(GateEvent::Revoked { did, peer }));
+            }
+        }
+        match self.queue.pop_front() {
+            Some(action) => Poll::Ready(action),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The overlay: a libp2p `Swarm` over Carrier links, inside one actor.
+//!
+//! ```text
+//!  Overlay (handle) ──Command──▶ run() ──▶ Swarm<Behaviour>
+//!        ▲                          │        gate · limits · kad · identify · ping
+//!        └──── OverlayEvent ◀───────┘        over CarrierTransport (QUIC + Noise)
+//! ```
+//!
+//! The rest of the daemon talks to the actor through [`Overlay`]'s methods
+//! and its event stream, so libp2p's types stay in this module. Kademlia
+//! (private protocol `/carrier/kad/1.0.0`) only learns addresses of peers
+//! that passed the handshake: its table is filled by hand from identify
+//! reports of admitted connections, never from what other peers say.
+
+pub mod gate;
+mod muxer;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carrier_proto::identity::Did;
+use futures::StreamExt;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, identify, kad, ping};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::link::LinkContext;
+
+/// Kademlia protocol name: private, so Carrier nodes never join a public DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/kad/1.0.0");
+/// Identify protocol version string.
+const IDENTIFY_PROTOCOL: &str = "/carrier/id/1.0.0";
+
+/// Overlay settings.
+#[derive(Debug, Clone)]
+pub struct OverlayConfig {
+    /// UDP address to listen on (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Addresses of peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Most links at once.
+    pub max_links: u32,
+    /// How long `connect` may take to find and reach a peer.
+    pub connect_timeout: Duration,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            bootstrap: Vec::new(),
+            max_links: 512,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why an overlay operation failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// The DID is not active on the ledger.
+    #[error("{0} is not an active device on the ledger")]
+    NotActive(Did),
+    /// No route to the DID was found.
+    #[error("no route to {0}: no peer knows its address")]
+    NotFound(Did),
+    /// Dialing failed.
+    #[error("cannot reach {did}: {reason}")]
+    Unreachable {
+        /// Whom.
+        did: Did,
+        /// Why.
+        reason: String,
+    },
+    /// Did not finish in time.
+    #[error("timed out connecting to {0}")]
+    Timeout(Did),
+    /// Dialing an address failed.
+    #[error("cannot link to {addr}: {reason}")]
+    DialFailed {
+        /// Where.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// Dialing an address did not finish in time.
+    #[error("timed out linking to {0}")]
+    DialTimeout(Multiaddr),
+    /// Listening failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The overlay task has stopped.
+    #[error("the overlay has stopped")]
+    Stopped,
+}
+
+/// Something that happened in the overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayEvent {
+    /// First link to a peer is up.
+    PeerUp(Did),
+    /// Last link to a peer is down.
+    PeerDown(Did),
+    /// A peer entered our routing table.
+    Routable(Did),
+    /// A peer was revoked; its links are closed and its routes removed.
+    Revoked(Did),
+}
+
+/// A connected peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Its DID.
+    pub did: Did,
+    /// Its peer id (current key).
+    pub peer: PeerId,
+    /// Its address on our link.
+    pub addr: Multiaddr,
+    /// When the first current link came up.
+    pub since: Instant,
+    /// Last measured round trip.
+    pub rtt: Option<Duration>,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gate: gate::Behaviour,
+    limits: connection_limits::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// What the handle asks of the actor; each carries its reply channel.
+enum Command {
+    /// Find a DID through Kademlia and link to it.
+    Connect {
+        did: Did,
+        reply: oneshot::Sender<Result<(), OverlayError>>,
+    },
+    /// Link to whoever answers at an address.
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<Did, OverlayError>>,
+    },
+    /// List connected peers.
+    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
+    /// List the routing table.
+    Routes {
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
+}
+
+/// Handle to a running overlay.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<OverlayEvent>,
+    listen_addr: Multiaddr,
+    peer_id: PeerId,
+    connect_timeout: Duration,
+}
+
+impl Overlay {
+    /// Starts listening and joins through the bootstrap peers. Returns once
+    /// the listening address is known, with a receiver that sees every event
+    /// from the start (later ones come from [`events`](Self::events)). The
+    /// actor runs until every handle is dropped.
+    pub async fn start(
+        ctx: Arc<LinkContext>,
+        config: OverlayConfig,
+    ) -> Result<(Self, broadcast::Receiver<OverlayEvent>), OverlayError> {
+        let keypair = ctx.identity().libp2p_keypair();
+        let peer_id = keypair.public().to_peer_id();
+        let listen_error = |reason: String| OverlayError::Listen {
+            addr: config.listen,
+            reason,
+        };
+        let transport_ctx = Arc::clone(&ctx);
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|_| transport::CarrierTransport::new(transport_ctx))
+            .map_err(|e| listen_error(e.to_string()))?
+            .with_behaviour(|key| behaviour(Arc::clone(&ctx), key, &config))
+            .map_err(|e| listen_error(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        swarm
+            .listen_on(transport::to_multiaddr(config.listen))
+            .map_err(|e| listen_error(e.to_string()))?;
+        let listen_addr = loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { address, .. } => break address,
+                SwarmEvent::ListenerError { error, .. } => return Err(listen_error(error.to_string())),
+                _ => {}
+            }
+        };
+        for addr in &config.bootstrap {
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        let (commands, rx) = mpsc::channel(64);
+        let (events, first_events) = broadcast::channel(1024);
+        let actor = Actor {
+            ctx,
+            swarm,
+            commands: rx,
+            events: events.clone(),
+            peers: HashMap::new(),
+            waiting: HashMap::new(),
+            dialing: HashMap::new(),
+            lookups: HashMap::new(),
+        };
+        tokio::spawn(actor.run());
+        let overlay = Self {
+            commands,
+            events,
+            listen_addr,
+            peer_id,
+            connect_timeout: config.connect_timeout,
+        };
+        Ok((overlay, first_events))
+    }
+
+    /// The address peers can dial us on.
+    pub fn listen_addr(&self) -> &Multiaddr {
+        &self.listen_addr
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Every event from now on.
+    pub fn events(&self) -> broadcast::Receiver<OverlayEvent> {
+        self.events.subscribe()
+    }
+
+    /// Finds `did` through Kademlia (no central directory) and links to it.
+    pub async fn connect(&self, did: Did) -> Result<(), OverlayError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Connect { did, reply })
+            .await
+            .map_err(|_| OverlayError::Stopped)?;
+        match tokio::time::timeout(self.connect_timeout, answer).await {
+            Ok(answer) => answer.map_err(|_| OverlayError::Stopped)?,
+            Err(_) => Err(OverlayError::Timeout(did)),
+        }
+    }
+
+    /// Links to whoever answers at `addr`, and says who that is.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<Did, OverlayError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Dial {
+            addr: addr.clone(),
+            reply,
+        };
+        self.commands.send(command).await.map_err(|_| OverlayError::Stopped)?;
+        match tokio::time::timeout(self.connect_timeout, answer).await {
+            Ok(answer) => answer.map_err(|_| OverlayError::Stopped)?,
+            Err(_) => Err(OverlayError::DialTimeout(addr)),
+        }
+    }
+
+    /// Peers with a live link.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, OverlayError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Peers { reply })
+            .await
+            .map_err(|_| OverlayError::Stopped)?;
+        answer.await.map_err(|_| OverlayError::Stopped)
+    }
+
+    /// The routing table: every peer in our k-buckets, with its addresses.
+    pub async fn routes(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, OverlayError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Routes { reply })
+            .await
+            .map_err(|_| OverlayError::Stopped)?;
+        answer.await.map_err(|_| OverlayError::Stopped)
+    }
+}
+
+fn behaviour(ctx: Arc<LinkContext>, key: &libp2p::identity::Keypair, config: &OverlayConfig) -> Behaviour {
+    let peer_id = key.public().to_peer_id();
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
+    kad_config.set_query_timeout(config.connect_timeout);
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    kad.set_mode(Some(kad::Mode::Server));
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_links))
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_incoming(Some(config.max_links));
+    Behaviour {
+        gate: gate::Behaviour::new(ctx),
+        limits: connection_limits::Behaviour::new(limits),
+        kad,
+        identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
+        ping: ping::Behaviour::default(),
+    }
+}
+
+mod actor;
+use actor::Actor;

@@ -1,0 +1,235 @@
+//! Carrier links as a libp2p `Transport`, so libp2p's behaviours (Kademlia,
+//! identify, ping) run over them unchanged.
+//!
+//! One UDP port: the first `listen_on` binds the quinn endpoint, and dials
+//! go out from the same endpoint. Addresses are
+//! `/ip4/…/udp/…/quic-v1/noise` (or `/ip6/…`), which standard libp2p-QUIC
+//! nodes will not dial by mistake. A dial address ending in `/p2p/<peer>`
+//! names the DID expected on the other end, which enables Noise IK.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use carrier_proto::identity::SigningPublicKey;
+use futures::future::{BoxFuture, Ready};
+use futures::{FutureExt, future};
+use libp2p::PeerId;
+use libp2p::core::multiaddr::{Multiaddr, Protocol};
+use libp2p::core::transport::{DialOpts, ListenerId, Transport, TransportError, TransportEvent};
+use tokio::sync::mpsc;
+
+use super::muxer::LinkMuxer;
+use crate::link::{Link, LinkContext, LinkError, quic};
+
+/// What the transport yields: the peer (by its current key) and its link.
+pub type Output = (PeerId, LinkMuxer);
+
+/// Carrier's libp2p transport.
+pub struct CarrierTransport {
+    ctx: Arc<LinkContext>,
+    endpoint: Option<quinn::Endpoint>,
+    listener: Option<(ListenerId, Multiaddr)>,
+    /// Admitted inbound links from the accept task.
+    inbound: Option<mpsc::Receiver<Link>>,
+    events: VecDeque<TransportEvent<Ready<Result<Output, LinkError>>, LinkError>>,
+}
+
+impl CarrierTransport {
+    /// A transport that admits peers with `ctx`.
+    pub fn new(ctx: Arc<LinkContext>) -> Self {
+        Self {
+            ctx,
+            endpoint: None,
+            listener: None,
+            inbound: None,
+            events: VecDeque::new(),
+        }
+    }
+}
+
+/// The socket address in `/ip4|ip6/…/udp/…/quic-v1/noise[/p2p/…]`, and the
+/// peer id if one is named.
+pub fn parse_addr(addr: &Multiaddr) -> Option<(SocketAddr, Option<PeerId>)> {
+    let mut parts = addr.iter();
+    let ip: IpAddr = match parts.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    let Protocol::Udp(port) = parts.next()? else {
+        return None;
+    };
+    let (Protocol::QuicV1, Protocol::Noise) = (parts.next()?, parts.next()?) else {
+        return None;
+    };
+    let peer = match parts.next() {
+        None => None,
+        Some(Protocol::P2p(peer)) => Some(peer),
+        Some(_) => return None,
+    };
+    parts.next().is_none().then_some((SocketAddr::new(ip, port), peer))
+}
+
+/// The multiaddr of a socket address.
+pub fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::from(addr.ip())
+        .with(Protocol::Udp(addr.port()))
+        .with(Protocol::QuicV1)
+        .with(Protocol::Noise)
+}
+
+fn peer_id_of(link: &Link) -> PeerId {
+    link.peer.keys.signing.peer_id()
+}
+
+impl Transport for CarrierTransport {
+    type Output = Output;
+    type Error = LinkError;
+    type ListenerUpgrade = Ready<Result<Output, LinkError>>;
+    type Dial = BoxFuture<'static, Result<Output, LinkError>>;
+
+    fn listen_on(&mut self, id: ListenerId, addr: Multiaddr) -> Result<(), TransportError<LinkError>> {
+        let Some((socket, None)) = parse_addr(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        if self.endpoint.is_some() {
+            // One UDP port per node: a second listener is not supported.
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        }
+        let endpoint = quic::endpoint(socket).map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
+        let bound = endpoint
+            .local_addr()
+            .map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
+        let listen_addr = to_multiaddr(bound);
+        self.events.push_back(TransportEvent::NewAddress {
+            listener_id: id,
+            listen_addr: listen_addr.clone(),
+        });
+        self.listener = Some((id, listen_addr));
+        self.endpoint = Some(endpoint);
+        self.inbound = Some(rx);
+        Ok(())
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        match &self.listener {
+            Some((listener, _)) if *listener == id => {
+                self.inbound = None;
+                self.listener = None;
+                self.events.push_back(TransportEvent::ListenerClosed {
+                    listener_id: id,
+                    reason: Ok(()),
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr, _opts: DialOpts) -> Result<Self::Dial, TransportError<LinkError>> {
+        let Some((socket, peer)) = parse_addr(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        let endpoint = match &self.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => {
+                let unspecified: IpAddr = if socket.is_ipv4() {
+                    Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    Ipv6Addr::UNSPECIFIED.into()
+                };
+                let endpoint = quic::endpoint(SocketAddr::new(unspecified, 0))
+                    .map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
+                self.endpoint = Some(endpoint.clone());
+                endpoint
+            }
+        };
+        // The peer id names the key we expect; the ledger says whose it is.
+        let expected = peer
+            .and_then(|p| SigningPublicKey::from_peer_id(&p))
+            .and_then(|key| self.ctx.ledger.read(|l| l.did_of_key(&key)));
+        let ctx = Arc::clone(&self.ctx);
+        Ok(async move {
+            let link = ctx.dial(&endpoint, socket, expected).await?;
+            Ok((peer_id_of(&link), LinkMuxer::new(link.connection)))
+        }
+        .boxed())
+    }
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TransportEvent<Self::ListenerUpgrade, LinkError>> {
+        if let Some(event) = self.events.pop_front() {
+            return Poll::Ready(event);
+        }
+        let Some((listener_id, local_addr)) = self.listener.clone() else {
+            return Poll::Pending;
+        };
+        let Some(inbound) = self.inbound.as_mut() else {
+            return Poll::Pending;
+        };
+        match inbound.poll_recv(cx) {
+            Poll::Ready(Some(link)) => {
+                let send_back_addr = to_multiaddr(link.connection.remote_address());
+                let output = (peer_id_of(&link), LinkMuxer::new(link.connection));
+                Poll::Ready(TransportEvent::Incoming {
+                    listener_id,
+                    upgrade: future::ready(Ok(output)),
+                    local_addr,
+                    send_back_addr,
+                })
+            }
+            Poll::Ready(None) => {
+                self.listener = None;
+                Poll::Ready(TransportEvent::ListenerClosed {
+                    listener_id,
+                    reason: Ok(()),
+                })
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Accepts connections, runs the handshake on each in its own task, and
+/// hands admitted links to the transport.
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkContext>, admitted: mpsc::Sender<Link>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if admitted.is_closed() {
+            break;
+        }
+        let (ctx, admitted) = (Arc::clone(&ctx), admitted.clone());
+        tokio::spawn(async move {
+            if let Ok(link) = ctx.accept(incoming).await
+                && admitted.send(link.clone()).await.is_err()
+            {
+                link.connection
+                    .close(carrier_proto::handshake::Refusal::Shutdown.code().into(), b"");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_carrier_addresses_only() {
+        let addr: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1/noise".parse().unwrap();
+        assert_eq!(parse_addr(&addr), Some(("127.0.0.1:4001".parse().unwrap(), None)));
+        assert_eq!(to_multiaddr("127.0.0.1:4001".parse().unwrap()), addr);
+        let v6: Multiaddr = "/ip6/::1/udp/9/quic-v1/noise".parse().unwrap();
+        assert_eq!(parse_addr(&v6).map(|(s, _)| s), Some("[::1]:9".parse().unwrap()));
+        for other in [
+            "/ip4/127.0.0.1/udp/4001/quic-v1",
+            "/ip4/127.0.0.1/tcp/4001",
+            "/dns4/x/udp/1/quic-v1/noise",
+        ] {
+            assert_eq!(parse_addr(&other.parse().unwrap()), None, "{other}");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Overlay scenarios: real swarms over real QUIC links on loopback, each
+//! node with its own copy of the ledger.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carrier_daemon::ledger::SharedLedger;
+use carrier_daemon::link::{LinkContext, LinkLimits};
+use carrier_daemon::overlay::{Overlay, OverlayConfig, OverlayEvent};
+use carrier_proto::identity::{Did, Identity, IdentityKind};
+use carrier_proto::ledger::{Entry, LedgerState, Op};
+use libp2p::Multiaddr;
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Net {
+    registrar: Identity,
+    ledger: LedgerState,
+}
+
+impl Net {
+    fn new() -> Self {
+        let registrar = Identity::generate(IdentityKind::Registrar);
+        let mut ledger = LedgerState::new();
+        let genesis = Op::Genesis {
+            network: "overlay".into(),
+            registrars: vec![registrar.signing_key()],
+        };
+        ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
+        Self { registrar, ledger }
+    }
+
+    fn register(&mut self) -> Identity {
+        let device = Identity::generate(IdentityKind::Device);
+        let op = Op::RegisterDevice {
+            did: device.did(),
+            keys: device.public_keys(),
+            roles: vec![],
+        };
+        self.ledger
+            .append(self.ledger.next_entry(op, 2, &self.registrar))
+            .unwrap();
+        device
+    }
+
+    fn revoke(&mut self, did: Did) -> Entry {
+        let entry = self.ledger.next_entry(
+            Op::Revoke {
+                did,
+                reason: "test".into(),
+            },
+            3,
+            &self.registrar,
+        );
+        self.ledger.append(entry.clone()).unwrap();
+        entry
+    }
+}
+
+struct Node {
+    did: Did,
+    ledger: Arc<SharedLedger>,
+    overlay: Overlay,
+    events: broadcast::Receiver<OverlayEvent>,
+}
+
+async fn start(identity: Identity, ledger: LedgerState, bootstrap: Option<&Multiaddr>) -> Node {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let did = identity.did();
+    let ledger = Arc::new(SharedLedger::in_memory(ledger));
+    let ctx = Arc::new(LinkContext::new(
+        identity,
+        did,
+        Arc::clone(&ledger),
+        LinkLimits::default(),
+    ));
+    let config = OverlayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        bootstrap: bootstrap.into_iter().cloned().collect(),
+        ..OverlayConfig::default()
+    };
+    let (overlay, events) = Overlay::start(ctx, config).await.unwrap();
+    Node {
+        did,
+        ledger,
+        overlay,
+        events,
+    }
+}
+
+/// Waits for an event matching `want`, failing after `WAIT`.
+async fn wait_for(node: &mut Node, want: impl Fn(&OverlayEvent) -> bool) -> OverlayEvent {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = node.events.recv().await.unwrap();
+            if want(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("event did not arrive")
+}
+
+/// Waits until every event in `wanted` has arrived, in any order.
+async fn wait_for_all(node: &mut Node, mut wanted: Vec<OverlayEvent>) {
+    while !wanted.is_empty() {
+        let event = wait_for(node, |e| wanted.contains(e)).await;
+        wanted.retain(|w| *w != event);
+    }
+}
+
+/// Starts `n` registered nodes; all but the first join through the first.
+async fn network(net: &mut Net, n: usize) -> Vec<Node> {
+    let ids: Vec<Identity> = (0..n).map(|_| net.register()).collect();
+    let mut ids = ids.into_iter();
+    let first = start(ids.next().unwrap(), net.ledger.clone(), None).await;
+    let bootstrap = first.overlay.listen_addr().clone();
+    let mut nodes = vec![first];
+    for id in ids {
+        let mut node = start(id, net.ledger.clone(), Some(&bootstrap)).await;
+        // Joined: each side has the other in its routing table.
+        let (first_did, did) = (nodes[0].did, node.did);
+        wait_for(&mut node, |e| *e == OverlayEvent::Routable(first_did)).await;
+        wait_for(&mut nodes[0], |e| *e == OverlayEvent::Routable(did)).await;
+        nodes.push(node);
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_find_and_link_every_other_by_did() {
+    let mut net = Net::new();
+    let nodes = network(&mut net, 5).await;
+    for a in &nodes {
+        for b in &nodes {
+            if a.did != b.did {
+                a.overlay
+                    .connect(b.did)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} -> {}: {e}", a.did, b.did));
+            }
+        }
+    }
+    for node in &nodes {
+        let peers = node.overlay.peers().await.unwrap();
+        assert_eq!(peers.len(), 4, "{} has {} peers", node.did, peers.len());
+        let routes = node.overlay.routes().await.unwrap();
+        assert!(!routes.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_node_gets_no_link_and_no_route() {
+    let mut net = Net::new();
+    let mut nodes = network(&mut net, 3).await;
+    let bootstrap = nodes[0].overlay.listen_addr().clone();
+    // Valid keys and a copy of the ledger, but not on it.
+    let stranger = Identity::generate(IdentityKind::Device);
+    let stranger_peer = stranger.peer_id();
+    let outsider = start(stranger, net.ledger.clone(), None).await;
+    let err = outsider.overlay.dial(bootstrap).await.unwrap_err();
+    assert!(err.to_string().contains("unknown identity"), "{err}");
+    assert!(outsider.overlay.connect(nodes[1].did).await.is_err());
+    assert!(outsider.overlay.peers().await.unwrap().is_empty());
+    for node in &mut nodes {
+        let routes = node.overlay.routes().await.unwrap();
+        assert!(
+            routes.iter().all(|(peer, _)| *peer != stranger_peer),
+            "stranger in a routing table"
+        );
+        assert!(
+            node.overlay
+                .peers()
+                .await
+                .unwrap()
+                .iter()
+                .all(|p| p.peer != stranger_peer)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_cuts_every_link_within_two_seconds_for_good() {
+    let mut net = Net::new();
+    let mut nodes = network(&mut net, 5).await;
+    let victim = nodes[4].did;
+    for node in &nodes[..4] {
+        node.overlay.connect(victim).await.unwrap();
+    }
+    // The revocation reaches every other node's ledger (replication is the
+    // ledger sync's job; here it is handed to each node directly).
+    let entry = net.revoke(victim);
+    let started = Instant::now();
+    for node in &nodes[..4] {
+        node.ledger.append(entry.clone()).unwrap();
+    }
+    for node in &mut nodes[..4] {
+        wait_for_all(
+            node,
+            vec![OverlayEvent::PeerDown(victim), OverlayEvent::Revoked(victim)],
+        )
+        .await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "links cut after {took:?}");
+    // Gone from every routing table...
+    let victim_peer = Did::peer_id(&victim);
+    for node in &nodes[..4] {
+        let routes = node.overlay.routes().await.unwrap();
+        assert!(
+            routes.iter().all(|(p, _)| *p != victim_peer),
+            "revoked peer still routable"
+        );
+        assert!(node.overlay.peers().await.unwrap().iter().all(|p| p.did != victim));
+    }
+    // ...and it cannot come back: once it has seen its links go down, every
+    // attempt is refused.
+    let (others, revoked) = nodes.split_at_mut(4);
+    let victim_node = &mut revoked[0];
+    let mut down = std::collections::HashSet::new();
+    while down.len() < others.len() {
+        if let OverlayEvent::PeerDown(did) = wait_for(victim_node, |e| matches!(e, OverlayEvent::PeerDown(_))).await {
+            down.insert(did);
+        }
+    }
+    for node in others.iter() {
+        assert!(
+            victim_node.overlay.connect(node.did).await.is_err(),
+            "revoked node got back in"
+        );
+        assert!(node.overlay.peers().await.unwrap().iter().all(|p| p.did != victim));
+    }
+}
