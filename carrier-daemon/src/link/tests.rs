@@ -300,3 +300,75 @@ async fn man_in_the_middle_fails_the_channel_binding() {
         .expect("dial hung");
     assert_eq!(refused(result), Refusal::BadBinding);
 }
+
+#[tokio::test]
+async fn replayed_hello_on_a_new_connection_fails_the_binding() {
+    use carrier_proto::handshake::{ChannelBinding, EXPORTER_LABEL, Initiator, Local};
+    let mut net = Net::new();
+    let (a, b) = (net.register(), net.register());
+    let b_did = b.did();
+    let mut node_b = Node::start(b, net.ledger.clone());
+    let endpoint = quic::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    // A genuine hello, bound to a first connection...
+    let first = endpoint.connect(node_b.addr, quic::SERVER_NAME).unwrap().await.unwrap();
+    let mut binding = [0u8; 32];
+    first.export_keying_material(&mut binding, EXPORTER_LABEL, b"").unwrap();
+    let local = Local {
+        did: a.did(),
+        identity: &a,
+        network_id: net.ledger.network().unwrap().id,
+        head: net.ledger.head(),
+    };
+    let (_, hello) = Initiator::start(&local, &ChannelBinding(binding), &net.ledger, Some(b_did)).unwrap();
+    first.close(0u32.into(), b"");
+    let _ = node_b.next_inbound().await;
+    // ...replayed by someone who saw it, on a connection of their own.
+    assert_eq!(
+        raw_first_stream(&node_b, &frame::encode(&hello), false).await,
+        Some(Refusal::BadBinding)
+    );
+    assert_eq!(refused(node_b.next_inbound().await), Refusal::BadBinding);
+}
+
+#[tokio::test]
+async fn a_flood_of_strangers_does_not_starve_registered_peers() {
+    let mut net = Net::new();
+    let (a, b) = (net.register(), net.register());
+    let (a_did, b_did) = (a.did(), b.did());
+    let limits = LinkLimits {
+        max_handshakes_per_ip: 4,
+        handshake_timeout: Duration::from_secs(3),
+        ..LinkLimits::default()
+    };
+    let mut node_b = Node::start_with(b, b_did, net.ledger.clone(), limits);
+    // Strangers from 127.0.0.2 open connections and say nothing.
+    let strangers = quic::endpoint("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        if let Ok(Ok(connection)) =
+            tokio::time::timeout(WAIT, strangers.connect(node_b.addr, quic::SERVER_NAME).unwrap()).await
+        {
+            silent.push(connection);
+        }
+    }
+    // Only the per-address quota got a handshake slot; the rest were refused.
+    let mut refused_busy = 0;
+    while let Ok(Some(outcome)) = tokio::time::timeout(Duration::from_millis(200), node_b.inbound.recv()).await {
+        if matches!(outcome, Err(LinkError::Busy)) {
+            refused_busy += 1;
+        }
+    }
+    assert_eq!(refused_busy, 16, "per-address limit did not hold");
+    // A registered peer from another address still gets in at once.
+    let node_a = Node::start(a, net.ledger.clone());
+    let started = std::time::Instant::now();
+    let link = node_a.dial(&node_b, Some(b_did)).await.unwrap();
+    assert_eq!(link.peer.did, b_did);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "registered peer waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(node_b.next_inbound().await.unwrap().peer.did, a_did);
+    drop(silent);
+}
