@@ -60,12 +60,14 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
 
 /// Server side: a fresh self-signed certificate, ALPN `carrier/1`.
 pub(crate) fn server_config() -> Result<quinn::ServerConfig, QuicSetupError> {
-    let cert = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    // Ed25519: the cheapest certificate signature for the peer to check.
+    let signing_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let cert = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()])?.self_signed(&signing_key)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)?;
+        .with_single_cert(vec![cert.der().clone()], key)?;
     tls.alpn_protocols = vec![PROTOCOL.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Quic(e.to_string()))?;

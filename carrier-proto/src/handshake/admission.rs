@@ -28,11 +28,10 @@ pub struct Local<'a> {
 impl Local<'_> {
     /// The encoded payload this side sends inside the Noise handshake.
     pub(crate) fn payload(&self) -> Vec<u8> {
-        let noise = self.identity.noise_key();
         pb::HandshakePayload {
             did: self.did.to_string(),
             signing_key: self.identity.signing_key().as_bytes().to_vec(),
-            noise_key_signature: self.identity.sign(domain::NOISE_KEY, noise.as_bytes()).to_vec(),
+            noise_key_signature: self.identity.noise_key_signature().to_vec(),
             head: Some(pb::LedgerHead {
                 height: self.head.height,
                 hash: self.head.hash.0.to_vec(),

@@ -66,7 +66,7 @@ impl Card {
         Self {
             kind: identity.kind(),
             keys,
-            noise_key_signature: identity.sign(domain::NOISE_KEY, keys.noise.as_bytes()),
+            noise_key_signature: identity.noise_key_signature(),
         }
     }
 

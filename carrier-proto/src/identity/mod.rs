@@ -204,6 +204,9 @@ pub struct Identity {
     signing: SigningKey,
     noise: StaticSecret,
     public: PublicKeys,
+    /// Signature by the signing key over the Noise key; made once, sent in
+    /// every handshake and card.
+    noise_key_signature: [u8; 64],
 }
 
 impl Identity {
@@ -225,11 +228,14 @@ impl Identity {
             signing: SigningPublicKey(verification.into()),
             noise: NoisePublicKey(x25519_dalek::PublicKey::from(&noise).to_bytes()),
         };
+        let message = domain::tagged(domain::NOISE_KEY, public.noise.as_bytes());
+        let noise_key_signature = signing.sign(&message).into();
         Self {
             kind,
             signing,
             noise,
             public,
+            noise_key_signature,
         }
     }
 
@@ -276,6 +282,12 @@ impl Identity {
     /// The Noise static secret, for the Noise handshake and key files.
     pub fn noise_secret(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.noise.to_bytes())
+    }
+
+    /// Signature by the signing key over `NOISE_KEY || noise key`: proves one
+    /// holder owns both keys.
+    pub fn noise_key_signature(&self) -> [u8; 64] {
+        self.noise_key_signature
     }
 
     /// This identity's signing key as a libp2p keypair (for the overlay's
