@@ -8,6 +8,7 @@
 //!   listener's CPU time per admission (the listener runs on its own
 //!   one-thread runtime, dialers on another, so each side's cost is seen);
 //! - memory per idle link: resident memory grown per open link.
+//!
 //! Both ends run in this process on loopback, sharing its 2 cores.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -156,7 +157,7 @@ async fn run(client: Arc<LinkContext>, server_did: Did, carrier_addr: SocketAddr
         plain.push(started.elapsed());
         c.close(0u32.into(), b"");
         let started = Instant::now();
-        let c = dial_admitted(&client, &endpoint, carrier_addr, server_did).await;
+        let c = dial_admitted(client, &endpoint, carrier_addr, server_did).await;
         carrier.push(started.elapsed());
         c.close(0u32.into(), b"");
     }
