@@ -208,7 +208,7 @@ async fn run(client: Arc<LinkContext>, server_did: Did, carrier_addr: SocketAddr
         let mut open = Vec::with_capacity(IDLE_LINKS);
         for _ in 0..IDLE_LINKS {
             open.push(match carrier {
-                true => dial_admitted(&client, &endpoint, carrier_addr, server_did).await,
+                true => dial_admitted(client, &endpoint, carrier_addr, server_did).await,
                 false => dial_plain(&endpoint, plain_addr).await,
             });
         }
