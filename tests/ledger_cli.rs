@@ -22,11 +22,7 @@ fn run(bin: &str, args: &[&str]) -> Run {
         _ => env!("CARGO_BIN_EXE_carrierd"),
     };
     let Output { status, stdout, stderr } = Command::new(path).args(args).output().unwrap();
-    Run {
-        ok: status.success(),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
+    Run { ok: status.success(), stdout: String::from_utf8(stdout).unwrap(), stderr: String::from_utf8(stderr).unwrap() }
 }
 
 fn ok(bin: &str, args: &[&str]) -> String {
@@ -64,16 +60,7 @@ impl Admin {
         ok("carrierctl", &["keygen", "--kind", "registrar", "--out", &admin.key()]);
         ok(
             "carrierctl",
-            &[
-                "ledger",
-                "genesis",
-                "--ledger",
-                &admin.ledger(),
-                "--network",
-                "home",
-                "--key",
-                &admin.key(),
-            ],
+            &["ledger", "genesis", "--ledger", &admin.ledger(), "--network", "home", "--key", &admin.key()],
         );
         admin
     }
@@ -91,12 +78,7 @@ impl Admin {
     }
 
     fn ledger_cmd(&self, args: &[&str]) -> Vec<String> {
-        let mut all = vec![
-            "ledger".to_owned(),
-            args[0].to_owned(),
-            "--ledger".to_owned(),
-            self.ledger(),
-        ];
+        let mut all = vec!["ledger".to_owned(), args[0].to_owned(), "--ledger".to_owned(), self.ledger()];
         all.extend(args[1..].iter().map(|s| s.to_string()));
         all
     }
@@ -114,11 +96,7 @@ impl Admin {
     /// `carrierd init` a device in `name/`; returns (did, card, key path).
     fn init_device(&self, name: &str) -> (String, String, String) {
         let out = ok("carrierd", &["init", "--data-dir", &self.path(name)]);
-        (
-            field(&out, "did"),
-            field(&out, "card"),
-            self.path(&format!("{name}/device.key")),
-        )
+        (field(&out, "did"), field(&out, "card"), self.path(&format!("{name}/device.key")))
     }
 
     fn resolve(&self, did: &str) -> Value {
@@ -130,27 +108,12 @@ impl Admin {
 fn provisioning_walkthrough() {
     let admin = Admin::new();
     let (laptop, laptop_card, laptop_key) = admin.init_device("laptop");
-    admin.ok(&[
-        "register-device",
-        "--key",
-        &admin.key(),
-        "--role",
-        "relay",
-        &laptop_card,
-    ]);
+    admin.ok(&["register-device", "--key", &admin.key(), "--role", "relay", &laptop_card]);
     // The card file written by init works as well as the inline card.
     let (phone, _, phone_key) = admin.init_device("phone");
-    admin.ok(&[
-        "register-device",
-        "--key",
-        &admin.key(),
-        &admin.path("phone/device.card"),
-    ]);
+    admin.ok(&["register-device", "--key", &admin.key(), &admin.path("phone/device.card")]);
 
-    let app = ok(
-        "carrierctl",
-        &["keygen", "--kind", "app", "--out", &admin.path("apps/chat.key")],
-    );
+    let app = ok("carrierctl", &["keygen", "--kind", "app", "--out", &admin.path("apps/chat.key")]);
     let (app_did, app_card) = (field(&app, "did"), field(&app, "card"));
     admin.ok(&["register-app", "--key", &laptop_key, "--name", "chat", &app_card]);
 
@@ -161,10 +124,7 @@ fn provisioning_walkthrough() {
     assert_eq!(admin.resolve(&laptop)["roles"][0], "relay");
 
     // The phone rotates its keys with a new card, signing with its old key.
-    let fresh = ok(
-        "carrierctl",
-        &["keygen", "--kind", "device", "--out", &admin.path("phone/next.key")],
-    );
+    let fresh = ok("carrierctl", &["keygen", "--kind", "device", "--out", &admin.path("phone/next.key")]);
     admin.ok(&["rotate", "--key", &phone_key, &phone, &field(&fresh, "card")]);
     assert_eq!(admin.resolve(&phone)["signing_key"], field(&fresh, "did").as_str());
     // The old key has lost its authority.
@@ -179,23 +139,8 @@ fn provisioning_walkthrough() {
     assert!(err.contains("revoked"), "{err}");
 
     let entries: Value = serde_json::from_str(&admin.ok(&["show", "--json"])).unwrap();
-    let ops: Vec<&str> = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["op"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ops,
-        [
-            "genesis",
-            "register-device",
-            "register-device",
-            "register-app",
-            "rotate-keys",
-            "revoke"
-        ]
-    );
+    let ops: Vec<&str> = entries.as_array().unwrap().iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["genesis", "register-device", "register-device", "register-app", "rotate-keys", "revoke"]);
     let table = admin.ok(&["show"]);
     assert!(table.starts_with("SEQ"), "{table}");
     assert_eq!(table.lines().count(), 7);
@@ -251,10 +196,7 @@ fn refuses_entries_that_break_the_rules() {
     let err = admin.fails(&["register-device", "--key", &admin.key(), &forged]);
     assert!(err.contains("card"), "{err}");
     // Unknown DIDs are named.
-    let stranger = ok(
-        "carrierctl",
-        &["keygen", "--kind", "device", "--out", &admin.path("stranger.key")],
-    );
+    let stranger = ok("carrierctl", &["keygen", "--kind", "device", "--out", &admin.path("stranger.key")]);
     let err = admin.fails(&["resolve", &field(&stranger, "did")]);
     assert!(err.contains("is not on this ledger"), "{err}");
     let err = admin.fails(&["resolve", "did:carrier:nonsense"]);

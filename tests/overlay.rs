@@ -25,36 +25,20 @@ impl Net {
     fn new() -> Self {
         let registrar = Identity::generate(IdentityKind::Registrar);
         let mut ledger = LedgerState::new();
-        let genesis = Op::Genesis {
-            network: "overlay".into(),
-            registrars: vec![registrar.signing_key()],
-        };
+        let genesis = Op::Genesis { network: "overlay".into(), registrars: vec![registrar.signing_key()] };
         ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
         Self { registrar, ledger }
     }
 
     fn register(&mut self) -> Identity {
         let device = Identity::generate(IdentityKind::Device);
-        let op = Op::RegisterDevice {
-            did: device.did(),
-            keys: device.public_keys(),
-            roles: vec![],
-        };
-        self.ledger
-            .append(self.ledger.next_entry(op, 2, &self.registrar))
-            .unwrap();
+        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
+        self.ledger.append(self.ledger.next_entry(op, 2, &self.registrar)).unwrap();
         device
     }
 
     fn revoke(&mut self, did: Did) -> Entry {
-        let entry = self.ledger.next_entry(
-            Op::Revoke {
-                did,
-                reason: "test".into(),
-            },
-            3,
-            &self.registrar,
-        );
+        let entry = self.ledger.next_entry(Op::Revoke { did, reason: "test".into() }, 3, &self.registrar);
         self.ledger.append(entry.clone()).unwrap();
         entry
     }
@@ -74,24 +58,14 @@ async fn start(identity: Identity, ledger: LedgerState, bootstrap: Option<&Multi
         .try_init();
     let did = identity.did();
     let ledger = Arc::new(SharedLedger::in_memory(ledger));
-    let ctx = Arc::new(LinkContext::new(
-        identity,
-        did,
-        Arc::clone(&ledger),
-        LinkLimits::default(),
-    ));
+    let ctx = Arc::new(LinkContext::new(identity, did, Arc::clone(&ledger), LinkLimits::default()));
     let config = OverlayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         bootstrap: bootstrap.into_iter().cloned().collect(),
         ..OverlayConfig::default()
     };
     let (overlay, events) = Overlay::start(ctx, config).await.unwrap();
-    Node {
-        did,
-        ledger,
-        overlay,
-        events,
-    }
+    Node { did, ledger, overlay, events }
 }
 
 /// Waits for an event matching `want`, failing after `WAIT`.
@@ -138,13 +112,15 @@ async fn network(net: &mut Net, n: usize) -> Vec<Node> {
 async fn five_nodes_find_and_link_every_other_by_did() {
     let mut net = Net::new();
     let nodes = network(&mut net, 5).await;
+    // A lookup alone finds a peer nobody introduced us to.
+    let lookup = nodes[1].overlay.lookup(nodes[3].did).await.unwrap();
+    assert!(lookup.found, "{lookup:?}");
+    let stranger = Identity::generate(IdentityKind::Device).did();
+    assert!(nodes[1].overlay.lookup(stranger).await.is_err(), "lookup of a DID not on the ledger");
     for a in &nodes {
         for b in &nodes {
             if a.did != b.did {
-                a.overlay
-                    .connect(b.did)
-                    .await
-                    .unwrap_or_else(|e| panic!("{} -> {}: {e}", a.did, b.did));
+                a.overlay.connect(b.did).await.unwrap_or_else(|e| panic!("{} -> {}: {e}", a.did, b.did));
             }
         }
     }
@@ -171,18 +147,8 @@ async fn unregistered_node_gets_no_link_and_no_route() {
     assert!(outsider.overlay.peers().await.unwrap().is_empty());
     for node in &mut nodes {
         let routes = node.overlay.routes().await.unwrap();
-        assert!(
-            routes.iter().all(|(peer, _)| *peer != stranger_peer),
-            "stranger in a routing table"
-        );
-        assert!(
-            node.overlay
-                .peers()
-                .await
-                .unwrap()
-                .iter()
-                .all(|p| p.peer != stranger_peer)
-        );
+        assert!(routes.iter().all(|(peer, _)| *peer != stranger_peer), "stranger in a routing table");
+        assert!(node.overlay.peers().await.unwrap().iter().all(|p| p.peer != stranger_peer));
     }
 }
 
@@ -202,11 +168,7 @@ async fn revocation_cuts_every_link_within_two_seconds_for_good() {
         node.ledger.append(entry.clone()).unwrap();
     }
     for node in &mut nodes[..4] {
-        wait_for_all(
-            node,
-            vec![OverlayEvent::PeerDown(victim), OverlayEvent::Revoked(victim)],
-        )
-        .await;
+        wait_for_all(node, vec![OverlayEvent::PeerDown(victim), OverlayEvent::Revoked(victim)]).await;
     }
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "links cut after {took:?}");
@@ -214,10 +176,7 @@ async fn revocation_cuts_every_link_within_two_seconds_for_good() {
     let victim_peer = Did::peer_id(&victim);
     for node in &nodes[..4] {
         let routes = node.overlay.routes().await.unwrap();
-        assert!(
-            routes.iter().all(|(p, _)| *p != victim_peer),
-            "revoked peer still routable"
-        );
+        assert!(routes.iter().all(|(p, _)| *p != victim_peer), "revoked peer still routable");
         assert!(node.overlay.peers().await.unwrap().iter().all(|p| p.did != victim));
     }
     // ...and it cannot come back: once it has seen its links go down, every
@@ -231,10 +190,7 @@ async fn revocation_cuts_every_link_within_two_seconds_for_good() {
         }
     }
     for node in others.iter() {
-        assert!(
-            victim_node.overlay.connect(node.did).await.is_err(),
-            "revoked node got back in"
-        );
+        assert!(victim_node.overlay.connect(node.did).await.is_err(), "revoked node got back in");
         assert!(node.overlay.peers().await.unwrap().iter().all(|p| p.did != victim));
     }
 }

@@ -30,17 +30,10 @@ const IDLE_LINKS: usize = 500;
 fn ledger_with(devices: &[&Identity]) -> LedgerState {
     let registrar = Identity::generate(IdentityKind::Registrar);
     let mut ledger = LedgerState::new();
-    let genesis = Op::Genesis {
-        network: "bench".into(),
-        registrars: vec![registrar.signing_key()],
-    };
+    let genesis = Op::Genesis { network: "bench".into(), registrars: vec![registrar.signing_key()] };
     ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
     for device in devices {
-        let op = Op::RegisterDevice {
-            did: device.did(),
-            keys: device.public_keys(),
-            roles: vec![],
-        };
+        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
         ledger.append(ledger.next_entry(op, 2, &registrar)).unwrap();
     }
     ledger
@@ -48,18 +41,9 @@ fn ledger_with(devices: &[&Identity]) -> LedgerState {
 
 fn context(identity: Identity, ledger: &LedgerState) -> Arc<LinkContext> {
     let did = identity.did();
-    let limits = LinkLimits {
-        max_handshakes: 4096,
-        max_handshakes_per_ip: 4096,
-        retry_above: 4096,
-        ..LinkLimits::default()
-    };
-    Arc::new(LinkContext::new(
-        identity,
-        did,
-        Arc::new(SharedLedger::in_memory(ledger.clone())),
-        limits,
-    ))
+    let limits =
+        LinkLimits { max_handshakes: 4096, max_handshakes_per_ip: 4096, retry_above: 4096, ..LinkLimits::default() };
+    Arc::new(LinkContext::new(identity, did, Arc::new(SharedLedger::in_memory(ledger.clone())), limits))
 }
 
 /// A server that admits (Carrier) or merely accepts (plain QUIC) and keeps
@@ -98,11 +82,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn show(name: &str, mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    println!(
-        "  {name:<28} p50 {:>7.0} µs   p99 {:>7.0} µs",
-        p50.as_secs_f64() * 1e6,
-        p99.as_secs_f64() * 1e6
-    );
+    println!("  {name:<28} p50 {:>7.0} µs   p99 {:>7.0} µs", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
     p50
 }
 
@@ -163,10 +143,7 @@ async fn run(client: Arc<LinkContext>, server_did: Did, carrier_addr: SocketAddr
     }
     let plain_p50 = show("plain QUIC connect", plain);
     let carrier_p50 = show("Carrier admission (IK)", carrier);
-    println!(
-        "  admission / plain QUIC       {:.2}x\n",
-        carrier_p50.as_secs_f64() / plain_p50.as_secs_f64()
-    );
+    println!("  admission / plain QUIC       {:.2}x\n", carrier_p50.as_secs_f64() / plain_p50.as_secs_f64());
 
     println!("throughput, {IN_FLIGHT} dials in flight, {THROUGHPUT_DIALS} dials:");
     for carrier in [false, true] {
@@ -190,11 +167,7 @@ async fn run(client: Arc<LinkContext>, server_did: Did, carrier_addr: SocketAddr
         let count = (per_task * IN_FLIGHT) as f64;
         let rate = count / started.elapsed().as_secs_f64();
         let cpu_each = (thread_cpu("listener") - listener_cpu).as_secs_f64() / count;
-        let name = if carrier {
-            "Carrier admissions"
-        } else {
-            "plain QUIC connections"
-        };
+        let name = if carrier { "Carrier admissions" } else { "plain QUIC connections" };
         println!(
             "  {name:<24} {rate:>6.0} /s   listener CPU {:>4.0} µs each = {:>5.0} /s per listener on 2 cores",
             cpu_each * 1e6,
@@ -214,11 +187,7 @@ async fn run(client: Arc<LinkContext>, server_did: Did, carrier_addr: SocketAddr
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let grown = rss_kib().saturating_sub(before);
-        let name = if carrier {
-            "Carrier link"
-        } else {
-            "plain QUIC connection"
-        };
+        let name = if carrier { "Carrier link" } else { "plain QUIC connection" };
         println!(
             "  {name:<28} {:>5.1} KiB per link ({:.1} KiB per end)",
             grown as f64 / IDLE_LINKS as f64,
@@ -232,18 +201,10 @@ async fn run(client: Arc<LinkContext>, server_did: Did, carrier_addr: SocketAddr
 
 fn main() {
     let runtime = |name: &str| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .unwrap()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(name).enable_all().build().unwrap()
     };
     let (listener, dialer) = (runtime("listener"), runtime("dialer"));
-    let (client, server) = (
-        Identity::generate(IdentityKind::Device),
-        Identity::generate(IdentityKind::Device),
-    );
+    let (client, server) = (Identity::generate(IdentityKind::Device), Identity::generate(IdentityKind::Device));
     let server_did = server.did();
     let ledger = ledger_with(&[&client, &server]);
     let server = context(server, &ledger);

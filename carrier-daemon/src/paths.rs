@@ -22,9 +22,9 @@ pub struct NoHomeDir;
 pub fn data_dir(explicit: Option<&Path>) -> Result<PathBuf, NoHomeDir> {
     match explicit {
         Some(dir) => Ok(dir.to_owned()),
-        None => directories::ProjectDirs::from("", "", "carrier")
-            .map(|dirs| dirs.data_dir().to_owned())
-            .ok_or(NoHomeDir),
+        None => {
+            directories::ProjectDirs::from("", "", "carrier").map(|dirs| dirs.data_dir().to_owned()).ok_or(NoHomeDir)
+        }
     }
 }
 

@@ -36,10 +36,7 @@ fn build(entries: usize) -> Built {
         encoded.push(entry.encoded().to_vec());
         state.append(entry).unwrap();
     };
-    let genesis = Op::Genesis {
-        network: "bench".into(),
-        registrars: vec![registrar.signing_key()],
-    };
+    let genesis = Op::Genesis { network: "bench".into(), registrars: vec![registrar.signing_key()] };
     let entry = state.next_entry(genesis, 1, &registrar);
     push(&mut state, entry);
     let mut time = 1;
@@ -52,22 +49,15 @@ fn build(entries: usize) -> Built {
                 let app = Identity::generate(IdentityKind::App);
                 let (host_did, host) = devices.last().unwrap();
                 dids.push(app.did());
-                let op = Op::RegisterApp {
-                    did: app.did(),
-                    keys: app.public_keys(),
-                    device: *host_did,
-                    name: "app".into(),
-                };
+                let op =
+                    Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: *host_did, name: "app".into() };
                 state.next_entry(op, time, host)
             }
             // Now and then a device rotates its keys (self-signed)...
             5 if n % 20 == 5 && !devices.is_empty() => {
                 let (did, old) = devices.pop().unwrap();
                 let new = Identity::generate(IdentityKind::Device);
-                let op = Op::RotateKeys {
-                    did,
-                    keys: new.public_keys(),
-                };
+                let op = Op::RotateKeys { did, keys: new.public_keys() };
                 let entry = state.next_entry(op, time, &old);
                 devices.push((did, new));
                 entry
@@ -75,20 +65,13 @@ fn build(entries: usize) -> Built {
             // ...or is revoked by the registrar.
             7 if n % 50 == 7 && devices.len() > 1 => {
                 let (did, _) = devices.remove(0);
-                let op = Op::Revoke {
-                    did,
-                    reason: "bench".into(),
-                };
+                let op = Op::Revoke { did, reason: "bench".into() };
                 state.next_entry(op, time, &registrar)
             }
             _ => {
                 let device = Identity::generate(IdentityKind::Device);
                 dids.push(device.did());
-                let op = Op::RegisterDevice {
-                    did: device.did(),
-                    keys: device.public_keys(),
-                    roles: vec![],
-                };
+                let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
                 let entry = state.next_entry(op, time, &registrar);
                 devices.push((device.did(), device));
                 entry
@@ -123,12 +106,7 @@ fn replay_one_by_one(encoded: &[Vec<u8>]) -> LedgerState {
 /// memory; the second is the lookup's own work.
 fn resolve_ns(built: &Built, entries: usize) -> (f64, f64) {
     let state = replay(&built.encoded[..entries]).unwrap();
-    let dids: Vec<Did> = built
-        .dids
-        .iter()
-        .copied()
-        .filter(|d| state.resolve(d).is_some())
-        .collect();
+    let dids: Vec<Did> = built.dids.iter().copied().filter(|d| state.resolve(d).is_some()).collect();
     let lookups = 1_000_000;
     let per_lookup = |pick: &dyn Fn(usize) -> usize| {
         let elapsed = best_of(3, || {
@@ -150,29 +128,15 @@ fn main() {
     println!("building a {ENTRIES}-entry ledger...");
     let built = build(ENTRIES);
     let bytes: usize = built.encoded.iter().map(Vec::len).sum();
-    println!(
-        "ledger: {ENTRIES} entries, {:.1} MiB encoded\n",
-        bytes as f64 / (1 << 20) as f64
-    );
+    println!("ledger: {ENTRIES} entries, {:.1} MiB encoded\n", bytes as f64 / (1 << 20) as f64);
 
     let batch = best_of(3, || replay(&built.encoded).unwrap());
     let single = best_of(1, || replay_one_by_one(&built.encoded));
     let rate = |d: Duration| ENTRIES as f64 / d.as_secs_f64();
     println!("full verification (decode, signature, chain, authority, index), one core:");
-    println!(
-        "  batch signatures  {:>8.0} entries/s  ({:.2} s)",
-        rate(batch),
-        batch.as_secs_f64()
-    );
-    println!(
-        "  single signatures {:>8.0} entries/s  ({:.2} s)",
-        rate(single),
-        single.as_secs_f64()
-    );
-    println!(
-        "  batch speed-up    {:>8.2}x\n",
-        single.as_secs_f64() / batch.as_secs_f64()
-    );
+    println!("  batch signatures  {:>8.0} entries/s  ({:.2} s)", rate(batch), batch.as_secs_f64());
+    println!("  single signatures {:>8.0} entries/s  ({:.2} s)", rate(single), single.as_secs_f64());
+    println!("  batch speed-up    {:>8.2}x\n", single.as_secs_f64() / batch.as_secs_f64());
 
     println!("resolve (hash index), per lookup:      spread DIDs   one DID");
     for entries in [1_000, 10_000, ENTRIES] {

@@ -67,11 +67,7 @@ pub enum KeyStoreError {
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> KeyStoreError + 'a {
-    move |source| KeyStoreError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| KeyStoreError::Io { action, path: path.to_owned(), source }
 }
 
 /// Writes `identity` to a new key file at `path` (mode 0600), creating the
@@ -81,15 +77,8 @@ pub fn create(path: &Path, identity: &Identity) -> Result<(), KeyStoreError> {
     if path.exists() {
         return Err(KeyStoreError::Exists(path.to_owned()));
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_error("creating directory", dir))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error("creating directory", dir))?;
 
     let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
@@ -99,18 +88,12 @@ pub fn create(path: &Path, identity: &Identity) -> Result<(), KeyStoreError> {
         // its key to ours; the temp name is then removed either way.
         fs::hard_link(&temp, path).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => KeyStoreError::Exists(path.to_owned()),
-            _ => KeyStoreError::Io {
-                action: "linking key file",
-                path: path.to_owned(),
-                source: e,
-            },
+            _ => KeyStoreError::Io { action: "linking key file", path: path.to_owned(), source: e },
         })
     });
     let _ = fs::remove_file(&temp);
     linked?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("syncing directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", dir))
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyStoreError> {
@@ -128,40 +111,26 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyStoreError> {
 pub fn load(path: &Path) -> Result<Identity, KeyStoreError> {
     let mut file = File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => KeyStoreError::Missing(path.to_owned()),
-        _ => KeyStoreError::Io {
-            action: "opening key file",
-            path: path.to_owned(),
-            source: e,
-        },
+        _ => KeyStoreError::Io { action: "opening key file", path: path.to_owned(), source: e },
     })?;
     let meta = file.metadata().map_err(io_error("reading key file metadata", path))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & FORBIDDEN_MODE != 0 {
-        return Err(KeyStoreError::InsecurePermissions {
-            path: path.to_owned(),
-            mode,
-        });
+        return Err(KeyStoreError::InsecurePermissions { path: path.to_owned(), mode });
     }
     let mut bytes = zeroize::Zeroizing::new(Vec::new());
     Read::by_ref(&mut file)
         .take(MAX_KEY_FILE_SIZE as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(io_error("reading key file", path))?;
-    keyfile::decode(&bytes).map_err(|source| KeyStoreError::Invalid {
-        path: path.to_owned(),
-        source,
-    })
+    keyfile::decode(&bytes).map_err(|source| KeyStoreError::Invalid { path: path.to_owned(), source })
 }
 
 /// Loads the key file at `path` and checks that it holds a `kind` key.
 pub fn load_kind(path: &Path, kind: IdentityKind) -> Result<Identity, KeyStoreError> {
     let identity = load(path)?;
     if identity.kind() != kind {
-        return Err(KeyStoreError::WrongKind {
-            path: path.to_owned(),
-            expected: kind,
-            found: identity.kind(),
-        });
+        return Err(KeyStoreError::WrongKind { path: path.to_owned(), expected: kind, found: identity.kind() });
     }
     Ok(identity)
 }
@@ -239,21 +208,12 @@ mod tests {
         let path = dir.join("device.key");
         assert!(matches!(load(&path), Err(KeyStoreError::Missing(_))));
         write_new(&path, b"not a key").unwrap();
-        assert!(matches!(
-            load(&path),
-            Err(KeyStoreError::Invalid {
-                source: KeyFileError::NotAKeyFile,
-                ..
-            })
-        ));
+        assert!(matches!(load(&path), Err(KeyStoreError::Invalid { source: KeyFileError::NotAKeyFile, .. })));
         let app = dir.join("app.key");
         create(&app, &Identity::generate(IdentityKind::App)).unwrap();
         assert!(matches!(
             load_kind(&app, IdentityKind::Device),
-            Err(KeyStoreError::WrongKind {
-                found: IdentityKind::App,
-                ..
-            })
+            Err(KeyStoreError::WrongKind { found: IdentityKind::App, .. })
         ));
         fs::remove_dir_all(dir).unwrap();
     }

@@ -93,11 +93,7 @@ impl AppIdentity {
 /// one event worth telling the developer about, on stderr in debug builds.
 fn announce_new_identity(key_file: &Path, identity: &Identity) {
     if cfg!(debug_assertions) {
-        eprintln!(
-            "carrier-sdk: created app identity {} in {}",
-            identity.did(),
-            key_file.display()
-        );
+        eprintln!("carrier-sdk: created app identity {} in {}", identity.did(), key_file.display());
     }
 }
 
@@ -122,9 +118,6 @@ mod tests {
         let dir = temp.path();
         keystore::create(&dir.join(APP_KEY_FILE), &Identity::generate(IdentityKind::Device)).unwrap();
         let err = AppIdentity::load_or_create(dir).unwrap_err();
-        assert!(
-            matches!(err, SdkError::Identity(KeyStoreError::WrongKind { .. })),
-            "{err}"
-        );
+        assert!(matches!(err, SdkError::Identity(KeyStoreError::WrongKind { .. })), "{err}");
     }
 }

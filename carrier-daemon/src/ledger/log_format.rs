@@ -95,19 +95,13 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
             break torn(format!("{} zero bytes after the last record", rest.len()));
         }
         let Some(header) = rest.get(..RECORD_HEADER) else {
-            break torn(format!(
-                "record header cut short ({} of {RECORD_HEADER} bytes)",
-                rest.len()
-            ));
+            break torn(format!("record header cut short ({} of {RECORD_HEADER} bytes)", rest.len()));
         };
         let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let (len, len_crc, crc) = (word(0) as usize, word(4), word(8));
         if crc32fast::hash(&header[..4]) != len_crc {
             let detail = "record length checksum mismatch".to_owned();
-            break End::Corrupt {
-                index: payloads.len(),
-                detail,
-            };
+            break End::Corrupt { index: payloads.len(), detail };
         }
         if len > MAX_ENTRY_SIZE {
             break End::Corrupt {
@@ -116,20 +110,14 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
             };
         }
         let Some(payload) = rest.get(RECORD_HEADER..RECORD_HEADER + len) else {
-            break torn(format!(
-                "record cut short ({} of {len} payload bytes)",
-                rest.len() - RECORD_HEADER
-            ));
+            break torn(format!("record cut short ({} of {len} payload bytes)", rest.len() - RECORD_HEADER));
         };
         if crc32fast::hash(payload) != crc {
             let detail = "checksum mismatch".to_owned();
             if rest.len() == RECORD_HEADER + len {
                 break torn(format!("last record: {detail}"));
             }
-            break End::Corrupt {
-                index: payloads.len(),
-                detail,
-            };
+            break End::Corrupt { index: payloads.len(), detail };
         }
         let start = offset + RECORD_HEADER;
         payloads.push(start..start + len);
@@ -187,13 +175,7 @@ mod tests {
         let mut bytes = log(&[b"first", b"second", b"third"]);
         let second_payload = HEADER.len() + RECORD_HEADER + 5 + RECORD_HEADER;
         bytes[second_payload] ^= 1;
-        assert_eq!(
-            scan(&bytes).end,
-            End::Corrupt {
-                index: 1,
-                detail: "checksum mismatch".into()
-            }
-        );
+        assert_eq!(scan(&bytes).end, End::Corrupt { index: 1, detail: "checksum mismatch".into() });
     }
 
     #[test]

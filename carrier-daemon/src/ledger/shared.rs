@@ -49,10 +49,7 @@ impl std::fmt::Debug for SharedLedger {
 
 impl SharedLedger {
     fn new(backing: Backing) -> Self {
-        Self {
-            inner: RwLock::new(backing),
-            updates: broadcast::channel(256).0,
-        }
+        Self { inner: RwLock::new(backing), updates: broadcast::channel(256).0 }
     }
 
     /// A ledger kept in memory only.

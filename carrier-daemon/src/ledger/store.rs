@@ -106,32 +106,16 @@ impl LedgerStore {
     pub fn create(dir: &Path, genesis: Entry) -> Result<Self, StoreError> {
         let path = dir.join(LOG_FILE);
         fs::create_dir_all(dir).map_err(io_error("creating ledger directory", dir))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
+        let file =
+            OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => StoreError::Exists(path.clone()),
-                _ => StoreError::Io {
-                    action: "creating",
-                    path: path.clone(),
-                    source: e,
-                },
+                _ => StoreError::Io { action: "creating", path: path.clone(), source: e },
             })?;
         lock(&file, &path)?;
-        let mut store = Self {
-            path,
-            file,
-            state: LedgerState::new(),
-            payloads: vec![],
-            len: 0,
-        };
+        let mut store = Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0 };
         store.write_synced(log_format::HEADER)?;
         store.append(genesis)?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error("syncing directory", dir))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", dir))?;
         Ok(store)
     }
 
@@ -139,18 +123,10 @@ impl LedgerStore {
     /// (left by a crash) with a warning.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(LOG_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => StoreError::Missing(path.clone()),
-                _ => StoreError::Io {
-                    action: "opening",
-                    path: path.clone(),
-                    source: e,
-                },
-            })?;
+        let file = OpenOptions::new().read(true).append(true).open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::Missing(path.clone()),
+            _ => StoreError::Io { action: "opening", path: path.clone(), source: e },
+        })?;
         lock(&file, &path)?;
         let bytes = fs::read(&path).map_err(io_error("reading", &path))?;
         let loaded = load(&path, &bytes)?;
@@ -158,20 +134,13 @@ impl LedgerStore {
             End::Torn { offset, detail } => {
                 tracing::warn!(path = %path.display(), entry = loaded.payloads.len(), %detail,
                     "cutting a torn last ledger record left by an interrupted write");
-                file.set_len(offset as u64)
-                    .map_err(io_error("cutting torn record from", &path))?;
+                file.set_len(offset as u64).map_err(io_error("cutting torn record from", &path))?;
                 file.sync_all().map_err(io_error("syncing", &path))?;
                 offset as u64
             }
             _ => bytes.len() as u64,
         };
-        Ok(Self {
-            path,
-            file,
-            state: loaded.state,
-            payloads: loaded.payloads,
-            len,
-        })
+        Ok(Self { path, file, state: loaded.state, payloads: loaded.payloads, len })
     }
 
     /// Verifies the ledger in `dir` without changing it. Unlike
@@ -180,19 +149,11 @@ impl LedgerStore {
         let path = dir.join(LOG_FILE);
         let bytes = fs::read(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::Missing(path.clone()),
-            _ => StoreError::Io {
-                action: "reading",
-                path: path.clone(),
-                source: e,
-            },
+            _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
         })?;
         let loaded = load(&path, &bytes)?;
         if let End::Torn { detail, .. } = loaded.end {
-            return Err(StoreError::Torn {
-                path,
-                index: loaded.payloads.len(),
-                detail,
-            });
+            return Err(StoreError::Torn { path, index: loaded.payloads.len(), detail });
         }
         Ok(loaded.state)
     }
@@ -222,9 +183,7 @@ impl LedgerStore {
             return Ok(None);
         };
         let mut bytes = vec![0; len as usize];
-        self.file
-            .read_exact_at(&mut bytes, offset)
-            .map_err(io_error("reading", &self.path))?;
+        self.file.read_exact_at(&mut bytes, offset).map_err(io_error("reading", &self.path))?;
         // The file is ours and was verified on open; a failure here means it
         // changed underneath us.
         Entry::decode(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
@@ -247,11 +206,7 @@ impl LedgerStore {
         let written = self.file.write_all(bytes).and_then(|()| self.file.sync_data());
         if let Err(source) = written {
             let _ = self.file.set_len(self.len);
-            return Err(StoreError::Io {
-                action: "appending to",
-                path: self.path.clone(),
-                source,
-            });
+            return Err(StoreError::Io { action: "appending to", path: self.path.clone(), source });
         }
         self.len += bytes.len() as u64;
         Ok(())
@@ -268,57 +223,30 @@ struct Loaded {
 fn load(path: &Path, bytes: &[u8]) -> Result<Loaded, StoreError> {
     log_format::check_header(bytes).map_err(|problem| match problem {
         HeaderProblem::NotALedger => StoreError::NotALedger(path.to_owned()),
-        HeaderProblem::Version(version) => StoreError::UnsupportedVersion {
-            path: path.to_owned(),
-            version,
-        },
+        HeaderProblem::Version(version) => StoreError::UnsupportedVersion { path: path.to_owned(), version },
     })?;
     let scan = log_format::scan(bytes);
     let mut replay = Replay::new(LedgerState::new());
     for range in &scan.payloads {
-        replay
-            .push(&bytes[range.clone()])
-            .map_err(|source| StoreError::Invalid {
-                path: path.to_owned(),
-                source,
-            })?;
+        replay.push(&bytes[range.clone()]).map_err(|source| StoreError::Invalid { path: path.to_owned(), source })?;
     }
-    let state = replay.finish().map_err(|source| StoreError::Invalid {
-        path: path.to_owned(),
-        source,
-    })?;
+    let state = replay.finish().map_err(|source| StoreError::Invalid { path: path.to_owned(), source })?;
     if let End::Corrupt { index, detail } = scan.end {
-        return Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            index,
-            detail,
-        });
+        return Err(StoreError::Corrupt { path: path.to_owned(), index, detail });
     }
     let payloads = scan.payloads.iter().map(|r| (r.start as u64, r.len() as u32)).collect();
-    Ok(Loaded {
-        state,
-        payloads,
-        end: scan.end,
-    })
+    Ok(Loaded { state, payloads, end: scan.end })
 }
 
 fn lock(file: &File, path: &Path) -> Result<(), StoreError> {
     file.try_lock().map_err(|e| match e {
         fs::TryLockError::WouldBlock => StoreError::Locked(path.to_owned()),
-        fs::TryLockError::Error(source) => StoreError::Io {
-            action: "locking",
-            path: path.to_owned(),
-            source,
-        },
+        fs::TryLockError::Error(source) => StoreError::Io { action: "locking", path: path.to_owned(), source },
     })
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| StoreError::Io { action, path: path.to_owned(), source }
 }
 
 #[cfg(test)]

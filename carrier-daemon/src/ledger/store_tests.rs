@@ -15,10 +15,7 @@ impl Fixture {
     fn new(devices: usize) -> (Self, LedgerStore) {
         let dir = tempfile::tempdir().unwrap();
         let registrar = Identity::generate(IdentityKind::Registrar);
-        let genesis = Op::Genesis {
-            network: "store-test".into(),
-            registrars: vec![registrar.signing_key()],
-        };
+        let genesis = Op::Genesis { network: "store-test".into(), registrars: vec![registrar.signing_key()] };
         let entry = LedgerState::new().next_entry(genesis, 1, &registrar);
         let mut store = LedgerStore::create(dir.path(), entry).unwrap();
         let fixture = Fixture { dir, registrar };
@@ -30,11 +27,7 @@ impl Fixture {
 
     fn register(&self, store: &mut LedgerStore) -> Result<Identity, StoreError> {
         let device = Identity::generate(IdentityKind::Device);
-        let op = Op::RegisterDevice {
-            did: device.did(),
-            keys: device.public_keys(),
-            roles: vec![],
-        };
+        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
         store.append(store.state().next_entry(op, 2, &self.registrar))?;
         Ok(device)
     }
@@ -64,23 +57,13 @@ fn refused_entry_changes_nothing() {
     let before = fs::read(fixture.log()).unwrap();
     let stranger = Identity::generate(IdentityKind::Registrar);
     let device = Identity::generate(IdentityKind::Device);
-    let op = Op::RegisterDevice {
-        did: device.did(),
-        keys: device.public_keys(),
-        roles: vec![],
-    };
+    let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
     let err = store.append(store.state().next_entry(op, 3, &stranger)).unwrap_err();
-    assert!(
-        matches!(err, StoreError::Rejected(Rejection::Unauthorized { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::Rejected(Rejection::Unauthorized { .. })), "{err}");
     assert_eq!(fs::read(fixture.log()).unwrap(), before);
     assert_eq!(store.state().head().height, 2);
     fixture.register(&mut store).unwrap();
-    assert_eq!(
-        LedgerStore::verify(fixture.dir.path()).unwrap().head(),
-        store.state().head()
-    );
+    assert_eq!(LedgerStore::verify(fixture.dir.path()).unwrap().head(), store.state().head());
 }
 
 #[test]
@@ -117,11 +100,7 @@ fn appends_after_a_cut_tail() {
 fn any_flipped_byte_fails_verification_naming_the_entry() {
     let (fixture, store) = Fixture::new(3);
     let whole = fs::read(fixture.log()).unwrap();
-    let starts: Vec<usize> = store
-        .payloads
-        .iter()
-        .map(|&(o, _)| o as usize - log_format::RECORD_HEADER)
-        .collect();
+    let starts: Vec<usize> = store.payloads.iter().map(|&(o, _)| o as usize - log_format::RECORD_HEADER).collect();
     drop(store);
     for position in 0..whole.len() {
         let mut bytes = whole.clone();
@@ -149,11 +128,7 @@ fn damage_before_the_tail_is_never_cut() {
     fs::write(fixture.log(), &bytes).unwrap();
     let err = LedgerStore::open(fixture.dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { index: 1, .. }), "{err}");
-    assert_eq!(
-        fs::read(fixture.log()).unwrap(),
-        bytes,
-        "open must not change a damaged ledger"
-    );
+    assert_eq!(fs::read(fixture.log()).unwrap(), bytes, "open must not change a damaged ledger");
 }
 
 #[test]
@@ -170,18 +145,9 @@ fn names_missing_existing_and_foreign_files() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(LedgerStore::open(dir.path()), Err(StoreError::Missing(_))));
     fs::write(dir.path().join(LOG_FILE), b"hello, this is not a ledger").unwrap();
-    assert!(matches!(
-        LedgerStore::verify(dir.path()),
-        Err(StoreError::NotALedger(_))
-    ));
+    assert!(matches!(LedgerStore::verify(dir.path()), Err(StoreError::NotALedger(_))));
     let registrar = Identity::generate(IdentityKind::Registrar);
-    let genesis = Op::Genesis {
-        network: "x".into(),
-        registrars: vec![registrar.signing_key()],
-    };
+    let genesis = Op::Genesis { network: "x".into(), registrars: vec![registrar.signing_key()] };
     let entry = LedgerState::new().next_entry(genesis, 1, &registrar);
-    assert!(matches!(
-        LedgerStore::create(dir.path(), entry),
-        Err(StoreError::Exists(_))
-    ));
+    assert!(matches!(LedgerStore::create(dir.path(), entry), Err(StoreError::Exists(_))));
 }

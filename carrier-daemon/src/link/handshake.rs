@@ -73,10 +73,7 @@ async fn dial(
     force_xx: bool,
 ) -> Result<Admitted, Failure> {
     let binding = binding(connection)?;
-    let (mut send, mut recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| Failure::Remote(LinkError::from(e)))?;
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| Failure::Remote(LinkError::from(e)))?;
     let (initiator, hello) = ctx.with_local(|local, ledger| match force_xx {
         true => Initiator::start_xx(local, &binding, expected),
         false => Initiator::start(local, &binding, ledger, expected),
@@ -100,10 +97,7 @@ async fn dial(
 
 async fn listen(ctx: &LinkContext, connection: &quinn::Connection) -> Result<Admitted, Failure> {
     let binding = binding(connection)?;
-    let (mut send, mut recv) = connection
-        .accept_bi()
-        .await
-        .map_err(|e| Failure::Remote(LinkError::from(e)))?;
+    let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| Failure::Remote(LinkError::from(e)))?;
     let hello = read_frame(&mut recv).await?;
     let step = ctx.with_local(|local, ledger| Responder::new(*local, binding).read_hello(&hello, ledger))??;
     let peer = match step {
@@ -140,10 +134,9 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, Failure> {
 
 async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), Failure> {
     recv.read_exact(buf).await.map_err(|e| match e {
-        quinn::ReadExactError::FinishedEarly(n) => Failure::Local(HandshakeError::new(
-            Refusal::Malformed,
-            format!("handshake stream ended after {n} bytes"),
-        )),
+        quinn::ReadExactError::FinishedEarly(n) => {
+            Failure::Local(HandshakeError::new(Refusal::Malformed, format!("handshake stream ended after {n} bytes")))
+        }
         quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e)) => Failure::Remote(LinkError::from(e)),
         quinn::ReadExactError::ReadError(other) => Failure::Remote(LinkError::Stream(other.to_string())),
     })

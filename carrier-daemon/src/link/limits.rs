@@ -73,10 +73,7 @@ impl HandshakeSlots {
         }
         counts.total += 1;
         *counts.per_ip.entry(ip).or_insert(0) += 1;
-        Gate::Admit(Permit {
-            slots: Arc::clone(self),
-            ip,
-        })
+        Gate::Admit(Permit { slots: Arc::clone(self), ip })
     }
 
     /// Handshakes in flight now.
@@ -119,33 +116,20 @@ mod tests {
     use super::*;
 
     fn limits() -> LinkLimits {
-        LinkLimits {
-            max_handshakes: 4,
-            max_handshakes_per_ip: 2,
-            retry_above: 3,
-            ..LinkLimits::default()
-        }
+        LinkLimits { max_handshakes: 4, max_handshakes_per_ip: 2, retry_above: 3, ..LinkLimits::default() }
     }
 
     #[test]
     fn limits_each_address_and_the_total() {
         let slots = Arc::new(HandshakeSlots::default());
-        let (a, b, c) = (
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
-            "10.0.0.3".parse().unwrap(),
-        );
+        let (a, b, c) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
         let a1 = slots.gate(&limits(), a, false);
         let a2 = slots.gate(&limits(), a, false);
         assert!(matches!((&a1, &a2), (Gate::Admit(_), Gate::Admit(_))));
         assert_eq!(slots.gate(&limits(), a, true), Gate::Refuse, "per-address limit");
         let b1 = slots.gate(&limits(), b, false);
         assert!(matches!(b1, Gate::Admit(_)));
-        assert_eq!(
-            slots.gate(&limits(), c, false),
-            Gate::Retry,
-            "busy: strangers must validate"
-        );
+        assert_eq!(slots.gate(&limits(), c, false), Gate::Retry, "busy: strangers must validate");
         let c1 = slots.gate(&limits(), c, true);
         assert!(matches!(c1, Gate::Admit(_)));
         assert_eq!(slots.gate(&limits(), c, true), Gate::Refuse, "total limit");

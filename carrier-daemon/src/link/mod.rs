@@ -93,14 +93,7 @@ impl LinkContext {
     /// `did` is our registered DID (it may name an earlier key than
     /// `identity` after a rotation).
     pub fn new(identity: Identity, did: Did, ledger: Arc<SharedLedger>, limits: LinkLimits) -> Self {
-        Self {
-            identity,
-            did,
-            ledger,
-            limits,
-            slots: Arc::default(),
-            live: Mutex::default(),
-        }
+        Self { identity, did, ledger, limits, slots: Arc::default(), live: Mutex::default() }
     }
 
     /// Our DID.
@@ -120,12 +113,7 @@ impl LinkContext {
 
     /// Closes every link to `did` with `reason`'s code; returns how many.
     pub fn close_peer(&self, did: &Did, reason: Refusal) -> usize {
-        let connections = self
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(did)
-            .unwrap_or_default();
+        let connections = self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(did).unwrap_or_default();
         let open: Vec<_> = connections.into_iter().filter(|c| c.close_reason().is_none()).collect();
         for connection in &open {
             connection.close(reason.code().into(), b"");
@@ -150,12 +138,7 @@ impl LinkContext {
             let network = ledger
                 .network()
                 .ok_or_else(|| HandshakeError::new(Refusal::WrongNetwork, "our ledger has no genesis"))?;
-            let local = Local {
-                did: self.did,
-                identity: &self.identity,
-                network_id: network.id,
-                head: ledger.head(),
-            };
+            let local = Local { did: self.did, identity: &self.identity, network_id: network.id, head: ledger.head() };
             Ok(f(&local, ledger))
         })
     }
@@ -197,9 +180,8 @@ impl LinkContext {
             let peer = handshake::run(self, &connection, role).await?;
             Ok::<_, LinkError>(Link { connection, peer })
         };
-        let result = tokio::time::timeout(self.limits.handshake_timeout, attempt)
-            .await
-            .unwrap_or(Err(LinkError::Timeout));
+        let result =
+            tokio::time::timeout(self.limits.handshake_timeout, attempt).await.unwrap_or(Err(LinkError::Timeout));
         log_outcome(&result);
         result
     }
@@ -208,10 +190,7 @@ impl LinkContext {
     /// and runs the handshake.
     pub async fn accept(&self, incoming: quinn::Incoming) -> Result<Link, LinkError> {
         let addr = incoming.remote_address();
-        let permit = match self
-            .slots
-            .gate(&self.limits, addr.ip(), incoming.remote_address_validated())
-        {
+        let permit = match self.slots.gate(&self.limits, addr.ip(), incoming.remote_address_validated()) {
             Gate::Admit(permit) => permit,
             Gate::Retry => {
                 // The client retries with a token proving its address.
@@ -229,10 +208,7 @@ impl LinkContext {
             let connection = incoming.await?;
             let connecting = async {
                 let peer = handshake::run(self, &connection, handshake::Role::Listener).await?;
-                Ok::<_, LinkError>(Link {
-                    connection: connection.clone(),
-                    peer,
-                })
+                Ok::<_, LinkError>(Link { connection: connection.clone(), peer })
             };
             match tokio::time::timeout(self.limits.handshake_timeout, connecting).await {
                 Ok(result) => result,

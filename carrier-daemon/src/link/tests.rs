@@ -23,24 +23,15 @@ impl Net {
     fn new() -> Self {
         let registrar = Identity::generate(IdentityKind::Registrar);
         let mut ledger = LedgerState::new();
-        let genesis = Op::Genesis {
-            network: "links".into(),
-            registrars: vec![registrar.signing_key()],
-        };
+        let genesis = Op::Genesis { network: "links".into(), registrars: vec![registrar.signing_key()] };
         ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
         Self { registrar, ledger }
     }
 
     fn register(&mut self) -> Identity {
         let device = Identity::generate(IdentityKind::Device);
-        let op = Op::RegisterDevice {
-            did: device.did(),
-            keys: device.public_keys(),
-            roles: vec![],
-        };
-        self.ledger
-            .append(self.ledger.next_entry(op, 2, &self.registrar))
-            .unwrap();
+        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
+        self.ledger.append(self.ledger.next_entry(op, 2, &self.registrar)).unwrap();
         device
     }
 }
@@ -74,25 +65,15 @@ impl Node {
                 });
             }
         });
-        Self {
-            ctx,
-            endpoint,
-            addr,
-            inbound,
-        }
+        Self { ctx, endpoint, addr, inbound }
     }
 
     async fn dial(&self, to: &Node, expected: Option<Did>) -> Result<Link, LinkError> {
-        tokio::time::timeout(WAIT, self.ctx.dial(&self.endpoint, to.addr, expected))
-            .await
-            .expect("dial hung")
+        tokio::time::timeout(WAIT, self.ctx.dial(&self.endpoint, to.addr, expected)).await.expect("dial hung")
     }
 
     async fn next_inbound(&mut self) -> Result<Link, LinkError> {
-        tokio::time::timeout(WAIT, self.inbound.recv())
-            .await
-            .expect("no inbound outcome")
-            .expect("accept loop ended")
+        tokio::time::timeout(WAIT, self.inbound.recv()).await.expect("no inbound outcome").expect("accept loop ended")
     }
 }
 
@@ -140,10 +121,7 @@ async fn unregistered_node_gets_no_link() {
     let node_s = Node::start(stranger, net.ledger.clone());
     let mut node_b = Node::start(b, net.ledger.clone());
     for expected in [Some(b_did), None] {
-        assert_eq!(
-            refused_by_peer(node_s.dial(&node_b, expected).await),
-            Refusal::UnknownIdentity
-        );
+        assert_eq!(refused_by_peer(node_s.dial(&node_b, expected).await), Refusal::UnknownIdentity);
         assert_eq!(refused(node_b.next_inbound().await), Refusal::UnknownIdentity);
     }
     // And a registered node does not link to the stranger either.
@@ -187,10 +165,7 @@ async fn raw_first_stream(to: &Node, bytes: &[u8], finish: bool) -> Option<Refus
     if finish {
         send.finish().unwrap();
     }
-    match tokio::time::timeout(WAIT, connection.closed())
-        .await
-        .expect("never closed")
-    {
+    match tokio::time::timeout(WAIT, connection.closed()).await.expect("never closed") {
         quinn::ConnectionError::ApplicationClosed(close) => Refusal::from_code(close.error_code.into_inner()),
         _ => None,
     }
@@ -205,24 +180,15 @@ async fn garbage_truncated_and_oversized_first_streams_are_closed_with_a_reason(
     let mut node_b = Node::start(b, net.ledger.clone());
 
     let garbage = frame::encode(&[0xde; 100]);
-    assert_eq!(
-        raw_first_stream(&node_b, &garbage, true).await,
-        Some(Refusal::Malformed)
-    );
+    assert_eq!(raw_first_stream(&node_b, &garbage, true).await, Some(Refusal::Malformed));
     assert_eq!(refused(node_b.next_inbound().await), Refusal::Malformed);
 
     let truncated = &frame::encode(&[1; 300])[..50];
-    assert_eq!(
-        raw_first_stream(&node_b, truncated, true).await,
-        Some(Refusal::Malformed)
-    );
+    assert_eq!(raw_first_stream(&node_b, truncated, true).await, Some(Refusal::Malformed));
     assert_eq!(refused(node_b.next_inbound().await), Refusal::Malformed);
 
     let oversized = ((frame::MAX_FRAME + 1) as u16).to_be_bytes();
-    assert_eq!(
-        raw_first_stream(&node_b, &oversized, false).await,
-        Some(Refusal::Malformed)
-    );
+    assert_eq!(raw_first_stream(&node_b, &oversized, false).await, Some(Refusal::Malformed));
     assert_eq!(refused(node_b.next_inbound().await), Refusal::Malformed);
 
     // The node keeps serving registered peers throughout.
@@ -235,10 +201,7 @@ async fn silent_client_times_out() {
     let mut net = Net::new();
     let b = net.register();
     let did = b.did();
-    let short = LinkLimits {
-        handshake_timeout: Duration::from_millis(300),
-        ..LinkLimits::default()
-    };
+    let short = LinkLimits { handshake_timeout: Duration::from_millis(300), ..LinkLimits::default() };
     let mut node_b = Node::start_with(b, did, net.ledger.clone(), short);
     let endpoint = quic::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let connection = endpoint.connect(node_b.addr, quic::SERVER_NAME).unwrap().await.unwrap();
@@ -264,10 +227,8 @@ fn spawn_relay(to: SocketAddr) -> SocketAddr {
                 let to_listener = relay.connect(to, quic::SERVER_NAME).unwrap().await.unwrap();
                 let (mut a_send, mut a_recv) = from_dialer.accept_bi().await.unwrap();
                 let (mut b_send, mut b_recv) = to_listener.open_bi().await.unwrap();
-                let _ = tokio::join!(
-                    tokio::io::copy(&mut a_recv, &mut b_send),
-                    tokio::io::copy(&mut b_recv, &mut a_send)
-                );
+                let _ =
+                    tokio::join!(tokio::io::copy(&mut a_recv, &mut b_send), tokio::io::copy(&mut b_recv, &mut a_send));
             });
         }
     });
@@ -281,10 +242,7 @@ async fn man_in_the_middle_fails_the_channel_binding() {
     let (a_did, b_did) = (a.did(), b.did());
     // The relay does not pass close codes on, so the dialer waits out its
     // handshake timeout in the IK case; keep it short.
-    let short = LinkLimits {
-        handshake_timeout: Duration::from_millis(500),
-        ..LinkLimits::default()
-    };
+    let short = LinkLimits { handshake_timeout: Duration::from_millis(500), ..LinkLimits::default() };
     let node_a = Node::start_with(a, a_did, net.ledger.clone(), short);
     let mut node_b = Node::start(b, net.ledger.clone());
     let relay = spawn_relay(node_b.addr);
@@ -295,9 +253,7 @@ async fn man_in_the_middle_fails_the_channel_binding() {
     assert_eq!(refused(node_b.next_inbound().await), Refusal::BadBinding);
 
     // XX: the dialer cannot decrypt the listener's relayed reply.
-    let result = tokio::time::timeout(WAIT, node_a.ctx.dial(&node_a.endpoint, relay, None))
-        .await
-        .expect("dial hung");
+    let result = tokio::time::timeout(WAIT, node_a.ctx.dial(&node_a.endpoint, relay, None)).await.expect("dial hung");
     assert_eq!(refused(result), Refusal::BadBinding);
 }
 
@@ -313,20 +269,13 @@ async fn replayed_hello_on_a_new_connection_fails_the_binding() {
     let first = endpoint.connect(node_b.addr, quic::SERVER_NAME).unwrap().await.unwrap();
     let mut binding = [0u8; 32];
     first.export_keying_material(&mut binding, EXPORTER_LABEL, b"").unwrap();
-    let local = Local {
-        did: a.did(),
-        identity: &a,
-        network_id: net.ledger.network().unwrap().id,
-        head: net.ledger.head(),
-    };
+    let local =
+        Local { did: a.did(), identity: &a, network_id: net.ledger.network().unwrap().id, head: net.ledger.head() };
     let (_, hello) = Initiator::start(&local, &ChannelBinding(binding), &net.ledger, Some(b_did)).unwrap();
     first.close(0u32.into(), b"");
     let _ = node_b.next_inbound().await;
     // ...replayed by someone who saw it, on a connection of their own.
-    assert_eq!(
-        raw_first_stream(&node_b, &frame::encode(&hello), false).await,
-        Some(Refusal::BadBinding)
-    );
+    assert_eq!(raw_first_stream(&node_b, &frame::encode(&hello), false).await, Some(Refusal::BadBinding));
     assert_eq!(refused(node_b.next_inbound().await), Refusal::BadBinding);
 }
 
@@ -335,11 +284,8 @@ async fn a_flood_of_strangers_does_not_starve_registered_peers() {
     let mut net = Net::new();
     let (a, b) = (net.register(), net.register());
     let (a_did, b_did) = (a.did(), b.did());
-    let limits = LinkLimits {
-        max_handshakes_per_ip: 4,
-        handshake_timeout: Duration::from_secs(3),
-        ..LinkLimits::default()
-    };
+    let limits =
+        LinkLimits { max_handshakes_per_ip: 4, handshake_timeout: Duration::from_secs(3), ..LinkLimits::default() };
     let mut node_b = Node::start_with(b, b_did, net.ledger.clone(), limits);
     // Strangers from 127.0.0.2 open connections and say nothing.
     let strangers = quic::endpoint("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -364,11 +310,7 @@ async fn a_flood_of_strangers_does_not_starve_registered_peers() {
     let started = std::time::Instant::now();
     let link = node_a.dial(&node_b, Some(b_did)).await.unwrap();
     assert_eq!(link.peer.did, b_did);
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "registered peer waited {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(1), "registered peer waited {:?}", started.elapsed());
     assert_eq!(node_b.next_inbound().await.unwrap().peer.did, a_did);
     drop(silent);
 }

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use futures::StreamExt;
@@ -13,8 +14,20 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Behaviour, BehaviourEvent, Command, OverlayError, OverlayEvent, PeerInfo, gate, transport};
+use super::{Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, gate, transport};
 use crate::link::LinkContext;
+
+/// A lookup for one peer needs only the closest result: the peer itself.
+/// Asking for more (Kademlia's default is k = 20) makes every lookup walk
+/// to twenty peers even after the target has answered.
+const ONE: NonZeroUsize = NonZeroUsize::MIN;
+
+/// A `lookup` in progress.
+pub(super) struct Probe {
+    target: PeerId,
+    started: Instant,
+    reply: oneshot::Sender<Result<Lookup, OverlayError>>,
+}
 
 pub(super) struct Actor {
     pub(super) ctx: Arc<LinkContext>,
@@ -27,14 +40,24 @@ pub(super) struct Actor {
     pub(super) waiting: HashMap<PeerId, Vec<oneshot::Sender<Result<(), OverlayError>>>>,
     /// `dial` calls waiting on one connection attempt each.
     pub(super) dialing: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<Did, OverlayError>>)>,
+    /// Lookups asked for by `lookup`, with when they started.
+    pub(super) probes: HashMap<kad::QueryId, Probe>,
+    /// Where to join the network.
+    pub(super) bootstrap: Vec<Multiaddr>,
     /// Kademlia lookups started by `connect`, and the peer each looks for.
     pub(super) lookups: HashMap<kad::QueryId, PeerId>,
 }
 
 impl Actor {
-    pub(super) async fn run(mut self) {
+    /// Runs until every handle is dropped. Dials the bootstrap peers at
+    /// once, and again every `retry` while no peer is linked.
+    pub(super) async fn run(mut self, retry: Duration) {
+        let mut bootstrap = tokio::time::interval(retry);
         loop {
             tokio::select! {
+                _ = bootstrap.tick() => if self.peers.is_empty() {
+                    self.dial_bootstrap();
+                },
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -43,6 +66,14 @@ impl Actor {
             }
         }
         tracing::debug!("overlay stopped: no handles left");
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for addr in &self.bootstrap {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
     }
 
     fn did_of(&self, peer: &PeerId) -> Option<Did> {
@@ -65,13 +96,19 @@ impl Actor {
                         self.dialing.insert(id, (addr, reply));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(OverlayError::DialFailed {
-                            addr,
-                            reason: e.to_string(),
-                        }));
+                        let _ = reply.send(Err(OverlayError::DialFailed { addr, reason: e.to_string() }));
                     }
                 }
             }
+            Command::Lookup { did, reply } => match self.active_peer(&did) {
+                Some(peer) => {
+                    let query = self.swarm.behaviour_mut().kad.get_n_closest_peers(peer, ONE);
+                    self.probes.insert(query, Probe { target: peer, started: Instant::now(), reply });
+                }
+                None => {
+                    let _ = reply.send(Err(OverlayError::NotActive(did)));
+                }
+            },
             Command::Peers { reply } => {
                 let _ = reply.send(self.peers.values().cloned().collect());
             }
@@ -93,13 +130,13 @@ impl Actor {
         }
     }
 
+    /// The peer id of `did` if it is active on the ledger.
+    fn active_peer(&self, did: &Did) -> Option<PeerId> {
+        self.ctx.ledger.read(|l| l.resolve(did).filter(|r| r.is_active()).map(|r| r.record.keys.signing.peer_id()))
+    }
+
     fn connect(&mut self, did: Did, reply: oneshot::Sender<Result<(), OverlayError>>) {
-        let peer = self.ctx.ledger.read(|ledger| {
-            ledger
-                .resolve(&did)
-                .filter(|r| r.is_active())
-                .map(|r| r.record.keys.signing.peer_id())
-        });
+        let peer = self.active_peer(&did);
         let Some(peer) = peer else {
             let _ = reply.send(Err(OverlayError::NotActive(did)));
             return;
@@ -111,11 +148,9 @@ impl Actor {
         self.waiting.entry(peer).or_default().push(reply);
         // Addresses from the routing table, if we have them; else ask the
         // network who is closest to the peer's key.
-        let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
         if self.swarm.dial(opts).is_err() {
-            let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+            let query = self.swarm.behaviour_mut().kad.get_n_closest_peers(peer, ONE);
             self.lookups.insert(query, peer);
         }
     }
@@ -129,66 +164,39 @@ impl Actor {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         tracing::trace!(?event, "swarm event");
         match event {
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                ..
-            } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let Some(did) = self.did_of(&peer_id) else { return };
                 if let Some((_, reply)) = self.dialing.remove(&connection_id) {
                     let _ = reply.send(Ok(did));
                 }
                 if let Entry::Vacant(slot) = self.peers.entry(peer_id) {
                     let addr = endpoint.get_remote_address().clone();
-                    slot.insert(PeerInfo {
-                        did,
-                        peer: peer_id,
-                        addr,
-                        since: Instant::now(),
-                        rtt: None,
-                    });
+                    slot.insert(PeerInfo { did, peer: peer_id, addr, since: Instant::now(), rtt: None });
                     tracing::info!(peer = %did, "peer up");
                     self.emit(OverlayEvent::PeerUp(did));
                 }
                 self.answer(&peer_id, || Ok(()));
             }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                num_established: 0,
-                ..
-            } => {
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 if let Some(info) = self.peers.remove(&peer_id) {
                     tracing::info!(peer = %info.did, "peer down");
                     self.emit(OverlayEvent::PeerDown(info.did));
                 }
             }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id, error, ..
-            } if self.dialing.contains_key(&connection_id) => {
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. }
+                if self.dialing.contains_key(&connection_id) =>
+            {
                 if let Some((addr, reply)) = self.dialing.remove(&connection_id) {
-                    let _ = reply.send(Err(OverlayError::DialFailed {
-                        addr,
-                        reason: error.to_string(),
-                    }));
+                    let _ = reply.send(Err(OverlayError::DialFailed { addr, reason: error.to_string() }));
                 }
             }
-            SwarmEvent::OutgoingConnectionError {
-                peer_id: Some(peer),
-                error,
-                ..
-            } => {
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
                 if self.lookups.values().any(|p| *p == peer) || self.peers.contains_key(&peer) {
                     return;
                 }
                 let Some(did) = self.did_of(&peer) else { return };
                 let reason = error.to_string();
-                self.answer(&peer, || {
-                    Err(OverlayError::Unreachable {
-                        did,
-                        reason: reason.clone(),
-                    })
-                });
+                self.answer(&peer, || Err(OverlayError::Unreachable { did, reason: reason.clone() }));
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -201,18 +209,11 @@ impl Actor {
                 // Only admitted peers have connections, so only they get
                 // here; a report that arrives after a revocation is dropped.
                 let Some(did) = self.did_of(&peer_id) else { return };
-                if !self
-                    .ctx
-                    .ledger
-                    .read(|ledger| ledger.resolve(&did).is_some_and(|r| r.is_active()))
-                {
+                if !self.ctx.ledger.read(|ledger| ledger.resolve(&did).is_some_and(|r| r.is_active())) {
                     return;
                 }
-                let addrs: Vec<Multiaddr> = info
-                    .listen_addrs
-                    .into_iter()
-                    .filter(|a| transport::parse_addr(a).is_some())
-                    .collect();
+                let addrs: Vec<Multiaddr> =
+                    info.listen_addrs.into_iter().filter(|a| transport::parse_addr(a).is_some()).collect();
                 let kad = &mut self.swarm.behaviour_mut().kad;
                 let mut added = false;
                 for addr in addrs {
@@ -220,6 +221,27 @@ impl Actor {
                 }
                 if added {
                     self.emit(OverlayEvent::Routable(did));
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, stats })
+                if self.probes.contains_key(&id) =>
+            {
+                let found = match (&result, self.probes.get(&id)) {
+                    (kad::QueryResult::GetClosestPeers(Ok(ok)), Some(probe)) => {
+                        ok.peers.iter().any(|p| p.peer_id == probe.target)
+                    }
+                    _ => false,
+                };
+                if (found || step.last)
+                    && let Some(probe) = self.probes.remove(&id)
+                {
+                    let lookup = Lookup { found, requests: stats.num_requests(), duration: probe.started.elapsed() };
+                    let _ = probe.reply.send(Ok(lookup));
+                    if !step.last
+                        && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+                    {
+                        query.finish();
+                    }
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
@@ -234,12 +256,7 @@ impl Actor {
                     if let Err(e) = self.swarm.dial(opts) {
                         let Some(did) = self.did_of(&target) else { return };
                         let reason = e.to_string();
-                        self.answer(&target, || {
-                            Err(OverlayError::Unreachable {
-                                did,
-                                reason: reason.clone(),
-                            })
-                        });
+                        self.answer(&target, || Err(OverlayError::Unreachable { did, reason: reason.clone() }));
                     }
                     return;
                 }
@@ -255,9 +272,7 @@ impl Actor {
                 tracing::warn!(peer = %did, "revoked: links closed, routes removed");
                 self.emit(OverlayEvent::Revoked(did));
             }
-            BehaviourEvent::Ping(ping::Event {
-                peer, result: Ok(rtt), ..
-            }) => {
+            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
                 if let Some(info) = self.peers.get_mut(&peer) {
                     info.rtt = Some(rtt);
                 }

@@ -73,28 +73,17 @@ impl Behaviour {
                 }
             }
         });
-        Self {
-            ctx,
-            revoked,
-            queue: VecDeque::new(),
-        }
+        Self { ctx, revoked, queue: VecDeque::new() }
     }
 
     /// Is `peer`'s key the current key of an active DID?
     fn check(&self, peer: PeerId) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
         let active = SigningPublicKey::from_peer_id(&peer).is_some_and(|key| {
             self.ctx.ledger.read(|ledger| {
-                ledger
-                    .did_of_key(&key)
-                    .and_then(|did| ledger.resolve(&did))
-                    .is_some_and(|r| r.is_active())
+                ledger.did_of_key(&key).and_then(|did| ledger.resolve(&did)).is_some_and(|r| r.is_active())
             })
         });
-        if active {
-            Ok(dummy::ConnectionHandler)
-        } else {
-            Err(ConnectionDenied::new(NotActive(peer)))
-        }
+        if active { Ok(dummy::ConnectionHandler) } else { Err(ConnectionDenied::new(NotActive(peer))) }
     }
 }
 
@@ -134,17 +123,10 @@ impl NetworkBehaviour for Behaviour {
         while let Poll::Ready(Some(did)) = self.revoked.poll_recv(cx) {
             self.ctx.close_peer(&did, Refusal::Revoked);
             // A revoked record keeps its keys, so its peer id is still known.
-            let key = self
-                .ctx
-                .ledger
-                .read(|ledger| ledger.resolve(&did).map(|r| r.record.keys.signing));
+            let key = self.ctx.ledger.read(|ledger| ledger.resolve(&did).map(|r| r.record.keys.signing));
             if let Some(peer) = key.map(|k| k.peer_id()) {
-                self.queue.push_back(ToSwarm::CloseConnection {
-                    peer_id: peer,
-                    connection: CloseConnection::All,
-                });
-                self.queue
-                    .push_back(ToSwarm::GenerateEvent(GateEvent::Revoked { did, peer }));
+                self.queue.push_back(ToSwarm::CloseConnection { peer_id: peer, connection: CloseConnection::All });
+                self.queue.push_back(ToSwarm::GenerateEvent(GateEvent::Revoked { did, peer }));
             }
         }
         match self.queue.pop_front() {

@@ -45,6 +45,8 @@ pub struct OverlayConfig {
     pub max_links: u32,
     /// How long `connect` may take to find and reach a peer.
     pub connect_timeout: Duration,
+    /// While no peer is linked, how often to dial the bootstrap peers again.
+    pub bootstrap_retry: Duration,
 }
 
 impl Default for OverlayConfig {
@@ -54,6 +56,7 @@ impl Default for OverlayConfig {
             bootstrap: Vec::new(),
             max_links: 512,
             connect_timeout: Duration::from_secs(10),
+            bootstrap_retry: Duration::from_secs(2),
         }
     }
 }
@@ -116,6 +119,17 @@ pub enum OverlayEvent {
     Revoked(Did),
 }
 
+/// The outcome of a Kademlia lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// Whether some peer knew the DID's address.
+    pub found: bool,
+    /// Kademlia requests the lookup sent.
+    pub requests: u32,
+    /// How long it took.
+    pub duration: Duration,
+}
+
 /// A connected peer.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
@@ -143,21 +157,15 @@ struct Behaviour {
 /// What the handle asks of the actor; each carries its reply channel.
 enum Command {
     /// Find a DID through Kademlia and link to it.
-    Connect {
-        did: Did,
-        reply: oneshot::Sender<Result<(), OverlayError>>,
-    },
+    Connect { did: Did, reply: oneshot::Sender<Result<(), OverlayError>> },
     /// Link to whoever answers at an address.
-    Dial {
-        addr: Multiaddr,
-        reply: oneshot::Sender<Result<Did, OverlayError>>,
-    },
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<Did, OverlayError>> },
+    /// Ask the network who is closest to a DID's key, without linking.
+    Lookup { did: Did, reply: oneshot::Sender<Result<Lookup, OverlayError>> },
     /// List connected peers.
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
     /// List the routing table.
-    Routes {
-        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
-    },
+    Routes { reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>> },
 }
 
 /// Handle to a running overlay.
@@ -181,10 +189,7 @@ impl Overlay {
     ) -> Result<(Self, broadcast::Receiver<OverlayEvent>), OverlayError> {
         let keypair = ctx.identity().libp2p_keypair();
         let peer_id = keypair.public().to_peer_id();
-        let listen_error = |reason: String| OverlayError::Listen {
-            addr: config.listen,
-            reason,
-        };
+        let listen_error = |reason: String| OverlayError::Listen { addr: config.listen, reason };
         let transport_ctx = Arc::clone(&ctx);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -194,9 +199,7 @@ impl Overlay {
             .map_err(|e| listen_error(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
             .build();
-        swarm
-            .listen_on(transport::to_multiaddr(config.listen))
-            .map_err(|e| listen_error(e.to_string()))?;
+        swarm.listen_on(transport::to_multiaddr(config.listen)).map_err(|e| listen_error(e.to_string()))?;
         let listen_addr = loop {
             match swarm.select_next_some().await {
                 SwarmEvent::NewListenAddr { address, .. } => break address,
@@ -204,11 +207,6 @@ impl Overlay {
                 _ => {}
             }
         };
-        for addr in &config.bootstrap {
-            if let Err(e) = swarm.dial(addr.clone()) {
-                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
-            }
-        }
         let (commands, rx) = mpsc::channel(64);
         let (events, first_events) = broadcast::channel(1024);
         let actor = Actor {
@@ -219,16 +217,12 @@ impl Overlay {
             peers: HashMap::new(),
             waiting: HashMap::new(),
             dialing: HashMap::new(),
+            probes: HashMap::new(),
+            bootstrap: config.bootstrap.clone(),
             lookups: HashMap::new(),
         };
-        tokio::spawn(actor.run());
-        let overlay = Self {
-            commands,
-            events,
-            listen_addr,
-            peer_id,
-            connect_timeout: config.connect_timeout,
-        };
+        tokio::spawn(actor.run(config.bootstrap_retry));
+        let overlay = Self { commands, events, listen_addr, peer_id, connect_timeout: config.connect_timeout };
         Ok((overlay, first_events))
     }
 
@@ -250,10 +244,7 @@ impl Overlay {
     /// Finds `did` through Kademlia (no central directory) and links to it.
     pub async fn connect(&self, did: Did) -> Result<(), OverlayError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Connect { did, reply })
-            .await
-            .map_err(|_| OverlayError::Stopped)?;
+        self.commands.send(Command::Connect { did, reply }).await.map_err(|_| OverlayError::Stopped)?;
         match tokio::time::timeout(self.connect_timeout, answer).await {
             Ok(answer) => answer.map_err(|_| OverlayError::Stopped)?,
             Err(_) => Err(OverlayError::Timeout(did)),
@@ -263,10 +254,7 @@ impl Overlay {
     /// Links to whoever answers at `addr`, and says who that is.
     pub async fn dial(&self, addr: Multiaddr) -> Result<Did, OverlayError> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Dial {
-            addr: addr.clone(),
-            reply,
-        };
+        let command = Command::Dial { addr: addr.clone(), reply };
         self.commands.send(command).await.map_err(|_| OverlayError::Stopped)?;
         match tokio::time::timeout(self.connect_timeout, answer).await {
             Ok(answer) => answer.map_err(|_| OverlayError::Stopped)?,
@@ -274,23 +262,28 @@ impl Overlay {
         }
     }
 
+    /// Asks the network who is closest to `did`'s key (a Kademlia
+    /// `FIND_NODE` walk), without linking to it.
+    pub async fn lookup(&self, did: Did) -> Result<Lookup, OverlayError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Lookup { did, reply }).await.map_err(|_| OverlayError::Stopped)?;
+        match tokio::time::timeout(self.connect_timeout, answer).await {
+            Ok(answer) => answer.map_err(|_| OverlayError::Stopped)?,
+            Err(_) => Err(OverlayError::Timeout(did)),
+        }
+    }
+
     /// Peers with a live link.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, OverlayError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Peers { reply })
-            .await
-            .map_err(|_| OverlayError::Stopped)?;
+        self.commands.send(Command::Peers { reply }).await.map_err(|_| OverlayError::Stopped)?;
         answer.await.map_err(|_| OverlayError::Stopped)
     }
 
     /// The routing table: every peer in our k-buckets, with its addresses.
     pub async fn routes(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, OverlayError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Routes { reply })
-            .await
-            .map_err(|_| OverlayError::Stopped)?;
+        self.commands.send(Command::Routes { reply }).await.map_err(|_| OverlayError::Stopped)?;
         answer.await.map_err(|_| OverlayError::Stopped)
     }
 }

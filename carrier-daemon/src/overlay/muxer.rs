@@ -26,12 +26,7 @@ pub struct LinkMuxer {
 impl LinkMuxer {
     /// Wraps a connection whose handshake stream is done.
     pub fn new(connection: quinn::Connection) -> Self {
-        Self {
-            connection,
-            inbound: None,
-            outbound: None,
-            closing: None,
-        }
+        Self { connection, inbound: None, outbound: None, closing: None }
     }
 }
 
@@ -47,9 +42,7 @@ impl StreamMuxer for LinkMuxer {
     fn poll_inbound(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Substream, MuxerError>> {
         let this = self.get_mut();
         let connection = this.connection.clone();
-        let pending = this
-            .inbound
-            .get_or_insert_with(|| async move { connection.accept_bi().await }.boxed());
+        let pending = this.inbound.get_or_insert_with(|| async move { connection.accept_bi().await }.boxed());
         let result = ready!(pending.poll_unpin(cx));
         this.inbound = None;
         let (send, recv) = result?;
@@ -59,9 +52,7 @@ impl StreamMuxer for LinkMuxer {
     fn poll_outbound(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Substream, MuxerError>> {
         let this = self.get_mut();
         let connection = this.connection.clone();
-        let pending = this
-            .outbound
-            .get_or_insert_with(|| async move { connection.open_bi().await }.boxed());
+        let pending = this.outbound.get_or_insert_with(|| async move { connection.open_bi().await }.boxed());
         let result = ready!(pending.poll_unpin(cx));
         this.outbound = None;
         let (send, recv) = result?;
@@ -98,11 +89,7 @@ pub struct Substream {
 
 impl Substream {
     fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
-        Self {
-            send,
-            recv,
-            closed: None,
-        }
+        Self { send, recv, closed: None }
     }
 }
 

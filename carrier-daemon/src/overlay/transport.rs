@@ -40,13 +40,7 @@ pub struct CarrierTransport {
 impl CarrierTransport {
     /// A transport that admits peers with `ctx`.
     pub fn new(ctx: Arc<LinkContext>) -> Self {
-        Self {
-            ctx,
-            endpoint: None,
-            listener: None,
-            inbound: None,
-            events: VecDeque::new(),
-        }
+        Self { ctx, endpoint: None, listener: None, inbound: None, events: VecDeque::new() }
     }
 }
 
@@ -75,10 +69,7 @@ pub fn parse_addr(addr: &Multiaddr) -> Option<(SocketAddr, Option<PeerId>)> {
 
 /// The multiaddr of a socket address.
 pub fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
-    Multiaddr::from(addr.ip())
-        .with(Protocol::Udp(addr.port()))
-        .with(Protocol::QuicV1)
-        .with(Protocol::Noise)
+    Multiaddr::from(addr.ip()).with(Protocol::Udp(addr.port())).with(Protocol::QuicV1).with(Protocol::Noise)
 }
 
 fn peer_id_of(link: &Link) -> PeerId {
@@ -100,16 +91,11 @@ impl Transport for CarrierTransport {
             return Err(TransportError::MultiaddrNotSupported(addr));
         }
         let endpoint = quic::endpoint(socket).map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
-        let bound = endpoint
-            .local_addr()
-            .map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
+        let bound = endpoint.local_addr().map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
         let listen_addr = to_multiaddr(bound);
-        self.events.push_back(TransportEvent::NewAddress {
-            listener_id: id,
-            listen_addr: listen_addr.clone(),
-        });
+        self.events.push_back(TransportEvent::NewAddress { listener_id: id, listen_addr: listen_addr.clone() });
         self.listener = Some((id, listen_addr));
         self.endpoint = Some(endpoint);
         self.inbound = Some(rx);
@@ -121,10 +107,7 @@ impl Transport for CarrierTransport {
             Some((listener, _)) if *listener == id => {
                 self.inbound = None;
                 self.listener = None;
-                self.events.push_back(TransportEvent::ListenerClosed {
-                    listener_id: id,
-                    reason: Ok(()),
-                });
+                self.events.push_back(TransportEvent::ListenerClosed { listener_id: id, reason: Ok(()) });
                 true
             }
             _ => false,
@@ -138,11 +121,8 @@ impl Transport for CarrierTransport {
         let endpoint = match &self.endpoint {
             Some(endpoint) => endpoint.clone(),
             None => {
-                let unspecified: IpAddr = if socket.is_ipv4() {
-                    Ipv4Addr::UNSPECIFIED.into()
-                } else {
-                    Ipv6Addr::UNSPECIFIED.into()
-                };
+                let unspecified: IpAddr =
+                    if socket.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
                 let endpoint = quic::endpoint(SocketAddr::new(unspecified, 0))
                     .map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
                 self.endpoint = Some(endpoint.clone());
@@ -184,10 +164,7 @@ impl Transport for CarrierTransport {
             }
             Poll::Ready(None) => {
                 self.listener = None;
-                Poll::Ready(TransportEvent::ListenerClosed {
-                    listener_id,
-                    reason: Ok(()),
-                })
+                Poll::Ready(TransportEvent::ListenerClosed { listener_id, reason: Ok(()) })
             }
             Poll::Pending => Poll::Pending,
         }
@@ -206,8 +183,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkContext>, admitted:
             if let Ok(link) = ctx.accept(incoming).await
                 && admitted.send(link.clone()).await.is_err()
             {
-                link.connection
-                    .close(carrier_proto::handshake::Refusal::Shutdown.code().into(), b"");
+                link.connection.close(carrier_proto::handshake::Refusal::Shutdown.code().into(), b"");
             }
         });
     }
@@ -224,11 +200,7 @@ mod tests {
         assert_eq!(to_multiaddr("127.0.0.1:4001".parse().unwrap()), addr);
         let v6: Multiaddr = "/ip6/::1/udp/9/quic-v1/noise".parse().unwrap();
         assert_eq!(parse_addr(&v6).map(|(s, _)| s), Some("[::1]:9".parse().unwrap()));
-        for other in [
-            "/ip4/127.0.0.1/udp/4001/quic-v1",
-            "/ip4/127.0.0.1/tcp/4001",
-            "/dns4/x/udp/1/quic-v1/noise",
-        ] {
+        for other in ["/ip4/127.0.0.1/udp/4001/quic-v1", "/ip4/127.0.0.1/tcp/4001", "/dns4/x/udp/1/quic-v1/noise"] {
             assert_eq!(parse_addr(&other.parse().unwrap()), None, "{other}");
         }
     }

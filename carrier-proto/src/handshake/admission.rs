@@ -32,10 +32,7 @@ impl Local<'_> {
             did: self.did.to_string(),
             signing_key: self.identity.signing_key().as_bytes().to_vec(),
             noise_key_signature: self.identity.noise_key_signature().to_vec(),
-            head: Some(pb::LedgerHead {
-                height: self.head.height,
-                hash: self.head.hash.0.to_vec(),
-            }),
+            head: Some(pb::LedgerHead { height: self.head.height, hash: self.head.hash.0.to_vec() }),
         }
         .encode_to_vec()
     }
@@ -70,26 +67,18 @@ pub(crate) fn admit(
         .as_slice()
         .try_into()
         .map_err(|_| malformed("noise key signature is not 64 bytes".into()))?;
-    let head = payload
-        .head
-        .ok_or_else(|| malformed("payload has no ledger head".into()))?;
+    let head = payload.head.ok_or_else(|| malformed("payload has no ledger head".into()))?;
     let head = Head {
         height: head.height,
         hash: EntryHash(
-            head.hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| malformed("ledger head hash is not 32 bytes".into()))?,
+            head.hash.as_slice().try_into().map_err(|_| malformed("ledger head hash is not 32 bytes".into()))?,
         ),
     };
 
     if let Some(expected) = expected
         && *expected != did
     {
-        return Err(HandshakeError::new(
-            Refusal::WrongPeer,
-            format!("dialed {expected}, reached {did}"),
-        ));
+        return Err(HandshakeError::new(Refusal::WrongPeer, format!("dialed {expected}, reached {did}")));
     }
     let resolution = ledger
         .resolve(&did)
@@ -108,10 +97,7 @@ pub(crate) fn admit(
         ));
     }
     if !signing.verify(domain::NOISE_KEY, noise.as_bytes(), &signature) {
-        return Err(HandshakeError::new(
-            Refusal::KeyMismatch,
-            format!("{did}: noise key signature does not verify"),
-        ));
+        return Err(HandshakeError::new(Refusal::KeyMismatch, format!("{did}: noise key signature does not verify")));
     }
     Ok(Admitted { did, keys, head })
 }

@@ -20,10 +20,7 @@ pub fn encode(message: &[u8]) -> Vec<u8> {
 pub fn body_len(header: [u8; FRAME_HEADER]) -> Result<usize, HandshakeError> {
     let len = u16::from_be_bytes(header) as usize;
     if len > MAX_FRAME {
-        return Err(HandshakeError::new(
-            Refusal::Malformed,
-            format!("frame of {len} bytes, limit {MAX_FRAME}"),
-        ));
+        return Err(HandshakeError::new(Refusal::Malformed, format!("frame of {len} bytes, limit {MAX_FRAME}")));
     }
     if len == 0 {
         return Err(HandshakeError::new(Refusal::Malformed, "empty frame"));

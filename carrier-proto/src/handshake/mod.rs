@@ -80,35 +80,25 @@ fn build(
         Pattern::Ik => NOISE_IK,
         Pattern::Xx => NOISE_XX,
     };
-    let params = name
-        .parse()
-        .map_err(|e| err(Refusal::Malformed, format!("noise params: {e}")))?;
+    let params = name.parse().map_err(|e| err(Refusal::Malformed, format!("noise params: {e}")))?;
     let mut prologue = Vec::with_capacity(PROTOCOL.len() + 64);
     prologue.extend_from_slice(PROTOCOL);
     prologue.extend_from_slice(&local.network_id.0);
     prologue.extend_from_slice(&binding.0);
     let secret = local.identity.noise_secret();
     let build = || -> Result<HandshakeState, snow::Error> {
-        let mut builder = snow::Builder::new(params)
-            .local_private_key(&secret[..])?
-            .prologue(&prologue)?;
+        let mut builder = snow::Builder::new(params).local_private_key(&secret[..])?.prologue(&prologue)?;
         if let Some(remote) = remote {
             builder = builder.remote_public_key(remote)?;
         }
-        if initiator {
-            builder.build_initiator()
-        } else {
-            builder.build_responder()
-        }
+        if initiator { builder.build_initiator() } else { builder.build_responder() }
     };
     build().map_err(|e| err(Refusal::Malformed, format!("noise setup: {e}")))
 }
 
 fn write(state: &mut HandshakeState, payload: &[u8], stage: &str) -> Result<Vec<u8>, HandshakeError> {
     let mut buf = vec![0u8; frame::MAX_FRAME];
-    let len = state
-        .write_message(payload, &mut buf)
-        .map_err(|e| noise_err(stage, e))?;
+    let len = state.write_message(payload, &mut buf).map_err(|e| noise_err(stage, e))?;
     buf.truncate(len);
     Ok(buf)
 }
@@ -121,24 +111,17 @@ fn read(state: &mut HandshakeState, message: &[u8], stage: &str) -> Result<Vec<u
 }
 
 fn remote_static(state: &HandshakeState) -> Result<Vec<u8>, HandshakeError> {
-    state
-        .get_remote_static()
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| err(Refusal::Malformed, "peer sent no static key"))
+    state.get_remote_static().map(<[u8]>::to_vec).ok_or_else(|| err(Refusal::Malformed, "peer sent no static key"))
 }
 
 fn into_transport(state: HandshakeState) -> Result<TransportState, HandshakeError> {
-    state
-        .into_transport_mode()
-        .map_err(|e| err(Refusal::Malformed, format!("handshake not finished: {e}")))
+    state.into_transport_mode().map_err(|e| err(Refusal::Malformed, format!("handshake not finished: {e}")))
 }
 
 fn verdict(transport: &mut TransportState) -> Result<Vec<u8>, HandshakeError> {
     let message = pb::Verdict { admitted: true }.encode_to_vec();
     let mut buf = vec![0u8; 64];
-    let len = transport
-        .write_message(&message, &mut buf)
-        .map_err(|e| noise_err("verdict", e))?;
+    let len = transport.write_message(&message, &mut buf).map_err(|e| noise_err("verdict", e))?;
     buf.truncate(len);
     Ok(buf)
 }
@@ -179,9 +162,7 @@ impl Initiator {
         ledger: &LedgerState,
         expected: Option<Did>,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
-        let remote = expected
-            .and_then(|did| ledger.resolve(&did))
-            .map(|r| *r.record.keys.noise.as_bytes());
+        let remote = expected.and_then(|did| ledger.resolve(&did)).map(|r| *r.record.keys.noise.as_bytes());
         match remote {
             Some(key) => Self::begin(local, binding, Pattern::Ik, Some(&key), expected),
             None => Self::begin(local, binding, Pattern::Xx, None, expected),
@@ -209,11 +190,7 @@ impl Initiator {
         let payload = local.payload();
         // IK carries our payload in message 1; XX's message 1 is in clear,
         // so the payload waits for message 3.
-        let first = write(
-            &mut state,
-            if pattern == Pattern::Ik { &payload } else { &[] },
-            "message 1",
-        )?;
+        let first = write(&mut state, if pattern == Pattern::Ik { &payload } else { &[] }, "message 1")?;
         let hello = pb::Hello {
             version: VERSION,
             pattern: match pattern {
@@ -224,15 +201,7 @@ impl Initiator {
             network_id: local.network_id.0.to_vec(),
             noise: first,
         };
-        Ok((
-            Self {
-                state,
-                pattern,
-                expected,
-                payload,
-            },
-            hello.encode_to_vec(),
-        ))
+        Ok((Self { state, pattern, expected, payload }, hello.encode_to_vec()))
     }
 
     /// Which pattern this handshake uses.
@@ -253,13 +222,7 @@ impl Initiator {
             Pattern::Xx => {
                 let message = write(&mut self.state, &self.payload, "message 3")?;
                 let transport = into_transport(self.state)?;
-                Ok(InitiatorStep::AwaitVerdict {
-                    next: AwaitVerdict {
-                        transport: Box::new(transport),
-                        peer,
-                    },
-                    message,
-                })
+                Ok(InitiatorStep::AwaitVerdict { next: AwaitVerdict { transport: Box::new(transport), peer }, message })
             }
         }
     }
@@ -276,16 +239,10 @@ impl AwaitVerdict {
     /// Takes the verdict; the link is up.
     pub fn read_verdict(mut self, message: &[u8]) -> Result<Admitted, HandshakeError> {
         let mut buf = vec![0u8; frame::MAX_FRAME];
-        let len = self
-            .transport
-            .read_message(message, &mut buf)
-            .map_err(|e| noise_err("verdict", e))?;
+        let len = self.transport.read_message(message, &mut buf).map_err(|e| noise_err("verdict", e))?;
         let verdict = pb::Verdict::decode(&buf[..len]).map_err(|e| err(Refusal::Malformed, format!("verdict: {e}")))?;
         if !verdict.admitted {
-            return Err(err(
-                Refusal::Malformed,
-                "peer sent a negative verdict instead of closing",
-            ));
+            return Err(err(Refusal::Malformed, "peer sent a negative verdict instead of closing"));
         }
         Ok(self.peer)
     }
@@ -325,10 +282,7 @@ impl<'a> Responder<'a> {
     pub fn read_hello(self, message: &[u8], ledger: &LedgerState) -> Result<ResponderStep, HandshakeError> {
         let hello = pb::Hello::decode(message).map_err(|e| err(Refusal::Malformed, format!("hello: {e}")))?;
         if hello.version != VERSION {
-            return Err(err(
-                Refusal::UnsupportedVersion,
-                format!("handshake version {}", hello.version),
-            ));
+            return Err(err(Refusal::UnsupportedVersion, format!("handshake version {}", hello.version)));
         }
         if hello.network_id != self.local.network_id.0 {
             return Err(err(Refusal::WrongNetwork, "dialer's network id is not ours"));
@@ -346,23 +300,14 @@ impl<'a> Responder<'a> {
                 let peer = admission::admit(ledger, &payload, &remote_static(&state)?, None)?;
                 let message = write(&mut state, &own, "message 2")?;
                 let transport = into_transport(state)?;
-                Ok(ResponderStep::AwaitVerdict {
-                    next: AwaitVerdict {
-                        transport: Box::new(transport),
-                        peer,
-                    },
-                    message,
-                })
+                Ok(ResponderStep::AwaitVerdict { next: AwaitVerdict { transport: Box::new(transport), peer }, message })
             }
             Pattern::Xx => {
                 if !payload.is_empty() {
                     return Err(err(Refusal::Malformed, "XX message 1 carries a payload"));
                 }
                 let message = write(&mut state, &own, "message 2")?;
-                Ok(ResponderStep::AwaitPayload {
-                    next: AwaitPayload { state: Box::new(state) },
-                    message,
-                })
+                Ok(ResponderStep::AwaitPayload { next: AwaitPayload { state: Box::new(state) }, message })
             }
         }
     }

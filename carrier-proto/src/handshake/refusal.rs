@@ -99,10 +99,7 @@ pub struct HandshakeError {
 impl HandshakeError {
     /// A refusal with its local detail.
     pub fn new(reason: Refusal, detail: impl Into<String>) -> Self {
-        Self {
-            reason,
-            detail: detail.into(),
-        }
+        Self { reason, detail: detail.into() }
     }
 }
 

@@ -17,24 +17,15 @@ impl Net {
     fn new(name: &str) -> Self {
         let registrar = Identity::generate(IdentityKind::Registrar);
         let mut ledger = LedgerState::new();
-        let genesis = Op::Genesis {
-            network: name.into(),
-            registrars: vec![registrar.signing_key()],
-        };
+        let genesis = Op::Genesis { network: name.into(), registrars: vec![registrar.signing_key()] };
         ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
         Self { registrar, ledger }
     }
 
     fn device(&mut self) -> Identity {
         let device = Identity::generate(IdentityKind::Device);
-        let op = Op::RegisterDevice {
-            did: device.did(),
-            keys: device.public_keys(),
-            roles: vec![],
-        };
-        self.ledger
-            .append(self.ledger.next_entry(op, 2, &self.registrar))
-            .unwrap();
+        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
+        self.ledger.append(self.ledger.next_entry(op, 2, &self.registrar)).unwrap();
         device
     }
 
@@ -43,22 +34,12 @@ impl Net {
     }
 
     fn revoke(&mut self, did: Did) {
-        let op = Op::Revoke {
-            did,
-            reason: "test".into(),
-        };
-        self.ledger
-            .append(self.ledger.next_entry(op, 3, &self.registrar))
-            .unwrap();
+        let op = Op::Revoke { did, reason: "test".into() };
+        self.ledger.append(self.ledger.next_entry(op, 3, &self.registrar)).unwrap();
     }
 
     fn local<'a>(&self, identity: &'a Identity) -> Local<'a> {
-        Local {
-            did: identity.did(),
-            identity,
-            network_id: self.ledger.network().unwrap().id,
-            head: self.ledger.head(),
-        }
+        Local { did: identity.did(), identity, network_id: self.ledger.network().unwrap().id, head: self.ledger.head() }
     }
 }
 
@@ -109,11 +90,7 @@ fn ik_admits_both_sides() {
     let (a, b) = (net.device(), net.device());
     let (initiator, _) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
     assert_eq!(initiator.pattern(), Pattern::Ik);
-    let (at_a, at_b) = run(
-        (net.local(&a), &net.ledger, BINDING),
-        (net.local(&b), &net.ledger, BINDING),
-        Some(b.did()),
-    );
+    let (at_a, at_b) = run((net.local(&a), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), Some(b.did()));
     assert_eq!(at_a.unwrap().did, b.did());
     let at_b = at_b.unwrap();
     assert_eq!(at_b.did, a.did());
@@ -127,11 +104,7 @@ fn xx_admits_both_sides_when_dialing_an_address() {
     let (a, b) = (net.device(), net.device());
     let (initiator, _) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
     assert_eq!(initiator.pattern(), Pattern::Xx);
-    let (at_a, at_b) = run(
-        (net.local(&a), &net.ledger, BINDING),
-        (net.local(&b), &net.ledger, BINDING),
-        None,
-    );
+    let (at_a, at_b) = run((net.local(&a), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), None);
     assert_eq!(at_a.unwrap().did, b.did());
     assert_eq!(at_b.unwrap().did, a.did());
 }
@@ -142,11 +115,8 @@ fn rejects_unregistered_dialer_with_valid_keys() {
     let b = net.device();
     let stranger = Identity::generate(IdentityKind::Device);
     for expected in [Some(b.did()), None] {
-        let (at_s, at_b) = run(
-            (net.local(&stranger), &net.ledger, BINDING),
-            (net.local(&b), &net.ledger, BINDING),
-            expected,
-        );
+        let (at_s, at_b) =
+            run((net.local(&stranger), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), expected);
         assert_eq!(reason(&at_b), Refusal::UnknownIdentity);
         assert!(at_s.is_err());
     }
@@ -159,11 +129,7 @@ fn rejects_unregistered_listener() {
     let stranger = Identity::generate(IdentityKind::Device);
     // The stranger's own ledger (a copy) lists the dialer, so only the
     // dialer's check can stop it.
-    let (at_a, _) = run(
-        (net.local(&a), &net.ledger, BINDING),
-        (net.local(&stranger), &net.ledger, BINDING),
-        None,
-    );
+    let (at_a, _) = run((net.local(&a), &net.ledger, BINDING), (net.local(&stranger), &net.ledger, BINDING), None);
     assert_eq!(reason(&at_a), Refusal::UnknownIdentity);
 }
 
@@ -173,11 +139,7 @@ fn rejects_revoked_peer() {
     let (a, b) = (net.device(), net.device());
     net.revoke(a.did());
     for expected in [Some(b.did()), None] {
-        let (_, at_b) = run(
-            (net.local(&a), &net.ledger, BINDING),
-            (net.local(&b), &net.ledger, BINDING),
-            expected,
-        );
+        let (_, at_b) = run((net.local(&a), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), expected);
         assert_eq!(reason(&at_b), Refusal::Revoked);
     }
 }
@@ -188,16 +150,9 @@ fn rejects_registered_did_with_foreign_keys() {
     let (victim, b) = (net.device(), net.device());
     let impostor = Identity::generate(IdentityKind::Device);
     // The impostor claims the victim's DID but holds only its own keys.
-    let claim = Local {
-        did: victim.did(),
-        ..net.local(&impostor)
-    };
+    let claim = Local { did: victim.did(), ..net.local(&impostor) };
     for expected in [Some(b.did()), None] {
-        let (_, at_b) = run(
-            (claim, &net.ledger, BINDING),
-            (net.local(&b), &net.ledger, BINDING),
-            expected,
-        );
+        let (_, at_b) = run((claim, &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), expected);
         assert_eq!(reason(&at_b), Refusal::KeyMismatch);
     }
 }
@@ -218,11 +173,7 @@ fn rejects_other_network() {
     let mut other = Net::new("other");
     let a = other.device();
     let b = home.device();
-    let (_, at_b) = run(
-        (other.local(&a), &other.ledger, BINDING),
-        (home.local(&b), &home.ledger, BINDING),
-        None,
-    );
+    let (_, at_b) = run((other.local(&a), &other.ledger, BINDING), (home.local(&b), &home.ledger, BINDING), None);
     assert_eq!(reason(&at_b), Refusal::WrongNetwork);
 }
 
@@ -252,17 +203,13 @@ fn rejects_replayed_messages() {
     let (_, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
     // ...and replay the dialer's first message on a new connection.
     let fresh = ChannelBinding([9; 32]);
-    let err = Responder::new(net.local(&b), fresh)
-        .read_hello(&hello, &net.ledger)
-        .err()
-        .unwrap();
+    let err = Responder::new(net.local(&b), fresh).read_hello(&hello, &net.ledger).err().unwrap();
     assert_eq!(err.reason, Refusal::BadBinding);
 
     // XX: replay message 3 of one session into another session.
     let (initiator, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
-    let ResponderStep::AwaitPayload { message, .. } = Responder::new(net.local(&b), BINDING)
-        .read_hello(&hello, &net.ledger)
-        .unwrap()
+    let ResponderStep::AwaitPayload { message, .. } =
+        Responder::new(net.local(&b), BINDING).read_hello(&hello, &net.ledger).unwrap()
     else {
         panic!("expected XX");
     };
@@ -270,16 +217,12 @@ fn rejects_replayed_messages() {
         panic!("expected message 3");
     };
     let (_, hello2) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
-    let ResponderStep::AwaitPayload { next, .. } = Responder::new(net.local(&b), BINDING)
-        .read_hello(&hello2, &net.ledger)
-        .unwrap()
+    let ResponderStep::AwaitPayload { next, .. } =
+        Responder::new(net.local(&b), BINDING).read_hello(&hello2, &net.ledger).unwrap()
     else {
         panic!("expected XX");
     };
-    assert_eq!(
-        next.read_payload(&msg3, &net.ledger).err().unwrap().reason,
-        Refusal::BadBinding
-    );
+    assert_eq!(next.read_payload(&msg3, &net.ledger).err().unwrap().reason, Refusal::BadBinding);
 }
 
 #[test]
@@ -288,16 +231,12 @@ fn rejects_the_wrong_peer_behind_an_address() {
     let (a, b, c) = (net.device(), net.device(), net.device());
     // Dialing b by DID but reaching c (registered, valid): refused by a.
     let (initiator, hello) = Initiator::start_xx(&net.local(&a), &BINDING, Some(b.did())).unwrap();
-    let ResponderStep::AwaitPayload { message, .. } = Responder::new(net.local(&c), BINDING)
-        .read_hello(&hello, &net.ledger)
-        .unwrap()
+    let ResponderStep::AwaitPayload { message, .. } =
+        Responder::new(net.local(&c), BINDING).read_hello(&hello, &net.ledger).unwrap()
     else {
         panic!("expected XX");
     };
-    assert_eq!(
-        initiator.read_response(&message, &net.ledger).err().unwrap().reason,
-        Refusal::WrongPeer
-    );
+    assert_eq!(initiator.read_response(&message, &net.ledger).err().unwrap().reason, Refusal::WrongPeer);
 }
 
 #[test]
@@ -307,28 +246,14 @@ fn stale_ik_key_fails_and_xx_recovers() {
     let dialer_view = net.ledger.clone();
     // b rotates; the dialer's ledger has not caught up yet.
     let b_new = Identity::generate(IdentityKind::Device);
-    net.op(
-        Op::RotateKeys {
-            did: b.did(),
-            keys: b_new.public_keys(),
-        },
-        &b,
-    );
-    let b_local = Local {
-        did: b.did(),
-        ..net.local(&b_new)
-    };
-    let (at_a, _) = run(
-        (net.local(&a), &dialer_view, BINDING),
-        (b_local, &net.ledger, BINDING),
-        Some(b.did()),
-    );
+    net.op(Op::RotateKeys { did: b.did(), keys: b_new.public_keys() }, &b);
+    let b_local = Local { did: b.did(), ..net.local(&b_new) };
+    let (at_a, _) = run((net.local(&a), &dialer_view, BINDING), (b_local, &net.ledger, BINDING), Some(b.did()));
     assert!(at_a.is_err());
     // Retrying with XX reaches b, and a admits it once its ledger has caught up.
     let (initiator, hello) = Initiator::start_xx(&net.local(&a), &BINDING, Some(b.did())).unwrap();
-    let ResponderStep::AwaitPayload { next, message } = Responder::new(b_local, BINDING)
-        .read_hello(&hello, &net.ledger)
-        .unwrap()
+    let ResponderStep::AwaitPayload { next, message } =
+        Responder::new(b_local, BINDING).read_hello(&hello, &net.ledger).unwrap()
     else {
         panic!("expected XX");
     };
@@ -346,41 +271,21 @@ fn rejects_garbage_truncated_and_unknown_hellos() {
     let mut net = Net::new("n");
     let (a, b) = (net.device(), net.device());
     let listener = || Responder::new(net.local(&b), BINDING);
-    assert_eq!(
-        listener().read_hello(&[0xff; 40], &net.ledger).err().unwrap().reason,
-        Refusal::Malformed
-    );
+    assert_eq!(listener().read_hello(&[0xff; 40], &net.ledger).err().unwrap().reason, Refusal::Malformed);
     let (_, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
     for cut in [1, hello.len() / 2, hello.len() - 1] {
         let err = listener().read_hello(&hello[..cut], &net.ledger).err().unwrap();
-        assert!(
-            matches!(
-                err.reason,
-                Refusal::Malformed | Refusal::BadBinding | Refusal::WrongNetwork
-            ),
-            "{err}"
-        );
+        assert!(matches!(err.reason, Refusal::Malformed | Refusal::BadBinding | Refusal::WrongNetwork), "{err}");
     }
     let mut newer = pb::Hello::decode(hello.as_slice()).unwrap();
     newer.version = 2;
     assert_eq!(
-        listener()
-            .read_hello(&newer.encode_to_vec(), &net.ledger)
-            .err()
-            .unwrap()
-            .reason,
+        listener().read_hello(&newer.encode_to_vec(), &net.ledger).err().unwrap().reason,
         Refusal::UnsupportedVersion
     );
     let mut unknown = pb::Hello::decode(hello.as_slice()).unwrap();
     unknown.pattern = 9;
-    assert_eq!(
-        listener()
-            .read_hello(&unknown.encode_to_vec(), &net.ledger)
-            .err()
-            .unwrap()
-            .reason,
-        Refusal::Malformed
-    );
+    assert_eq!(listener().read_hello(&unknown.encode_to_vec(), &net.ledger).err().unwrap().reason, Refusal::Malformed);
 }
 
 #[test]
@@ -388,9 +293,8 @@ fn rejects_a_tampered_verdict() {
     let mut net = Net::new("n");
     let (a, b) = (net.device(), net.device());
     let (initiator, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
-    let ResponderStep::AwaitVerdict { next, message } = Responder::new(net.local(&b), BINDING)
-        .read_hello(&hello, &net.ledger)
-        .unwrap()
+    let ResponderStep::AwaitVerdict { next, message } =
+        Responder::new(net.local(&b), BINDING).read_hello(&hello, &net.ledger).unwrap()
     else {
         panic!("expected IK");
     };
@@ -406,29 +310,12 @@ fn rotated_device_keeps_its_did() {
     let mut net = Net::new("n");
     let (a, b) = (net.device(), net.device());
     let a_new = Identity::generate(IdentityKind::Device);
-    net.op(
-        Op::RotateKeys {
-            did: a.did(),
-            keys: a_new.public_keys(),
-        },
-        &a,
-    );
-    let a_local = Local {
-        did: a.did(),
-        ..net.local(&a_new)
-    };
-    let (_, at_b) = run(
-        (a_local, &net.ledger, BINDING),
-        (net.local(&b), &net.ledger, BINDING),
-        Some(b.did()),
-    );
+    net.op(Op::RotateKeys { did: a.did(), keys: a_new.public_keys() }, &a);
+    let a_local = Local { did: a.did(), ..net.local(&a_new) };
+    let (_, at_b) = run((a_local, &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), Some(b.did()));
     assert_eq!(at_b.unwrap().did, a.did());
     // The old keys no longer get in.
-    let (_, at_b) = run(
-        (net.local(&a), &net.ledger, BINDING),
-        (net.local(&b), &net.ledger, BINDING),
-        Some(b.did()),
-    );
+    let (_, at_b) = run((net.local(&a), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), Some(b.did()));
     assert_eq!(reason(&at_b), Refusal::KeyMismatch);
 }
 

@@ -63,11 +63,7 @@ pub enum CardError {
 impl Card {
     pub(super) fn for_identity(identity: &Identity) -> Self {
         let keys = identity.public_keys();
-        Self {
-            kind: identity.kind(),
-            keys,
-            noise_key_signature: identity.noise_key_signature(),
-        }
+        Self { kind: identity.kind(), keys, noise_key_signature: identity.noise_key_signature() }
     }
 
     /// Device, app or registrar.
@@ -92,9 +88,7 @@ impl Card {
             return Err(CardError::TooLong);
         }
         let encoded = text.strip_prefix(CARD_PREFIX).ok_or(CardError::MissingPrefix)?;
-        let bytes = bs58::decode(encoded)
-            .into_vec()
-            .map_err(|e| CardError::Base58(e.to_string()))?;
+        let bytes = bs58::decode(encoded).into_vec().map_err(|e| CardError::Base58(e.to_string()))?;
         let card = pb::Card::decode(bytes.as_slice()).map_err(|e| CardError::Decode(e.to_string()))?;
         if card.version != CARD_VERSION {
             return Err(CardError::UnsupportedVersion(card.version));
@@ -104,26 +98,13 @@ impl Card {
             signing: SigningPublicKey::from_slice(&card.signing_key, "signing key")?,
             noise: NoisePublicKey::from_slice(&card.noise_key, "noise key")?,
         };
-        let noise_key_signature: [u8; 64] =
-            card.noise_key_signature
-                .as_slice()
-                .try_into()
-                .map_err(|_| KeyError::WrongLength {
-                    what: "noise key signature",
-                    len: card.noise_key_signature.len(),
-                    expected: 64,
-                })?;
-        if !keys
-            .signing
-            .verify(domain::NOISE_KEY, keys.noise.as_bytes(), &noise_key_signature)
-        {
+        let noise_key_signature: [u8; 64] = card.noise_key_signature.as_slice().try_into().map_err(|_| {
+            KeyError::WrongLength { what: "noise key signature", len: card.noise_key_signature.len(), expected: 64 }
+        })?;
+        if !keys.signing.verify(domain::NOISE_KEY, keys.noise.as_bytes(), &noise_key_signature) {
             return Err(CardError::BadSignature);
         }
-        Ok(Self {
-            kind,
-            keys,
-            noise_key_signature,
-        })
+        Ok(Self { kind, keys, noise_key_signature })
     }
 
     fn to_pb(&self) -> pb::Card {
@@ -207,14 +188,8 @@ mod tests {
         assert_eq!(Card::parse(&"x".repeat(600)), Err(CardError::TooLong));
         assert_eq!(Card::parse(&encode(&newer)), Err(CardError::UnsupportedVersion(2)));
         assert_eq!(Card::parse(&encode(&no_kind)), Err(CardError::UnknownKind));
-        assert!(matches!(
-            Card::parse(&encode(&short_key)),
-            Err(CardError::Key(KeyError::WrongLength { len: 31, .. }))
-        ));
-        assert!(matches!(
-            Card::parse(&encode(&short_sig)),
-            Err(CardError::Key(KeyError::WrongLength { len: 10, .. }))
-        ));
+        assert!(matches!(Card::parse(&encode(&short_key)), Err(CardError::Key(KeyError::WrongLength { len: 31, .. }))));
+        assert!(matches!(Card::parse(&encode(&short_sig)), Err(CardError::Key(KeyError::WrongLength { len: 10, .. }))));
     }
 
     proptest! {

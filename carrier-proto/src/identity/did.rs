@@ -86,9 +86,7 @@ impl Did {
         let key = Self::parse_key_bytes(text)?;
         match known.iter().find(|k| *k.as_bytes() == key) {
             Some(known) => Ok(Self(*known)),
-            None => Ok(Self(
-                SigningPublicKey::from_bytes(key).map_err(|_| DidError::InvalidKey)?,
-            )),
+            None => Ok(Self(SigningPublicKey::from_bytes(key).map_err(|_| DidError::InvalidKey)?)),
         }
     }
 
@@ -99,9 +97,7 @@ impl Did {
         }
         let rest = text.strip_prefix(DID_PREFIX).ok_or(DidError::MissingPrefix)?;
         let encoded = rest.strip_prefix('z').ok_or(DidError::NotBase58btc)?;
-        let bytes = bs58::decode(encoded)
-            .into_vec()
-            .map_err(|e| DidError::Base58(e.to_string()))?;
+        let bytes = bs58::decode(encoded).into_vec().map_err(|e| DidError::Base58(e.to_string()))?;
         let key = bytes.strip_prefix(&ED25519_MULTICODEC).ok_or(DidError::WrongCodec)?;
         key.try_into().map_err(|_| DidError::WrongLength(key.len()))
     }
@@ -161,23 +157,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_dids() {
-        let good = Identity::from_secrets(IdentityKind::Device, [3; 32], [4; 32])
-            .did()
-            .to_string();
+        let good = Identity::from_secrets(IdentityKind::Device, [3; 32], [4; 32]).did().to_string();
         let id_part = &good[DID_PREFIX.len() + 1..];
         let cases = [
             ("did:key:z6Mk", DidError::MissingPrefix),
             ("", DidError::MissingPrefix),
             (&format!("{DID_PREFIX}m{id_part}"), DidError::NotBase58btc),
             (&format!("{DID_PREFIX}z0OIl"), DidError::Base58(String::new())),
-            (
-                &format!("{DID_PREFIX}z{}", bs58::encode([0x12, 0x00, 1]).into_string()),
-                DidError::WrongCodec,
-            ),
-            (
-                &format!("{DID_PREFIX}z{}", bs58::encode([0xed, 0x01, 1, 2]).into_string()),
-                DidError::WrongLength(2),
-            ),
+            (&format!("{DID_PREFIX}z{}", bs58::encode([0x12, 0x00, 1]).into_string()), DidError::WrongCodec),
+            (&format!("{DID_PREFIX}z{}", bs58::encode([0xed, 0x01, 1, 2]).into_string()), DidError::WrongLength(2)),
             (&format!("{good}{}", "1".repeat(200)), DidError::TooLong),
         ];
         for (text, want) in cases {

@@ -82,11 +82,7 @@ fn identity_from(message: &pb::KeyFile) -> Result<Identity, KeyFileError> {
 }
 
 fn secret(bytes: &[u8], what: &'static str) -> Result<[u8; 32], KeyError> {
-    bytes.try_into().map_err(|_| KeyError::WrongLength {
-        what,
-        len: bytes.len(),
-        expected: 32,
-    })
+    bytes.try_into().map_err(|_| KeyError::WrongLength { what, len: bytes.len(), expected: 32 })
 }
 
 #[cfg(test)]
@@ -127,14 +123,8 @@ mod tests {
         short.noise_secret.truncate(31);
         assert_eq!(decode(b"hello").unwrap_err(), KeyFileError::NotAKeyFile);
         assert_eq!(decode(&[0; 2000]).unwrap_err(), KeyFileError::TooLarge(2000));
-        assert!(matches!(
-            decode(b"CARRKEY\n\xff\xff").unwrap_err(),
-            KeyFileError::Decode(_)
-        ));
-        assert_eq!(
-            decode(&with_magic(&newer)).unwrap_err(),
-            KeyFileError::UnsupportedVersion(9)
-        );
+        assert!(matches!(decode(b"CARRKEY\n\xff\xff").unwrap_err(), KeyFileError::Decode(_)));
+        assert_eq!(decode(&with_magic(&newer)).unwrap_err(), KeyFileError::UnsupportedVersion(9));
         assert_eq!(decode(&with_magic(&no_kind)).unwrap_err(), KeyFileError::UnknownKind);
         assert!(matches!(
             decode(&with_magic(&short)).unwrap_err(),

@@ -141,8 +141,7 @@ impl SigningPublicKey {
         let Ok(key) = VerificationKey::try_from(self.0) else {
             return false;
         };
-        key.verify(&Signature::from(*signature), &domain::tagged(tag, message))
-            .is_ok()
+        key.verify(&Signature::from(*signature), &domain::tagged(tag, message)).is_ok()
     }
 
     pub(crate) fn zebra_bytes(&self) -> VerificationKeyBytes {
@@ -230,13 +229,7 @@ impl Identity {
         };
         let message = domain::tagged(domain::NOISE_KEY, public.noise.as_bytes());
         let noise_key_signature = signing.sign(&message).into();
-        Self {
-            kind,
-            signing,
-            noise,
-            public,
-            noise_key_signature,
-        }
+        Self { kind, signing, noise, public, noise_key_signature }
     }
 
     /// Device, app or registrar.
@@ -308,19 +301,12 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("kind", &self.kind)
-            .field("did", &self.did())
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("kind", &self.kind).field("did", &self.did()).finish_non_exhaustive()
     }
 }
 
 fn array32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], KeyError> {
-    bytes.try_into().map_err(|_| KeyError::WrongLength {
-        what,
-        len: bytes.len(),
-        expected: 32,
-    })
+    bytes.try_into().map_err(|_| KeyError::WrongLength { what, len: bytes.len(), expected: 32 })
 }
 
 #[cfg(test)]

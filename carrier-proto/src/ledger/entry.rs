@@ -181,32 +181,16 @@ pub enum EntryError {
 impl Entry {
     /// Signs a new entry with `signer`.
     pub fn sign(seq: u64, prev_hash: EntryHash, time_ms: u64, op: Op, signer: &Identity) -> Self {
-        let body = EntryBody {
-            seq,
-            prev_hash,
-            time_ms,
-            signer: signer.signing_key(),
-            op,
-        };
+        let body = EntryBody { seq, prev_hash, time_ms, signer: signer.signing_key(), op };
         let body_bytes = body_to_pb(&body).encode_to_vec();
         let signature = signer.sign(domain::LEDGER_ENTRY, &body_bytes);
         Self::assemble(body, body_bytes, signature)
     }
 
     fn assemble(body: EntryBody, body_bytes: Vec<u8>, signature: [u8; 64]) -> Self {
-        let encoded = pb::SignedEntry {
-            body: body_bytes.clone(),
-            signature: signature.to_vec(),
-        }
-        .encode_to_vec();
+        let encoded = pb::SignedEntry { body: body_bytes.clone(), signature: signature.to_vec() }.encode_to_vec();
         let hash = hash_encoded(&encoded);
-        Self {
-            body,
-            body_bytes,
-            signature,
-            encoded,
-            hash,
-        }
+        Self { body, body_bytes, signature, encoded, hash }
     }
 
     /// Decodes and shape-checks an entry. Does not check the signature.
@@ -215,11 +199,8 @@ impl Entry {
             return Err(EntryError::TooLarge(bytes.len()));
         }
         let signed = pb::SignedEntry::decode(bytes).map_err(|e| EntryError::Decode(e.to_string()))?;
-        let signature: [u8; 64] = signed
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| EntryError::SignatureLength(signed.signature.len()))?;
+        let signature: [u8; 64] =
+            signed.signature.as_slice().try_into().map_err(|_| EntryError::SignatureLength(signed.signature.len()))?;
         let message = pb::EntryBody::decode(signed.body.as_slice()).map_err(|e| EntryError::Decode(e.to_string()))?;
         let body = body_from_pb(message)?;
         // Canonical form: re-encoding must give the signed bytes exactly, and
@@ -269,18 +250,13 @@ impl Entry {
 
     /// Checks the signature against the `signer` field alone.
     pub fn verify_signature(&self) -> bool {
-        self.body
-            .signer
-            .verify(domain::LEDGER_ENTRY, &self.body_bytes, &self.signature)
+        self.body.signer.verify(domain::LEDGER_ENTRY, &self.body_bytes, &self.signature)
     }
 }
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Entry")
-            .field("body", &self.body)
-            .field("hash", &self.hash)
-            .finish()
+        f.debug_struct("Entry").field("body", &self.body).field("hash", &self.hash).finish()
     }
 }
 
@@ -304,12 +280,7 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
             noise_key: keys.noise.as_bytes().to_vec(),
             roles: roles.clone(),
         }),
-        Op::RegisterApp {
-            did,
-            keys,
-            device,
-            name,
-        } => P::RegisterApp(pb::RegisterApp {
+        Op::RegisterApp { did, keys, device, name } => P::RegisterApp(pb::RegisterApp {
             did: did.to_string(),
             signing_key: keys.signing.as_bytes().to_vec(),
             noise_key: keys.noise.as_bytes().to_vec(),
@@ -321,10 +292,7 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
             signing_key: keys.signing.as_bytes().to_vec(),
             noise_key: keys.noise.as_bytes().to_vec(),
         }),
-        Op::Revoke { did, reason } => P::Revoke(pb::Revoke {
-            did: did.to_string(),
-            reason: reason.clone(),
-        }),
+        Op::Revoke { did, reason } => P::Revoke(pb::Revoke { did: did.to_string(), reason: reason.clone() }),
     };
     pb::EntryBody {
         seq: body.seq,
@@ -337,11 +305,8 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
 
 fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
     use pb::entry_body::Op as P;
-    let prev_hash: [u8; 32] = message
-        .prev_hash
-        .as_slice()
-        .try_into()
-        .map_err(|_| EntryError::HashLength(message.prev_hash.len()))?;
+    let prev_hash: [u8; 32] =
+        message.prev_hash.as_slice().try_into().map_err(|_| EntryError::HashLength(message.prev_hash.len()))?;
     let signer = SigningPublicKey::from_slice(&message.signer, "signer key")?;
     let op = match message.op.ok_or(EntryError::MissingOp)? {
         P::Genesis(g) => {
@@ -361,11 +326,7 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
             Op::RegisterDevice {
                 did: Did::parse_expecting(&d.did, &[keys.signing])?,
                 keys,
-                roles: d
-                    .roles
-                    .into_iter()
-                    .map(|r| text("role", r, false))
-                    .collect::<Result<_, _>>()?,
+                roles: d.roles.into_iter().map(|r| text("role", r, false)).collect::<Result<_, _>>()?,
             }
         }
         P::RegisterApp(a) => {
@@ -378,22 +339,14 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
                 name: text("app name", a.name, false)?,
             }
         }
-        P::RotateKeys(r) => Op::RotateKeys {
-            did: Did::parse_expecting(&r.did, &[signer])?,
-            keys: keys(&r.signing_key, &r.noise_key)?,
-        },
-        P::Revoke(r) => Op::Revoke {
-            did: Did::parse_expecting(&r.did, &[signer])?,
-            reason: text("reason", r.reason, true)?,
-        },
+        P::RotateKeys(r) => {
+            Op::RotateKeys { did: Did::parse_expecting(&r.did, &[signer])?, keys: keys(&r.signing_key, &r.noise_key)? }
+        }
+        P::Revoke(r) => {
+            Op::Revoke { did: Did::parse_expecting(&r.did, &[signer])?, reason: text("reason", r.reason, true)? }
+        }
     };
-    Ok(EntryBody {
-        seq: message.seq,
-        prev_hash: EntryHash(prev_hash),
-        time_ms: message.time_ms,
-        signer,
-        op,
-    })
+    Ok(EntryBody { seq: message.seq, prev_hash: EntryHash(prev_hash), time_ms: message.time_ms, signer, op })
 }
 
 fn keys(signing: &[u8], noise: &[u8]) -> Result<PublicKeys, KeyError> {

@@ -22,10 +22,7 @@ fn sample_body(signer: &Identity) -> pb::EntryBody {
         prev_hash: vec![3; 32],
         time_ms: 42,
         signer: signer.signing_key().as_bytes().to_vec(),
-        op: Some(pb::entry_body::Op::Revoke(pb::Revoke {
-            did: signer.did().to_string(),
-            reason: String::new(),
-        })),
+        op: Some(pb::entry_body::Op::Revoke(pb::Revoke { did: signer.did().to_string(), reason: String::new() })),
     }
 }
 
@@ -36,13 +33,7 @@ fn decodes_what_it_signs() {
     let entry = Entry::decode(&bytes).unwrap();
     assert!(entry.verify_signature());
     assert_eq!(entry.encoded(), bytes.as_slice());
-    assert_eq!(
-        entry.op(),
-        &Op::Revoke {
-            did: signer.did(),
-            reason: String::new()
-        }
-    );
+    assert_eq!(entry.op(), &Op::Revoke { did: signer.did(), reason: String::new() });
 }
 
 #[test]
@@ -86,35 +77,19 @@ fn rejects_malformed_fields() {
     let signer = identity(4);
     let cases: Vec<(Mutation, Expectation)> = vec![
         (Box::new(|b| b.op = None), |e| *e == EntryError::MissingOp),
-        (Box::new(|b| b.prev_hash.pop().map(drop).unwrap_or(())), |e| {
-            *e == EntryError::HashLength(31)
-        }),
+        (Box::new(|b| b.prev_hash.pop().map(drop).unwrap_or(())), |e| *e == EntryError::HashLength(31)),
         (Box::new(|b| b.signer = vec![1; 5]), |e| matches!(e, EntryError::Key(_))),
         (
             Box::new(|b| {
-                b.op = Some(pb::entry_body::Op::Revoke(pb::Revoke {
-                    did: "did:web:x".into(),
-                    reason: String::new(),
-                }))
+                b.op = Some(pb::entry_body::Op::Revoke(pb::Revoke { did: "did:web:x".into(), reason: String::new() }))
             }),
             |e| matches!(e, EntryError::Did(_)),
         ),
         (
             Box::new(|b| {
-                b.op = Some(pb::entry_body::Op::Genesis(pb::Genesis {
-                    network: String::new(),
-                    registrars: vec![],
-                }))
+                b.op = Some(pb::entry_body::Op::Genesis(pb::Genesis { network: String::new(), registrars: vec![] }))
             }),
-            |e| {
-                matches!(
-                    e,
-                    EntryError::TextLength {
-                        what: "network name",
-                        len: 0
-                    }
-                )
-            },
+            |e| matches!(e, EntryError::TextLength { what: "network name", len: 0 }),
         ),
         (
             Box::new(|b| {
@@ -132,15 +107,7 @@ fn rejects_malformed_fields() {
                     reason: "r".repeat(300),
                 }))
             }),
-            |e| {
-                matches!(
-                    e,
-                    EntryError::TextLength {
-                        what: "reason",
-                        len: 300
-                    }
-                )
-            },
+            |e| matches!(e, EntryError::TextLength { what: "reason", len: 300 }),
         ),
     ];
     for (i, (mutate, expected)) in cases.iter().enumerate() {
@@ -149,14 +116,8 @@ fn rejects_malformed_fields() {
         let err = Entry::decode(&signed(&body, &signer)).unwrap_err();
         assert!(expected(&err), "case {i}: {err}");
     }
-    let short_signature = pb::SignedEntry {
-        body: sample_body(&signer).encode_to_vec(),
-        signature: vec![0; 63],
-    };
-    assert_eq!(
-        Entry::decode(&short_signature.encode_to_vec()),
-        Err(EntryError::SignatureLength(63))
-    );
+    let short_signature = pb::SignedEntry { body: sample_body(&signer).encode_to_vec(), signature: vec![0; 63] };
+    assert_eq!(Entry::decode(&short_signature.encode_to_vec()), Err(EntryError::SignatureLength(63)));
     assert!(matches!(Entry::decode(&[0xff, 0xff, 0xff]), Err(EntryError::Decode(_))));
 }
 
@@ -168,41 +129,24 @@ fn arb_op() -> impl Strategy<Value = Op> {
     let keys = (any::<u8>(), any::<u8>()).prop_map(|(a, b)| identity(a).public_keys_with_noise(b));
     prop_oneof![
         (arb_text(), proptest::collection::vec(any::<u8>(), 1..4)).prop_map(|(network, seeds)| {
-            Op::Genesis {
-                network,
-                registrars: seeds.iter().map(|s| identity(*s).signing_key()).collect(),
-            }
+            Op::Genesis { network, registrars: seeds.iter().map(|s| identity(*s).signing_key()).collect() }
         }),
-        (keys.clone(), proptest::collection::vec(arb_text(), 0..3)).prop_map(|(keys, roles)| {
-            Op::RegisterDevice {
-                did: Did::from_signing_key(keys.signing),
-                keys,
-                roles,
-            }
-        }),
+        (keys.clone(), proptest::collection::vec(arb_text(), 0..3))
+            .prop_map(|(keys, roles)| { Op::RegisterDevice { did: Did::from_signing_key(keys.signing), keys, roles } }),
         (keys.clone(), any::<u8>(), arb_text()).prop_map(|(keys, host, name)| Op::RegisterApp {
             did: Did::from_signing_key(keys.signing),
             keys,
             device: identity(host).did(),
             name
         }),
-        (keys.clone(), any::<u8>()).prop_map(|(keys, who)| Op::RotateKeys {
-            did: identity(who).did(),
-            keys
-        }),
-        (any::<u8>(), "[a-z ]{0,40}").prop_map(|(who, reason)| Op::Revoke {
-            did: identity(who).did(),
-            reason
-        }),
+        (keys.clone(), any::<u8>()).prop_map(|(keys, who)| Op::RotateKeys { did: identity(who).did(), keys }),
+        (any::<u8>(), "[a-z ]{0,40}").prop_map(|(who, reason)| Op::Revoke { did: identity(who).did(), reason }),
     ]
 }
 
 impl Identity {
     fn public_keys_with_noise(&self, noise: u8) -> PublicKeys {
-        PublicKeys {
-            signing: self.signing_key(),
-            noise: NoisePublicKey::from_bytes([noise; 32]),
-        }
+        PublicKeys { signing: self.signing_key(), noise: NoisePublicKey::from_bytes([noise; 32]) }
     }
 }
 

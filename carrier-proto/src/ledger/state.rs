@@ -155,11 +155,7 @@ impl LedgerState {
     /// Looks a DID up in O(1).
     pub fn resolve(&self, did: &Did) -> Option<Resolution<'_>> {
         let record = self.records.get(did)?;
-        Some(Resolution {
-            did: *did,
-            record,
-            status: self.status(record),
-        })
+        Some(Resolution { did: *did, record, status: self.status(record) })
     }
 
     fn status(&self, record: &Record) -> Status {
@@ -178,13 +174,7 @@ impl LedgerState {
     /// Signs `op` as the next entry of this ledger. The time is raised to the
     /// last entry's time if the clock is behind, so entries never go back.
     pub fn next_entry(&self, op: Op, now_ms: u64, signer: &Identity) -> Entry {
-        Entry::sign(
-            self.head.height,
-            self.head.hash,
-            now_ms.max(self.last_time_ms),
-            op,
-            signer,
-        )
+        Entry::sign(self.head.height, self.head.hash, now_ms.max(self.last_time_ms), op, signer)
     }
 
     /// Verifies `entry`'s signature and applies it if every rule holds.
@@ -221,27 +211,16 @@ impl LedgerState {
     fn check(&self, entry: &Entry) -> Result<(), Rejection> {
         let body = entry.body();
         if body.seq != self.head.height {
-            return Err(Rejection::WrongSequence {
-                expected: self.head.height,
-                found: body.seq,
-            });
+            return Err(Rejection::WrongSequence { expected: self.head.height, found: body.seq });
         }
         if body.prev_hash != self.head.hash {
-            return Err(Rejection::BrokenChain {
-                expected: self.head.hash,
-                found: body.prev_hash,
-            });
+            return Err(Rejection::BrokenChain { expected: self.head.hash, found: body.prev_hash });
         }
         if body.time_ms < self.last_time_ms {
-            return Err(Rejection::TimeWentBackwards {
-                previous: self.last_time_ms,
-                found: body.time_ms,
-            });
+            return Err(Rejection::TimeWentBackwards { previous: self.last_time_ms, found: body.time_ms });
         }
         let signer = body.signer;
-        let unauthorized = || Rejection::Unauthorized {
-            signer: Did::from_signing_key(signer),
-        };
+        let unauthorized = || Rejection::Unauthorized { signer: Did::from_signing_key(signer) };
         let Some(network) = &self.network else {
             return match &body.op {
                 Op::Genesis { registrars, .. } => check_genesis(signer, registrars),
@@ -263,10 +242,7 @@ impl LedgerState {
                     return Err(Rejection::NotADevice(*device));
                 }
                 if host.keys.signing != signer {
-                    return Err(Rejection::NotHostDevice {
-                        signer: Did::from_signing_key(signer),
-                        device: *device,
-                    });
+                    return Err(Rejection::NotHostDevice { signer: Did::from_signing_key(signer), device: *device });
                 }
                 self.check_new(did, keys)
             }
@@ -293,30 +269,14 @@ impl LedgerState {
         match &body.op {
             Op::Genesis { network, registrars } => {
                 self.used_signing_keys.extend(registrars.iter().copied());
-                self.network = Some(Network {
-                    name: network.clone(),
-                    id: entry.hash(),
-                    registrars: registrars.clone(),
-                });
+                self.network =
+                    Some(Network { name: network.clone(), id: entry.hash(), registrars: registrars.clone() });
             }
             Op::RegisterDevice { did, keys, roles } => {
                 self.insert(*did, keys, body.seq, Subject::Device { roles: roles.clone() });
             }
-            Op::RegisterApp {
-                did,
-                keys,
-                device,
-                name,
-            } => {
-                self.insert(
-                    *did,
-                    keys,
-                    body.seq,
-                    Subject::App {
-                        device: *device,
-                        name: name.clone(),
-                    },
-                );
+            Op::RegisterApp { did, keys, device, name } => {
+                self.insert(*did, keys, body.seq, Subject::App { device: *device, name: name.clone() });
             }
             Op::RotateKeys { did, keys } => {
                 self.used_signing_keys.insert(keys.signing);
@@ -329,17 +289,11 @@ impl LedgerState {
             }
             Op::Revoke { did, reason } => {
                 if let Some(record) = self.records.get_mut(did) {
-                    record.revoked = Some(Revocation {
-                        seq: body.seq,
-                        reason: reason.clone(),
-                    });
+                    record.revoked = Some(Revocation { seq: body.seq, reason: reason.clone() });
                 }
             }
         }
-        self.head = Head {
-            height: body.seq + 1,
-            hash: entry.hash(),
-        };
+        self.head = Head { height: body.seq + 1, hash: entry.hash() };
         self.last_time_ms = body.time_ms;
     }
 
@@ -386,15 +340,7 @@ impl LedgerState {
         self.used_signing_keys.insert(keys.signing);
         self.used_noise_keys.insert(keys.noise);
         self.current_keys.insert(keys.signing, did);
-        self.records.insert(
-            did,
-            Record {
-                subject,
-                keys: *keys,
-                registered_at: seq,
-                revoked: None,
-            },
-        );
+        self.records.insert(did, Record { subject, keys: *keys, registered_at: seq, revoked: None });
     }
 }
 
@@ -407,9 +353,7 @@ fn check_genesis(signer: SigningPublicKey, registrars: &[SigningPublicKey]) -> R
         return Err(Rejection::DuplicateRegistrar);
     }
     if !registrars.contains(&signer) {
-        return Err(Rejection::Unauthorized {
-            signer: Did::from_signing_key(signer),
-        });
+        return Err(Rejection::Unauthorized { signer: Did::from_signing_key(signer) });
     }
     Ok(())
 }

@@ -15,16 +15,8 @@ struct Net {
 impl Net {
     fn new() -> Self {
         let registrar = Identity::generate(IdentityKind::Registrar);
-        let mut net = Net {
-            state: LedgerState::new(),
-            encoded: vec![],
-            clock: 1_000,
-            registrar,
-        };
-        let genesis = Op::Genesis {
-            network: "test".into(),
-            registrars: vec![net.registrar.signing_key()],
-        };
+        let mut net = Net { state: LedgerState::new(), encoded: vec![], clock: 1_000, registrar };
+        let genesis = Op::Genesis { network: "test".into(), registrars: vec![net.registrar.signing_key()] };
         net.ok(genesis, None);
         net
     }
@@ -60,34 +52,19 @@ impl Net {
 }
 
 fn register_device(device: &Identity) -> Op {
-    Op::RegisterDevice {
-        did: device.did(),
-        keys: device.public_keys(),
-        roles: vec!["relay".into()],
-    }
+    Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec!["relay".into()] }
 }
 
 fn register_app(app: &Identity, device: &Identity) -> Op {
-    Op::RegisterApp {
-        did: app.did(),
-        keys: app.public_keys(),
-        device: device.did(),
-        name: "chat".into(),
-    }
+    Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: device.did(), name: "chat".into() }
 }
 
 fn revoke(who: &Identity) -> Op {
-    Op::Revoke {
-        did: who.did(),
-        reason: "lost".into(),
-    }
+    Op::Revoke { did: who.did(), reason: "lost".into() }
 }
 
 fn rotate(who: &Identity, to: &Identity) -> Op {
-    Op::RotateKeys {
-        did: who.did(),
-        keys: to.public_keys(),
-    }
+    Op::RotateKeys { did: who.did(), keys: to.public_keys() }
 }
 
 #[test]
@@ -97,28 +74,13 @@ fn resolves_devices_and_apps() {
     let app = net.app(&device);
     let resolved = net.state.resolve(&app.did()).unwrap();
     assert!(resolved.is_active());
-    assert_eq!(
-        resolved.record.subject,
-        Subject::App {
-            device: device.did(),
-            name: "chat".into()
-        }
-    );
+    assert_eq!(resolved.record.subject, Subject::App { device: device.did(), name: "chat".into() });
     assert_eq!(resolved.record.keys, app.public_keys());
     let resolved = net.state.resolve(&device.did()).unwrap();
-    assert_eq!(
-        resolved.record.subject,
-        Subject::Device {
-            roles: vec!["relay".into()]
-        }
-    );
+    assert_eq!(resolved.record.subject, Subject::Device { roles: vec!["relay".into()] });
     assert_eq!(resolved.record.registered_at, 1);
     assert_eq!(net.state.head().height, 3);
-    assert!(
-        net.state
-            .resolve(&Identity::generate(IdentityKind::App).did())
-            .is_none()
-    );
+    assert!(net.state.resolve(&Identity::generate(IdentityKind::App).did()).is_none());
     assert_eq!(net.state.network().unwrap().name, "test");
 }
 
@@ -145,16 +107,10 @@ fn rotation_moves_authority_to_the_new_key() {
     net.ok(rotate(&device, &next), Some(&device));
     let app = Identity::generate(IdentityKind::App);
     // The old key no longer speaks for the device...
-    assert!(matches!(
-        net.try_op(register_app(&app, &device), Some(&device)),
-        Err(Rejection::NotHostDevice { .. })
-    ));
+    assert!(matches!(net.try_op(register_app(&app, &device), Some(&device)), Err(Rejection::NotHostDevice { .. })));
     // ...the new one does, under the unchanged DID.
     net.ok(register_app(&app, &device), Some(&next));
-    assert_eq!(
-        net.state.resolve(&device.did()).unwrap().record.keys,
-        next.public_keys()
-    );
+    assert_eq!(net.state.resolve(&device.did()).unwrap().record.keys, next.public_keys());
     assert_eq!(net.state.did_of_key(&next.signing_key()), Some(device.did()));
     assert_eq!(net.state.did_of_key(&device.signing_key()), None);
     assert_eq!(net.state.did_of_key(&app.signing_key()), Some(app.did()));
@@ -164,10 +120,7 @@ fn rotation_moves_authority_to_the_new_key() {
 fn rejects_wrong_signer_on_genesis() {
     let registrar = Identity::generate(IdentityKind::Registrar);
     let stranger = Identity::generate(IdentityKind::Registrar);
-    let genesis = Op::Genesis {
-        network: "x".into(),
-        registrars: vec![registrar.signing_key()],
-    };
+    let genesis = Op::Genesis { network: "x".into(), registrars: vec![registrar.signing_key()] };
     let mut state = LedgerState::new();
     let err = state.append(state.next_entry(genesis, 1, &stranger)).unwrap_err();
     assert!(matches!(err, Rejection::Unauthorized { .. }), "{err}");
@@ -178,15 +131,10 @@ fn rejects_ledgers_that_do_not_start_with_genesis() {
     let registrar = Identity::generate(IdentityKind::Registrar);
     let device = Identity::generate(IdentityKind::Device);
     let mut state = LedgerState::new();
-    let err = state
-        .append(state.next_entry(register_device(&device), 1, &registrar))
-        .unwrap_err();
+    let err = state.append(state.next_entry(register_device(&device), 1, &registrar)).unwrap_err();
     assert_eq!(err, Rejection::NotGenesis);
     let mut net = Net::new();
-    let again = Op::Genesis {
-        network: "again".into(),
-        registrars: vec![net.registrar.signing_key()],
-    };
+    let again = Op::Genesis { network: "again".into(), registrars: vec![net.registrar.signing_key()] };
     assert_eq!(net.try_op(again, None), Err(Rejection::GenesisNotFirst));
 }
 
@@ -194,22 +142,10 @@ fn rejects_ledgers_that_do_not_start_with_genesis() {
 fn rejects_genesis_without_or_with_repeated_registrars() {
     let registrar = Identity::generate(IdentityKind::Registrar);
     let state = LedgerState::new();
-    let none = Op::Genesis {
-        network: "x".into(),
-        registrars: vec![],
-    };
-    assert_eq!(
-        state.clone().append(state.next_entry(none, 1, &registrar)),
-        Err(Rejection::NoRegistrars)
-    );
-    let twice = Op::Genesis {
-        network: "x".into(),
-        registrars: vec![registrar.signing_key(); 2],
-    };
-    assert_eq!(
-        state.clone().append(state.next_entry(twice, 1, &registrar)),
-        Err(Rejection::DuplicateRegistrar)
-    );
+    let none = Op::Genesis { network: "x".into(), registrars: vec![] };
+    assert_eq!(state.clone().append(state.next_entry(none, 1, &registrar)), Err(Rejection::NoRegistrars));
+    let twice = Op::Genesis { network: "x".into(), registrars: vec![registrar.signing_key(); 2] };
+    assert_eq!(state.clone().append(state.next_entry(twice, 1, &registrar)), Err(Rejection::DuplicateRegistrar));
 }
 
 #[test]
@@ -219,26 +155,14 @@ fn rejects_signer_without_authority() {
     let other = net.device();
     let newcomer = Identity::generate(IdentityKind::Device);
     // A device cannot register devices.
-    assert!(matches!(
-        net.try_op(register_device(&newcomer), Some(&device)),
-        Err(Rejection::Unauthorized { .. })
-    ));
+    assert!(matches!(net.try_op(register_device(&newcomer), Some(&device)), Err(Rejection::Unauthorized { .. })));
     // A device cannot revoke or rotate another device.
-    assert!(matches!(
-        net.try_op(revoke(&other), Some(&device)),
-        Err(Rejection::Unauthorized { .. })
-    ));
+    assert!(matches!(net.try_op(revoke(&other), Some(&device)), Err(Rejection::Unauthorized { .. })));
     let keys = Identity::generate(IdentityKind::Device);
-    assert!(matches!(
-        net.try_op(rotate(&other, &keys), Some(&device)),
-        Err(Rejection::Unauthorized { .. })
-    ));
+    assert!(matches!(net.try_op(rotate(&other, &keys), Some(&device)), Err(Rejection::Unauthorized { .. })));
     // An app cannot revoke its device.
     let app = net.app(&device);
-    assert!(matches!(
-        net.try_op(revoke(&device), Some(&app)),
-        Err(Rejection::Unauthorized { .. })
-    ));
+    assert!(matches!(net.try_op(revoke(&device), Some(&app)), Err(Rejection::Unauthorized { .. })));
 }
 
 #[test]
@@ -250,46 +174,27 @@ fn rejects_app_registered_by_another_device() {
     let err = net.try_op(register_app(&app, &host), Some(&other)).unwrap_err();
     assert!(matches!(err, Rejection::NotHostDevice { .. }), "{err}");
     // Nor may a registrar register apps in a device's name.
-    assert!(matches!(
-        net.try_op(register_app(&app, &host), None),
-        Err(Rejection::NotHostDevice { .. })
-    ));
+    assert!(matches!(net.try_op(register_app(&app, &host), None), Err(Rejection::NotHostDevice { .. })));
     // An app cannot host apps.
     let first = net.app(&host);
     let nested = Identity::generate(IdentityKind::App);
-    assert_eq!(
-        net.try_op(register_app(&nested, &first), Some(&first)),
-        Err(Rejection::NotADevice(first.did()))
-    );
+    assert_eq!(net.try_op(register_app(&nested, &first), Some(&first)), Err(Rejection::NotADevice(first.did())));
 }
 
 #[test]
 fn rejects_duplicate_registration_and_reused_keys() {
     let mut net = Net::new();
     let device = net.device();
-    assert_eq!(
-        net.try_op(register_device(&device), None),
-        Err(Rejection::AlreadyRegistered(device.did()))
-    );
+    assert_eq!(net.try_op(register_device(&device), None), Err(Rejection::AlreadyRegistered(device.did())));
     // Another DID claiming the same Noise key.
     let thief = Identity::generate(IdentityKind::Device);
-    let op = Op::RegisterDevice {
-        did: thief.did(),
-        keys: mixed_keys(&thief, &device),
-        roles: vec![],
-    };
+    let op = Op::RegisterDevice { did: thief.did(), keys: mixed_keys(&thief, &device), roles: vec![] };
     assert_eq!(net.try_op(op, None), Err(Rejection::KeyReused));
     // Rotating to a key somebody holds.
     let other = net.device();
-    assert_eq!(
-        net.try_op(rotate(&other, &device), Some(&other)),
-        Err(Rejection::KeyReused)
-    );
+    assert_eq!(net.try_op(rotate(&other, &device), Some(&other)), Err(Rejection::KeyReused));
     // A registrar key cannot become a device key.
-    let op = Op::RotateKeys {
-        did: other.did(),
-        keys: mixed_keys(&net.registrar, &thief),
-    };
+    let op = Op::RotateKeys { did: other.did(), keys: mixed_keys(&net.registrar, &thief) };
     assert_eq!(net.try_op(op, Some(&other)), Err(Rejection::KeyReused));
 }
 
@@ -298,11 +203,7 @@ fn rejects_did_that_does_not_match_its_key() {
     let mut net = Net::new();
     let device = Identity::generate(IdentityKind::Device);
     let other = Identity::generate(IdentityKind::Device);
-    let op = Op::RegisterDevice {
-        did: other.did(),
-        keys: device.public_keys(),
-        roles: vec![],
-    };
+    let op = Op::RegisterDevice { did: other.did(), keys: device.public_keys(), roles: vec![] };
     assert_eq!(net.try_op(op, None), Err(Rejection::DidKeyMismatch(other.did())));
 }
 
@@ -313,40 +214,22 @@ fn rejects_every_operation_on_a_revoked_did() {
     let app = net.app(&device);
     net.ok(revoke(&app), Some(&device));
     let keys = Identity::generate(IdentityKind::App);
-    assert_eq!(
-        net.try_op(rotate(&app, &keys), None),
-        Err(Rejection::Revoked(app.did()))
-    );
+    assert_eq!(net.try_op(rotate(&app, &keys), None), Err(Rejection::Revoked(app.did())));
     assert_eq!(net.try_op(revoke(&app), None), Err(Rejection::Revoked(app.did())));
-    assert_eq!(
-        net.try_op(register_app(&app, &device), Some(&device)),
-        Err(Rejection::AlreadyRegistered(app.did()))
-    );
+    assert_eq!(net.try_op(register_app(&app, &device), Some(&device)), Err(Rejection::AlreadyRegistered(app.did())));
     assert_eq!(
         net.state.resolve(&app.did()).unwrap().status,
-        Status::Revoked(Revocation {
-            seq: 3,
-            reason: "lost".into()
-        })
+        Status::Revoked(Revocation { seq: 3, reason: "lost".into() })
     );
 
     // Revoking a device revokes its apps and ends what the device may do.
     let second = net.app(&device);
     net.ok(revoke(&device), None);
-    assert_eq!(
-        net.state.resolve(&second.did()).unwrap().status,
-        Status::HostRevoked(device.did())
-    );
+    assert_eq!(net.state.resolve(&second.did()).unwrap().status, Status::HostRevoked(device.did()));
     assert_eq!(net.try_op(revoke(&second), None), Err(Rejection::Revoked(device.did())));
     let third = Identity::generate(IdentityKind::App);
-    assert_eq!(
-        net.try_op(register_app(&third, &device), Some(&device)),
-        Err(Rejection::Revoked(device.did()))
-    );
-    assert_eq!(
-        net.try_op(register_device(&device), None),
-        Err(Rejection::AlreadyRegistered(device.did()))
-    );
+    assert_eq!(net.try_op(register_app(&third, &device), Some(&device)), Err(Rejection::Revoked(device.did())));
+    assert_eq!(net.try_op(register_device(&device), None), Err(Rejection::AlreadyRegistered(device.did())));
 }
 
 #[test]
@@ -366,38 +249,14 @@ fn rejects_wrong_previous_hash_and_sequence_gap() {
     let mut net = Net::new();
     let device = Identity::generate(IdentityKind::Device);
     let head = net.state.head();
-    let wrong_prev = Entry::sign(
-        head.height,
-        EntryHash([7; 32]),
-        5_000,
-        register_device(&device),
-        &net.registrar,
-    );
-    assert!(matches!(
-        net.state.append(wrong_prev),
-        Err(Rejection::BrokenChain { .. })
-    ));
-    let gap = Entry::sign(
-        head.height + 1,
-        head.hash,
-        5_000,
-        register_device(&device),
-        &net.registrar,
-    );
-    assert_eq!(
-        net.state.append(gap),
-        Err(Rejection::WrongSequence { expected: 1, found: 2 })
-    );
+    let wrong_prev = Entry::sign(head.height, EntryHash([7; 32]), 5_000, register_device(&device), &net.registrar);
+    assert!(matches!(net.state.append(wrong_prev), Err(Rejection::BrokenChain { .. })));
+    let gap = Entry::sign(head.height + 1, head.hash, 5_000, register_device(&device), &net.registrar);
+    assert_eq!(net.state.append(gap), Err(Rejection::WrongSequence { expected: 1, found: 2 }));
     let replayed = Entry::sign(0, EntryHash::ZERO, 5_000, register_device(&device), &net.registrar);
-    assert_eq!(
-        net.state.append(replayed),
-        Err(Rejection::WrongSequence { expected: 1, found: 0 })
-    );
+    assert_eq!(net.state.append(replayed), Err(Rejection::WrongSequence { expected: 1, found: 0 }));
     let back_in_time = Entry::sign(head.height, head.hash, 10, register_device(&device), &net.registrar);
-    assert!(matches!(
-        net.state.append(back_in_time),
-        Err(Rejection::TimeWentBackwards { .. })
-    ));
+    assert!(matches!(net.state.append(back_in_time), Err(Rejection::TimeWentBackwards { .. })));
     // None of the refused entries changed anything.
     assert_eq!(net.state.head(), head);
     assert!(net.state.resolve(&device.did()).is_none());
@@ -430,21 +289,12 @@ fn replay_reports_earliest_error_across_batches() {
     tampered[300][last] ^= 0x80; // bad signature at 300
     tampered[450] = vec![0xff; 3]; // malformed at 450
     let err = replay(&tampered).unwrap_err();
-    assert_eq!(
-        err,
-        LedgerError {
-            index: 300,
-            reason: Rejection::BadSignature
-        }
-    );
+    assert_eq!(err, LedgerError { index: 300, reason: Rejection::BadSignature });
     tampered.swap(10, 11);
     assert_eq!(replay(&tampered).unwrap_err().index, 10);
 }
 
 /// Keys that mix two identities, for key-reuse attacks.
 fn mixed_keys(signing_from: &Identity, noise_from: &Identity) -> crate::identity::PublicKeys {
-    crate::identity::PublicKeys {
-        signing: signing_from.signing_key(),
-        noise: noise_from.noise_key(),
-    }
+    crate::identity::PublicKeys { signing: signing_from.signing_key(), noise: noise_from.noise_key() }
 }

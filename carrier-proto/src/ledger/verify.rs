@@ -44,11 +44,7 @@ impl Replay {
     /// Starts replaying on top of `state` (usually empty).
     pub fn new(state: LedgerState) -> Self {
         let next_index = state.head().height;
-        Self {
-            state,
-            pending: Vec::with_capacity(BATCH),
-            next_index,
-        }
+        Self { state, pending: Vec::with_capacity(BATCH), next_index }
     }
 
     /// Takes the next encoded entry.
@@ -66,10 +62,7 @@ impl Replay {
             Err(e) => {
                 // Earlier entries may hide an earlier error: report that first.
                 self.flush()?;
-                Err(LedgerError {
-                    index,
-                    reason: Rejection::Malformed(e),
-                })
+                Err(LedgerError { index, reason: Rejection::Malformed(e) })
             }
         }
     }
@@ -86,14 +79,9 @@ impl Replay {
         for (offset, entry) in entries.iter().enumerate() {
             let index = self.state.head().height;
             if first_bad == Some(offset) {
-                return Err(LedgerError {
-                    index,
-                    reason: Rejection::BadSignature,
-                });
+                return Err(LedgerError { index, reason: Rejection::BadSignature });
             }
-            self.state
-                .apply_signed(entry)
-                .map_err(|reason| LedgerError { index, reason })?;
+            self.state.apply_signed(entry).map_err(|reason| LedgerError { index, reason })?;
         }
         self.pending = entries;
         self.pending.clear();

@@ -151,19 +151,11 @@ impl LedgerDir {
 
 pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
     match command {
-        LedgerCommand::Genesis {
-            at,
-            network,
-            key,
-            registrars,
-        } => {
+        LedgerCommand::Genesis { at, network, key, registrars } => {
             let signer = keystore::load_kind(&key, IdentityKind::Registrar)?;
             let mut keys = vec![signer.signing_key()];
             keys.extend(registrars.iter().map(Did::signing_key));
-            let op = Op::Genesis {
-                network,
-                registrars: keys,
-            };
+            let op = Op::Genesis { network, registrars: keys };
             let path = at.path()?;
             let entry = LedgerState::new().next_entry(op, now_ms(), &signer);
             let store = LedgerStore::create(&path, entry)?;
@@ -174,22 +166,13 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
         }
         LedgerCommand::RegisterDevice { at, key, roles, card } => {
             let card = read_card(&card, IdentityKind::Device)?;
-            let op = Op::RegisterDevice {
-                did: card.did(),
-                keys: card.keys(),
-                roles,
-            };
+            let op = Op::RegisterDevice { did: card.did(), keys: card.keys(), roles };
             append(&at, &key, Some(IdentityKind::Registrar), op)
         }
         LedgerCommand::RegisterApp { at, key, name, card } => {
             let card = read_card(&card, IdentityKind::App)?;
             let device = keystore::load_kind(&key, IdentityKind::Device)?;
-            let op = Op::RegisterApp {
-                did: card.did(),
-                keys: card.keys(),
-                device: device.did(),
-                name,
-            };
+            let op = Op::RegisterApp { did: card.did(), keys: card.keys(), device: device.did(), name };
             sign_and_append(&at, &device, op)
         }
         LedgerCommand::Rotate { at, key, did, card } => {
@@ -207,10 +190,7 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
         }
         LedgerCommand::Resolve { at, json, did } => {
             let store = at.open()?;
-            let resolution = store
-                .state()
-                .resolve(&did)
-                .with_context(|| format!("{did} is not on this ledger"))?;
+            let resolution = store.state().resolve(&did).with_context(|| format!("{did} is not on this ledger"))?;
             render::resolution(&resolution, json);
             Ok(())
         }
@@ -238,10 +218,7 @@ fn sign_and_append(at: &LedgerDir, signer: &Identity, op: Op) -> anyhow::Result<
     let entry = store.state().next_entry(op, now_ms(), signer);
     let (seq, name) = (entry.seq(), entry.op().name());
     store.append(entry)?;
-    println!(
-        "appended entry {seq} ({name}); ledger height {}",
-        store.state().head().height
-    );
+    println!("appended entry {seq} ({name}); ledger height {}", store.state().head().height);
     Ok(())
 }
 
@@ -256,17 +233,11 @@ fn card_text(arg: &str) -> anyhow::Result<String> {
 fn read_card(arg: &str, kind: IdentityKind) -> anyhow::Result<Card> {
     let card = Card::parse(&card_text(arg)?)?;
     if card.kind() != kind {
-        bail!(
-            "this is the card of a {}, but a {kind} card is needed here",
-            card.kind()
-        );
+        bail!("this is the card of a {}, but a {kind} card is needed here", card.kind());
     }
     Ok(card)
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

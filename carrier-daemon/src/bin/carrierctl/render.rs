@@ -40,12 +40,7 @@ fn entry_json(state: &LedgerState, entry: &Entry) -> Value {
         Op::RegisterDevice { did, keys, roles } => json!({
             "did": did.to_string(), "noise_key": keys.noise.to_string(), "roles": roles,
         }),
-        Op::RegisterApp {
-            did,
-            keys,
-            device,
-            name,
-        } => json!({
+        Op::RegisterApp { did, keys, device, name } => json!({
             "did": did.to_string(), "noise_key": keys.noise.to_string(), "device": device.to_string(), "name": name,
         }),
         Op::RotateKeys { did, keys } => json!({
@@ -147,11 +142,7 @@ fn subject(op: &Op) -> String {
 fn signer(state: &LedgerState, key: SigningPublicKey) -> String {
     let did = Did::from_signing_key(key);
     let registrar = state.network().is_some_and(|n| n.registrars.contains(&key));
-    if registrar {
-        format!("{did} (registrar)")
-    } else {
-        did.to_string()
-    }
+    if registrar { format!("{did} (registrar)") } else { did.to_string() }
 }
 
 fn time(ms: u64) -> String {
