@@ -85,6 +85,15 @@ fn hops(tables: &HashMap<PeerId, Vec<PeerId>>, from: PeerId, target: PeerId) -> 
     Some(hops)
 }
 
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn percentile<T: Copy + Ord>(values: &mut [T], p: f64) -> T {
     values.sort();
     values[((values.len() - 1) as f64 * p).round() as usize]
@@ -138,6 +147,16 @@ async fn run(n: usize) {
     let mut sizes: Vec<usize> = tables.values().map(Vec::len).collect();
     let (median_size, min_size) = (percentile(&mut sizes, 0.5), sizes[0]);
     println!("routing tables: median {median_size} peers, smallest {min_size}");
+    let mut link_ends = 0;
+    for node in &nodes {
+        link_ends += node.overlay.peers().await.unwrap().len();
+    }
+    let rss = rss_kib();
+    println!(
+        "process memory {:.0} MiB for {n} nodes and {link_ends} link ends: {:.0} KiB per link end, all per-node costs included",
+        rss as f64 / 1024.0,
+        rss as f64 / link_ends.max(1) as f64
+    );
 
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let pick_pair = |rng: &mut XorShift| loop {

@@ -31,7 +31,8 @@ pub type Output = (PeerId, LinkMuxer);
 pub struct CarrierTransport {
     ctx: Arc<LinkContext>,
     endpoint: Option<quinn::Endpoint>,
-    listener: Option<(ListenerId, Multiaddr)>,
+    /// The listener and the addresses it is reachable at.
+    listener: Option<(ListenerId, Vec<Multiaddr>)>,
     /// Admitted inbound links from the accept task.
     inbound: Option<mpsc::Receiver<Link>>,
     events: VecDeque<TransportEvent<Ready<Result<Output, LinkError>>, LinkError>>,
@@ -67,6 +68,28 @@ pub fn parse_addr(addr: &Multiaddr) -> Option<(SocketAddr, Option<PeerId>)> {
     parts.next().is_none().then_some((SocketAddr::new(ip, port), peer))
 }
 
+/// The addresses a listener bound to `bound` can be reached at: `bound`
+/// itself, or for an unspecified address (0.0.0.0, ::) one per local
+/// interface address of that family, so peers never learn "0.0.0.0".
+fn reachable_addrs(bound: SocketAddr) -> Vec<Multiaddr> {
+    if !bound.ip().is_unspecified() {
+        return vec![to_multiaddr(bound)];
+    }
+    let interfaces = if_addrs::get_if_addrs().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot list network interfaces; reporting loopback only");
+        Vec::new()
+    });
+    let mut ips: Vec<IpAddr> = interfaces
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() == bound.is_ipv4() && !ip.is_unspecified())
+        .collect();
+    if ips.is_empty() {
+        ips.push(if bound.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+    }
+    ips.into_iter().map(|ip| to_multiaddr(SocketAddr::new(ip, bound.port()))).collect()
+}
+
 /// The multiaddr of a socket address.
 pub fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
     Multiaddr::from(addr.ip()).with(Protocol::Udp(addr.port())).with(Protocol::QuicV1).with(Protocol::Noise)
@@ -94,9 +117,11 @@ impl Transport for CarrierTransport {
         let bound = endpoint.local_addr().map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
-        let listen_addr = to_multiaddr(bound);
-        self.events.push_back(TransportEvent::NewAddress { listener_id: id, listen_addr: listen_addr.clone() });
-        self.listener = Some((id, listen_addr));
+        let addrs = reachable_addrs(bound);
+        for listen_addr in &addrs {
+            self.events.push_back(TransportEvent::NewAddress { listener_id: id, listen_addr: listen_addr.clone() });
+        }
+        self.listener = Some((id, addrs));
         self.endpoint = Some(endpoint);
         self.inbound = Some(rx);
         Ok(())
@@ -145,15 +170,17 @@ impl Transport for CarrierTransport {
         if let Some(event) = self.events.pop_front() {
             return Poll::Ready(event);
         }
-        let Some((listener_id, local_addr)) = self.listener.clone() else {
-            return Poll::Pending;
-        };
-        let Some(inbound) = self.inbound.as_mut() else {
-            return Poll::Pending;
-        };
+        let Some((listener_id, addrs)) = &self.listener else { return Poll::Pending };
+        let (listener_id, fallback) = (*listener_id, addrs.first().cloned().unwrap_or_else(Multiaddr::empty));
+        let Some(inbound) = self.inbound.as_mut() else { return Poll::Pending };
         match inbound.poll_recv(cx) {
             Poll::Ready(Some(link)) => {
                 let send_back_addr = to_multiaddr(link.connection.remote_address());
+                // The address this connection reached us at, where the OS says.
+                let local_addr = match (link.connection.local_ip(), parse_addr(&fallback)) {
+                    (Some(ip), Some((bound, _))) => to_multiaddr(SocketAddr::new(ip, bound.port())),
+                    _ => fallback,
+                };
                 let output = (peer_id_of(&link), LinkMuxer::new(link.connection));
                 Poll::Ready(TransportEvent::Incoming {
                     listener_id,
@@ -192,6 +219,19 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkContext>, admitted:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unspecified_listen_address_is_reported_per_interface() {
+        let addrs = reachable_addrs("0.0.0.0:4001".parse().unwrap());
+        assert!(!addrs.is_empty());
+        for addr in &addrs {
+            let (socket, _) = parse_addr(addr).unwrap();
+            assert!(socket.is_ipv4() && !socket.ip().is_unspecified() && socket.port() == 4001, "{addr}");
+        }
+        assert!(addrs.contains(&"/ip4/127.0.0.1/udp/4001/quic-v1/noise".parse().unwrap()));
+        let fixed = reachable_addrs("127.0.0.1:9".parse().unwrap());
+        assert_eq!(fixed, vec!["/ip4/127.0.0.1/udp/9/quic-v1/noise".parse::<Multiaddr>().unwrap()]);
+    }
 
     #[test]
     fn parses_carrier_addresses_only() {
