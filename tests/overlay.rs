@@ -10,39 +10,12 @@ use carrier_daemon::ledger::SharedLedger;
 use carrier_daemon::link::{LinkContext, LinkLimits};
 use carrier_daemon::overlay::{Overlay, OverlayConfig, OverlayEvent};
 use carrier_proto::identity::{Did, Identity, IdentityKind};
-use carrier_proto::ledger::{Entry, LedgerState, Op};
+use carrier_proto::ledger::LedgerState;
+use carrier_proto::testing::TestNetwork;
 use libp2p::Multiaddr;
 use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-struct Net {
-    registrar: Identity,
-    ledger: LedgerState,
-}
-
-impl Net {
-    fn new() -> Self {
-        let registrar = Identity::generate(IdentityKind::Registrar);
-        let mut ledger = LedgerState::new();
-        let genesis = Op::Genesis { network: "overlay".into(), registrars: vec![registrar.signing_key()] };
-        ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
-        Self { registrar, ledger }
-    }
-
-    fn register(&mut self) -> Identity {
-        let device = Identity::generate(IdentityKind::Device);
-        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
-        self.ledger.append(self.ledger.next_entry(op, 2, &self.registrar)).unwrap();
-        device
-    }
-
-    fn revoke(&mut self, did: Did) -> Entry {
-        let entry = self.ledger.next_entry(Op::Revoke { did, reason: "test".into() }, 3, &self.registrar);
-        self.ledger.append(entry.clone()).unwrap();
-        entry
-    }
-}
 
 struct Node {
     did: Did,
@@ -91,8 +64,8 @@ async fn wait_for_all(node: &mut Node, mut wanted: Vec<OverlayEvent>) {
 }
 
 /// Starts `n` registered nodes; all but the first join through the first.
-async fn network(net: &mut Net, n: usize) -> Vec<Node> {
-    let ids: Vec<Identity> = (0..n).map(|_| net.register()).collect();
+async fn network(net: &mut TestNetwork, n: usize) -> Vec<Node> {
+    let ids: Vec<Identity> = (0..n).map(|_| net.register_device()).collect();
     let mut ids = ids.into_iter();
     let first = start(ids.next().unwrap(), net.ledger.clone(), None).await;
     let bootstrap = first.overlay.listen_addr().clone();
@@ -110,7 +83,7 @@ async fn network(net: &mut Net, n: usize) -> Vec<Node> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_find_and_link_every_other_by_did() {
-    let mut net = Net::new();
+    let mut net = TestNetwork::new("overlay");
     let nodes = network(&mut net, 5).await;
     // A lookup alone finds a peer nobody introduced us to.
     let lookup = nodes[1].overlay.lookup(nodes[3].did).await.unwrap();
@@ -134,7 +107,7 @@ async fn five_nodes_find_and_link_every_other_by_did() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unregistered_node_gets_no_link_and_no_route() {
-    let mut net = Net::new();
+    let mut net = TestNetwork::new("overlay");
     let mut nodes = network(&mut net, 3).await;
     let bootstrap = nodes[0].overlay.listen_addr().clone();
     // Valid keys and a copy of the ledger, but not on it.
@@ -154,7 +127,7 @@ async fn unregistered_node_gets_no_link_and_no_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_cuts_every_link_within_two_seconds_for_good() {
-    let mut net = Net::new();
+    let mut net = TestNetwork::new("overlay");
     let mut nodes = network(&mut net, 5).await;
     let victim = nodes[4].did;
     for node in &nodes[..4] {

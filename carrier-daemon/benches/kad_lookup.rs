@@ -15,6 +15,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +24,8 @@ use std::time::{Duration, Instant};
 use carrier_daemon::ledger::SharedLedger;
 use carrier_daemon::link::{LinkContext, LinkLimits};
 use carrier_daemon::overlay::{Overlay, OverlayConfig, OverlayEvent};
-use carrier_proto::identity::{Did, Identity, IdentityKind};
-use carrier_proto::ledger::{LedgerState, Op};
+use carrier_proto::identity::{Did, Identity};
+use carrier_proto::testing::TestNetwork;
 use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
 use tokio::sync::broadcast;
@@ -85,30 +87,15 @@ fn hops(tables: &HashMap<PeerId, Vec<PeerId>>, from: PeerId, target: PeerId) -> 
     Some(hops)
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn percentile<T: Copy + Ord>(values: &mut [T], p: f64) -> T {
     values.sort();
     values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
 async fn run(n: usize) {
-    let registrar = Identity::generate(IdentityKind::Registrar);
-    let mut ledger = LedgerState::new();
-    let genesis = Op::Genesis { network: "kad-bench".into(), registrars: vec![registrar.signing_key()] };
-    ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
-    let ids: Vec<Identity> = (0..n).map(|_| Identity::generate(IdentityKind::Device)).collect();
-    for id in &ids {
-        let op = Op::RegisterDevice { did: id.did(), keys: id.public_keys(), roles: vec![] };
-        ledger.append(ledger.next_entry(op, 2, &registrar)).unwrap();
-    }
+    let mut net = TestNetwork::new("kad-bench");
+    let ids: Vec<Identity> = (0..n).map(|_| net.register_device()).collect();
+    let ledger = net.ledger;
 
     let started = Instant::now();
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
@@ -151,7 +138,7 @@ async fn run(n: usize) {
     for node in &nodes {
         link_ends += node.overlay.peers().await.unwrap().len();
     }
-    let rss = rss_kib();
+    let rss = support::rss_kib();
     println!(
         "process memory {:.0} MiB for {n} nodes and {link_ends} link ends: {:.0} KiB per link end, all per-node costs included",
         rss as f64 / 1024.0,

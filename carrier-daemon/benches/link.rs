@@ -13,31 +13,22 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use carrier_daemon::ledger::SharedLedger;
 use carrier_daemon::link::{LinkContext, LinkLimits, quic};
-use carrier_proto::identity::{Did, Identity, IdentityKind};
-use carrier_proto::ledger::{LedgerState, Op};
+use carrier_proto::identity::{Did, Identity};
+use carrier_proto::ledger::LedgerState;
+use carrier_proto::testing::TestNetwork;
 
 const LATENCY_SAMPLES: usize = 400;
 const THROUGHPUT_DIALS: usize = 2_000;
 const IN_FLIGHT: usize = 32;
 const IDLE_LINKS: usize = 500;
-
-fn ledger_with(devices: &[&Identity]) -> LedgerState {
-    let registrar = Identity::generate(IdentityKind::Registrar);
-    let mut ledger = LedgerState::new();
-    let genesis = Op::Genesis { network: "bench".into(), registrars: vec![registrar.signing_key()] };
-    ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
-    for device in devices {
-        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
-        ledger.append(ledger.next_entry(op, 2, &registrar)).unwrap();
-    }
-    ledger
-}
 
 fn context(identity: Identity, ledger: &LedgerState) -> Arc<LinkContext> {
     let did = identity.did();
@@ -84,15 +75,6 @@ fn show(name: &str, mut samples: Vec<Duration>) -> Duration {
     let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
     println!("  {name:<28} p50 {:>7.0} µs   p99 {:>7.0} µs", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
     p50
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 async fn dial_admitted(ctx: &LinkContext, endpoint: &quinn::Endpoint, addr: SocketAddr, to: Did) -> quinn::Connection {
@@ -177,7 +159,7 @@ async fn run(client: Arc<LinkContext>, server_did: Did, carrier_addr: SocketAddr
 
     println!("\nmemory, {IDLE_LINKS} idle links (both ends in this process):");
     for carrier in [false, true] {
-        let before = rss_kib();
+        let before = support::rss_kib();
         let mut open = Vec::with_capacity(IDLE_LINKS);
         for _ in 0..IDLE_LINKS {
             open.push(match carrier {
@@ -186,7 +168,7 @@ async fn run(client: Arc<LinkContext>, server_did: Did, carrier_addr: SocketAddr
             });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let grown = rss_kib().saturating_sub(before);
+        let grown = support::rss_kib().saturating_sub(before);
         let name = if carrier { "Carrier link" } else { "plain QUIC connection" };
         println!(
             "  {name:<28} {:>5.1} KiB per link ({:.1} KiB per end)",
@@ -204,9 +186,10 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(name).enable_all().build().unwrap()
     };
     let (listener, dialer) = (runtime("listener"), runtime("dialer"));
-    let (client, server) = (Identity::generate(IdentityKind::Device), Identity::generate(IdentityKind::Device));
+    let mut net = TestNetwork::new("bench");
+    let (client, server) = (net.register_device(), net.register_device());
     let server_did = server.did();
-    let ledger = ledger_with(&[&client, &server]);
+    let ledger = net.ledger;
     let server = context(server, &ledger);
     // Endpoints and accept loops live on the listener's runtime.
     let (carrier_addr, plain_addr) = listener.block_on(async { (serve(Some(server)), serve(None)) });

@@ -37,6 +37,8 @@ pub mod handshake;
 pub mod identity;
 pub mod keystore;
 pub mod ledger;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// Types generated from `proto/carrier/v1`. The proto files are the source of
 /// truth for every format; these are their Rust form.

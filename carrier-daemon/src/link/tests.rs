@@ -6,35 +6,13 @@ use std::time::Duration;
 
 use carrier_proto::handshake::frame;
 use carrier_proto::identity::IdentityKind;
-use carrier_proto::ledger::{LedgerState, Op};
+use carrier_proto::ledger::LedgerState;
+use carrier_proto::testing::TestNetwork;
 use tokio::sync::mpsc;
 
 use super::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A network's ledger, with helpers to register devices.
-struct Net {
-    registrar: Identity,
-    ledger: LedgerState,
-}
-
-impl Net {
-    fn new() -> Self {
-        let registrar = Identity::generate(IdentityKind::Registrar);
-        let mut ledger = LedgerState::new();
-        let genesis = Op::Genesis { network: "links".into(), registrars: vec![registrar.signing_key()] };
-        ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
-        Self { registrar, ledger }
-    }
-
-    fn register(&mut self) -> Identity {
-        let device = Identity::generate(IdentityKind::Device);
-        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
-        self.ledger.append(self.ledger.next_entry(op, 2, &self.registrar)).unwrap();
-        device
-    }
-}
 
 /// One endpoint with an accept loop that reports every inbound outcome.
 struct Node {
@@ -93,8 +71,8 @@ fn refused_by_peer(result: Result<Link, LinkError>) -> Refusal {
 
 #[tokio::test]
 async fn registered_devices_link_by_did_and_by_address() {
-    let mut net = Net::new();
-    let (a, b) = (net.register(), net.register());
+    let mut net = TestNetwork::new("links");
+    let (a, b) = (net.register_device(), net.register_device());
     let (a_did, b_did) = (a.did(), b.did());
     let node_a = Node::start(a, net.ledger.clone());
     let mut node_b = Node::start(b, net.ledger.clone());
@@ -114,8 +92,8 @@ async fn registered_devices_link_by_did_and_by_address() {
 
 #[tokio::test]
 async fn unregistered_node_gets_no_link() {
-    let mut net = Net::new();
-    let b = net.register();
+    let mut net = TestNetwork::new("links");
+    let b = net.register_device();
     let b_did = b.did();
     let stranger = Identity::generate(IdentityKind::Device);
     let node_s = Node::start(stranger, net.ledger.clone());
@@ -126,7 +104,7 @@ async fn unregistered_node_gets_no_link() {
     }
     // And a registered node does not link to the stranger either.
     let mut node_s = node_s;
-    let a = net.register();
+    let a = net.register_device();
     let node_a = Node::start(a, net.ledger.clone());
     assert_eq!(refused(node_a.dial(&node_s, None).await), Refusal::UnknownIdentity);
     assert!(node_s.next_inbound().await.is_err());
@@ -134,8 +112,8 @@ async fn unregistered_node_gets_no_link() {
 
 #[tokio::test]
 async fn registered_did_with_other_keys_is_a_key_mismatch() {
-    let mut net = Net::new();
-    let (victim, b) = (net.register(), net.register());
+    let mut net = TestNetwork::new("links");
+    let (victim, b) = (net.register_device(), net.register_device());
     // The impostor claims the victim's DID but holds only its own keys.
     let impostor = Identity::generate(IdentityKind::Device);
     let node_i = Node::start_with(impostor, victim.did(), net.ledger.clone(), LinkLimits::default());
@@ -146,9 +124,9 @@ async fn registered_did_with_other_keys_is_a_key_mismatch() {
 
 #[tokio::test]
 async fn other_network_is_refused() {
-    let mut home = Net::new();
-    let mut other = Net::new();
-    let (a, b) = (other.register(), home.register());
+    let mut home = TestNetwork::new("links");
+    let mut other = TestNetwork::new("links");
+    let (a, b) = (other.register_device(), home.register_device());
     let node_a = Node::start(a, other.ledger.clone());
     let mut node_b = Node::start(b, home.ledger.clone());
     assert_eq!(refused_by_peer(node_a.dial(&node_b, None).await), Refusal::WrongNetwork);
@@ -173,8 +151,8 @@ async fn raw_first_stream(to: &Node, bytes: &[u8], finish: bool) -> Option<Refus
 
 #[tokio::test]
 async fn garbage_truncated_and_oversized_first_streams_are_closed_with_a_reason() {
-    let mut net = Net::new();
-    let (a, b) = (net.register(), net.register());
+    let mut net = TestNetwork::new("links");
+    let (a, b) = (net.register_device(), net.register_device());
     let a_did = a.did();
     let node_a = Node::start(a, net.ledger.clone());
     let mut node_b = Node::start(b, net.ledger.clone());
@@ -198,8 +176,8 @@ async fn garbage_truncated_and_oversized_first_streams_are_closed_with_a_reason(
 
 #[tokio::test]
 async fn silent_client_times_out() {
-    let mut net = Net::new();
-    let b = net.register();
+    let mut net = TestNetwork::new("links");
+    let b = net.register_device();
     let did = b.did();
     let short = LinkLimits { handshake_timeout: Duration::from_millis(300), ..LinkLimits::default() };
     let mut node_b = Node::start_with(b, did, net.ledger.clone(), short);
@@ -237,8 +215,8 @@ fn spawn_relay(to: SocketAddr) -> SocketAddr {
 
 #[tokio::test]
 async fn man_in_the_middle_fails_the_channel_binding() {
-    let mut net = Net::new();
-    let (a, b) = (net.register(), net.register());
+    let mut net = TestNetwork::new("links");
+    let (a, b) = (net.register_device(), net.register_device());
     let (a_did, b_did) = (a.did(), b.did());
     // The relay does not pass close codes on, so the dialer waits out its
     // handshake timeout in the IK case; keep it short.
@@ -260,8 +238,8 @@ async fn man_in_the_middle_fails_the_channel_binding() {
 #[tokio::test]
 async fn replayed_hello_on_a_new_connection_fails_the_binding() {
     use carrier_proto::handshake::{ChannelBinding, EXPORTER_LABEL, Initiator, Local};
-    let mut net = Net::new();
-    let (a, b) = (net.register(), net.register());
+    let mut net = TestNetwork::new("links");
+    let (a, b) = (net.register_device(), net.register_device());
     let b_did = b.did();
     let mut node_b = Node::start(b, net.ledger.clone());
     let endpoint = quic::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -281,8 +259,8 @@ async fn replayed_hello_on_a_new_connection_fails_the_binding() {
 
 #[tokio::test]
 async fn a_flood_of_strangers_does_not_starve_registered_peers() {
-    let mut net = Net::new();
-    let (a, b) = (net.register(), net.register());
+    let mut net = TestNetwork::new("links");
+    let (a, b) = (net.register_device(), net.register_device());
     let (a_did, b_did) = (a.did(), b.did());
     let limits =
         LinkLimits { max_handshakes_per_ip: 4, handshake_timeout: Duration::from_secs(3), ..LinkLimits::default() };

@@ -6,41 +6,11 @@ use proptest::prelude::*;
 use super::*;
 use crate::identity::{Identity, IdentityKind};
 use crate::ledger::Op;
+use crate::testing::TestNetwork;
 
-/// A ledger with a registrar, and devices registered on it.
-struct Net {
-    registrar: Identity,
-    ledger: LedgerState,
-}
-
-impl Net {
-    fn new(name: &str) -> Self {
-        let registrar = Identity::generate(IdentityKind::Registrar);
-        let mut ledger = LedgerState::new();
-        let genesis = Op::Genesis { network: name.into(), registrars: vec![registrar.signing_key()] };
-        ledger.append(ledger.next_entry(genesis, 1, &registrar)).unwrap();
-        Self { registrar, ledger }
-    }
-
-    fn device(&mut self) -> Identity {
-        let device = Identity::generate(IdentityKind::Device);
-        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
-        self.ledger.append(self.ledger.next_entry(op, 2, &self.registrar)).unwrap();
-        device
-    }
-
-    fn op(&mut self, op: Op, signer: &Identity) {
-        self.ledger.append(self.ledger.next_entry(op, 3, signer)).unwrap();
-    }
-
-    fn revoke(&mut self, did: Did) {
-        let op = Op::Revoke { did, reason: "test".into() };
-        self.ledger.append(self.ledger.next_entry(op, 3, &self.registrar)).unwrap();
-    }
-
-    fn local<'a>(&self, identity: &'a Identity) -> Local<'a> {
-        Local { did: identity.did(), identity, network_id: self.ledger.network().unwrap().id, head: self.ledger.head() }
-    }
+/// This side's handshake identity on `net`.
+fn local<'a>(net: &TestNetwork, identity: &'a Identity) -> Local<'a> {
+    Local { did: identity.did(), identity, network_id: net.ledger.network().unwrap().id, head: net.ledger.head() }
 }
 
 const BINDING: ChannelBinding = ChannelBinding([7; 32]);
@@ -86,11 +56,12 @@ fn reason(outcome: &Result<Admitted, HandshakeError>) -> Refusal {
 
 #[test]
 fn ik_admits_both_sides() {
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
-    let (initiator, _) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
+    let (initiator, _) = Initiator::start(&local(&net, &a), &BINDING, &net.ledger, Some(b.did())).unwrap();
     assert_eq!(initiator.pattern(), Pattern::Ik);
-    let (at_a, at_b) = run((net.local(&a), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), Some(b.did()));
+    let (at_a, at_b) =
+        run((local(&net, &a), &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), Some(b.did()));
     assert_eq!(at_a.unwrap().did, b.did());
     let at_b = at_b.unwrap();
     assert_eq!(at_b.did, a.did());
@@ -100,23 +71,23 @@ fn ik_admits_both_sides() {
 
 #[test]
 fn xx_admits_both_sides_when_dialing_an_address() {
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
-    let (initiator, _) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
+    let (initiator, _) = Initiator::start(&local(&net, &a), &BINDING, &net.ledger, None).unwrap();
     assert_eq!(initiator.pattern(), Pattern::Xx);
-    let (at_a, at_b) = run((net.local(&a), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), None);
+    let (at_a, at_b) = run((local(&net, &a), &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), None);
     assert_eq!(at_a.unwrap().did, b.did());
     assert_eq!(at_b.unwrap().did, a.did());
 }
 
 #[test]
 fn rejects_unregistered_dialer_with_valid_keys() {
-    let mut net = Net::new("n");
-    let b = net.device();
+    let mut net = TestNetwork::new("n");
+    let b = net.register_device();
     let stranger = Identity::generate(IdentityKind::Device);
     for expected in [Some(b.did()), None] {
         let (at_s, at_b) =
-            run((net.local(&stranger), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), expected);
+            run((local(&net, &stranger), &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), expected);
         assert_eq!(reason(&at_b), Refusal::UnknownIdentity);
         assert!(at_s.is_err());
     }
@@ -124,44 +95,44 @@ fn rejects_unregistered_dialer_with_valid_keys() {
 
 #[test]
 fn rejects_unregistered_listener() {
-    let mut net = Net::new("n");
-    let a = net.device();
+    let mut net = TestNetwork::new("n");
+    let a = net.register_device();
     let stranger = Identity::generate(IdentityKind::Device);
     // The stranger's own ledger (a copy) lists the dialer, so only the
     // dialer's check can stop it.
-    let (at_a, _) = run((net.local(&a), &net.ledger, BINDING), (net.local(&stranger), &net.ledger, BINDING), None);
+    let (at_a, _) = run((local(&net, &a), &net.ledger, BINDING), (local(&net, &stranger), &net.ledger, BINDING), None);
     assert_eq!(reason(&at_a), Refusal::UnknownIdentity);
 }
 
 #[test]
 fn rejects_revoked_peer() {
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
     net.revoke(a.did());
     for expected in [Some(b.did()), None] {
-        let (_, at_b) = run((net.local(&a), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), expected);
+        let (_, at_b) = run((local(&net, &a), &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), expected);
         assert_eq!(reason(&at_b), Refusal::Revoked);
     }
 }
 
 #[test]
 fn rejects_registered_did_with_foreign_keys() {
-    let mut net = Net::new("n");
-    let (victim, b) = (net.device(), net.device());
+    let mut net = TestNetwork::new("n");
+    let (victim, b) = (net.register_device(), net.register_device());
     let impostor = Identity::generate(IdentityKind::Device);
     // The impostor claims the victim's DID but holds only its own keys.
-    let claim = Local { did: victim.did(), ..net.local(&impostor) };
+    let claim = Local { did: victim.did(), ..local(&net, &impostor) };
     for expected in [Some(b.did()), None] {
-        let (_, at_b) = run((claim, &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), expected);
+        let (_, at_b) = run((claim, &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), expected);
         assert_eq!(reason(&at_b), Refusal::KeyMismatch);
     }
 }
 
 #[test]
 fn rejects_forged_payload_signature() {
-    let mut net = Net::new("n");
-    let a = net.device();
-    let mut forged = pb::HandshakePayload::decode(net.local(&a).payload().as_slice()).unwrap();
+    let mut net = TestNetwork::new("n");
+    let a = net.register_device();
+    let mut forged = pb::HandshakePayload::decode(local(&net, &a).payload().as_slice()).unwrap();
     forged.noise_key_signature[0] ^= 1;
     let err = admission::admit(&net.ledger, &forged.encode_to_vec(), a.noise_key().as_bytes(), None).unwrap_err();
     assert_eq!(err.reason, Refusal::KeyMismatch);
@@ -169,11 +140,11 @@ fn rejects_forged_payload_signature() {
 
 #[test]
 fn rejects_other_network() {
-    let mut home = Net::new("home");
-    let mut other = Net::new("other");
-    let a = other.device();
-    let b = home.device();
-    let (_, at_b) = run((other.local(&a), &other.ledger, BINDING), (home.local(&b), &home.ledger, BINDING), None);
+    let mut home = TestNetwork::new("home");
+    let mut other = TestNetwork::new("other");
+    let a = other.register_device();
+    let b = home.register_device();
+    let (_, at_b) = run((local(&other, &a), &other.ledger, BINDING), (local(&home, &b), &home.ledger, BINDING), None);
     assert_eq!(reason(&at_b), Refusal::WrongNetwork);
 }
 
@@ -181,12 +152,12 @@ fn rejects_other_network() {
 fn rejects_relay_through_a_man_in_the_middle() {
     // The relay terminates QUIC on both sides, so each side exports
     // different keying material; the Noise messages it relays cannot verify.
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
     for expected in [Some(b.did()), None] {
         let (at_a, at_b) = run(
-            (net.local(&a), &net.ledger, ChannelBinding([1; 32])),
-            (net.local(&b), &net.ledger, ChannelBinding([2; 32])),
+            (local(&net, &a), &net.ledger, ChannelBinding([1; 32])),
+            (local(&net, &b), &net.ledger, ChannelBinding([2; 32])),
             expected,
         );
         assert!(at_a.is_err() && at_b.is_err());
@@ -197,28 +168,28 @@ fn rejects_relay_through_a_man_in_the_middle() {
 
 #[test]
 fn rejects_replayed_messages() {
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
     // Record a full IK session on one connection...
-    let (_, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    let (_, hello) = Initiator::start(&local(&net, &a), &BINDING, &net.ledger, Some(b.did())).unwrap();
     // ...and replay the dialer's first message on a new connection.
     let fresh = ChannelBinding([9; 32]);
-    let err = Responder::new(net.local(&b), fresh).read_hello(&hello, &net.ledger).err().unwrap();
+    let err = Responder::new(local(&net, &b), fresh).read_hello(&hello, &net.ledger).err().unwrap();
     assert_eq!(err.reason, Refusal::BadBinding);
 
     // XX: replay message 3 of one session into another session.
-    let (initiator, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
+    let (initiator, hello) = Initiator::start(&local(&net, &a), &BINDING, &net.ledger, None).unwrap();
     let ResponderStep::AwaitPayload { message, .. } =
-        Responder::new(net.local(&b), BINDING).read_hello(&hello, &net.ledger).unwrap()
+        Responder::new(local(&net, &b), BINDING).read_hello(&hello, &net.ledger).unwrap()
     else {
         panic!("expected XX");
     };
     let Ok(InitiatorStep::AwaitVerdict { message: msg3, .. }) = initiator.read_response(&message, &net.ledger) else {
         panic!("expected message 3");
     };
-    let (_, hello2) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, None).unwrap();
+    let (_, hello2) = Initiator::start(&local(&net, &a), &BINDING, &net.ledger, None).unwrap();
     let ResponderStep::AwaitPayload { next, .. } =
-        Responder::new(net.local(&b), BINDING).read_hello(&hello2, &net.ledger).unwrap()
+        Responder::new(local(&net, &b), BINDING).read_hello(&hello2, &net.ledger).unwrap()
     else {
         panic!("expected XX");
     };
@@ -227,12 +198,12 @@ fn rejects_replayed_messages() {
 
 #[test]
 fn rejects_the_wrong_peer_behind_an_address() {
-    let mut net = Net::new("n");
-    let (a, b, c) = (net.device(), net.device(), net.device());
+    let mut net = TestNetwork::new("n");
+    let (a, b, c) = (net.register_device(), net.register_device(), net.register_device());
     // Dialing b by DID but reaching c (registered, valid): refused by a.
-    let (initiator, hello) = Initiator::start_xx(&net.local(&a), &BINDING, Some(b.did())).unwrap();
+    let (initiator, hello) = Initiator::start_xx(&local(&net, &a), &BINDING, Some(b.did())).unwrap();
     let ResponderStep::AwaitPayload { message, .. } =
-        Responder::new(net.local(&c), BINDING).read_hello(&hello, &net.ledger).unwrap()
+        Responder::new(local(&net, &c), BINDING).read_hello(&hello, &net.ledger).unwrap()
     else {
         panic!("expected XX");
     };
@@ -241,17 +212,17 @@ fn rejects_the_wrong_peer_behind_an_address() {
 
 #[test]
 fn stale_ik_key_fails_and_xx_recovers() {
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
     let dialer_view = net.ledger.clone();
     // b rotates; the dialer's ledger has not caught up yet.
     let b_new = Identity::generate(IdentityKind::Device);
-    net.op(Op::RotateKeys { did: b.did(), keys: b_new.public_keys() }, &b);
-    let b_local = Local { did: b.did(), ..net.local(&b_new) };
-    let (at_a, _) = run((net.local(&a), &dialer_view, BINDING), (b_local, &net.ledger, BINDING), Some(b.did()));
+    net.append(Op::RotateKeys { did: b.did(), keys: b_new.public_keys() }, &b);
+    let b_local = Local { did: b.did(), ..local(&net, &b_new) };
+    let (at_a, _) = run((local(&net, &a), &dialer_view, BINDING), (b_local, &net.ledger, BINDING), Some(b.did()));
     assert!(at_a.is_err());
     // Retrying with XX reaches b, and a admits it once its ledger has caught up.
-    let (initiator, hello) = Initiator::start_xx(&net.local(&a), &BINDING, Some(b.did())).unwrap();
+    let (initiator, hello) = Initiator::start_xx(&local(&net, &a), &BINDING, Some(b.did())).unwrap();
     let ResponderStep::AwaitPayload { next, message } =
         Responder::new(b_local, BINDING).read_hello(&hello, &net.ledger).unwrap()
     else {
@@ -268,11 +239,11 @@ fn stale_ik_key_fails_and_xx_recovers() {
 
 #[test]
 fn rejects_garbage_truncated_and_unknown_hellos() {
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
-    let listener = || Responder::new(net.local(&b), BINDING);
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
+    let listener = || Responder::new(local(&net, &b), BINDING);
     assert_eq!(listener().read_hello(&[0xff; 40], &net.ledger).err().unwrap().reason, Refusal::Malformed);
-    let (_, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    let (_, hello) = Initiator::start(&local(&net, &a), &BINDING, &net.ledger, Some(b.did())).unwrap();
     for cut in [1, hello.len() / 2, hello.len() - 1] {
         let err = listener().read_hello(&hello[..cut], &net.ledger).err().unwrap();
         assert!(matches!(err.reason, Refusal::Malformed | Refusal::BadBinding | Refusal::WrongNetwork), "{err}");
@@ -290,11 +261,11 @@ fn rejects_garbage_truncated_and_unknown_hellos() {
 
 #[test]
 fn rejects_a_tampered_verdict() {
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
-    let (initiator, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
+    let (initiator, hello) = Initiator::start(&local(&net, &a), &BINDING, &net.ledger, Some(b.did())).unwrap();
     let ResponderStep::AwaitVerdict { next, message } =
-        Responder::new(net.local(&b), BINDING).read_hello(&hello, &net.ledger).unwrap()
+        Responder::new(local(&net, &b), BINDING).read_hello(&hello, &net.ledger).unwrap()
     else {
         panic!("expected IK");
     };
@@ -307,31 +278,32 @@ fn rejects_a_tampered_verdict() {
 
 #[test]
 fn rotated_device_keeps_its_did() {
-    let mut net = Net::new("n");
-    let (a, b) = (net.device(), net.device());
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
     let a_new = Identity::generate(IdentityKind::Device);
-    net.op(Op::RotateKeys { did: a.did(), keys: a_new.public_keys() }, &a);
-    let a_local = Local { did: a.did(), ..net.local(&a_new) };
-    let (_, at_b) = run((a_local, &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), Some(b.did()));
+    net.append(Op::RotateKeys { did: a.did(), keys: a_new.public_keys() }, &a);
+    let a_local = Local { did: a.did(), ..local(&net, &a_new) };
+    let (_, at_b) = run((a_local, &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), Some(b.did()));
     assert_eq!(at_b.unwrap().did, a.did());
     // The old keys no longer get in.
-    let (_, at_b) = run((net.local(&a), &net.ledger, BINDING), (net.local(&b), &net.ledger, BINDING), Some(b.did()));
+    let (_, at_b) =
+        run((local(&net, &a), &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), Some(b.did()));
     assert_eq!(reason(&at_b), Refusal::KeyMismatch);
 }
 
 #[test]
 fn handshake_messages_fit_the_frame_limit() {
-    let mut net = Net::new("a network name that is rather long for a network name");
-    let (a, b) = (net.device(), net.device());
-    let (_, hello) = Initiator::start(&net.local(&a), &BINDING, &net.ledger, Some(b.did())).unwrap();
+    let mut net = TestNetwork::new("a network name that is rather long for a network name");
+    let (a, b) = (net.register_device(), net.register_device());
+    let (_, hello) = Initiator::start(&local(&net, &a), &BINDING, &net.ledger, Some(b.did())).unwrap();
     assert!(hello.len() < frame::MAX_FRAME / 2, "{}", hello.len());
 }
 
 proptest! {
     #[test]
     fn hello_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let mut net = Net::new("n");
-        let b = net.device();
-        let _ = Responder::new(net.local(&b), BINDING).read_hello(&bytes, &net.ledger);
+        let mut net = TestNetwork::new("n");
+        let b = net.register_device();
+        let _ = Responder::new(local(&net, &b), BINDING).read_hello(&bytes, &net.ledger);
     }
 }

@@ -9,6 +9,8 @@
 //! Output is a table for people or JSON (`--json`) for scripts; errors go to
 //! stderr with a non-zero exit code.
 
+#[path = "../common/cli.rs"]
+mod cli;
 mod ledger;
 mod render;
 
@@ -63,20 +65,8 @@ impl From<KeyKind> for IdentityKind {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::init_logging("warn");
+    cli::exit(run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

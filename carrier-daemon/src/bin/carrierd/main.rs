@@ -4,6 +4,9 @@
 //! Noise key in one 0600 key file) and prints the card an admin registers it
 //! with. It never replaces an existing identity.
 
+#[path = "../common/cli.rs"]
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,20 +36,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::init_logging("info");
+    cli::exit(run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
