@@ -1,8 +1,9 @@
 //! Where the daemon keeps its files.
 //!
-//! User mode follows the platform's conventions through the
-//! `directories` crate (on Linux `~/.local/share/carrier`); system mode uses
-//! the FHS paths a packaged service runs with.
+//! User mode follows the platform's conventions through the `directories`
+//! crate (on Linux `~/.config/carrier`, `~/.local/share/carrier`,
+//! `$XDG_RUNTIME_DIR/carrier`); system mode uses the FHS paths a packaged
+//! service runs with (`/etc/carrier`, `/var/lib/carrier`, `/run/carrier`).
 
 use std::path::{Path, PathBuf};
 
@@ -12,19 +13,59 @@ pub const DEVICE_KEY_FILE: &str = "device.key";
 pub const DEVICE_CARD_FILE: &str = "device.card";
 /// Directory name of the embedded ledger inside the data directory.
 pub const LEDGER_DIR: &str = "ledger";
+/// File name of the control socket inside the runtime directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// Why no default directory could be found.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot find a home directory for the default data directory; pass --data-dir")]
 pub struct NoHomeDir;
 
+/// User mode (a person runs the daemon) or system mode (a service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Paths under the user's home and runtime directories.
+    User,
+    /// FHS paths: /etc/carrier, /var/lib/carrier, /run/carrier.
+    System,
+}
+
+/// The three places the daemon uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The configuration file.
+    pub config_file: PathBuf,
+    /// Identity and ledger.
+    pub data_dir: PathBuf,
+    /// Sockets.
+    pub runtime_dir: PathBuf,
+}
+
+impl Paths {
+    /// The default paths of `mode`.
+    pub fn for_mode(mode: Mode) -> Result<Self, NoHomeDir> {
+        match mode {
+            Mode::System => Ok(Self {
+                config_file: PathBuf::from("/etc/carrier/carrierd.toml"),
+                data_dir: PathBuf::from("/var/lib/carrier"),
+                runtime_dir: PathBuf::from("/run/carrier"),
+            }),
+            Mode::User => {
+                let dirs = directories::ProjectDirs::from("", "", "carrier").ok_or(NoHomeDir)?;
+                let data_dir = dirs.data_dir().to_owned();
+                // Without $XDG_RUNTIME_DIR, sockets go beside the data.
+                let runtime_dir = dirs.runtime_dir().map(Path::to_owned).unwrap_or_else(|| data_dir.join("run"));
+                Ok(Self { config_file: dirs.config_dir().join("carrierd.toml"), data_dir, runtime_dir })
+            }
+        }
+    }
+}
+
 /// The data directory: `explicit` if given, else the user-mode default.
 pub fn data_dir(explicit: Option<&Path>) -> Result<PathBuf, NoHomeDir> {
     match explicit {
         Some(dir) => Ok(dir.to_owned()),
-        None => {
-            directories::ProjectDirs::from("", "", "carrier").map(|dirs| dirs.data_dir().to_owned()).ok_or(NoHomeDir)
-        }
+        None => Paths::for_mode(Mode::User).map(|paths| paths.data_dir),
     }
 }
 

@@ -1,0 +1,255 @@
+//! The daemon's configuration: one TOML file whose every key is optional
+//! and has a documented default. An unknown key or a bad value stops
+//! start-up with an error that names the key.
+//!
+//! ```toml
+//! listen = "0.0.0.0:7640"             # UDP address for links
+//! bootstrap = ["/ip4/192.0.2.1/udp/7640/quic-v1/noise"]
+//! data_dir = "/var/lib/carrier"      # default: per mode, see paths.rs
+//!
+//! [limits]
+//! handshake_timeout_ms = 5000
+//! max_handshakes = 256
+//! max_handshakes_per_ip = 16
+//! max_links = 512
+//!
+//! [log]
+//! level = "info"                      # a tracing filter, e.g. "carrier_daemon=debug"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+use crate::link::LinkLimits;
+use crate::overlay::transport::parse_addr;
+
+/// UDP port a daemon listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7640;
+
+/// Why the configuration was refused.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration (unknown key,
+    /// wrong type, bad address); the message names the key and line.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What and where.
+        message: String,
+    },
+    /// A value parsed but makes no sense.
+    #[error("config {path}: {key}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// UDP address links listen on.
+    pub listen: SocketAddr,
+    /// Peers to join the network through.
+    pub bootstrap: Vec<String>,
+    /// Where the identity and ledger live; default depends on the mode.
+    pub data_dir: Option<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Logging.
+    pub log: Log,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            bootstrap: Vec::new(),
+            data_dir: None,
+            limits: Limits::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// How long a link handshake may take.
+    pub handshake_timeout_ms: u64,
+    /// Handshakes in flight at once.
+    pub max_handshakes: usize,
+    /// Handshakes in flight at once from one IP address.
+    pub max_handshakes_per_ip: usize,
+    /// Links at once.
+    pub max_links: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let link = LinkLimits::default();
+        Self {
+            handshake_timeout_ms: link.handshake_timeout.as_millis() as u64,
+            max_handshakes: link.max_handshakes,
+            max_handshakes_per_ip: link.max_handshakes_per_ip,
+            max_links: 512,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A `tracing` filter (`RUST_LOG` syntax); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Reads `path`. A missing file gives the defaults when `optional`.
+    pub fn load(path: &Path, optional: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+        }
+    }
+
+    /// Parses and checks configuration text read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let invalid =
+            |key: String, reason: &str| ConfigError::Invalid { path: path.to_owned(), key, reason: reason.into() };
+        config.bootstrap_addrs().map_err(|(i, reason)| invalid(format!("bootstrap[{i}]"), reason))?;
+        if config.limits.handshake_timeout_ms == 0 {
+            return Err(invalid("limits.handshake_timeout_ms".into(), "must be more than 0"));
+        }
+        if config.limits.max_handshakes == 0 || config.limits.max_handshakes_per_ip == 0 || config.limits.max_links == 0
+        {
+            return Err(invalid("limits".into(), "limits must be more than 0"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&config.log.level)
+            .map_err(|_| invalid("log.level".into(), "not a log filter (try \"info\" or \"carrier_daemon=debug\")"))?;
+        Ok(config)
+    }
+
+    /// The bootstrap addresses, checked to be Carrier link addresses.
+    pub fn bootstrap_addrs(&self) -> Result<Vec<Multiaddr>, (usize, &'static str)> {
+        self.bootstrap
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let addr: Multiaddr = text.parse().map_err(|_| (i, "not a multiaddr"))?;
+                parse_addr(&addr).ok_or((i, "not a Carrier address (/ip4/…/udp/…/quic-v1/noise)"))?;
+                Ok(addr)
+            })
+            .collect()
+    }
+
+    /// The link limits this configuration asks for.
+    pub fn link_limits(&self) -> LinkLimits {
+        LinkLimits {
+            handshake_timeout: Duration::from_millis(self.limits.handshake_timeout_ms),
+            max_handshakes: self.limits.max_handshakes,
+            max_handshakes_per_ip: self.limits.max_handshakes_per_ip,
+            ..LinkLimits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.listen.port(), DEFAULT_PORT);
+        assert!(config.bootstrap.is_empty());
+        assert_eq!(config.limits.max_handshakes_per_ip, LinkLimits::default().max_handshakes_per_ip);
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let config = parse(
+            r#"
+            listen = "127.0.0.1:9000"
+            bootstrap = ["/ip4/127.0.0.1/udp/9001/quic-v1/noise"]
+            data_dir = "/tmp/carrier"
+            [limits]
+            handshake_timeout_ms = 1500
+            max_handshakes = 10
+            max_handshakes_per_ip = 2
+            max_links = 20
+            [log]
+            level = "debug"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.bootstrap_addrs().unwrap().len(), 1);
+        assert_eq!(config.link_limits().handshake_timeout, Duration::from_millis(1500));
+        assert_eq!(config.limits.max_links, 20);
+        assert_eq!(config.data_dir, Some(PathBuf::from("/tmp/carrier")));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_by_name() {
+        let err = parse("lisen = \"127.0.0.1:1\"").unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = parse("[limits]\nmax_peers = 3").unwrap_err().to_string();
+        assert!(err.contains("max_peers"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_values_by_name() {
+        let err = parse("listen = \"nowhere\"").unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = parse("bootstrap = [\"/ip4/1.2.3.4/tcp/1\"]").unwrap_err().to_string();
+        assert!(err.contains("bootstrap[0]") && err.contains("Carrier address"), "{err}");
+        let err = parse("[limits]\nhandshake_timeout_ms = 0").unwrap_err().to_string();
+        assert!(err.contains("limits.handshake_timeout_ms"), "{err}");
+        let err = parse("[limits]\nmax_links = -1").unwrap_err().to_string();
+        assert!(err.contains("max_links"), "{err}");
+        let err = parse("[log]\nlevel = \"[[[\"").unwrap_err().to_string();
+        assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error_unless_optional() {
+        let missing = Path::new("/nonexistent/carrierd.toml");
+        assert!(Config::load(missing, true).is_ok());
+        assert!(matches!(Config::load(missing, false), Err(ConfigError::Read { .. })));
+    }
+}
