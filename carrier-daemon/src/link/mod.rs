@@ -87,13 +87,23 @@ pub struct LinkContext {
     slots: Arc<HandshakeSlots>,
     /// Every admitted connection by peer, so a revocation can cut them all.
     live: Mutex<HashMap<Did, Vec<quinn::Connection>>>,
+    /// The node's endpoint once bound, for an orderly shutdown.
+    endpoint: Mutex<Option<quinn::Endpoint>>,
 }
 
 impl LinkContext {
     /// `did` is our registered DID (it may name an earlier key than
     /// `identity` after a rotation).
     pub fn new(identity: Identity, did: Did, ledger: Arc<SharedLedger>, limits: LinkLimits) -> Self {
-        Self { identity, did, ledger, limits, slots: Arc::default(), live: Mutex::default() }
+        Self {
+            identity,
+            did,
+            ledger,
+            limits,
+            slots: Arc::default(),
+            live: Mutex::default(),
+            endpoint: Mutex::default(),
+        }
     }
 
     /// Our DID.
@@ -122,6 +132,22 @@ impl LinkContext {
             tracing::info!(peer = %did, %reason, links = open.len(), "closed links");
         }
         open.len()
+    }
+
+    /// Remembers the node's endpoint (set by the transport when it binds).
+    pub fn set_endpoint(&self, endpoint: quinn::Endpoint) {
+        *self.endpoint.lock().unwrap_or_else(PoisonError::into_inner) = Some(endpoint);
+    }
+
+    /// The node's endpoint, once bound.
+    pub fn endpoint(&self) -> Option<quinn::Endpoint> {
+        self.endpoint.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Closes every link with `reason`'s code (shutdown); returns how many.
+    pub fn close_all(&self, reason: Refusal) -> usize {
+        let dids: Vec<Did> = self.live.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        dids.iter().map(|did| self.close_peer(did, reason)).sum()
     }
 
     /// Records an admitted link, dropping entries for closed connections.

@@ -59,6 +59,11 @@ impl Actor {
                     self.dial_bootstrap();
                 },
                 command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.shut_down().await;
+                        let _ = reply.send(());
+                        break;
+                    }
                     Some(command) => self.on_command(command),
                     None => break,
                 },
@@ -66,6 +71,17 @@ impl Actor {
             }
         }
         tracing::debug!("overlay stopped: no handles left");
+    }
+
+    /// Shutdown, in order: close every link with the shutdown code, refuse
+    /// new ones (closing the endpoint), wait until the closes are sent.
+    async fn shut_down(&mut self) {
+        let closed = self.ctx.close_all(carrier_proto::handshake::Refusal::Shutdown);
+        tracing::info!(links = closed, "overlay shutting down");
+        if let Some(endpoint) = self.ctx.endpoint() {
+            endpoint.close(carrier_proto::handshake::Refusal::Shutdown.code().into(), b"");
+            endpoint.wait_idle().await;
+        }
     }
 
     fn dial_bootstrap(&mut self) {
@@ -109,6 +125,10 @@ impl Actor {
                     let _ = reply.send(Err(OverlayError::NotActive(did)));
                 }
             },
+            Command::Shutdown { reply } => {
+                // Handled in `run`, which owns the loop.
+                let _ = reply.send(());
+            }
             Command::Peers { reply } => {
                 let _ = reply.send(self.peers.values().cloned().collect());
             }

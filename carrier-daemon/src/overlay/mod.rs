@@ -164,6 +164,8 @@ enum Command {
     Lookup { did: Did, reply: oneshot::Sender<Result<Lookup, OverlayError>> },
     /// List connected peers.
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
+    /// Close every link with the shutdown code and stop.
+    Shutdown { reply: oneshot::Sender<()> },
     /// List the routing table.
     Routes { reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>> },
 }
@@ -270,6 +272,15 @@ impl Overlay {
         match tokio::time::timeout(self.connect_timeout, answer).await {
             Ok(answer) => answer.map_err(|_| OverlayError::Stopped)?,
             Err(_) => Err(OverlayError::Timeout(did)),
+        }
+    }
+
+    /// Closes every link with the shutdown code, waits (up to `grace`)
+    /// until the peers have been told, and stops the overlay.
+    pub async fn shutdown(&self, grace: Duration) {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(grace, answer).await;
         }
     }
 

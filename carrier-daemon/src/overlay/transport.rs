@@ -122,6 +122,7 @@ impl Transport for CarrierTransport {
             self.events.push_back(TransportEvent::NewAddress { listener_id: id, listen_addr: listen_addr.clone() });
         }
         self.listener = Some((id, addrs));
+        self.ctx.set_endpoint(endpoint.clone());
         self.endpoint = Some(endpoint);
         self.inbound = Some(rx);
         Ok(())
@@ -150,6 +151,7 @@ impl Transport for CarrierTransport {
                     if socket.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
                 let endpoint = quic::endpoint(SocketAddr::new(unspecified, 0))
                     .map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
+                self.ctx.set_endpoint(endpoint.clone());
                 self.endpoint = Some(endpoint.clone());
                 endpoint
             }

@@ -1,8 +1,11 @@
 //! `carrierd`: the Carrier daemon.
 //!
-//! `carrierd init` makes this device's identity (an Ed25519 key and an X25519
-//! Noise key in one 0600 key file) and prints the card an admin registers it
-//! with. It never replaces an existing identity.
+//! - `carrierd init` makes this device's identity (an Ed25519 key and an
+//!   X25519 Noise key in one 0600 key file) and prints the card an admin
+//!   registers it with. It never replaces an existing identity.
+//! - `carrierd run` runs the daemon in the foreground, as systemd runs it:
+//!   it reports readiness with sd_notify and shuts down in order on SIGTERM
+//!   or SIGINT.
 
 #[path = "../common/cli.rs"]
 mod cli;
@@ -11,7 +14,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use carrier_daemon::paths::{self, DataDir};
+use carrier_daemon::config::Config;
+use carrier_daemon::daemon::Daemon;
+use carrier_daemon::notify;
+use carrier_daemon::paths::{self, DataDir, Mode, Paths};
 use carrier_proto::identity::{Identity, IdentityKind};
 use carrier_proto::keystore::{self, KeyStoreError};
 use clap::{Parser, Subcommand};
@@ -33,17 +39,65 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Run the daemon in the foreground until SIGTERM or SIGINT (as systemd runs it).
+    ///
+    /// Example: carrierd run --system
+    Run {
+        /// Configuration file [default: ~/.config/carrier/carrierd.toml, or
+        /// /etc/carrier/carrierd.toml with --system]. A missing default file
+        /// means all defaults; a missing file given here is an error.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the system paths (/etc/carrier, /var/lib/carrier, /run/carrier).
+        #[arg(long)]
+        system: bool,
+        /// Data directory, overriding the configuration and the mode's default.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    cli::init_logging("info");
     cli::exit(run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir } => init(DataDir::new(paths::data_dir(data_dir.as_deref())?)),
+        Command::Init { data_dir } => {
+            cli::init_logging("info");
+            init(DataDir::new(paths::data_dir(data_dir.as_deref())?))
+        }
+        Command::Run { config, system, data_dir } => {
+            let mode = if system { Mode::System } else { Mode::User };
+            let defaults = Paths::for_mode(mode)?;
+            let config = match &config {
+                Some(path) => Config::load(path, false)?,
+                None => Config::load(&defaults.config_file, true)?,
+            };
+            cli::init_logging(&config.log.level);
+            let data_dir = data_dir.or_else(|| config.data_dir.clone()).unwrap_or(defaults.data_dir);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve(config, DataDir::new(data_dir)))
+        }
     }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then shuts it down in order.
+async fn serve(config: Config, data_dir: DataDir) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let daemon = Daemon::start(&config, data_dir).await?;
+    println!("listening on {}", daemon.overlay().listen_addr());
+    println!("did {}", daemon.did());
+    notify::notify("READY=1");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    notify::notify("STOPPING=1");
+    daemon.shutdown().await;
+    Ok(())
 }
 
 fn init(dir: DataDir) -> anyhow::Result<()> {

@@ -1,0 +1,104 @@
+//! A running daemon: identity, ledger, links and overlay, started in order
+//! and stopped in the reverse order.
+//!
+//! ```text
+//!  start: config → identity (data dir) → ledger (verified) → overlay (listen, join)
+//!  stop:  close every link with the shutdown code → wait until sent → exit
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use carrier_proto::identity::{Did, IdentityKind};
+use carrier_proto::keystore::{self, KeyStoreError};
+use libp2p::Multiaddr;
+
+use crate::config::Config;
+use crate::ledger::{LedgerStore, SharedLedger, StoreError};
+use crate::link::LinkContext;
+use crate::overlay::{Overlay, OverlayConfig, OverlayError};
+use crate::paths::DataDir;
+
+/// How long shutdown waits for peers to be told.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the daemon could not start.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The device has no identity yet.
+    #[error("no device identity at {0}; create one with `carrierd init`")]
+    NoIdentity(PathBuf),
+    /// The key file is unusable.
+    #[error(transparent)]
+    Identity(#[from] KeyStoreError),
+    /// The ledger is missing or does not verify.
+    #[error(transparent)]
+    Ledger(#[from] StoreError),
+    /// The configuration's bootstrap list is unusable.
+    #[error("bootstrap[{0}]: {1}")]
+    Bootstrap(usize, &'static str),
+    /// The overlay could not listen.
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+}
+
+/// A started daemon.
+pub struct Daemon {
+    did: Did,
+    overlay: Overlay,
+    ledger: Arc<SharedLedger>,
+}
+
+impl Daemon {
+    /// Starts everything `config` describes, with files in `data_dir`.
+    pub async fn start(config: &Config, data_dir: DataDir) -> Result<Self, StartError> {
+        let key_path = data_dir.device_key();
+        let identity = match keystore::load_kind(&key_path, IdentityKind::Device) {
+            Err(KeyStoreError::Missing(path)) => return Err(StartError::NoIdentity(path)),
+            other => other?,
+        };
+        let store = LedgerStore::open(&data_dir.ledger())?;
+        // Our DID is whatever DID the ledger has our current key under (it
+        // stays the DID of our first key across rotations).
+        let registered = store.state().did_of_key(&identity.signing_key());
+        let did = registered.unwrap_or_else(|| identity.did());
+        if registered.is_none() {
+            tracing::warn!(%did, "this device is not on the ledger yet; peers will refuse its links until it is registered");
+        }
+        let ledger = Arc::new(SharedLedger::with_store(store));
+        let ctx = Arc::new(LinkContext::new(identity, did, Arc::clone(&ledger), config.link_limits()));
+        let bootstrap: Vec<Multiaddr> = config.bootstrap_addrs().map_err(|(i, why)| StartError::Bootstrap(i, why))?;
+        let overlay_config = OverlayConfig {
+            listen: config.listen,
+            bootstrap,
+            max_links: config.limits.max_links,
+            ..OverlayConfig::default()
+        };
+        let (overlay, _events) = Overlay::start(ctx, overlay_config).await?;
+        tracing::info!(%did, listen = %overlay.listen_addr(), head = ledger.head().height, "carrierd started");
+        Ok(Self { did, overlay, ledger })
+    }
+
+    /// Our DID.
+    pub fn did(&self) -> Did {
+        self.did
+    }
+
+    /// The overlay.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<SharedLedger> {
+        &self.ledger
+    }
+
+    /// Stops: every link is closed with the shutdown code first.
+    pub async fn shutdown(self) {
+        self.overlay.shutdown(SHUTDOWN_GRACE).await;
+        tracing::info!("carrierd stopped");
+    }
+}
