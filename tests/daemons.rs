@@ -1,0 +1,184 @@
+//! Real `carrierd` processes on loopback: provisioned with `carrierctl`,
+//! joined through one bootstrap address, stopped with SIGTERM; and the
+//! start-up errors an operator must be able to read.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn carrierctl(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_carrierctl")).args(args).output().unwrap();
+    assert!(out.status.success(), "carrierctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn carrierd(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_carrierd"));
+    command.args(args).env("RUST_LOG", "info").env_remove("NOTIFY_SOCKET");
+    command
+}
+
+/// A network of `n` devices, each with its own data directory holding its
+/// identity and a copy of the ledger that registers all of them.
+fn provision(root: &Path, n: usize) -> Vec<PathBuf> {
+    let (key, ledger) = (root.join("admin/registrar.key"), root.join("admin/ledger"));
+    carrierctl(&["keygen", "--kind", "registrar", "--out", key.to_str().unwrap()]);
+    carrierctl(&[
+        "ledger",
+        "genesis",
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--network",
+        "t",
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let dirs: Vec<PathBuf> = (0..n).map(|i| root.join(format!("node{i}"))).collect();
+    for dir in &dirs {
+        assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());
+        let card = dir.join("device.card");
+        carrierctl(&[
+            "ledger",
+            "register-device",
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            card.to_str().unwrap(),
+        ]);
+    }
+    for dir in &dirs {
+        std::fs::create_dir_all(dir.join("ledger")).unwrap();
+        std::fs::copy(ledger.join("ledger.log"), dir.join("ledger/ledger.log")).unwrap();
+    }
+    dirs
+}
+
+/// A running daemon whose output lines arrive on a channel.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(dir: &Path, bootstrap: Option<&str>) -> Self {
+        let config = dir.join("carrierd.toml");
+        let bootstrap = bootstrap.map(|a| format!("bootstrap = [\"{a}\"]\n")).unwrap_or_default();
+        std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\n{bootstrap}")).unwrap();
+        let mut child = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// Waits for an output line containing `needle` and returns it.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("carrierd never printed {needle:?}");
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.wait_for("carrierd stopped");
+        self.child.wait().unwrap()
+    }
+}
+
+#[test]
+fn three_daemons_join_through_one_address_and_stop_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = provision(root.path(), 3);
+    let first = Daemon::start(&dirs[0], None);
+    let addr = first.wait_for("listening on ").replace("listening on ", "");
+    let others: Vec<Daemon> = dirs[1..].iter().map(|dir| Daemon::start(dir, Some(&addr))).collect();
+    // Each newcomer links to the bootstrap node, and Kademlia's bootstrap
+    // introduces the newcomers to each other.
+    for daemon in &others {
+        daemon.wait_for("peer up");
+        daemon.wait_for("peer up");
+    }
+    first.wait_for("peer up");
+    first.wait_for("peer up");
+    for daemon in others {
+        assert!(daemon.terminate().success());
+    }
+    assert!(first.terminate().success());
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_the_key_named() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = provision(root.path(), 1);
+    let cases = [
+        ("lisen = \"127.0.0.1:0\"\n", "lisen"),
+        ("listen = \"not an address\"\n", "listen"),
+        ("bootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n", "bootstrap[0]"),
+    ];
+    for (text, key) in cases {
+        let config = root.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dirs[0].to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+    }
+    // A missing configuration file named on the command line is an error.
+    let out = carrierd(&["run", "--config", "/nonexistent/carrierd.toml", "--data-dir", dirs[0].to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/carrierd.toml"));
+}
+
+#[test]
+fn unusable_identity_or_ledger_stops_start_up_with_the_fix() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = provision(root.path(), 1);
+    let config = root.path().join("ok.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let run = |dir: &Path| {
+        let out = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let key = dirs[0].join("device.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(run(&dirs[0]).contains("chmod 600"));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(dirs[0].join("ledger/ledger.log")).unwrap();
+    assert!(run(&dirs[0]).contains("no ledger"));
+    assert!(run(&root.path().join("empty")).contains("carrierd init"));
+}
