@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-const FILES: &[&str] = &["carrier/v1/identity.proto", "carrier/v1/ledger.proto", "carrier/v1/handshake.proto"];
+const FILES: &[&str] =
+    &["carrier/v1/identity.proto", "carrier/v1/ledger.proto", "carrier/v1/handshake.proto", "carrier/v1/control.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");

@@ -6,6 +6,7 @@
 //! listen = "0.0.0.0:7640"             # UDP address for links
 //! bootstrap = ["/ip4/192.0.2.1/udp/7640/quic-v1/noise"]
 //! data_dir = "/var/lib/carrier"      # default: per mode, see paths.rs
+//! runtime_dir = "/run/carrier"        # control socket; default: per mode
 //!
 //! [limits]
 //! handshake_timeout_ms = 5000
@@ -73,6 +74,8 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// Where the identity and ledger live; default depends on the mode.
     pub data_dir: Option<PathBuf>,
+    /// Where the control socket lives; default depends on the mode.
+    pub runtime_dir: Option<PathBuf>,
     /// Resource limits.
     pub limits: Limits,
     /// Logging.
@@ -85,6 +88,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
             bootstrap: Vec::new(),
             data_dir: None,
+            runtime_dir: None,
             limits: Limits::default(),
             log: Log::default(),
         }

@@ -3,10 +3,11 @@
 //!
 //! ```text
 //!  start: config → identity (data dir) → ledger (verified) → overlay (listen, join)
+//!         → control socket (runtime dir)
 //!  stop:  close every link with the shutdown code → wait until sent → exit
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +16,11 @@ use carrier_proto::keystore::{self, KeyStoreError};
 use libp2p::Multiaddr;
 
 use crate::config::Config;
+use crate::control;
 use crate::ledger::{LedgerStore, SharedLedger, StoreError};
 use crate::link::LinkContext;
 use crate::overlay::{Overlay, OverlayConfig, OverlayError};
-use crate::paths::DataDir;
+use crate::paths::{CONTROL_SOCKET, DataDir};
 
 /// How long shutdown waits for peers to be told.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -42,6 +44,14 @@ pub enum StartError {
     /// The overlay could not listen.
     #[error(transparent)]
     Overlay(#[from] OverlayError),
+    /// The control socket could not be made.
+    #[error("cannot create the control socket {path}: {source}")]
+    ControlSocket {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A started daemon.
@@ -52,8 +62,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts everything `config` describes, with files in `data_dir`.
-    pub async fn start(config: &Config, data_dir: DataDir) -> Result<Self, StartError> {
+    /// Starts everything `config` describes, with files in `data_dir` and
+    /// the control socket in `runtime_dir`.
+    pub async fn start(config: &Config, data_dir: DataDir, runtime_dir: &Path) -> Result<Self, StartError> {
         let key_path = data_dir.device_key();
         let identity = match keystore::load_kind(&key_path, IdentityKind::Device) {
             Err(KeyStoreError::Missing(path)) => return Err(StartError::NoIdentity(path)),
@@ -77,7 +88,12 @@ impl Daemon {
             ..OverlayConfig::default()
         };
         let (overlay, _events) = Overlay::start(ctx, overlay_config).await?;
-        tracing::info!(%did, listen = %overlay.listen_addr(), head = ledger.head().height, "carrierd started");
+        let socket = runtime_dir.join(CONTROL_SOCKET);
+        let listener =
+            control::bind(&socket).map_err(|source| StartError::ControlSocket { path: socket.clone(), source })?;
+        let handler = Arc::new(control::Handler::new(did, overlay.clone(), Arc::clone(&ledger)));
+        tokio::spawn(control::serve(listener, socket.clone(), handler));
+        tracing::info!(%did, listen = %overlay.listen_addr(), control = %socket.display(), head = ledger.head().height, "carrierd started");
         Ok(Self { did, overlay, ledger })
     }
 

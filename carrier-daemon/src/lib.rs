@@ -2,6 +2,7 @@
 //! and tests share.
 //!
 //! - [`config`]: the TOML configuration.
+//! - [`control`]: the control socket `carrierctl` talks to.
 //! - [`daemon`]: a running daemon, started and stopped in order.
 //! - [`ledger`]: the embedded ledger on disk, and shared while running.
 //! - [`link`]: QUIC links admitted by a Noise handshake bound to the ledger.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod ledger;
 pub mod link;

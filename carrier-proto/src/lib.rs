@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod frame;
 pub mod handshake;
 pub mod identity;
 pub mod keystore;

@@ -146,16 +146,14 @@ impl LedgerStore {
     /// Verifies the ledger in `dir` without changing it. Unlike
     /// [`open`](Self::open), a torn last record is an error.
     pub fn verify(dir: &Path) -> Result<LedgerState, StoreError> {
-        let path = dir.join(LOG_FILE);
-        let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::Missing(path.clone()),
-            _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
-        })?;
-        let loaded = load(&path, &bytes)?;
-        if let End::Torn { detail, .. } = loaded.end {
-            return Err(StoreError::Torn { path, index: loaded.payloads.len(), detail });
-        }
-        Ok(loaded.state)
+        Ok(load_strict(dir)?.1.state)
+    }
+
+    /// Every encoded entry of the ledger in `dir`, verified, without
+    /// taking the writer's lock (for handing them to a daemon).
+    pub fn read_all(dir: &Path) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (bytes, loaded) = load_strict(dir)?;
+        Ok(loaded.payloads.iter().map(|&(offset, len)| bytes[offset as usize..][..len as usize].to_vec()).collect())
     }
 
     /// The verified state.
@@ -217,6 +215,21 @@ struct Loaded {
     state: LedgerState,
     payloads: Vec<(u64, u32)>,
     end: End,
+}
+
+/// Reads and verifies the ledger in `dir` without changing it; a torn last
+/// record is an error here.
+fn load_strict(dir: &Path) -> Result<(Vec<u8>, Loaded), StoreError> {
+    let path = dir.join(LOG_FILE);
+    let bytes = fs::read(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => StoreError::Missing(path.clone()),
+        _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
+    })?;
+    let loaded = load(&path, &bytes)?;
+    if let End::Torn { detail, .. } = &loaded.end {
+        return Err(StoreError::Torn { path, index: loaded.payloads.len(), detail: detail.clone() });
+    }
+    Ok((bytes, loaded))
 }
 
 /// Checks the header and framing, then replays every entry.

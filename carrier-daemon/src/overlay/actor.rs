@@ -125,6 +125,14 @@ impl Actor {
                     let _ = reply.send(Err(OverlayError::NotActive(did)));
                 }
             },
+            Command::Disconnect { did, reply } => {
+                let peer = self.peers.values().find(|p| p.did == did).map(|p| p.peer);
+                let result = match peer {
+                    Some(peer) => self.swarm.disconnect_peer_id(peer).map_err(|()| OverlayError::NotLinked(did)),
+                    None => Err(OverlayError::NotLinked(did)),
+                };
+                let _ = reply.send(result);
+            }
             Command::Shutdown { reply } => {
                 // Handled in `run`, which owns the loop.
                 let _ = reply.send(());

@@ -93,6 +93,9 @@ pub enum OverlayError {
     /// Dialing an address did not finish in time.
     #[error("timed out linking to {0}")]
     DialTimeout(Multiaddr),
+    /// No link to the DID.
+    #[error("not linked to {0}")]
+    NotLinked(Did),
     /// Listening failed.
     #[error("cannot listen on {addr}: {reason}")]
     Listen {
@@ -164,6 +167,8 @@ enum Command {
     Lookup { did: Did, reply: oneshot::Sender<Result<Lookup, OverlayError>> },
     /// List connected peers.
     Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
+    /// Close the links to a DID.
+    Disconnect { did: Did, reply: oneshot::Sender<Result<(), OverlayError>> },
     /// Close every link with the shutdown code and stop.
     Shutdown { reply: oneshot::Sender<()> },
     /// List the routing table.
@@ -273,6 +278,13 @@ impl Overlay {
             Ok(answer) => answer.map_err(|_| OverlayError::Stopped)?,
             Err(_) => Err(OverlayError::Timeout(did)),
         }
+    }
+
+    /// Closes the links to `did` (an orderly close; it may link again).
+    pub async fn disconnect(&self, did: Did) -> Result<(), OverlayError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Disconnect { did, reply }).await.map_err(|_| OverlayError::Stopped)?;
+        answer.await.map_err(|_| OverlayError::Stopped)?
     }
 
     /// Closes every link with the shutdown code, waits (up to `grace`)

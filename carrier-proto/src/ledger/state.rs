@@ -114,6 +114,9 @@ pub struct LedgerState {
     /// Whose current signing key each key is, so a peer known only by its
     /// key (a libp2p peer id) maps back to its DID.
     current_keys: HashMap<SigningPublicKey, Did>,
+    /// Hash of every entry, by sequence number, so another copy of the
+    /// ledger can be compared at any height.
+    hashes: Vec<EntryHash>,
 }
 
 impl LedgerState {
@@ -145,6 +148,11 @@ impl LedgerState {
     /// Every registered DID and its record, in no particular order.
     pub fn records(&self) -> impl Iterator<Item = (&Did, &Record)> {
         self.records.iter()
+    }
+
+    /// The hash of entry `seq`, if the ledger has it.
+    pub fn entry_hash(&self, seq: u64) -> Option<EntryHash> {
+        usize::try_from(seq).ok().and_then(|i| self.hashes.get(i)).copied()
     }
 
     /// The DID whose current signing key is `key`, if any.
@@ -294,6 +302,7 @@ impl LedgerState {
             }
         }
         self.head = Head { height: body.seq + 1, hash: entry.hash() };
+        self.hashes.push(entry.hash());
         self.last_time_ms = body.time_ms;
     }
 

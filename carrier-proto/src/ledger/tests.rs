@@ -94,6 +94,9 @@ fn replay_rebuilds_the_same_state() {
     net.ok(revoke(&device), None);
     let replayed = replay(&net.encoded).unwrap();
     assert_eq!(replayed.head(), net.state.head());
+    assert_eq!(replayed.entry_hash(replayed.head().height - 1), Some(replayed.head().hash));
+    assert_eq!(replayed.entry_hash(0), Some(replayed.network().unwrap().id));
+    assert_eq!(replayed.entry_hash(replayed.head().height), None);
     let resolved = replayed.resolve(&app.did()).unwrap();
     assert_eq!(resolved.record.keys, new_keys.public_keys());
     assert_eq!(resolved.status, Status::HostRevoked(device.did()));

@@ -13,6 +13,7 @@ use carrier_daemon::paths::{self, DataDir};
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
 use carrier_proto::ledger::{LedgerState, Op};
+use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
 
 use crate::render;
@@ -118,6 +119,16 @@ pub(crate) enum LedgerCommand {
         /// The DID to look up.
         did: Did,
     },
+    /// Hand the entries of a ledger directory that a running daemon does not
+    /// have yet to that daemon, which verifies and spreads them.
+    ///
+    /// Example: carrierctl ledger publish --ledger admin/ledger
+    Publish {
+        #[command(flatten)]
+        at: LedgerDir,
+        #[command(flatten)]
+        target: crate::control::Target,
+    },
     /// Check every entry from genesis: signatures, chain, authority, storage.
     ///
     /// Example: carrierctl ledger verify --ledger /var/lib/carrier/ledger
@@ -192,6 +203,15 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
             let store = at.open()?;
             let resolution = store.state().resolve(&did).with_context(|| format!("{did} is not on this ledger"))?;
             render::resolution(&resolution, json);
+            Ok(())
+        }
+        LedgerCommand::Publish { at, target } => {
+            let path = at.path()?;
+            let entries = LedgerStore::read_all(&path)?;
+            let request = Request::Publish(pb::PublishRequest { entries });
+            let Response::Publish(reply) = target.request(request)? else { bail!("unexpected reply from carrierd") };
+            let height = reply.head.map(|h| h.height).unwrap_or(0);
+            println!("published: the daemon took {} new entries; its ledger height is {height}", reply.appended);
             Ok(())
         }
         LedgerCommand::Verify { at } => {

@@ -4,13 +4,17 @@
 //!   prints its card.
 //! - `carrierctl ledger …` works offline on a ledger directory: make a
 //!   network, register and revoke devices and apps, rotate keys, inspect and
-//!   verify. See `ledger.rs`.
+//!   verify; `ledger publish` hands new entries to a running daemon. See
+//!   `ledger.rs`.
+//! - `carrierctl status|peers|routes|connect|disconnect` ask the running
+//!   daemon over its control socket. See `control.rs`.
 //!
 //! Output is a table for people or JSON (`--json`) for scripts; errors go to
 //! stderr with a non-zero exit code.
 
 #[path = "../common/cli.rs"]
 mod cli;
+mod control;
 mod ledger;
 mod render;
 
@@ -42,9 +46,58 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Create, change and inspect a ledger directory (offline).
+    /// Create, change and inspect a ledger directory (offline), or publish
+    /// new entries to a running daemon.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// The running daemon: DID, network, uptime, addresses, ledger head, counts.
+    ///
+    /// Example: carrierctl status --json
+    Status {
+        #[command(flatten)]
+        target: control::Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Peers the daemon has links to.
+    ///
+    /// Example: carrierctl peers
+    Peers {
+        #[command(flatten)]
+        target: control::Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The daemon's Kademlia routing table.
+    ///
+    /// Example: carrierctl routes --json
+    Routes {
+        #[command(flatten)]
+        target: control::Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find a device by DID and link to it.
+    ///
+    /// Example: carrierctl connect did:carrier:z…
+    Connect {
+        #[command(flatten)]
+        target: control::Target,
+        /// The device.
+        did: String,
+    },
+    /// Close the links to a device.
+    ///
+    /// Example: carrierctl disconnect did:carrier:z…
+    Disconnect {
+        #[command(flatten)]
+        target: control::Target,
+        /// The device.
+        did: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,5 +133,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger(command) => ledger::run(command),
+        Command::Status { target, json } => control::status(&target, json),
+        Command::Peers { target, json } => control::peers(&target, json),
+        Command::Routes { target, json } => control::routes(&target, json),
+        Command::Connect { target, did } => control::connect(&target, &did),
+        Command::Disconnect { target, did } => control::disconnect(&target, &did),
     }
 }

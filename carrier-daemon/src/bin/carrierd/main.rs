@@ -76,18 +76,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             cli::init_logging(&config.log.level);
             let data_dir = data_dir.or_else(|| config.data_dir.clone()).unwrap_or(defaults.data_dir);
+            let runtime_dir = config.runtime_dir.clone().unwrap_or(defaults.runtime_dir);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve(config, DataDir::new(data_dir)))
+            runtime.block_on(serve(config, DataDir::new(data_dir), runtime_dir))
         }
     }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then shuts it down in order.
-async fn serve(config: Config, data_dir: DataDir) -> anyhow::Result<()> {
+async fn serve(config: Config, data_dir: DataDir, runtime_dir: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let daemon = Daemon::start(&config, data_dir).await?;
+    let daemon = Daemon::start(&config, data_dir, &runtime_dir).await?;
     println!("listening on {}", daemon.overlay().listen_addr());
     println!("did {}", daemon.did());
     notify::notify("READY=1");

@@ -1,0 +1,140 @@
+//! `carrierctl status|peers|routes|connect|disconnect` and the client side of
+//! `ledger publish`: one request to the running daemon over its control
+//! socket, one response, printed as a table or JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use carrier_daemon::control::Connection;
+use carrier_daemon::paths::{CONTROL_SOCKET, Mode, Paths};
+use carrier_proto::pb::{self, control_request::Request, control_response::Response};
+use clap::Args;
+use serde_json::json;
+
+/// Which daemon to talk to.
+#[derive(Args)]
+pub(crate) struct Target {
+    /// Control socket [default: $XDG_RUNTIME_DIR/carrier/control.sock, or
+    /// /run/carrier/control.sock with --system].
+    #[arg(long, value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
+    /// Talk to the system daemon.
+    #[arg(long, global = true)]
+    system: bool,
+}
+
+impl Target {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.socket {
+            return Ok(path.clone());
+        }
+        let mode = if self.system { Mode::System } else { Mode::User };
+        Ok(Paths::for_mode(mode)?.runtime_dir.join(CONTROL_SOCKET))
+    }
+
+    /// Sends one request and returns the response, or the daemon's error.
+    pub(crate) fn request(&self, request: Request) -> anyhow::Result<Response> {
+        let path = self.path()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    anyhow::anyhow!("carrierd is not running (no control socket at {})", path.display())
+                }
+                std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+                    "{} belongs to another user; run carrierctl as the user that runs carrierd",
+                    path.display()
+                ),
+                _ => anyhow::Error::new(e).context(format!("cannot open {}", path.display())),
+            })?;
+            let mut connection = Connection::new(stream);
+            connection.write(&pb::ControlRequest { id: 1, request: Some(request) }).await?;
+            let reply = tokio::time::timeout(Duration::from_secs(30), connection.read::<pb::ControlResponse>())
+                .await
+                .context("carrierd did not answer within 30 s")??;
+            match reply.and_then(|r| r.response) {
+                // The daemon refuses clients of other users by closing.
+                None => bail!("carrierd closed the connection (is the control socket another user's?)"),
+                Some(Response::Error(message)) => bail!("carrierd: {message}"),
+                Some(response) => Ok(response),
+            }
+        })
+    }
+}
+
+pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let Response::Status(s) = target.request(Request::Status(pb::StatusRequest {}))? else { bail!("unexpected reply") };
+    let (height, hash) = s.head.map(|h| (h.height, hex(&h.hash))).unwrap_or_default();
+    if as_json {
+        let value = json!({
+            "did": s.did, "network": s.network, "network_id": s.network_id, "uptime_ms": s.uptime_ms,
+            "listen": s.listen_addrs, "ledger": { "height": height, "hash": hash },
+            "peers": s.peers, "routes": s.routes,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    println!("did:      {}", s.did);
+    println!("network:  {} ({})", s.network, s.network_id);
+    println!("uptime:   {}", humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000)));
+    println!("listen:   {}", s.listen_addrs.join(", "));
+    println!("ledger:   {height} entries, head {hash}");
+    println!("peers:    {}", s.peers);
+    println!("routes:   {}", s.routes);
+    Ok(())
+}
+
+pub(crate) fn peers(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let Response::Peers(p) = target.request(Request::Peers(pb::PeersRequest {}))? else { bail!("unexpected reply") };
+    if as_json {
+        let list: Vec<_> = p
+            .peers
+            .iter()
+            .map(|p| json!({ "did": p.did, "peer_id": p.peer_id, "addr": p.addr, "path": p.path, "rtt_us": p.rtt_us, "connected_ms": p.connected_ms }))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    let rows: Vec<[String; 5]> = p
+        .peers
+        .iter()
+        .map(|p| {
+            let rtt = if p.rtt_us == 0 { "-".into() } else { format!("{:.1} ms", p.rtt_us as f64 / 1e3) };
+            let since = humantime::format_duration(Duration::from_secs(p.connected_ms / 1000)).to_string();
+            [p.did.clone(), p.addr.clone(), p.path.clone(), rtt, since]
+        })
+        .collect();
+    crate::render::table(["DID", "ADDRESS", "PATH", "RTT", "CONNECTED"], &rows);
+    Ok(())
+}
+
+pub(crate) fn routes(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let Response::Routes(r) = target.request(Request::Routes(pb::RoutesRequest {}))? else { bail!("unexpected reply") };
+    if as_json {
+        let list: Vec<_> =
+            r.routes.iter().map(|r| json!({ "peer_id": r.peer_id, "did": r.did, "addrs": r.addrs })).collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    let rows: Vec<[String; 3]> =
+        r.routes.iter().map(|r| [r.did.clone(), r.peer_id.clone(), r.addrs.join(" ")]).collect();
+    crate::render::table(["DID", "PEER ID", "ADDRESSES"], &rows);
+    Ok(())
+}
+
+pub(crate) fn connect(target: &Target, did: &str) -> anyhow::Result<()> {
+    target.request(Request::Connect(pb::ConnectRequest { did: did.into() }))?;
+    println!("linked to {did}");
+    Ok(())
+}
+
+pub(crate) fn disconnect(target: &Target, did: &str) -> anyhow::Result<()> {
+    target.request(Request::Disconnect(pb::DisconnectRequest { did: did.into() }))?;
+    println!("disconnected from {did}");
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

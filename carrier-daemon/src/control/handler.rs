@@ -1,0 +1,157 @@
+//! What each control request does: plain `async fn`s from a request to a
+//! response, over the daemon's overlay and ledger.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use carrier_proto::identity::{Did, SigningPublicKey};
+use carrier_proto::ledger::{Entry, Head, Status, Subject};
+use carrier_proto::pb::{self, control_request::Request, control_response::Response};
+
+use crate::ledger::SharedLedger;
+use crate::overlay::Overlay;
+
+/// Answers control requests for one daemon.
+pub struct Handler {
+    did: Did,
+    started: Instant,
+    overlay: Overlay,
+    ledger: Arc<SharedLedger>,
+}
+
+fn head(head: Head) -> pb::LedgerHead {
+    pb::LedgerHead { height: head.height, hash: head.hash.0.to_vec() }
+}
+
+impl Handler {
+    /// A handler for the daemon with these parts.
+    pub fn new(did: Did, overlay: Overlay, ledger: Arc<SharedLedger>) -> Self {
+        Self { did, started: Instant::now(), overlay, ledger }
+    }
+
+    /// Answers one request; failures become an error response.
+    pub async fn answer(&self, request: pb::ControlRequest) -> pb::ControlResponse {
+        let response = match request.request {
+            Some(request) => self.dispatch(request).await.unwrap_or_else(Response::Error),
+            None => Response::Error("empty request: this carrierctl may be newer than the daemon".into()),
+        };
+        pb::ControlResponse { id: request.id, response: Some(response) }
+    }
+
+    async fn dispatch(&self, request: Request) -> Result<Response, String> {
+        match request {
+            Request::Status(_) => self.status().await,
+            Request::Peers(_) => self.peers().await,
+            Request::Routes(_) => self.routes().await,
+            Request::Connect(c) => {
+                self.overlay.connect(parse_did(&c.did)?).await.map_err(|e| e.to_string())?;
+                Ok(Response::Done(pb::Done {}))
+            }
+            Request::Disconnect(d) => {
+                self.overlay.disconnect(parse_did(&d.did)?).await.map_err(|e| e.to_string())?;
+                Ok(Response::Done(pb::Done {}))
+            }
+            Request::Resolve(r) => self.resolve(parse_did(&r.did)?),
+            Request::Publish(p) => self.publish(&p.entries),
+        }
+    }
+
+    async fn status(&self) -> Result<Response, String> {
+        let peers = self.overlay.peers().await.map_err(|e| e.to_string())?.len() as u32;
+        let routes = self.overlay.routes().await.map_err(|e| e.to_string())?.len() as u32;
+        let (network, network_id, ledger_head) = self.ledger.read(|l| {
+            let (name, id) = l.network().map(|n| (n.name.clone(), n.id.to_hex())).unwrap_or_default();
+            (name, id, l.head())
+        });
+        Ok(Response::Status(pb::Status {
+            did: self.did.to_string(),
+            network,
+            network_id,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            listen_addrs: vec![self.overlay.listen_addr().to_string()],
+            head: Some(head(ledger_head)),
+            peers,
+            routes,
+        }))
+    }
+
+    async fn peers(&self) -> Result<Response, String> {
+        let peers = self.overlay.peers().await.map_err(|e| e.to_string())?;
+        let peers = peers
+            .into_iter()
+            .map(|p| pb::Peer {
+                did: p.did.to_string(),
+                peer_id: p.peer.to_string(),
+                addr: p.addr.to_string(),
+                path: "direct".into(),
+                rtt_us: p.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
+                connected_ms: p.since.elapsed().as_millis() as u64,
+            })
+            .collect();
+        Ok(Response::Peers(pb::Peers { peers }))
+    }
+
+    async fn routes(&self) -> Result<Response, String> {
+        let routes = self.overlay.routes().await.map_err(|e| e.to_string())?;
+        let routes = routes
+            .into_iter()
+            .map(|(peer, addrs)| {
+                let did = SigningPublicKey::from_peer_id(&peer)
+                    .and_then(|key| self.ledger.read(|l| l.did_of_key(&key)))
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                pb::Route { peer_id: peer.to_string(), did, addrs: addrs.iter().map(ToString::to_string).collect() }
+            })
+            .collect();
+        Ok(Response::Routes(pb::Routes { routes }))
+    }
+
+    fn resolve(&self, did: Did) -> Result<Response, String> {
+        self.ledger.read(|l| {
+            let r = l.resolve(&did).ok_or_else(|| format!("{did} is not on the ledger"))?;
+            let (kind, device, roles) = match &r.record.subject {
+                Subject::Device { roles } => ("device", String::new(), roles.clone()),
+                Subject::App { device, .. } => ("app", device.to_string(), Vec::new()),
+            };
+            let status = match &r.status {
+                Status::Active => "active".to_owned(),
+                Status::Revoked(rev) => format!("revoked at entry {}", rev.seq),
+                Status::HostRevoked(host) => format!("revoked with its device {host}"),
+            };
+            Ok(Response::Resolve(pb::ResolveReply {
+                did: did.to_string(),
+                kind: kind.into(),
+                active: r.is_active(),
+                status,
+                device,
+                roles,
+            }))
+        })
+    }
+
+    /// Appends the entries the daemon does not have yet; every one is
+    /// verified, and the first refusal stops the rest.
+    fn publish(&self, entries: &[Vec<u8>]) -> Result<Response, String> {
+        let mut appended = 0;
+        for (i, bytes) in entries.iter().enumerate() {
+            let entry = Entry::decode(bytes).map_err(|e| format!("entry {i}: {e}"))?;
+            match self.ledger.read(|l| l.entry_hash(entry.seq())) {
+                Some(ours) if ours == entry.hash() => continue,
+                Some(_) => {
+                    return Err(format!(
+                        "entry {i} (seq {}) differs from this ledger's entry at that height: refusing a fork",
+                        entry.seq()
+                    ));
+                }
+                None => {}
+            }
+            self.ledger.append(entry).map_err(|e| format!("entry {i}: {e}"))?;
+            appended += 1;
+        }
+        Ok(Response::Publish(pb::PublishReply { appended, head: Some(head(self.ledger.head())) }))
+    }
+}
+
+fn parse_did(text: &str) -> Result<Did, String> {
+    Did::parse(text).map_err(|e| format!("{text:?}: {e}"))
+}
