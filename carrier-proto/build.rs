@@ -3,8 +3,13 @@
 
 use std::path::PathBuf;
 
-const FILES: &[&str] =
-    &["carrier/v1/identity.proto", "carrier/v1/ledger.proto", "carrier/v1/handshake.proto", "carrier/v1/control.proto"];
+const FILES: &[&str] = &[
+    "carrier/v1/identity.proto",
+    "carrier/v1/ledger.proto",
+    "carrier/v1/handshake.proto",
+    "carrier/v1/control.proto",
+    "carrier/v1/sync.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");

@@ -64,6 +64,8 @@ fn provision(root: &Path, n: usize) -> Vec<PathBuf> {
 struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// The address it listens on, as it printed it.
+    addr: String,
 }
 
 impl Daemon {
@@ -89,7 +91,9 @@ impl Daemon {
                 }
             });
         }
-        Self { child, lines }
+        let mut daemon = Self { child, lines, addr: String::new() };
+        daemon.addr = daemon.wait_for("listening on ").replace("listening on ", "");
+        daemon
     }
 
     /// Waits for an output line containing `needle` and returns it.
@@ -118,7 +122,7 @@ fn three_daemons_join_through_one_address_and_stop_cleanly() {
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 3);
     let first = Daemon::start(&dirs[0], None);
-    let addr = first.wait_for("listening on ").replace("listening on ", "");
+    let addr = first.addr.clone();
     let others: Vec<Daemon> = dirs[1..].iter().map(|dir| Daemon::start(dir, Some(&addr))).collect();
     // Each newcomer links to the bootstrap node, and Kademlia's bootstrap
     // introduces the newcomers to each other.
@@ -144,7 +148,7 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 3);
     let first = Daemon::start(&dirs[0], None);
-    let addr = first.wait_for("listening on ").replace("listening on ", "");
+    let addr = first.addr.clone();
     let others: Vec<Daemon> = dirs[1..].iter().map(|dir| Daemon::start(dir, Some(&addr))).collect();
     for daemon in &others {
         daemon.wait_for("peer up");
@@ -198,13 +202,73 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
 }
 
 #[test]
+fn a_device_registered_at_one_node_joins_through_another_and_its_revocation_cuts_it_everywhere() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = provision(root.path(), 5);
+    let (key, ledger) = (root.path().join("admin/registrar.key"), root.path().join("admin/ledger"));
+    let (key, ledger) = (key.to_str().unwrap(), ledger.to_str().unwrap());
+    let a = Daemon::start(&dirs[0], None);
+    let addr = a.addr.clone();
+    let others: Vec<Daemon> = dirs[1..].iter().map(|dir| Daemon::start(dir, Some(&addr))).collect();
+    for daemon in &others {
+        daemon.wait_for("peer up");
+    }
+    let e = &others[3];
+    let e_addr = e.addr.clone();
+
+    // Register a new device at A only; replication carries it to E.
+    let f_dir = root.path().join("newcomer");
+    assert!(carrierd(&["init", "--data-dir", f_dir.to_str().unwrap()]).output().unwrap().status.success());
+    let f_did = std::fs::read_to_string(f_dir.join("device.card")).unwrap();
+    let f_did = {
+        let card = f_did.trim();
+        let out = carrierctl(&["ledger", "register-device", "--ledger", ledger, "--key", key, card]);
+        assert!(out.contains("entry 6"), "{out}");
+        let resolved: Vec<serde_json::Value> =
+            serde_json::from_str(&carrierctl(&["ledger", "show", "--ledger", ledger, "--json"])).unwrap();
+        resolved[6]["details"]["did"].as_str().unwrap().to_owned()
+    };
+    carrierctl(&["ledger", "publish", "--ledger", ledger, "--socket", &socket(&dirs[0])]);
+    e.wait_for("applied ledger entries from a peer");
+
+    // The newcomer has its own copy of the admin's ledger and joins through E.
+    std::fs::create_dir_all(f_dir.join("ledger")).unwrap();
+    std::fs::copy(root.path().join("admin/ledger/ledger.log"), f_dir.join("ledger/ledger.log")).unwrap();
+    let f = Daemon::start(&f_dir, Some(&e_addr));
+    f.wait_for("peer up");
+    let e_peers = carrierctl(&["peers", "--socket", &socket(&dirs[4]), "--json"]);
+    assert!(e_peers.contains(&f_did), "E is not linked to the newcomer: {e_peers}");
+
+    // Revoke it at A: every node cuts its links within 2 seconds.
+    carrierctl(&["ledger", "revoke", "--ledger", ledger, "--key", key, &f_did]);
+    let started = std::time::Instant::now();
+    carrierctl(&["ledger", "publish", "--ledger", ledger, "--socket", &socket(&dirs[0])]);
+    a.wait_for("revoked: links closed");
+    for daemon in &others {
+        daemon.wait_for("revoked: links closed");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "revocation took {took:?} to reach every node");
+    for dir in &dirs {
+        let peers = carrierctl(&["peers", "--socket", &socket(dir), "--json"]);
+        assert!(!peers.contains(&f_did), "still linked to the revoked device: {peers}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&carrierctl(&["status", "--socket", &socket(&dirs[4]), "--json"])).unwrap();
+    assert_eq!(status["ledger"]["height"], 8);
+    assert_eq!(status["alarm"], "");
+    for daemon in others.into_iter().chain([a, f]) {
+        assert!(daemon.terminate().success());
+    }
+}
+
+#[test]
 fn malformed_and_oversized_control_frames_close_only_that_client() {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 1);
     let daemon = Daemon::start(&dirs[0], None);
-    daemon.wait_for("listening on ");
     let sock = socket(&dirs[0]);
     let send_and_drain = |bytes: &[u8]| {
         let mut client = UnixStream::connect(&sock).unwrap();
@@ -231,7 +295,6 @@ fn control_socket_is_the_owners_alone() {
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 1);
     let daemon = Daemon::start(&dirs[0], None);
-    daemon.wait_for("listening on ");
     let sock = socket(&dirs[0]);
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);

@@ -72,6 +72,7 @@ impl Handler {
             head: Some(head(ledger_head)),
             peers,
             routes,
+            alarm: self.ledger.alarm().unwrap_or_default(),
         }))
     }
 

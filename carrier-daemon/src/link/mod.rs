@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use carrier_proto::handshake::{Admitted, HandshakeError, Local, Refusal};
 use carrier_proto::identity::{Did, Identity};
-use carrier_proto::ledger::LedgerState;
+use carrier_proto::ledger::{Head, LedgerState};
 use tracing::Instrument;
 
 pub use limits::LinkLimits;
@@ -89,6 +89,8 @@ pub struct LinkContext {
     live: Mutex<HashMap<Did, Vec<quinn::Connection>>>,
     /// The node's endpoint once bound, for an orderly shutdown.
     endpoint: Mutex<Option<quinn::Endpoint>>,
+    /// Each peer's ledger head from its latest handshake, for replication.
+    peer_heads: Mutex<HashMap<Did, Head>>,
 }
 
 impl LinkContext {
@@ -103,6 +105,7 @@ impl LinkContext {
             slots: Arc::default(),
             live: Mutex::default(),
             endpoint: Mutex::default(),
+            peer_heads: Mutex::default(),
         }
     }
 
@@ -150,8 +153,14 @@ impl LinkContext {
         dids.iter().map(|did| self.close_peer(did, reason)).sum()
     }
 
+    /// A peer's ledger head as its latest handshake showed it.
+    pub fn peer_head(&self, did: &Did) -> Option<Head> {
+        self.peer_heads.lock().unwrap_or_else(PoisonError::into_inner).get(did).copied()
+    }
+
     /// Records an admitted link, dropping entries for closed connections.
     fn register(&self, link: &Link) {
+        self.peer_heads.lock().unwrap_or_else(PoisonError::into_inner).insert(link.peer.did, link.peer.head);
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let connections = live.entry(link.peer.did).or_default();
         connections.retain(|c| c.close_reason().is_none());

@@ -14,6 +14,7 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::sync::SyncEvent;
 use super::{Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, gate, transport};
 use crate::link::LinkContext;
 
@@ -44,8 +45,11 @@ pub(super) struct Actor {
     pub(super) probes: HashMap<kad::QueryId, Probe>,
     /// Where to join the network.
     pub(super) bootstrap: Vec<Multiaddr>,
-    /// Kademlia lookups started by `connect`, and the peer each looks for.
-    pub(super) lookups: HashMap<kad::QueryId, PeerId>,
+    /// Link events for ledger replication.
+    pub(super) sync: mpsc::UnboundedSender<SyncEvent>,
+    /// Kademlia lookups started by `connect`: the peer each looks for, and
+    /// whether it is the full (k-result) walk tried after a quick one.
+    pub(super) lookups: HashMap<kad::QueryId, (PeerId, bool)>,
 }
 
 impl Actor {
@@ -179,7 +183,7 @@ impl Actor {
         let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
         if self.swarm.dial(opts).is_err() {
             let query = self.swarm.behaviour_mut().kad.get_n_closest_peers(peer, ONE);
-            self.lookups.insert(query, peer);
+            self.lookups.insert(query, (peer, false));
         }
     }
 
@@ -201,6 +205,7 @@ impl Actor {
                     let addr = endpoint.get_remote_address().clone();
                     slot.insert(PeerInfo { did, peer: peer_id, addr, since: Instant::now(), rtt: None });
                     tracing::info!(peer = %did, "peer up");
+                    let _ = self.sync.send(SyncEvent::PeerUp { peer: peer_id, did });
                     self.emit(OverlayEvent::PeerUp(did));
                 }
                 self.answer(&peer_id, || Ok(()));
@@ -208,6 +213,7 @@ impl Actor {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 if let Some(info) = self.peers.remove(&peer_id) {
                     tracing::info!(peer = %info.did, "peer down");
+                    let _ = self.sync.send(SyncEvent::PeerDown { peer: peer_id });
                     self.emit(OverlayEvent::PeerDown(info.did));
                 }
             }
@@ -219,7 +225,7 @@ impl Actor {
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-                if self.lookups.values().any(|p| *p == peer) || self.peers.contains_key(&peer) {
+                if self.lookups.values().any(|(p, _)| *p == peer) || self.peers.contains_key(&peer) {
                     return;
                 }
                 let Some(did) = self.did_of(&peer) else { return };
@@ -273,7 +279,7 @@ impl Actor {
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
-                let Some(target) = self.lookups.get(&id).copied() else {
+                let Some((target, full)) = self.lookups.get(&id).copied() else {
                     return;
                 };
                 if let kad::QueryResult::GetClosestPeers(Ok(ok)) = &result
@@ -290,7 +296,15 @@ impl Actor {
                 }
                 if step.last {
                     self.lookups.remove(&id);
-                    if let Some(did) = self.did_of(&target) {
+                    if self.peers.contains_key(&target) {
+                        return; // linked while looking (Kademlia dialled it)
+                    }
+                    if !full {
+                        // The quick walk (one result) can stop at a peer that
+                        // failed to answer; walk again for the k closest.
+                        let query = self.swarm.behaviour_mut().kad.get_closest_peers(target);
+                        self.lookups.insert(query, (target, true));
+                    } else if let Some(did) = self.did_of(&target) {
                         self.answer(&target, || Err(OverlayError::NotFound(did)));
                     }
                 }

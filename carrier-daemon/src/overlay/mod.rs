@@ -11,9 +11,12 @@
 //! (private protocol `/carrier/kad/1.0.0`) only learns addresses of peers
 //! that passed the handshake: its table is filled by hand from identify
 //! reports of admitted connections, never from what other peers say.
+//! Ledger replication (`sync.rs`) runs on its own protocol over the same
+//! links.
 
 pub mod gate;
 mod muxer;
+mod sync;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -155,6 +158,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
 }
 
 /// What the handle asks of the actor; each carries its reply channel.
@@ -214,6 +218,7 @@ impl Overlay {
                 _ => {}
             }
         };
+        let sync = sync::spawn(swarm.behaviour().stream.new_control(), Arc::clone(&ctx));
         let (commands, rx) = mpsc::channel(64);
         let (events, first_events) = broadcast::channel(1024);
         let actor = Actor {
@@ -226,6 +231,7 @@ impl Overlay {
             dialing: HashMap::new(),
             probes: HashMap::new(),
             bootstrap: config.bootstrap.clone(),
+            sync,
             lookups: HashMap::new(),
         };
         tokio::spawn(actor.run(config.bootstrap_retry));
@@ -328,6 +334,7 @@ fn behaviour(ctx: Arc<LinkContext>, key: &libp2p::identity::Keypair, config: &Ov
         kad,
         identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
         ping: ping::Behaviour::default(),
+        stream: libp2p_stream::Behaviour::new(),
     }
 }
 
