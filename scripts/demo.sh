@@ -89,7 +89,7 @@ pids=()
 stop_daemons() { [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true; }
 trap 'stop_daemons; rm -rf "$work"' EXIT
 start() { # node [bootstrap]
-  { echo 'listen = "127.0.0.1:0"'; [ -z "${2:-}" ] || echo "bootstrap = [\"$2\"]"; } > "net/$1.toml"
+  { echo 'listen = "127.0.0.1:0"'; echo "runtime_dir = \"$work/net/$1/run\""; [ -z "${2:-}" ] || echo "bootstrap = [\"$2\"]"; } > "net/$1.toml"
   RUST_LOG=info "$bin/carrierd" run --config "net/$1.toml" --data-dir "net/$1" > "net/$1.out" 2> "net/$1.log" &
   pids+=($!)
 }
@@ -101,9 +101,12 @@ start n2 "$bootstrap"
 start n3 "$bootstrap"
 for node in n1 n2 n3; do wait_for "net/$node.log" "peer up" 2; done
 for node in n1 n2 n3; do
-  echo "$node ($(sed -n 's/^did //p' "net/$node.out")) linked to:"
-  sed -n 's/.*peer up peer=/    /p' "net/$node.log"
+  echo
+  echo "$node is $(sed -n 's/^did //p' "net/$node.out")"
+  run carrierctl peers --socket "net/$node/run/control.sock"
 done
+echo
+run carrierctl status --socket net/n3/run/control.sock
 
 step "SIGTERM: each daemon closes its links with the shutdown code and stops"
 stop_daemons

@@ -202,7 +202,10 @@ impl Actor {
                     let _ = reply.send(Ok(did));
                 }
                 if let Entry::Vacant(slot) = self.peers.entry(peer_id) {
-                    let addr = endpoint.get_remote_address().clone();
+                    let mut addr = endpoint.get_remote_address().clone();
+                    if let Some(libp2p::multiaddr::Protocol::P2p(_)) = addr.iter().last() {
+                        addr.pop();
+                    }
                     slot.insert(PeerInfo { did, peer: peer_id, addr, since: Instant::now(), rtt: None });
                     tracing::info!(peer = %did, "peer up");
                     let _ = self.sync.send(SyncEvent::PeerUp { peer: peer_id, did });
