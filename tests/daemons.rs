@@ -64,6 +64,8 @@ fn provision(root: &Path, n: usize) -> Vec<PathBuf> {
 struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Lines read while waiting for an earlier needle, still to be searched.
+    backlog: std::cell::RefCell<std::collections::VecDeque<String>>,
     /// The address it listens on, as it printed it.
     addr: String,
 }
@@ -91,22 +93,30 @@ impl Daemon {
                 }
             });
         }
-        let mut daemon = Self { child, lines, addr: String::new() };
+        let mut daemon = Self { child, lines, backlog: Default::default(), addr: String::new() };
         daemon.addr = daemon.wait_for("listening on ").replace("listening on ", "");
         daemon
     }
 
     /// Waits for an output line containing `needle` and returns it.
     fn wait_for(&self, needle: &str) -> String {
+        let mut backlog = self.backlog.borrow_mut();
+        if let Some(i) = backlog.iter().position(|line| line.contains(needle)) {
+            return backlog.remove(i).unwrap_or_default();
+        }
         let deadline = std::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) if line.contains(needle) => {
+                    backlog.extend(seen);
+                    return line;
+                }
+                Ok(line) => seen.push(line),
                 Err(_) => break,
             }
         }
-        panic!("carrierd never printed {needle:?}");
+        panic!("carrierd never printed {needle:?}; it printed:\n{}", seen.join("\n"));
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
@@ -260,6 +270,56 @@ fn a_device_registered_at_one_node_joins_through_another_and_its_revocation_cuts
     for daemon in others.into_iter().chain([a, f]) {
         assert!(daemon.terminate().success());
     }
+}
+
+#[test]
+fn two_signed_histories_raise_the_alarm_and_the_fork_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = provision(root.path(), 2);
+    let key = root.path().join("admin/registrar.key");
+    let key = key.to_str().unwrap();
+    // The registrar signs two different entries at the same height, in two
+    // copies of the ledger: equivocation.
+    let (one, two) = (root.path().join("fork-one"), root.path().join("fork-two"));
+    for (copy, name) in [(&one, "x"), (&two, "y")] {
+        std::fs::create_dir_all(copy).unwrap();
+        std::fs::copy(root.path().join("admin/ledger/ledger.log"), copy.join("ledger.log")).unwrap();
+        let device = root.path().join(name);
+        assert!(carrierd(&["init", "--data-dir", device.to_str().unwrap()]).output().unwrap().status.success());
+        let card = device.join("device.card");
+        carrierctl(&[
+            "ledger",
+            "register-device",
+            "--ledger",
+            copy.to_str().unwrap(),
+            "--key",
+            key,
+            card.to_str().unwrap(),
+        ]);
+    }
+    let a = Daemon::start(&dirs[0], None);
+    let b = Daemon::start(&dirs[1], None);
+    carrierctl(&["ledger", "publish", "--ledger", one.to_str().unwrap(), "--socket", &socket(&dirs[0])]);
+    carrierctl(&["ledger", "publish", "--ledger", two.to_str().unwrap(), "--socket", &socket(&dirs[1])]);
+    // Handing A the other history directly is refused too.
+    let out = Command::new(env!("CARGO_BIN_EXE_carrierctl"))
+        .args(["ledger", "publish", "--ledger", two.to_str().unwrap(), "--socket", &socket(&dirs[0])])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing a fork"));
+    // B restarts and joins through A: both see the other's head disagree.
+    assert!(b.terminate().success());
+    let b = Daemon::start(&dirs[1], Some(&a.addr));
+    a.wait_for("ledger equivocation");
+    b.wait_for("ledger equivocation");
+    for dir in &dirs {
+        let status: serde_json::Value =
+            serde_json::from_str(&carrierctl(&["status", "--socket", &socket(dir), "--json"])).unwrap();
+        assert!(status["alarm"].as_str().unwrap().contains("differs from ours"), "{status}");
+        assert_eq!(status["ledger"]["height"], 4, "the fork was applied: {status}");
+    }
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
 }
 
 #[test]

@@ -217,8 +217,7 @@ impl LinkContext {
         };
         let result =
             tokio::time::timeout(self.limits.handshake_timeout, attempt).await.unwrap_or(Err(LinkError::Timeout));
-        log_outcome(&result);
-        result
+        self.finish(result)
     }
 
     /// Applies the admission limits to an incoming attempt, then accepts it

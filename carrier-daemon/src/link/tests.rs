@@ -292,3 +292,14 @@ async fn a_flood_of_strangers_does_not_starve_registered_peers() {
     assert_eq!(node_b.next_inbound().await.unwrap().peer.did, a_did);
     drop(silent);
 }
+
+#[tokio::test]
+async fn admission_records_the_peers_ledger_head() {
+    let mut net = TestNetwork::new("links");
+    let (a, b) = (net.register_device(), net.register_device());
+    let b_did = b.did();
+    let node_a = Node::start(a, net.ledger.clone());
+    let node_b = Node::start(b, net.ledger.clone());
+    let _link = node_a.dial(&node_b, None).await.unwrap();
+    assert_eq!(node_a.ctx.peer_head(&b_did), Some(net.ledger.head()));
+}

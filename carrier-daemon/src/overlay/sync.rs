@@ -82,6 +82,10 @@ async fn drive(control: Control, ctx: Arc<LinkContext>, mut events: mpsc::Unboun
                     if theirs.height > ledger.head().height {
                         let (control, ledger) = (control.clone(), Arc::clone(&ledger));
                         tokio::spawn(async move { fetch_from(control, peer, &ledger).await });
+                    } else if theirs.height > 0 && ledger.read(|l| l.entry_hash(theirs.height - 1)) != Some(theirs.hash) {
+                        // Both ledgers are verified, so two heads that
+                        // disagree at one height are two signed histories.
+                        ledger.raise_alarm(format!("{did}'s ledger differs from ours at entry {}", theirs.height - 1));
                     }
                 }
                 Some(SyncEvent::PeerDown { peer }) => {
