@@ -9,6 +9,7 @@ const FILES: &[&str] = &[
     "carrier/v1/handshake.proto",
     "carrier/v1/control.proto",
     "carrier/v1/sync.proto",
+    "carrier/v1/state.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -119,6 +119,12 @@ impl Daemon {
         panic!("carrierd never printed {needle:?}; it printed:\n{}", seen.join("\n"));
     }
 
+    /// SIGKILL: no chance to clean up.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -320,6 +326,32 @@ fn two_signed_histories_raise_the_alarm_and_the_fork_is_refused() {
     }
     assert!(a.terminate().success());
     assert!(b.terminate().success());
+}
+
+#[test]
+fn killed_daemon_restarts_with_its_identity_ledger_and_peers() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = provision(root.path(), 3);
+    let a = Daemon::start(&dirs[0], None);
+    let b = Daemon::start(&dirs[1], Some(&a.addr));
+    let c = Daemon::start(&dirs[2], Some(&a.addr));
+    b.wait_for("peer up");
+    b.wait_for("peer up");
+    let before: serde_json::Value =
+        serde_json::from_str(&carrierctl(&["status", "--socket", &socket(&dirs[1]), "--json"])).unwrap();
+    b.kill();
+    // Restarted with no bootstrap peer at all: it rejoins through the peers
+    // it had in its routing table.
+    let b = Daemon::start(&dirs[1], None);
+    b.wait_for("peer up");
+    let after: serde_json::Value =
+        serde_json::from_str(&carrierctl(&["status", "--socket", &socket(&dirs[1]), "--json"])).unwrap();
+    assert_eq!(after["did"], before["did"]);
+    assert_eq!(after["ledger"], before["ledger"]);
+    assert_eq!(after["network_id"], before["network_id"]);
+    for daemon in [a, b, c] {
+        assert!(daemon.terminate().success());
+    }
 }
 
 #[test]

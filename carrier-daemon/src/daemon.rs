@@ -85,6 +85,7 @@ impl Daemon {
             listen: config.listen,
             bootstrap,
             max_links: config.limits.max_links,
+            peer_cache: Some(data_dir.peer_cache()),
             ..OverlayConfig::default()
         };
         let (overlay, _events) = Overlay::start(ctx, overlay_config).await?;

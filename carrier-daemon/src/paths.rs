@@ -13,6 +13,8 @@ pub const DEVICE_KEY_FILE: &str = "device.key";
 pub const DEVICE_CARD_FILE: &str = "device.card";
 /// Directory name of the embedded ledger inside the data directory.
 pub const LEDGER_DIR: &str = "ledger";
+/// File name of the peer cache inside the data directory.
+pub const PEER_CACHE_FILE: &str = "peers.cache";
 /// File name of the control socket inside the runtime directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 
@@ -94,6 +96,11 @@ impl DataDir {
     /// The device's public card.
     pub fn device_card(&self) -> PathBuf {
         self.root.join(DEVICE_CARD_FILE)
+    }
+
+    /// The routing table's peers, kept between runs.
+    pub fn peer_cache(&self) -> PathBuf {
+        self.root.join(PEER_CACHE_FILE)
     }
 
     /// The embedded ledger's directory.

@@ -14,6 +14,7 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::peer_cache::PeerCache;
 use super::sync::SyncEvent;
 use super::{Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, gate, transport};
 use crate::link::LinkContext;
@@ -45,6 +46,8 @@ pub(super) struct Actor {
     pub(super) probes: HashMap<kad::QueryId, Probe>,
     /// Where to join the network.
     pub(super) bootstrap: Vec<Multiaddr>,
+    /// The routing table's peers, kept on disk between runs.
+    pub(super) peer_cache: Option<PeerCache>,
     /// Link events for ledger replication.
     pub(super) sync: mpsc::UnboundedSender<SyncEvent>,
     /// Kademlia lookups started by `connect`: the peer each looks for, and
@@ -253,8 +256,11 @@ impl Actor {
                     info.listen_addrs.into_iter().filter(|a| transport::parse_addr(a).is_some()).collect();
                 let kad = &mut self.swarm.behaviour_mut().kad;
                 let mut added = false;
-                for addr in addrs {
-                    added |= matches!(kad.add_address(&peer_id, addr), kad::RoutingUpdate::Success);
+                for addr in &addrs {
+                    added |= matches!(kad.add_address(&peer_id, addr.clone()), kad::RoutingUpdate::Success);
+                }
+                if let Some(cache) = &mut self.peer_cache {
+                    cache.insert(peer_id, addrs);
                 }
                 if added {
                     self.emit(OverlayEvent::Routable(did));
@@ -314,6 +320,9 @@ impl Actor {
             }
             BehaviourEvent::Gate(gate::GateEvent::Revoked { did, peer }) => {
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                if let Some(cache) = &mut self.peer_cache {
+                    cache.remove(&peer);
+                }
                 tracing::warn!(peer = %did, "revoked: links closed, routes removed");
                 self.emit(OverlayEvent::Revoked(did));
             }

@@ -16,11 +16,13 @@
 
 pub mod gate;
 mod muxer;
+mod peer_cache;
 mod sync;
 pub mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,9 @@ pub struct OverlayConfig {
     pub connect_timeout: Duration,
     /// While no peer is linked, how often to dial the bootstrap peers again.
     pub bootstrap_retry: Duration,
+    /// Where to keep the routing table's peers between runs; they are
+    /// dialled along with the bootstrap peers on start.
+    pub peer_cache: Option<PathBuf>,
 }
 
 impl Default for OverlayConfig {
@@ -60,6 +65,7 @@ impl Default for OverlayConfig {
             max_links: 512,
             connect_timeout: Duration::from_secs(10),
             bootstrap_retry: Duration::from_secs(2),
+            peer_cache: None,
         }
     }
 }
@@ -219,6 +225,9 @@ impl Overlay {
             }
         };
         let sync = sync::spawn(swarm.behaviour().stream.new_control(), Arc::clone(&ctx));
+        let peer_cache = config.peer_cache.clone().map(peer_cache::PeerCache::load);
+        let mut bootstrap = config.bootstrap.clone();
+        bootstrap.extend(peer_cache.iter().flat_map(|c| c.addrs()).filter(|a| !config.bootstrap.contains(a)));
         let (commands, rx) = mpsc::channel(64);
         let (events, first_events) = broadcast::channel(1024);
         let actor = Actor {
@@ -230,7 +239,8 @@ impl Overlay {
             waiting: HashMap::new(),
             dialing: HashMap::new(),
             probes: HashMap::new(),
-            bootstrap: config.bootstrap.clone(),
+            bootstrap,
+            peer_cache,
             sync,
             lookups: HashMap::new(),
         };
