@@ -202,9 +202,38 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
     assert!(published.contains("took 1 new entries") && published.contains("height is 5"), "{published}");
     let again = carrierctl(&["ledger", "publish", "--ledger", ledger.to_str().unwrap(), "--socket", &sock]);
     assert!(again.contains("took 0 new entries"), "{again}");
+    assert!(peers.as_array().unwrap().iter().all(|p| p["bytes_in"].as_u64().unwrap() > 0), "{peers}");
+    let counters: serde_json::Value =
+        serde_json::from_str(&carrierctl(&["counters", "--socket", &sock, "--json"])).unwrap();
+    assert!(counters["links_admitted_inbound"].as_u64().unwrap() >= 2, "{counters}");
+
+    // A watcher sees a peer go down and come back.
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_carrierctl"))
+        .args(["watch", "--json", "--socket", &sock])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, events) = mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_event = |kind: &str, did: &str| loop {
+        let line = events.recv_timeout(WAIT).expect("watch printed nothing");
+        if line.contains(kind) && line.contains(did) {
+            return;
+        }
+    };
+    wait_event("\"ledger\"", ""); // subscribed
     // Disconnect a peer, then find it again by DID.
     carrierctl(&["disconnect", "--socket", &sock, &peer_dids[0]]);
+    wait_event("peer_down", &peer_dids[0]);
     carrierctl(&["connect", "--socket", &sock, &peer_dids[0]]);
+    wait_event("peer_up", &peer_dids[0]);
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_carrierctl"))
         .args(["connect", "--socket", &sock, "did:carrier:zNotADid"])
         .output()

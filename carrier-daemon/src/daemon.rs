@@ -88,11 +88,11 @@ impl Daemon {
             peer_cache: Some(data_dir.peer_cache()),
             ..OverlayConfig::default()
         };
-        let (overlay, _events) = Overlay::start(ctx, overlay_config).await?;
+        let (overlay, _events) = Overlay::start(Arc::clone(&ctx), overlay_config).await?;
         let socket = runtime_dir.join(CONTROL_SOCKET);
         let listener =
             control::bind(&socket).map_err(|source| StartError::ControlSocket { path: socket.clone(), source })?;
-        let handler = Arc::new(control::Handler::new(did, overlay.clone(), Arc::clone(&ledger)));
+        let handler = Arc::new(control::Handler::new(overlay.clone(), ctx));
         tokio::spawn(control::serve(listener, socket.clone(), handler));
         tracing::info!(%did, listen = %overlay.listen_addr(), control = %socket.display(), head = ledger.head().height, "carrierd started");
         Ok(Self { did, overlay, ledger })

@@ -8,8 +8,12 @@ use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{Entry, Head, Status, Subject};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 
+use tokio::sync::broadcast;
+
+use super::Connection;
 use crate::ledger::SharedLedger;
-use crate::overlay::Overlay;
+use crate::link::LinkContext;
+use crate::overlay::{Overlay, OverlayEvent};
 
 /// Answers control requests for one daemon.
 pub struct Handler {
@@ -17,6 +21,7 @@ pub struct Handler {
     started: Instant,
     overlay: Overlay,
     ledger: Arc<SharedLedger>,
+    links: Arc<LinkContext>,
 }
 
 fn head(head: Head) -> pb::LedgerHead {
@@ -25,8 +30,41 @@ fn head(head: Head) -> pb::LedgerHead {
 
 impl Handler {
     /// A handler for the daemon with these parts.
-    pub fn new(did: Did, overlay: Overlay, ledger: Arc<SharedLedger>) -> Self {
-        Self { did, started: Instant::now(), overlay, ledger }
+    pub fn new(overlay: Overlay, links: Arc<LinkContext>) -> Self {
+        let (did, ledger) = (links.did(), Arc::clone(&links.ledger));
+        Self { did, started: Instant::now(), overlay, ledger, links }
+    }
+
+    /// Streams events to a watcher until it goes away.
+    pub async fn watch(&self, connection: &mut Connection, id: u64) {
+        let mut overlay = self.overlay.events();
+        let mut ledger = self.ledger.subscribe();
+        // First the current ledger height, so the watcher knows it is
+        // subscribed and where the ledger stands.
+        let current = pb::Event { kind: "ledger".into(), did: String::new(), height: self.ledger.head().height };
+        if connection.write(&pb::ControlResponse { id, response: Some(Response::Event(current)) }).await.is_err() {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                event = overlay.recv() => match event {
+                    Ok(OverlayEvent::PeerUp(did)) => pb::Event { kind: "peer_up".into(), did: did.to_string(), height: 0 },
+                    Ok(OverlayEvent::PeerDown(did)) => pb::Event { kind: "peer_down".into(), did: did.to_string(), height: 0 },
+                    Ok(OverlayEvent::Revoked(did)) => pb::Event { kind: "revoked".into(), did: did.to_string(), height: 0 },
+                    Ok(OverlayEvent::Routable(_)) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                update = ledger.recv() => match update {
+                    Ok(update) => pb::Event { kind: "ledger".into(), did: String::new(), height: update.head.height },
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let message = pb::ControlResponse { id, response: Some(Response::Event(event)) };
+            if connection.write(&message).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Answers one request; failures become an error response.
@@ -53,6 +91,10 @@ impl Handler {
             }
             Request::Resolve(r) => self.resolve(parse_did(&r.did)?),
             Request::Publish(p) => self.publish(&p.entries),
+            Request::Counters(_) => {
+                Ok(Response::Counters(pb::Counters { values: self.links.counters().into_iter().collect() }))
+            }
+            Request::Watch(_) => Err("watch is served by the connection loop".into()),
         }
     }
 
@@ -80,13 +122,18 @@ impl Handler {
         let peers = self.overlay.peers().await.map_err(|e| e.to_string())?;
         let peers = peers
             .into_iter()
-            .map(|p| pb::Peer {
-                did: p.did.to_string(),
-                peer_id: p.peer.to_string(),
-                addr: p.addr.to_string(),
-                path: "direct".into(),
-                rtt_us: p.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
-                connected_ms: p.since.elapsed().as_millis() as u64,
+            .map(|p| {
+                let (bytes_in, bytes_out) = self.links.traffic(&p.did);
+                pb::Peer {
+                    did: p.did.to_string(),
+                    peer_id: p.peer.to_string(),
+                    addr: p.addr.to_string(),
+                    path: "direct".into(),
+                    rtt_us: p.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
+                    connected_ms: p.since.elapsed().as_millis() as u64,
+                    bytes_in,
+                    bytes_out,
+                }
             })
             .collect();
         Ok(Response::Peers(pb::Peers { peers }))

@@ -82,6 +82,9 @@ async fn serve_client(mut connection: Connection, handler: Arc<Handler>) {
                 return;
             }
         };
+        if let Some(pb::control_request::Request::Watch(_)) = request.request {
+            return handler.watch(&mut connection, request.id).await;
+        }
         let reply = handler.answer(request).await;
         if connection.write(&reply).await.is_err() {
             return;

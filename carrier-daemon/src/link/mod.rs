@@ -13,7 +13,7 @@ mod handshake;
 mod limits;
 pub mod quic;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -91,6 +91,8 @@ pub struct LinkContext {
     endpoint: Mutex<Option<quinn::Endpoint>>,
     /// Each peer's ledger head from its latest handshake, for replication.
     peer_heads: Mutex<HashMap<Did, Head>>,
+    /// Admissions and refusals since start, by name.
+    counters: Mutex<BTreeMap<String, u64>>,
 }
 
 impl LinkContext {
@@ -106,6 +108,7 @@ impl LinkContext {
             live: Mutex::default(),
             endpoint: Mutex::default(),
             peer_heads: Mutex::default(),
+            counters: Mutex::default(),
         }
     }
 
@@ -151,6 +154,25 @@ impl LinkContext {
     pub fn close_all(&self, reason: Refusal) -> usize {
         let dids: Vec<Did> = self.live.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
         dids.iter().map(|did| self.close_peer(did, reason)).sum()
+    }
+
+    /// Admissions and refusals since start, by name.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Bytes received from and sent to `did` over its open links.
+    pub fn traffic(&self, did: &Did) -> (u64, u64) {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.get(did)
+            .into_iter()
+            .flatten()
+            .map(|c| c.stats())
+            .fold((0, 0), |(rx, tx), stats| (rx + stats.udp_rx.bytes, tx + stats.udp_tx.bytes))
+    }
+
+    fn count(&self, name: String) {
+        *self.counters.lock().unwrap_or_else(PoisonError::into_inner).entry(name).or_insert(0) += 1;
     }
 
     /// A peer's ledger head as its latest handshake showed it.
@@ -217,7 +239,7 @@ impl LinkContext {
         };
         let result =
             tokio::time::timeout(self.limits.handshake_timeout, attempt).await.unwrap_or(Err(LinkError::Timeout));
-        self.finish(result)
+        self.finish(result, "outbound")
     }
 
     /// Applies the admission limits to an incoming attempt, then accepts it
@@ -229,12 +251,12 @@ impl LinkContext {
             Gate::Retry => {
                 // The client retries with a token proving its address.
                 let _ = incoming.retry();
-                return Err(LinkError::Busy);
+                return self.finish(Err(LinkError::Busy), "inbound");
             }
             Gate::Refuse => {
                 tracing::debug!(%addr, "refusing connection: handshake limits reached");
                 incoming.refuse();
-                return Err(LinkError::Busy);
+                return self.finish(Err(LinkError::Busy), "inbound");
             }
         };
         let span = tracing::debug_span!("accept", %addr);
@@ -254,14 +276,23 @@ impl LinkContext {
         };
         let result = attempt.instrument(span).await;
         drop(permit);
-        self.finish(result)
+        self.finish(result, "inbound")
     }
 
-    /// Logs the outcome and registers an admitted link.
-    fn finish(&self, result: Result<Link, LinkError>) -> Result<Link, LinkError> {
-        if let Ok(link) = &result {
-            self.register(link);
-        }
+    /// Logs and counts the outcome and registers an admitted link.
+    fn finish(&self, result: Result<Link, LinkError>, direction: &str) -> Result<Link, LinkError> {
+        let name = |reason: Refusal| reason.as_str().replace(' ', "_");
+        self.count(match &result {
+            Ok(link) => {
+                self.register(link);
+                format!("links_admitted_{direction}")
+            }
+            Err(LinkError::Refused(error)) => format!("refused_{}", name(error.reason)),
+            Err(LinkError::RefusedByPeer(reason)) => format!("refused_by_peer_{}", name(*reason)),
+            Err(LinkError::Busy) => "refused_busy".into(),
+            Err(LinkError::Timeout) => format!("handshake_timeouts_{direction}"),
+            Err(_) => format!("link_failures_{direction}"),
+        });
         log_outcome(&result);
         result
     }

@@ -33,22 +33,26 @@ impl Target {
         Ok(Paths::for_mode(mode)?.runtime_dir.join(CONTROL_SOCKET))
     }
 
+    async fn connect(&self) -> anyhow::Result<Connection> {
+        let path = self.path()?;
+        let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                anyhow::anyhow!("carrierd is not running (no control socket at {})", path.display())
+            }
+            std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+                "{} belongs to another user; run carrierctl as the user that runs carrierd",
+                path.display()
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot open {}", path.display())),
+        })?;
+        Ok(Connection::new(stream))
+    }
+
     /// Sends one request and returns the response, or the daemon's error.
     pub(crate) fn request(&self, request: Request) -> anyhow::Result<Response> {
-        let path = self.path()?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
-            let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                    anyhow::anyhow!("carrierd is not running (no control socket at {})", path.display())
-                }
-                std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
-                    "{} belongs to another user; run carrierctl as the user that runs carrierd",
-                    path.display()
-                ),
-                _ => anyhow::Error::new(e).context(format!("cannot open {}", path.display())),
-            })?;
-            let mut connection = Connection::new(stream);
+            let mut connection = self.connect().await?;
             connection.write(&pb::ControlRequest { id: 1, request: Some(request) }).await?;
             let reply = tokio::time::timeout(Duration::from_secs(30), connection.read::<pb::ControlResponse>())
                 .await
@@ -61,6 +65,43 @@ impl Target {
             }
         })
     }
+}
+
+/// Prints every event the daemon reports until it stops or we are killed.
+pub(crate) fn watch(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut connection = target.connect().await?;
+        connection.write(&pb::ControlRequest { id: 1, request: Some(Request::Watch(pb::WatchRequest {})) }).await?;
+        while let Some(reply) = connection.read::<pb::ControlResponse>().await? {
+            match reply.response {
+                Some(Response::Event(e)) if as_json => {
+                    println!("{}", json!({ "kind": e.kind, "did": e.did, "height": e.height }))
+                }
+                Some(Response::Event(e)) if e.kind == "ledger" => println!("ledger  height {}", e.height),
+                Some(Response::Event(e)) => println!("{:<9} {}", e.kind, e.did),
+                Some(Response::Error(message)) => bail!("carrierd: {message}"),
+                _ => {}
+            }
+        }
+        println!("carrierd closed the connection");
+        Ok(())
+    })
+}
+
+pub(crate) fn counters(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let Response::Counters(c) = target.request(Request::Counters(pb::CountersRequest {}))? else {
+        bail!("unexpected reply")
+    };
+    let mut values: Vec<(String, u64)> = c.values.into_iter().collect();
+    values.sort();
+    if as_json {
+        println!("{}", json!(values.into_iter().collect::<std::collections::BTreeMap<_, _>>()));
+        return Ok(());
+    }
+    let rows: Vec<[String; 2]> = values.into_iter().map(|(name, value)| [name, value.to_string()]).collect();
+    crate::render::table(["COUNTER", "VALUE"], &rows);
+    Ok(())
 }
 
 pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
@@ -94,21 +135,21 @@ pub(crate) fn peers(target: &Target, as_json: bool) -> anyhow::Result<()> {
         let list: Vec<_> = p
             .peers
             .iter()
-            .map(|p| json!({ "did": p.did, "peer_id": p.peer_id, "addr": p.addr, "path": p.path, "rtt_us": p.rtt_us, "connected_ms": p.connected_ms }))
+            .map(|p| json!({ "did": p.did, "peer_id": p.peer_id, "addr": p.addr, "path": p.path, "rtt_us": p.rtt_us, "connected_ms": p.connected_ms, "bytes_in": p.bytes_in, "bytes_out": p.bytes_out }))
             .collect();
         println!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
-    let rows: Vec<[String; 5]> = p
+    let rows: Vec<[String; 7]> = p
         .peers
         .iter()
         .map(|p| {
             let rtt = if p.rtt_us == 0 { "-".into() } else { format!("{:.1} ms", p.rtt_us as f64 / 1e3) };
             let since = humantime::format_duration(Duration::from_secs(p.connected_ms / 1000)).to_string();
-            [p.did.clone(), p.addr.clone(), p.path.clone(), rtt, since]
+            [p.did.clone(), p.addr.clone(), p.path.clone(), rtt, since, p.bytes_in.to_string(), p.bytes_out.to_string()]
         })
         .collect();
-    crate::render::table(["DID", "ADDRESS", "PATH", "RTT", "CONNECTED"], &rows);
+    crate::render::table(["DID", "ADDRESS", "PATH", "RTT", "CONNECTED", "BYTES IN", "BYTES OUT"], &rows);
     Ok(())
 }
 

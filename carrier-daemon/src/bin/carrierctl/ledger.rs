@@ -12,7 +12,7 @@ use carrier_daemon::ledger::LedgerStore;
 use carrier_daemon::paths::{self, DataDir};
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
-use carrier_proto::ledger::{LedgerState, Op};
+use carrier_proto::ledger::{Entry, LedgerState, Op};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
 
@@ -192,16 +192,17 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
         }
         LedgerCommand::Revoke { at, key, reason, did } => append(&at, &key, None, Op::Revoke { did, reason }),
         LedgerCommand::Show { at, json } => {
-            let store = at.open()?;
-            let entries = (0..store.state().head().height)
-                .map(|i| store.read_entry(i)?.with_context(|| format!("entry {i} missing")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            render::entries(store.state(), &entries, json);
+            // Read-only, so it also works on the ledger of a running daemon.
+            let path = at.path()?;
+            let encoded = LedgerStore::read_all(&path)?;
+            let state = carrier_proto::ledger::replay(&encoded)?;
+            let entries = encoded.iter().map(|bytes| Entry::decode(bytes)).collect::<Result<Vec<_>, _>>()?;
+            render::entries(&state, &entries, json);
             Ok(())
         }
         LedgerCommand::Resolve { at, json, did } => {
-            let store = at.open()?;
-            let resolution = store.state().resolve(&did).with_context(|| format!("{did} is not on this ledger"))?;
+            let state = LedgerStore::verify(&at.path()?)?;
+            let resolution = state.resolve(&did).with_context(|| format!("{did} is not on this ledger"))?;
             render::resolution(&resolution, json);
             Ok(())
         }

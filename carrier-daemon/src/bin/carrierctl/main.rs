@@ -6,7 +6,7 @@
 //!   network, register and revoke devices and apps, rotate keys, inspect and
 //!   verify; `ledger publish` hands new entries to a running daemon. See
 //!   `ledger.rs`.
-//! - `carrierctl status|peers|routes|connect|disconnect` ask the running
+//! - `carrierctl status|peers|routes|counters|watch|connect|disconnect` ask the running
 //!   daemon over its control socket. See `control.rs`.
 //!
 //! Output is a table for people or JSON (`--json`) for scripts; errors go to
@@ -89,6 +89,26 @@ enum Command {
         /// The device.
         did: String,
     },
+    /// Admission and refusal counters since the daemon started.
+    ///
+    /// Example: carrierctl counters
+    Counters {
+        #[command(flatten)]
+        target: control::Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print peer up/down, revocation and ledger events as they happen (Ctrl-C stops).
+    ///
+    /// Example: carrierctl watch --json
+    Watch {
+        #[command(flatten)]
+        target: control::Target,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Close the links to a device.
     ///
     /// Example: carrierctl disconnect did:carrier:z…
@@ -137,6 +157,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peers { target, json } => control::peers(&target, json),
         Command::Routes { target, json } => control::routes(&target, json),
         Command::Connect { target, did } => control::connect(&target, &did),
+        Command::Counters { target, json } => control::counters(&target, json),
+        Command::Watch { target, json } => control::watch(&target, json),
         Command::Disconnect { target, did } => control::disconnect(&target, &did),
     }
 }
