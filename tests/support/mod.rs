@@ -1,0 +1,139 @@
+//! Shared by the scenario tests that run real `carrierd` processes:
+//! provisioning a network with `carrierctl`, and daemons whose output is
+//! read line by line (waiting on lines, never on the clock).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+pub(crate) fn carrierctl(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_carrierctl")).args(args).output().unwrap();
+    assert!(out.status.success(), "carrierctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub(crate) fn carrierd(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_carrierd"));
+    command.args(args).env("RUST_LOG", "info").env_remove("NOTIFY_SOCKET");
+    command
+}
+
+/// A network of `n` devices, each with its own data directory holding its
+/// identity and a copy of the ledger that registers all of them.
+pub(crate) fn provision(root: &Path, n: usize) -> Vec<PathBuf> {
+    let (key, ledger) = (root.join("admin/registrar.key"), root.join("admin/ledger"));
+    carrierctl(&["keygen", "--kind", "registrar", "--out", key.to_str().unwrap()]);
+    carrierctl(&[
+        "ledger",
+        "genesis",
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--network",
+        "t",
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let dirs: Vec<PathBuf> = (0..n).map(|i| root.join(format!("node{i}"))).collect();
+    for dir in &dirs {
+        assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());
+        let card = dir.join("device.card");
+        carrierctl(&[
+            "ledger",
+            "register-device",
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            card.to_str().unwrap(),
+        ]);
+    }
+    for dir in &dirs {
+        std::fs::create_dir_all(dir.join("ledger")).unwrap();
+        std::fs::copy(ledger.join("ledger.log"), dir.join("ledger/ledger.log")).unwrap();
+    }
+    dirs
+}
+
+/// A running daemon whose output lines arrive on a channel.
+pub(crate) struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Lines read while waiting for an earlier needle, still to be searched.
+    backlog: std::cell::RefCell<std::collections::VecDeque<String>>,
+    /// The address it listens on, as it printed it.
+    pub(crate) addr: String,
+}
+
+impl Daemon {
+    pub(crate) fn start(dir: &Path, bootstrap: Option<&str>) -> Self {
+        let config = dir.join("carrierd.toml");
+        let bootstrap = bootstrap.map(|a| format!("bootstrap = [\"{a}\"]\n")).unwrap_or_default();
+        let runtime = dir.join("run");
+        std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\nruntime_dir = {runtime:?}\n{bootstrap}")).unwrap();
+        let mut child = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut daemon = Self { child, lines, backlog: Default::default(), addr: String::new() };
+        daemon.addr = daemon.wait_for("listening on ").replace("listening on ", "");
+        daemon
+    }
+
+    /// Waits for an output line containing `needle` and returns it.
+    pub(crate) fn wait_for(&self, needle: &str) -> String {
+        let mut backlog = self.backlog.borrow_mut();
+        if let Some(i) = backlog.iter().position(|line| line.contains(needle)) {
+            return backlog.remove(i).unwrap_or_default();
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => {
+                    backlog.extend(seen);
+                    return line;
+                }
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("carrierd never printed {needle:?}; it printed:\n{}", seen.join("\n"));
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.wait_for("carrierd stopped");
+        self.child.wait().unwrap()
+    }
+}
+
+/// The control socket of the daemon with data directory `dir`.
+pub(crate) fn socket(dir: &Path) -> String {
+    dir.join("run/control.sock").to_str().unwrap().to_owned()
+}
