@@ -54,6 +54,14 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
     ]);
     let published = carrierctl(&["ledger", "publish", "--ledger", ledger.to_str().unwrap(), "--socket", &sock]);
     assert!(published.contains("took 1 new entries") && published.contains("height is 5"), "{published}");
+    // The daemon's ledger, read through its control socket.
+    let shown: serde_json::Value =
+        serde_json::from_str(&carrierctl(&["ledger", "show", "--socket", &sock, "--json"])).unwrap();
+    assert_eq!(shown.as_array().unwrap().len(), 5);
+    let late_did = shown[4]["details"]["did"].as_str().unwrap().to_owned();
+    let resolved: serde_json::Value =
+        serde_json::from_str(&carrierctl(&["ledger", "resolve", "--socket", &sock, "--json", &late_did])).unwrap();
+    assert_eq!(resolved["active"], true);
     let again = carrierctl(&["ledger", "publish", "--ledger", ledger.to_str().unwrap(), "--socket", &sock]);
     assert!(again.contains("took 0 new entries"), "{again}");
     assert!(peers.as_array().unwrap().iter().all(|p| p["bytes_in"].as_u64().unwrap() > 0), "{peers}");

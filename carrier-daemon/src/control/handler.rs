@@ -15,6 +15,9 @@ use crate::ledger::SharedLedger;
 use crate::link::LinkContext;
 use crate::overlay::{Overlay, OverlayEvent};
 
+/// Most ledger entries in one answer (a few hundred KiB).
+const MAX_ENTRIES: u32 = 1_000;
+
 /// Answers control requests for one daemon.
 pub struct Handler {
     did: Did,
@@ -95,6 +98,10 @@ impl Handler {
                 Ok(Response::Counters(pb::Counters { values: self.links.counters().into_iter().collect() }))
             }
             Request::Watch(_) => Err("watch is served by the connection loop".into()),
+            Request::Entries(e) => Ok(Response::Entries(pb::Entries {
+                entries: self.ledger.entries(e.from, e.max.min(MAX_ENTRIES) as usize),
+                head: Some(head(self.ledger.head())),
+            })),
         }
     }
 

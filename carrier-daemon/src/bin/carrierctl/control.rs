@@ -25,6 +25,11 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// The daemon whose control socket is at `socket`.
+    pub(crate) fn at(socket: PathBuf) -> Self {
+        Self { socket: Some(socket), system: false }
+    }
+
     fn path(&self) -> anyhow::Result<PathBuf> {
         if let Some(path) = &self.socket {
             return Ok(path.clone());

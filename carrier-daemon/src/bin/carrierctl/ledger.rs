@@ -103,6 +103,9 @@ pub(crate) enum LedgerCommand {
     Show {
         #[command(flatten)]
         at: LedgerDir,
+        /// Ask the running daemon (this socket) instead of reading a directory.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -113,6 +116,9 @@ pub(crate) enum LedgerCommand {
     Resolve {
         #[command(flatten)]
         at: LedgerDir,
+        /// Ask the running daemon (this socket) instead of reading a directory.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -191,17 +197,24 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
             append(&at, &key, None, Op::RotateKeys { did, keys: card.keys() })
         }
         LedgerCommand::Revoke { at, key, reason, did } => append(&at, &key, None, Op::Revoke { did, reason }),
-        LedgerCommand::Show { at, json } => {
+        LedgerCommand::Show { at, socket, json } => {
             // Read-only, so it also works on the ledger of a running daemon.
-            let path = at.path()?;
-            let encoded = LedgerStore::read_all(&path)?;
+            let encoded = match socket {
+                Some(socket) => entries_from_daemon(&crate::control::Target::at(socket))?,
+                None => LedgerStore::read_all(&at.path()?)?,
+            };
             let state = carrier_proto::ledger::replay(&encoded)?;
             let entries = encoded.iter().map(|bytes| Entry::decode(bytes)).collect::<Result<Vec<_>, _>>()?;
             render::entries(&state, &entries, json);
             Ok(())
         }
-        LedgerCommand::Resolve { at, json, did } => {
-            let state = LedgerStore::verify(&at.path()?)?;
+        LedgerCommand::Resolve { at, socket, json, did } => {
+            let state = match socket {
+                Some(socket) => {
+                    carrier_proto::ledger::replay(entries_from_daemon(&crate::control::Target::at(socket))?)?
+                }
+                None => LedgerStore::verify(&at.path()?)?,
+            };
             let resolution = state.resolve(&did).with_context(|| format!("{did} is not on this ledger"))?;
             render::resolution(&resolution, json);
             Ok(())
@@ -221,6 +234,23 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
             let state = LedgerStore::verify(&path)?;
             render::verified(&state, started.elapsed());
             Ok(())
+        }
+    }
+}
+
+/// Every entry of the running daemon's ledger, a batch at a time.
+fn entries_from_daemon(target: &crate::control::Target) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut entries = Vec::new();
+    loop {
+        let request = Request::Entries(pb::EntriesRequest { from: entries.len() as u64, max: 1_000 });
+        let Response::Entries(batch) = target.request(request)? else { bail!("unexpected reply from carrierd") };
+        let height = batch.head.map(|h| h.height).unwrap_or(0);
+        if batch.entries.is_empty() {
+            return Ok(entries);
+        }
+        entries.extend(batch.entries);
+        if entries.len() as u64 >= height {
+            return Ok(entries);
         }
     }
 }
