@@ -173,6 +173,34 @@ fn killed_daemon_restarts_with_its_identity_ledger_and_peers() {
 }
 
 #[test]
+fn readiness_and_stopping_are_reported_to_the_service_manager() {
+    use std::os::unix::net::UnixDatagram;
+    let root = tempfile::tempdir().unwrap();
+    let dirs = provision(root.path(), 1);
+    let notify_path = root.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(support::WAIT)).unwrap();
+    let config = root.path().join("notify.toml");
+    let runtime = dirs[0].join("run");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\nruntime_dir = {runtime:?}\n")).unwrap();
+    let mut child = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dirs[0].to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("no READY=1 from carrierd");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving: the control socket answers.
+    assert!(carrierctl(&["status", "--socket", &socket(&dirs[0])]).contains("network:"));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let n = notify.recv(&mut buf).expect("no STOPPING=1 from carrierd");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
 fn bad_configuration_stops_start_up_with_the_key_named() {
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 1);
@@ -220,4 +248,6 @@ fn unusable_identity_or_ledger_stops_start_up_with_the_fix() {
     std::fs::remove_file(dirs[0].join("ledger/ledger.log")).unwrap();
     assert!(run(&dirs[0]).contains("no ledger"));
     assert!(run(&root.path().join("empty")).contains("carrierd init"));
+    std::fs::write(&key, b"not a key at all").unwrap();
+    assert!(run(&dirs[0]).contains("not a Carrier key file"));
 }
