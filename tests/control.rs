@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use support::{Daemon, WAIT, carrierctl, carrierd, provision, socket};
+use support::{Daemon, WAIT, carrierctl, new_device, provision, socket};
 
 #[test]
 fn carrierctl_inspects_and_steers_a_running_daemon() {
@@ -39,19 +39,8 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
         serde_json::from_str(&carrierctl(&["routes", "--socket", &sock, "--json"])).unwrap();
     assert!(!routes.as_array().unwrap().is_empty());
     // The admin registers a device offline and publishes the new entry.
-    let (key, ledger) = (root.path().join("admin/registrar.key"), root.path().join("admin/ledger"));
-    let new = root.path().join("late");
-    assert!(carrierd(&["init", "--data-dir", new.to_str().unwrap()]).output().unwrap().status.success());
-    let card = new.join("device.card");
-    carrierctl(&[
-        "ledger",
-        "register-device",
-        "--ledger",
-        ledger.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        card.to_str().unwrap(),
-    ]);
+    let ledger = root.path().join("admin/ledger");
+    new_device(root.path(), &ledger, "late");
     let published = carrierctl(&["ledger", "publish", "--ledger", ledger.to_str().unwrap(), "--socket", &sock]);
     assert!(published.contains("took 1 new entries") && published.contains("height is 5"), "{published}");
     // The daemon's ledger, read through its control socket.

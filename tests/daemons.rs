@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Daemon, carrierctl, carrierd, provision, socket};
+use support::{Daemon, carrierctl, carrierd, new_device, provision, socket};
 
 #[test]
 fn three_daemons_join_through_one_address_and_stop_cleanly() {
@@ -51,17 +51,10 @@ fn a_device_registered_at_one_node_joins_through_another_and_its_revocation_cuts
     let e_addr = e.addr.clone();
 
     // Register a new device at A only; replication carries it to E.
-    let f_dir = root.path().join("newcomer");
-    assert!(carrierd(&["init", "--data-dir", f_dir.to_str().unwrap()]).output().unwrap().status.success());
-    let f_did = std::fs::read_to_string(f_dir.join("device.card")).unwrap();
-    let f_did = {
-        let card = f_did.trim();
-        let out = carrierctl(&["ledger", "register-device", "--ledger", ledger, "--key", key, card]);
-        assert!(out.contains("entry 6"), "{out}");
-        let resolved: Vec<serde_json::Value> =
-            serde_json::from_str(&carrierctl(&["ledger", "show", "--ledger", ledger, "--json"])).unwrap();
-        resolved[6]["details"]["did"].as_str().unwrap().to_owned()
-    };
+    let f_dir = new_device(root.path(), Path::new(ledger), "newcomer");
+    let shown: Vec<serde_json::Value> =
+        serde_json::from_str(&carrierctl(&["ledger", "show", "--ledger", ledger, "--json"])).unwrap();
+    let f_did = shown[6]["details"]["did"].as_str().unwrap().to_owned();
     carrierctl(&["ledger", "publish", "--ledger", ledger, "--socket", &socket(&dirs[0])]);
     e.wait_for("applied ledger entries from a peer");
 
@@ -100,26 +93,13 @@ fn a_device_registered_at_one_node_joins_through_another_and_its_revocation_cuts
 fn two_signed_histories_raise_the_alarm_and_the_fork_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 2);
-    let key = root.path().join("admin/registrar.key");
-    let key = key.to_str().unwrap();
     // The registrar signs two different entries at the same height, in two
     // copies of the ledger: equivocation.
     let (one, two) = (root.path().join("fork-one"), root.path().join("fork-two"));
     for (copy, name) in [(&one, "x"), (&two, "y")] {
         std::fs::create_dir_all(copy).unwrap();
         std::fs::copy(root.path().join("admin/ledger/ledger.log"), copy.join("ledger.log")).unwrap();
-        let device = root.path().join(name);
-        assert!(carrierd(&["init", "--data-dir", device.to_str().unwrap()]).output().unwrap().status.success());
-        let card = device.join("device.card");
-        carrierctl(&[
-            "ledger",
-            "register-device",
-            "--ledger",
-            copy.to_str().unwrap(),
-            "--key",
-            key,
-            card.to_str().unwrap(),
-        ]);
+        new_device(root.path(), copy, name);
     }
     let a = Daemon::start(&dirs[0], None);
     let b = Daemon::start(&dirs[1], None);

@@ -39,25 +39,24 @@ pub(crate) fn provision(root: &Path, n: usize) -> Vec<PathBuf> {
         "--key",
         key.to_str().unwrap(),
     ]);
-    let dirs: Vec<PathBuf> = (0..n).map(|i| root.join(format!("node{i}"))).collect();
-    for dir in &dirs {
-        assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());
-        let card = dir.join("device.card");
-        carrierctl(&[
-            "ledger",
-            "register-device",
-            "--ledger",
-            ledger.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            card.to_str().unwrap(),
-        ]);
-    }
+    let dirs: Vec<PathBuf> = (0..n).map(|i| new_device(root, &ledger, &format!("node{i}"))).collect();
     for dir in &dirs {
         std::fs::create_dir_all(dir.join("ledger")).unwrap();
         std::fs::copy(ledger.join("ledger.log"), dir.join("ledger/ledger.log")).unwrap();
     }
     dirs
+}
+
+/// `carrierd init` in `root/name`, registered by the admin in `ledger` (a
+/// ledger directory); returns the device's data directory.
+pub(crate) fn new_device(root: &Path, ledger: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    let key = root.join("admin/registrar.key");
+    assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());
+    let card = dir.join("device.card");
+    let (ledger, key, card) = (ledger.to_str().unwrap(), key.to_str().unwrap(), card.to_str().unwrap());
+    carrierctl(&["ledger", "register-device", "--ledger", ledger, "--key", key, card]);
+    dir
 }
 
 /// A running daemon whose output lines arrive on a channel.
