@@ -250,6 +250,29 @@ mod tests {
         assert!(err.contains("log.level"), "{err}");
     }
 
+    /// The packaged default configuration documents every key with its
+    /// default: with the comments removed it must parse to the defaults.
+    #[test]
+    fn packaged_default_file_documents_the_defaults() {
+        let text = include_str!("../../packaging/carrierd.toml");
+        parse(text).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| l.strip_prefix('#').filter(|rest| rest.contains(" = ")).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = parse(&uncommented.replace("[\"/ip4/192.0.2.10/udp/7640/quic-v1/noise\"]", "[]")).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.link_limits().handshake_timeout, defaults.link_limits().handshake_timeout);
+        assert_eq!(config.limits.max_handshakes, defaults.limits.max_handshakes);
+        assert_eq!(config.limits.max_handshakes_per_ip, defaults.limits.max_handshakes_per_ip);
+        assert_eq!(config.limits.max_links, defaults.limits.max_links);
+        assert_eq!(config.log.level, defaults.log.level);
+        assert_eq!(config.data_dir, Some(PathBuf::from("/var/lib/carrier")));
+        assert_eq!(config.runtime_dir, Some(PathBuf::from("/run/carrier")));
+    }
+
     #[test]
     fn missing_file_is_an_error_unless_optional() {
         let missing = Path::new("/nonexistent/carrierd.toml");

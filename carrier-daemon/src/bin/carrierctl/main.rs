@@ -109,6 +109,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script.
+    ///
+    /// Example: carrierctl completions bash > /etc/bash_completion.d/carrierctl
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Close the links to a device.
     ///
     /// Example: carrierctl disconnect did:carrier:z…
@@ -158,6 +166,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Routes { target, json } => control::routes(&target, json),
         Command::Connect { target, did } => control::connect(&target, &did),
         Command::Counters { target, json } => control::counters(&target, json),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "carrierctl", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Watch { target, json } => control::watch(&target, json),
         Command::Disconnect { target, did } => control::disconnect(&target, &did),
     }

@@ -38,6 +38,12 @@ enum Command {
         /// Data directory [default: the user data directory, e.g. ~/.local/share/carrier].
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Use the system data directory (/var/lib/carrier).
+        #[arg(long, conflicts_with = "data_dir")]
+        system: bool,
+        /// Succeed quietly when an identity exists already (for service start-up).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Run the daemon in the foreground until SIGTERM or SIGINT (as systemd runs it).
     ///
@@ -63,9 +69,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir } => {
+        Command::Init { data_dir, system, if_missing } => {
             cli::init_logging("info");
-            init(DataDir::new(paths::data_dir(data_dir.as_deref())?))
+            let dir = match (data_dir, system) {
+                (Some(dir), _) => dir,
+                (None, true) => Paths::for_mode(Mode::System)?.data_dir,
+                (None, false) => paths::data_dir(None)?,
+            };
+            init(DataDir::new(dir), if_missing)
         }
         Command::Run { config, system, data_dir } => {
             let mode = if system { Mode::System } else { Mode::User };
@@ -101,9 +112,13 @@ async fn serve(config: Config, data_dir: DataDir, runtime_dir: PathBuf) -> anyho
     Ok(())
 }
 
-fn init(dir: DataDir) -> anyhow::Result<()> {
+fn init(dir: DataDir, if_missing: bool) -> anyhow::Result<()> {
     let key_path = dir.device_key();
     if let Ok(existing) = keystore::load(&key_path) {
+        if if_missing {
+            println!("device identity {} exists in {}", existing.did(), dir.root().display());
+            return Ok(());
+        }
         anyhow::bail!(
             "{} already holds a device identity ({}); refusing to overwrite it",
             key_path.display(),
