@@ -11,19 +11,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use support::{Daemon, WAIT, carrierctl, new_device, provision, socket};
+use support::{Daemon, WAIT, carrierctl, mesh, new_device, provision, socket};
 
 #[test]
 fn carrierctl_inspects_and_steers_a_running_daemon() {
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 3);
-    let first = Daemon::start(&dirs[0], None);
-    let addr = first.addr.clone();
-    let others: Vec<Daemon> = dirs[1..].iter().map(|dir| Daemon::start(dir, Some(&addr))).collect();
-    for daemon in &others {
-        daemon.wait_for("peer up");
-        daemon.wait_for("peer up");
-    }
+    let daemons = mesh(&dirs);
     let sock = socket(&dirs[0]);
     let status: serde_json::Value =
         serde_json::from_str(&carrierctl(&["status", "--socket", &sock, "--json"])).unwrap();
@@ -91,10 +85,9 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("carrierd:"));
-    for daemon in others {
+    for daemon in daemons {
         assert!(daemon.terminate().success());
     }
-    assert!(first.terminate().success());
 }
 
 #[test]

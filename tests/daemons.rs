@@ -11,30 +11,22 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Daemon, carrierctl, carrierd, new_device, provision, socket};
+use support::{Daemon, carrierctl, carrierd, mesh, new_device, provision, socket};
 
 #[test]
 fn three_daemons_join_through_one_address_and_stop_cleanly() {
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 3);
-    let first = Daemon::start(&dirs[0], None);
-    let addr = first.addr.clone();
-    let others: Vec<Daemon> = dirs[1..].iter().map(|dir| Daemon::start(dir, Some(&addr))).collect();
     // Each newcomer links to the bootstrap node, and Kademlia's bootstrap
     // introduces the newcomers to each other.
-    for daemon in &others {
-        daemon.wait_for("peer up");
-        daemon.wait_for("peer up");
-    }
-    first.wait_for("peer up");
-    first.wait_for("peer up");
-    for daemon in others {
+    let daemons = mesh(&dirs);
+    daemons[0].wait_for("peer up");
+    daemons[0].wait_for("peer up");
+    for daemon in daemons {
         assert!(daemon.terminate().success());
     }
-    assert!(first.terminate().success());
 }
 
-/// The control socket of the daemon with data directory `dir`.
 #[test]
 fn a_device_registered_at_one_node_joins_through_another_and_its_revocation_cuts_it_everywhere() {
     let root = tempfile::tempdir().unwrap();

@@ -132,6 +132,20 @@ impl Daemon {
     }
 }
 
+/// Starts a daemon in each of `dirs`, all but the first joining through the
+/// first, and waits until every newcomer has linked to two peers.
+pub(crate) fn mesh(dirs: &[PathBuf]) -> Vec<Daemon> {
+    let first = Daemon::start(&dirs[0], None);
+    let addr = first.addr.clone();
+    let mut daemons = vec![first];
+    daemons.extend(dirs[1..].iter().map(|dir| Daemon::start(dir, Some(&addr))));
+    for daemon in &daemons[1..] {
+        daemon.wait_for("peer up");
+        daemon.wait_for("peer up");
+    }
+    daemons
+}
+
 /// The control socket of the daemon with data directory `dir`.
 pub(crate) fn socket(dir: &Path) -> String {
     dir.join("run/control.sock").to_str().unwrap().to_owned()

@@ -102,10 +102,7 @@ pub(crate) enum LedgerCommand {
     /// Example: carrierctl ledger show --json
     Show {
         #[command(flatten)]
-        at: LedgerDir,
-        /// Ask the running daemon (this socket) instead of reading a directory.
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
+        from: LedgerSource,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -115,10 +112,7 @@ pub(crate) enum LedgerCommand {
     /// Example: carrierctl ledger resolve did:carrier:z…
     Resolve {
         #[command(flatten)]
-        at: LedgerDir,
-        /// Ask the running daemon (this socket) instead of reading a directory.
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
+        from: LedgerSource,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -150,6 +144,26 @@ pub(crate) struct LedgerDir {
     /// Ledger directory [default: the user data directory's ledger/].
     #[arg(long, value_name = "DIR")]
     ledger: Option<PathBuf>,
+}
+
+/// A ledger to read: a directory, or a running daemon's.
+#[derive(Args)]
+pub(crate) struct LedgerSource {
+    #[command(flatten)]
+    at: LedgerDir,
+    /// Ask the running daemon (this control socket) instead of reading a directory.
+    #[arg(long, value_name = "PATH", conflicts_with = "ledger")]
+    socket: Option<PathBuf>,
+}
+
+impl LedgerSource {
+    /// Every encoded entry, verified (directory) or as the daemon holds them.
+    fn entries(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        match &self.socket {
+            Some(socket) => entries_from_daemon(&crate::control::Target::at(socket.clone())),
+            None => Ok(LedgerStore::read_all(&self.at.path()?)?),
+        }
+    }
 }
 
 impl LedgerDir {
@@ -197,24 +211,16 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
             append(&at, &key, None, Op::RotateKeys { did, keys: card.keys() })
         }
         LedgerCommand::Revoke { at, key, reason, did } => append(&at, &key, None, Op::Revoke { did, reason }),
-        LedgerCommand::Show { at, socket, json } => {
+        LedgerCommand::Show { from, json } => {
             // Read-only, so it also works on the ledger of a running daemon.
-            let encoded = match socket {
-                Some(socket) => entries_from_daemon(&crate::control::Target::at(socket))?,
-                None => LedgerStore::read_all(&at.path()?)?,
-            };
+            let encoded = from.entries()?;
             let state = carrier_proto::ledger::replay(&encoded)?;
             let entries = encoded.iter().map(|bytes| Entry::decode(bytes)).collect::<Result<Vec<_>, _>>()?;
             render::entries(&state, &entries, json);
             Ok(())
         }
-        LedgerCommand::Resolve { at, socket, json, did } => {
-            let state = match socket {
-                Some(socket) => {
-                    carrier_proto::ledger::replay(entries_from_daemon(&crate::control::Target::at(socket))?)?
-                }
-                None => LedgerStore::verify(&at.path()?)?,
-            };
+        LedgerCommand::Resolve { from, json, did } => {
+            let state = carrier_proto::ledger::replay(from.entries()?)?;
             let resolution = state.resolve(&did).with_context(|| format!("{did} is not on this ledger"))?;
             render::resolution(&resolution, json);
             Ok(())
