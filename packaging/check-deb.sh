@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
-deb=$(cargo deb -p carrier-daemon --locked 2>/dev/null | tail -n 1)
+deb=$(cargo deb -p carrier-daemon --locked | tail -n 1)
 [ -f "$deb" ] || { echo "cargo deb did not produce a package" >&2; exit 1; }
 echo "built $deb"
 
