@@ -10,6 +10,8 @@ const FILES: &[&str] = &[
     "carrier/v1/control.proto",
     "carrier/v1/sync.proto",
     "carrier/v1/state.proto",
+    "carrier/v1/app.proto",
+    "carrier/v1/messaging.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

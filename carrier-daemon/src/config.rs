@@ -14,6 +14,9 @@
 //! max_handshakes_per_ip = 16
 //! max_links = 512
 //!
+//! [messaging]
+//! max_message_bytes = 1048576         # largest message; bigger data goes over streams
+//!
 //! [log]
 //! level = "info"                      # a tracing filter, e.g. "carrier_daemon=debug"
 //! ```
@@ -30,6 +33,10 @@ use crate::overlay::transport::parse_addr;
 
 /// UDP port a daemon listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 7640;
+
+/// The highest `messaging.max_message_bytes` accepted: bigger data belongs
+/// on a stream.
+pub const MAX_MESSAGE_LIMIT: usize = 64 << 20;
 
 /// Why the configuration was refused.
 #[non_exhaustive]
@@ -78,6 +85,8 @@ pub struct Config {
     pub runtime_dir: Option<PathBuf>,
     /// Resource limits.
     pub limits: Limits,
+    /// App messaging.
+    pub messaging: Messaging,
     /// Logging.
     pub log: Log,
 }
@@ -90,6 +99,7 @@ impl Default for Config {
             data_dir: None,
             runtime_dir: None,
             limits: Limits::default(),
+            messaging: Messaging::default(),
             log: Log::default(),
         }
     }
@@ -118,6 +128,20 @@ impl Default for Limits {
             max_handshakes_per_ip: link.max_handshakes_per_ip,
             max_links: 512,
         }
+    }
+}
+
+/// `[messaging]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Messaging {
+    /// Largest message payload this daemon carries or accepts.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Messaging {
+    fn default() -> Self {
+        Self { max_message_bytes: crate::messaging::DEFAULT_MAX_MESSAGE }
     }
 }
 
@@ -159,6 +183,9 @@ impl Config {
         {
             return Err(invalid("limits".into(), "limits must be more than 0"));
         }
+        if !(1..=MAX_MESSAGE_LIMIT).contains(&config.messaging.max_message_bytes) {
+            return Err(invalid("messaging.max_message_bytes".into(), "must be from 1 to 67108864 (64 MiB)"));
+        }
         tracing_subscriber::EnvFilter::try_new(&config.log.level)
             .map_err(|_| invalid("log.level".into(), "not a log filter (try \"info\" or \"carrier_daemon=debug\")"))?;
         Ok(config)
@@ -175,6 +202,11 @@ impl Config {
                 Ok(addr)
             })
             .collect()
+    }
+
+    /// The messaging settings this configuration asks for.
+    pub fn messaging_config(&self) -> crate::messaging::MessagingConfig {
+        crate::messaging::MessagingConfig { max_message: self.messaging.max_message_bytes }
     }
 
     /// The link limits this configuration asks for.
@@ -216,6 +248,8 @@ mod tests {
             max_handshakes = 10
             max_handshakes_per_ip = 2
             max_links = 20
+            [messaging]
+            max_message_bytes = 4096
             [log]
             level = "debug"
             "#,
@@ -225,6 +259,7 @@ mod tests {
         assert_eq!(config.bootstrap_addrs().unwrap().len(), 1);
         assert_eq!(config.link_limits().handshake_timeout, Duration::from_millis(1500));
         assert_eq!(config.limits.max_links, 20);
+        assert_eq!(config.messaging_config().max_message, 4096);
         assert_eq!(config.data_dir, Some(PathBuf::from("/tmp/carrier")));
     }
 
@@ -246,6 +281,8 @@ mod tests {
         assert!(err.contains("limits.handshake_timeout_ms"), "{err}");
         let err = parse("[limits]\nmax_links = -1").unwrap_err().to_string();
         assert!(err.contains("max_links"), "{err}");
+        let err = parse("[messaging]\nmax_message_bytes = 0").unwrap_err().to_string();
+        assert!(err.contains("messaging.max_message_bytes"), "{err}");
         let err = parse("[log]\nlevel = \"[[[\"").unwrap_err().to_string();
         assert!(err.contains("log.level"), "{err}");
     }
@@ -268,6 +305,7 @@ mod tests {
         assert_eq!(config.limits.max_handshakes, defaults.limits.max_handshakes);
         assert_eq!(config.limits.max_handshakes_per_ip, defaults.limits.max_handshakes_per_ip);
         assert_eq!(config.limits.max_links, defaults.limits.max_links);
+        assert_eq!(config.messaging.max_message_bytes, defaults.messaging.max_message_bytes);
         assert_eq!(config.log.level, defaults.log.level);
         assert_eq!(config.data_dir, Some(PathBuf::from("/var/lib/carrier")));
         assert_eq!(config.runtime_dir, Some(PathBuf::from("/run/carrier")));

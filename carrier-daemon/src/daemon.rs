@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  start: config → identity (data dir) → ledger (verified) → overlay (listen, join)
-//!         → control socket (runtime dir)
+//!         → messaging → app socket, control socket (runtime dir)
 //!  stop:  close every link with the shutdown code → wait until sent → exit
 //! ```
 
@@ -15,12 +15,14 @@ use carrier_proto::identity::{Did, IdentityKind};
 use carrier_proto::keystore::{self, KeyStoreError};
 use libp2p::Multiaddr;
 
+use crate::apps;
 use crate::config::Config;
 use crate::control;
 use crate::ledger::{LedgerStore, SharedLedger, StoreError};
 use crate::link::LinkContext;
+use crate::messaging::Messaging;
 use crate::overlay::{Overlay, OverlayConfig, OverlayError};
-use crate::paths::{CONTROL_SOCKET, DataDir};
+use crate::paths::{APP_SOCKET, CONTROL_SOCKET, DataDir};
 
 /// How long shutdown waits for peers to be told.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -44,9 +46,9 @@ pub enum StartError {
     /// The overlay could not listen.
     #[error(transparent)]
     Overlay(#[from] OverlayError),
-    /// The control socket could not be made.
-    #[error("cannot create the control socket {path}: {source}")]
-    ControlSocket {
+    /// The control socket or the app socket could not be made.
+    #[error("cannot create the socket {path}: {source}")]
+    Socket {
         /// Where.
         path: PathBuf,
         /// Why.
@@ -59,6 +61,7 @@ pub struct Daemon {
     did: Did,
     overlay: Overlay,
     ledger: Arc<SharedLedger>,
+    messaging: Arc<Messaging>,
 }
 
 impl Daemon {
@@ -89,13 +92,17 @@ impl Daemon {
             ..OverlayConfig::default()
         };
         let (overlay, _events) = Overlay::start(Arc::clone(&ctx), overlay_config).await?;
+        let messaging = Messaging::start(Arc::clone(&ctx), overlay.clone(), config.messaging_config());
+        let app_socket = runtime_dir.join(APP_SOCKET);
+        let app_listener =
+            apps::bind(&app_socket).map_err(|source| StartError::Socket { path: app_socket.clone(), source })?;
+        tokio::spawn(apps::serve(app_listener, Arc::clone(&messaging)));
         let socket = runtime_dir.join(CONTROL_SOCKET);
-        let listener =
-            control::bind(&socket).map_err(|source| StartError::ControlSocket { path: socket.clone(), source })?;
+        let listener = control::bind(&socket).map_err(|source| StartError::Socket { path: socket.clone(), source })?;
         let handler = Arc::new(control::Handler::new(overlay.clone(), ctx));
         tokio::spawn(control::serve(listener, socket.clone(), handler));
         tracing::info!(%did, listen = %overlay.listen_addr(), control = %socket.display(), head = ledger.head().height, "carrierd started");
-        Ok(Self { did, overlay, ledger })
+        Ok(Self { did, overlay, ledger, messaging })
     }
 
     /// Our DID.
@@ -111,6 +118,11 @@ impl Daemon {
     /// The ledger.
     pub fn ledger(&self) -> &Arc<SharedLedger> {
         &self.ledger
+    }
+
+    /// App messaging.
+    pub fn messaging(&self) -> &Arc<Messaging> {
+        &self.messaging
     }
 
     /// Stops: every link is closed with the shutdown code first.

@@ -17,6 +17,8 @@ pub const LEDGER_DIR: &str = "ledger";
 pub const PEER_CACHE_FILE: &str = "peers.cache";
 /// File name of the control socket inside the runtime directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
+/// File name of the app socket inside the runtime directory.
+pub const APP_SOCKET: &str = "app.sock";
 
 /// Why no default directory could be found.
 #[derive(Debug, thiserror::Error)]

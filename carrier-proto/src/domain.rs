@@ -9,6 +9,9 @@ pub const LEDGER_HASH: &[u8] = b"carrier/v1/ledger-hash\0";
 /// Signature by an identity's Ed25519 key over its own Noise static key.
 pub const NOISE_KEY: &[u8] = b"carrier/v1/noise-key\0";
 
+/// Signature by an app over its daemon's challenge on the app socket.
+pub const APP_AUTH: &[u8] = b"carrier/v1/app-auth\0";
+
 /// Concatenates `tag` and `payload` into the message that is signed or hashed.
 pub fn tagged(tag: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut message = Vec::with_capacity(tag.len() + payload.len());

@@ -36,49 +36,68 @@ pub fn encode(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Collects bytes and yields whole frames.
+/// Collects bytes and yields whole frames. Consumed bytes are dropped in
+/// bulk when more arrive, so a burst of small frames costs no per-frame
+/// copying of what follows them.
 #[derive(Debug)]
 pub struct FrameDecoder {
     max: usize,
     buf: Vec<u8>,
+    /// Start of the bytes not yet yielded.
+    start: usize,
 }
 
 impl FrameDecoder {
     /// A decoder refusing frames over `max` bytes.
     pub fn new(max: usize) -> Self {
-        Self { max, buf: Vec::new() }
+        Self { max, buf: Vec::new(), start: 0 }
     }
 
     /// Adds received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 
     /// The next whole frame, if one has arrived.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(header) = self.buf.get(..HEADER) else { return Ok(None) };
+        let pending = self.pending();
+        let Some(header) = pending.get(..HEADER) else { return Ok(None) };
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         if len > self.max {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
-        if self.buf.len() < HEADER + len {
-            return Ok(None);
-        }
-        let frame = self.buf[HEADER..HEADER + len].to_vec();
-        self.buf.drain(..HEADER + len);
+        let Some(frame) = pending.get(HEADER..HEADER + len) else { return Ok(None) };
+        let frame = frame.to_vec();
+        self.start += HEADER + len;
         Ok(Some(frame))
     }
 
     /// Call at end of stream: an unfinished frame is an error.
     pub fn finish(&self) -> Result<(), FrameError> {
-        if self.buf.is_empty() {
+        let pending = self.pending();
+        if pending.is_empty() {
             return Ok(());
         }
-        let want = match self.buf.get(..HEADER) {
+        let want = match pending.get(..HEADER) {
             Some(h) => HEADER + u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize,
             None => HEADER,
         };
-        Err(FrameError::Truncated { have: self.buf.len(), want })
+        Err(FrameError::Truncated { have: pending.len(), want })
+    }
+
+    /// The bytes after the last frame yielded, for a connection that
+    /// switches from frames to raw bytes.
+    pub fn into_rest(mut self) -> Vec<u8> {
+        self.buf.drain(..self.start);
+        self.buf
     }
 }
 
@@ -104,6 +123,15 @@ mod tests {
             assert_eq!(frames, vec![b"first".to_vec(), vec![], b"third frame".to_vec()], "split at {split}");
             decoder.finish().unwrap();
         }
+    }
+
+    #[test]
+    fn keeps_the_bytes_after_the_last_frame() {
+        let mut decoder = FrameDecoder::new(64);
+        decoder.push(&[encode(b"one"), encode(b"two"), b"raw".to_vec()].concat());
+        assert_eq!(decoder.next_frame().unwrap(), Some(b"one".to_vec()));
+        assert_eq!(decoder.next_frame().unwrap(), Some(b"two".to_vec()));
+        assert_eq!(decoder.into_rest(), b"raw");
     }
 
     #[test]

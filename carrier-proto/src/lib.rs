@@ -38,6 +38,7 @@ pub mod handshake;
 pub mod identity;
 pub mod keystore;
 pub mod ledger;
+pub mod messaging;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

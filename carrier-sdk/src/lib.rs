@@ -1,123 +1,81 @@
-//! Client library for apps that talk through their local Carrier daemon.
-//!
-//! An app on Carrier has an identity of its own: an Ed25519 key and an
-//! X25519 Noise key, made on first use and kept (mode 0600) in the app's own
-//! data directory. The device that hosts the app registers it on the ledger
-//! from the app's card; from then on the app is addressed by its DID.
+//! Client library for apps that talk through their local Carrier daemon:
+//! messages and byte streams to other apps, on this device or any other
+//! device of the network, without opening a network socket.
 //!
 //! ```text
-//!   app ──AppIdentity::load_or_create──▶ <app data dir>/app.key (0600)
-//!        └─ card() ──▶ admin/device: carrierctl ledger register-app …
+//!  your app ──app socket──▶ carrierd ══QUIC+Noise══▶ carrierd ──app socket──▶ their app
 //! ```
 //!
-//! ```
-//! # fn main() -> Result<(), carrier_sdk::SdkError> {
-//! # let dir = std::env::temp_dir().join(format!("carrier-sdk-doc-{}", std::process::id()));
-//! use carrier_sdk::AppIdentity;
+//! An app has an identity of its own (an Ed25519 key, made on first use and
+//! kept with mode 0600 in the app's data directory), and is addressed by
+//! its DID. Before it can connect, its device registers it on the ledger:
 //!
-//! let app = AppIdentity::load_or_create(&dir)?;
-//! println!("my DID is {}", app.did());
-//! println!("register me with: carrierctl ledger register-app --name chat {}", app.card());
-//! // The same directory gives back the same identity.
-//! assert_eq!(AppIdentity::load_or_create(&dir)?.did(), app.did());
-//! # std::fs::remove_dir_all(&dir).ok();
+//! ```text
+//! carrierctl ledger register-app --name chat <the app's card>
+//! ```
+//!
+//! In five minutes:
+//!
+//! - [`Client::connect`] proves the app's key to its daemon;
+//! - [`Client::send`] sends bytes to another app and returns a [`Receipt`]:
+//!   `Delivered` once that app took them, or `Failed` with a [`Reason`];
+//!   [`Client::submit`] queues without waiting, for many messages at once;
+//! - [`Client::messages`] yields the [`Message`]s sent to this app, in order
+//!   and at most once per sender;
+//! - [`Client::open_stream`] and [`Client::listen`] give full-duplex byte
+//!   streams ([`AppStream`]: tokio `AsyncRead + AsyncWrite`);
+//! - [`Client::set_access`] and the allow list of `listen` decide who may
+//!   reach the app (default: any app the ledger shows as active);
+//! - [`forward`] exposes a local TCP port as a service, and the reverse.
+//!
+//! ```no_run
+//! use carrier_sdk::{AllowList, Client, ClientOptions, Did, Receipt};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # async fn demo() -> Result<(), carrier_sdk::SdkError> {
+//! let client = Client::connect(ClientOptions::new("chat")).await?;
+//! println!("I am {}", client.did());
+//!
+//! let friend = Did::parse("did:carrier:z6Mk…").expect("a DID");
+//! match client.send(&friend, "hello").await? {
+//!     Receipt::Delivered => println!("delivered"),
+//!     Receipt::Failed(failure) => println!("not delivered: {failure}"),
+//! }
+//!
+//! let mut messages = client.messages();
+//! while let Some(message) = messages.next().await {
+//!     println!("{} says {}", message.from_app, String::from_utf8_lossy(&message.payload));
+//! }
+//!
+//! // Streams: one side listens, the other opens.
+//! let mut listener = client.listen("echo", &AllowList::any_active()).await?;
+//! let mut stream = client.open_stream(&friend, "echo").await?;
+//! stream.write_all(b"ping").await?;
+//! stream.shutdown().await?; // half-close: we are done writing
+//! let mut answer = Vec::new();
+//! stream.read_to_end(&mut answer).await?;
+//! # let _ = listener.accept().await?;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The daemon's app socket is found through `$CARRIER_APP_SOCKET`, then the
+//! user daemon's runtime directory, then `/run/carrier/app.sock` (system
+//! daemon; the app's user must be in group `carrier`).
 
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+mod client;
+mod error;
+pub mod forward;
+mod identity;
+mod message;
+mod stream;
+mod wire;
 
-use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
-use carrier_proto::keystore::{self, KeyStoreError};
-
-/// File name of the app key inside the app's data directory.
-pub const APP_KEY_FILE: &str = "app.key";
-
-/// What went wrong in the SDK.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum SdkError {
-    /// The app's key file could not be created or loaded.
-    #[error("app identity: {0}")]
-    Identity(#[from] KeyStoreError),
-    /// No data directory could be found for the app.
-    #[error("cannot find a data directory for app {0:?}; pass one explicitly")]
-    NoDataDir(String),
-}
-
-/// An app's identity, kept in its data directory.
-#[derive(Debug)]
-pub struct AppIdentity {
-    identity: Identity,
-    key_file: PathBuf,
-}
-
-impl AppIdentity {
-    /// Loads the app key in `dir`, or makes one on first use.
-    pub fn load_or_create(dir: &Path) -> Result<Self, SdkError> {
-        let key_file = dir.join(APP_KEY_FILE);
-        let (identity, created) = keystore::load_or_create(&key_file, IdentityKind::App)?;
-        if created {
-            announce_new_identity(&key_file, &identity);
-        }
-        Ok(Self { identity, key_file })
-    }
-
-    /// The default data directory for an app named `app_name` (on Linux
-    /// `~/.local/share/<app_name>/carrier`).
-    pub fn default_dir(app_name: &str) -> Result<PathBuf, SdkError> {
-        directories::ProjectDirs::from("", "", app_name)
-            .map(|dirs| dirs.data_dir().join("carrier"))
-            .ok_or_else(|| SdkError::NoDataDir(app_name.to_owned()))
-    }
-
-    /// The app's DID, by which other apps address it.
-    pub fn did(&self) -> Did {
-        self.identity.did()
-    }
-
-    /// The card its hosting device registers it with.
-    pub fn card(&self) -> Card {
-        self.identity.card()
-    }
-
-    /// Where the key is kept.
-    pub fn key_file(&self) -> &Path {
-        &self.key_file
-    }
-}
-
-/// The SDK does not impose a logging framework on apps; a new identity is the
-/// one event worth telling the developer about, on stderr in debug builds.
-fn announce_new_identity(key_file: &Path, identity: &Identity) {
-    if cfg!(debug_assertions) {
-        eprintln!("carrier-sdk: created app identity {} in {}", identity.did(), key_file.display());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn creates_once_and_keeps_the_identity() {
-        let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path().join("chat");
-        let first = AppIdentity::load_or_create(&dir).unwrap();
-        let second = AppIdentity::load_or_create(&dir).unwrap();
-        assert_eq!(first.did(), second.did());
-        assert_eq!(first.card().kind(), IdentityKind::App);
-        assert_eq!(first.card().did(), first.did());
-    }
-
-    #[test]
-    fn refuses_a_device_key_in_place_of_an_app_key() {
-        let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path();
-        keystore::create(&dir.join(APP_KEY_FILE), &Identity::generate(IdentityKind::Device)).unwrap();
-        let err = AppIdentity::load_or_create(dir).unwrap_err();
-        assert!(matches!(err, SdkError::Identity(KeyStoreError::WrongKind { .. })), "{err}");
-    }
-}
+pub use carrier_proto::identity::Did;
+pub use client::{Client, ClientOptions, Messages, PendingReceipt, SOCKET_ENV, default_socket};
+pub use error::SdkError;
+pub use identity::{APP_KEY_FILE, AppIdentity};
+pub use message::{AllowList, Failure, Message, MessageId, Reason, Receipt};
+pub use stream::{AppStream, Listener};

@@ -186,13 +186,20 @@ enum Command {
 }
 
 /// Handle to a running overlay.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Overlay {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<OverlayEvent>,
     listen_addr: Multiaddr,
     peer_id: PeerId,
     connect_timeout: Duration,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay").field("peer_id", &self.peer_id).field("listen_addr", &self.listen_addr).finish()
+    }
 }
 
 impl Overlay {
@@ -224,7 +231,8 @@ impl Overlay {
                 _ => {}
             }
         };
-        let sync = sync::spawn(swarm.behaviour().stream.new_control(), Arc::clone(&ctx));
+        let streams = swarm.behaviour().stream.new_control();
+        let sync = sync::spawn(streams.clone(), Arc::clone(&ctx));
         let peer_cache = config.peer_cache.clone().map(peer_cache::PeerCache::load);
         let mut bootstrap = config.bootstrap.clone();
         bootstrap.extend(peer_cache.iter().flat_map(|c| c.addrs()).filter(|a| !config.bootstrap.contains(a)));
@@ -245,7 +253,7 @@ impl Overlay {
             lookups: HashMap::new(),
         };
         tokio::spawn(actor.run(config.bootstrap_retry));
-        let overlay = Self { commands, events, listen_addr, peer_id, connect_timeout: config.connect_timeout };
+        let overlay = Self { commands, events, listen_addr, peer_id, connect_timeout: config.connect_timeout, streams };
         Ok((overlay, first_events))
     }
 
@@ -257,6 +265,12 @@ impl Overlay {
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Opens and accepts streams of the daemon's own protocols (messages,
+    /// app streams) over the links.
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.streams.clone()
     }
 
     /// Every event from now on.

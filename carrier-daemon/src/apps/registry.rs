@@ -1,0 +1,126 @@
+//! Which apps are connected to this daemon now, what each lets in, and the
+//! incoming streams waiting for their app to take them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use carrier_proto::identity::Did;
+use carrier_proto::messaging::{AllowList, MessageId};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::messaging::Verdict;
+
+/// What a session's writer hands its app.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A message; `verdict` is answered when the app acknowledges it.
+    Message {
+        id: MessageId,
+        from_app: Did,
+        from_device: Did,
+        payload: Vec<u8>,
+        received_at_ms: u64,
+        verdict: oneshot::Sender<Verdict>,
+    },
+    /// A stream for one of the app's services, to take with `token`.
+    Stream { token: u64, from_app: Did, from_device: Did, service: String },
+}
+
+/// Who may reach one app.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Access {
+    /// Who may message it.
+    pub messages: AllowList,
+    /// Its services and who may open each.
+    pub services: HashMap<String, AllowList>,
+}
+
+/// A connected app's session, as others reach it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHandle {
+    /// Tells this session from a later one of the same app.
+    pub id: u64,
+    pub incoming: mpsc::Sender<Incoming>,
+    pub access: Arc<RwLock<Access>>,
+}
+
+/// An app connection that took an announced stream, raw bytes from here on
+/// (`leftover` came after its hello).
+#[derive(Debug)]
+pub(crate) struct AcceptedConnection {
+    pub stream: UnixStream,
+    pub leftover: Vec<u8>,
+}
+
+/// Connected apps and pending streams.
+#[derive(Debug, Default)]
+pub(crate) struct Apps {
+    sessions: Mutex<HashMap<Did, SessionHandle>>,
+    pending: Mutex<HashMap<u64, (Did, oneshot::Sender<AcceptedConnection>)>>,
+    next_id: AtomicU64,
+}
+
+impl Apps {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers `app`'s session; `None` if it already has one.
+    pub(crate) fn register(&self, app: Did, incoming: mpsc::Sender<Incoming>) -> Option<SessionHandle> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.contains_key(&app) {
+            return None;
+        }
+        let handle = SessionHandle { id: self.next_id(), incoming, access: Arc::default() };
+        sessions.insert(app, handle.clone());
+        Some(handle)
+    }
+
+    /// Removes `app`'s session `id` (not a newer one).
+    pub(crate) fn unregister(&self, app: &Did, id: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.get(app).is_some_and(|s| s.id == id) {
+            sessions.remove(app);
+        }
+    }
+
+    /// The session of `app`, if it is connected.
+    pub(crate) fn session(&self, app: &Did) -> Option<SessionHandle> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(app).cloned()
+    }
+
+    /// A token for an incoming stream to `app`, and where its connection
+    /// will arrive.
+    pub(crate) fn expect_stream(&self, app: Did) -> (u64, oneshot::Receiver<AcceptedConnection>) {
+        let (tx, rx) = oneshot::channel();
+        let token = self.next_id();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(token, (app, tx));
+        (token, rx)
+    }
+
+    /// Forgets a token nobody took.
+    pub(crate) fn forget_stream(&self, token: u64) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+    }
+
+    /// Hands `connection` of `app` to the stream announced with `token`;
+    /// gives it back if the token is not `app`'s or has expired.
+    pub(crate) fn take_stream(
+        &self,
+        app: &Did,
+        token: u64,
+        connection: AcceptedConnection,
+    ) -> Result<(), AcceptedConnection> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.remove(&token) {
+            Some((owner, tx)) if owner == *app => tx.send(connection),
+            Some(other) => {
+                pending.insert(token, other);
+                Err(connection)
+            }
+            None => Err(connection),
+        }
+    }
+}
