@@ -162,7 +162,7 @@ async fn oversized_and_malformed_input_closes_only_that_client() {
     // ...and the daemon refuses one sent anyway, with a receipt that says why.
     let mut raw = Raw::connect(&dirs[0]).await;
     assert!(matches!(raw.hello(a.did(), &a).await.event, Some(Event::Welcome(_))));
-    let send = pb::SendMessage { to: good.did().to_string(), payload: vec![1; 4097] };
+    let send = pb::SendMessage { to: good.did().key_bytes(), payload: vec![1; 4097] };
     raw.write(&pb::AppRequest { id: 9, request: Some(Request::Send(send)) }).await;
     match raw.read().await.unwrap() {
         pb::AppEvent { id: 9, event: Some(Event::Receipt(receipt)) } => {

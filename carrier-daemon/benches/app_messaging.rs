@@ -22,6 +22,7 @@ use carrier_daemon::config::Config;
 use carrier_daemon::daemon::Daemon;
 use carrier_daemon::ledger::LedgerStore;
 use carrier_daemon::link::quic;
+use carrier_daemon::overlay::OverlayEvent;
 use carrier_daemon::paths::{APP_SOCKET, DataDir};
 use carrier_proto::identity::{Identity, IdentityKind};
 use carrier_proto::keystore;
@@ -225,13 +226,15 @@ async fn run() {
     let [(data0, app0), (data1, app1)] = provision(root.path());
     let first = Daemon::start(&config(root.path(), "run0", vec![]), data0, &root.path().join("run0")).await.unwrap();
     let addr = first.overlay().listen_addr().to_string();
+    let mut events = first.overlay().events();
     let second =
         Daemon::start(&config(root.path(), "run1", vec![addr]), data1, &root.path().join("run1")).await.unwrap();
+    while !matches!(events.recv().await.unwrap(), OverlayEvent::PeerUp(did) if did == second.did()) {}
     let a = Client::connect_as(AppIdentity::load_or_create(&app0).unwrap(), root.path().join("run0").join(APP_SOCKET));
     let b = Client::connect_as(AppIdentity::load_or_create(&app1).unwrap(), root.path().join("run1").join(APP_SOCKET));
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     // Warm up: the link, the courier and its stream.
-    assert!(a.send(&b.did(), "warm").await.unwrap().is_delivered());
+    assert_eq!(a.send(&b.did(), "warm").await.unwrap(), Receipt::Delivered);
     b.messages().next().await.unwrap();
 
     println!("round trip, 64 bytes, one at a time ({ROUND_TRIPS} samples):");

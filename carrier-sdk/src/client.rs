@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use carrier_proto::identity::Did;
+use carrier_proto::identity::{Did, DidCache};
 use carrier_proto::pb::{self, app_event::Event, app_hello::Purpose, app_request::Request};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -178,7 +178,7 @@ impl Client {
             return Err(SdkError::TooLarge { len: payload.len(), max: self.shared.max_message });
         }
         let permit = Arc::clone(&self.shared.in_flight).acquire_owned().await.map_err(|_| closed())?;
-        let send = pb::SendMessage { to: to.to_string(), payload };
+        let send = pb::SendMessage { to: to.key_bytes(), payload };
         let answer = self.request(Request::Send(send), Some(permit)).await?;
         Ok(PendingReceipt { answer })
     }
@@ -361,11 +361,12 @@ async fn read_events(
     inbox: mpsc::Sender<Message>,
     acks: mpsc::UnboundedSender<u64>,
 ) {
+    let mut dids = DidCache::new();
     while let Ok(event) = reader.read().await {
         match event.event {
             Some(Event::Message(message)) => {
                 let _ = acks.send(message.delivery);
-                let Some(message) = incoming(message) else { continue };
+                let Some(message) = incoming(message, &mut dids) else { continue };
                 if inbox.send(message).await.is_err() {
                     break;
                 }
@@ -390,10 +391,10 @@ async fn read_events(
     listeners.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
-fn incoming(message: pb::IncomingMessage) -> Option<Message> {
+fn incoming(message: pb::IncomingMessage, dids: &mut DidCache) -> Option<Message> {
     let id = MessageId::from_bytes(&message.message_id)?;
-    let from_app = Did::parse(&message.from_app).ok()?;
-    let from_device = Did::parse(&message.from_device).ok()?;
+    let from_app = dids.get(&message.from_app).ok()?;
+    let from_device = dids.get(&message.from_device).ok()?;
     let received_at = SystemTime::UNIX_EPOCH + Duration::from_millis(message.received_at_ms);
     Some(Message { id, from_app, from_device, payload: message.payload, received_at })
 }

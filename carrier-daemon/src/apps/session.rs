@@ -79,13 +79,13 @@ pub(super) async fn run(
                         return Err(AppSocketError::BadRequest(message));
                     }
                     let sink = ReceiptSink { tx: receipts_tx.clone(), request: id };
-                    match Did::parse(&send.to) {
-                        Ok(to) => messaging.send(app, to, send.payload, sink).await,
-                        Err(e) => sink.resolve(
+                    match messaging.ctx.ledger.read(|l| l.find_did(&send.to)) {
+                        Some(to) => messaging.send(app, to, send.payload, sink).await,
+                        None => sink.resolve(
                             None,
                             Err(crate::messaging::Failure::new(
                                 pb::Outcome::UnknownRecipient,
-                                format!("{:?} is not a DID: {e}", send.to),
+                                "the ledger has no app with that key",
                             )),
                         ),
                     }
@@ -199,8 +199,8 @@ async fn write_events(
                     let message = pb::IncomingMessage {
                         delivery: next_delivery,
                         message_id: id.to_bytes().to_vec(),
-                        from_app: from_app.to_string(),
-                        from_device: from_device.to_string(),
+                        from_app: from_app.key_bytes(),
+                        from_device: from_device.key_bytes(),
                         payload,
                         received_at_ms,
                     };

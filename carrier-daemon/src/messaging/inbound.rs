@@ -93,8 +93,9 @@ async fn offer(
     envelope: pb::Envelope,
 ) -> Result<tokio::sync::oneshot::Receiver<Verdict>, Failure> {
     let bad = |what: &str| Failure::new(Outcome::Refused, format!("malformed envelope: {what}"));
-    let from = Did::parse(&envelope.from_app).map_err(|_| bad("from_app is not a DID"))?;
-    let to = Did::parse(&envelope.to_app).map_err(|_| bad("to_app is not a DID"))?;
+    let (from, to) = messaging.ctx.ledger.read(|l| (l.find_did(&envelope.from_app), l.find_did(&envelope.to_app)));
+    let from = from.ok_or_else(|| bad("the sending app is not on the ledger"))?;
+    let to = to.ok_or_else(|| Failure::new(Outcome::UnknownRecipient, "the ledger has no app with that key"))?;
     let epoch: [u8; 16] = envelope.epoch.as_slice().try_into().map_err(|_| bad("epoch is not 16 bytes"))?;
     let id = MessageId { epoch, seq: envelope.seq };
     messaging.offer_message(device, from, to, id, envelope.payload).await

@@ -189,8 +189,8 @@ impl Messaging {
         let envelope = pb::Envelope {
             epoch: id.epoch.to_vec(),
             seq: id.seq,
-            from_app: from.to_string(),
-            to_app: to.to_string(),
+            from_app: from.key_bytes(),
+            to_app: to.key_bytes(),
             payload,
         };
         let mut outgoing = courier::Outgoing { envelope, sink };

@@ -72,6 +72,24 @@ impl Did {
         SigningPublicKey::from_peer_id(peer).map(Self)
     }
 
+    /// The DID whose key is these 32 bytes (the compact form messages
+    /// carry), checked to be a curve point.
+    pub fn from_key_bytes(bytes: &[u8]) -> Result<Self, DidError> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| DidError::WrongLength(bytes.len()))?;
+        Ok(Self(SigningPublicKey::from_bytes(key).map_err(|_| DidError::InvalidKey)?))
+    }
+
+    /// The compact form: the key's 32 bytes.
+    pub fn key_bytes(&self) -> Vec<u8> {
+        self.0.as_bytes().to_vec()
+    }
+
+    /// A DID for looking up `bytes` in a map of known DIDs; never handed out
+    /// unless the lookup finds it.
+    pub(crate) fn unchecked(bytes: [u8; 32]) -> Self {
+        Self(SigningPublicKey::unchecked(bytes))
+    }
+
     /// Parses `did:carrier:z…`.
     pub fn parse(text: &str) -> Result<Self, DidError> {
         let key = Self::parse_key_bytes(text)?;
@@ -129,6 +147,21 @@ impl FromStr for Did {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_compact_form_round_trips_and_is_checked_once_per_key() {
+        let did = crate::identity::Identity::generate(crate::identity::IdentityKind::App).did();
+        assert_eq!(Did::from_key_bytes(&did.key_bytes()), Ok(did));
+        assert_eq!(Did::from_key_bytes(&did.key_bytes()[..31]), Err(DidError::WrongLength(31)));
+        let mut cache = DidCache::new();
+        assert_eq!(cache.get(&did.key_bytes()), Ok(did));
+        assert_eq!(cache.get(&did.key_bytes()), Ok(did));
+        // Not a curve point (y = 2 has no x on edwards25519): refused, and not remembered.
+        let mut bad = [0u8; 32];
+        bad[0] = 2;
+        assert_eq!(cache.get(&bad), Err(DidError::InvalidKey));
+        assert_eq!(cache.get(&bad), Err(DidError::InvalidKey));
+    }
     use crate::identity::{Identity, IdentityKind};
     use proptest::prelude::*;
 
@@ -199,5 +232,36 @@ mod tests {
             let _ = Did::parse(&text);
             let _ = Did::parse(&format!("{DID_PREFIX}z{text}"));
         }
+    }
+}
+
+/// Remembers the DIDs of compact keys already checked, so a stream of
+/// messages from a few senders pays the curve-point check once per sender.
+#[derive(Debug, Default)]
+pub struct DidCache {
+    known: std::collections::HashMap<[u8; 32], Did>,
+}
+
+impl DidCache {
+    /// Most DIDs remembered; past it the cache starts afresh.
+    const CAPACITY: usize = 4096;
+
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`Did::from_key_bytes`], remembered.
+    pub fn get(&mut self, bytes: &[u8]) -> Result<Did, DidError> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| DidError::WrongLength(bytes.len()))?;
+        if let Some(did) = self.known.get(&key) {
+            return Ok(*did);
+        }
+        let did = Did::from_key_bytes(&key)?;
+        if self.known.len() >= Self::CAPACITY {
+            self.known.clear();
+        }
+        self.known.insert(key, did);
+        Ok(did)
     }
 }

@@ -19,7 +19,7 @@ use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 pub use card::Card;
-pub use did::{DID_PREFIX, Did, DidError};
+pub use did::{DID_PREFIX, Did, DidCache, DidError};
 
 use crate::domain;
 use crate::pb;
@@ -102,6 +102,12 @@ impl SigningPublicKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
         VerificationKey::try_from(bytes).map_err(|_| KeyError::InvalidSigningKey)?;
         Ok(Self(bytes))
+    }
+
+    /// Wraps bytes without the curve-point check, for looking up keys
+    /// that are only accepted if already known.
+    pub(crate) fn unchecked(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 
     /// Parses a field of a decoded message.

@@ -160,6 +160,13 @@ impl LedgerState {
         self.current_keys.get(key).copied()
     }
 
+    /// The DID on this ledger whose first key is `bytes` (the compact form
+    /// messages carry); no curve-point check is needed for a known key.
+    pub fn find_did(&self, bytes: &[u8]) -> Option<Did> {
+        let key: [u8; 32] = bytes.try_into().ok()?;
+        self.records.get_key_value(&Did::unchecked(key)).map(|(did, _)| *did)
+    }
+
     /// Looks a DID up in O(1).
     pub fn resolve(&self, did: &Did) -> Option<Resolution<'_>> {
         let record = self.records.get(did)?;

@@ -301,3 +301,13 @@ fn replay_reports_earliest_error_across_batches() {
 fn mixed_keys(signing_from: &Identity, noise_from: &Identity) -> crate::identity::PublicKeys {
     crate::identity::PublicKeys { signing: signing_from.signing_key(), noise: noise_from.noise_key() }
 }
+
+#[test]
+fn find_did_knows_only_registered_keys() {
+    let mut net = crate::testing::TestNetwork::new("t");
+    let device = net.register_device();
+    assert_eq!(net.ledger.find_did(&device.did().key_bytes()), Some(device.did()));
+    let stranger = Identity::generate(IdentityKind::Device);
+    assert_eq!(net.ledger.find_did(&stranger.did().key_bytes()), None);
+    assert_eq!(net.ledger.find_did(&[0u8; 31]), None);
+}
