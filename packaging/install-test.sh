@@ -268,6 +268,8 @@ check_owners() {
   if [ "${1:-}" = running ]; then
     sock=$(in_root stat -c '%U:%G %a %F' /run/carrier/control.sock) || fail "no /run/carrier/control.sock"
     [ "$sock" = "$user:$group 600 socket" ] || fail "control.sock is $sock, not $user:$group 600 socket"
+    sock=$(in_root stat -c '%U:%G %a %F' /run/carrier/app.sock) || fail "no /run/carrier/app.sock"
+    [ "$sock" = "$user:$group 660 socket" ] || fail "app.sock is $sock, not $user:$group 660 socket (group $group's apps)"
   fi
 }
 check_owners running

@@ -4,11 +4,12 @@
 #    identities → registration → an app → rotation → revocation →
 #    verification, and what tampering does to the ledger;
 # 2. three daemons on loopback joining through one bootstrap address,
-#    linking to each other, and shutting down cleanly.
+#    linking to each other, apps on them exchanging a message and a
+#    stream (the SDK's chat and echo examples), and shutting down cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet --release -p carrier-daemon --bins
+cargo build --quiet --release -p carrier-daemon -p carrier-sdk --bins --examples
 bin="$PWD/target/release"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -70,6 +71,16 @@ for node in n1 n2 n3; do
   carrierd init --data-dir "net/$node" >/dev/null
   carrierctl ledger register-device --ledger net/ledger --key net/registrar.key "net/$node/device.card" >/dev/null
 done
+# Three apps, each registered by its device: an echo service on n1, bob on
+# n2 and alice on n3. Their keys sit where the SDK looks (DIR/app.key).
+app_did() { # name node: makes the app's key, registers it under node, prints its DID
+  local out
+  mkdir -p "net/apps/$1"
+  out=$(carrierctl keygen --kind app --out "net/apps/$1/app.key")
+  carrierctl ledger register-app --ledger net/ledger --key "net/$2/device.key" --name "$1" "$(field card <<<"$out")" >/dev/null
+  field did <<<"$out"
+}
+echo_app=$(app_did echo n1); bob=$(app_did bob n2); app_did alice n3 >/dev/null
 for node in n1 n2 n3; do
   mkdir -p "net/$node/ledger" && cp net/ledger/ledger.log "net/$node/ledger/"
 done
@@ -107,6 +118,21 @@ for node in n1 n2 n3; do
 done
 echo
 run carrierctl status --socket net/n3/run/control.sock
+
+step "Apps talk through their daemons: a message from alice (n3) to bob (n2)"
+"$bin/examples/chat" --dir net/apps/bob --socket net/n2/run/app.sock > net/bob.out 2>&1 &
+pids+=($!)
+wait_for net/bob.out "connected through device"
+printf '$ echo "hi bob" | chat --dir net/apps/alice --socket net/n3/run/app.sock %s\n' "$bob"
+echo "hi bob" | "$bin/examples/chat" --dir net/apps/alice --socket net/n3/run/app.sock "$bob" >/dev/null
+wait_for net/bob.out "hi bob"
+echo "bob's chat printed: $(grep 'hi bob' net/bob.out)"
+
+step "And a stream: alice opens the echo service on n1 by its app's DID"
+"$bin/examples/echo" serve --dir net/apps/echo --socket net/n1/run/app.sock > net/echo.out 2>&1 &
+pids+=($!)
+wait_for net/echo.out "is up"
+run "$bin/examples/echo" send "$echo_app" "hello through carrier" --dir net/apps/alice --socket net/n3/run/app.sock
 
 step "SIGTERM: each daemon closes its links with the shutdown code and stops"
 stop_daemons

@@ -6,8 +6,9 @@
 //!
 //! On first run it prints the app's card; register it under the device
 //! (`carrierctl ledger register-app --name chat CARD`) and publish the
-//! ledger. Then every line typed goes to PEER_DID, and every message that
-//! arrives is printed with who sent it.
+//! ledger. Every message that arrives is printed with who sent it; with a
+//! PEER_DID, every line typed goes to that app (until end of input), and
+//! without one the app only listens (until interrupted).
 
 use std::path::PathBuf;
 
@@ -34,18 +35,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("connected through device {}", client.device());
 
     let mut messages = client.messages();
-    tokio::spawn(async move {
+    let printing = tokio::spawn(async move {
         while let Some(message) = messages.next().await {
             println!("<{}> {}", message.from_app, String::from_utf8_lossy(&message.payload));
         }
     });
+    let Some(peer) = peer else {
+        // Only listening.
+        printing.await?;
+        return Ok(());
+    };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
-        let Some(peer) = &peer else {
-            eprintln!("no peer given: only receiving");
-            continue;
-        };
-        match client.send(peer, line).await? {
+        match client.send(&peer, line).await? {
             Receipt::Delivered => {}
             Receipt::Failed(failure) => eprintln!("not delivered: {failure}"),
         }
