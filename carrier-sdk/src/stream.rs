@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 use crate::client::Shared;
 use crate::{SdkError, wire};
 
+/// Bytes a stream's socket may hold in flight, as the daemon sets its side.
+const STREAM_SOCKET_BUFFER: usize = 1 << 20;
+
 /// A byte stream to (or from) another app's service.
 #[derive(Debug)]
 pub struct AppStream {
@@ -44,6 +47,9 @@ impl AppStream {
         let parse = |text: &str| Did::parse(text).map_err(|e| SdkError::Protocol(format!("stream ready: {e}")));
         let (peer_app, peer_device) = (parse(&ready.peer_app)?, parse(&ready.peer_device)?);
         let (stream, early) = reader.into_parts();
+        // A larger send buffer lets bulk writes run ahead of the daemon (best
+        // effort; the system may cap it).
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(STREAM_SOCKET_BUFFER);
         Ok(Self { stream, early, early_pos: 0, peer_app, peer_device, service: ready.service })
     }
 

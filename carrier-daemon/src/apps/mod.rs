@@ -16,7 +16,6 @@ mod auth;
 mod registry;
 mod session;
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -45,25 +44,10 @@ pub enum AppSocketError {
     BadRequest(String),
 }
 
-/// Binds the app socket at `path` with mode 0660, replacing a stale socket
-/// left by a daemon that did not stop cleanly.
+/// Binds the app socket at `path` with mode 0660 (the daemon's user and
+/// group), replacing a stale socket left by a daemon that did not stop cleanly.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).create(dir)?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; refusing to replace it", path.display()),
-            ));
-        }
-        Err(_) => {}
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
+    crate::paths::bind_socket(path, 0o660)
 }
 
 /// Accepts app clients until the listener fails; each is served in its own task.
@@ -113,6 +97,7 @@ async fn serve_client(stream: UnixStream, messaging: Arc<Messaging>) -> Result<(
         Purpose::AcceptStream(accept) => {
             let (read, early) = reader.into_parts();
             let stream = read.reunite(writer.into_inner()).map_err(|e| FramedError::Io(std::io::Error::other(e)))?;
+            widen_stream_socket(&stream);
             let connection = AcceptedConnection { stream, leftover: early };
             match messaging.apps().take_stream(&hello.app, accept.token, connection) {
                 Ok(()) => Ok(()),
@@ -156,6 +141,7 @@ async fn open_stream(
     writer.send(&pb::AppEvent { id: 0, event: Some(Event::StreamReady(ready)) }).await?;
     let (read, early) = reader.into_parts();
     let ours = read.reunite(writer.into_inner()).map_err(|e| FramedError::Io(std::io::Error::other(e)))?;
+    widen_stream_socket(&ours);
     match end {
         StreamEnd::Remote(theirs, their_early) => app_stream_join(ours, early, theirs, their_early).await,
         StreamEnd::Local(mut theirs) => {
@@ -178,6 +164,17 @@ pub(crate) async fn announce_ready(
     let event = pb::AppEvent { id: 0, event: Some(Event::StreamReady(ready)) };
     let frame = carrier_proto::frame::encode(&prost::Message::encode_to_vec(&event));
     tokio::io::AsyncWriteExt::write_all(stream, &frame).await
+}
+
+/// Bytes a stream connection's socket may hold in flight. The default
+/// (about 200 KiB) makes a bulk writer wait on its reader every few hundred
+/// kilobytes; each wait is a context switch on both sides.
+pub(crate) const STREAM_SOCKET_BUFFER: usize = 1 << 20;
+
+/// Gives a connection that carries a stream's raw bytes a larger send
+/// buffer. Best effort: the system may cap it, and nothing depends on it.
+pub(crate) fn widen_stream_socket(stream: &UnixStream) {
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(STREAM_SOCKET_BUFFER);
 }
 
 /// An error event for the app.

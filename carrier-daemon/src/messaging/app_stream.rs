@@ -8,13 +8,11 @@
 //!  app socket ⇄ QUIC stream ⇄ app socket: raw bytes, each direction closed on its own
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_proto::frame;
 use carrier_proto::identity::Did;
 use carrier_proto::pb::{self, Outcome};
-use futures::StreamExt;
 use libp2p::PeerId;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -37,26 +35,6 @@ pub(crate) enum StreamEnd {
     Remote(Compat<libp2p::Stream>, Vec<u8>),
     /// A local app's connection (both apps on this device).
     Local(AcceptedConnection),
-}
-
-/// Accepts app streams from every peer.
-pub(super) fn spawn(messaging: &Arc<Messaging>) {
-    let mut control = messaging.overlay.stream_control();
-    let mut incoming = match control.accept(APP_STREAM_PROTOCOL) {
-        Ok(incoming) => incoming,
-        Err(error) => return tracing::error!(%error, "app stream protocol already taken"),
-    };
-    let messaging = Arc::clone(messaging);
-    tokio::spawn(async move {
-        while let Some((peer, stream)) = incoming.next().await {
-            let messaging = Arc::clone(&messaging);
-            tokio::spawn(async move {
-                if let Err(error) = serve(&messaging, peer, stream).await {
-                    tracing::debug!(%peer, %error, "incoming app stream failed");
-                }
-            });
-        }
-    });
 }
 
 impl Messaging {
@@ -94,7 +72,7 @@ impl Messaging {
 }
 
 /// Takes one stream from `peer`: checks, hands it to the app, joins them.
-async fn serve(messaging: &Messaging, peer: PeerId, stream: libp2p::Stream) -> Result<(), FramedError> {
+pub(super) async fn serve(messaging: &Messaging, peer: PeerId, stream: libp2p::Stream) -> Result<(), FramedError> {
     let Some(device) = messaging.device_of(&peer) else { return Ok(()) };
     let mut reader = FrameReader::new(stream.compat(), MAX_HEADER_FRAME);
     let Some(open) = reader.read::<pb::StreamOpen>().await? else { return Ok(()) };

@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use carrier_proto::identity::Did;
 use carrier_proto::messaging::MessageId;
@@ -24,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::inbox::await_verdict;
-use super::{FRAME_OVERHEAD, Failure, MSG_PROTOCOL, Messaging, Verdict};
+use super::{FRAME_OVERHEAD, Failure, Messaging, Verdict};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
 
 /// Receipts owed on one stream before its reader waits.
@@ -32,27 +31,7 @@ const OWED: usize = 8192;
 
 type Answer = Pin<Box<dyn Future<Output = (u64, Verdict)> + Send>>;
 
-/// Accepts message streams from every peer.
-pub(super) fn spawn(messaging: &Arc<Messaging>) {
-    let mut control = messaging.overlay.stream_control();
-    let mut incoming = match control.accept(MSG_PROTOCOL) {
-        Ok(incoming) => incoming,
-        Err(error) => return tracing::error!(%error, "message protocol already taken"),
-    };
-    let messaging = Arc::clone(messaging);
-    tokio::spawn(async move {
-        while let Some((peer, stream)) = incoming.next().await {
-            let messaging = Arc::clone(&messaging);
-            tokio::spawn(async move {
-                if let Err(error) = serve(&messaging, peer, stream).await {
-                    tracing::debug!(%peer, %error, "message stream ended");
-                }
-            });
-        }
-    });
-}
-
-async fn serve(messaging: &Arc<Messaging>, peer: PeerId, stream: libp2p::Stream) -> Result<(), FramedError> {
+pub(super) async fn serve(messaging: &Messaging, peer: PeerId, stream: libp2p::Stream) -> Result<(), FramedError> {
     let Some(device) = messaging.device_of(&peer) else {
         tracing::debug!(%peer, "message stream from a peer not on the ledger");
         return Ok(());

@@ -145,8 +145,14 @@ impl Messaging {
             couriers: Mutex::new(HashMap::new()),
             replay: Mutex::new(ReplayGuard::new()),
         });
-        inbound::spawn(&messaging);
-        app_stream::spawn(&messaging);
+        serve_protocol(
+            &messaging,
+            MSG_PROTOCOL,
+            |m, peer, stream| async move { inbound::serve(&m, peer, stream).await },
+        );
+        serve_protocol(&messaging, APP_STREAM_PROTOCOL, |m, peer, stream| async move {
+            app_stream::serve(&m, peer, stream).await
+        });
         messaging
     }
 
@@ -258,6 +264,31 @@ impl Messaging {
         let key = SigningPublicKey::from_peer_id(peer)?;
         self.ctx.ledger.read(|l| l.did_of_key(&key))
     }
+}
+
+/// Takes every stream of `protocol` from every peer, each in its own task.
+fn serve_protocol<F, Fut, E>(messaging: &Arc<Messaging>, protocol: StreamProtocol, serve: F)
+where
+    F: Fn(Arc<Messaging>, PeerId, libp2p::Stream) -> Fut + Send + Copy + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let mut control = messaging.overlay.stream_control();
+    let mut incoming = match control.accept(protocol.clone()) {
+        Ok(incoming) => incoming,
+        Err(error) => return tracing::error!(%error, %protocol, "protocol already taken"),
+    };
+    let messaging = Arc::clone(messaging);
+    tokio::spawn(async move {
+        while let Some((peer, stream)) = futures::StreamExt::next(&mut incoming).await {
+            let (messaging, protocol) = (Arc::clone(&messaging), protocol.clone());
+            tokio::spawn(async move {
+                if let Err(error) = serve(messaging, peer, stream).await {
+                    tracing::debug!(%peer, %protocol, %error, "stream ended with an error");
+                }
+            });
+        }
+    });
 }
 
 /// Milliseconds since the Unix epoch.
