@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     requests: mpsc::Sender<pb::AppRequest>,
     waiting: Waiting,
+    /// Set when the session has ended; no request is answered after that.
+    closed: Arc<AtomicBool>,
     pub(crate) listeners: Listeners,
     in_flight: Arc<Semaphore>,
     inbox: tokio::sync::Mutex<mpsc::Receiver<Message>>,
@@ -131,9 +133,12 @@ impl Client {
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
         let waiting: Waiting = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
         let listeners: Listeners = Arc::default();
         tokio::spawn(write_requests(write, requests_rx, acks_rx));
-        tokio::spawn(read_events(reader, Arc::clone(&waiting), Arc::clone(&listeners), inbox_tx, acks));
+        let ended =
+            Ended { waiting: Arc::clone(&waiting), closed: Arc::clone(&closed), listeners: Arc::clone(&listeners) };
+        tokio::spawn(read_events(reader, ended, inbox_tx, acks));
         let shared = Shared {
             identity,
             socket,
@@ -142,6 +147,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             requests,
             waiting,
+            closed,
             listeners,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             inbox: tokio::sync::Mutex::new(inbox),
@@ -234,6 +240,12 @@ impl Shared {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (tx, permit));
+        // The reader sets `closed` before it drops every waiter: either it
+        // dropped ours, or we see the flag.
+        if self.closed.load(Ordering::SeqCst) {
+            self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(closed());
+        }
         self.requests.send(pb::AppRequest { id, request: Some(request) }).await.map_err(|_| closed())?;
         Ok(rx)
     }
@@ -353,11 +365,17 @@ async fn write_requests(
     }
 }
 
+/// What the reader clears when the session ends.
+struct Ended {
+    waiting: Waiting,
+    closed: Arc<AtomicBool>,
+    listeners: Listeners,
+}
+
 /// Routes the daemon's events until the connection ends.
 async fn read_events(
     mut reader: EventReader<OwnedReadHalf>,
-    waiting: Waiting,
-    listeners: Listeners,
+    ended: Ended,
     inbox: mpsc::Sender<Message>,
     acks: mpsc::UnboundedSender<u64>,
 ) {
@@ -372,13 +390,13 @@ async fn read_events(
                 }
             }
             Some(Event::IncomingStream(stream)) => {
-                let listener = listeners.lock().unwrap_or_else(|p| p.into_inner()).get(&stream.service).cloned();
+                let listener = ended.listeners.lock().unwrap_or_else(|p| p.into_inner()).get(&stream.service).cloned();
                 if let Some(listener) = listener {
                     let _ = listener.try_send(stream);
                 }
             }
             _ if event.id != 0 => {
-                let waiter = waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.id);
+                let waiter = ended.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.id);
                 if let Some((tx, _permit)) = waiter {
                     let _ = tx.send(event);
                 }
@@ -386,9 +404,11 @@ async fn read_events(
             _ => {}
         }
     }
-    // Everyone still waiting learns the session is gone.
-    waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    listeners.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    // Everyone still waiting, and everyone who asks later, learns the
+    // session is gone.
+    ended.closed.store(true, Ordering::SeqCst);
+    ended.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    ended.listeners.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 fn incoming(message: pb::IncomingMessage, dids: &mut DidCache) -> Option<Message> {

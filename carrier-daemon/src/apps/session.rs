@@ -8,6 +8,8 @@
 //!                      flushed whenever nothing more is waiting
 //! ```
 //!
+//! A ledger update that revokes the app (or its device) ends the session.
+//!
 //! The reader never waits on the app's acknowledgements, so two apps
 //! messaging each other flat out cannot stall each other. An app may have
 //! at most [`MAX_IN_FLIGHT`] messages without receipt; past that it is
@@ -59,9 +61,23 @@ pub(super) async fn run(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut writer_task =
         tokio::spawn(write_events(writer, receipts, replies, incoming, Arc::clone(&acks), Arc::clone(&in_flight)));
+    let mut ledger_updates = messaging.ctx.ledger.subscribe();
     let ended = async {
         loop {
-            let request = match reader.read::<pb::AppRequest>().await {
+            let read = tokio::select! {
+                read = reader.read::<pb::AppRequest>() => read,
+                _ = ledger_updates.recv() => {
+                    // A revoked app (or an app of a revoked device) loses its session.
+                    let active = messaging.ctx.ledger.read(|l| l.resolve(&app).is_some_and(|r| r.is_active()));
+                    if active {
+                        continue;
+                    }
+                    let message = format!("{app} was revoked on the ledger; closing its session");
+                    let _ = replies_tx.send(error_event(0, AppErrorCode::Unauthenticated, message.clone()));
+                    return Err(AppSocketError::Unauthenticated(message));
+                }
+            };
+            let request = match read {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ok(()),
                 Err(error) => {
