@@ -195,6 +195,12 @@ async fn apps_on_one_device_message_and_stream_without_the_network() {
     let (dirs, apps) = provision_with_apps(root.path(), 1, &[2]);
     let _daemon = Daemon::start(&dirs[0], None);
     let (a, b) = (client(&apps[0][0], &dirs[0]).await, client(&apps[0][1], &dirs[0]).await);
+    // The admin sees both sessions.
+    let status: serde_json::Value =
+        serde_json::from_str(&carrierctl(&["status", "--socket", &socket(&dirs[0]), "--json"])).unwrap();
+    let mut expected = vec![a.did().to_string(), b.did().to_string()];
+    expected.sort();
+    assert_eq!(status["apps"], serde_json::json!(expected));
     assert!(a.send(&b.did(), "next door").await.unwrap().is_delivered());
     let message = within("message", b.messages().next()).await.unwrap();
     assert_eq!((message.from_app, message.from_device), (a.did(), a.device()));

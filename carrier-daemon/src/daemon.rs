@@ -99,7 +99,7 @@ impl Daemon {
         tokio::spawn(apps::serve(app_listener, Arc::clone(&messaging)));
         let socket = runtime_dir.join(CONTROL_SOCKET);
         let listener = control::bind(&socket).map_err(|source| StartError::Socket { path: socket.clone(), source })?;
-        let handler = Arc::new(control::Handler::new(overlay.clone(), ctx));
+        let handler = Arc::new(control::Handler::new(overlay.clone(), ctx, Arc::clone(&messaging)));
         tokio::spawn(control::serve(listener, socket.clone(), handler));
         tracing::info!(%did, listen = %overlay.listen_addr(), control = %socket.display(), head = ledger.head().height, "carrierd started");
         Ok(Self { did, overlay, ledger, messaging })

@@ -86,6 +86,13 @@ impl Apps {
         }
     }
 
+    /// The apps with a session, sorted.
+    pub(crate) fn connected(&self) -> Vec<Did> {
+        let mut apps: Vec<Did> = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        apps.sort();
+        apps
+    }
+
     /// The session of `app`, if it is connected.
     pub(crate) fn session(&self, app: &Did) -> Option<SessionHandle> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(app).cloned()

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use super::Connection;
 use crate::ledger::SharedLedger;
 use crate::link::LinkContext;
+use crate::messaging::Messaging;
 use crate::overlay::{Overlay, OverlayEvent};
 
 /// Most ledger entries in one answer (a few hundred KiB).
@@ -25,6 +26,7 @@ pub struct Handler {
     overlay: Overlay,
     ledger: Arc<SharedLedger>,
     links: Arc<LinkContext>,
+    messaging: Arc<Messaging>,
 }
 
 fn head(head: Head) -> pb::LedgerHead {
@@ -33,9 +35,9 @@ fn head(head: Head) -> pb::LedgerHead {
 
 impl Handler {
     /// A handler for the daemon with these parts.
-    pub fn new(overlay: Overlay, links: Arc<LinkContext>) -> Self {
+    pub fn new(overlay: Overlay, links: Arc<LinkContext>, messaging: Arc<Messaging>) -> Self {
         let (did, ledger) = (links.did(), Arc::clone(&links.ledger));
-        Self { did, started: Instant::now(), overlay, ledger, links }
+        Self { did, started: Instant::now(), overlay, ledger, links, messaging }
     }
 
     /// Streams events to a watcher until it goes away.
@@ -122,6 +124,7 @@ impl Handler {
             peers,
             routes,
             alarm: self.ledger.alarm().unwrap_or_default(),
+            apps: self.messaging.connected_apps().iter().map(Did::to_string).collect(),
         }))
     }
 

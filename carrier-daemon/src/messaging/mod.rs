@@ -161,6 +161,11 @@ impl Messaging {
         self.ctx.did()
     }
 
+    /// The apps with a session now, sorted.
+    pub fn connected_apps(&self) -> Vec<Did> {
+        self.apps.connected()
+    }
+
     /// The apps connected to this daemon.
     pub(crate) fn apps(&self) -> &Apps {
         &self.apps

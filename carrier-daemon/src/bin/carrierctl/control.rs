@@ -116,7 +116,7 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
         let value = json!({
             "did": s.did, "network": s.network, "network_id": s.network_id, "uptime_ms": s.uptime_ms,
             "listen": s.listen_addrs, "ledger": { "height": height, "hash": hash },
-            "peers": s.peers, "routes": s.routes, "alarm": s.alarm,
+            "peers": s.peers, "routes": s.routes, "alarm": s.alarm, "apps": s.apps,
         });
         println!("{value}");
         return Ok(());
@@ -128,6 +128,10 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     println!("ledger:   {height} entries, head {hash}");
     println!("peers:    {}", s.peers);
     println!("routes:   {}", s.routes);
+    println!("apps:     {} connected", s.apps.len());
+    for app in &s.apps {
+        println!("          {app}");
+    }
     if !s.alarm.is_empty() {
         println!("ALARM:    {}", s.alarm);
     }
