@@ -19,6 +19,13 @@ use crate::identity::{Did, Identity, SigningPublicKey};
 
 /// Bytes of an app-socket challenge nonce.
 pub const NONCE_LEN: usize = 32;
+/// Room for the rest of a frame around a message payload: a frame on the
+/// app socket or a message stream may be the message limit plus this.
+pub const FRAME_OVERHEAD: usize = 64 * 1024;
+/// Send buffer each end of an app stream's socket asks for. The default
+/// (about 200 KiB) makes a bulk writer wait on its reader every few hundred
+/// kilobytes, each wait a context switch on both sides.
+pub const STREAM_SOCKET_BUFFER: usize = 1 << 20;
 
 /// The bytes an app signs to answer a challenge: the nonce, then the
 /// daemon's device DID (so an answer for one daemon is useless at another).

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use carrier_proto::identity::Did;
+use carrier_proto::messaging::STREAM_SOCKET_BUFFER;
 use carrier_proto::pb::{self, app_event::Event, app_hello::Purpose, app_request::Request};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
@@ -20,9 +21,6 @@ use tokio::sync::mpsc;
 
 use crate::client::Shared;
 use crate::{SdkError, wire};
-
-/// Bytes a stream's socket may hold in flight, as the daemon sets its side.
-const STREAM_SOCKET_BUFFER: usize = 1 << 20;
 
 /// A byte stream to (or from) another app's service.
 #[derive(Debug)]

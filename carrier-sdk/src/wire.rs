@@ -18,8 +18,8 @@ use tokio::net::UnixStream;
 
 use crate::{AppIdentity, SdkError};
 
-/// Room around a payload in a frame (the daemon's own allowance).
-pub(crate) const FRAME_OVERHEAD: usize = 64 * 1024;
+pub(crate) use carrier_proto::messaging::FRAME_OVERHEAD;
+
 /// The frame limit before the daemon says its message limit.
 const HELLO_MAX_FRAME: usize = 64 * 1024;
 

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use carrier_proto::identity::Did;
+use carrier_proto::messaging::STREAM_SOCKET_BUFFER;
 use carrier_proto::pb::{self, AppErrorCode, app_event::Event, app_hello::Purpose};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
@@ -165,11 +166,6 @@ pub(crate) async fn announce_ready(
     let frame = carrier_proto::frame::encode(&prost::Message::encode_to_vec(&event));
     tokio::io::AsyncWriteExt::write_all(stream, &frame).await
 }
-
-/// Bytes a stream connection's socket may hold in flight. The default
-/// (about 200 KiB) makes a bulk writer wait on its reader every few hundred
-/// kilobytes; each wait is a context switch on both sides.
-pub(crate) const STREAM_SOCKET_BUFFER: usize = 1 << 20;
 
 /// Gives a connection that carries a stream's raw bytes a larger send
 /// buffer. Best effort: the system may cap it, and nothing depends on it.

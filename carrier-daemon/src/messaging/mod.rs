@@ -46,8 +46,7 @@ pub(crate) const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/ms
 pub(crate) const APP_STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/app-stream/1.0.0");
 /// Default largest message payload.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
-/// Room for the rest of a frame around a payload.
-pub const FRAME_OVERHEAD: usize = 64 * 1024;
+pub use carrier_proto::messaging::FRAME_OVERHEAD;
 
 /// Why a message or stream did not reach its app.
 #[derive(Debug, Clone, PartialEq, Eq)]
