@@ -88,30 +88,30 @@ async fn serve_client(stream: UnixStream, messaging: Arc<Messaging>) -> Result<(
         }
     };
     let span = tracing::debug_span!("app", app = %hello.app);
-    let _entered = span.enter();
-    match hello.purpose {
-        Purpose::Session(_) => {
-            drop(_entered);
-            tracing::Instrument::instrument(session::run(messaging, hello.app, reader, writer), span).await
-        }
-        Purpose::OpenStream(open) => open_stream(&messaging, hello.app, open, reader, writer).await,
-        Purpose::AcceptStream(accept) => {
-            let (read, early) = reader.into_parts();
-            let stream = read.reunite(writer.into_inner()).map_err(|e| FramedError::Io(std::io::Error::other(e)))?;
-            widen_stream_socket(&stream);
-            let connection = AcceptedConnection { stream, leftover: early };
-            match messaging.apps().take_stream(&hello.app, accept.token, connection) {
-                Ok(()) => Ok(()),
-                Err(connection) => {
-                    let (_, write) = connection.stream.into_split();
-                    let mut writer = FrameWriter::new(write, max_frame);
-                    let message = format!("no stream waits for token {} (expired or not yours)", accept.token);
-                    writer.send(&error_event(0, AppErrorCode::UnknownToken, message.clone())).await?;
-                    Err(AppSocketError::BadRequest(message))
+    let serve = async move {
+        match hello.purpose {
+            Purpose::Session(_) => session::run(messaging, hello.app, reader, writer).await,
+            Purpose::OpenStream(open) => open_stream(&messaging, hello.app, open, reader, writer).await,
+            Purpose::AcceptStream(accept) => {
+                let (read, early) = reader.into_parts();
+                let stream =
+                    read.reunite(writer.into_inner()).map_err(|e| FramedError::Io(std::io::Error::other(e)))?;
+                widen_stream_socket(&stream);
+                let connection = AcceptedConnection { stream, leftover: early };
+                match messaging.apps().take_stream(&hello.app, accept.token, connection) {
+                    Ok(()) => Ok(()),
+                    Err(connection) => {
+                        let (_, write) = connection.stream.into_split();
+                        let mut writer = FrameWriter::new(write, max_frame);
+                        let message = format!("no stream waits for token {} (expired or not yours)", accept.token);
+                        writer.send(&error_event(0, AppErrorCode::UnknownToken, message.clone())).await?;
+                        Err(AppSocketError::BadRequest(message))
+                    }
                 }
             }
         }
-    }
+    };
+    tracing::Instrument::instrument(serve, span).await
 }
 
 async fn open_stream(
