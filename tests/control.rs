@@ -23,6 +23,14 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
         serde_json::from_str(&carrierctl(&["status", "--socket", &sock, "--json"])).unwrap();
     assert_eq!(status["network"], "t");
     assert_eq!(status["ledger"]["height"], 4);
+    // Global options go before or after the command, mixed as one likes.
+    for args in [["--json", "--socket", &sock, "status"], ["--socket", &sock, "status", "--json"]] {
+        let again: serde_json::Value = serde_json::from_str(&carrierctl(&args)).unwrap();
+        assert_eq!(again["did"], status["did"], "{args:?}");
+    }
+    let entries: serde_json::Value =
+        serde_json::from_str(&carrierctl(&["--json", "ledger", "--socket", &sock, "show"])).unwrap();
+    assert_eq!(entries.as_array().map(Vec::len), Some(4), "{entries}");
     let peers: serde_json::Value = serde_json::from_str(&carrierctl(&["peers", "--socket", &sock, "--json"])).unwrap();
     let peer_dids: Vec<String> =
         peers.as_array().unwrap().iter().map(|p| p["did"].as_str().unwrap().to_owned()).collect();
@@ -53,11 +61,13 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
     assert!(counters["links_admitted_inbound"].as_u64().unwrap() >= 2, "{counters}");
 
     // A watcher sees a peer go down and come back.
-    let mut watcher = Command::new(env!("CARGO_BIN_EXE_carrierctl"))
-        .args(["watch", "--json", "--socket", &sock])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watcher = support::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_carrierctl"))
+            .args(["watch", "--json", "--socket", &sock])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, events) = mpsc::channel();
     let stdout = watcher.stdout.take().unwrap();
     std::thread::spawn(move || {

@@ -155,12 +155,13 @@ fn readiness_and_stopping_are_reported_to_the_service_manager() {
     let config = root.path().join("notify.toml");
     let runtime = dirs[0].join("run");
     std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\nruntime_dir = {runtime:?}\n")).unwrap();
-    let mut child = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dirs[0].to_str().unwrap()])
+    let child = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dirs[0].to_str().unwrap()])
         .env("NOTIFY_SOCKET", &notify_path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = support::Reaped(child);
     let mut buf = [0u8; 64];
     let n = notify.recv(&mut buf).expect("no READY=1 from carrierd");
     assert_eq!(&buf[..n], b"READY=1");

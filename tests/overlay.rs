@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carrier_daemon::ledger::SharedLedger;
+use carrier_daemon::ledger::{EmbeddedLedger, Ledger};
 use carrier_daemon::link::{LinkContext, LinkLimits};
 use carrier_daemon::overlay::{Overlay, OverlayConfig, OverlayEvent};
 use carrier_proto::identity::{Did, Identity, IdentityKind};
@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 struct Node {
     did: Did,
-    ledger: Arc<SharedLedger>,
+    ledger: Arc<EmbeddedLedger>,
     overlay: Overlay,
     events: broadcast::Receiver<OverlayEvent>,
 }
@@ -30,8 +30,8 @@ async fn start(identity: Identity, ledger: LedgerState, bootstrap: Option<&Multi
         .with_test_writer()
         .try_init();
     let did = identity.did();
-    let ledger = Arc::new(SharedLedger::in_memory(ledger));
-    let ctx = Arc::new(LinkContext::new(identity, did, Arc::clone(&ledger), LinkLimits::default()));
+    let ledger = Arc::new(EmbeddedLedger::in_memory(ledger));
+    let ctx = Arc::new(LinkContext::new(identity, did, Arc::clone(&ledger) as Arc<dyn Ledger>, LinkLimits::default()));
     let config = OverlayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         bootstrap: bootstrap.into_iter().cloned().collect(),

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carrier_daemon::ledger::SharedLedger;
+use carrier_daemon::ledger::EmbeddedLedger;
 use carrier_daemon::link::{LinkContext, LinkLimits};
 use carrier_daemon::overlay::{Overlay, OverlayConfig, OverlayEvent};
 use carrier_proto::identity::{Did, Identity};
@@ -104,7 +104,7 @@ async fn run(n: usize) {
         let ctx = Arc::new(LinkContext::new(
             id,
             did,
-            Arc::new(SharedLedger::in_memory(ledger.clone())),
+            Arc::new(EmbeddedLedger::in_memory(ledger.clone())),
             // Every node shares 127.0.0.1 here, so the per-address handshake
             // limit (meant for one host) would throttle the whole overlay.
             LinkLimits { max_handshakes_per_ip: 1024, ..LinkLimits::default() },

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carrier_daemon::ledger::SharedLedger;
+use carrier_daemon::ledger::EmbeddedLedger;
 use carrier_daemon::link::{LinkContext, LinkLimits, quic};
 use carrier_proto::identity::{Did, Identity};
 use carrier_proto::ledger::LedgerState;
@@ -34,7 +34,7 @@ fn context(identity: Identity, ledger: &LedgerState) -> Arc<LinkContext> {
     let did = identity.did();
     let limits =
         LinkLimits { max_handshakes: 4096, max_handshakes_per_ip: 4096, retry_above: 4096, ..LinkLimits::default() };
-    Arc::new(LinkContext::new(identity, did, Arc::new(SharedLedger::in_memory(ledger.clone())), limits))
+    Arc::new(LinkContext::new(identity, did, Arc::new(EmbeddedLedger::in_memory(ledger.clone())), limits))
 }
 
 /// A server that admits (Carrier) or merely accepts (plain QUIC) and keeps

@@ -141,7 +141,7 @@ pub struct Messaging {
 
 impl Default for Messaging {
     fn default() -> Self {
-        Self { max_message_bytes: crate::messaging::DEFAULT_MAX_MESSAGE }
+        Self { max_message_bytes: crate::delivery::DEFAULT_MAX_MESSAGE }
     }
 }
 
@@ -205,8 +205,8 @@ impl Config {
     }
 
     /// The messaging settings this configuration asks for.
-    pub fn messaging_config(&self) -> crate::messaging::MessagingConfig {
-        crate::messaging::MessagingConfig { max_message: self.messaging.max_message_bytes }
+    pub fn messaging_config(&self) -> crate::delivery::MessagingConfig {
+        crate::delivery::MessagingConfig { max_message: self.messaging.max_message_bytes }
     }
 
     /// The link limits this configuration asks for.

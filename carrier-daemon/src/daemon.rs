@@ -1,11 +1,17 @@
 //! A running daemon: identity, ledger, links and overlay, started in order
-//! and stopped in the reverse order.
+//! and stopped in one stated order.
 //!
 //! ```text
 //!  start: config → identity (data dir) → ledger (verified) → overlay (listen, join)
-//!         → messaging → app socket, control socket (runtime dir)
-//!  stop:  close every link with the shutdown code → wait until sent → exit
+//!         → protocols (router, ledger sync) → delivery → app socket, control socket
+//!  stop:  stop accepting (sockets, protocol streams) → drain handlers (≤ 2 s)
+//!         → close every link with the shutdown code, wait until sent
+//!         → abort stragglers → no task left running
 //! ```
+//!
+//! Every task belongs to one of three [`Tasks`] groups: `accepting` (accept
+//! loops), `handlers` (what they start) and the link layer's own (the
+//! overlay actor, QUIC accepting, handshakes), which goes last.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,17 +21,21 @@ use carrier_proto::identity::{Did, IdentityKind};
 use carrier_proto::keystore::{self, KeyStoreError};
 use libp2p::Multiaddr;
 
-use crate::apps;
 use crate::config::Config;
-use crate::control;
-use crate::ledger::{LedgerStore, SharedLedger, StoreError};
+use crate::delivery::Delivery;
+use crate::ipc::{app, control};
+use crate::ledger::{EmbeddedLedger, Ledger, LedgerStore, StoreError};
 use crate::link::LinkContext;
-use crate::messaging::Messaging;
 use crate::overlay::{Overlay, OverlayConfig, OverlayError};
 use crate::paths::{APP_SOCKET, CONTROL_SOCKET, DataDir};
+use crate::protocols::Router;
+use crate::protocols::ledger_sync::LedgerSync;
+use crate::tasks::{self, Tasks};
 
 /// How long shutdown waits for peers to be told.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long shutdown lets handlers finish what they are doing.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// Why the daemon could not start.
 #[non_exhaustive]
@@ -59,9 +69,12 @@ pub enum StartError {
 /// A started daemon.
 pub struct Daemon {
     did: Did,
+    ctx: Arc<LinkContext>,
     overlay: Overlay,
-    ledger: Arc<SharedLedger>,
-    messaging: Arc<Messaging>,
+    ledger: Arc<EmbeddedLedger>,
+    delivery: Arc<Delivery>,
+    accepting: Tasks,
+    handlers: Tasks,
 }
 
 impl Daemon {
@@ -81,8 +94,9 @@ impl Daemon {
         if registered.is_none() {
             tracing::warn!(%did, "this device is not on the ledger yet; peers will refuse its links until it is registered");
         }
-        let ledger = Arc::new(SharedLedger::with_store(store));
-        let ctx = Arc::new(LinkContext::new(identity, did, Arc::clone(&ledger), config.link_limits()));
+        let ledger = Arc::new(EmbeddedLedger::with_store(store));
+        let ctx =
+            Arc::new(LinkContext::new(identity, did, Arc::clone(&ledger) as Arc<dyn Ledger>, config.link_limits()));
         let bootstrap: Vec<Multiaddr> = config.bootstrap_addrs().map_err(|(i, why)| StartError::Bootstrap(i, why))?;
         let overlay_config = OverlayConfig {
             listen: config.listen,
@@ -91,18 +105,22 @@ impl Daemon {
             peer_cache: Some(data_dir.peer_cache()),
             ..OverlayConfig::default()
         };
-        let (overlay, _events) = Overlay::start(Arc::clone(&ctx), overlay_config).await?;
-        let messaging = Messaging::start(Arc::clone(&ctx), overlay.clone(), config.messaging_config());
+        let (overlay, events) = Overlay::start(Arc::clone(&ctx), overlay_config).await?;
+        let (accepting, handlers) = (Tasks::new(), Tasks::new());
+        let router = Router::new(&overlay, Arc::clone(&ctx.ledger), accepting.clone(), handlers.clone());
+        LedgerSync::new(&ctx, router.clone()).start(Arc::clone(&ctx), overlay.clone(), events, &handlers);
+        let delivery =
+            Delivery::start(did, Arc::clone(&ctx.ledger), overlay.clone(), router, config.messaging_config());
         let app_socket = runtime_dir.join(APP_SOCKET);
         let app_listener =
-            apps::bind(&app_socket).map_err(|source| StartError::Socket { path: app_socket.clone(), source })?;
-        tokio::spawn(apps::serve(app_listener, Arc::clone(&messaging)));
+            app::bind(&app_socket).map_err(|source| StartError::Socket { path: app_socket.clone(), source })?;
+        app::serve(app_listener, Arc::clone(&delivery), &accepting, &handlers);
         let socket = runtime_dir.join(CONTROL_SOCKET);
         let listener = control::bind(&socket).map_err(|source| StartError::Socket { path: socket.clone(), source })?;
-        let handler = Arc::new(control::Handler::new(overlay.clone(), ctx, Arc::clone(&messaging)));
-        tokio::spawn(control::serve(listener, socket.clone(), handler));
+        let handler = Arc::new(control::Handler::new(overlay.clone(), Arc::clone(&ctx), Arc::clone(&delivery)));
+        control::serve(listener, socket.clone(), handler, &accepting, &handlers);
         tracing::info!(%did, listen = %overlay.listen_addr(), control = %socket.display(), head = ledger.head().height, "carrierd started");
-        Ok(Self { did, overlay, ledger, messaging })
+        Ok(Self { did, ctx, overlay, ledger, delivery, accepting, handlers })
     }
 
     /// Our DID.
@@ -116,18 +134,31 @@ impl Daemon {
     }
 
     /// The ledger.
-    pub fn ledger(&self) -> &Arc<SharedLedger> {
+    pub fn ledger(&self) -> &Arc<EmbeddedLedger> {
         &self.ledger
     }
 
-    /// App messaging.
-    pub fn messaging(&self) -> &Arc<Messaging> {
-        &self.messaging
+    /// App messaging and streams.
+    pub fn delivery(&self) -> &Arc<Delivery> {
+        &self.delivery
     }
 
-    /// Stops: every link is closed with the shutdown code first.
-    pub async fn shutdown(self) {
-        self.overlay.shutdown(SHUTDOWN_GRACE).await;
-        tracing::info!("carrierd stopped");
+    /// Tasks still running, in every group (none once stopped).
+    pub fn running_tasks(&self) -> usize {
+        self.accepting.len() + self.handlers.len() + self.ctx.tasks().len()
+    }
+
+    /// Stops in order: stop accepting, drain handlers, close every link with
+    /// the shutdown code, abort stragglers. Returns once no task is left.
+    pub async fn shutdown(&self) {
+        let overlay = self.overlay.clone();
+        let stopped = tasks::shut_down(&self.accepting, &self.handlers, DRAIN, async move {
+            overlay.shutdown(SHUTDOWN_GRACE).await;
+        })
+        .await;
+        let links = self.ctx.tasks();
+        links.abort();
+        links.wait().await;
+        tracing::info!(aborted = stopped.aborted, "carrierd stopped");
     }
 }

@@ -1,28 +1,31 @@
 //! The Carrier daemon, as a library its binaries (`carrierd`, `carrierctl`)
 //! and tests share.
 //!
-//! - [`apps`]: the app socket local apps message and stream through.
-//! - [`config`]: the TOML configuration.
-//! - [`control`]: the control socket `carrierctl` talks to.
-//! - [`daemon`]: a running daemon, started and stopped in order.
-//! - [`ledger`]: the embedded ledger on disk, and shared while running.
-//! - [`framed`]: length-prefixed prost frames over byte streams.
-//! - [`link`]: QUIC links admitted by a Noise handshake bound to the ledger.
-//! - [`messaging`]: app messages and streams between daemons.
-//! - [`overlay`]: the libp2p swarm (Kademlia and friends) over those links.
-//! - [`notify`]: readiness notices to systemd.
-//! - [`paths`]: where the daemon keeps its files.
+//! Layers, top to bottom; each imports only the layers below it (a test,
+//! `tests/layers.rs`, holds the line):
+//!
+//! ```text
+//!  daemon      start and stop order
+//!  ipc/        app socket and control socket: the only code that sees a UnixStream
+//!  delivery/   what apps get: sessions directory, receipts, the receiving rules, access
+//!  protocols/  one module per network protocol on a Router: ledger_sync, messages, app_stream
+//!  overlay/    the actor that owns the libp2p Swarm: transport, muxer, gate, Kademlia, peer cache
+//!  link/       QUIC endpoints and the Noise admission driver, limits
+//!  ledger/     trait Ledger + its embedded back-end, and the policy questions
+//!  tasks, framed, config, paths, notify: owned tasks, the frame codec, settings, files, systemd
+//! ```
 
 #![forbid(unsafe_code)]
 
-pub mod apps;
 pub mod config;
-pub mod control;
 pub mod daemon;
+pub mod delivery;
 pub mod framed;
+pub mod ipc;
 pub mod ledger;
 pub mod link;
-pub mod messaging;
 pub mod notify;
 pub mod overlay;
 pub mod paths;
+pub mod protocols;
+pub mod tasks;

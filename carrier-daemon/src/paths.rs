@@ -5,7 +5,6 @@
 //! `$XDG_RUNTIME_DIR/carrier`); system mode uses the FHS paths a packaged
 //! service runs with (`/etc/carrier`, `/var/lib/carrier`, `/run/carrier`).
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// File name of the device key inside the data directory.
@@ -110,26 +109,4 @@ impl DataDir {
     pub fn ledger(&self) -> PathBuf {
         self.root.join(LEDGER_DIR)
     }
-}
-
-/// Binds a Unix socket at `path` with `mode`, making its directory if
-/// needed and replacing a stale socket left by a daemon that did not stop
-/// cleanly; anything else at `path` is left alone and is an error.
-pub fn bind_socket(path: &Path, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).create(dir)?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; refusing to replace it", path.display()),
-            ));
-        }
-        Err(_) => {}
-    }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
 }

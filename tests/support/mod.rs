@@ -1,6 +1,10 @@
 //! Shared by the scenario tests that run real `carrierd` processes:
 //! provisioning a network with `carrierctl`, and daemons whose output is
 //! read line by line (waiting on lines, never on the clock).
+//!
+//! Every process a test starts is held in a [`Reaped`], so it is killed and
+//! reaped when the test ends, whether it passed or panicked: no daemon
+//! outlives its test (`.ci/run` checks that none is left).
 
 #![allow(dead_code)]
 
@@ -80,9 +84,35 @@ pub(crate) fn new_device(root: &Path, ledger: &Path, name: &str) -> PathBuf {
     dir
 }
 
-/// A running daemon whose output lines arrive on a channel.
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub(crate) struct Reaped(pub(crate) Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // Already exited (and reaped) is fine: both calls then do nothing.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// A running daemon whose output lines arrive on a channel; killed and
+/// reaped when dropped.
 pub(crate) struct Daemon {
-    child: Child,
+    child: Reaped,
     lines: mpsc::Receiver<String>,
     /// Lines read while waiting for an earlier needle, still to be searched.
     backlog: std::cell::RefCell<std::collections::VecDeque<String>>,
@@ -119,7 +149,7 @@ impl Daemon {
                 }
             });
         }
-        let mut daemon = Self { child, lines, backlog: Default::default(), addr: String::new() };
+        let mut daemon = Self { child: Reaped(child), lines, backlog: Default::default(), addr: String::new() };
         daemon.addr = daemon.wait_for("listening on ").replace("listening on ", "");
         daemon
     }

@@ -80,7 +80,7 @@ async fn dial(
     })??;
     write_frame(&mut send, &hello).await?;
     let reply = read_frame(&mut recv).await?;
-    let step = ctx.ledger.read(|ledger| initiator.read_response(&reply, ledger))?;
+    let step = initiator.read_response(&reply, ctx.directory())?;
     let peer = match step {
         InitiatorStep::Admitted { peer, verdict } => {
             write_frame(&mut send, &verdict).await?;
@@ -108,7 +108,7 @@ async fn listen(ctx: &LinkContext, connection: &quinn::Connection) -> Result<Adm
         ResponderStep::AwaitPayload { next, message } => {
             write_frame(&mut send, &message).await?;
             let message3 = read_frame(&mut recv).await?;
-            let (peer, verdict) = ctx.ledger.read(|ledger| next.read_payload(&message3, ledger))?;
+            let (peer, verdict) = next.read_payload(&message3, ctx.directory())?;
             write_frame(&mut send, &verdict).await?;
             peer
         }

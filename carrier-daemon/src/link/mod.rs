@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use carrier_proto::handshake::{Admitted, HandshakeError, Local, Refusal};
 use carrier_proto::identity::{Did, Identity};
-use carrier_proto::ledger::{Head, LedgerState};
+use carrier_proto::ledger::{Directory, Head};
 use tracing::Instrument;
 
 pub use limits::LinkLimits;
 use limits::{Gate, HandshakeSlots};
 
-use crate::ledger::SharedLedger;
+use crate::ledger::Ledger;
+use crate::tasks::Tasks;
 
 /// Why a link could not be made.
 #[non_exhaustive]
@@ -82,7 +83,7 @@ pub struct LinkContext {
     identity: Identity,
     did: Did,
     /// The ledger every admission is checked against.
-    pub ledger: Arc<SharedLedger>,
+    pub ledger: Arc<dyn Ledger>,
     limits: LinkLimits,
     slots: Arc<HandshakeSlots>,
     /// Every admitted connection by peer, so a revocation can cut them all.
@@ -93,12 +94,15 @@ pub struct LinkContext {
     peer_heads: Mutex<HashMap<Did, Head>>,
     /// Admissions and refusals since start, by name.
     counters: Mutex<BTreeMap<String, u64>>,
+    /// The link layer's own tasks (accepting, handshakes, the overlay
+    /// actor), aborted last at shutdown.
+    tasks: Tasks,
 }
 
 impl LinkContext {
     /// `did` is our registered DID (it may name an earlier key than
     /// `identity` after a rotation).
-    pub fn new(identity: Identity, did: Did, ledger: Arc<SharedLedger>, limits: LinkLimits) -> Self {
+    pub fn new(identity: Identity, did: Did, ledger: Arc<dyn Ledger>, limits: LinkLimits) -> Self {
         Self {
             identity,
             did,
@@ -109,6 +113,7 @@ impl LinkContext {
             endpoint: Mutex::default(),
             peer_heads: Mutex::default(),
             counters: Mutex::default(),
+            tasks: Tasks::new(),
         }
     }
 
@@ -120,6 +125,11 @@ impl LinkContext {
     /// Our keys.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The tasks that serve links.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     /// The limits in force.
@@ -189,15 +199,19 @@ impl LinkContext {
         connections.push(link.connection.clone());
     }
 
-    /// Runs `f` with our handshake identity and the ledger, read-locked.
-    pub(crate) fn with_local<R>(&self, f: impl FnOnce(&Local<'_>, &LedgerState) -> R) -> Result<R, HandshakeError> {
-        self.ledger.read(|ledger| {
-            let network = ledger
-                .network()
-                .ok_or_else(|| HandshakeError::new(Refusal::WrongNetwork, "our ledger has no genesis"))?;
-            let local = Local { did: self.did, identity: &self.identity, network_id: network.id, head: ledger.head() };
-            Ok(f(&local, ledger))
-        })
+    /// Runs `f` with our handshake identity and the ledger.
+    pub(crate) fn with_local<R>(&self, f: impl FnOnce(&Local<'_>, &dyn Directory) -> R) -> Result<R, HandshakeError> {
+        let network = self
+            .ledger
+            .network()
+            .ok_or_else(|| HandshakeError::new(Refusal::WrongNetwork, "our ledger has no genesis"))?;
+        let local = Local { did: self.did, identity: &self.identity, network_id: network.id, head: self.ledger.head() };
+        Ok(f(&local, self.directory()))
+    }
+
+    /// The ledger, as the handshake looks DIDs up in it.
+    pub(crate) fn directory(&self) -> &dyn Directory {
+        &*self.ledger
     }
 
     /// Dials `addr` and runs the handshake. With `expected` set, the peer

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::ledger::EmbeddedLedger;
 use carrier_proto::handshake::frame;
 use carrier_proto::identity::IdentityKind;
 use carrier_proto::ledger::LedgerState;
@@ -29,7 +30,7 @@ impl Node {
     }
 
     fn start_with(identity: Identity, did: Did, ledger: LedgerState, limits: LinkLimits) -> Self {
-        let ledger = Arc::new(SharedLedger::in_memory(ledger));
+        let ledger = Arc::new(EmbeddedLedger::in_memory(ledger));
         let ctx = Arc::new(LinkContext::new(identity, did, ledger, limits));
         let endpoint = quic::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = endpoint.local_addr().unwrap();

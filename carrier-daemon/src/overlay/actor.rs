@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carrier_proto::identity::{Did, SigningPublicKey};
+use carrier_proto::identity::Did;
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -15,8 +15,8 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::peer_cache::PeerCache;
-use super::sync::SyncEvent;
 use super::{Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, gate, transport};
+use crate::ledger::Policy;
 use crate::link::LinkContext;
 
 /// A lookup for one peer needs only the closest result: the peer itself.
@@ -48,8 +48,6 @@ pub(super) struct Actor {
     pub(super) bootstrap: Vec<Multiaddr>,
     /// The routing table's peers, kept on disk between runs.
     pub(super) peer_cache: Option<PeerCache>,
-    /// Link events for ledger replication.
-    pub(super) sync: mpsc::UnboundedSender<SyncEvent>,
     /// Kademlia lookups started by `connect`: the peer each looks for, and
     /// whether it is the full (k-result) walk tried after a quick one.
     pub(super) lookups: HashMap<kad::QueryId, (PeerId, bool)>,
@@ -100,8 +98,7 @@ impl Actor {
     }
 
     fn did_of(&self, peer: &PeerId) -> Option<Did> {
-        let key = SigningPublicKey::from_peer_id(peer)?;
-        self.ctx.ledger.read(|ledger| ledger.did_of_key(&key))
+        super::did_of(&*self.ctx.ledger, peer)
     }
 
     fn emit(&self, event: OverlayEvent) {
@@ -167,7 +164,7 @@ impl Actor {
 
     /// The peer id of `did` if it is active on the ledger.
     fn active_peer(&self, did: &Did) -> Option<PeerId> {
-        self.ctx.ledger.read(|l| l.resolve(did).filter(|r| r.is_active()).map(|r| r.record.keys.signing.peer_id()))
+        self.ctx.ledger.linkable(did).map(|key| key.peer_id())
     }
 
     fn connect(&mut self, did: Did, reply: oneshot::Sender<Result<(), OverlayError>>) {
@@ -211,7 +208,6 @@ impl Actor {
                     }
                     slot.insert(PeerInfo { did, peer: peer_id, addr, since: Instant::now(), rtt: None });
                     tracing::info!(peer = %did, "peer up");
-                    let _ = self.sync.send(SyncEvent::PeerUp { peer: peer_id, did });
                     self.emit(OverlayEvent::PeerUp(did));
                 }
                 self.answer(&peer_id, || Ok(()));
@@ -219,7 +215,6 @@ impl Actor {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 if let Some(info) = self.peers.remove(&peer_id) {
                     tracing::info!(peer = %info.did, "peer down");
-                    let _ = self.sync.send(SyncEvent::PeerDown { peer: peer_id });
                     self.emit(OverlayEvent::PeerDown(info.did));
                 }
             }
@@ -249,7 +244,7 @@ impl Actor {
                 // Only admitted peers have connections, so only they get
                 // here; a report that arrives after a revocation is dropped.
                 let Some(did) = self.did_of(&peer_id) else { return };
-                if !self.ctx.ledger.read(|ledger| ledger.resolve(&did).is_some_and(|r| r.is_active())) {
+                if !self.ctx.ledger.is_active(&did) {
                     return;
                 }
                 let addrs: Vec<Multiaddr> =

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use carrier_proto::handshake::Refusal;
-use carrier_proto::identity::{Did, SigningPublicKey};
+use carrier_proto::identity::Did;
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
@@ -56,7 +56,7 @@ impl Behaviour {
     pub fn new(ctx: Arc<LinkContext>) -> Self {
         let mut updates = ctx.ledger.subscribe();
         let (tx, revoked) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        ctx.tasks().spawn(async move {
             loop {
                 match updates.recv().await {
                     Ok(update) => {
@@ -78,11 +78,9 @@ impl Behaviour {
 
     /// Is `peer`'s key the current key of an active DID?
     fn check(&self, peer: PeerId) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
-        let active = SigningPublicKey::from_peer_id(&peer).is_some_and(|key| {
-            self.ctx.ledger.read(|ledger| {
-                ledger.did_of_key(&key).and_then(|did| ledger.resolve(&did)).is_some_and(|r| r.is_active())
-            })
-        });
+        let active = super::did_of(&*self.ctx.ledger, &peer)
+            .and_then(|did| self.ctx.ledger.standing(&did))
+            .is_some_and(|standing| standing.is_active());
         if active { Ok(dummy::ConnectionHandler) } else { Err(ConnectionDenied::new(NotActive(peer))) }
     }
 }
@@ -123,7 +121,7 @@ impl NetworkBehaviour for Behaviour {
         while let Poll::Ready(Some(did)) = self.revoked.poll_recv(cx) {
             self.ctx.close_peer(&did, Refusal::Revoked);
             // A revoked record keeps its keys, so its peer id is still known.
-            let key = self.ctx.ledger.read(|ledger| ledger.resolve(&did).map(|r| r.record.keys.signing));
+            let key = self.ctx.ledger.standing(&did).map(|s| s.keys.signing);
             if let Some(peer) = key.map(|k| k.peer_id()) {
                 self.queue.push_back(ToSwarm::CloseConnection { peer_id: peer, connection: CloseConnection::All });
                 self.queue.push_back(ToSwarm::GenerateEvent(GateEvent::Revoked { did, peer }));

@@ -11,13 +11,12 @@
 //! (private protocol `/carrier/kad/1.0.0`) only learns addresses of peers
 //! that passed the handshake: its table is filled by hand from identify
 //! reports of admitted connections, never from what other peers say.
-//! Ledger replication (`sync.rs`) runs on its own protocol over the same
-//! links.
+//! The daemon's own protocols (`crate::protocols`) open and accept streams
+//! over the same links through [`Overlay::stream_control`].
 
 pub mod gate;
 mod muxer;
 mod peer_cache;
-mod sync;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -32,7 +31,14 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::ledger::Ledger;
 use crate::link::LinkContext;
+
+/// The DID of a linked peer: whoever holds the key its peer id names as
+/// its current key. The one place a `PeerId` becomes a DID.
+pub(crate) fn did_of(ledger: &dyn Ledger, peer: &PeerId) -> Option<Did> {
+    carrier_proto::identity::SigningPublicKey::from_peer_id(peer).and_then(|key| ledger.did_of_key(&key))
+}
 
 /// Kademlia protocol name: private, so Carrier nodes never join a public DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/kad/1.0.0");
@@ -232,12 +238,12 @@ impl Overlay {
             }
         };
         let streams = swarm.behaviour().stream.new_control();
-        let sync = sync::spawn(streams.clone(), Arc::clone(&ctx));
         let peer_cache = config.peer_cache.clone().map(peer_cache::PeerCache::load);
         let mut bootstrap = config.bootstrap.clone();
         bootstrap.extend(peer_cache.iter().flat_map(|c| c.addrs()).filter(|a| !config.bootstrap.contains(a)));
         let (commands, rx) = mpsc::channel(64);
         let (events, first_events) = broadcast::channel(1024);
+        let tasks = ctx.tasks().clone();
         let actor = Actor {
             ctx,
             swarm,
@@ -249,10 +255,9 @@ impl Overlay {
             probes: HashMap::new(),
             bootstrap,
             peer_cache,
-            sync,
             lookups: HashMap::new(),
         };
-        tokio::spawn(actor.run(config.bootstrap_retry));
+        tasks.spawn(actor.run(config.bootstrap_retry));
         let overlay = Self { commands, events, listen_addr, peer_id, connect_timeout: config.connect_timeout, streams };
         Ok((overlay, first_events))
     }

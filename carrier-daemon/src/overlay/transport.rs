@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use carrier_proto::identity::SigningPublicKey;
 use futures::future::{BoxFuture, Ready};
 use futures::{FutureExt, future};
 use libp2p::PeerId;
@@ -116,7 +115,7 @@ impl Transport for CarrierTransport {
         let endpoint = quic::endpoint(socket).map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
         let bound = endpoint.local_addr().map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
+        self.ctx.tasks().spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
         let addrs = reachable_addrs(bound);
         for listen_addr in &addrs {
             self.events.push_back(TransportEvent::NewAddress { listener_id: id, listen_addr: listen_addr.clone() });
@@ -157,9 +156,7 @@ impl Transport for CarrierTransport {
             }
         };
         // The peer id names the key we expect; the ledger says whose it is.
-        let expected = peer
-            .and_then(|p| SigningPublicKey::from_peer_id(&p))
-            .and_then(|key| self.ctx.ledger.read(|l| l.did_of_key(&key)));
+        let expected = peer.and_then(|p| super::did_of(&*self.ctx.ledger, &p));
         let ctx = Arc::clone(&self.ctx);
         Ok(async move {
             let link = ctx.dial(&endpoint, socket, expected).await?;
@@ -208,7 +205,8 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkContext>, admitted:
             break;
         }
         let (ctx, admitted) = (Arc::clone(&ctx), admitted.clone());
-        tokio::spawn(async move {
+        let tasks = ctx.tasks().clone();
+        tasks.spawn(async move {
             if let Ok(link) = ctx.accept(incoming).await
                 && admitted.send(link.clone()).await.is_err()
             {

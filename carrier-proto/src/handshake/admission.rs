@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::refusal::{HandshakeError, Refusal};
 use crate::identity::{Did, Identity, NoisePublicKey, PublicKeys, SigningPublicKey};
-use crate::ledger::{EntryHash, Head, LedgerState, Status};
+use crate::ledger::{Directory, EntryHash, Head, Status};
 use crate::{domain, pb};
 
 /// Who this side is: its registered DID and current keys.
@@ -51,7 +51,7 @@ pub struct Admitted {
 
 /// Checks a peer's payload and proven Noise key against the ledger.
 pub(crate) fn admit(
-    ledger: &LedgerState,
+    ledger: &dyn Directory,
     payload: &[u8],
     noise_key: &[u8],
     expected: Option<&Did>,
@@ -80,16 +80,16 @@ pub(crate) fn admit(
     {
         return Err(HandshakeError::new(Refusal::WrongPeer, format!("dialed {expected}, reached {did}")));
     }
-    let resolution = ledger
-        .resolve(&did)
+    let standing = ledger
+        .standing(&did)
         .ok_or_else(|| HandshakeError::new(Refusal::UnknownIdentity, format!("{did} is not on the ledger")))?;
-    match resolution.status {
+    match standing.status {
         Status::Active => {}
         Status::Revoked(_) | Status::HostRevoked(_) => {
             return Err(HandshakeError::new(Refusal::Revoked, format!("{did} is revoked")));
         }
     }
-    let keys = resolution.record.keys;
+    let keys = standing.keys;
     if keys.signing != signing || keys.noise != noise {
         return Err(HandshakeError::new(
             Refusal::KeyMismatch,

@@ -28,7 +28,7 @@ use prost::Message;
 use snow::{HandshakeState, TransportState};
 
 use crate::identity::Did;
-use crate::ledger::LedgerState;
+use crate::ledger::Directory;
 use crate::pb;
 
 /// ALPN and prologue tag of this protocol.
@@ -159,10 +159,10 @@ impl Initiator {
     pub fn start(
         local: &Local<'_>,
         binding: &ChannelBinding,
-        ledger: &LedgerState,
+        ledger: &dyn Directory,
         expected: Option<Did>,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
-        let remote = expected.and_then(|did| ledger.resolve(&did)).map(|r| *r.record.keys.noise.as_bytes());
+        let remote = expected.and_then(|did| ledger.standing(&did)).map(|s| *s.keys.noise.as_bytes());
         match remote {
             Some(key) => Self::begin(local, binding, Pattern::Ik, Some(&key), expected),
             None => Self::begin(local, binding, Pattern::Xx, None, expected),
@@ -210,7 +210,7 @@ impl Initiator {
     }
 
     /// Takes the listener's reply (message 2) and checks the listener.
-    pub fn read_response(mut self, message: &[u8], ledger: &LedgerState) -> Result<InitiatorStep, HandshakeError> {
+    pub fn read_response(mut self, message: &[u8], ledger: &dyn Directory) -> Result<InitiatorStep, HandshakeError> {
         let payload = read(&mut self.state, message, "message 2")?;
         let peer = admission::admit(ledger, &payload, &remote_static(&self.state)?, self.expected.as_ref())?;
         match self.pattern {
@@ -279,7 +279,7 @@ impl<'a> Responder<'a> {
     }
 
     /// Takes the dialer's hello and first Noise message.
-    pub fn read_hello(self, message: &[u8], ledger: &LedgerState) -> Result<ResponderStep, HandshakeError> {
+    pub fn read_hello(self, message: &[u8], ledger: &dyn Directory) -> Result<ResponderStep, HandshakeError> {
         let hello = pb::Hello::decode(message).map_err(|e| err(Refusal::Malformed, format!("hello: {e}")))?;
         if hello.version != VERSION {
             return Err(err(Refusal::UnsupportedVersion, format!("handshake version {}", hello.version)));
@@ -322,7 +322,11 @@ pub struct AwaitPayload {
 impl AwaitPayload {
     /// Takes message 3, checks the dialer, and returns it with the verdict
     /// to send.
-    pub fn read_payload(mut self, message: &[u8], ledger: &LedgerState) -> Result<(Admitted, Vec<u8>), HandshakeError> {
+    pub fn read_payload(
+        mut self,
+        message: &[u8],
+        ledger: &dyn Directory,
+    ) -> Result<(Admitted, Vec<u8>), HandshakeError> {
         let payload = read(&mut self.state, message, "message 3")?;
         let peer = admission::admit(ledger, &payload, &remote_static(&self.state)?, None)?;
         let mut transport = into_transport(*self.state)?;

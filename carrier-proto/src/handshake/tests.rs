@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::identity::{Identity, IdentityKind};
-use crate::ledger::Op;
+use crate::ledger::{LedgerState, Op};
 use crate::testing::TestNetwork;
 
 /// This side's handshake identity on `net`.

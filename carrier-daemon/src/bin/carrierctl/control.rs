@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use carrier_daemon::control::Connection;
+use carrier_daemon::ipc::control::Connection;
 use carrier_daemon::paths::{CONTROL_SOCKET, Mode, Paths};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::Args;
@@ -25,9 +25,9 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// The daemon whose control socket is at `socket`.
-    pub(crate) fn at(socket: PathBuf) -> Self {
-        Self { socket: Some(socket), system: false }
+    /// The control socket given with `--socket`, if any.
+    pub(crate) fn socket(&self) -> Option<&PathBuf> {
+        self.socket.as_ref()
     }
 
     fn path(&self) -> anyhow::Result<PathBuf> {

@@ -16,6 +16,7 @@ use carrier_proto::ledger::{Entry, LedgerState, Op};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
 
+use crate::control::Target;
 use crate::render;
 
 #[derive(Subcommand)]
@@ -102,20 +103,14 @@ pub(crate) enum LedgerCommand {
     /// Example: carrierctl ledger show --json
     Show {
         #[command(flatten)]
-        from: LedgerSource,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        at: LedgerDir,
     },
     /// Show what the ledger says about a DID.
     ///
     /// Example: carrierctl ledger resolve did:carrier:z…
     Resolve {
         #[command(flatten)]
-        from: LedgerSource,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        at: LedgerDir,
         /// The DID to look up.
         did: Did,
     },
@@ -126,8 +121,6 @@ pub(crate) enum LedgerCommand {
     Publish {
         #[command(flatten)]
         at: LedgerDir,
-        #[command(flatten)]
-        target: crate::control::Target,
     },
     /// Check every entry from genesis: signatures, chain, authority, storage.
     ///
@@ -146,23 +139,13 @@ pub(crate) struct LedgerDir {
     ledger: Option<PathBuf>,
 }
 
-/// A ledger to read: a directory, or a running daemon's.
-#[derive(Args)]
-pub(crate) struct LedgerSource {
-    #[command(flatten)]
-    at: LedgerDir,
-    /// Ask the running daemon (this control socket) instead of reading a directory.
-    #[arg(long, value_name = "PATH", conflicts_with = "ledger")]
-    socket: Option<PathBuf>,
-}
-
-impl LedgerSource {
-    /// Every encoded entry, verified (directory) or as the daemon holds them.
-    fn entries(&self) -> anyhow::Result<Vec<Vec<u8>>> {
-        match &self.socket {
-            Some(socket) => entries_from_daemon(&crate::control::Target::at(socket.clone())),
-            None => Ok(LedgerStore::read_all(&self.at.path()?)?),
-        }
+/// Every encoded entry of the ledger to read: the running daemon's when
+/// `--socket` names its control socket, else the directory's (verified).
+fn entries_of(at: &LedgerDir, target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
+    match (target.socket(), &at.ledger) {
+        (Some(_), Some(_)) => bail!("give --ledger DIR or --socket PATH, not both"),
+        (Some(_), None) => entries_from_daemon(target),
+        (None, _) => Ok(LedgerStore::read_all(&at.path()?)?),
     }
 }
 
@@ -180,7 +163,7 @@ impl LedgerDir {
     }
 }
 
-pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow::Result<()> {
     match command {
         LedgerCommand::Genesis { at, network, key, registrars } => {
             let signer = keystore::load_kind(&key, IdentityKind::Registrar)?;
@@ -211,21 +194,21 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
             append(&at, &key, None, Op::RotateKeys { did, keys: card.keys() })
         }
         LedgerCommand::Revoke { at, key, reason, did } => append(&at, &key, None, Op::Revoke { did, reason }),
-        LedgerCommand::Show { from, json } => {
+        LedgerCommand::Show { at } => {
             // Read-only, so it also works on the ledger of a running daemon.
-            let encoded = from.entries()?;
+            let encoded = entries_of(&at, target)?;
             let state = carrier_proto::ledger::replay(&encoded)?;
             let entries = encoded.iter().map(|bytes| Entry::decode(bytes)).collect::<Result<Vec<_>, _>>()?;
             render::entries(&state, &entries, json);
             Ok(())
         }
-        LedgerCommand::Resolve { from, json, did } => {
-            let state = carrier_proto::ledger::replay(from.entries()?)?;
+        LedgerCommand::Resolve { at, did } => {
+            let state = carrier_proto::ledger::replay(entries_of(&at, target)?)?;
             let resolution = state.resolve(&did).with_context(|| format!("{did} is not on this ledger"))?;
             render::resolution(&resolution, json);
             Ok(())
         }
-        LedgerCommand::Publish { at, target } => {
+        LedgerCommand::Publish { at } => {
             let path = at.path()?;
             let entries = LedgerStore::read_all(&path)?;
             let request = Request::Publish(pb::PublishRequest { entries });
@@ -245,7 +228,7 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<()> {
 }
 
 /// Every entry of the running daemon's ledger, a batch at a time.
-fn entries_from_daemon(target: &crate::control::Target) -> anyhow::Result<Vec<Vec<u8>>> {
+fn entries_from_daemon(target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut entries = Vec::new();
     loop {
         let request = Request::Entries(pb::EntriesRequest { from: entries.len() as u64, max: 1_000 });

@@ -29,8 +29,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "carrierctl", version, about = "Administer a Carrier network and its daemons")]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options every command takes, before or after its name
+/// (`carrierctl --json status` and `carrierctl status --json` are the same).
+#[derive(clap::Args)]
+struct Global {
+    #[command(flatten)]
+    target: control::Target,
+    /// Print JSON instead of a table or text.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -53,62 +66,30 @@ enum Command {
     /// The running daemon: DID, network, uptime, addresses, ledger head, counts.
     ///
     /// Example: carrierctl status --json
-    Status {
-        #[command(flatten)]
-        target: control::Target,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// Peers the daemon has links to.
     ///
     /// Example: carrierctl peers
-    Peers {
-        #[command(flatten)]
-        target: control::Target,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Peers,
     /// The daemon's Kademlia routing table.
     ///
     /// Example: carrierctl routes --json
-    Routes {
-        #[command(flatten)]
-        target: control::Target,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Routes,
     /// Find a device by DID and link to it.
     ///
     /// Example: carrierctl connect did:carrier:z…
     Connect {
-        #[command(flatten)]
-        target: control::Target,
         /// The device.
         did: String,
     },
     /// Admission and refusal counters since the daemon started.
     ///
     /// Example: carrierctl counters
-    Counters {
-        #[command(flatten)]
-        target: control::Target,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Counters,
     /// Print peer up/down, revocation and ledger events as they happen (Ctrl-C stops).
     ///
     /// Example: carrierctl watch --json
-    Watch {
-        #[command(flatten)]
-        target: control::Target,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Watch,
     /// Print a shell completion script.
     ///
     /// Example: carrierctl completions bash > /etc/bash_completion.d/carrierctl
@@ -121,8 +102,6 @@ enum Command {
     ///
     /// Example: carrierctl disconnect did:carrier:z…
     Disconnect {
-        #[command(flatten)]
-        target: control::Target,
         /// The device.
         did: String,
     },
@@ -151,6 +130,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let Global { target, json } = cli.global;
     match cli.command {
         Command::Keygen { kind, out } => {
             let identity = Identity::generate(kind.into());
@@ -160,18 +140,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("card: {}", identity.card());
             Ok(())
         }
-        Command::Ledger(command) => ledger::run(command),
-        Command::Status { target, json } => control::status(&target, json),
-        Command::Peers { target, json } => control::peers(&target, json),
-        Command::Routes { target, json } => control::routes(&target, json),
-        Command::Connect { target, did } => control::connect(&target, &did),
-        Command::Counters { target, json } => control::counters(&target, json),
+        Command::Ledger(command) => ledger::run(command, &target, json),
+        Command::Status => control::status(&target, json),
+        Command::Peers => control::peers(&target, json),
+        Command::Routes => control::routes(&target, json),
+        Command::Connect { did } => control::connect(&target, &did),
+        Command::Counters => control::counters(&target, json),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "carrierctl", &mut std::io::stdout());
             Ok(())
         }
-        Command::Watch { target, json } => control::watch(&target, json),
-        Command::Disconnect { target, did } => control::disconnect(&target, &did),
+        Command::Watch => control::watch(&target, json),
+        Command::Disconnect { did } => control::disconnect(&target, &did),
     }
 }

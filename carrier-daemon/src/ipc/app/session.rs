@@ -1,7 +1,7 @@
 //! One app's messaging session: its requests in, its events out.
 //!
 //! ```text
-//!  reader (this task): Send ─▶ Messaging::send (receipt comes back later)
+//!  reader (this task): Send ─▶ Delivery::send (receipt comes back later)
 //!                      Ack ─▶ the sender's verdict: delivered
 //!                      SetAccess / Listen / Unlisten ─▶ the app's rules
 //!  writer (own task):  receipts, replies, incoming messages and streams ─▶ app,
@@ -24,9 +24,12 @@ use carrier_proto::messaging::AllowList;
 use carrier_proto::pb::{self, AppErrorCode, app_event::Event, app_request::Request};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AppSocketError, Incoming, Reader, Writer, error_event};
+use super::{AppSocketError, Reader, Writer, error_event};
+use crate::delivery::{Access, Delivery, Incoming};
 use crate::framed::FramedError;
-use crate::messaging::{Messaging, Receipt, ReceiptSink, Verdict};
+use crate::ledger::Policy;
+use crate::protocols::messages::{Receipt, ReceiptSink};
+use crate::protocols::{Failure, Verdict, outcome_of};
 
 /// Most messages an app may have sent without a receipt yet.
 pub(super) const MAX_IN_FLIGHT: usize = 65_536;
@@ -37,21 +40,21 @@ type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<Verdict>>>>;
 
 /// Serves `app`'s session until it closes.
 pub(super) async fn run(
-    messaging: Arc<Messaging>,
+    delivery: Arc<Delivery>,
     app: Did,
     mut reader: Reader,
     mut writer: Writer,
 ) -> Result<(), AppSocketError> {
     let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
-    let Some(handle) = messaging.apps().register(app, incoming_tx) else {
+    let Some(handle) = delivery.sessions().register(app, incoming_tx) else {
         let message = format!("{app} already has a session on this daemon");
         writer.send(&error_event(0, AppErrorCode::AlreadyConnected, message.clone())).await?;
         return Err(AppSocketError::BadRequest(message));
     };
     let welcome = pb::AppWelcome {
         app: app.to_string(),
-        device: messaging.device().to_string(),
-        max_message: messaging.config.max_message as u64,
+        device: delivery.device().to_string(),
+        max_message: delivery.max_message() as u64,
     };
     writer.send(&pb::AppEvent { id: 0, event: Some(Event::Welcome(welcome)) }).await?;
     tracing::debug!("session open");
@@ -59,16 +62,17 @@ pub(super) async fn run(
     let (replies_tx, replies) = mpsc::unbounded_channel();
     let acks: Acks = Arc::default();
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut writer_task =
-        tokio::spawn(write_events(writer, receipts, replies, incoming, Arc::clone(&acks), Arc::clone(&in_flight)));
-    let mut ledger_updates = messaging.ctx.ledger.subscribe();
-    let ended = async {
+    // The writer runs beside the reader in this same task.
+    let mut writing =
+        std::pin::pin!(write_events(writer, receipts, replies, incoming, Arc::clone(&acks), Arc::clone(&in_flight)));
+    let mut ledger_updates = delivery.ledger().subscribe();
+    let reading = async {
         loop {
             let read = tokio::select! {
                 read = reader.read::<pb::AppRequest>() => read,
                 _ = ledger_updates.recv() => {
                     // A revoked app (or an app of a revoked device) loses its session.
-                    let active = messaging.ctx.ledger.read(|l| l.resolve(&app).is_some_and(|r| r.is_active()));
+                    let active = delivery.ledger().is_active(&app);
                     if active {
                         continue;
                     }
@@ -95,14 +99,11 @@ pub(super) async fn run(
                         return Err(AppSocketError::BadRequest(message));
                     }
                     let sink = ReceiptSink { tx: receipts_tx.clone(), request: id };
-                    match messaging.ctx.ledger.read(|l| l.find_did(&send.to)) {
-                        Some(to) => messaging.send(app, to, send.payload, sink).await,
+                    match delivery.ledger().find_did(&send.to) {
+                        Some(to) => delivery.send(app, to, send.payload, sink).await,
                         None => sink.resolve(
                             None,
-                            Err(crate::messaging::Failure::new(
-                                pb::Outcome::UnknownRecipient,
-                                "the ledger has no app with that key",
-                            )),
+                            Err(Failure::new(pb::Outcome::UnknownRecipient, "the ledger has no app with that key")),
                         ),
                     }
                 }
@@ -152,13 +153,20 @@ pub(super) async fn run(
                 }
             }
         }
-    }
-    .await;
-    messaging.apps().unregister(&app, handle.id);
+    };
+    let (ended, written) = {
+        let mut reading = std::pin::pin!(reading);
+        tokio::select! {
+            ended = &mut reading => (ended, false),
+            // The app went away or stopped reading: the session is over.
+            written = &mut writing => (written.map_err(AppSocketError::from), true),
+        }
+    };
+    delivery.sessions().unregister(&app, handle.id);
     // The writer sends what replies are left (an error event) and ends.
     drop((handle, receipts_tx, replies_tx));
-    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer_task).await.is_err() {
-        writer_task.abort();
+    if !written {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut writing).await;
     }
     tracing::debug!(?ended, "session closed");
     ended
@@ -168,10 +176,7 @@ fn done(id: u64) -> pb::AppEvent {
     pb::AppEvent { id, event: Some(Event::Done(pb::AppDone {})) }
 }
 
-fn write_access(
-    access: &std::sync::RwLock<super::registry::Access>,
-    change: impl FnOnce(&mut super::registry::Access),
-) {
+fn write_access(access: &std::sync::RwLock<Access>, change: impl FnOnce(&mut Access)) {
     let mut access = access.write().unwrap_or_else(|p| p.into_inner());
     change(&mut access);
 }
@@ -241,13 +246,10 @@ async fn write_events(
 }
 
 fn receipt_event(receipt: Receipt) -> pb::AppEvent {
-    let (outcome, detail) = match receipt.verdict {
-        Ok(()) => (pb::Outcome::Delivered, String::new()),
-        Err(failure) => (failure.outcome, failure.detail),
-    };
+    let (outcome, detail) = outcome_of(receipt.verdict);
     let message_id = receipt.message_id.map(|id| id.to_bytes().to_vec()).unwrap_or_default();
     pb::AppEvent {
         id: receipt.request,
-        event: Some(Event::Receipt(pb::MessageReceipt { outcome: outcome as i32, detail, message_id })),
+        event: Some(Event::Receipt(pb::MessageReceipt { outcome, detail, message_id })),
     }
 }

@@ -12,48 +12,61 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use carrier_proto::identity::Did;
-use carrier_proto::messaging::MessageId;
-use carrier_proto::pb::{self, Outcome};
+use carrier_proto::pb;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use libp2p::PeerId;
 use tokio::sync::mpsc;
-use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use super::inbox::await_verdict;
-use super::{FRAME_OVERHEAD, Failure, Messaging, Verdict};
+use super::{Inbox, Verdict, await_verdict};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
+use crate::protocols::{Handling, PeerStream, ProtocolHandler, outcome_of};
 
 /// Receipts owed on one stream before its reader waits.
 const OWED: usize = 8192;
 
 type Answer = Pin<Box<dyn Future<Output = (u64, Verdict)> + Send>>;
 
-pub(super) async fn serve(messaging: &Messaging, peer: PeerId, stream: libp2p::Stream) -> Result<(), FramedError> {
-    let Some(device) = messaging.device_of(&peer) else {
-        tracing::debug!(%peer, "message stream from a peer not on the ledger");
-        return Ok(());
-    };
-    let (read, write) = tokio::io::split(stream.compat());
-    let max_frame = messaging.config.max_message + FRAME_OVERHEAD;
-    let (owed, answers) = mpsc::channel(OWED);
-    tokio::select! {
-        ended = read_envelopes(messaging, device, FrameReader::new(read, max_frame), owed) => ended,
-        ended = write_receipts(FrameWriter::new(write, max_frame), answers) => ended,
+/// The receiving side of the protocol, handing envelopes to `I`.
+#[derive(Debug)]
+pub(crate) struct Inbound<I> {
+    inbox: Arc<I>,
+    /// Largest envelope frame.
+    max_frame: usize,
+}
+
+impl<I: Inbox> Inbound<I> {
+    /// Takes envelopes of up to `max_frame` bytes for `inbox`.
+    pub(crate) fn new(inbox: Arc<I>, max_frame: usize) -> Self {
+        Self { inbox, max_frame }
+    }
+}
+
+impl<I: Inbox> ProtocolHandler for Inbound<I> {
+    fn handle(self: Arc<Self>, peer: Did, stream: PeerStream) -> Handling {
+        Box::pin(async move {
+            let (read, write) = tokio::io::split(stream);
+            let (owed, answers) = mpsc::channel(OWED);
+            let ended = tokio::select! {
+                ended = read_envelopes(&*self.inbox, peer, FrameReader::new(read, self.max_frame), owed) => ended,
+                ended = write_receipts(FrameWriter::new(write, self.max_frame), answers) => ended,
+            };
+            Ok(ended?)
+        })
     }
 }
 
 async fn read_envelopes<R: tokio::io::AsyncRead + Unpin>(
-    messaging: &Messaging,
+    inbox: &impl Inbox,
     device: Did,
     mut reader: FrameReader<R>,
     owed: mpsc::Sender<Answer>,
 ) -> Result<(), FramedError> {
     while let Some(envelope) = reader.read::<pb::Envelope>().await? {
         let seq = envelope.seq;
-        let answer: Answer = match offer(messaging, device, envelope).await {
+        let answer: Answer = match inbox.offer(device, envelope).await {
             Ok(taken) => Box::pin(async move { (seq, await_verdict(taken).await) }),
             Err(failure) => Box::pin(std::future::ready((seq, Err(failure)))),
         };
@@ -64,20 +77,6 @@ async fn read_envelopes<R: tokio::io::AsyncRead + Unpin>(
     // The sender finished: wait for the writer to answer what is owed.
     drop(owed);
     std::future::pending().await
-}
-
-async fn offer(
-    messaging: &Messaging,
-    device: Did,
-    envelope: pb::Envelope,
-) -> Result<tokio::sync::oneshot::Receiver<Verdict>, Failure> {
-    let bad = |what: &str| Failure::new(Outcome::Refused, format!("malformed envelope: {what}"));
-    let (from, to) = messaging.ctx.ledger.read(|l| (l.find_did(&envelope.from_app), l.find_did(&envelope.to_app)));
-    let from = from.ok_or_else(|| bad("the sending app is not on the ledger"))?;
-    let to = to.ok_or_else(|| Failure::new(Outcome::UnknownRecipient, "the ledger has no app with that key"))?;
-    let epoch: [u8; 16] = envelope.epoch.as_slice().try_into().map_err(|_| bad("epoch is not 16 bytes"))?;
-    let id = MessageId { epoch, seq: envelope.seq };
-    messaging.offer_message(device, from, to, id, envelope.payload).await
 }
 
 async fn write_receipts<W: tokio::io::AsyncWrite + Unpin>(
@@ -124,9 +123,6 @@ async fn write_receipts<W: tokio::io::AsyncWrite + Unpin>(
 }
 
 fn receipt(seq: u64, verdict: Verdict) -> pb::EnvelopeReceipt {
-    let (outcome, detail) = match verdict {
-        Ok(()) => (Outcome::Delivered, String::new()),
-        Err(failure) => (failure.outcome, failure.detail),
-    };
-    pb::EnvelopeReceipt { seq, outcome: outcome as i32, detail }
+    let (outcome, detail) = outcome_of(verdict);
+    pb::EnvelopeReceipt { seq, outcome, detail }
 }

@@ -11,6 +11,7 @@
 //! If the device cannot be reached, everything queued fails `UNREACHABLE`;
 //! if the link breaks, what was sent and not yet answered fails `LINK_LOST`.
 //! Either way the courier ends and the next message starts a new one.
+//! [`Couriers`] keeps one live courier per device.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,10 +21,11 @@ use carrier_proto::identity::Did;
 use carrier_proto::messaging::MessageId;
 use carrier_proto::pb::{self, Outcome};
 use tokio::sync::mpsc;
-use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use super::{FRAME_OVERHEAD, Failure, MSG_PROTOCOL, Messaging, ReceiptSink};
+use super::{Failure, PROTOCOL, ReceiptSink};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
+use crate::overlay::Overlay;
+use crate::protocols::{PeerStream, Router, verdict_of};
 
 /// Messages queued for one device before senders wait.
 const QUEUE: usize = 4096;
@@ -50,28 +52,74 @@ impl Outgoing {
 
 /// A courier's queue.
 #[derive(Debug, Clone)]
-pub(crate) struct Handle {
+struct Handle {
     queue: mpsc::Sender<Outgoing>,
 }
 
 impl Handle {
     /// Queues `outgoing`; gives it back if the courier has ended.
-    pub(crate) async fn send(&self, outgoing: Outgoing) -> Result<(), Outgoing> {
+    async fn send(&self, outgoing: Outgoing) -> Result<(), Outgoing> {
         self.queue.send(outgoing).await.map_err(|e| e.0)
     }
 
     /// Whether both handles reach the same courier.
-    pub(crate) fn same(&self, other: &Handle) -> bool {
+    fn same(&self, other: &Handle) -> bool {
         self.queue.same_channel(&other.queue)
     }
 }
 
-/// Starts a courier to `device`.
-pub(crate) fn spawn(messaging: Arc<Messaging>, device: Did) -> Handle {
-    let (queue, rx) = mpsc::channel(QUEUE);
-    let span = tracing::debug_span!("courier", %device);
-    tokio::spawn(tracing::Instrument::instrument(run(messaging, device, rx), span));
-    Handle { queue }
+/// One courier per remote device, started on the first message to it.
+#[derive(Debug)]
+pub(crate) struct Couriers {
+    overlay: Overlay,
+    router: Router,
+    /// Largest envelope frame.
+    max_frame: usize,
+    live: Mutex<HashMap<Did, Handle>>,
+}
+
+impl Couriers {
+    /// Couriers that find devices through `overlay` and carry envelopes of
+    /// up to `max_frame` bytes.
+    pub(crate) fn new(overlay: Overlay, router: Router, max_frame: usize) -> Self {
+        Self { overlay, router, max_frame, live: Mutex::default() }
+    }
+
+    /// Queues `outgoing` for `device`; waits only while that device's queue
+    /// is full. A courier that died (its link broke) is replaced once.
+    pub(crate) async fn send(self: &Arc<Self>, device: Did, mut outgoing: Outgoing) {
+        for _ in 0..2 {
+            let handle = self.courier(device);
+            match handle.send(outgoing).await {
+                Ok(()) => return,
+                Err(back) => {
+                    self.forget(device, &handle);
+                    outgoing = back;
+                }
+            }
+        }
+        outgoing.fail(Outcome::Unreachable, format!("no courier to {device} could be started"));
+    }
+
+    fn courier(self: &Arc<Self>, device: Did) -> Handle {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.entry(device).or_insert_with(|| self.spawn(device)).clone()
+    }
+
+    fn forget(&self, device: Did, dead: &Handle) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(&device).is_some_and(|h| h.same(dead)) {
+            live.remove(&device);
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, device: Did) -> Handle {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let span = tracing::debug_span!("courier", %device);
+        let run = tracing::Instrument::instrument(run(Arc::clone(self), device, rx), span);
+        self.router.handlers().spawn_until_stop(run);
+        Handle { queue }
+    }
 }
 
 /// A written message waiting for its receipt.
@@ -83,8 +131,8 @@ struct Parked {
 
 type Pending = Arc<Mutex<HashMap<u64, Parked>>>;
 
-async fn run(messaging: Arc<Messaging>, device: Did, mut queue: mpsc::Receiver<Outgoing>) {
-    let stream = match open(&messaging, device).await {
+async fn run(couriers: Arc<Couriers>, device: Did, mut queue: mpsc::Receiver<Outgoing>) {
+    let stream = match open(&couriers, device).await {
         Ok(stream) => stream,
         Err(detail) => {
             tracing::debug!(%detail, "device unreachable");
@@ -95,8 +143,8 @@ async fn run(messaging: Arc<Messaging>, device: Did, mut queue: mpsc::Receiver<O
             return;
         }
     };
-    let (read, write) = tokio::io::split(stream.compat());
-    let max_frame = messaging.config.max_message + FRAME_OVERHEAD;
+    let (read, write) = tokio::io::split(stream);
+    let max_frame = couriers.max_frame;
     let pending: Pending = Arc::default();
     let ended = tokio::select! {
         ended = write_envelopes(FrameWriter::new(write, max_frame), &mut queue, &pending) => ended,
@@ -121,13 +169,11 @@ async fn run(messaging: Arc<Messaging>, device: Did, mut queue: mpsc::Receiver<O
 
 /// Links to `device` (finding it through Kademlia if need be) and opens
 /// the message stream.
-async fn open(messaging: &Messaging, device: Did) -> Result<libp2p::Stream, String> {
-    messaging.overlay.connect(device).await.map_err(|e| format!("cannot reach {device}: {e}"))?;
-    let peer = messaging.peer_of(&device).ok_or_else(|| format!("{device} is not on the ledger"))?;
-    let mut control = messaging.overlay.stream_control();
-    match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, MSG_PROTOCOL)).await {
+async fn open(couriers: &Couriers, device: Did) -> Result<PeerStream, String> {
+    couriers.overlay.connect(device).await.map_err(|e| format!("cannot reach {device}: {e}"))?;
+    match tokio::time::timeout(OPEN_TIMEOUT, couriers.router.open(device, PROTOCOL)).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(format!("cannot open a message stream to {device}: {e}")),
+        Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("opening a message stream to {device} timed out")),
     }
 }
@@ -159,11 +205,7 @@ async fn read_receipts<R: tokio::io::AsyncRead + Unpin>(
             tracing::debug!(seq = receipt.seq, "receipt for no pending message");
             continue;
         };
-        let verdict = match Outcome::try_from(receipt.outcome) {
-            Ok(Outcome::Delivered) => Ok(()),
-            _ => Err(Failure::from_wire(receipt.outcome, receipt.detail)),
-        };
-        parked.sink.resolve(parked.id, verdict);
+        parked.sink.resolve(parked.id, verdict_of(receipt.outcome, receipt.detail));
     }
     Ok(())
 }

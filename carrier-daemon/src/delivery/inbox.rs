@@ -3,50 +3,36 @@
 //! recipient are on the ledger, the size limit, at most once, the
 //! recipient's allow lists, and handing over to the recipient's session.
 
-use std::time::Duration;
-
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::Subject;
 use carrier_proto::messaging::MessageId;
-use carrier_proto::pb::Outcome;
+use carrier_proto::pb::{self, Outcome};
 use tokio::sync::oneshot;
 
-use super::{Failure, Messaging, Verdict, now_ms};
-use crate::apps::{AcceptedConnection, Incoming};
+use super::{Delivery, Incoming};
+use crate::ledger::{Denial, Party, Policy, Refused};
+use crate::protocols::app_stream::{ACCEPT_TIMEOUT, AppEnd, StreamAcceptor};
+use crate::protocols::messages::Inbox;
+use crate::protocols::{Failure, Verdict};
 
-/// How long a listening app has to take an incoming stream.
-pub(crate) const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Messaging {
+impl Delivery {
     /// Checks `to_app` is ours and active, and `from_app` is an active app
     /// of `from_device` (the device at the other end of the link, or us).
     fn check_parties(&self, from_device: Did, from_app: &Did, to_app: &Did) -> Result<(), Failure> {
-        let me = self.device();
-        self.ctx.ledger.read(|l| {
-            let recipient = l
-                .resolve(to_app)
-                .ok_or_else(|| Failure::new(Outcome::UnknownRecipient, format!("the ledger has no app {to_app}")))?;
-            match &recipient.record.subject {
-                Subject::App { device, .. } if *device == me => {}
-                _ => {
-                    return Err(Failure::new(Outcome::UnknownRecipient, format!("{to_app} is not an app of {me}")));
+        self.ledger.may_deliver(&from_device, from_app, to_app, &self.device).map_err(|refused| {
+            let detail = refused.to_string();
+            match refused {
+                Refused { party: Party::Sender, .. } => Failure::new(
+                    Outcome::Refused,
+                    format!("the sender is not an active app of {from_device}: {detail}"),
+                ),
+                Refused { denial: Denial::Revoked(..), .. } => {
+                    Failure::new(Outcome::Revoked, format!("the recipient {to_app} is revoked"))
                 }
+                Refused { .. } => Failure::new(
+                    Outcome::UnknownRecipient,
+                    format!("{to_app} is not an app of {}: {detail}", self.device),
+                ),
             }
-            if !recipient.is_active() {
-                return Err(Failure::new(Outcome::Revoked, format!("the recipient {to_app} is revoked")));
-            }
-            let sender = l.resolve(from_app);
-            let hosted = sender
-                .as_ref()
-                .is_some_and(|s| matches!(&s.record.subject, Subject::App { device, .. } if *device == from_device));
-            if !hosted {
-                let detail = format!("{from_app} is not an app of the sending device {from_device}");
-                return Err(Failure::new(Outcome::Refused, detail));
-            }
-            if !sender.is_some_and(|s| s.is_active()) {
-                return Err(Failure::new(Outcome::Refused, format!("the sender {from_app} is revoked")));
-            }
-            Ok(())
         })
     }
 
@@ -70,7 +56,7 @@ impl Messaging {
         }
         self.check_parties(from_device, &from_app, &to_app)?;
         let session = self
-            .apps
+            .sessions
             .session(&to_app)
             .ok_or_else(|| Failure::new(Outcome::AppNotRunning, format!("{to_app} is not connected to its daemon")))?;
         let permitted = session.access.read().map(|a| a.messages.permits(&from_app, true)).unwrap_or(false);
@@ -98,10 +84,10 @@ impl Messaging {
         from_app: Did,
         to_app: Did,
         service: String,
-    ) -> Result<AcceptedConnection, Failure> {
+    ) -> Result<AppEnd, Failure> {
         self.check_parties(from_device, &from_app, &to_app)?;
         let session = self
-            .apps
+            .sessions
             .session(&to_app)
             .ok_or_else(|| Failure::new(Outcome::AppNotRunning, format!("{to_app} is not connected to its daemon")))?;
         let permitted =
@@ -117,16 +103,16 @@ impl Messaging {
             }
             Some(true) => {}
         }
-        let (token, accepted) = self.apps.expect_stream(to_app);
+        let (token, accepted) = self.sessions.expect_stream(to_app, from_app, from_device, service.clone());
         let announce = Incoming::Stream { token, from_app, from_device, service };
         if session.incoming.send(announce).await.is_err() {
-            self.apps.forget_stream(token);
+            self.sessions.forget_stream(token);
             return Err(Failure::new(Outcome::AppNotRunning, format!("{to_app} disconnected")));
         }
         match tokio::time::timeout(ACCEPT_TIMEOUT, accepted).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(_)) | Err(_) => {
-                self.apps.forget_stream(token);
+                self.sessions.forget_stream(token);
                 let detail = format!("{to_app} did not take the stream within {}s", ACCEPT_TIMEOUT.as_secs());
                 Err(Failure::new(Outcome::AppNotRunning, detail))
             }
@@ -134,9 +120,34 @@ impl Messaging {
     }
 }
 
-/// What became of an offered message.
-pub(crate) async fn await_verdict(taken: oneshot::Receiver<Verdict>) -> Verdict {
-    taken.await.unwrap_or_else(|_| {
-        Err(Failure::new(Outcome::AppNotRunning, "the recipient app disconnected before taking the message"))
-    })
+impl Inbox for Delivery {
+    async fn offer(&self, from: Did, envelope: pb::Envelope) -> Result<oneshot::Receiver<Verdict>, Failure> {
+        let bad = |what: &str| Failure::new(Outcome::Refused, format!("malformed envelope: {what}"));
+        let sender =
+            self.ledger.find_did(&envelope.from_app).ok_or_else(|| bad("the sending app is not on the ledger"))?;
+        let recipient = self
+            .ledger
+            .find_did(&envelope.to_app)
+            .ok_or_else(|| Failure::new(Outcome::UnknownRecipient, "the ledger has no app with that key"))?;
+        let epoch: [u8; 16] = envelope.epoch.as_slice().try_into().map_err(|_| bad("epoch is not 16 bytes"))?;
+        let id = MessageId { epoch, seq: envelope.seq };
+        self.offer_message(from, sender, recipient, id, envelope.payload).await
+    }
+}
+
+impl StreamAcceptor for Delivery {
+    async fn offer_stream(
+        &self,
+        from_device: Did,
+        from_app: Did,
+        to_app: Did,
+        service: String,
+    ) -> Result<AppEnd, Failure> {
+        Delivery::offer_stream(self, from_device, from_app, to_app, service).await
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

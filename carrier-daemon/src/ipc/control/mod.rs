@@ -20,22 +20,34 @@ use carrier_proto::pb;
 use tokio::net::UnixListener;
 
 pub use connection::{Connection, ConnectionError, MAX_FRAME};
+
+use crate::tasks::Tasks;
 pub use handler::Handler;
 
 /// Binds the control socket at `path` with mode 0600, replacing a stale
 /// socket left by a daemon that did not stop cleanly.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    crate::paths::bind_socket(path, 0o600)
+    super::bind_socket(path, 0o600)
 }
 
-/// Accepts clients until the listener fails; each is served in its own task.
-pub async fn serve(listener: UnixListener, path: PathBuf, handler: Arc<Handler>) {
+/// Accepts clients until `accepting` stops; each is served in its own task
+/// of `handlers`, which ends when the client closes or the daemon stops.
+pub fn serve(listener: UnixListener, path: PathBuf, handler: Arc<Handler>, accepting: &Tasks, handlers: &Tasks) {
+    let (stop, handlers) = (accepting.clone(), handlers.clone());
+    accepting.spawn(async move { accept(listener, path, handler, stop, handlers).await });
+}
+
+async fn accept(listener: UnixListener, path: PathBuf, handler: Arc<Handler>, accepting: Tasks, handlers: Tasks) {
     // The socket file belongs to whoever runs the daemon; only that uid may
     // talk to it (the mode already says so; this also covers the moment
     // between bind and chmod, and file systems that ignore socket modes).
     let owner = std::fs::metadata(&path).map(|m| m.uid()).ok();
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = accepting.stopping() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "control socket accept failed");
@@ -48,7 +60,7 @@ pub async fn serve(listener: UnixListener, path: PathBuf, handler: Arc<Handler>)
             continue;
         }
         let handler = Arc::clone(&handler);
-        tokio::spawn(async move { serve_client(Connection::new(stream), handler).await });
+        handlers.spawn_until_stop(async move { serve_client(Connection::new(stream), handler).await });
     }
 }
 

@@ -1,23 +1,21 @@
-//! The ledger as the running daemon shares it: one state behind a lock,
-//! read by every handshake, appended to by the control plane and by sync,
+//! The embedded ledger: the verified log on disk (`store.rs`, with its
+//! byte rules in `log_format.rs`) or in memory, one state behind a lock,
 //! with a broadcast of every change so links can react to revocations.
+//! This is the only module that sees the concrete [`LedgerState`]; the
+//! daemon reaches it through the [`Ledger`] trait.
+
+mod log_format;
+mod store;
 
 use std::sync::{PoisonError, RwLock};
 
-use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Entry, Head, LedgerState, Op};
+use carrier_proto::identity::{Did, SigningPublicKey};
+use carrier_proto::ledger::{Directory, Entry, EntryHash, Head, LedgerState, Network, Op, Standing, Subject};
 use tokio::sync::broadcast;
 
-use super::{LedgerStore, StoreError};
+pub use store::{LOG_FILE, LedgerStore, StoreError};
 
-/// A change to the ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerUpdate {
-    /// The head after the change.
-    pub head: Head,
-    /// The DID the new entry revoked, if it was a revocation.
-    pub revoked: Option<Did>,
-}
+use super::{Ledger, LedgerUpdate, SubmitError};
 
 enum Backing {
     /// Kept only in memory (tests, tools): the state it started from and the
@@ -45,8 +43,8 @@ impl Backing {
     }
 }
 
-/// The daemon's ledger, shared between tasks.
-pub struct SharedLedger {
+/// The embedded ledger, shared between tasks.
+pub struct EmbeddedLedger {
     inner: RwLock<Backing>,
     updates: broadcast::Sender<LedgerUpdate>,
     /// Set when a peer showed a ledger that forks from ours: two validly
@@ -55,13 +53,13 @@ pub struct SharedLedger {
     alarm: RwLock<Option<String>>,
 }
 
-impl std::fmt::Debug for SharedLedger {
+impl std::fmt::Debug for EmbeddedLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedLedger").field("head", &self.head()).finish()
+        f.debug_struct("EmbeddedLedger").field("head", &self.head()).finish()
     }
 }
 
-impl SharedLedger {
+impl EmbeddedLedger {
     fn new(backing: Backing) -> Self {
         Self { inner: RwLock::new(backing), updates: broadcast::channel(256).0, alarm: RwLock::new(None) }
     }
@@ -78,14 +76,9 @@ impl SharedLedger {
     }
 
     /// Runs `f` on the current state. Keep `f` short: appends wait for it.
-    pub fn read<R>(&self, f: impl FnOnce(&LedgerState) -> R) -> R {
+    fn read<R>(&self, f: impl FnOnce(&LedgerState) -> R) -> R {
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         f(guard.state())
-    }
-
-    /// The current head.
-    pub fn head(&self) -> Head {
-        self.read(LedgerState::head)
     }
 
     /// Checks, stores (if on disk) and applies `entry`, then tells
@@ -111,17 +104,57 @@ impl SharedLedger {
         let _ = self.updates.send(LedgerUpdate { head, revoked });
         Ok(())
     }
+}
 
-    /// Up to `max` consecutive encoded entries from `from` on (fewer where
-    /// this copy cannot serve them).
-    pub fn entries(&self, from: u64, max: usize) -> Vec<Vec<u8>> {
+impl Directory for EmbeddedLedger {
+    fn standing(&self, did: &Did) -> Option<Standing> {
+        self.read(|l| l.standing(did))
+    }
+}
+
+impl Ledger for EmbeddedLedger {
+    fn network(&self) -> Option<Network> {
+        self.read(|l| l.network().cloned())
+    }
+
+    fn head(&self) -> Head {
+        self.read(LedgerState::head)
+    }
+
+    fn entry_hash(&self, seq: u64) -> Option<EntryHash> {
+        self.read(|l| l.entry_hash(seq))
+    }
+
+    fn entries(&self, from: u64, max: usize) -> Vec<Vec<u8>> {
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let end = guard.state().head().height.min(from.saturating_add(max as u64));
         (from..end).map_while(|seq| guard.entry(seq)).collect()
     }
 
-    /// Raises the fork alarm (logged as an error once).
-    pub fn raise_alarm(&self, message: String) {
+    fn did_of_key(&self, key: &SigningPublicKey) -> Option<Did> {
+        self.read(|l| l.did_of_key(key))
+    }
+
+    fn find_did(&self, compact: &[u8]) -> Option<Did> {
+        self.read(|l| l.find_did(compact))
+    }
+
+    fn roles(&self, did: &Did) -> Vec<String> {
+        self.read(|l| match l.resolve(did).map(|r| &r.record.subject) {
+            Some(Subject::Device { roles }) => roles.clone(),
+            _ => Vec::new(),
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<LedgerUpdate> {
+        self.updates.subscribe()
+    }
+
+    fn submit(&self, entry: Entry) -> Result<(), SubmitError> {
+        Ok(self.append(entry)?)
+    }
+
+    fn raise_alarm(&self, message: String) {
         let mut alarm = self.alarm.write().unwrap_or_else(PoisonError::into_inner);
         if alarm.is_none() {
             tracing::error!(%message, "ledger equivocation: refusing the fork");
@@ -129,13 +162,7 @@ impl SharedLedger {
         }
     }
 
-    /// The fork alarm, if raised.
-    pub fn alarm(&self) -> Option<String> {
+    fn alarm(&self) -> Option<String> {
         self.alarm.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Every change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<LedgerUpdate> {
-        self.updates.subscribe()
     }
 }

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use carrier_proto::identity::{Did, SigningPublicKey};
-use carrier_proto::ledger::{Entry, Head, Status, Subject};
+use carrier_proto::ledger::{Entry, Head, Kind, Status};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 
 use tokio::sync::broadcast;
 
 use super::Connection;
-use crate::ledger::SharedLedger;
+use crate::delivery::Delivery;
+use crate::ledger::Ledger;
 use crate::link::LinkContext;
-use crate::messaging::Messaging;
 use crate::overlay::{Overlay, OverlayEvent};
 
 /// Most ledger entries in one answer (a few hundred KiB).
@@ -24,9 +24,9 @@ pub struct Handler {
     did: Did,
     started: Instant,
     overlay: Overlay,
-    ledger: Arc<SharedLedger>,
+    ledger: Arc<dyn Ledger>,
     links: Arc<LinkContext>,
-    messaging: Arc<Messaging>,
+    delivery: Arc<Delivery>,
 }
 
 fn head(head: Head) -> pb::LedgerHead {
@@ -35,9 +35,9 @@ fn head(head: Head) -> pb::LedgerHead {
 
 impl Handler {
     /// A handler for the daemon with these parts.
-    pub fn new(overlay: Overlay, links: Arc<LinkContext>, messaging: Arc<Messaging>) -> Self {
+    pub fn new(overlay: Overlay, links: Arc<LinkContext>, delivery: Arc<Delivery>) -> Self {
         let (did, ledger) = (links.did(), Arc::clone(&links.ledger));
-        Self { did, started: Instant::now(), overlay, ledger, links, messaging }
+        Self { did, started: Instant::now(), overlay, ledger, links, delivery }
     }
 
     /// Streams events to a watcher until it goes away.
@@ -110,10 +110,8 @@ impl Handler {
     async fn status(&self) -> Result<Response, String> {
         let peers = self.overlay.peers().await.map_err(|e| e.to_string())?.len() as u32;
         let routes = self.overlay.routes().await.map_err(|e| e.to_string())?.len() as u32;
-        let (network, network_id, ledger_head) = self.ledger.read(|l| {
-            let (name, id) = l.network().map(|n| (n.name.clone(), n.id.to_hex())).unwrap_or_default();
-            (name, id, l.head())
-        });
+        let (network, network_id) = self.ledger.network().map(|n| (n.name, n.id.to_hex())).unwrap_or_default();
+        let ledger_head = self.ledger.head();
         Ok(Response::Status(pb::Status {
             did: self.did.to_string(),
             network,
@@ -124,7 +122,7 @@ impl Handler {
             peers,
             routes,
             alarm: self.ledger.alarm().unwrap_or_default(),
-            apps: self.messaging.connected_apps().iter().map(Did::to_string).collect(),
+            apps: self.delivery.connected_apps().iter().map(Did::to_string).collect(),
         }))
     }
 
@@ -155,7 +153,7 @@ impl Handler {
             .into_iter()
             .map(|(peer, addrs)| {
                 let did = SigningPublicKey::from_peer_id(&peer)
-                    .and_then(|key| self.ledger.read(|l| l.did_of_key(&key)))
+                    .and_then(|key| self.ledger.did_of_key(&key))
                     .map(|d| d.to_string())
                     .unwrap_or_default();
                 pb::Route { peer_id: peer.to_string(), did, addrs: addrs.iter().map(ToString::to_string).collect() }
@@ -165,26 +163,24 @@ impl Handler {
     }
 
     fn resolve(&self, did: Did) -> Result<Response, String> {
-        self.ledger.read(|l| {
-            let r = l.resolve(&did).ok_or_else(|| format!("{did} is not on the ledger"))?;
-            let (kind, device, roles) = match &r.record.subject {
-                Subject::Device { roles } => ("device", String::new(), roles.clone()),
-                Subject::App { device, .. } => ("app", device.to_string(), Vec::new()),
-            };
-            let status = match &r.status {
-                Status::Active => "active".to_owned(),
-                Status::Revoked(rev) => format!("revoked at entry {}", rev.seq),
-                Status::HostRevoked(host) => format!("revoked with its device {host}"),
-            };
-            Ok(Response::Resolve(pb::ResolveReply {
-                did: did.to_string(),
-                kind: kind.into(),
-                active: r.is_active(),
-                status,
-                device,
-                roles,
-            }))
-        })
+        let standing = self.ledger.standing(&did).ok_or_else(|| format!("{did} is not on the ledger"))?;
+        let (kind, device, roles) = match standing.kind {
+            Kind::Device => ("device", String::new(), self.ledger.roles(&did)),
+            Kind::App { host } => ("app", host.to_string(), Vec::new()),
+        };
+        let status = match &standing.status {
+            Status::Active => "active".to_owned(),
+            Status::Revoked(rev) => format!("revoked at entry {}", rev.seq),
+            Status::HostRevoked(host) => format!("revoked with its device {host}"),
+        };
+        Ok(Response::Resolve(pb::ResolveReply {
+            did: did.to_string(),
+            kind: kind.into(),
+            active: standing.is_active(),
+            status,
+            device,
+            roles,
+        }))
     }
 
     /// Appends the entries the daemon does not have yet; every one is
@@ -193,7 +189,7 @@ impl Handler {
         let mut appended = 0;
         for (i, bytes) in entries.iter().enumerate() {
             let entry = Entry::decode(bytes).map_err(|e| format!("entry {i}: {e}"))?;
-            match self.ledger.read(|l| l.entry_hash(entry.seq())) {
+            match self.ledger.entry_hash(entry.seq()) {
                 Some(ours) if ours == entry.hash() => continue,
                 Some(_) => {
                     return Err(format!(
@@ -203,7 +199,7 @@ impl Handler {
                 }
                 None => {}
             }
-            self.ledger.append(entry).map_err(|e| format!("entry {i}: {e}"))?;
+            self.ledger.submit(entry).map_err(|e| format!("entry {i}: {e}"))?;
             appended += 1;
         }
         Ok(Response::Publish(pb::PublishReply { appended, head: Some(head(self.ledger.head())) }))

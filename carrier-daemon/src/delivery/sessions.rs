@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use carrier_proto::identity::Did;
 use carrier_proto::messaging::{AllowList, MessageId};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::messaging::Verdict;
+use crate::protocols::Verdict;
+use crate::protocols::app_stream::AppEnd;
 
 /// What a session's writer hands its app.
 #[derive(Debug)]
@@ -46,23 +46,36 @@ pub(crate) struct SessionHandle {
     pub access: Arc<RwLock<Access>>,
 }
 
-/// An app connection that took an announced stream, raw bytes from here on
-/// (`leftover` came after its hello).
+/// A stream announced to an app, claimed by the app's new connection:
+/// who opened it, and where the app's end goes once told.
 #[derive(Debug)]
-pub(crate) struct AcceptedConnection {
-    pub stream: UnixStream,
-    pub leftover: Vec<u8>,
+pub(crate) struct StreamClaim {
+    /// The app that opened the stream.
+    pub from_app: Did,
+    /// Its device.
+    pub from_device: Did,
+    /// The service it was opened to.
+    pub service: String,
+    /// Takes the app's end of the stream.
+    pub deliver: oneshot::Sender<AppEnd>,
+}
+
+/// A stream waiting for its app: whose it is, and its claim.
+#[derive(Debug)]
+struct Pending {
+    app: Did,
+    claim: StreamClaim,
 }
 
 /// Connected apps and pending streams.
 #[derive(Debug, Default)]
-pub(crate) struct Apps {
+pub(crate) struct Sessions {
     sessions: Mutex<HashMap<Did, SessionHandle>>,
-    pending: Mutex<HashMap<u64, (Did, oneshot::Sender<AcceptedConnection>)>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
 }
 
-impl Apps {
+impl Sessions {
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -98,12 +111,19 @@ impl Apps {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(app).cloned()
     }
 
-    /// A token for an incoming stream to `app`, and where its connection
-    /// will arrive.
-    pub(crate) fn expect_stream(&self, app: Did) -> (u64, oneshot::Receiver<AcceptedConnection>) {
-        let (tx, rx) = oneshot::channel();
+    /// A token for a stream from `from_app` (on `from_device`) to `service`
+    /// of `app`, and where the app's end will arrive.
+    pub(crate) fn expect_stream(
+        &self,
+        app: Did,
+        from_app: Did,
+        from_device: Did,
+        service: String,
+    ) -> (u64, oneshot::Receiver<AppEnd>) {
+        let (deliver, rx) = oneshot::channel();
         let token = self.next_id();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(token, (app, tx));
+        let claim = StreamClaim { from_app, from_device, service, deliver };
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(token, Pending { app, claim });
         (token, rx)
     }
 
@@ -112,22 +132,17 @@ impl Apps {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
     }
 
-    /// Hands `connection` of `app` to the stream announced with `token`;
-    /// gives it back if the token is not `app`'s or has expired.
-    pub(crate) fn take_stream(
-        &self,
-        app: &Did,
-        token: u64,
-        connection: AcceptedConnection,
-    ) -> Result<(), AcceptedConnection> {
+    /// The stream announced to `app` with `token`; `None` if the token is
+    /// not `app`'s or has expired.
+    pub(crate) fn claim_stream(&self, app: &Did, token: u64) -> Option<StreamClaim> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         match pending.remove(&token) {
-            Some((owner, tx)) if owner == *app => tx.send(connection),
+            Some(entry) if entry.app == *app => Some(entry.claim),
             Some(other) => {
                 pending.insert(token, other);
-                Err(connection)
+                None
             }
-            None => Err(connection),
+            None => None,
         }
     }
 }
