@@ -108,7 +108,7 @@ fn generate_bindings(out: &Path) {
         .collect();
     files.sort();
     std::fs::create_dir_all(out).unwrap();
-    let mut args: Vec<String> = ["-m", "grpc_tools.protoc", "-I", proto.to_str().unwrap()].map(String::from).to_vec();
+    let mut args: Vec<String> = ["-m", "grpc_tools.protoc", "-I", proto.to_str().unwrap()].map(String::from).into();
     args.push(format!("--python_out={}", out.display()));
     args.extend(files);
     let run = python(&args);

@@ -1,37 +1,22 @@
-//! [`Client`]: an app's session with its daemon.
-//!
-//! ```text
-//!  send / submit ─▶ requests ─▶ writer task ─▶ app socket ─▶ daemon
-//!  messages()    ◀─ inbox    ◀─ reader task ◀─ app socket ◀─ daemon
-//!                   receipts and replies go to whoever waits on their id;
-//!                   a message is acknowledged once it is in this process
-//! ```
+//! [`Client`]: an app's session with its daemon, as the app uses it
+//! (the session's tasks and shared state are in `session.rs`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
 
-use carrier_proto::identity::{Did, DidCache};
+use carrier_proto::identity::Did;
 use carrier_proto::pb::{self, app_event::Event, app_hello::Purpose, app_request::Request};
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use crate::message::{AllowList, Failure, Message, MessageId, Receipt, allow_list_to_wire};
+use crate::message::{AllowList, Failure, Message, Receipt, allow_list_to_wire};
+use crate::session::{Shared, closed};
 use crate::stream::{AppStream, Listener};
-use crate::wire::{self, EventReader};
-use crate::{AppIdentity, SdkError};
+use crate::{AppIdentity, SdkError, wire};
 
 /// Environment variable naming the daemon's app socket.
 pub const SOCKET_ENV: &str = "CARRIER_APP_SOCKET";
-/// Messages sent and not yet answered, per client; `submit` waits beyond it.
-const IN_FLIGHT: usize = 4096;
-/// Received messages held for the app before the daemon is made to wait.
-const INBOX: usize = 4096;
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -78,26 +63,6 @@ pub fn default_socket() -> PathBuf {
     }
 }
 
-type Waiting = Arc<Mutex<HashMap<u64, (oneshot::Sender<pb::AppEvent>, Option<OwnedSemaphorePermit>)>>>;
-pub(crate) type Listeners = Arc<Mutex<HashMap<String, mpsc::Sender<pb::IncomingStream>>>>;
-
-/// What the client's tasks share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) identity: AppIdentity,
-    pub(crate) socket: PathBuf,
-    pub(crate) device: Did,
-    max_message: usize,
-    next_id: AtomicU64,
-    requests: mpsc::Sender<pb::AppRequest>,
-    waiting: Waiting,
-    /// Set when the session has ended; no request is answered after that.
-    closed: Arc<AtomicBool>,
-    pub(crate) listeners: Listeners,
-    in_flight: Arc<Semaphore>,
-    inbox: tokio::sync::Mutex<mpsc::Receiver<Message>>,
-}
-
 /// An app's connection to its daemon. Cheap to clone; all clones share one
 /// session, which closes when the last clone is dropped.
 #[derive(Debug, Clone)]
@@ -124,35 +89,7 @@ impl Client {
         let Some(Event::Welcome(welcome)) = answer.event else {
             return Err(SdkError::Protocol(format!("expected a welcome, got {:?}", answer.event)));
         };
-        let device = Did::parse(&welcome.device).map_err(|e| SdkError::Protocol(format!("welcome device: {e}")))?;
-        let max_message = usize::try_from(welcome.max_message).unwrap_or(usize::MAX);
-        let (stream, rest) = reader.into_parts();
-        let (read, write) = stream.into_split();
-        let reader = EventReader::with_rest(read, max_message.saturating_add(wire::FRAME_OVERHEAD), &rest);
-        let (requests, requests_rx) = mpsc::channel(1024);
-        let (acks, acks_rx) = mpsc::unbounded_channel();
-        let (inbox_tx, inbox) = mpsc::channel(INBOX);
-        let waiting: Waiting = Arc::default();
-        let closed = Arc::new(AtomicBool::new(false));
-        let listeners: Listeners = Arc::default();
-        tokio::spawn(write_requests(write, requests_rx, acks_rx));
-        let ended =
-            Ended { waiting: Arc::clone(&waiting), closed: Arc::clone(&closed), listeners: Arc::clone(&listeners) };
-        tokio::spawn(read_events(reader, ended, inbox_tx, acks));
-        let shared = Shared {
-            identity,
-            socket,
-            device,
-            max_message,
-            next_id: AtomicU64::new(1),
-            requests,
-            waiting,
-            closed,
-            listeners,
-            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
-            inbox: tokio::sync::Mutex::new(inbox),
-        };
-        Ok(Self { shared: Arc::new(shared) })
+        Ok(Self { shared: Shared::start(identity, socket, reader, welcome)? })
     }
 
     /// This app's DID.
@@ -176,7 +113,7 @@ impl Client {
     }
 
     /// Queues `payload` for app `to` and returns at once (waiting only
-    /// while [`IN_FLIGHT`](self) messages are unanswered): await the
+    /// while 4,096 messages are unanswered): await the
     /// returned receipt later. Messages submitted in order arrive in order.
     pub async fn submit(&self, to: &Did, payload: impl Into<Vec<u8>>) -> Result<PendingReceipt, SdkError> {
         let payload = payload.into();
@@ -229,36 +166,6 @@ impl Client {
     ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
         self.shared.request(request, permit).await
     }
-}
-
-impl Shared {
-    pub(crate) async fn request(
-        &self,
-        request: Request,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (tx, permit));
-        // The reader sets `closed` before it drops every waiter: either it
-        // dropped ours, or we see the flag.
-        if self.closed.load(Ordering::SeqCst) {
-            self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            return Err(closed());
-        }
-        self.requests.send(pb::AppRequest { id, request: Some(request) }).await.map_err(|_| closed())?;
-        Ok(rx)
-    }
-
-    /// Sends a request nobody waits for (from `Drop`).
-    pub(crate) fn request_detached(&self, request: Request) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = self.requests.try_send(pb::AppRequest { id, request: Some(request) });
-    }
-}
-
-fn closed() -> SdkError {
-    SdkError::Disconnected("the session with the daemon is closed".into())
 }
 
 async fn done(answer: Result<pb::AppEvent, oneshot::error::RecvError>) -> Result<(), SdkError> {
@@ -333,88 +240,4 @@ impl futures_core::Stream for Messages {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.poll_message(cx)
     }
-}
-
-/// Writes requests, acknowledgements first, flushing when nothing waits.
-async fn write_requests(
-    mut write: OwnedWriteHalf,
-    mut requests: mpsc::Receiver<pb::AppRequest>,
-    mut acks: mpsc::UnboundedReceiver<u64>,
-) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    loop {
-        tokio::select! {
-            biased;
-            Some(delivery) = acks.recv() => {
-                let mut deliveries = vec![delivery];
-                while let Ok(more) = acks.try_recv() {
-                    deliveries.push(more);
-                }
-                let ack = pb::AckDeliveries { deliveries };
-                wire::encode_request(&pb::AppRequest { id: 0, request: Some(Request::Ack(ack)) }, &mut buf);
-            }
-            Some(request) = requests.recv() => wire::encode_request(&request, &mut buf),
-            else => return,
-        }
-        if buf.len() >= 64 * 1024 || (acks.is_empty() && requests.is_empty()) {
-            if write.write_all(&buf).await.is_err() {
-                return;
-            }
-            buf.clear();
-        }
-    }
-}
-
-/// What the reader clears when the session ends.
-struct Ended {
-    waiting: Waiting,
-    closed: Arc<AtomicBool>,
-    listeners: Listeners,
-}
-
-/// Routes the daemon's events until the connection ends.
-async fn read_events(
-    mut reader: EventReader<OwnedReadHalf>,
-    ended: Ended,
-    inbox: mpsc::Sender<Message>,
-    acks: mpsc::UnboundedSender<u64>,
-) {
-    let mut dids = DidCache::new();
-    while let Ok(event) = reader.read().await {
-        match event.event {
-            Some(Event::Message(message)) => {
-                let _ = acks.send(message.delivery);
-                let Some(message) = incoming(message, &mut dids) else { continue };
-                if inbox.send(message).await.is_err() {
-                    break;
-                }
-            }
-            Some(Event::IncomingStream(stream)) => {
-                let listener = ended.listeners.lock().unwrap_or_else(|p| p.into_inner()).get(&stream.service).cloned();
-                if let Some(listener) = listener {
-                    let _ = listener.try_send(stream);
-                }
-            }
-            _ if event.id != 0 => {
-                let waiter = ended.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.id);
-                if let Some((tx, _permit)) = waiter {
-                    let _ = tx.send(event);
-                }
-            }
-            _ => {}
-        }
-    }
-    // Everyone still waiting, and everyone who asks later, learns the
-    // session is gone.
-    ended.closed.store(true, Ordering::SeqCst);
-    ended.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    ended.listeners.lock().unwrap_or_else(|p| p.into_inner()).clear();
-}
-
-fn incoming(message: pb::IncomingMessage, dids: &mut DidCache) -> Option<Message> {
-    let id = MessageId::from_bytes(&message.message_id)?;
-    let from_app = dids.get(&message.from_app).ok()?;
-    let from_device = dids.get(&message.from_device).ok()?;
-    let received_at = SystemTime::UNIX_EPOCH + Duration::from_millis(message.received_at_ms);
-    Some(Message { id, from_app, from_device, payload: message.payload, received_at })
 }

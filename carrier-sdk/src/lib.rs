@@ -70,6 +70,7 @@ mod error;
 pub mod forward;
 mod identity;
 mod message;
+mod session;
 mod stream;
 mod wire;
 

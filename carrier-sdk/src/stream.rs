@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use crate::client::Shared;
+use crate::session::Shared;
 use crate::{SdkError, wire};
 
 /// A byte stream to (or from) another app's service.

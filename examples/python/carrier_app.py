@@ -159,7 +159,8 @@ def load_key(key_dir):
     if message.version != KEY_FILE_VERSION:
         raise Failed(f"{path} is key file version {message.version}; this client reads version {KEY_FILE_VERSION}")
     if message.kind != identity_pb.IDENTITY_KIND_APP:
-        raise Failed(f"{path} holds a {identity_pb.IdentityKind.Name(message.kind)} key, not an app key")
+        kind = identity_pb.IdentityKind.Name(message.kind).removeprefix("IDENTITY_KIND_").lower()
+        raise Failed(f"{path} holds a {kind} key, but an app key is needed here")
     if len(message.signing_secret) != 32 or len(message.noise_secret) != 32:
         raise Failed(f"{path} is damaged: its secrets are not 32 bytes each")
     return AppKey(message.signing_secret, message.noise_secret)
@@ -226,7 +227,10 @@ class AppSocket:
         if body is None:
             raise Failed("the daemon closed the connection inside a frame")
         event = pb.AppEvent()
-        event.ParseFromString(body)
+        try:
+            event.ParseFromString(body)
+        except Exception as error:
+            raise Failed(f"the daemon sent a frame that does not decode: {error}")
         return event
 
     def close(self):
@@ -241,8 +245,16 @@ class AppSocket:
         self.sock.close()
 
 
+def enum_name(enum, value):
+    """The name of an enum value; a number this client does not know stays a number."""
+    try:
+        return enum.Name(value)
+    except ValueError:
+        return str(value)
+
+
 def describe_error(error):
-    return f"{pb.AppErrorCode.Name(error.code)}: {error.message}"
+    return f"{enum_name(pb.AppErrorCode, error.code)}: {error.message}"
 
 
 def open_session(path, key, timeout):
@@ -276,8 +288,8 @@ def open_session(path, key, timeout):
 
 
 def send(args, key):
-    if args.id < 1:
-        raise Failed("--id must be 1 or more (events with id 0 answer no request)")
+    if not 1 <= args.id < 2**64:
+        raise Failed("--id must be from 1 to 2^64-1 (events with id 0 answer no request)")
     to = compact_did(args.to)
     payload = args.payload.encode("utf-8")
     conn, welcome = open_session(args.socket, key, args.timeout)
@@ -292,10 +304,12 @@ def send(args, key):
             kind = event.WhichOneof("event")
             if kind == "receipt" and event.id == args.id:
                 receipt = event.receipt
-                outcome = pb.Outcome.Name(receipt.outcome)
-                print(f"receipt for request {event.id}: {outcome}", end="")
-                print(f" ({receipt.detail})" if receipt.detail else "", end="")
-                print(f" message id {receipt.message_id.hex()}" if receipt.message_id else "", flush=True)
+                line = f"receipt for request {event.id}: {enum_name(pb.Outcome, receipt.outcome)}"
+                if receipt.detail:
+                    line += f" ({receipt.detail})"
+                if receipt.message_id:
+                    line += f" message id {receipt.message_id.hex()}"
+                print(line, flush=True)
                 return 0 if receipt.outcome == pb.DELIVERED else 1
             if kind == "error":
                 # With our id: this request failed; with id 0: the daemon is closing the session.
@@ -366,6 +380,9 @@ def main():
         key = load_key(args.key_dir)
         return send(args, key) if args.command == "send" else receive(args, key)
     except Failed as error:
+        print(f"carrier_app: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
         print(f"carrier_app: {error}", file=sys.stderr)
         return 1
 

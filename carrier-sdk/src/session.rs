@@ -1,0 +1,207 @@
+//! The session the SDK keeps with its daemon: what a [`Client`](crate::Client),
+//! its [`Listener`](crate::Listener)s and streams share, and the two tasks
+//! that move its frames.
+//!
+//! ```text
+//!  send / submit ─▶ requests ─▶ writer task ─▶ app socket ─▶ daemon
+//!  messages()    ◀─ inbox    ◀─ reader task ◀─ app socket ◀─ daemon
+//!                   receipts and replies go to whoever waits on their id;
+//!                   a message is acknowledged once it is in this process
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use carrier_proto::identity::{Did, DidCache};
+use carrier_proto::pb::{self, app_event::Event, app_request::Request};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::message::{Message, MessageId};
+use crate::wire::{self, EventReader};
+use crate::{AppIdentity, SdkError};
+
+/// Messages sent and not yet answered, per client; `submit` waits beyond it.
+const IN_FLIGHT: usize = 4096;
+/// Received messages held for the app before the daemon is made to wait.
+const INBOX: usize = 4096;
+
+type Waiting = Arc<Mutex<HashMap<u64, (oneshot::Sender<pb::AppEvent>, Option<OwnedSemaphorePermit>)>>>;
+pub(crate) type Listeners = Arc<Mutex<HashMap<String, mpsc::Sender<pb::IncomingStream>>>>;
+
+/// What the client's tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) identity: AppIdentity,
+    pub(crate) socket: PathBuf,
+    pub(crate) device: Did,
+    pub(crate) max_message: usize,
+    next_id: AtomicU64,
+    requests: mpsc::Sender<pb::AppRequest>,
+    waiting: Waiting,
+    /// Set when the session has ended; no request is answered after that.
+    closed: Arc<AtomicBool>,
+    pub(crate) listeners: Listeners,
+    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) inbox: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+}
+
+impl Shared {
+    /// Starts the session on an authenticated connection: `reader` holds
+    /// it, and the daemon's `welcome` says its device and message limit.
+    pub(crate) fn start(
+        identity: AppIdentity,
+        socket: PathBuf,
+        reader: EventReader<UnixStream>,
+        welcome: pb::AppWelcome,
+    ) -> Result<Arc<Self>, SdkError> {
+        let device = Did::parse(&welcome.device).map_err(|e| SdkError::Protocol(format!("welcome device: {e}")))?;
+        let max_message = usize::try_from(welcome.max_message).unwrap_or(usize::MAX);
+        let (stream, rest) = reader.into_parts();
+        let (read, write) = stream.into_split();
+        let reader = EventReader::with_rest(read, max_message.saturating_add(wire::FRAME_OVERHEAD), &rest);
+        let (requests, requests_rx) = mpsc::channel(1024);
+        let (acks, acks_rx) = mpsc::unbounded_channel();
+        let (inbox_tx, inbox) = mpsc::channel(INBOX);
+        let waiting: Waiting = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let listeners: Listeners = Arc::default();
+        tokio::spawn(write_requests(write, requests_rx, acks_rx));
+        let ended =
+            Ended { waiting: Arc::clone(&waiting), closed: Arc::clone(&closed), listeners: Arc::clone(&listeners) };
+        tokio::spawn(read_events(reader, ended, inbox_tx, acks));
+        let shared = Shared {
+            identity,
+            socket,
+            device,
+            max_message,
+            next_id: AtomicU64::new(1),
+            requests,
+            waiting,
+            closed,
+            listeners,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            inbox: tokio::sync::Mutex::new(inbox),
+        };
+        Ok(Arc::new(shared))
+    }
+
+    /// Sends `request`; the answer comes on the returned channel.
+    pub(crate) async fn request(
+        &self,
+        request: Request,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (tx, permit));
+        // The reader sets `closed` before it drops every waiter: either it
+        // dropped ours, or we see the flag.
+        if self.closed.load(Ordering::SeqCst) {
+            self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(closed());
+        }
+        self.requests.send(pb::AppRequest { id, request: Some(request) }).await.map_err(|_| closed())?;
+        Ok(rx)
+    }
+
+    /// Sends a request nobody waits for (from `Drop`).
+    pub(crate) fn request_detached(&self, request: Request) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = self.requests.try_send(pb::AppRequest { id, request: Some(request) });
+    }
+}
+
+/// The error every request gets once the session has ended.
+pub(crate) fn closed() -> SdkError {
+    SdkError::Disconnected("the session with the daemon is closed".into())
+}
+
+/// Writes requests, acknowledgements first, flushing when nothing waits.
+async fn write_requests(
+    mut write: OwnedWriteHalf,
+    mut requests: mpsc::Receiver<pb::AppRequest>,
+    mut acks: mpsc::UnboundedReceiver<u64>,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        tokio::select! {
+            biased;
+            Some(delivery) = acks.recv() => {
+                let mut deliveries = vec![delivery];
+                while let Ok(more) = acks.try_recv() {
+                    deliveries.push(more);
+                }
+                let ack = pb::AckDeliveries { deliveries };
+                wire::encode_request(&pb::AppRequest { id: 0, request: Some(Request::Ack(ack)) }, &mut buf);
+            }
+            Some(request) = requests.recv() => wire::encode_request(&request, &mut buf),
+            else => return,
+        }
+        if buf.len() >= 64 * 1024 || (acks.is_empty() && requests.is_empty()) {
+            if write.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+    }
+}
+
+/// What the reader clears when the session ends.
+struct Ended {
+    waiting: Waiting,
+    closed: Arc<AtomicBool>,
+    listeners: Listeners,
+}
+
+/// Routes the daemon's events until the connection ends.
+async fn read_events(
+    mut reader: EventReader<OwnedReadHalf>,
+    ended: Ended,
+    inbox: mpsc::Sender<Message>,
+    acks: mpsc::UnboundedSender<u64>,
+) {
+    let mut dids = DidCache::new();
+    while let Ok(event) = reader.read().await {
+        match event.event {
+            Some(Event::Message(message)) => {
+                let _ = acks.send(message.delivery);
+                let Some(message) = incoming(message, &mut dids) else { continue };
+                if inbox.send(message).await.is_err() {
+                    break;
+                }
+            }
+            Some(Event::IncomingStream(stream)) => {
+                let listener = ended.listeners.lock().unwrap_or_else(|p| p.into_inner()).get(&stream.service).cloned();
+                if let Some(listener) = listener {
+                    let _ = listener.try_send(stream);
+                }
+            }
+            _ if event.id != 0 => {
+                let waiter = ended.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.id);
+                if let Some((tx, _permit)) = waiter {
+                    let _ = tx.send(event);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Everyone still waiting, and everyone who asks later, learns the
+    // session is gone.
+    ended.closed.store(true, Ordering::SeqCst);
+    ended.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    ended.listeners.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+fn incoming(message: pb::IncomingMessage, dids: &mut DidCache) -> Option<Message> {
+    let id = MessageId::from_bytes(&message.message_id)?;
+    let from_app = dids.get(&message.from_app).ok()?;
+    let from_device = dids.get(&message.from_device).ok()?;
+    let received_at = SystemTime::UNIX_EPOCH + Duration::from_millis(message.received_at_ms);
+    Some(Message { id, from_app, from_device, payload: message.payload, received_at })
+}
