@@ -7,6 +7,8 @@
 //! module, in `use` lines or inline; comments are skipped, and so is test
 //! code (`tests.rs`, `*_tests.rs`, and whatever follows `#[cfg(test)]`).
 
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
