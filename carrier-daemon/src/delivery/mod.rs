@@ -21,6 +21,8 @@
 
 mod inbox;
 mod sessions;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
