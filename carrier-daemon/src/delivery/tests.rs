@@ -35,12 +35,8 @@ impl Party {
     async fn start(device: Identity, net: &TestNetwork) -> Self {
         let ledger = Arc::new(EmbeddedLedger::in_memory(net.ledger.clone()));
         let did = device.did();
-        let ctx = Arc::new(LinkContext::new(
-            device,
-            did,
-            Arc::clone(&ledger) as Arc<dyn Ledger>,
-            LinkLimits::default(),
-        ));
+        let ctx =
+            Arc::new(LinkContext::new(device, did, Arc::clone(&ledger) as Arc<dyn Ledger>, LinkLimits::default()));
         let config = OverlayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..OverlayConfig::default() };
         let (overlay, _) = Overlay::start(Arc::clone(&ctx), config).await.unwrap();
         let router = Router::new(&overlay, Arc::clone(&ctx.ledger), Tasks::new(), Tasks::new());
