@@ -224,3 +224,50 @@ fn unusable_identity_or_ledger_stops_start_up_with_the_fix() {
     std::fs::write(&key, b"not a key at all").unwrap();
     assert!(run(&dirs[0]).contains("not a Carrier key file"));
 }
+
+/// A daemon run inside this process stops in order: its app and control
+/// sockets stop accepting, the app's session ends, the peer hears the
+/// shutdown, and no task of the daemon is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_both_sockets_and_leaves_no_task_running() {
+    use carrier_daemon::config::Config;
+    use carrier_daemon::daemon::Daemon as InProcess;
+    use carrier_daemon::overlay::OverlayEvent;
+    use carrier_daemon::paths::DataDir;
+
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = support::provision_with_apps(root.path(), 2, &[1]);
+    let config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    let (run_a, run_b) = (dirs[0].join("run"), dirs[1].join("run"));
+    let a = InProcess::start(&config, DataDir::new(dirs[0].clone()), &run_a).await.unwrap();
+    let joining = Config { bootstrap: vec![a.overlay().listen_addr().to_string()], ..config.clone() };
+    let b = InProcess::start(&joining, DataDir::new(dirs[1].clone()), &run_b).await.unwrap();
+    // Subscribed now; the event may come later.
+    async fn event(mut events: tokio::sync::broadcast::Receiver<OverlayEvent>, want: OverlayEvent) {
+        let seen =
+            tokio::time::timeout(support::WAIT, async { while events.recv().await.ok() != Some(want.clone()) {} });
+        seen.await.expect("the event never came")
+    }
+    let up = event(b.overlay().events(), OverlayEvent::PeerUp(a.did()));
+    if !b.overlay().peers().await.unwrap().iter().any(|p| p.did == a.did()) {
+        up.await;
+    }
+    // Handlers at work: an app session and a control client.
+    let identity = carrier_sdk::AppIdentity::load_or_create(&apps[0][0]).unwrap();
+    let client = carrier_sdk::Client::connect_as(identity, run_a.join("app.sock")).await.unwrap();
+    let _control = tokio::net::UnixStream::connect(run_a.join("control.sock")).await.unwrap();
+    assert!(a.running_tasks() > 0);
+
+    let peer_down = event(b.overlay().events(), OverlayEvent::PeerDown(a.did()));
+    tokio::time::timeout(Duration::from_secs(10), a.shutdown()).await.expect("shutdown took over 10 s");
+    assert_eq!(a.running_tasks(), 0, "a task outlived shutdown");
+    for socket in ["app.sock", "control.sock"] {
+        assert!(tokio::net::UnixStream::connect(run_a.join(socket)).await.is_err(), "{socket} still accepts");
+    }
+    let mut messages = client.messages();
+    let ended = tokio::time::timeout(support::WAIT, messages.next()).await.expect("the app's session stayed open");
+    assert!(ended.is_none());
+    peer_down.await;
+    b.shutdown().await;
+    assert_eq!(b.running_tasks(), 0);
+}
