@@ -9,7 +9,7 @@
 //! [`FrameWriter::flush`] sends what is buffered, so a burst of messages
 //! costs one system call.
 
-use carrier_proto::frame::{FrameError, HEADER};
+use carrier_proto::frame::{self, FrameDecoder, FrameError};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -28,77 +28,43 @@ pub enum FramedError {
     Decode(#[from] prost::DecodeError),
 }
 
-/// Reads frames from `R`.
+/// Reads frames from `R`: a driver over the codec's [`FrameDecoder`].
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
-    max: usize,
-    buf: Vec<u8>,
-    /// Start of unread bytes in `buf`.
-    start: usize,
+    decoder: FrameDecoder,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader refusing frames over `max` bytes.
     pub fn new(inner: R, max: usize) -> Self {
-        Self { inner, max, buf: Vec::with_capacity(16 * 1024), start: 0 }
+        Self { inner, decoder: FrameDecoder::new(max) }
     }
 
     /// The next message; `None` at a clean end of stream. Cancel-safe: a
     /// partly read frame stays buffered for the next call.
     pub async fn read<M: Message + Default>(&mut self) -> Result<Option<M>, FramedError> {
         loop {
-            if let Some(len) = self.whole_frame()? {
-                let body = &self.buf[self.start + HEADER..self.start + HEADER + len];
-                let message = M::decode(body)?;
-                self.start += HEADER + len;
-                return Ok(Some(message));
+            if let Some(body) = self.decoder.next_body()? {
+                return Ok(Some(M::decode(body)?));
             }
-            self.compact();
-            let before = self.buf.len();
-            self.buf.reserve(16 * 1024);
-            let n = self.inner.read_buf(&mut self.buf).await?;
-            debug_assert_eq!(self.buf.len(), before + n);
-            if n == 0 {
-                let have = self.buf.len() - self.start;
-                if have == 0 {
-                    return Ok(None);
-                }
-                let want = self.frame_len().map_or(HEADER, |len| HEADER + len);
-                return Err(FrameError::Truncated { have, want }.into());
+            let buf = self.decoder.read_buffer();
+            buf.reserve(READ_CHUNK);
+            if self.inner.read_buf(buf).await? == 0 {
+                self.decoder.finish()?;
+                return Ok(None);
             }
-        }
-    }
-
-    /// The length of the frame at the front, if its header has arrived.
-    fn frame_len(&self) -> Option<usize> {
-        let header = self.buf.get(self.start..self.start + HEADER)?;
-        Some(u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize)
-    }
-
-    /// The body length of the frame at the front if all of it has arrived.
-    fn whole_frame(&self) -> Result<Option<usize>, FrameError> {
-        let Some(len) = self.frame_len() else { return Ok(None) };
-        if len > self.max {
-            return Err(FrameError::TooLarge { len, max: self.max });
-        }
-        Ok((self.buf.len() - self.start >= HEADER + len).then_some(len))
-    }
-
-    /// Drops consumed bytes from the front of the buffer.
-    fn compact(&mut self) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
         }
     }
 
     /// The stream, and the bytes read past the last frame.
-    pub fn into_parts(mut self) -> (R, Vec<u8>) {
-        self.compact();
-        (self.inner, self.buf)
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        (self.inner, self.decoder.into_rest())
     }
 }
+
+/// Bytes asked of the stream per read.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Writes frames to `W`, buffered.
 #[derive(Debug)]
@@ -119,13 +85,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Adds `message` to the buffer, writing the buffer out once it is big.
     pub async fn feed<M: Message>(&mut self, message: &M) -> Result<(), FramedError> {
-        let len = message.encoded_len();
-        if len > self.max {
-            return Err(FrameError::TooLarge { len, max: self.max }.into());
-        }
-        self.buf.extend_from_slice(&(len as u32).to_be_bytes());
-        // Encoding into a Vec cannot run out of room.
-        let _ = message.encode(&mut self.buf);
+        frame::encode_message(message, self.max, &mut self.buf)?;
         if self.buf.len() >= WRITE_BATCH {
             self.write_out().await?;
         }

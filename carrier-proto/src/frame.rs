@@ -1,7 +1,9 @@
-//! Length-prefixed framing for the local sockets (control and app): a
-//! 4-byte big-endian length, then the message. Sans-IO: bytes go in, whole
-//! frames come out, and a frame over the limit is refused from its header,
-//! before its body is read or buffered.
+//! The one framing codec of every length-prefixed stream (the app and
+//! control sockets, and the daemon's protocols between peers): a 4-byte
+//! big-endian length, then the message. Sans-IO: bytes go in, whole frames
+//! come out, and a frame over the limit is refused from its header, before
+//! its body is read or buffered. The daemon's `framed` module and the SDK
+//! are thin async drivers over [`FrameDecoder`] and [`encode_message`].
 
 /// Bytes of the length prefix.
 pub const HEADER: usize = 4;
@@ -36,6 +38,21 @@ pub fn encode(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Appends `message` as one frame to `out`; refuses it over `max` bytes
+/// (or over what the 4-byte length can say).
+pub fn encode_message<M: prost::Message>(message: &M, max: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let len = message.encoded_len();
+    let max = max.min(u32::MAX as usize);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    out.reserve(HEADER + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    // Encoding into a Vec with room reserved cannot fail.
+    let _ = message.encode(out);
+    Ok(())
+}
+
 /// Collects bytes and yields whole frames. Consumed bytes are dropped in
 /// bulk when more arrive, so a burst of small frames costs no per-frame
 /// copying of what follows them.
@@ -55,29 +72,43 @@ impl FrameDecoder {
 
     /// Adds received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(bytes);
+        self.read_buffer().extend_from_slice(bytes);
     }
 
     fn pending(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
-    /// The next whole frame, if one has arrived.
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let pending = self.pending();
+    /// Where to read more bytes into: the buffer, with the bytes already
+    /// yielded dropped; append to it (a driver reads straight into it, so
+    /// received bytes are never copied twice).
+    pub fn read_buffer(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        &mut self.buf
+    }
+
+    /// The next whole frame's body, borrowed, if one has arrived.
+    pub fn next_body(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let pending = &self.buf[self.start..];
         let Some(header) = pending.get(..HEADER) else { return Ok(None) };
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         if len > self.max {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
-        let Some(frame) = pending.get(HEADER..HEADER + len) else { return Ok(None) };
-        let frame = frame.to_vec();
+        if pending.len() < HEADER + len {
+            return Ok(None);
+        }
+        let body = self.start + HEADER..self.start + HEADER + len;
         self.start += HEADER + len;
-        Ok(Some(frame))
+        Ok(Some(&self.buf[body]))
+    }
+
+    /// The next whole frame, if one has arrived.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        Ok(self.next_body()?.map(<[u8]>::to_vec))
     }
 
     /// Call at end of stream: an unfinished frame is an error.

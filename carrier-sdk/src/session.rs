@@ -130,7 +130,7 @@ async fn write_requests(
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        tokio::select! {
+        let encoded = tokio::select! {
             biased;
             Some(delivery) = acks.recv() => {
                 let mut deliveries = vec![delivery];
@@ -138,10 +138,15 @@ async fn write_requests(
                     deliveries.push(more);
                 }
                 let ack = pb::AckDeliveries { deliveries };
-                wire::encode_request(&pb::AppRequest { id: 0, request: Some(Request::Ack(ack)) }, &mut buf);
+                wire::encode_request(&pb::AppRequest { id: 0, request: Some(Request::Ack(ack)) }, &mut buf)
             }
             Some(request) = requests.recv() => wire::encode_request(&request, &mut buf),
             else => return,
+        };
+        // A request the frame format cannot carry ends the session: its
+        // waiters then learn it is closed.
+        if encoded.is_err() {
+            return;
         }
         if buf.len() >= 64 * 1024 || (acks.is_empty() && requests.is_empty()) {
             if write.write_all(&buf).await.is_err() {

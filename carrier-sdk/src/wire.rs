@@ -23,16 +23,15 @@ pub(crate) use carrier_proto::messaging::FRAME_OVERHEAD;
 /// The frame limit before the daemon says its message limit.
 const HELLO_MAX_FRAME: usize = 64 * 1024;
 
-/// Reads frames from the daemon.
+/// Reads frames from the daemon: a driver over the codec's [`FrameDecoder`].
 pub(crate) struct EventReader<R> {
     inner: R,
     decoder: FrameDecoder,
-    buf: Vec<u8>,
 }
 
 impl<R: AsyncRead + Unpin> EventReader<R> {
     pub(crate) fn new(inner: R, max_frame: usize) -> Self {
-        Self { inner, decoder: FrameDecoder::new(max_frame), buf: vec![0; 64 * 1024] }
+        Self { inner, decoder: FrameDecoder::new(max_frame) }
     }
 
     /// A reader that first yields what is in `rest` (bytes already read).
@@ -45,15 +44,14 @@ impl<R: AsyncRead + Unpin> EventReader<R> {
     /// The next event; `Disconnected` at the end of the stream.
     pub(crate) async fn read(&mut self) -> Result<pb::AppEvent, SdkError> {
         loop {
-            let frame = self.decoder.next_frame().map_err(|e| SdkError::Protocol(e.to_string()))?;
-            if let Some(frame) = frame {
-                return pb::AppEvent::decode(frame.as_slice()).map_err(|e| SdkError::Protocol(e.to_string()));
+            if let Some(body) = self.decoder.next_body().map_err(|e| SdkError::Protocol(e.to_string()))? {
+                return pb::AppEvent::decode(body).map_err(|e| SdkError::Protocol(e.to_string()));
             }
-            let n = self.inner.read(&mut self.buf).await?;
-            if n == 0 {
+            let buf = self.decoder.read_buffer();
+            buf.reserve(64 * 1024);
+            if self.inner.read_buf(buf).await? == 0 {
                 return Err(SdkError::Disconnected("the daemon closed the connection".into()));
             }
-            self.decoder.push(&self.buf[..n]);
         }
     }
 
@@ -63,11 +61,11 @@ impl<R: AsyncRead + Unpin> EventReader<R> {
     }
 }
 
-/// Appends one request frame to `out`.
-pub(crate) fn encode_request(request: &pb::AppRequest, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(request.encoded_len() as u32).to_be_bytes());
-    // Encoding into a Vec cannot run out of room.
-    let _ = request.encode(out);
+/// Appends one request frame to `out`. The daemon's limit is checked by
+/// the callers (a payload over `max_message` never gets here); this is only
+/// the length field's own.
+pub(crate) fn encode_request(request: &pb::AppRequest, out: &mut Vec<u8>) -> Result<(), SdkError> {
+    frame::encode_message(request, usize::MAX, out).map_err(|e| SdkError::Protocol(e.to_string()))
 }
 
 /// Writes one request.
@@ -75,7 +73,9 @@ pub(crate) async fn write_request<W: AsyncWrite + Unpin>(
     writer: &mut W,
     request: &pb::AppRequest,
 ) -> Result<(), SdkError> {
-    writer.write_all(&frame::encode(&request.encode_to_vec())).await?;
+    let mut frame = Vec::new();
+    encode_request(request, &mut frame)?;
+    writer.write_all(&frame).await?;
     Ok(())
 }
 
