@@ -75,10 +75,27 @@ impl Delivery {
             .map_err(|_| Failure::new(Outcome::AppNotRunning, format!("{to_app} disconnected")))?;
         Ok(taken)
     }
+}
 
+impl Inbox for Delivery {
+    async fn offer(&self, from: Did, envelope: pb::Envelope) -> Result<oneshot::Receiver<Verdict>, Failure> {
+        let bad = |what: &str| Failure::new(Outcome::Refused, format!("malformed envelope: {what}"));
+        let sender =
+            self.ledger.find_did(&envelope.from_app).ok_or_else(|| bad("the sending app is not on the ledger"))?;
+        let recipient = self
+            .ledger
+            .find_did(&envelope.to_app)
+            .ok_or_else(|| Failure::new(Outcome::UnknownRecipient, "the ledger has no app with that key"))?;
+        let epoch: [u8; 16] = envelope.epoch.as_slice().try_into().map_err(|_| bad("epoch is not 16 bytes"))?;
+        let id = MessageId { epoch, seq: envelope.seq };
+        self.offer_message(from, sender, recipient, id, envelope.payload).await
+    }
+}
+
+impl StreamAcceptor for Delivery {
     /// Offers a stream to `service` of local app `to_app`, and waits (up to
     /// [`ACCEPT_TIMEOUT`]) for the app to take it.
-    pub(crate) async fn offer_stream(
+    async fn offer_stream(
         &self,
         from_device: Did,
         from_app: Did,
@@ -117,33 +134,6 @@ impl Delivery {
                 Err(Failure::new(Outcome::AppNotRunning, detail))
             }
         }
-    }
-}
-
-impl Inbox for Delivery {
-    async fn offer(&self, from: Did, envelope: pb::Envelope) -> Result<oneshot::Receiver<Verdict>, Failure> {
-        let bad = |what: &str| Failure::new(Outcome::Refused, format!("malformed envelope: {what}"));
-        let sender =
-            self.ledger.find_did(&envelope.from_app).ok_or_else(|| bad("the sending app is not on the ledger"))?;
-        let recipient = self
-            .ledger
-            .find_did(&envelope.to_app)
-            .ok_or_else(|| Failure::new(Outcome::UnknownRecipient, "the ledger has no app with that key"))?;
-        let epoch: [u8; 16] = envelope.epoch.as_slice().try_into().map_err(|_| bad("epoch is not 16 bytes"))?;
-        let id = MessageId { epoch, seq: envelope.seq };
-        self.offer_message(from, sender, recipient, id, envelope.payload).await
-    }
-}
-
-impl StreamAcceptor for Delivery {
-    async fn offer_stream(
-        &self,
-        from_device: Did,
-        from_app: Did,
-        to_app: Did,
-        service: String,
-    ) -> Result<AppEnd, Failure> {
-        Delivery::offer_stream(self, from_device, from_app, to_app, service).await
     }
 }
 

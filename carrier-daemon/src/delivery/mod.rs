@@ -36,7 +36,7 @@ pub(crate) use sessions::{Access, Incoming, Sessions};
 
 use crate::ledger::{Ledger, Party, Policy, Refused};
 use crate::overlay::Overlay;
-use crate::protocols::app_stream::{self, AppEnd, Streams};
+use crate::protocols::app_stream::{self, AppEnd, StreamAcceptor, Streams};
 use crate::protocols::messages::{self, Couriers, Inbound, Outgoing, ReceiptSink, await_verdict};
 use crate::protocols::{Failure, PeerStream, ProtocolHandler, Router};
 
