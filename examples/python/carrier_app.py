@@ -257,31 +257,29 @@ def describe_error(error):
     return f"{enum_name(pb.AppErrorCode, error.code)}: {error.message}"
 
 
+def expect(conn, kind, who):
+    """The next event, which must be `kind`; an error event or a close fails."""
+    event = conn.read()
+    if event is None:
+        raise Failed(f"the daemon closed the connection before its {kind}")
+    if event.WhichOneof("event") == "error":
+        raise Failed(f"the daemon refused {who}: {describe_error(event.error)}")
+    if event.WhichOneof("event") != kind:
+        raise Failed(f"expected a {kind}, got {event.WhichOneof('event')}")
+    return event
+
+
 def open_session(path, key, timeout):
     """Challenge, signed hello, welcome: returns the socket and the welcome."""
     conn = AppSocket(path, timeout)
-    event = conn.read()
-    if event is None:
-        raise Failed("the daemon closed the connection before its challenge")
-    if event.WhichOneof("event") == "error":
-        raise Failed(f"the daemon refused the connection: {describe_error(event.error)}")
-    if event.WhichOneof("event") != "challenge":
-        raise Failed(f"expected a challenge, got {event.WhichOneof('event')}")
-    challenge = event.challenge
+    challenge = expect(conn, "challenge", "the connection").challenge
     if len(challenge.nonce) != NONCE_LEN:
         raise Failed(f"the challenge nonce is {len(challenge.nonce)} bytes, not {NONCE_LEN}")
     # Signed: the tag, the 32 nonce bytes, then the device DID as UTF-8 text.
     signature = key.sign(APP_AUTH_TAG, challenge.nonce + challenge.device.encode("utf-8"))
     hello = pb.AppHello(app=key.did, signature=signature, session=pb.SessionPurpose())
     conn.send(pb.AppRequest(id=0, hello=hello))
-    event = conn.read()
-    if event is None:
-        raise Failed("the daemon closed the connection after the hello")
-    if event.WhichOneof("event") == "error":
-        raise Failed(f"the daemon refused {key.did}: {describe_error(event.error)}")
-    if event.WhichOneof("event") != "welcome":
-        raise Failed(f"expected a welcome, got {event.WhichOneof('event')}")
-    welcome = event.welcome
+    welcome = expect(conn, "welcome", key.did).welcome
     conn.max_frame = welcome.max_message + FRAME_OVERHEAD
     print(f"session open: app {welcome.app} on device {welcome.device}", file=sys.stderr, flush=True)
     return conn, welcome
