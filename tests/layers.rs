@@ -23,6 +23,7 @@ const DAEMON_LAYERS: &[(&str, u32)] = &[
     ("overlay", 4),
     ("link", 3),
     ("ledger", 2),
+    ("observe", 1),
     ("tasks", 1),
     ("framed", 1),
     ("paths", 1),

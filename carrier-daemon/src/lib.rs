@@ -12,6 +12,7 @@
 //!  overlay/    the actor that owns the libp2p Swarm: transport, muxer, gate, Kademlia, peer cache
 //!  link/       QUIC endpoints and the Noise admission driver, limits
 //!  ledger/     trait Ledger + its embedded back-end, and the policy questions
+//!  observe/    counters
 //!  tasks, framed, config, paths, notify: owned tasks, the frame codec, settings, files, systemd
 //! ```
 
@@ -25,6 +26,7 @@ pub mod ipc;
 pub mod ledger;
 pub mod link;
 pub mod notify;
+pub mod observe;
 pub mod overlay;
 pub mod paths;
 pub mod protocols;

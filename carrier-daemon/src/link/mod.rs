@@ -13,7 +13,7 @@ mod handshake;
 mod limits;
 pub mod quic;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -26,6 +26,7 @@ pub use limits::LinkLimits;
 use limits::{Gate, HandshakeSlots};
 
 use crate::ledger::Ledger;
+use crate::observe::Counters;
 use crate::tasks::Tasks;
 
 /// Why a link could not be made.
@@ -93,7 +94,7 @@ pub struct LinkContext {
     /// Each peer's ledger head from its latest handshake, for replication.
     peer_heads: Mutex<HashMap<Did, Head>>,
     /// Admissions and refusals since start, by name.
-    counters: Mutex<BTreeMap<String, u64>>,
+    counters: Counters,
     /// The link layer's own tasks (accepting, handshakes, the overlay
     /// actor), aborted last at shutdown.
     tasks: Tasks,
@@ -112,7 +113,7 @@ impl LinkContext {
             live: Mutex::default(),
             endpoint: Mutex::default(),
             peer_heads: Mutex::default(),
-            counters: Mutex::default(),
+            counters: Counters::default(),
             tasks: Tasks::new(),
         }
     }
@@ -167,8 +168,8 @@ impl LinkContext {
     }
 
     /// Admissions and refusals since start, by name.
-    pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.counters.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Bytes received from and sent to `did` over its open links.
@@ -179,10 +180,6 @@ impl LinkContext {
             .flatten()
             .map(|c| c.stats())
             .fold((0, 0), |(rx, tx), stats| (rx + stats.udp_rx.bytes, tx + stats.udp_tx.bytes))
-    }
-
-    fn count(&self, name: String) {
-        *self.counters.lock().unwrap_or_else(PoisonError::into_inner).entry(name).or_insert(0) += 1;
     }
 
     /// A peer's ledger head as its latest handshake showed it.
@@ -296,7 +293,7 @@ impl LinkContext {
     /// Logs and counts the outcome and registers an admitted link.
     fn finish(&self, result: Result<Link, LinkError>, direction: &str) -> Result<Link, LinkError> {
         let name = |reason: Refusal| reason.as_str().replace(' ', "_");
-        self.count(match &result {
+        self.counters.count(match &result {
             Ok(link) => {
                 self.register(link);
                 format!("links_admitted_{direction}")

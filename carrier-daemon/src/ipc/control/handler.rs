@@ -97,7 +97,7 @@ impl Handler {
             Request::Resolve(r) => self.resolve(parse_did(&r.did)?),
             Request::Publish(p) => self.publish(&p.entries),
             Request::Counters(_) => {
-                Ok(Response::Counters(pb::Counters { values: self.links.counters().into_iter().collect() }))
+                Ok(Response::Counters(pb::Counters { values: self.links.counters().snapshot().into_iter().collect() }))
             }
             Request::Watch(_) => Err("watch is served by the connection loop".into()),
             Request::Entries(e) => Ok(Response::Entries(pb::Entries {
