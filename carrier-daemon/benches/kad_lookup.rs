@@ -129,7 +129,8 @@ async fn run(n: usize) {
     let mut tables = HashMap::new();
     for node in &nodes {
         let routes = node.overlay.routes().await.unwrap();
-        tables.insert(node.peer, routes.into_iter().map(|(peer, _)| peer).collect::<Vec<_>>());
+        let peers = routes.into_iter().filter_map(|r| r.peer_id.parse::<libp2p::PeerId>().ok());
+        tables.insert(node.peer, peers.collect::<Vec<_>>());
     }
     let mut sizes: Vec<usize> = tables.values().map(Vec::len).collect();
     let (median_size, min_size) = (percentile(&mut sizes, 0.5), sizes[0]);

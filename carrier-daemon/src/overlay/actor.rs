@@ -15,7 +15,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::peer_cache::PeerCache;
-use super::{Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, gate, transport};
+use super::{Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, Route, gate, transport};
 use crate::ledger::Policy;
 use crate::link::LinkContext;
 
@@ -130,7 +130,7 @@ impl Actor {
                 }
             },
             Command::Disconnect { did, reply } => {
-                let peer = self.peers.values().find(|p| p.did == did).map(|p| p.peer);
+                let peer = self.peers.iter().find(|(_, p)| p.did == did).map(|(peer, _)| *peer);
                 let result = match peer {
                     Some(peer) => self.swarm.disconnect_peer_id(peer).map_err(|()| OverlayError::NotLinked(did)),
                     None => Err(OverlayError::NotLinked(did)),
@@ -145,6 +145,7 @@ impl Actor {
                 let _ = reply.send(self.peers.values().cloned().collect());
             }
             Command::Routes { reply } => {
+                let ledger = std::sync::Arc::clone(&self.ctx.ledger);
                 let routes = self
                     .swarm
                     .behaviour_mut()
@@ -153,7 +154,14 @@ impl Actor {
                     .flat_map(|bucket| {
                         bucket
                             .iter()
-                            .map(|entry| (*entry.node.key.preimage(), entry.node.value.iter().cloned().collect()))
+                            .map(|entry| {
+                                let peer = entry.node.key.preimage();
+                                Route {
+                                    peer_id: peer.to_string(),
+                                    did: super::did_of(&*ledger, peer),
+                                    addrs: entry.node.value.iter().map(ToString::to_string).collect(),
+                                }
+                            })
                             .collect::<Vec<_>>()
                     })
                     .collect();
@@ -206,7 +214,13 @@ impl Actor {
                     if let Some(libp2p::multiaddr::Protocol::P2p(_)) = addr.iter().last() {
                         addr.pop();
                     }
-                    slot.insert(PeerInfo { did, peer: peer_id, addr, since: Instant::now(), rtt: None });
+                    slot.insert(PeerInfo {
+                        did,
+                        peer_id: peer_id.to_string(),
+                        addr: addr.to_string(),
+                        since: Instant::now(),
+                        rtt: None,
+                    });
                     tracing::info!(peer = %did, "peer up");
                     self.emit(OverlayEvent::PeerUp(did));
                 }

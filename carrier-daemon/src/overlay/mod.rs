@@ -153,14 +153,25 @@ pub struct Lookup {
 pub struct PeerInfo {
     /// Its DID.
     pub did: Did,
-    /// Its peer id (current key).
-    pub peer: PeerId,
-    /// Its address on our link.
-    pub addr: Multiaddr,
+    /// Its libp2p peer id (of its current key), as text.
+    pub peer_id: String,
+    /// Its address on our link, as text.
+    pub addr: String,
     /// When the first current link came up.
     pub since: Instant,
     /// Last measured round trip.
     pub rtt: Option<Duration>,
+}
+
+/// A peer in our Kademlia routing table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Its libp2p peer id, as text.
+    pub peer_id: String,
+    /// Its DID, if the ledger knows whose key the peer id names.
+    pub did: Option<Did>,
+    /// The addresses we know it by, as text.
+    pub addrs: Vec<String>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -188,7 +199,7 @@ enum Command {
     /// Close every link with the shutdown code and stop.
     Shutdown { reply: oneshot::Sender<()> },
     /// List the routing table.
-    Routes { reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>> },
+    Routes { reply: oneshot::Sender<Vec<Route>> },
 }
 
 /// Handle to a running overlay.
@@ -339,7 +350,7 @@ impl Overlay {
     }
 
     /// The routing table: every peer in our k-buckets, with its addresses.
-    pub async fn routes(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, OverlayError> {
+    pub async fn routes(&self) -> Result<Vec<Route>, OverlayError> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Routes { reply }).await.map_err(|_| OverlayError::Stopped)?;
         answer.await.map_err(|_| OverlayError::Stopped)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use carrier_proto::identity::{Did, SigningPublicKey};
+use carrier_proto::identity::Did;
 use carrier_proto::ledger::{Entry, Head, Kind, Status};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 
@@ -134,8 +134,8 @@ impl Handler {
                 let (bytes_in, bytes_out) = self.links.traffic(&p.did);
                 pb::Peer {
                     did: p.did.to_string(),
-                    peer_id: p.peer.to_string(),
-                    addr: p.addr.to_string(),
+                    peer_id: p.peer_id,
+                    addr: p.addr,
                     path: "direct".into(),
                     rtt_us: p.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
                     connected_ms: p.since.elapsed().as_millis() as u64,
@@ -151,12 +151,10 @@ impl Handler {
         let routes = self.overlay.routes().await.map_err(|e| e.to_string())?;
         let routes = routes
             .into_iter()
-            .map(|(peer, addrs)| {
-                let did = SigningPublicKey::from_peer_id(&peer)
-                    .and_then(|key| self.ledger.did_of_key(&key))
-                    .map(|d| d.to_string())
-                    .unwrap_or_default();
-                pb::Route { peer_id: peer.to_string(), did, addrs: addrs.iter().map(ToString::to_string).collect() }
+            .map(|r| pb::Route {
+                peer_id: r.peer_id,
+                did: r.did.map(|d| d.to_string()).unwrap_or_default(),
+                addrs: r.addrs,
             })
             .collect();
         Ok(Response::Routes(pb::Routes { routes }))
