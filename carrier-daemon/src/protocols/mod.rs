@@ -56,6 +56,9 @@ pub enum ProtocolError {
         /// Why.
         reason: String,
     },
+    /// The peer could not be found or linked.
+    #[error(transparent)]
+    Unreachable(#[from] crate::overlay::OverlayError),
     /// The peer took too long.
     #[error("{0} timed out")]
     Timeout(&'static str),

@@ -12,12 +12,59 @@ use tokio::sync::broadcast;
 
 use super::Connection;
 use crate::delivery::Delivery;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, SubmitError};
 use crate::link::LinkContext;
-use crate::overlay::{Overlay, OverlayEvent};
+use crate::overlay::{Overlay, OverlayError, OverlayEvent};
 
 /// Most ledger entries in one answer (a few hundred KiB).
 const MAX_ENTRIES: u32 = 1_000;
+
+/// Why a control request failed; sent back as the response's error text.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// A DID in the request does not parse.
+    #[error("{text:?} is not a DID: {reason}")]
+    BadDid {
+        /// What was sent.
+        text: String,
+        /// Why it is not a DID.
+        reason: String,
+    },
+    /// The overlay could not do it (or has stopped).
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    /// The DID is not on the ledger.
+    #[error("{0} is not on the ledger")]
+    NotOnLedger(Did),
+    /// A published entry does not decode.
+    #[error("entry {index}: {reason}")]
+    BadEntry {
+        /// Its place in the request.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A published entry differs from ours at its height.
+    #[error("entry {index} (seq {seq}) differs from this ledger's entry at that height: refusing a fork")]
+    Fork {
+        /// Its place in the request.
+        index: usize,
+        /// Its height.
+        seq: u64,
+    },
+    /// The ledger refused a published entry.
+    #[error("entry {index}: {source}")]
+    Refused {
+        /// Its place in the request.
+        index: usize,
+        /// The rule it broke, or the storage failure.
+        source: SubmitError,
+    },
+    /// A request this loop does not answer one at a time.
+    #[error("watch is served by the connection loop")]
+    NotHere,
+}
 
 /// Answers control requests for one daemon.
 pub struct Handler {
@@ -75,23 +122,23 @@ impl Handler {
     /// Answers one request; failures become an error response.
     pub async fn answer(&self, request: pb::ControlRequest) -> pb::ControlResponse {
         let response = match request.request {
-            Some(request) => self.dispatch(request).await.unwrap_or_else(Response::Error),
+            Some(request) => self.dispatch(request).await.unwrap_or_else(|e| Response::Error(e.to_string())),
             None => Response::Error("empty request: this carrierctl may be newer than the daemon".into()),
         };
         pb::ControlResponse { id: request.id, response: Some(response) }
     }
 
-    async fn dispatch(&self, request: Request) -> Result<Response, String> {
+    async fn dispatch(&self, request: Request) -> Result<Response, ControlError> {
         match request {
             Request::Status(_) => self.status().await,
             Request::Peers(_) => self.peers().await,
             Request::Routes(_) => self.routes().await,
             Request::Connect(c) => {
-                self.overlay.connect(parse_did(&c.did)?).await.map_err(|e| e.to_string())?;
+                self.overlay.connect(parse_did(&c.did)?).await?;
                 Ok(Response::Done(pb::Done {}))
             }
             Request::Disconnect(d) => {
-                self.overlay.disconnect(parse_did(&d.did)?).await.map_err(|e| e.to_string())?;
+                self.overlay.disconnect(parse_did(&d.did)?).await?;
                 Ok(Response::Done(pb::Done {}))
             }
             Request::Resolve(r) => self.resolve(parse_did(&r.did)?),
@@ -99,7 +146,7 @@ impl Handler {
             Request::Counters(_) => {
                 Ok(Response::Counters(pb::Counters { values: self.links.counters().snapshot().into_iter().collect() }))
             }
-            Request::Watch(_) => Err("watch is served by the connection loop".into()),
+            Request::Watch(_) => Err(ControlError::NotHere),
             Request::Entries(e) => Ok(Response::Entries(pb::Entries {
                 entries: self.ledger.entries(e.from, e.max.min(MAX_ENTRIES) as usize),
                 head: Some(head(self.ledger.head())),
@@ -107,9 +154,9 @@ impl Handler {
         }
     }
 
-    async fn status(&self) -> Result<Response, String> {
-        let peers = self.overlay.peers().await.map_err(|e| e.to_string())?.len() as u32;
-        let routes = self.overlay.routes().await.map_err(|e| e.to_string())?.len() as u32;
+    async fn status(&self) -> Result<Response, ControlError> {
+        let peers = self.overlay.peers().await?.len() as u32;
+        let routes = self.overlay.routes().await?.len() as u32;
         let (network, network_id) = self.ledger.network().map(|n| (n.name, n.id.to_hex())).unwrap_or_default();
         let ledger_head = self.ledger.head();
         Ok(Response::Status(pb::Status {
@@ -126,8 +173,8 @@ impl Handler {
         }))
     }
 
-    async fn peers(&self) -> Result<Response, String> {
-        let peers = self.overlay.peers().await.map_err(|e| e.to_string())?;
+    async fn peers(&self) -> Result<Response, ControlError> {
+        let peers = self.overlay.peers().await?;
         let peers = peers
             .into_iter()
             .map(|p| {
@@ -147,8 +194,8 @@ impl Handler {
         Ok(Response::Peers(pb::Peers { peers }))
     }
 
-    async fn routes(&self) -> Result<Response, String> {
-        let routes = self.overlay.routes().await.map_err(|e| e.to_string())?;
+    async fn routes(&self) -> Result<Response, ControlError> {
+        let routes = self.overlay.routes().await?;
         let routes = routes
             .into_iter()
             .map(|r| pb::Route {
@@ -160,8 +207,8 @@ impl Handler {
         Ok(Response::Routes(pb::Routes { routes }))
     }
 
-    fn resolve(&self, did: Did) -> Result<Response, String> {
-        let standing = self.ledger.standing(&did).ok_or_else(|| format!("{did} is not on the ledger"))?;
+    fn resolve(&self, did: Did) -> Result<Response, ControlError> {
+        let standing = self.ledger.standing(&did).ok_or(ControlError::NotOnLedger(did))?;
         let (kind, device, roles) = match standing.kind {
             Kind::Device => ("device", String::new(), self.ledger.roles(&did)),
             Kind::App { host } => ("app", host.to_string(), Vec::new()),
@@ -183,27 +230,22 @@ impl Handler {
 
     /// Appends the entries the daemon does not have yet; every one is
     /// verified, and the first refusal stops the rest.
-    fn publish(&self, entries: &[Vec<u8>]) -> Result<Response, String> {
+    fn publish(&self, entries: &[Vec<u8>]) -> Result<Response, ControlError> {
         let mut appended = 0;
         for (i, bytes) in entries.iter().enumerate() {
-            let entry = Entry::decode(bytes).map_err(|e| format!("entry {i}: {e}"))?;
+            let entry = Entry::decode(bytes).map_err(|e| ControlError::BadEntry { index: i, reason: e.to_string() })?;
             match self.ledger.entry_hash(entry.seq()) {
                 Some(ours) if ours == entry.hash() => continue,
-                Some(_) => {
-                    return Err(format!(
-                        "entry {i} (seq {}) differs from this ledger's entry at that height: refusing a fork",
-                        entry.seq()
-                    ));
-                }
+                Some(_) => return Err(ControlError::Fork { index: i, seq: entry.seq() }),
                 None => {}
             }
-            self.ledger.submit(entry).map_err(|e| format!("entry {i}: {e}"))?;
+            self.ledger.submit(entry).map_err(|source| ControlError::Refused { index: i, source })?;
             appended += 1;
         }
         Ok(Response::Publish(pb::PublishReply { appended, head: Some(head(self.ledger.head())) }))
     }
 }
 
-fn parse_did(text: &str) -> Result<Did, String> {
-    Did::parse(text).map_err(|e| format!("{text:?}: {e}"))
+fn parse_did(text: &str) -> Result<Did, ControlError> {
+    Did::parse(text).map_err(|e| ControlError::BadDid { text: text.to_owned(), reason: e.to_string() })
 }

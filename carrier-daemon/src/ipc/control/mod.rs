@@ -22,7 +22,7 @@ use tokio::net::UnixListener;
 pub use connection::{Connection, ConnectionError, MAX_FRAME};
 
 use crate::tasks::Tasks;
-pub use handler::Handler;
+pub use handler::{ControlError, Handler};
 
 /// Binds the control socket at `path` with mode 0600, replacing a stale
 /// socket left by a daemon that did not stop cleanly.

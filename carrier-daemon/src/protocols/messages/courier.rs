@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::{Failure, PROTOCOL, ReceiptSink};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
 use crate::overlay::Overlay;
-use crate::protocols::{PeerStream, Router, verdict_of};
+use crate::protocols::{PeerStream, ProtocolError, Router, verdict_of};
 
 /// Messages queued for one device before senders wait.
 const QUEUE: usize = 4096;
@@ -134,7 +134,8 @@ type Pending = Arc<Mutex<HashMap<u64, Parked>>>;
 async fn run(couriers: Arc<Couriers>, device: Did, mut queue: mpsc::Receiver<Outgoing>) {
     let stream = match open(&couriers, device).await {
         Ok(stream) => stream,
-        Err(detail) => {
+        Err(error) => {
+            let detail = error.to_string();
             tracing::debug!(%detail, "device unreachable");
             queue.close();
             while let Some(outgoing) = queue.recv().await {
@@ -169,13 +170,11 @@ async fn run(couriers: Arc<Couriers>, device: Did, mut queue: mpsc::Receiver<Out
 
 /// Links to `device` (finding it through Kademlia if need be) and opens
 /// the message stream.
-async fn open(couriers: &Couriers, device: Did) -> Result<PeerStream, String> {
-    couriers.overlay.connect(device).await.map_err(|e| format!("cannot reach {device}: {e}"))?;
-    match tokio::time::timeout(OPEN_TIMEOUT, couriers.router.open(device, PROTOCOL)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("opening a message stream to {device} timed out")),
-    }
+async fn open(couriers: &Couriers, device: Did) -> Result<PeerStream, ProtocolError> {
+    couriers.overlay.connect(device).await?;
+    tokio::time::timeout(OPEN_TIMEOUT, couriers.router.open(device, PROTOCOL))
+        .await
+        .map_err(|_| ProtocolError::Timeout("opening a message stream"))?
 }
 
 async fn write_envelopes<W: tokio::io::AsyncWrite + Unpin>(
