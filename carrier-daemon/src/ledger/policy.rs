@@ -90,7 +90,7 @@ fn active_app(ledger: &(impl Ledger + ?Sized), did: &Did, on: Option<&Did>) -> R
 
 impl<L: Ledger + ?Sized> Policy for L {
     fn linkable(&self, did: &Did) -> Option<SigningPublicKey> {
-        self.standing(did).filter(Standing::is_active).map(|s| s.keys.signing)
+        self.standing(did).filter(Standing::is_active_device).map(|s| s.keys.signing)
     }
 
     fn is_active(&self, did: &Did) -> bool {

@@ -80,7 +80,7 @@ impl Behaviour {
     fn check(&self, peer: PeerId) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
         let active = super::did_of(&*self.ctx.ledger, &peer)
             .and_then(|did| self.ctx.ledger.standing(&did))
-            .is_some_and(|standing| standing.is_active());
+            .is_some_and(|standing| standing.is_active_device());
         if active { Ok(dummy::ConnectionHandler) } else { Err(ConnectionDenied::new(NotActive(peer))) }
     }
 }

@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::refusal::{HandshakeError, Refusal};
 use crate::identity::{Did, Identity, NoisePublicKey, PublicKeys, SigningPublicKey};
-use crate::ledger::{Directory, EntryHash, Head, Status};
+use crate::ledger::{Directory, EntryHash, Head, Kind, Status};
 use crate::{domain, pb};
 
 /// Who this side is: its registered DID and current keys.
@@ -88,6 +88,11 @@ pub(crate) fn admit(
         Status::Revoked(_) | Status::HostRevoked(_) => {
             return Err(HandshakeError::new(Refusal::Revoked, format!("{did} is revoked")));
         }
+    }
+    if standing.kind != Kind::Device {
+        // An app's key, whatever its key file claims: apps reach the network
+        // only through their device's daemon.
+        return Err(HandshakeError::new(Refusal::NotADevice, format!("{did} is registered as an app, not a device")));
     }
     let keys = standing.keys;
     if keys.signing != signing || keys.noise != noise {

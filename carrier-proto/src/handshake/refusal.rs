@@ -34,10 +34,13 @@ pub enum Refusal {
     Busy = 10,
     /// The daemon is shutting down.
     Shutdown = 11,
+    /// The identity is registered, but not as a device (an app's key):
+    /// only devices hold links.
+    NotADevice = 12,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 11] = [
+    const ALL: [Refusal; 12] = [
         Refusal::UnknownIdentity,
         Refusal::Revoked,
         Refusal::KeyMismatch,
@@ -49,6 +52,7 @@ impl Refusal {
         Refusal::WrongPeer,
         Refusal::Busy,
         Refusal::Shutdown,
+        Refusal::NotADevice,
     ];
 
     /// The QUIC application close code.
@@ -75,6 +79,7 @@ impl Refusal {
             Refusal::WrongPeer => "wrong peer",
             Refusal::Busy => "busy",
             Refusal::Shutdown => "shutting down",
+            Refusal::NotADevice => "not a device",
         }
     }
 }

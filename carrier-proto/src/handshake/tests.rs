@@ -105,6 +105,27 @@ fn rejects_unregistered_listener() {
 }
 
 #[test]
+fn rejects_an_app_key_presented_as_a_device() {
+    let mut net = TestNetwork::new("n");
+    let b = net.register_device();
+    let (seed, noise) = ([3; 32], [4; 32]);
+    let app = Identity::from_secrets(IdentityKind::App, seed, noise);
+    let op = Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: b.did(), name: "app".into() };
+    net.append(op, &b);
+    // The same keys with the key file's kind rewritten to "device".
+    let posing = Identity::from_secrets(IdentityKind::Device, seed, noise);
+    assert_eq!(posing.did(), app.did());
+    for expected in [Some(b.did()), None] {
+        let (_, at_b) =
+            run((local(&net, &posing), &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), expected);
+        assert_eq!(reason(&at_b), Refusal::NotADevice);
+    }
+    // Nor can a device be made to link to an app by dialing it.
+    let (at_b, _) = run((local(&net, &b), &net.ledger, BINDING), (local(&net, &posing), &net.ledger, BINDING), None);
+    assert_eq!(reason(&at_b), Refusal::NotADevice);
+}
+
+#[test]
 fn rejects_revoked_peer() {
     let mut net = TestNetwork::new("n");
     let (a, b) = (net.register_device(), net.register_device());
