@@ -150,6 +150,22 @@ impl SigningPublicKey {
         key.verify(&Signature::from(*signature), &domain::tagged(tag, message)).is_ok()
     }
 
+    /// Why this key cannot be trusted as an identity, if it cannot: a
+    /// point of small order (it verifies signatures no one made), or a
+    /// non-canonical encoding of a point (two byte strings, one key).
+    pub fn weakness(&self) -> Option<&'static str> {
+        let Some(point) = curve25519_dalek::edwards::CompressedEdwardsY(self.0).decompress() else {
+            return Some("not a curve point");
+        };
+        if point.is_small_order() {
+            return Some("a point of small order");
+        }
+        if point.compress().to_bytes() != self.0 {
+            return Some("a non-canonical encoding");
+        }
+        None
+    }
+
     pub(crate) fn zebra_bytes(&self) -> VerificationKeyBytes {
         VerificationKeyBytes::from(self.0)
     }
@@ -169,6 +185,15 @@ impl NoisePublicKey {
     /// Wraps raw key bytes (every 32-byte string is an X25519 public key).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+
+    /// Whether Diffie-Hellman with this key depends on our secret: a point
+    /// of small order gives the same (all-zero) shared secret to everyone,
+    /// so a handshake with it would prove nothing.
+    pub fn is_contributory(&self) -> bool {
+        // Any clamped scalar is a multiple of the cofactor, so it sends a
+        // small-order point (in any encoding) to zero.
+        x25519_dalek::x25519([0x5a; 32], self.0) != [0; 32]
     }
 
     /// Parses a field of a decoded message.

@@ -86,6 +86,14 @@ pub enum Rejection {
     /// A key that some identity holds or held.
     #[error("a key in this entry is already used by another identity")]
     KeyReused,
+    /// A key in the entry cannot be trusted as an identity's key.
+    #[error("the {which} key is unusable: {why}")]
+    UntrustedKey {
+        /// Which key: "signing" or "noise".
+        which: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The DID is not registered.
     #[error("{0} is not registered")]
     UnknownDid(Did),

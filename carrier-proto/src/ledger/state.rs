@@ -346,6 +346,12 @@ impl LedgerState {
     }
 
     fn check_unused(&self, keys: &PublicKeys) -> Result<(), Rejection> {
+        if let Some(why) = keys.signing.weakness() {
+            return Err(Rejection::UntrustedKey { which: "signing", why });
+        }
+        if !keys.noise.is_contributory() {
+            return Err(Rejection::UntrustedKey { which: "noise", why: "a point of small order (non-contributory)" });
+        }
         if self.used_signing_keys.contains(&keys.signing) || self.used_noise_keys.contains(&keys.noise) {
             return Err(Rejection::KeyReused);
         }
@@ -370,6 +376,9 @@ fn check_genesis(signer: SigningPublicKey, registrars: &[SigningPublicKey]) -> R
     }
     if !registrars.contains(&signer) {
         return Err(Rejection::Unauthorized { signer: Did::from_signing_key(signer) });
+    }
+    if let Some(why) = registrars.iter().find_map(SigningPublicKey::weakness) {
+        return Err(Rejection::UntrustedKey { which: "registrar", why });
     }
     Ok(())
 }

@@ -311,3 +311,88 @@ fn find_did_knows_only_registered_keys() {
     assert_eq!(net.ledger.find_did(&stranger.did().key_bytes()), None);
     assert_eq!(net.ledger.find_did(&[0u8; 31]), None);
 }
+
+/// 2^255 - 19 + `k`, little-endian: a non-canonical encoding of `k`.
+fn p_plus(k: u8) -> [u8; 32] {
+    let mut bytes = [0xff; 32];
+    bytes[0] = 0xed + k;
+    bytes[31] = 0x7f;
+    bytes
+}
+
+/// Registers a device whose keys are `keys`, with a DID that matches them.
+fn register_with(net: &mut Net, keys: crate::identity::PublicKeys) -> Result<(), Rejection> {
+    let op = Op::RegisterDevice { did: crate::identity::Did::from_signing_key(keys.signing), keys, roles: vec![] };
+    net.try_op(op, None)
+}
+
+#[test]
+fn rejects_small_order_signing_keys() {
+    let mut net = Net::new();
+    let honest = Identity::generate(IdentityKind::Device);
+    // The identity point, and a point of order 2 (y = -1).
+    let mut minus_one = p_plus(0);
+    minus_one[0] -= 1;
+    for bytes in [[1; 1].iter().copied().chain([0; 31]).collect::<Vec<u8>>(), minus_one.to_vec()] {
+        let bytes: [u8; 32] = bytes.try_into().unwrap();
+        let signing = crate::identity::SigningPublicKey::from_bytes(bytes).expect("zebra takes small-order points");
+        let keys = crate::identity::PublicKeys { signing, noise: honest.noise_key() };
+        assert_eq!(
+            register_with(&mut net, keys),
+            Err(Rejection::UntrustedKey { which: "signing", why: "a point of small order" })
+        );
+    }
+    // Nor may a device rotate to one.
+    let device = net.device();
+    let signing = crate::identity::SigningPublicKey::from_bytes(minus_one).unwrap();
+    let op =
+        Op::RotateKeys { did: device.did(), keys: crate::identity::PublicKeys { signing, noise: honest.noise_key() } };
+    assert!(matches!(net.try_op(op, Some(&device)), Err(Rejection::UntrustedKey { which: "signing", .. })));
+}
+
+#[test]
+fn rejects_non_canonical_signing_keys() {
+    let mut net = Net::new();
+    let honest = Identity::generate(IdentityKind::Device);
+    // y = p + k for the small k whose point is on the curve and not of
+    // small order: the same point as y = k, spelled differently.
+    let non_canonical = (2..19)
+        .map(p_plus)
+        .find(|bytes| {
+            curve25519_dalek::edwards::CompressedEdwardsY(*bytes).decompress().is_some_and(|p| !p.is_small_order())
+        })
+        .expect("some y = p + k is a point of large order");
+    let signing = crate::identity::SigningPublicKey::from_bytes(non_canonical).expect("zebra takes it (ZIP 215)");
+    let keys = crate::identity::PublicKeys { signing, noise: honest.noise_key() };
+    assert_eq!(
+        register_with(&mut net, keys),
+        Err(Rejection::UntrustedKey { which: "signing", why: "a non-canonical encoding" })
+    );
+}
+
+#[test]
+fn rejects_non_contributory_noise_keys() {
+    let mut net = Net::new();
+    // u = 0, u = 1, u = p (0 spelled non-canonically), and the point of order 8
+    // (325606250916557431795983626356110631294008115727848805560023387167927233504).
+    let order8: [u8; 32] = [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09,
+        0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+    ];
+    let mut one = [0; 32];
+    one[0] = 1;
+    for noise in [[0; 32], one, p_plus(0), order8] {
+        let device = Identity::generate(IdentityKind::Device);
+        let keys = crate::identity::PublicKeys {
+            signing: device.signing_key(),
+            noise: crate::identity::NoisePublicKey::from_bytes(noise),
+        };
+        assert!(
+            matches!(register_with(&mut net, keys), Err(Rejection::UntrustedKey { which: "noise", .. })),
+            "{noise:02x?}"
+        );
+    }
+    // An honest key passes.
+    let device = Identity::generate(IdentityKind::Device);
+    assert_eq!(register_with(&mut net, device.public_keys()), Ok(()));
+}
