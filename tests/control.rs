@@ -6,10 +6,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 
 use support::{Daemon, WAIT, carrierctl, mesh, new_device, provision, socket};
 
@@ -61,34 +59,13 @@ fn carrierctl_inspects_and_steers_a_running_daemon() {
     assert!(counters["links_admitted_inbound"].as_u64().unwrap() >= 2, "{counters}");
 
     // A watcher sees a peer go down and come back.
-    let mut watcher = support::Reaped(
-        Command::new(env!("CARGO_BIN_EXE_carrierctl"))
-            .args(["watch", "--json", "--socket", &sock])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let (tx, events) = mpsc::channel();
-    let stdout = watcher.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_event = |kind: &str, did: &str| loop {
-        let line = events.recv_timeout(WAIT).expect("watch printed nothing");
-        if line.contains(kind) && line.contains(did) {
-            return;
-        }
-    };
-    wait_event("\"ledger\"", ""); // subscribed
+    let watcher = support::Watcher::start(&sock);
     // Disconnect a peer, then find it again by DID.
     carrierctl(&["disconnect", "--socket", &sock, &peer_dids[0]]);
-    wait_event("peer_down", &peer_dids[0]);
+    watcher.wait_event("peer_down", &peer_dids[0]);
     carrierctl(&["connect", "--socket", &sock, &peer_dids[0]]);
-    wait_event("peer_up", &peer_dids[0]);
-    watcher.kill().unwrap();
-    watcher.wait().unwrap();
+    watcher.wait_event("peer_up", &peer_dids[0]);
+    drop(watcher);
     let out = Command::new(env!("CARGO_BIN_EXE_carrierctl"))
         .args(["connect", "--socket", &sock, "did:carrier:zNotADid"])
         .output()

@@ -46,3 +46,106 @@ fn an_app_key_posing_as_a_device_gets_no_link() {
         serde_json::from_str(&carrierctl(&["counters", "--socket", &sock, "--json"])).unwrap();
     assert!(counters["refused_not_a_device"].as_u64() >= Some(1), "{counters}");
 }
+
+/// A new key of `kind`, made with `carrierctl keygen`; returns its card.
+fn new_card(root: &Path, kind: &str, name: &str) -> String {
+    let out = carrierctl(&["keygen", "--kind", kind, "--out", root.join(name).to_str().unwrap()]);
+    out.lines().find_map(|l| l.strip_prefix("card: ")).unwrap().to_owned()
+}
+
+/// The admin rotates `did` to `card` offline and publishes it at `sock`.
+fn rotate_and_publish(root: &Path, did: &str, card: &str, sock: &str) {
+    let (ledger, key) = (root.join("admin/ledger"), root.join("admin/registrar.key"));
+    let (ledger, key) = (ledger.to_str().unwrap(), key.to_str().unwrap());
+    carrierctl(&["ledger", "rotate", "--ledger", ledger, "--key", key, did, card]);
+    carrierctl(&["ledger", "publish", "--ledger", ledger, "--socket", sock]);
+}
+
+#[test]
+fn a_rotated_out_device_key_loses_its_links_and_cannot_come_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 2, &[]);
+    let a = Daemon::start(&dirs[0], None);
+    let b = Daemon::start(&dirs[1], Some(&a.addr));
+    a.wait_for("peer up");
+    b.wait_for("peer up");
+    let sock = socket(&dirs[0]);
+    let b_did = carrierctl(&["status", "--json", "--socket", &socket(&dirs[1])]);
+    let b_did = serde_json::from_str::<serde_json::Value>(&b_did).unwrap()["did"].as_str().unwrap().to_owned();
+    let watcher = support::Watcher::start(&sock);
+    // B's key leaked: the admin rotates it while B's daemon still runs on it.
+    let started = std::time::Instant::now();
+    rotate_and_publish(root.path(), &b_did, &new_card(root.path(), "device", "b-new.key"), &sock);
+    watcher.wait_event("rotated", &b_did);
+    watcher.wait_event("peer_down", &b_did);
+    let cut_after = started.elapsed();
+    assert!(cut_after < std::time::Duration::from_secs(2), "cut after {cut_after:?}");
+    // B redials with the old key: refused as a key mismatch.
+    let refused = a.wait_for("refused peer");
+    assert!(refused.contains("key mismatch"), "{refused}");
+    let peers: serde_json::Value = serde_json::from_str(&carrierctl(&["peers", "--socket", &sock, "--json"])).unwrap();
+    assert_eq!(peers.as_array().map(Vec::len), Some(0), "{peers}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_out_app_key_loses_its_session() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 1, &[1]);
+    let _daemon = Daemon::start(&dirs[0], None);
+    let identity = carrier_sdk::AppIdentity::load_or_create(&apps[0][0]).unwrap();
+    let app = identity.did().to_string();
+    let client = carrier_sdk::Client::connect_as(identity, support::app_socket(&dirs[0])).await.unwrap();
+    let mut messages = client.messages();
+    let sock = socket(&dirs[0]);
+    let card = new_card(root.path(), "app", "app-new.key");
+    let _root = tokio::task::spawn_blocking(move || {
+        rotate_and_publish(root.path(), &app, &card, &sock);
+        root
+    })
+    .await
+    .unwrap();
+    let ended = tokio::time::timeout(support::WAIT, messages.next()).await.expect("the session stayed open");
+    assert!(ended.is_none());
+    // The old key no longer opens a session.
+    let identity = carrier_sdk::AppIdentity::load_or_create(&apps[0][0]).unwrap();
+    let again = carrier_sdk::Client::connect_as(identity, support::app_socket(&dirs[0])).await;
+    assert!(matches!(again, Err(carrier_sdk::SdkError::Refused(_))), "{again:?}");
+}
+
+#[test]
+fn a_revocation_inside_a_batch_larger_than_the_gates_feed_still_cuts() {
+    use carrier_daemon::ledger::LedgerStore;
+    use carrier_proto::identity::{Identity, IdentityKind};
+    use carrier_proto::keystore;
+    use carrier_proto::ledger::Op;
+
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 2, &[]);
+    let a = Daemon::start(&dirs[0], None);
+    let _b = Daemon::start(&dirs[1], Some(&a.addr));
+    a.wait_for("peer up");
+    let sock = socket(&dirs[0]);
+    let b_did = carrierctl(&["status", "--json", "--socket", &socket(&dirs[1])]);
+    let b_did = serde_json::from_str::<serde_json::Value>(&b_did).unwrap()["did"].as_str().unwrap().to_owned();
+    let watcher = support::Watcher::start(&sock);
+    // The revocation first, then more entries than the ledger's update
+    // feed (256) holds, all published in one request.
+    let registrar = keystore::load_kind(&root.path().join("admin/registrar.key"), IdentityKind::Registrar).unwrap();
+    let mut store = LedgerStore::open(&root.path().join("admin/ledger")).unwrap();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let revoke = Op::Revoke { did: b_did.parse().unwrap(), reason: "stolen".into() };
+    let entry = store.state().next_entry(revoke, now(), &registrar);
+    store.append(entry).unwrap();
+    for _ in 0..400 {
+        let device = Identity::generate(IdentityKind::Device);
+        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
+        let entry = store.state().next_entry(op, now(), &registrar);
+        store.append(entry).unwrap();
+    }
+    drop(store);
+    let ledger = root.path().join("admin/ledger");
+    carrierctl(&["ledger", "publish", "--ledger", ledger.to_str().unwrap(), "--socket", &sock]);
+    watcher.wait_event("peer_down", &b_did);
+    let peers: serde_json::Value = serde_json::from_str(&carrierctl(&["peers", "--socket", &sock, "--json"])).unwrap();
+    assert_eq!(peers.as_array().map(Vec::len), Some(0), "{peers}");
+}

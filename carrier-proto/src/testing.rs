@@ -5,7 +5,7 @@
 // Helpers for tests: a refused entry is a bug in the test, so they panic.
 #![allow(clippy::expect_used)]
 
-use crate::identity::{Did, Identity, IdentityKind};
+use crate::identity::{Did, Identity, IdentityKind, PublicKeys};
 use crate::ledger::{Entry, LedgerState, Op};
 
 /// A registrar and the ledger it keeps.
@@ -36,7 +36,8 @@ impl TestNetwork {
         entry
     }
 
-    fn append_by_registrar(&mut self, op: Op) -> Entry {
+    /// Signs `op` with the registrar and appends it; panics if refused.
+    pub fn append_by_registrar(&mut self, op: Op) -> Entry {
         self.clock += 1;
         let entry = self.ledger.next_entry(op, self.clock, &self.registrar);
         self.ledger.append(entry.clone()).expect("test entry refused");
@@ -48,6 +49,11 @@ impl TestNetwork {
         let device = Identity::generate(IdentityKind::Device);
         self.append_by_registrar(Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] });
         device
+    }
+
+    /// Rotates `did` to `keys` (signed by the registrar) and returns the entry.
+    pub fn rotate(&mut self, did: Did, keys: PublicKeys) -> Entry {
+        self.append_by_registrar(Op::RotateKeys { did, keys })
     }
 
     /// Revokes `did` (signed by the registrar) and returns the entry.

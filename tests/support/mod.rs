@@ -214,3 +214,46 @@ pub(crate) fn app_socket(dir: &Path) -> PathBuf {
 pub(crate) fn socket(dir: &Path) -> String {
     dir.join("run/control.sock").to_str().unwrap().to_owned()
 }
+
+/// `carrierctl watch --json` on a daemon's control socket, its events read
+/// line by line; killed and reaped when dropped.
+pub(crate) struct Watcher {
+    _child: Reaped,
+    events: mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    /// Starts watching and waits until the watch is subscribed.
+    pub(crate) fn start(socket: &str) -> Self {
+        let mut child = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_carrierctl"))
+                .args(["watch", "--json", "--socket", socket])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let (tx, events) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let watcher = Self { _child: child, events };
+        watcher.wait_event("\"ledger\"", "");
+        watcher
+    }
+
+    /// Waits for an event of `kind` (its JSON text) that names `did`.
+    pub(crate) fn wait_event(&self, kind: &str, did: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(line) if line.contains(kind) && line.contains(did) => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("carrierctl watch never reported {kind} for {did:?}");
+    }
+}

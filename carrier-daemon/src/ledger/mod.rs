@@ -30,6 +30,8 @@ pub struct LedgerUpdate {
     pub head: Head,
     /// The DID the new entry revoked, if it was a revocation.
     pub revoked: Option<Did>,
+    /// The DID whose keys the new entry rotated, if it was a rotation.
+    pub rotated: Option<Did>,
 }
 
 /// Why the ledger did not take an entry.

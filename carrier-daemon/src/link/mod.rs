@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use carrier_proto::handshake::{Admitted, HandshakeError, Local, Refusal};
-use carrier_proto::identity::{Did, Identity};
+use carrier_proto::identity::{Did, Identity, PublicKeys};
 use carrier_proto::ledger::{Directory, Head};
 use tracing::Instrument;
 
@@ -78,6 +78,24 @@ pub struct Link {
     pub peer: Admitted,
 }
 
+/// An admitted connection, with the keys it was admitted with.
+#[derive(Debug)]
+struct LiveLink {
+    connection: quinn::Connection,
+    keys: PublicKeys,
+}
+
+/// Links closed because the ledger no longer admits the keys they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// Whose links.
+    pub did: Did,
+    /// The keys they held (for the old peer id's routes).
+    pub keys: PublicKeys,
+    /// The code they were closed with.
+    pub reason: Refusal,
+}
+
 /// Everything a handshake needs: who we are, the ledger, the limits.
 #[derive(Debug)]
 pub struct LinkContext {
@@ -88,7 +106,7 @@ pub struct LinkContext {
     limits: LinkLimits,
     slots: Arc<HandshakeSlots>,
     /// Every admitted connection by peer, so a revocation can cut them all.
-    live: Mutex<HashMap<Did, Vec<quinn::Connection>>>,
+    live: Mutex<HashMap<Did, Vec<LiveLink>>>,
     /// The node's endpoint once bound, for an orderly shutdown.
     endpoint: Mutex<Option<quinn::Endpoint>>,
     /// Each peer's ledger head from its latest handshake, for replication.
@@ -141,14 +159,54 @@ impl LinkContext {
     /// Closes every link to `did` with `reason`'s code; returns how many.
     pub fn close_peer(&self, did: &Did, reason: Refusal) -> usize {
         let connections = self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(did).unwrap_or_default();
-        let open: Vec<_> = connections.into_iter().filter(|c| c.close_reason().is_none()).collect();
-        for connection in &open {
-            connection.close(reason.code().into(), b"");
+        let open: Vec<_> = connections.into_iter().filter(|l| l.connection.close_reason().is_none()).collect();
+        for link in &open {
+            link.connection.close(reason.code().into(), b"");
         }
         if !open.is_empty() {
             tracing::info!(peer = %did, %reason, links = open.len(), "closed links");
         }
         open.len()
+    }
+
+    /// Closes the links to `did` that the ledger no longer admits: every
+    /// one if `did` is no longer an active device, else those that hold
+    /// keys other than its current ones (rotated out). Returns what it cut.
+    pub fn enforce(&self, did: &Did) -> Vec<Cut> {
+        let standing = self.ledger.standing(did);
+        let reason = |keys: &PublicKeys| match &standing {
+            None => Some(Refusal::UnknownIdentity),
+            Some(s) if !s.is_active() => Some(Refusal::Revoked),
+            Some(s) if !s.is_active_device() => Some(Refusal::NotADevice),
+            Some(s) if s.keys != *keys => Some(Refusal::KeyMismatch),
+            Some(_) => None,
+        };
+        let mut cuts: Vec<Cut> = Vec::new();
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(links) = live.get_mut(did) else { return cuts };
+        links.retain(|link| {
+            let Some(reason) = reason(&link.keys) else { return true };
+            link.connection.close(reason.code().into(), b"");
+            if !cuts.iter().any(|c| c.keys == link.keys) {
+                cuts.push(Cut { did: *did, keys: link.keys, reason });
+            }
+            false
+        });
+        if links.is_empty() {
+            live.remove(did);
+        }
+        drop(live);
+        for cut in &cuts {
+            tracing::info!(peer = %did, reason = %cut.reason, "closed links the ledger no longer admits");
+        }
+        cuts
+    }
+
+    /// [`enforce`](Self::enforce) for every linked DID: after updates were
+    /// missed, nothing the ledger no longer admits stays linked.
+    pub fn enforce_all(&self) -> Vec<Cut> {
+        let dids: Vec<Did> = self.live.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        dids.iter().flat_map(|did| self.enforce(did)).collect()
     }
 
     /// Remembers the node's endpoint (set by the transport when it binds).
@@ -178,7 +236,7 @@ impl LinkContext {
         live.get(did)
             .into_iter()
             .flatten()
-            .map(|c| c.stats())
+            .map(|l| l.connection.stats())
             .fold((0, 0), |(rx, tx), stats| (rx + stats.udp_rx.bytes, tx + stats.udp_tx.bytes))
     }
 
@@ -192,8 +250,8 @@ impl LinkContext {
         self.peer_heads.lock().unwrap_or_else(PoisonError::into_inner).insert(link.peer.did, link.peer.head);
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let connections = live.entry(link.peer.did).or_default();
-        connections.retain(|c| c.close_reason().is_none());
-        connections.push(link.connection.clone());
+        connections.retain(|l| l.connection.close_reason().is_none());
+        connections.push(LiveLink { connection: link.connection.clone(), keys: link.peer.keys });
     }
 
     /// Runs `f` with our handshake identity and the ledger.

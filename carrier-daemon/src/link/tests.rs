@@ -304,3 +304,45 @@ async fn admission_records_the_peers_ledger_head() {
     let _link = node_a.dial(&node_b, None).await.unwrap();
     assert_eq!(node_a.ctx.peer_head(&b_did), Some(net.ledger.head()));
 }
+
+/// The close code a peer ended `connection` with.
+async fn close_code(connection: &quinn::Connection) -> Option<Refusal> {
+    match tokio::time::timeout(WAIT, connection.closed()).await.expect("never closed") {
+        quinn::ConnectionError::ApplicationClosed(close) => Refusal::from_code(close.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_recheck_cuts_revoked_and_rotated_out_links_and_keeps_the_rest() {
+    let mut net = TestNetwork::new("links");
+    let (a, b, c, d) = (net.register_device(), net.register_device(), net.register_device(), net.register_device());
+    let (a_did, c_did, d_did) = (a.did(), c.did(), d.did());
+    let mut node_b = Node::start(b, net.ledger.clone());
+    let (node_a, node_c, node_d) =
+        (Node::start(a, net.ledger.clone()), Node::start(c, net.ledger.clone()), Node::start(d, net.ledger.clone()));
+    let mut links = Vec::new();
+    for node in [&node_a, &node_c, &node_d] {
+        links.push(node.dial(&node_b, None).await.unwrap());
+        node_b.next_inbound().await.unwrap();
+    }
+    // B's ledger learns that A is revoked and C's keys were rotated, and
+    // nobody tells it (as when its update feed lagged).
+    let rotated_to = Identity::generate(IdentityKind::Device);
+    for entry in [net.revoke(a_did), net.rotate(c_did, rotated_to.public_keys())] {
+        node_b.ctx.ledger.submit(entry).unwrap();
+    }
+    let mut cuts: Vec<(Did, Refusal)> = node_b.ctx.enforce_all().into_iter().map(|c| (c.did, c.reason)).collect();
+    cuts.sort_by_key(|(did, _)| *did != a_did);
+    assert_eq!(cuts, [(a_did, Refusal::Revoked), (c_did, Refusal::KeyMismatch)]);
+    assert_eq!(close_code(&links[0].connection).await, Some(Refusal::Revoked));
+    assert_eq!(close_code(&links[1].connection).await, Some(Refusal::KeyMismatch));
+    assert!(links[2].connection.close_reason().is_none(), "{d_did}'s link was cut");
+    assert!(node_b.ctx.enforce_all().is_empty(), "a second check finds nothing more");
+    // The old keys are refused from now on; the new ones are admitted.
+    assert_eq!(refused_by_peer(node_c.dial(&node_b, None).await), Refusal::KeyMismatch);
+    assert_eq!(refused(node_b.next_inbound().await), Refusal::KeyMismatch);
+    let node_c2 = Node::start_with(rotated_to, c_did, net.ledger.clone(), LinkLimits::default());
+    node_c2.dial(&node_b, None).await.unwrap();
+    assert_eq!(node_b.next_inbound().await.unwrap().peer.did, c_did);
+}

@@ -327,13 +327,19 @@ impl Actor {
                     }
                 }
             }
-            BehaviourEvent::Gate(gate::GateEvent::Revoked { did, peer }) => {
+            BehaviourEvent::Gate(event) => {
+                let (gate::GateEvent::Revoked { did, peer } | gate::GateEvent::Rotated { did, peer }) = event;
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);
                 if let Some(cache) = &mut self.peer_cache {
                     cache.remove(&peer);
                 }
-                tracing::warn!(peer = %did, "revoked: links closed, routes removed");
-                self.emit(OverlayEvent::Revoked(did));
+                if matches!(event, gate::GateEvent::Revoked { .. }) {
+                    tracing::warn!(peer = %did, "revoked: links closed, routes removed");
+                    self.emit(OverlayEvent::Revoked(did));
+                } else {
+                    tracing::warn!(peer = %did, "keys rotated: links with the old keys closed, their routes removed");
+                    self.emit(OverlayEvent::Rotated(did));
+                }
             }
             BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
                 if let Some(info) = self.peers.get_mut(&peer) {

@@ -135,6 +135,9 @@ pub enum OverlayEvent {
     Routable(Did),
     /// A peer was revoked; its links are closed and its routes removed.
     Revoked(Did),
+    /// A peer's keys were rotated; the links holding the old ones are
+    /// closed and the old key's routes removed.
+    Rotated(Did),
 }
 
 /// The outcome of a Kademlia lookup.

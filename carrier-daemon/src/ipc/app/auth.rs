@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use carrier_proto::identity::Did;
+use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::messaging::{NONCE_LEN, verify_challenge};
 use carrier_proto::pb::{self, app_event::Event, app_hello::Purpose, app_request::Request};
 use rand_core::{OsRng, RngCore};
@@ -20,6 +20,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct Hello {
     pub app: Did,
+    /// The key it proved: the session lasts only while the ledger holds it.
+    pub key: SigningPublicKey,
     pub purpose: Purpose,
 }
 
@@ -57,5 +59,5 @@ pub(super) async fn authenticate(
             "the hello's signature does not match {app}'s key on the ledger"
         )));
     }
-    Ok(Hello { app, purpose })
+    Ok(Hello { app, key, purpose })
 }

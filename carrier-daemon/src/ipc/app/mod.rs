@@ -99,7 +99,7 @@ async fn serve_client(stream: UnixStream, delivery: Arc<Delivery>) -> Result<(),
     let span = tracing::debug_span!("app", app = %hello.app);
     let serve = async move {
         match hello.purpose {
-            Purpose::Session(_) => session::run(delivery, hello.app, reader, writer).await,
+            Purpose::Session(_) => session::run(delivery, hello.app, hello.key, reader, writer).await,
             Purpose::OpenStream(open) => open_stream(&delivery, hello.app, open, reader, writer).await,
             Purpose::AcceptStream(accept) => {
                 let Some(claim) = delivery.sessions().claim_stream(&hello.app, accept.token) else {

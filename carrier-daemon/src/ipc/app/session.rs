@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use carrier_proto::identity::Did;
+use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::messaging::AllowList;
 use carrier_proto::pb::{self, AppErrorCode, app_event::Event, app_request::Request};
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +42,7 @@ type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<Verdict>>>>;
 pub(super) async fn run(
     delivery: Arc<Delivery>,
     app: Did,
+    key: SigningPublicKey,
     mut reader: Reader,
     mut writer: Writer,
 ) -> Result<(), AppSocketError> {
@@ -71,12 +72,15 @@ pub(super) async fn run(
             let read = tokio::select! {
                 read = reader.read::<pb::AppRequest>() => read,
                 _ = ledger_updates.recv() => {
-                    // A revoked app (or an app of a revoked device) loses its session.
-                    let active = delivery.ledger().is_active(&app);
-                    if active {
-                        continue;
-                    }
-                    let message = format!("{app} was revoked on the ledger; closing its session");
+                    // A revoked app (or an app of a revoked device) loses its
+                    // session, and so does one whose key was rotated out.
+                    // Missed updates (a lagging feed) end up here too.
+                    let why = match delivery.ledger().app_key(&app, &delivery.device()) {
+                        Ok(current) if current == key => continue,
+                        Ok(_) => "its key was rotated on the ledger",
+                        Err(_) => "it was revoked on the ledger",
+                    };
+                    let message = format!("{app}: {why}; closing its session");
                     let _ = replies_tx.send(error_event(0, AppErrorCode::Unauthenticated, message.clone()));
                     return Err(AppSocketError::Unauthenticated(message));
                 }

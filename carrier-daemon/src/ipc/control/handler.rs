@@ -103,6 +103,7 @@ impl Handler {
                     Ok(OverlayEvent::PeerUp(did)) => pb::Event { kind: "peer_up".into(), did: did.to_string(), height: 0 },
                     Ok(OverlayEvent::PeerDown(did)) => pb::Event { kind: "peer_down".into(), did: did.to_string(), height: 0 },
                     Ok(OverlayEvent::Revoked(did)) => pb::Event { kind: "revoked".into(), did: did.to_string(), height: 0 },
+                    Ok(OverlayEvent::Rotated(did)) => pb::Event { kind: "rotated".into(), did: did.to_string(), height: 0 },
                     Ok(OverlayEvent::Routable(_)) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },

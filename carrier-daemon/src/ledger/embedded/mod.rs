@@ -84,9 +84,10 @@ impl EmbeddedLedger {
     /// Checks, stores (if on disk) and applies `entry`, then tells
     /// subscribers.
     pub fn append(&self, entry: Entry) -> Result<(), StoreError> {
-        let revoked = match entry.op() {
-            Op::Revoke { did, .. } => Some(*did),
-            _ => None,
+        let (revoked, rotated) = match entry.op() {
+            Op::Revoke { did, .. } => (Some(*did), None),
+            Op::RotateKeys { did, .. } => (None, Some(*did)),
+            _ => (None, None),
         };
         let head = {
             let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -101,7 +102,7 @@ impl EmbeddedLedger {
             guard.state().head()
         };
         // No subscribers is fine: nothing to tell.
-        let _ = self.updates.send(LedgerUpdate { head, revoked });
+        let _ = self.updates.send(LedgerUpdate { head, revoked, rotated });
         Ok(())
     }
 }
