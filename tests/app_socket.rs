@@ -196,3 +196,94 @@ async fn oversized_and_malformed_input_closes_only_that_client() {
     let receipt = good.send(&b.did(), "gone?").await.unwrap();
     assert!(matches!(receipt, Receipt::Failed(ref f) if f.reason == Reason::AppNotRunning), "{receipt:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_neither_lock_apps_out_nor_stall_an_app_that_sends() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 1, &[3]);
+    let _daemon = Daemon::start(&dirs[0], None);
+    let connect = |i: usize| {
+        let (identity, socket) = (AppIdentity::load_or_create(&apps[0][i]).unwrap(), app_socket(&dirs[0]));
+        async move { Client::connect_as(identity, socket).await }
+    };
+    let (sender, receiver) = (connect(0).await.unwrap(), connect(1).await.unwrap());
+    // A local process opens 1,000 connections and never says hello.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(UnixStream::connect(app_socket(&dirs[0])).await.unwrap());
+    }
+    // The app that was connected still sends, and everything arrives.
+    let mut receipts = Vec::new();
+    for i in 0..200 {
+        receipts.push(sender.submit(&receiver.did(), format!("{i}")).await.unwrap());
+    }
+    for receipt in receipts {
+        assert_eq!(tokio::time::timeout(WAIT, receipt).await.unwrap().unwrap(), Receipt::Delivered);
+    }
+    let mut messages = receiver.messages();
+    for i in 0..200 {
+        let message = tokio::time::timeout(WAIT, messages.next()).await.unwrap().unwrap();
+        assert_eq!(message.payload, format!("{i}").into_bytes());
+    }
+    // A new app gets in while the idle connections stand.
+    let newcomer = tokio::time::timeout(WAIT, connect(2)).await.expect("locked out").unwrap();
+    assert_eq!(newcomer.send(&receiver.did(), "hi").await.unwrap(), Receipt::Delivered);
+    // The oldest idle connection was evicted, with its reason.
+    let mut oldest = Raw { stream: idle.remove(0), decoder: frame::FrameDecoder::new(4 << 20) };
+    assert!(matches!(oldest.read().await.and_then(|e| e.event), Some(Event::Challenge(_))));
+    oldest.expect_closed_with(pb::AppErrorCode::Busy, "waiting to authenticate").await;
+    let sock = support::socket(&dirs[0]);
+    let counters = tokio::task::spawn_blocking(move || support::carrierctl(&["counters", "--json", "--socket", &sock]));
+    let counters: serde_json::Value = serde_json::from_str(&counters.await.unwrap()).unwrap();
+    assert!(counters["app_socket_evicted"].as_u64() >= Some(900), "{counters}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_before_the_hello_are_held_to_a_small_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 1, &[]);
+    let _daemon = Daemon::start(&dirs[0], None);
+    let mut raw = Raw::connect(&dirs[0]).await;
+    assert!(matches!(raw.read().await.and_then(|e| e.event), Some(Event::Challenge(_))));
+    // A 5,000-byte frame announced where a hello (under 1 KiB) belongs.
+    raw.stream.write_all(&5000u32.to_be_bytes()).await.unwrap();
+    raw.expect_closed_with(pb::AppErrorCode::BadRequest, "over the limit of 4096").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_may_not_queue_more_than_its_byte_budget_without_receipts() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 1, &[2]);
+    let _daemon = Daemon::start(&dirs[0], None);
+    let (sender, recipient) = (load(&apps[0][0]), load(&apps[0][1]));
+    // The recipient is connected but never reads: no message is ever acked,
+    // so no receipt ever frees the sender's budget.
+    let mut stalled = Raw::connect(&dirs[0]).await;
+    let welcome = stalled.hello(recipient.did(), &recipient).await;
+    assert!(matches!(welcome.event, Some(Event::Welcome(_))));
+    let mut raw = Raw::connect(&dirs[0]).await;
+    let Some(Event::Welcome(welcome)) = raw.hello(sender.did(), &sender).await.event else { panic!() };
+    assert_eq!(welcome.max_in_flight_bytes, 64 << 20);
+    // 1 MB messages: the 68th passes 64 MiB.
+    let mut sent = 0;
+    for id in 1..=100u64 {
+        let send = pb::SendMessage { to: recipient.did().key_bytes(), payload: vec![7; 1_000_000] };
+        let request = pb::AppRequest { id, request: Some(Request::Send(send)) };
+        if raw.stream.write_all(&frame::encode(&request.encode_to_vec())).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent >= 68, "closed after {sent}");
+    loop {
+        match raw.read().await.and_then(|e| e.event) {
+            Some(Event::Error(error)) => {
+                assert_eq!(error.code, pb::AppErrorCode::BadRequest as i32, "{}", error.message);
+                assert!(error.message.contains("bytes of messages without a receipt"), "{}", error.message);
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("closed without saying why"),
+        }
+    }
+}

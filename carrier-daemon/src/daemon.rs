@@ -114,7 +114,7 @@ impl Daemon {
         let app_socket = runtime_dir.join(APP_SOCKET);
         let app_listener =
             app::bind(&app_socket).map_err(|source| StartError::Socket { path: app_socket.clone(), source })?;
-        app::serve(app_listener, Arc::clone(&delivery), &accepting, &handlers);
+        app::serve(app_listener, Arc::clone(&delivery), Arc::clone(ctx.counters()), &accepting, &handlers);
         let socket = runtime_dir.join(CONTROL_SOCKET);
         let listener = control::bind(&socket).map_err(|source| StartError::Socket { path: socket.clone(), source })?;
         let handler = Arc::new(control::Handler::new(overlay.clone(), Arc::clone(&ctx), Arc::clone(&delivery)));

@@ -61,6 +61,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn into_parts(self) -> (R, Vec<u8>) {
         (self.inner, self.decoder.into_rest())
     }
+
+    /// Changes the limit for the frames still to come.
+    pub fn set_max(&mut self, max: usize) {
+        self.decoder.set_max(max);
+    }
 }
 
 /// Bytes asked of the stream per read.

@@ -79,6 +79,12 @@ impl FrameDecoder {
         &self.buf[self.start..]
     }
 
+    /// Changes the limit for the frames still to come (a connection that
+    /// authenticated may send larger frames than one that has not).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Where to read more bytes into: the buffer, with the bytes already
     /// yielded dropped; append to it (a driver reads straight into it, so
     /// received bytes are never copied twice).

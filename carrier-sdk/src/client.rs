@@ -8,10 +8,10 @@ use std::task::{Context, Poll};
 
 use carrier_proto::identity::Did;
 use carrier_proto::pb::{self, app_event::Event, app_hello::Purpose, app_request::Request};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::message::{AllowList, Failure, Message, Receipt, allow_list_to_wire};
-use crate::session::{Shared, closed};
+use crate::session::{SendPermit, Shared, closed};
 use crate::stream::{AppStream, Listener};
 use crate::{AppIdentity, SdkError, wire};
 
@@ -120,7 +120,7 @@ impl Client {
         if payload.len() > self.shared.max_message {
             return Err(SdkError::TooLarge { len: payload.len(), max: self.shared.max_message });
         }
-        let permit = Arc::clone(&self.shared.in_flight).acquire_owned().await.map_err(|_| closed())?;
+        let permit = self.shared.send_permit(payload.len()).await?;
         let send = pb::SendMessage { to: to.key_bytes(), payload };
         let answer = self.request(Request::Send(send), Some(permit)).await?;
         Ok(PendingReceipt { answer })
@@ -162,7 +162,7 @@ impl Client {
     async fn request(
         &self,
         request: Request,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<SendPermit>,
     ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
         self.shared.request(request, permit).await
     }

@@ -31,7 +31,15 @@ const IN_FLIGHT: usize = 4096;
 /// Received messages held for the app before the daemon is made to wait.
 const INBOX: usize = 4096;
 
-type Waiting = Arc<Mutex<HashMap<u64, (oneshot::Sender<pb::AppEvent>, Option<OwnedSemaphorePermit>)>>>;
+type Waiting = Arc<Mutex<HashMap<u64, (oneshot::Sender<pb::AppEvent>, Option<SendPermit>)>>>;
+
+/// A send's place under the daemon's limits (messages and payload bytes
+/// without a receipt), held until its receipt comes.
+#[derive(Debug)]
+pub(crate) struct SendPermit {
+    _message: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
 pub(crate) type Listeners = Arc<Mutex<HashMap<String, mpsc::Sender<pb::IncomingStream>>>>;
 
 /// What the client's tasks share.
@@ -47,7 +55,9 @@ pub(crate) struct Shared {
     /// Set when the session has ended; no request is answered after that.
     closed: Arc<AtomicBool>,
     pub(crate) listeners: Listeners,
-    pub(crate) in_flight: Arc<Semaphore>,
+    in_flight: Arc<Semaphore>,
+    /// Payload bytes sent without a receipt, up to the daemon's limit.
+    in_flight_bytes: Arc<Semaphore>,
     pub(crate) inbox: tokio::sync::Mutex<mpsc::Receiver<Message>>,
 }
 
@@ -62,6 +72,12 @@ impl Shared {
     ) -> Result<Arc<Self>, SdkError> {
         let device = Did::parse(&welcome.device).map_err(|e| SdkError::Protocol(format!("welcome device: {e}")))?;
         let max_message = usize::try_from(welcome.max_message).unwrap_or(usize::MAX);
+        // A daemon that names no byte limit has none; a budget under one
+        // message could never be met, so it is at least that.
+        let byte_budget = match usize::try_from(welcome.max_in_flight_bytes) {
+            Ok(0) | Err(_) => Semaphore::MAX_PERMITS,
+            Ok(budget) => budget.max(max_message).min(Semaphore::MAX_PERMITS),
+        };
         let (stream, rest) = reader.into_parts();
         let (read, write) = stream.into_split();
         let reader = EventReader::with_rest(read, max_message.saturating_add(wire::FRAME_OVERHEAD), &rest);
@@ -86,16 +102,25 @@ impl Shared {
             closed,
             listeners,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            in_flight_bytes: Arc::new(Semaphore::new(byte_budget)),
             inbox: tokio::sync::Mutex::new(inbox),
         };
         Ok(Arc::new(shared))
+    }
+
+    /// Waits for room to send a message of `len` payload bytes.
+    pub(crate) async fn send_permit(&self, len: usize) -> Result<SendPermit, SdkError> {
+        let message = Arc::clone(&self.in_flight).acquire_owned().await.map_err(|_| closed())?;
+        let len = u32::try_from(len.max(1)).map_err(|_| SdkError::TooLarge { len, max: self.max_message })?;
+        let bytes = Arc::clone(&self.in_flight_bytes).acquire_many_owned(len).await.map_err(|_| closed())?;
+        Ok(SendPermit { _message: message, _bytes: bytes })
     }
 
     /// Sends `request`; the answer comes on the returned channel.
     pub(crate) async fn request(
         &self,
         request: Request,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<SendPermit>,
     ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();

@@ -211,17 +211,17 @@ async fn sending_checks_the_sender_and_routes_local_recipients_without_the_netwo
     let (b, b2) = (h.app_b.did(), h.app_b2.did());
     let mut session = h.b.connect(b2);
     let (tx, mut receipts) = mpsc::unbounded_channel();
-    h.b.delivery.send(b, b2, b"local".to_vec(), ReceiptSink { tx: tx.clone(), request: 1 }).await;
+    h.b.delivery.send(b, b2, b"local".to_vec(), ReceiptSink { tx: tx.clone(), request: 1, bytes: 0 }).await;
     assert_eq!(take(&mut session).await, (b, b"local".to_vec()));
     let receipt = receipts.recv().await.unwrap();
     assert_eq!((receipt.request, receipt.verdict), (1, Ok(())));
     let MessageId { seq, .. } = receipt.message_id.unwrap();
     assert_eq!(seq, 1);
     // A device is no app to send to; a message over the limit never leaves.
-    h.b.delivery.send(b, h.a.device, b"x".to_vec(), ReceiptSink { tx: tx.clone(), request: 2 }).await;
+    h.b.delivery.send(b, h.a.device, b"x".to_vec(), ReceiptSink { tx: tx.clone(), request: 2, bytes: 0 }).await;
     let refused = receipts.recv().await.unwrap();
     assert_eq!(refused.verdict.map_err(|f| f.outcome), Err(Outcome::UnknownRecipient));
-    h.b.delivery.send(b, b2, vec![0; MAX + 1], ReceiptSink { tx, request: 3 }).await;
+    h.b.delivery.send(b, b2, vec![0; MAX + 1], ReceiptSink { tx, request: 3, bytes: 0 }).await;
     let refused = receipts.recv().await.unwrap();
     assert_eq!(refused.verdict.map_err(|f| f.outcome), Err(Outcome::TooLarge));
 }

@@ -112,7 +112,7 @@ pub struct LinkContext {
     /// Each peer's ledger head from its latest handshake, for replication.
     peer_heads: Mutex<HashMap<Did, Head>>,
     /// Admissions and refusals since start, by name.
-    counters: Counters,
+    counters: Arc<Counters>,
     /// The link layer's own tasks (accepting, handshakes, the overlay
     /// actor), aborted last at shutdown.
     tasks: Tasks,
@@ -131,7 +131,7 @@ impl LinkContext {
             live: Mutex::default(),
             endpoint: Mutex::default(),
             peer_heads: Mutex::default(),
-            counters: Counters::default(),
+            counters: Arc::default(),
             tasks: Tasks::new(),
         }
     }
@@ -226,7 +226,7 @@ impl LinkContext {
     }
 
     /// Admissions and refusals since start, by name.
-    pub fn counters(&self) -> &Counters {
+    pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
     }
 

@@ -15,6 +15,7 @@
 
 mod auth;
 mod session;
+mod waiting;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::delivery::{Delivery, StreamEnd};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
+use crate::observe::Counters;
 use crate::protocols::Failure;
 use crate::protocols::app_stream::{AppEnd, join};
 use crate::tasks::Tasks;
@@ -44,6 +46,9 @@ pub enum AppSocketError {
     /// A request out of place.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Evicted before its hello: too many connections were waiting.
+    #[error("closed before the hello: more than {} connections were waiting to authenticate", waiting::MAX_WAITING)]
+    Busy,
 }
 
 /// Binds the app socket at `path` with mode 0660 (the daemon's user and
@@ -54,8 +59,15 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Accepts app clients until `accepting` stops; each is served in its own
 /// task of `handlers`, which ends when the client closes or the daemon stops.
-pub fn serve(listener: UnixListener, delivery: Arc<Delivery>, accepting: &Tasks, handlers: &Tasks) {
+pub fn serve(
+    listener: UnixListener,
+    delivery: Arc<Delivery>,
+    counters: Arc<Counters>,
+    accepting: &Tasks,
+    handlers: &Tasks,
+) {
     let (stop, handlers) = (accepting.clone(), handlers.clone());
+    let waiting = Arc::new(waiting::Waiting::new(counters));
     accepting.spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -64,9 +76,9 @@ pub fn serve(listener: UnixListener, delivery: Arc<Delivery>, accepting: &Tasks,
             };
             match accepted {
                 Ok((stream, _)) => {
-                    let delivery = Arc::clone(&delivery);
+                    let (delivery, slot) = (Arc::clone(&delivery), waiting.admit());
                     handlers.spawn_until_stop(async move {
-                        if let Err(error) = serve_client(stream, delivery).await {
+                        if let Err(error) = serve_client(stream, delivery, slot).await {
                             tracing::debug!(%error, "app client closed");
                         }
                     });
@@ -81,15 +93,29 @@ pub fn serve(listener: UnixListener, delivery: Arc<Delivery>, accepting: &Tasks,
 pub(crate) type Reader = FrameReader<OwnedReadHalf>;
 pub(crate) type Writer = FrameWriter<OwnedWriteHalf>;
 
-async fn serve_client(stream: UnixStream, delivery: Arc<Delivery>) -> Result<(), AppSocketError> {
+/// Largest frame before the hello: a hello is well under 1 KiB.
+const HELLO_MAX_FRAME: usize = 4096;
+
+async fn serve_client(
+    stream: UnixStream,
+    delivery: Arc<Delivery>,
+    mut slot: waiting::Slot,
+) -> Result<(), AppSocketError> {
     let max_frame = delivery.max_frame();
     let (read, write) = stream.into_split();
-    let (mut reader, mut writer) = (FrameReader::new(read, max_frame), FrameWriter::new(write, max_frame));
-    let hello = match auth::authenticate(&delivery, &mut reader, &mut writer).await {
+    let (mut reader, mut writer) = (FrameReader::new(read, HELLO_MAX_FRAME), FrameWriter::new(write, max_frame));
+    let authenticated = tokio::select! {
+        hello = auth::authenticate(&delivery, &mut reader, &mut writer) => hello,
+        _ = slot.evicted() => Err(AppSocketError::Busy),
+    };
+    drop(slot);
+    reader.set_max(max_frame);
+    let hello = match authenticated {
         Ok(hello) => hello,
         Err(error) => {
             let code = match error {
                 AppSocketError::Unauthenticated(_) => AppErrorCode::Unauthenticated,
+                AppSocketError::Busy => AppErrorCode::Busy,
                 _ => AppErrorCode::BadRequest,
             };
             let _ = writer.send(&error_event(0, code, error.to_string())).await;

@@ -12,8 +12,9 @@
 //!
 //! The reader never waits on the app's acknowledgements, so two apps
 //! messaging each other flat out cannot stall each other. An app may have
-//! at most [`MAX_IN_FLIGHT`] messages without receipt; past that it is
-//! closed with an error (the SDK stays under it by itself).
+//! at most [`MAX_IN_FLIGHT`] messages and [`MAX_IN_FLIGHT_BYTES`] payload
+//! bytes without receipt; past that it is closed with an error (the SDK
+//! stays under both by itself).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +34,35 @@ use crate::protocols::{Failure, Verdict, outcome_of};
 
 /// Most messages an app may have sent without a receipt yet.
 pub(super) const MAX_IN_FLIGHT: usize = 65_536;
+/// Most payload bytes an app may have sent without a receipt yet (the
+/// welcome tells the app; the SDK stays under it by itself).
+pub(super) const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// What an app has sent and not yet had a receipt for.
+#[derive(Debug, Default)]
+struct InFlight {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl InFlight {
+    /// Counts a send of `bytes`, or says which limit it would pass.
+    fn take(&self, bytes: usize) -> Result<(), String> {
+        if self.messages.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            return Err(format!("more than {MAX_IN_FLIGHT} messages without a receipt"));
+        }
+        if self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > MAX_IN_FLIGHT_BYTES {
+            return Err(format!("more than {MAX_IN_FLIGHT_BYTES} bytes of messages without a receipt"));
+        }
+        Ok(())
+    }
+
+    /// A receipt came for a send of `bytes`.
+    fn release(&self, bytes: usize) {
+        self.messages.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
 /// Incoming messages and streams queued for an app before senders wait.
 const INCOMING_QUEUE: usize = 1024;
 
@@ -56,13 +86,14 @@ pub(super) async fn run(
         app: app.to_string(),
         device: delivery.device().to_string(),
         max_message: delivery.max_message() as u64,
+        max_in_flight_bytes: MAX_IN_FLIGHT_BYTES as u64,
     };
     writer.send(&pb::AppEvent { id: 0, event: Some(Event::Welcome(welcome)) }).await?;
     tracing::debug!("session open");
     let (receipts_tx, receipts) = mpsc::unbounded_channel();
     let (replies_tx, replies) = mpsc::unbounded_channel();
     let acks: Acks = Arc::default();
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(InFlight::default());
     // The writer runs beside the reader in this same task.
     let mut writing =
         std::pin::pin!(write_events(writer, receipts, replies, incoming, Arc::clone(&acks), Arc::clone(&in_flight)));
@@ -97,12 +128,12 @@ pub(super) async fn run(
             let id = request.id;
             match request.request {
                 Some(Request::Send(send)) => {
-                    if in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
-                        let message = format!("more than {MAX_IN_FLIGHT} messages without a receipt");
+                    let bytes = send.payload.len();
+                    if let Err(message) = in_flight.take(bytes) {
                         let _ = replies_tx.send(error_event(id, AppErrorCode::BadRequest, message.clone()));
                         return Err(AppSocketError::BadRequest(message));
                     }
-                    let sink = ReceiptSink { tx: receipts_tx.clone(), request: id };
+                    let sink = ReceiptSink { tx: receipts_tx.clone(), request: id, bytes };
                     match delivery.ledger().find_did(&send.to) {
                         Some(to) => delivery.send(app, to, send.payload, sink).await,
                         None => sink.resolve(
@@ -202,7 +233,7 @@ async fn write_events(
     mut replies: mpsc::UnboundedReceiver<pb::AppEvent>,
     mut incoming: mpsc::Receiver<Incoming>,
     acks: Acks,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
 ) -> Result<(), FramedError> {
     let mut next_delivery = 0u64;
     loop {
@@ -214,7 +245,7 @@ async fn write_events(
                 None => return writer.flush().await,
             },
             Some(receipt) = receipts.recv() => {
-                in_flight.fetch_sub(1, Ordering::Relaxed);
+                in_flight.release(receipt.bytes);
                 receipt_event(receipt)
             }
             Some(incoming) = incoming.recv() => match incoming {

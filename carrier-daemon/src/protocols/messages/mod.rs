@@ -49,6 +49,8 @@ pub(crate) struct Receipt {
     /// The id the message travelled under, once it had one.
     pub message_id: Option<MessageId>,
     pub verdict: Verdict,
+    /// The payload bytes the send held against its sender's budget.
+    pub bytes: usize,
 }
 
 /// Where the receipt of one send goes.
@@ -56,12 +58,14 @@ pub(crate) struct Receipt {
 pub(crate) struct ReceiptSink {
     pub tx: mpsc::UnboundedSender<Receipt>,
     pub request: u64,
+    /// Handed back with the receipt (see [`Receipt::bytes`]).
+    pub bytes: usize,
 }
 
 impl ReceiptSink {
     /// Hands the receipt back; a gone session has nobody to tell.
     pub(crate) fn resolve(self, message_id: Option<MessageId>, verdict: Verdict) {
-        let receipt = Receipt { request: self.request, message_id, verdict };
+        let receipt = Receipt { request: self.request, message_id, verdict, bytes: self.bytes };
         let _ = self.tx.send(receipt);
     }
 }
