@@ -166,3 +166,62 @@ async fn revocation_cuts_every_link_within_two_seconds_for_good() {
         assert!(node.overlay.peers().await.unwrap().iter().all(|p| p.did != victim));
     }
 }
+
+#[tokio::test]
+async fn kademlia_keeps_no_record_a_registered_peer_puts() {
+    use futures::StreamExt;
+    use libp2p::kad;
+    use libp2p::swarm::SwarmEvent;
+
+    let mut net = TestNetwork::new("records");
+    let (honest, hostile) = (net.register_device(), net.register_device());
+    let honest = start(honest, net.ledger.clone(), None).await;
+    // A registered peer runs a Kademlia of its own over a Carrier link.
+    let (did, keypair) = (hostile.did(), hostile.libp2p_keypair());
+    let ledger = Arc::new(EmbeddedLedger::in_memory(net.ledger.clone())) as Arc<dyn Ledger>;
+    let ctx = Arc::new(LinkContext::new(hostile, did, ledger, LinkLimits::default()));
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|_| carrier_daemon::overlay::transport::CarrierTransport::new(ctx))
+        .unwrap()
+        .with_behaviour(|key| {
+            let me = key.public().to_peer_id();
+            let config = kad::Config::new(carrier_daemon::overlay::KAD_PROTOCOL);
+            kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), config)
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let target = honest.overlay.peer_id();
+    swarm.behaviour_mut().add_address(&target, honest.overlay.listen_addr().clone());
+    let key = kad::RecordKey::new(&b"a megabyte of nothing");
+    let record = kad::Record::new(key.clone(), vec![0; 1000]);
+    swarm.behaviour_mut().put_record_to(record, std::iter::once(target), kad::Quorum::One);
+    type Hostile = libp2p::Swarm<kad::Behaviour<kad::store::MemoryStore>>;
+    /// Drives the swarm to the end of a put (`None`) or a get (what it found).
+    async fn finished(swarm: &mut Hostile, want_put: bool) -> Option<kad::Record> {
+        let run = async {
+            loop {
+                if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed { result, step, .. }) =
+                    swarm.select_next_some().await
+                {
+                    match result {
+                        kad::QueryResult::PutRecord(_) if want_put => return None,
+                        kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
+                            return Some(found.record);
+                        }
+                        kad::QueryResult::GetRecord(_) if step.last => return None,
+                        _ => {}
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, run).await.expect("the query never finished")
+    }
+    finished(&mut swarm, true).await;
+    // Asked back, the honest node has nothing: it stored nothing.
+    swarm.behaviour_mut().remove_record(&key);
+    swarm.behaviour_mut().get_record(key);
+    let found = finished(&mut swarm, false).await;
+    assert!(found.is_none(), "the honest node kept {found:?}");
+}

@@ -346,3 +346,24 @@ async fn a_recheck_cuts_revoked_and_rotated_out_links_and_keeps_the_rest() {
     node_c2.dial(&node_b, None).await.unwrap();
     assert_eq!(node_b.next_inbound().await.unwrap().peer.did, c_did);
 }
+
+#[tokio::test]
+async fn a_peer_may_open_only_so_many_streams_on_one_link() {
+    let mut net = TestNetwork::new("links");
+    let (a, b) = (net.register_device(), net.register_device());
+    let node_a = Node::start(a, net.ledger.clone());
+    let mut node_b = Node::start(b, net.ledger.clone());
+    let link = node_a.dial(&node_b, None).await.unwrap();
+    let inbound = node_b.next_inbound().await.unwrap();
+    // The handshake used the first stream; 255 more fit under the cap of
+    // 256 open at once (QUIC's own stream credit, set in `quic.rs`).
+    let mut streams = Vec::new();
+    for _ in 0..255 {
+        let (mut send, recv) = link.connection.open_bi().await.unwrap();
+        send.write_all(b"x").await.unwrap();
+        streams.push((send, recv));
+    }
+    let over = tokio::time::timeout(Duration::from_millis(300), link.connection.open_bi()).await;
+    assert!(over.is_err(), "a stream past the cap opened");
+    drop(inbound);
+}

@@ -23,6 +23,8 @@ use crate::link::LinkContext;
 /// Asking for more (Kademlia's default is k = 20) makes every lookup walk
 /// to twenty peers even after the target has answered.
 const ONE: NonZeroUsize = NonZeroUsize::MIN;
+/// Most addresses kept for one peer (routing table and peer cache).
+pub(super) const MAX_ADDRS_PER_PEER: usize = 8;
 
 /// A `lookup` in progress.
 pub(super) struct Probe {
@@ -46,6 +48,11 @@ pub(super) struct Actor {
     pub(super) probes: HashMap<kad::QueryId, Probe>,
     /// Where to join the network.
     pub(super) bootstrap: Vec<Multiaddr>,
+    /// Addresses peers told us in earlier runs (the peer cache), dialled
+    /// along with the bootstrap peers but with backoff.
+    pub(super) cached: Vec<Multiaddr>,
+    /// When each cached address may be dialled again.
+    pub(super) redial: super::backoff::Backoff,
     /// The routing table's peers, kept on disk between runs.
     pub(super) peer_cache: Option<PeerCache>,
     /// Kademlia lookups started by `connect`: the peer each looks for, and
@@ -90,7 +97,9 @@ impl Actor {
     }
 
     fn dial_bootstrap(&mut self) {
-        for addr in &self.bootstrap {
+        let now = Instant::now();
+        let due: Vec<Multiaddr> = self.cached.iter().filter(|a| self.redial.attempt(a, now)).cloned().collect();
+        for addr in self.bootstrap.iter().chain(&due) {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
             }
@@ -222,6 +231,7 @@ impl Actor {
                         rtt: None,
                     });
                     tracing::info!(peer = %did, "peer up");
+                    self.redial.reset();
                     self.emit(OverlayEvent::PeerUp(did));
                 }
                 self.answer(&peer_id, || Ok(()));
@@ -261,9 +271,22 @@ impl Actor {
                 if !self.ctx.ledger.is_active(&did) {
                     return;
                 }
-                let addrs: Vec<Multiaddr> =
-                    info.listen_addrs.into_iter().filter(|a| transport::parse_addr(a).is_some()).collect();
+                // The report itself is at most 4 KiB (libp2p-identify's
+                // limit); of its addresses we keep a few Carrier ones, and
+                // they replace what the peer said before.
+                let addrs: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(|a| transport::parse_addr(a).is_some())
+                    .take(MAX_ADDRS_PER_PEER)
+                    .collect();
                 let kad = &mut self.swarm.behaviour_mut().kad;
+                let known = kad.kbucket(peer_id).and_then(|bucket| {
+                    bucket.iter().find(|e| *e.node.key.preimage() == peer_id).map(|e| e.node.value.len())
+                });
+                if known.is_some_and(|n| n + addrs.len() > MAX_ADDRS_PER_PEER) {
+                    kad.remove_peer(&peer_id);
+                }
                 let mut added = false;
                 for addr in &addrs {
                     added |= matches!(kad.add_address(&peer_id, addr.clone()), kad::RoutingUpdate::Success);

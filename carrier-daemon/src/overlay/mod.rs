@@ -14,6 +14,7 @@
 //! The daemon's own protocols (`crate::protocols`) open and accept streams
 //! over the same links through [`Overlay::stream_control`].
 
+mod backoff;
 pub mod gate;
 mod muxer;
 mod peer_cache;
@@ -253,8 +254,8 @@ impl Overlay {
         };
         let streams = swarm.behaviour().stream.new_control();
         let peer_cache = config.peer_cache.clone().map(peer_cache::PeerCache::load);
-        let mut bootstrap = config.bootstrap.clone();
-        bootstrap.extend(peer_cache.iter().flat_map(|c| c.addrs()).filter(|a| !config.bootstrap.contains(a)));
+        let bootstrap = config.bootstrap.clone();
+        let cached = peer_cache.iter().flat_map(|c| c.addrs()).filter(|a| !config.bootstrap.contains(a)).collect();
         let (commands, rx) = mpsc::channel(64);
         let (events, first_events) = broadcast::channel(1024);
         let tasks = ctx.tasks().clone();
@@ -268,6 +269,8 @@ impl Overlay {
             dialing: HashMap::new(),
             probes: HashMap::new(),
             bootstrap,
+            cached,
+            redial: backoff::Backoff::new(config.bootstrap_retry),
             peer_cache,
             lookups: HashMap::new(),
         };
@@ -365,7 +368,19 @@ fn behaviour(ctx: Arc<LinkContext>, key: &libp2p::identity::Keypair, config: &Ov
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
     kad_config.set_query_timeout(config.connect_timeout);
-    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    // Kademlia here only routes: it keeps no records and no providers, so
+    // a registered peer cannot grow anyone's memory with PUT_VALUE or
+    // ADD_PROVIDER. Inbound ones are handed to us (filtered) and dropped,
+    // and the store would refuse them anyway.
+    kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    let nothing = kad::store::MemoryStoreConfig {
+        max_records: 0,
+        max_value_bytes: 0,
+        max_providers_per_key: 0,
+        max_provided_keys: 0,
+    };
+    let store = kad::store::MemoryStore::with_config(peer_id, nothing);
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
     kad.set_mode(Some(kad::Mode::Server));
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_links))
