@@ -149,3 +149,75 @@ fn a_revocation_inside_a_batch_larger_than_the_gates_feed_still_cuts() {
     let peers: serde_json::Value = serde_json::from_str(&carrierctl(&["peers", "--socket", &sock, "--json"])).unwrap();
     assert_eq!(peers.as_array().map(Vec::len), Some(0), "{peers}");
 }
+
+/// Silent strangers: from each of `ips`, `per_ip` QUIC connections at a
+/// time that never send a Noise message, each replaced as soon as it is
+/// cut. Runs until `stop` is set (and at most a minute).
+fn silent_flood(
+    target: std::net::SocketAddr,
+    ips: std::ops::RangeInclusive<u8>,
+    per_ip: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use carrier_daemon::link::quic;
+    use std::sync::atomic::Ordering;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for ip in ips {
+        let endpoint = quic::endpoint(format!("127.0.0.{ip}:0").parse().unwrap()).unwrap();
+        for _ in 0..per_ip {
+            let (endpoint, stop) = (endpoint.clone(), std::sync::Arc::clone(&stop));
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                    match endpoint.connect(target, quic::SERVER_NAME).unwrap().await {
+                        // Held until the daemon cuts it (its deadline, or an eviction).
+                        Ok(connection) => drop(connection.closed().await),
+                        Err(_) => tokio::task::yield_now().await,
+                    }
+                }
+            }));
+        }
+    }
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_strangers_from_sixteen_addresses_do_not_hold_a_registered_device_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 2, &[]);
+    let a = Daemon::start(&dirs[0], None);
+    let target: std::net::SocketAddr =
+        a.addr.trim_start_matches("/ip4/").replace("/udp/", ":").trim_end_matches("/quic-v1/noise").parse().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 16 addresses × 24 silent connections: more than the 256 slots.
+    let flood = silent_flood(target, 2..=17, 24, std::sync::Arc::clone(&stop));
+    let sock = socket(&dirs[0]);
+    let evicted = || {
+        let counters: serde_json::Value =
+            serde_json::from_str(&carrierctl(&["counters", "--json", "--socket", &sock])).unwrap();
+        counters["handshakes_evicted_silent"].as_u64().unwrap_or(0)
+    };
+    // Wait until the flood has filled every slot over and over: only a
+    // newcomer to full slots evicts a silent one.
+    let filled = tokio::time::timeout(support::WAIT, async {
+        while evicted() < 256 {
+            tokio::task::yield_now().await;
+        }
+    });
+    filled.await.expect("the flood never filled the handshake slots");
+    let (addr, dir) = (a.addr.clone(), dirs[1].clone());
+    let joined = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let b = Daemon::start(&dir, Some(&addr));
+        b.wait_for("peer up");
+        (started.elapsed(), b)
+    });
+    let (took, _b) = joined.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in flood {
+        task.abort();
+    }
+    // Without a flood this takes well under a second; the flood must not
+    // make it wait for the silent ones' deadlines.
+    assert!(took < std::time::Duration::from_secs(2), "joined after {took:?}");
+}

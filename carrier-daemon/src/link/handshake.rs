@@ -29,10 +29,16 @@ pub(crate) enum Role {
 }
 
 /// Runs the handshake on `connection`; closes it with a code on failure.
-pub(crate) async fn run(ctx: &LinkContext, connection: &quinn::Connection, role: Role) -> Result<Admitted, LinkError> {
+/// A listener calls `spoke` once the dialer's first Noise message is in.
+pub(crate) async fn run(
+    ctx: &LinkContext,
+    connection: &quinn::Connection,
+    role: Role,
+    spoke: &(dyn Fn() + Sync),
+) -> Result<Admitted, LinkError> {
     let result = match role {
         Role::Dialer { expected, force_xx } => dial(ctx, connection, expected, force_xx).await,
-        Role::Listener => listen(ctx, connection).await,
+        Role::Listener => listen(ctx, connection, spoke).await,
     };
     match result {
         Ok(peer) => Ok(peer),
@@ -95,10 +101,15 @@ async fn dial(
     Ok(peer)
 }
 
-async fn listen(ctx: &LinkContext, connection: &quinn::Connection) -> Result<Admitted, Failure> {
+async fn listen(
+    ctx: &LinkContext,
+    connection: &quinn::Connection,
+    spoke: &(dyn Fn() + Sync),
+) -> Result<Admitted, Failure> {
     let binding = binding(connection)?;
     let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| Failure::Remote(LinkError::from(e)))?;
     let hello = read_frame(&mut recv).await?;
+    spoke();
     let step = ctx.with_local(|local, ledger| Responder::new(*local, binding).read_hello(&hello, ledger))??;
     let peer = match step {
         ResponderStep::AwaitVerdict { next, message } => {

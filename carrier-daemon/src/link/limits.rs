@@ -3,13 +3,17 @@
 //!
 //! Strangers can reach the Noise step, so each one costs us a few Diffie-
 //! Hellman operations. These limits are applied at quinn's `Incoming`,
-//! before the QUIC handshake is accepted, so a flood from a few addresses
-//! cannot starve registered peers of handshake slots.
+//! before the QUIC handshake is accepted. When the slots are full, the
+//! oldest handshake whose peer has not sent its first Noise message yet is
+//! evicted to make room: a peer that speaks at once always gets a slot, and
+//! silent strangers holding slots only push each other out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 /// Tunable limits.
 #[derive(Debug, Clone)]
@@ -39,47 +43,98 @@ impl Default for LinkLimits {
 /// What to do with an incoming connection attempt.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Gate {
-    /// Go ahead; the slot is held until the permit drops.
-    Admit(Permit),
+    /// Go ahead; the slot is held until the permit drops (or is evicted).
+    /// `evicted` says how many silent handshakes made room for it.
+    Admit(Permit, usize),
     /// Ask the client to prove its address first (QUIC retry).
     Retry,
-    /// Refuse outright.
+    /// Refuse outright: every slot is held by a peer that has spoken.
     Refuse,
 }
 
-/// Counts handshakes in flight.
+/// The handshakes in flight, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct HandshakeSlots {
-    counts: Mutex<Counts>,
+    state: Mutex<Slots>,
 }
 
 #[derive(Debug, Default)]
-struct Counts {
-    total: usize,
+struct Slots {
+    /// By age: a lower id came earlier.
+    entries: BTreeMap<u64, Entry>,
     per_ip: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    ip: IpAddr,
+    /// The peer's first Noise message has arrived.
+    spoke: bool,
+    evict: CancellationToken,
+}
+
+impl Slots {
+    fn held_by(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&id)?;
+        if let Some(n) = self.per_ip.get_mut(&entry.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&entry.ip);
+            }
+        }
+        Some(entry)
+    }
+
+    /// Evicts the oldest silent handshake that `which` picks.
+    fn evict_oldest_silent(&mut self, which: impl Fn(&Entry) -> bool) -> bool {
+        let Some(id) = self.entries.iter().find(|(_, e)| !e.spoke && which(e)).map(|(id, _)| *id) else {
+            return false;
+        };
+        if let Some(entry) = self.remove(id) {
+            entry.evict.cancel();
+        }
+        true
+    }
 }
 
 impl HandshakeSlots {
     /// Decides on a connection attempt from `ip`; `validated` says whether
     /// QUIC has already proven the address.
     pub(crate) fn gate(self: &Arc<Self>, limits: &LinkLimits, ip: IpAddr, validated: bool) -> Gate {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
-        if counts.total >= limits.max_handshakes || from_ip >= limits.max_handshakes_per_ip {
-            return Gate::Refuse;
-        }
-        if counts.total >= limits.retry_above && !validated {
+        let mut slots = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.entries.len() >= limits.retry_above && !validated {
             return Gate::Retry;
         }
-        counts.total += 1;
-        *counts.per_ip.entry(ip).or_insert(0) += 1;
-        Gate::Admit(Permit { slots: Arc::clone(self), ip })
+        let mut evicted = 0;
+        if slots.held_by(ip) >= limits.max_handshakes_per_ip {
+            if !slots.evict_oldest_silent(|e| e.ip == ip) {
+                return Gate::Refuse;
+            }
+            evicted += 1;
+        }
+        if slots.entries.len() >= limits.max_handshakes {
+            if !slots.evict_oldest_silent(|_| true) {
+                return Gate::Refuse;
+            }
+            evicted += 1;
+        }
+        let id = slots.next_id;
+        slots.next_id += 1;
+        let evict = CancellationToken::new();
+        slots.entries.insert(id, Entry { ip, spoke: false, evict: evict.clone() });
+        *slots.per_ip.entry(ip).or_insert(0) += 1;
+        Gate::Admit(Permit { slots: Arc::clone(self), id, evict }, evicted)
     }
 
     /// Handshakes in flight now.
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner).total
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).entries.len()
     }
 }
 
@@ -87,12 +142,29 @@ impl HandshakeSlots {
 #[derive(Debug)]
 pub(crate) struct Permit {
     slots: Arc<HandshakeSlots>,
-    ip: IpAddr,
+    id: u64,
+    evict: CancellationToken,
+}
+
+impl Permit {
+    /// The peer's first Noise message is in: from now on its slot is not
+    /// taken away for another.
+    pub(crate) fn spoke(&self) {
+        let mut slots = self.slots.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = slots.entries.get_mut(&self.id) {
+            entry.spoke = true;
+        }
+    }
+
+    /// Resolves if the slot is taken away for a newer attempt.
+    pub(crate) async fn evicted(&self) {
+        self.evict.cancelled().await
+    }
 }
 
 impl PartialEq for Permit {
     fn eq(&self, other: &Self) -> bool {
-        self.ip == other.ip && Arc::ptr_eq(&self.slots, &other.slots)
+        self.id == other.id && Arc::ptr_eq(&self.slots, &other.slots)
     }
 }
 
@@ -100,14 +172,7 @@ impl Eq for Permit {}
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut counts = self.slots.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
-        }
+        self.slots.state.lock().unwrap_or_else(PoisonError::into_inner).remove(self.id);
     }
 }
 
@@ -119,22 +184,57 @@ mod tests {
         LinkLimits { max_handshakes: 4, max_handshakes_per_ip: 2, retry_above: 3, ..LinkLimits::default() }
     }
 
+    fn admitted(gate: Gate) -> (Permit, usize) {
+        match gate {
+            Gate::Admit(permit, evicted) => (permit, evicted),
+            other => panic!("expected a slot, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn limits_each_address_and_the_total() {
+    fn limits_each_address_and_the_total_when_everyone_has_spoken() {
         let slots = Arc::new(HandshakeSlots::default());
         let (a, b, c) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
-        let a1 = slots.gate(&limits(), a, false);
-        let a2 = slots.gate(&limits(), a, false);
-        assert!(matches!((&a1, &a2), (Gate::Admit(_), Gate::Admit(_))));
+        let (a1, _) = admitted(slots.gate(&limits(), a, false));
+        let (a2, _) = admitted(slots.gate(&limits(), a, false));
+        a1.spoke();
+        a2.spoke();
         assert_eq!(slots.gate(&limits(), a, true), Gate::Refuse, "per-address limit");
-        let b1 = slots.gate(&limits(), b, false);
-        assert!(matches!(b1, Gate::Admit(_)));
+        let (b1, _) = admitted(slots.gate(&limits(), b, false));
+        b1.spoke();
         assert_eq!(slots.gate(&limits(), c, false), Gate::Retry, "busy: strangers must validate");
-        let c1 = slots.gate(&limits(), c, true);
-        assert!(matches!(c1, Gate::Admit(_)));
+        let (c1, _) = admitted(slots.gate(&limits(), c, true));
+        c1.spoke();
         assert_eq!(slots.gate(&limits(), c, true), Gate::Refuse, "total limit");
         drop((a1, a2, b1, c1));
         assert_eq!(slots.in_flight(), 0);
-        assert!(matches!(slots.gate(&limits(), a, false), Gate::Admit(_)));
+        assert!(matches!(slots.gate(&limits(), a, false), Gate::Admit(..)));
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_evicts_the_oldest_silent_handshake_never_one_that_spoke() {
+        let slots = Arc::new(HandshakeSlots::default());
+        let ips: Vec<IpAddr> = (1..=4).map(|i| format!("10.0.0.{i}").parse().unwrap()).collect();
+        let mut held: Vec<Permit> = ips.iter().map(|ip| admitted(slots.gate(&limits(), *ip, true)).0).collect();
+        held[0].spoke();
+        // Full: a newcomer takes the slot of the oldest silent one (the second).
+        let (newcomer, evicted) = admitted(slots.gate(&limits(), "10.0.0.9".parse().unwrap(), true));
+        assert_eq!((evicted, slots.in_flight()), (1, 4));
+        tokio::time::timeout(Duration::from_secs(1), held[1].evicted()).await.expect("the oldest silent one stays");
+        newcomer.spoke();
+        // Per address too: a third from one address evicts that address's
+        // oldest silent handshake, and only that.
+        let roomy = LinkLimits { max_handshakes: 100, ..limits() };
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let (first, _) = admitted(slots.gate(&roomy, ip, true));
+        let (second, _) = admitted(slots.gate(&roomy, ip, true));
+        second.spoke();
+        let (third, evicted) = admitted(slots.gate(&roomy, ip, true));
+        third.spoke();
+        assert_eq!(evicted, 1);
+        tokio::time::timeout(Duration::from_secs(1), first.evicted()).await.expect("not evicted");
+        assert_eq!(slots.gate(&roomy, ip, true), Gate::Refuse, "both from there have spoken");
+        drop(held.remove(0));
+        assert_eq!(slots.in_flight(), 5);
     }
 }

@@ -54,6 +54,9 @@ pub enum LinkError {
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     Timeout,
+    /// The peer had not spoken when a newer attempt needed its slot.
+    #[error("evicted: silent while the handshake slots were full")]
+    Evicted,
 }
 
 impl From<quinn::ConnectionError> for LinkError {
@@ -303,7 +306,7 @@ impl LinkContext {
         let role = handshake::Role::Dialer { expected, force_xx };
         let attempt = async {
             let connection = endpoint.connect(addr, quic::SERVER_NAME)?.await?;
-            let peer = handshake::run(self, &connection, role).await?;
+            let peer = handshake::run(self, &connection, role, &|| {}).await?;
             Ok::<_, LinkError>(Link { connection, peer })
         };
         let result =
@@ -316,7 +319,12 @@ impl LinkContext {
     pub async fn accept(&self, incoming: quinn::Incoming) -> Result<Link, LinkError> {
         let addr = incoming.remote_address();
         let permit = match self.slots.gate(&self.limits, addr.ip(), incoming.remote_address_validated()) {
-            Gate::Admit(permit) => permit,
+            Gate::Admit(permit, evicted) => {
+                for _ in 0..evicted {
+                    self.counters.count("handshakes_evicted_silent");
+                }
+                permit
+            }
             Gate::Retry => {
                 // The client retries with a token proving its address.
                 let _ = incoming.retry();
@@ -329,21 +337,35 @@ impl LinkContext {
             }
         };
         let span = tracing::debug_span!("accept", %addr);
+        // The deadline runs from the first packet: the QUIC handshake is
+        // inside it, so a stranger that never finishes QUIC holds its slot
+        // no longer than one that never speaks Noise.
+        let accepted: Mutex<Option<quinn::Connection>> = Mutex::new(None);
         let attempt = async {
             let connection = incoming.await?;
-            let connecting = async {
-                let peer = handshake::run(self, &connection, handshake::Role::Listener).await?;
-                Ok::<_, LinkError>(Link { connection: connection.clone(), peer })
-            };
-            match tokio::time::timeout(self.limits.handshake_timeout, connecting).await {
-                Ok(result) => result,
-                Err(_) => {
-                    connection.close(Refusal::Timeout.code().into(), b"");
-                    Err(LinkError::Timeout)
-                }
-            }
+            *accepted.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+            let peer = handshake::run(self, &connection, handshake::Role::Listener, &|| permit.spoke()).await?;
+            Ok::<_, LinkError>(Link { connection, peer })
         };
-        let result = attempt.instrument(span).await;
+        let result = async {
+            tokio::select! {
+                result = tokio::time::timeout(self.limits.handshake_timeout, attempt) => {
+                    result.unwrap_or(Err(LinkError::Timeout))
+                }
+                // A newer attempt took the slot of this silent one.
+                () = permit.evicted() => Err(LinkError::Evicted),
+            }
+        }
+        .instrument(span)
+        .await;
+        let code = match &result {
+            Err(LinkError::Timeout) => Some(Refusal::Timeout),
+            Err(LinkError::Evicted) => Some(Refusal::Busy),
+            _ => None,
+        };
+        if let (Some(code), Some(connection)) = (code, accepted.lock().unwrap_or_else(PoisonError::into_inner).take()) {
+            connection.close(code.code().into(), b"");
+        }
         drop(permit);
         self.finish(result, "inbound")
     }
@@ -359,6 +381,7 @@ impl LinkContext {
             Err(LinkError::Refused(error)) => format!("refused_{}", name(error.reason)),
             Err(LinkError::RefusedByPeer(reason)) => format!("refused_by_peer_{}", name(*reason)),
             Err(LinkError::Busy) => "refused_busy".into(),
+            Err(LinkError::Evicted) => "handshakes_evicted_silent_closed".into(),
             Err(LinkError::Timeout) => format!("handshake_timeouts_{direction}"),
             Err(_) => format!("link_failures_{direction}"),
         });

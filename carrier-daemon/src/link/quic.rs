@@ -20,7 +20,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Server name used in every TLS ClientHello; certificates are not checked
 /// against it.
-pub(crate) const SERVER_NAME: &str = "carrier";
+pub const SERVER_NAME: &str = "carrier";
 
 /// Why an endpoint could not be set up.
 #[non_exhaustive]
