@@ -12,6 +12,7 @@
 //! handshake_timeout_ms = 5000
 //! max_handshakes = 256
 //! max_handshakes_per_ip = 16
+//! handshakes_per_ip_per_s = 8
 //! max_links = 512
 //!
 //! [messaging]
@@ -115,6 +116,8 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Handshakes in flight at once from one IP address.
     pub max_handshakes_per_ip: usize,
+    /// New handshakes one IP address may start per second, on average.
+    pub handshakes_per_ip_per_s: u32,
     /// Links at once.
     pub max_links: u32,
 }
@@ -126,6 +129,7 @@ impl Default for Limits {
             handshake_timeout_ms: link.handshake_timeout.as_millis() as u64,
             max_handshakes: link.max_handshakes,
             max_handshakes_per_ip: link.max_handshakes_per_ip,
+            handshakes_per_ip_per_s: link.handshakes_per_ip_per_s,
             max_links: 512,
         }
     }
@@ -179,7 +183,11 @@ impl Config {
         if config.limits.handshake_timeout_ms == 0 {
             return Err(invalid("limits.handshake_timeout_ms".into(), "must be more than 0"));
         }
-        if config.limits.max_handshakes == 0 || config.limits.max_handshakes_per_ip == 0 || config.limits.max_links == 0
+        let limits = &config.limits;
+        if limits.max_handshakes == 0
+            || limits.max_handshakes_per_ip == 0
+            || limits.handshakes_per_ip_per_s == 0
+            || limits.max_links == 0
         {
             return Err(invalid("limits".into(), "limits must be more than 0"));
         }
@@ -215,6 +223,7 @@ impl Config {
             handshake_timeout: Duration::from_millis(self.limits.handshake_timeout_ms),
             max_handshakes: self.limits.max_handshakes,
             max_handshakes_per_ip: self.limits.max_handshakes_per_ip,
+            handshakes_per_ip_per_s: self.limits.handshakes_per_ip_per_s,
             ..LinkLimits::default()
         }
     }

@@ -6,14 +6,21 @@
 //! before the QUIC handshake is accepted. When the slots are full, the
 //! oldest handshake whose peer has not sent its first Noise message yet is
 //! evicted to make room: a peer that speaks at once always gets a slot, and
-//! silent strangers holding slots only push each other out.
+//! silent strangers holding slots only push each other out. Each address
+//! also starts at most a few handshakes a second (a token bucket, burst of
+//! `max_handshakes_per_ip`), so strangers that reconnect as fast as they are
+//! evicted cannot make us run QUIC handshakes flat out; over the rate they
+//! are refused before QUIC, which costs one packet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+
+/// Addresses whose rate is remembered before idle ones are forgotten.
+const RATE_MEMORY: usize = 4096;
 
 /// Tunable limits.
 #[derive(Debug, Clone)]
@@ -27,6 +34,9 @@ pub struct LinkLimits {
     /// Above this many handshakes in flight, new strangers must first prove
     /// their address with a QUIC retry.
     pub retry_above: usize,
+    /// New handshakes one IP address may start per second, on average
+    /// (bursts up to `max_handshakes_per_ip`).
+    pub handshakes_per_ip_per_s: u32,
 }
 
 impl Default for LinkLimits {
@@ -36,6 +46,7 @@ impl Default for LinkLimits {
             max_handshakes: 256,
             max_handshakes_per_ip: 16,
             retry_above: 64,
+            handshakes_per_ip_per_s: 8,
         }
     }
 }
@@ -50,6 +61,8 @@ pub(crate) enum Gate {
     Retry,
     /// Refuse outright: every slot is held by a peer that has spoken.
     Refuse,
+    /// Refuse outright: this address starts handshakes too fast.
+    TooFast,
 }
 
 /// The handshakes in flight, oldest first.
@@ -64,6 +77,8 @@ struct Slots {
     entries: BTreeMap<u64, Entry>,
     per_ip: HashMap<IpAddr, usize>,
     next_id: u64,
+    /// Each address's handshake tokens, and when they were last counted.
+    rate: HashMap<IpAddr, (f64, Instant)>,
 }
 
 #[derive(Debug)]
@@ -75,6 +90,25 @@ struct Entry {
 }
 
 impl Slots {
+    /// Takes one of `ip`'s tokens at `now`, if it has one.
+    fn take_token(&mut self, limits: &LinkLimits, ip: IpAddr, now: Instant) -> bool {
+        let burst = limits.max_handshakes_per_ip as f64;
+        let per_s = f64::from(limits.handshakes_per_ip_per_s.max(1));
+        if self.rate.len() >= RATE_MEMORY && !self.rate.contains_key(&ip) {
+            // Forget addresses quiet long enough to be full again anyway.
+            let refill = Duration::from_secs_f64(burst / per_s);
+            self.rate.retain(|_, (_, last)| now.saturating_duration_since(*last) < refill);
+        }
+        let (tokens, last) = self.rate.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * per_s).min(burst);
+        *last = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
     fn held_by(&self, ip: IpAddr) -> usize {
         self.per_ip.get(&ip).copied().unwrap_or(0)
     }
@@ -103,12 +137,15 @@ impl Slots {
 }
 
 impl HandshakeSlots {
-    /// Decides on a connection attempt from `ip`; `validated` says whether
-    /// QUIC has already proven the address.
-    pub(crate) fn gate(self: &Arc<Self>, limits: &LinkLimits, ip: IpAddr, validated: bool) -> Gate {
+    /// Decides on a connection attempt from `ip` at `now`; `validated`
+    /// says whether QUIC has already proven the address.
+    pub(crate) fn gate(self: &Arc<Self>, limits: &LinkLimits, ip: IpAddr, validated: bool, now: Instant) -> Gate {
         let mut slots = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if slots.entries.len() >= limits.retry_above && !validated {
             return Gate::Retry;
+        }
+        if !slots.take_token(limits, ip, now) {
+            return Gate::TooFast;
         }
         let mut evicted = 0;
         if slots.held_by(ip) >= limits.max_handshakes_per_ip {
@@ -184,6 +221,36 @@ mod tests {
         LinkLimits { max_handshakes: 4, max_handshakes_per_ip: 2, retry_above: 3, ..LinkLimits::default() }
     }
 
+    /// A clock for tests whose attempts come far enough apart for the rate limit.
+    fn now() -> Instant {
+        thread_local!(static CLOCK: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) });
+        CLOCK.with(|clock| {
+            let next = clock.get().map_or_else(Instant::now, |t| t + Duration::from_secs(1));
+            clock.set(Some(next));
+            next
+        })
+    }
+
+    #[test]
+    fn each_address_starts_only_so_many_handshakes_a_second() {
+        let slots = Arc::new(HandshakeSlots::default());
+        let limits = LinkLimits { handshakes_per_ip_per_s: 4, max_handshakes_per_ip: 8, ..LinkLimits::default() };
+        let (ip, other): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let start = Instant::now();
+        // A burst of 8, each attempt ending at once, then refused.
+        for _ in 0..8 {
+            let (permit, _) = admitted(slots.gate(&limits, ip, true, start));
+            drop(permit);
+        }
+        assert_eq!(slots.gate(&limits, ip, true, start), Gate::TooFast);
+        // Another address is not held back.
+        assert!(matches!(slots.gate(&limits, other, true, start), Gate::Admit(..)));
+        // A quarter second later: one more (4 a second).
+        let later = start + Duration::from_millis(250);
+        assert!(matches!(slots.gate(&limits, ip, true, later), Gate::Admit(..)));
+        assert_eq!(slots.gate(&limits, ip, true, later), Gate::TooFast);
+    }
+
     fn admitted(gate: Gate) -> (Permit, usize) {
         match gate {
             Gate::Admit(permit, evicted) => (permit, evicted),
@@ -195,30 +262,30 @@ mod tests {
     fn limits_each_address_and_the_total_when_everyone_has_spoken() {
         let slots = Arc::new(HandshakeSlots::default());
         let (a, b, c) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
-        let (a1, _) = admitted(slots.gate(&limits(), a, false));
-        let (a2, _) = admitted(slots.gate(&limits(), a, false));
+        let (a1, _) = admitted(slots.gate(&limits(), a, false, now()));
+        let (a2, _) = admitted(slots.gate(&limits(), a, false, now()));
         a1.spoke();
         a2.spoke();
-        assert_eq!(slots.gate(&limits(), a, true), Gate::Refuse, "per-address limit");
-        let (b1, _) = admitted(slots.gate(&limits(), b, false));
+        assert_eq!(slots.gate(&limits(), a, true, now()), Gate::Refuse, "per-address limit");
+        let (b1, _) = admitted(slots.gate(&limits(), b, false, now()));
         b1.spoke();
-        assert_eq!(slots.gate(&limits(), c, false), Gate::Retry, "busy: strangers must validate");
-        let (c1, _) = admitted(slots.gate(&limits(), c, true));
+        assert_eq!(slots.gate(&limits(), c, false, now()), Gate::Retry, "busy: strangers must validate");
+        let (c1, _) = admitted(slots.gate(&limits(), c, true, now()));
         c1.spoke();
-        assert_eq!(slots.gate(&limits(), c, true), Gate::Refuse, "total limit");
+        assert_eq!(slots.gate(&limits(), c, true, now()), Gate::Refuse, "total limit");
         drop((a1, a2, b1, c1));
         assert_eq!(slots.in_flight(), 0);
-        assert!(matches!(slots.gate(&limits(), a, false), Gate::Admit(..)));
+        assert!(matches!(slots.gate(&limits(), a, false, now()), Gate::Admit(..)));
     }
 
     #[tokio::test]
     async fn a_newcomer_evicts_the_oldest_silent_handshake_never_one_that_spoke() {
         let slots = Arc::new(HandshakeSlots::default());
         let ips: Vec<IpAddr> = (1..=4).map(|i| format!("10.0.0.{i}").parse().unwrap()).collect();
-        let mut held: Vec<Permit> = ips.iter().map(|ip| admitted(slots.gate(&limits(), *ip, true)).0).collect();
+        let mut held: Vec<Permit> = ips.iter().map(|ip| admitted(slots.gate(&limits(), *ip, true, now())).0).collect();
         held[0].spoke();
         // Full: a newcomer takes the slot of the oldest silent one (the second).
-        let (newcomer, evicted) = admitted(slots.gate(&limits(), "10.0.0.9".parse().unwrap(), true));
+        let (newcomer, evicted) = admitted(slots.gate(&limits(), "10.0.0.9".parse().unwrap(), true, now()));
         assert_eq!((evicted, slots.in_flight()), (1, 4));
         tokio::time::timeout(Duration::from_secs(1), held[1].evicted()).await.expect("the oldest silent one stays");
         newcomer.spoke();
@@ -226,14 +293,14 @@ mod tests {
         // oldest silent handshake, and only that.
         let roomy = LinkLimits { max_handshakes: 100, ..limits() };
         let ip: IpAddr = "10.0.0.7".parse().unwrap();
-        let (first, _) = admitted(slots.gate(&roomy, ip, true));
-        let (second, _) = admitted(slots.gate(&roomy, ip, true));
+        let (first, _) = admitted(slots.gate(&roomy, ip, true, now()));
+        let (second, _) = admitted(slots.gate(&roomy, ip, true, now()));
         second.spoke();
-        let (third, evicted) = admitted(slots.gate(&roomy, ip, true));
+        let (third, evicted) = admitted(slots.gate(&roomy, ip, true, now()));
         third.spoke();
         assert_eq!(evicted, 1);
         tokio::time::timeout(Duration::from_secs(1), first.evicted()).await.expect("not evicted");
-        assert_eq!(slots.gate(&roomy, ip, true), Gate::Refuse, "both from there have spoken");
+        assert_eq!(slots.gate(&roomy, ip, true, now()), Gate::Refuse, "both from there have spoken");
         drop(held.remove(0));
         assert_eq!(slots.in_flight(), 5);
     }

@@ -318,7 +318,8 @@ impl LinkContext {
     /// and runs the handshake.
     pub async fn accept(&self, incoming: quinn::Incoming) -> Result<Link, LinkError> {
         let addr = incoming.remote_address();
-        let permit = match self.slots.gate(&self.limits, addr.ip(), incoming.remote_address_validated()) {
+        let validated = incoming.remote_address_validated();
+        let permit = match self.slots.gate(&self.limits, addr.ip(), validated, std::time::Instant::now()) {
             Gate::Admit(permit, evicted) => {
                 for _ in 0..evicted {
                     self.counters.count("handshakes_evicted_silent");
@@ -334,6 +335,12 @@ impl LinkContext {
                 tracing::debug!(%addr, "refusing connection: handshake limits reached");
                 incoming.refuse();
                 return self.finish(Err(LinkError::Busy), "inbound");
+            }
+            Gate::TooFast => {
+                tracing::debug!(%addr, "refusing connection: this address starts handshakes too fast");
+                incoming.refuse();
+                self.counters.count("refused_handshake_rate");
+                return Err(LinkError::Busy);
             }
         };
         let span = tracing::debug_span!("accept", %addr);

@@ -263,8 +263,13 @@ async fn a_flood_of_strangers_does_not_starve_registered_peers() {
     let mut net = TestNetwork::new("links");
     let (a, b) = (net.register_device(), net.register_device());
     let (a_did, b_did) = (a.did(), b.did());
-    let limits =
-        LinkLimits { max_handshakes_per_ip: 4, handshake_timeout: Duration::from_secs(3), ..LinkLimits::default() };
+    // A rate high enough that this test sees eviction, not the rate limit.
+    let limits = LinkLimits {
+        max_handshakes_per_ip: 4,
+        handshakes_per_ip_per_s: 1000,
+        handshake_timeout: Duration::from_secs(3),
+        ..LinkLimits::default()
+    };
     let mut node_b = Node::start_with(b, b_did, net.ledger.clone(), limits);
     // Strangers from 127.0.0.2 open connections and say nothing.
     let strangers = quic::endpoint("127.0.0.2:0".parse().unwrap()).unwrap();
