@@ -41,7 +41,7 @@ run carrierctl ledger register-device --ledger admin/ledger --key admin/registra
 
 step "An app on the laptop gets a key; the laptop registers it"
 app_out=$(carrierctl keygen --kind app --out apps/chat.key); echo "$app_out"
-run carrierctl ledger register-app --ledger admin/ledger --key laptop/device.key --name chat "$(field card <<<"$app_out")"
+run carrierctl ledger register-app --ledger admin/ledger --key laptop/device.key --app-key apps/chat.key --name chat "$(field card <<<"$app_out")"
 
 step "The phone rotates its keys (signed with its current key)"
 next_out=$(carrierctl keygen --kind device --out phone/next.key)
@@ -77,7 +77,8 @@ app_did() { # name node: makes the app's key, registers it under node, prints it
   local out
   mkdir -p "net/apps/$1"
   out=$(carrierctl keygen --kind app --out "net/apps/$1/app.key")
-  carrierctl ledger register-app --ledger net/ledger --key "net/$2/device.key" --name "$1" "$(field card <<<"$out")" >/dev/null
+  carrierctl ledger register-app --ledger net/ledger --key "net/$2/device.key" --app-key "net/apps/$1/app.key" \
+    --name "$1" "$(field card <<<"$out")" >/dev/null
   field did <<<"$out"
 }
 echo_app=$(app_did echo n1); bob=$(app_did bob n2); app_did alice n3 >/dev/null

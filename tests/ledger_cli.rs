@@ -115,7 +115,8 @@ fn provisioning_walkthrough() {
 
     let app = ok("carrierctl", &["keygen", "--kind", "app", "--out", &admin.path("apps/chat.key")]);
     let (app_did, app_card) = (field(&app, "did"), field(&app, "card"));
-    admin.ok(&["register-app", "--key", &laptop_key, "--name", "chat", &app_card]);
+    let app_key = admin.path("apps/chat.key");
+    admin.ok(&["register-app", "--key", &laptop_key, "--app-key", &app_key, "--name", "chat", &app_card]);
 
     let resolved = admin.resolve(&app_did);
     assert_eq!(resolved["kind"], "app");
@@ -188,7 +189,8 @@ fn refuses_entries_that_break_the_rules() {
     // A device card offered as an app card. (An app entry signed by another
     // device than its host is refused by the ledger rules; see
     // carrier-proto's `rejects_app_registered_by_another_device`.)
-    let err = admin.fails(&["register-app", "--key", &phone_key, "--name", "x", &laptop_card]);
+    let chat_key = admin.path("apps/chat.key");
+    let err = admin.fails(&["register-app", "--key", &phone_key, "--app-key", &chat_key, "--name", "x", &laptop_card]);
     assert!(err.contains("app card is needed"), "{err}");
     // A forged card.
     let mut forged = laptop_card.clone();
@@ -201,6 +203,36 @@ fn refuses_entries_that_break_the_rules() {
     assert!(err.contains("is not on this ledger"), "{err}");
     let err = admin.fails(&["resolve", "did:carrier:nonsense"]);
     assert!(err.contains("base58btc"), "{err}");
+}
+
+#[test]
+fn an_app_card_adopted_by_another_device_is_refused() {
+    let admin = Admin::new();
+    let (laptop, laptop_card, laptop_key) = admin.init_device("laptop");
+    let (_, phone_card, phone_key) = admin.init_device("phone");
+    admin.ok(&["register-device", "--key", &admin.key(), &laptop_card]);
+    admin.ok(&["register-device", "--key", &admin.key(), &phone_card]);
+    let shown: Value = serde_json::from_str(&admin.ok(&["show", "--json"])).unwrap();
+    let network = shown[0]["hash"].as_str().unwrap().to_owned();
+    // The app's owner consents to the laptop, and publishes card and consent.
+    let app = ok("carrierctl", &["keygen", "--kind", "app", "--out", &admin.path("apps/chat.key")]);
+    let consent = ok(
+        "carrierctl",
+        &["consent", "--app-key", &admin.path("apps/chat.key"), "--device", &laptop, "--network", &network],
+    );
+    let (card, consent) = (field(&app, "card"), field(&consent, "consent"));
+    // The phone adopts the card with that consent: refused.
+    let err = admin.fails(&["register-app", "--key", &phone_key, "--consent", &consent, "--name", "chat", &card]);
+    assert!(err.contains("not") && err.contains("consent"), "{err}");
+    // Nor can it go without one, or bring a consent that is not one.
+    let err = admin.fails(&["register-app", "--key", &phone_key, "--name", "chat", &card]);
+    assert!(err.contains("--app-key") || err.contains("--consent"), "{err}");
+    let err =
+        admin.fails(&["register-app", "--key", &phone_key, "--consent", "carrier-consent:2g", "--name", "x", &card]);
+    assert!(err.contains("base58 of 64 bytes"), "{err}");
+    // The laptop it consented to registers it.
+    admin.ok(&["register-app", "--key", &laptop_key, "--consent", &consent, "--name", "chat", &card]);
+    assert_eq!(admin.resolve(&field(&app, "did"))["device"], laptop);
 }
 
 #[test]

@@ -61,7 +61,10 @@ fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
         let app_dir = root.join(format!("app{i}"));
         let app = AppIdentity::load_or_create(&app_dir).unwrap();
         let keys = keystore::load(app.key_file()).unwrap().public_keys();
-        let register = Op::RegisterApp { did: app.did(), keys, device: device.did(), name: format!("app{i}") };
+        let app_identity = keystore::load(app.key_file()).unwrap();
+        let consent = carrier_proto::ledger::Consent::sign(&app_identity, &device.did(), &ledger.network().unwrap().id);
+        let name = format!("app{i}");
+        let register = Op::RegisterApp { did: app.did(), keys, device: device.did(), name, consent };
         append(&mut ledger, register, &device);
         out.push((data, app_dir));
     }

@@ -49,8 +49,15 @@ fn build(entries: usize) -> Built {
                 let app = Identity::generate(IdentityKind::App);
                 let (host_did, host) = devices.last().unwrap();
                 dids.push(app.did());
-                let op =
-                    Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: *host_did, name: "app".into() };
+                let network = state.network().expect("genesis").id;
+                let consent = carrier_proto::ledger::Consent::sign(&app, host_did, &network);
+                let op = Op::RegisterApp {
+                    did: app.did(),
+                    keys: app.public_keys(),
+                    device: *host_did,
+                    name: "app".into(),
+                    consent,
+                };
                 state.next_entry(op, time, host)
             }
             // Now and then a device rotates its keys (self-signed)...

@@ -9,6 +9,9 @@ pub const LEDGER_HASH: &[u8] = b"carrier/v1/ledger-hash\0";
 /// Signature by an identity's Ed25519 key over its own Noise static key.
 pub const NOISE_KEY: &[u8] = b"carrier/v1/noise-key\0";
 
+/// Signature by an app over its host device's DID and the network id.
+pub const APP_CONSENT: &[u8] = b"carrier/v1/app-consent\0";
+
 /// Signature by an app over its daemon's challenge on the app socket.
 pub const APP_AUTH: &[u8] = b"carrier/v1/app-auth\0";
 

@@ -5,7 +5,8 @@
 //! ```
 //!
 //! On first run it prints the app's card; register it under the device
-//! (`carrierctl ledger register-app --name chat CARD`) and publish the
+//! with its consent (`carrierctl ledger register-app --name chat --app-key
+//! DIR/app.key CARD`) and publish the
 //! ledger. Every message that arrives is printed with who sent it; with a
 //! PEER_DID, every line typed goes to that app (until end of input), and
 //! without one the app only listens (until interrupted).

@@ -50,6 +50,9 @@ pub enum SdkError {
     /// The daemon rejected a request (an allow list, a service name).
     #[error("the daemon rejected the request: {0}")]
     Rejected(String),
+    /// An argument the SDK cannot use.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl From<std::io::Error> for SdkError {

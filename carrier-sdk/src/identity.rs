@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
+use carrier_proto::ledger::{Consent, EntryHash};
 
 use crate::SdkError;
 
@@ -45,6 +46,17 @@ impl AppIdentity {
     /// The card its hosting device registers it with.
     pub fn card(&self) -> Card {
         self.identity.card()
+    }
+
+    /// This app's consent to be hosted by `device` in the network whose id
+    /// is `network` (64 hex digits, as `carrierctl status` shows it). The
+    /// device's owner registers the app with it and the card:
+    /// `carrierctl ledger register-app --consent CONSENT CARD`. No other
+    /// device can register the app with it.
+    pub fn consent(&self, device: &Did, network: &str) -> Result<Consent, SdkError> {
+        let network = EntryHash::from_hex(network)
+            .ok_or_else(|| SdkError::InvalidArgument(format!("{network:?} is not a network id (64 hex digits)")))?;
+        Ok(Consent::sign(&self.identity, device, &network))
     }
 
     /// The key, for signing the daemon's challenge.
@@ -89,5 +101,18 @@ mod tests {
         keystore::create(&dir.join(APP_KEY_FILE), &Identity::generate(IdentityKind::Device)).unwrap();
         let err = AppIdentity::load_or_create(dir).unwrap_err();
         assert!(matches!(err, SdkError::Identity(KeyStoreError::WrongKind { .. })), "{err}");
+    }
+
+    #[test]
+    fn consents_to_one_device_in_one_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = AppIdentity::load_or_create(dir.path()).unwrap();
+        let device = Identity::generate(IdentityKind::Device).did();
+        let network = "ab".repeat(32);
+        let consent = app.consent(&device, &network).unwrap();
+        let id = EntryHash::from_hex(&network).unwrap();
+        assert!(consent.verify(&app.did().signing_key(), &device, &id));
+        assert!(!consent.verify(&app.did().signing_key(), &Identity::generate(IdentityKind::Device).did(), &id));
+        assert!(matches!(app.consent(&device, "not hex"), Err(SdkError::InvalidArgument(_))));
     }
 }

@@ -8,10 +8,12 @@
 //!
 //! An app has an identity of its own (an Ed25519 key, made on first use and
 //! kept with mode 0600 in the app's data directory), and is addressed by
-//! its DID. Before it can connect, its device registers it on the ledger:
+//! its DID. Before it can connect, its device registers it on the ledger,
+//! with the app's consent to that device ([`AppIdentity::consent`], or the
+//! app's key file where the device's owner holds it):
 //!
 //! ```text
-//! carrierctl ledger register-app --name chat <the app's card>
+//! carrierctl ledger register-app --name chat --consent <the app's consent> <the app's card>
 //! ```
 //!
 //! In five minutes:
@@ -75,6 +77,7 @@ mod stream;
 mod wire;
 
 pub use carrier_proto::identity::Did;
+pub use carrier_proto::ledger::Consent;
 pub use client::{Client, ClientOptions, Messages, PendingReceipt, SOCKET_ENV, default_socket};
 pub use error::SdkError;
 pub use identity::{APP_KEY_FILE, AppIdentity};

@@ -59,7 +59,21 @@ pub(crate) fn provision_with_apps(root: &Path, n: usize, apps: &[usize]) -> (Vec
                 let dir = root.join(format!("node{i}-app{j}"));
                 let card = carrier_sdk::AppIdentity::load_or_create(&dir).unwrap().card().to_string();
                 let (ledger, key) = (ledger.to_str().unwrap(), device_key.to_str().unwrap());
-                carrierctl(&["ledger", "register-app", "--ledger", ledger, "--key", key, "--name", "app", &card]);
+                let app_key = dir.join(carrier_sdk::APP_KEY_FILE);
+                let app_key = app_key.to_str().unwrap();
+                carrierctl(&[
+                    "ledger",
+                    "register-app",
+                    "--ledger",
+                    ledger,
+                    "--key",
+                    key,
+                    "--app-key",
+                    app_key,
+                    "--name",
+                    "app",
+                    &card,
+                ]);
                 dir
             })
             .collect();

@@ -66,7 +66,9 @@ struct Harness {
 
 fn register_app(net: &mut TestNetwork, device: &Identity) -> Identity {
     let app = Identity::generate(IdentityKind::App);
-    let op = Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: device.did(), name: "app".into() };
+    let consent = carrier_proto::ledger::Consent::sign(&app, &device.did(), &net.ledger.network().unwrap().id);
+    let op =
+        Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: device.did(), name: "app".into(), consent };
     net.append(op, device);
     app
 }

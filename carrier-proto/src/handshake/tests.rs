@@ -110,7 +110,8 @@ fn rejects_an_app_key_presented_as_a_device() {
     let b = net.register_device();
     let (seed, noise) = ([3; 32], [4; 32]);
     let app = Identity::from_secrets(IdentityKind::App, seed, noise);
-    let op = Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: b.did(), name: "app".into() };
+    let consent = crate::ledger::Consent::sign(&app, &b.did(), &net.ledger.network().unwrap().id);
+    let op = Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: b.did(), name: "app".into(), consent };
     net.append(op, &b);
     // The same keys with the key file's kind rewritten to "device".
     let posing = Identity::from_secrets(IdentityKind::Device, seed, noise);

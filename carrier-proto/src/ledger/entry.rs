@@ -12,6 +12,7 @@ use std::fmt;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use super::Consent;
 use crate::identity::{Did, DidError, Identity, KeyError, NoisePublicKey, PublicKeys, SigningPublicKey};
 use crate::{domain, pb};
 
@@ -33,6 +34,19 @@ impl EntryHash {
     /// Lower-case hex.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses 64 hex digits (as `to_hex` writes them).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(bytes))
     }
 }
 
@@ -77,6 +91,8 @@ pub enum Op {
         device: Did,
         /// Name for people.
         name: String,
+        /// The app's consent to this host in this network.
+        consent: Consent,
     },
     /// Replaces a DID's keys.
     RotateKeys {
@@ -148,6 +164,9 @@ pub enum EntryError {
     /// The body names no operation.
     #[error("entry has no operation")]
     MissingOp,
+    /// A register-app entry's consent is not 64 bytes.
+    #[error("app consent is {0} bytes, expected 64")]
+    ConsentLength(usize),
     /// The signature is not 64 bytes.
     #[error("signature is {0} bytes, expected 64")]
     SignatureLength(usize),
@@ -280,12 +299,13 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
             noise_key: keys.noise.as_bytes().to_vec(),
             roles: roles.clone(),
         }),
-        Op::RegisterApp { did, keys, device, name } => P::RegisterApp(pb::RegisterApp {
+        Op::RegisterApp { did, keys, device, name, consent } => P::RegisterApp(pb::RegisterApp {
             did: did.to_string(),
             signing_key: keys.signing.as_bytes().to_vec(),
             noise_key: keys.noise.as_bytes().to_vec(),
             device: device.to_string(),
             name: name.clone(),
+            consent: consent.0.to_vec(),
         }),
         Op::RotateKeys { did, keys } => P::RotateKeys(pb::RotateKeys {
             did: did.to_string(),
@@ -337,6 +357,9 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
                 // The hosting device signs, so its DID is usually the signer's.
                 device: Did::parse_expecting(&a.device, &[signer])?,
                 name: text("app name", a.name, false)?,
+                consent: Consent(
+                    a.consent.as_slice().try_into().map_err(|_| EntryError::ConsentLength(a.consent.len()))?,
+                ),
             }
         }
         P::RotateKeys(r) => {

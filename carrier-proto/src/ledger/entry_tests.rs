@@ -133,11 +133,16 @@ fn arb_op() -> impl Strategy<Value = Op> {
         }),
         (keys.clone(), proptest::collection::vec(arb_text(), 0..3))
             .prop_map(|(keys, roles)| { Op::RegisterDevice { did: Did::from_signing_key(keys.signing), keys, roles } }),
-        (keys.clone(), any::<u8>(), arb_text()).prop_map(|(keys, host, name)| Op::RegisterApp {
-            did: Did::from_signing_key(keys.signing),
-            keys,
-            device: identity(host).did(),
-            name
+        (keys.clone(), any::<u8>(), arb_text(), any::<[u8; 32]>()).prop_map(|(keys, host, name, half)| {
+            let mut consent = [0u8; 64];
+            consent[..32].copy_from_slice(&half);
+            Op::RegisterApp {
+                did: Did::from_signing_key(keys.signing),
+                keys,
+                device: identity(host).did(),
+                name,
+                consent: crate::ledger::Consent(consent),
+            }
         }),
         (keys.clone(), any::<u8>()).prop_map(|(keys, who)| Op::RotateKeys { did: identity(who).did(), keys }),
         (any::<u8>(), "[a-z ]{0,40}").prop_map(|(who, reason)| Op::Revoke { did: identity(who).did(), reason }),

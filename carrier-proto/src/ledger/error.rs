@@ -86,6 +86,9 @@ pub enum Rejection {
     /// A key that some identity holds or held.
     #[error("a key in this entry is already used by another identity")]
     KeyReused,
+    /// The app did not consent to this host in this network.
+    #[error("{0} did not consent to this device in this network; register it with the app's own consent")]
+    NoConsent(Did),
     /// A key in the entry cannot be trusted as an identity's key.
     #[error("the {which} key is unusable: {why}")]
     UntrustedKey {

@@ -16,12 +16,14 @@
 //!   apps), or a registrar. Revocation is final, and revoking a device
 //!   revokes its apps. No key is ever used by two identities.
 
+mod consent;
 mod directory;
 mod entry;
 mod error;
 mod state;
 mod verify;
 
+pub use consent::{CONSENT_PREFIX, Consent, ConsentError};
 pub use directory::{Directory, Kind, Standing};
 pub use entry::{Entry, EntryBody, EntryError, EntryHash, MAX_ENTRY_SIZE, MAX_LIST_LEN, MAX_TEXT_LEN, Op};
 pub use error::{LedgerError, Rejection};

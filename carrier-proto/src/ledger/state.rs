@@ -251,7 +251,10 @@ impl LedgerState {
                 }
                 self.check_new(did, keys)
             }
-            Op::RegisterApp { did, keys, device, .. } => {
+            Op::RegisterApp { did, keys, device, consent, .. } => {
+                if !consent.verify(&keys.signing, device, &network.id) {
+                    return Err(Rejection::NoConsent(*did));
+                }
                 let host = self.active(device)?;
                 if !matches!(host.subject, Subject::Device { .. }) {
                     return Err(Rejection::NotADevice(*device));
@@ -290,7 +293,7 @@ impl LedgerState {
             Op::RegisterDevice { did, keys, roles } => {
                 self.insert(*did, keys, body.seq, Subject::Device { roles: roles.clone() });
             }
-            Op::RegisterApp { did, keys, device, name } => {
+            Op::RegisterApp { did, keys, device, name, .. } => {
                 self.insert(*did, keys, body.seq, Subject::App { device: *device, name: name.clone() });
             }
             Op::RotateKeys { did, keys } => {

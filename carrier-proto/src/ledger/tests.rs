@@ -46,17 +46,20 @@ impl Net {
 
     fn app(&mut self, device: &Identity) -> Identity {
         let app = Identity::generate(IdentityKind::App);
-        self.ok(register_app(&app, device), Some(device));
+        self.ok(self.app_op(&app, device), Some(device));
         app
+    }
+
+    /// `app` registered under `device`, with the app's consent.
+    fn app_op(&self, app: &Identity, device: &Identity) -> Op {
+        let network = self.state.network().expect("genesis").id;
+        let consent = crate::ledger::Consent::sign(app, &device.did(), &network);
+        Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: device.did(), name: "chat".into(), consent }
     }
 }
 
 fn register_device(device: &Identity) -> Op {
     Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec!["relay".into()] }
-}
-
-fn register_app(app: &Identity, device: &Identity) -> Op {
-    Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: device.did(), name: "chat".into() }
 }
 
 fn revoke(who: &Identity) -> Op {
@@ -110,9 +113,9 @@ fn rotation_moves_authority_to_the_new_key() {
     net.ok(rotate(&device, &next), Some(&device));
     let app = Identity::generate(IdentityKind::App);
     // The old key no longer speaks for the device...
-    assert!(matches!(net.try_op(register_app(&app, &device), Some(&device)), Err(Rejection::NotHostDevice { .. })));
+    assert!(matches!(net.try_op(net.app_op(&app, &device), Some(&device)), Err(Rejection::NotHostDevice { .. })));
     // ...the new one does, under the unchanged DID.
-    net.ok(register_app(&app, &device), Some(&next));
+    net.ok(net.app_op(&app, &device), Some(&next));
     assert_eq!(net.state.resolve(&device.did()).unwrap().record.keys, next.public_keys());
     assert_eq!(net.state.did_of_key(&next.signing_key()), Some(device.did()));
     assert_eq!(net.state.did_of_key(&device.signing_key()), None);
@@ -174,14 +177,14 @@ fn rejects_app_registered_by_another_device() {
     let host = net.device();
     let other = net.device();
     let app = Identity::generate(IdentityKind::App);
-    let err = net.try_op(register_app(&app, &host), Some(&other)).unwrap_err();
+    let err = net.try_op(net.app_op(&app, &host), Some(&other)).unwrap_err();
     assert!(matches!(err, Rejection::NotHostDevice { .. }), "{err}");
     // Nor may a registrar register apps in a device's name.
-    assert!(matches!(net.try_op(register_app(&app, &host), None), Err(Rejection::NotHostDevice { .. })));
+    assert!(matches!(net.try_op(net.app_op(&app, &host), None), Err(Rejection::NotHostDevice { .. })));
     // An app cannot host apps.
     let first = net.app(&host);
     let nested = Identity::generate(IdentityKind::App);
-    assert_eq!(net.try_op(register_app(&nested, &first), Some(&first)), Err(Rejection::NotADevice(first.did())));
+    assert_eq!(net.try_op(net.app_op(&nested, &first), Some(&first)), Err(Rejection::NotADevice(first.did())));
 }
 
 #[test]
@@ -219,7 +222,7 @@ fn rejects_every_operation_on_a_revoked_did() {
     let keys = Identity::generate(IdentityKind::App);
     assert_eq!(net.try_op(rotate(&app, &keys), None), Err(Rejection::Revoked(app.did())));
     assert_eq!(net.try_op(revoke(&app), None), Err(Rejection::Revoked(app.did())));
-    assert_eq!(net.try_op(register_app(&app, &device), Some(&device)), Err(Rejection::AlreadyRegistered(app.did())));
+    assert_eq!(net.try_op(net.app_op(&app, &device), Some(&device)), Err(Rejection::AlreadyRegistered(app.did())));
     assert_eq!(
         net.state.resolve(&app.did()).unwrap().status,
         Status::Revoked(Revocation { seq: 3, reason: "lost".into() })
@@ -231,7 +234,7 @@ fn rejects_every_operation_on_a_revoked_did() {
     assert_eq!(net.state.resolve(&second.did()).unwrap().status, Status::HostRevoked(device.did()));
     assert_eq!(net.try_op(revoke(&second), None), Err(Rejection::Revoked(device.did())));
     let third = Identity::generate(IdentityKind::App);
-    assert_eq!(net.try_op(register_app(&third, &device), Some(&device)), Err(Rejection::Revoked(device.did())));
+    assert_eq!(net.try_op(net.app_op(&third, &device), Some(&device)), Err(Rejection::Revoked(device.did())));
     assert_eq!(net.try_op(register_device(&device), None), Err(Rejection::AlreadyRegistered(device.did())));
 }
 
@@ -395,4 +398,38 @@ fn rejects_non_contributory_noise_keys() {
     // An honest key passes.
     let device = Identity::generate(IdentityKind::Device);
     assert_eq!(register_with(&mut net, device.public_keys()), Ok(()));
+}
+
+#[test]
+fn rejects_an_app_registered_without_its_consent_to_that_device_and_network() {
+    let mut net = Net::new();
+    let (mine, theirs) = (net.device(), net.device());
+    let app = Identity::generate(IdentityKind::App);
+    // The app consented to `mine`; `theirs` adopts its card with that consent.
+    let Op::RegisterApp { consent, .. } = net.app_op(&app, &mine) else { unreachable!() };
+    let adopted =
+        Op::RegisterApp { did: app.did(), keys: app.public_keys(), device: theirs.did(), name: "x".into(), consent };
+    assert_eq!(net.try_op(adopted, Some(&theirs)), Err(Rejection::NoConsent(app.did())));
+    // A consent made for another network.
+    let elsewhere = crate::ledger::Consent::sign(&app, &mine.did(), &EntryHash([9; 32]));
+    let op = Op::RegisterApp {
+        did: app.did(),
+        keys: app.public_keys(),
+        device: mine.did(),
+        name: "x".into(),
+        consent: elsewhere,
+    };
+    assert_eq!(net.try_op(op, Some(&mine)), Err(Rejection::NoConsent(app.did())));
+    // Signed by the device, not the app.
+    let forged = crate::ledger::Consent::sign(&mine, &mine.did(), &net.state.network().unwrap().id);
+    let op = Op::RegisterApp {
+        did: app.did(),
+        keys: app.public_keys(),
+        device: mine.did(),
+        name: "x".into(),
+        consent: forged,
+    };
+    assert_eq!(net.try_op(op, Some(&mine)), Err(Rejection::NoConsent(app.did())));
+    // With its own consent it is registered.
+    net.ok(net.app_op(&app, &mine), Some(&mine));
 }

@@ -12,6 +12,7 @@ use carrier_daemon::ledger::LedgerStore;
 use carrier_daemon::paths::{self, DataDir};
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
+use carrier_proto::ledger::Consent;
 use carrier_proto::ledger::{Entry, LedgerState, Op};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
@@ -54,7 +55,11 @@ pub(crate) enum LedgerCommand {
     },
     /// Register an app under a device from the app's card. Signed by the device.
     ///
-    /// Example: carrierctl ledger register-app --key ~/.local/share/carrier/device.key --name chat carrier-card:…
+    /// The app must consent to this device: give its key file (the app's
+    /// owner is this device's), or the consent it made with
+    /// `carrierctl consent`.
+    ///
+    /// Example: carrierctl ledger register-app --key ~/.local/share/carrier/device.key --app-key ~/.local/share/chat/app.key --name chat carrier-card:…
     RegisterApp {
         #[command(flatten)]
         at: LedgerDir,
@@ -64,6 +69,12 @@ pub(crate) enum LedgerCommand {
         /// The app's name, for people.
         #[arg(long)]
         name: String,
+        /// The app's key file: its consent is made with it here.
+        #[arg(long, value_name = "FILE", required_unless_present = "consent", conflicts_with = "consent")]
+        app_key: Option<PathBuf>,
+        /// The app's consent (`carrier-consent:…`), made by its owner.
+        #[arg(long)]
+        consent: Option<String>,
         /// The app's card, or a file holding it.
         card: String,
     },
@@ -183,10 +194,29 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
             let op = Op::RegisterDevice { did: card.did(), keys: card.keys(), roles };
             append(&at, &key, Some(IdentityKind::Registrar), op)
         }
-        LedgerCommand::RegisterApp { at, key, name, card } => {
+        LedgerCommand::RegisterApp { at, key, name, app_key, consent, card } => {
             let card = read_card(&card, IdentityKind::App)?;
             let device = keystore::load_kind(&key, IdentityKind::Device)?;
-            let op = Op::RegisterApp { did: card.did(), keys: card.keys(), device: device.did(), name };
+            let network = at.open()?.state().network().context("the ledger has no genesis")?.id;
+            let consent = match (app_key, consent) {
+                (Some(path), _) => {
+                    let app = keystore::load_kind(&path, IdentityKind::App)?;
+                    if app.did() != card.did() {
+                        bail!("{} is the key of {}, not of the card's app {}", path.display(), app.did(), card.did());
+                    }
+                    Consent::sign(&app, &device.did(), &network)
+                }
+                (None, Some(text)) => text.parse::<Consent>()?,
+                (None, None) => bail!("the app's consent is needed: give --app-key or --consent"),
+            };
+            if !consent.verify(&card.keys().signing, &device.did(), &network) {
+                bail!(
+                    "that consent is not {}'s to this device ({}) in this network; make one with `carrierctl consent`",
+                    card.did(),
+                    device.did()
+                );
+            }
+            let op = Op::RegisterApp { did: card.did(), keys: card.keys(), device: device.did(), name, consent };
             sign_and_append(&at, &device, op)
         }
         LedgerCommand::Rotate { at, key, did, card } => {

@@ -59,6 +59,22 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make an app's consent to be hosted by a device in a network, for the
+    /// device's owner to register it with (`ledger register-app --consent`).
+    /// The device's DID and the network id are in its `carrierctl status`.
+    ///
+    /// Example: carrierctl consent --app-key ~/.local/share/chat/app.key --device did:carrier:z… --network 3fa4…
+    Consent {
+        /// The app's key file.
+        #[arg(long, value_name = "FILE")]
+        app_key: PathBuf,
+        /// The hosting device's DID.
+        #[arg(long)]
+        device: carrier_proto::identity::Did,
+        /// The network id (64 hex digits).
+        #[arg(long)]
+        network: String,
+    },
     /// Create, change and inspect a ledger directory (offline), or publish
     /// new entries to a running daemon.
     #[command(subcommand)]
@@ -138,6 +154,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created {} key {}", identity.kind(), out.display());
             println!("did:  {}", identity.did());
             println!("card: {}", identity.card());
+            Ok(())
+        }
+        Command::Consent { app_key, device, network } => {
+            let network = carrier_proto::ledger::EntryHash::from_hex(&network)
+                .with_context(|| format!("{network:?} is not a network id (64 hex digits)"))?;
+            let app = keystore::load_kind(&app_key, IdentityKind::App)?;
+            let consent = carrier_proto::ledger::Consent::sign(&app, &device, &network);
+            println!("app:     {}", app.did());
+            println!("consent: {consent}");
             Ok(())
         }
         Command::Ledger(command) => ledger::run(command, &target, json),

@@ -40,7 +40,7 @@ fn entry_json(state: &LedgerState, entry: &Entry) -> Value {
         Op::RegisterDevice { did, keys, roles } => json!({
             "did": did.to_string(), "noise_key": keys.noise.to_string(), "roles": roles,
         }),
-        Op::RegisterApp { did, keys, device, name } => json!({
+        Op::RegisterApp { did, keys, device, name, .. } => json!({
             "did": did.to_string(), "noise_key": keys.noise.to_string(), "device": device.to_string(), "name": name,
         }),
         Op::RotateKeys { did, keys } => json!({
