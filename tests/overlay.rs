@@ -225,3 +225,39 @@ async fn kademlia_keeps_no_record_a_registered_peer_puts() {
     let found = finished(&mut swarm, false).await;
     assert!(found.is_none(), "the honest node kept {found:?}");
 }
+
+#[tokio::test]
+async fn a_peer_that_claims_many_addresses_is_kept_with_a_few() {
+    use futures::StreamExt;
+    use libp2p::identify;
+
+    let mut net = TestNetwork::new("addresses");
+    let (honest, hostile) = (net.register_device(), net.register_device());
+    let mut honest = start(honest, net.ledger.clone(), None).await;
+    let (did, keypair) = (hostile.did(), hostile.libp2p_keypair());
+    let ledger = Arc::new(EmbeddedLedger::in_memory(net.ledger.clone())) as Arc<dyn Ledger>;
+    let ctx = Arc::new(LinkContext::new(hostile, did, ledger, LinkLimits::default()));
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|_| carrier_daemon::overlay::transport::CarrierTransport::new(ctx))
+        .unwrap()
+        .with_behaviour(|key| identify::Behaviour::new(identify::Config::new("/carrier/id/1.0.0".into(), key.public())))
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    // It tells everyone it listens on 100 Carrier addresses.
+    for port in 1..=100u16 {
+        swarm.add_external_address(format!("/ip4/127.0.0.1/udp/{port}/quic-v1/noise").parse().unwrap());
+    }
+    swarm.dial(honest.overlay.listen_addr().clone()).unwrap();
+    let driving = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    wait_for(&mut honest, |e| *e == OverlayEvent::Routable(did)).await;
+    let routes = honest.overlay.routes().await.unwrap();
+    let route = routes.iter().find(|r| r.did == Some(did)).expect("the peer is routable");
+    assert!(!route.addrs.is_empty() && route.addrs.len() <= 8, "kept {} addresses", route.addrs.len());
+    driving.abort();
+}
