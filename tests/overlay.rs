@@ -167,6 +167,26 @@ async fn revocation_cuts_every_link_within_two_seconds_for_good() {
     }
 }
 
+/// A swarm of the caller's own behaviour over a Carrier link, as a
+/// registered peer that does not run the stock daemon would build it.
+fn hostile_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    identity: Identity,
+    ledger: &LedgerState,
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    let (did, keypair) = (identity.did(), identity.libp2p_keypair());
+    let ledger = Arc::new(EmbeddedLedger::in_memory(ledger.clone())) as Arc<dyn Ledger>;
+    let ctx = Arc::new(LinkContext::new(identity, did, ledger, LinkLimits::default()));
+    libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|_| carrier_daemon::overlay::transport::CarrierTransport::new(ctx))
+        .unwrap()
+        .with_behaviour(behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
 #[tokio::test]
 async fn kademlia_keeps_no_record_a_registered_peer_puts() {
     use futures::StreamExt;
@@ -177,21 +197,11 @@ async fn kademlia_keeps_no_record_a_registered_peer_puts() {
     let (honest, hostile) = (net.register_device(), net.register_device());
     let honest = start(honest, net.ledger.clone(), None).await;
     // A registered peer runs a Kademlia of its own over a Carrier link.
-    let (did, keypair) = (hostile.did(), hostile.libp2p_keypair());
-    let ledger = Arc::new(EmbeddedLedger::in_memory(net.ledger.clone())) as Arc<dyn Ledger>;
-    let ctx = Arc::new(LinkContext::new(hostile, did, ledger, LinkLimits::default()));
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_other_transport(|_| carrier_daemon::overlay::transport::CarrierTransport::new(ctx))
-        .unwrap()
-        .with_behaviour(|key| {
-            let me = key.public().to_peer_id();
-            let config = kad::Config::new(carrier_daemon::overlay::KAD_PROTOCOL);
-            kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), config)
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = hostile_swarm(hostile, &net.ledger, |key| {
+        let me = key.public().to_peer_id();
+        let config = kad::Config::new(carrier_daemon::overlay::KAD_PROTOCOL);
+        kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), config)
+    });
     let target = honest.overlay.peer_id();
     swarm.behaviour_mut().add_address(&target, honest.overlay.listen_addr().clone());
     let key = kad::RecordKey::new(&b"a megabyte of nothing");
@@ -234,17 +244,10 @@ async fn a_peer_that_claims_many_addresses_is_kept_with_a_few() {
     let mut net = TestNetwork::new("addresses");
     let (honest, hostile) = (net.register_device(), net.register_device());
     let mut honest = start(honest, net.ledger.clone(), None).await;
-    let (did, keypair) = (hostile.did(), hostile.libp2p_keypair());
-    let ledger = Arc::new(EmbeddedLedger::in_memory(net.ledger.clone())) as Arc<dyn Ledger>;
-    let ctx = Arc::new(LinkContext::new(hostile, did, ledger, LinkLimits::default()));
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_other_transport(|_| carrier_daemon::overlay::transport::CarrierTransport::new(ctx))
-        .unwrap()
-        .with_behaviour(|key| identify::Behaviour::new(identify::Config::new("/carrier/id/1.0.0".into(), key.public())))
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let did = hostile.did();
+    let mut swarm = hostile_swarm(hostile, &net.ledger, |key| {
+        identify::Behaviour::new(identify::Config::new("/carrier/id/1.0.0".into(), key.public()))
+    });
     // It tells everyone it listens on 100 Carrier addresses.
     for port in 1..=100u16 {
         swarm.add_external_address(format!("/ip4/127.0.0.1/udp/{port}/quic-v1/noise").parse().unwrap());

@@ -15,10 +15,11 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use carrier_daemon::config::Config;
 use carrier_daemon::daemon::Daemon;
 use carrier_daemon::ledger::LedgerStore;
 use carrier_daemon::link::quic;
@@ -75,14 +76,6 @@ fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
         }
     }
     [out.remove(0), out.remove(0)]
-}
-
-fn config(root: &Path, name: &str, bootstrap: Vec<String>) -> Config {
-    let text = format!("listen = \"127.0.0.1:0\"\nruntime_dir = {:?}\n", root.join(name));
-    let mut config = Config::parse(Path::new("bench.toml"), &text).unwrap();
-    config.bootstrap = bootstrap;
-    config.log.level = "warn".into();
-    config
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -227,11 +220,13 @@ async fn stream_throughput(a: &Client, b: &Client) -> (f64, f64) {
 async fn run() {
     let root = tempfile::tempdir().unwrap();
     let [(data0, app0), (data1, app1)] = provision(root.path());
-    let first = Daemon::start(&config(root.path(), "run0", vec![]), data0, &root.path().join("run0")).await.unwrap();
+    let first =
+        Daemon::start(&support::config(root.path(), "run0", vec![]), data0, &root.path().join("run0")).await.unwrap();
     let addr = first.overlay().listen_addr().to_string();
     let mut events = first.overlay().events();
-    let second =
-        Daemon::start(&config(root.path(), "run1", vec![addr]), data1, &root.path().join("run1")).await.unwrap();
+    let second = Daemon::start(&support::config(root.path(), "run1", vec![addr]), data1, &root.path().join("run1"))
+        .await
+        .unwrap();
     while !matches!(events.recv().await.unwrap(), OverlayEvent::PeerUp(did) if did == second.did()) {}
     let a = Client::connect_as(AppIdentity::load_or_create(&app0).unwrap(), root.path().join("run0").join(APP_SOCKET));
     let b = Client::connect_as(AppIdentity::load_or_create(&app1).unwrap(), root.path().join("run1").join(APP_SOCKET));

@@ -12,13 +12,14 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use carrier_daemon::config::Config;
 use carrier_daemon::daemon::Daemon;
 use carrier_daemon::ledger::{EmbeddedLedger, Ledger, LedgerStore};
 use carrier_daemon::link::{LinkContext, LinkLimits, quic};
@@ -168,14 +169,6 @@ fn provision(root: &Path, n: usize) -> (Vec<(DataDir, Identity)>, Identity, Ledg
     (devices, registrar, ledger)
 }
 
-fn config(root: &Path, name: &str, bootstrap: Vec<String>) -> Config {
-    let text = format!("listen = \"127.0.0.1:0\"\nruntime_dir = {:?}\n", root.join(name));
-    let mut config = Config::parse(Path::new("bench.toml"), &text).unwrap();
-    config.bootstrap = bootstrap;
-    config.log.level = "warn".into();
-    config
-}
-
 /// Submits `entry` at `daemons[0]` and waits until no daemon has a link to
 /// `cut` any more; the time that took (to within a millisecond: each
 /// daemon's peer list is asked every millisecond).
@@ -202,7 +195,7 @@ async fn cuts_across_daemons() {
     let mut bootstrap = Vec::new();
     for (i, (data, _)) in devices.iter().enumerate() {
         let daemon = Daemon::start(
-            &config(root.path(), &format!("run{i}"), bootstrap.clone()),
+            &support::config(root.path(), &format!("run{i}"), bootstrap.clone()),
             data.clone(),
             &root.path().join(format!("run{i}")),
         )

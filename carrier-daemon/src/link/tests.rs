@@ -144,10 +144,7 @@ async fn raw_first_stream(to: &Node, bytes: &[u8], finish: bool) -> Option<Refus
     if finish {
         send.finish().unwrap();
     }
-    match tokio::time::timeout(WAIT, connection.closed()).await.expect("never closed") {
-        quinn::ConnectionError::ApplicationClosed(close) => Refusal::from_code(close.error_code.into_inner()),
-        _ => None,
-    }
+    close_code(&connection).await
 }
 
 #[tokio::test]
