@@ -320,12 +320,8 @@ impl LinkContext {
         let addr = incoming.remote_address();
         let validated = incoming.remote_address_validated();
         let permit = match self.slots.gate(&self.limits, addr.ip(), validated, std::time::Instant::now()) {
-            Gate::Admit(permit, evicted) => {
-                for _ in 0..evicted {
-                    self.counters.count("handshakes_evicted_silent");
-                }
-                permit
-            }
+            // Any handshake this one evicted counts itself as it ends.
+            Gate::Admit(permit, _evicted) => permit,
             Gate::Retry => {
                 // The client retries with a token proving its address.
                 let _ = incoming.retry();
@@ -388,7 +384,7 @@ impl LinkContext {
             Err(LinkError::Refused(error)) => format!("refused_{}", name(error.reason)),
             Err(LinkError::RefusedByPeer(reason)) => format!("refused_by_peer_{}", name(*reason)),
             Err(LinkError::Busy) => "refused_busy".into(),
-            Err(LinkError::Evicted) => "handshakes_evicted_silent_closed".into(),
+            Err(LinkError::Evicted) => "handshakes_evicted_silent".into(),
             Err(LinkError::Timeout) => format!("handshake_timeouts_{direction}"),
             Err(_) => format!("link_failures_{direction}"),
         });
