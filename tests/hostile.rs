@@ -217,7 +217,8 @@ async fn silent_strangers_from_sixteen_addresses_do_not_hold_a_registered_device
     for task in flood {
         task.abort();
     }
-    // Without a flood this takes well under a second; the flood must not
-    // make it wait for the silent ones' deadlines.
-    assert!(took < std::time::Duration::from_secs(2), "joined after {took:?}");
+    // Without a flood this takes well under a second; a flood that held the
+    // slots made it wait for the silent ones' deadlines and the bootstrap
+    // retry (about 4 s). The exact cost is measured in the hostile bench.
+    assert!(took < std::time::Duration::from_secs(3), "joined after {took:?}");
 }

@@ -263,7 +263,7 @@ async fn a_flood_of_strangers_does_not_starve_registered_peers() {
     // A rate high enough that this test sees eviction, not the rate limit.
     let limits = LinkLimits {
         max_handshakes_per_ip: 4,
-        handshakes_per_ip_per_s: 1000,
+        handshakes_per_ip_per_s: u32::MAX,
         handshake_timeout: Duration::from_secs(3),
         ..LinkLimits::default()
     };
