@@ -83,7 +83,7 @@ app_did() { # name node: makes the app's key, registers it under node, prints it
 }
 echo_app=$(app_did echo n1); bob=$(app_did bob n2); app_did alice n3 >/dev/null
 for node in n1 n2 n3; do
-  mkdir -p "net/$node/ledger" && cp net/ledger/ledger.log "net/$node/ledger/"
+  mkdir -p "net/$node/ledger" && cp net/ledger/ledger.log net/ledger/checkpoint "net/$node/ledger/"
 done
 carrierctl ledger show --ledger net/ledger
 

@@ -51,8 +51,7 @@ fn a_device_registered_at_one_node_joins_through_another_and_its_revocation_cuts
     e.wait_for("applied ledger entries from a peer");
 
     // The newcomer has its own copy of the admin's ledger and joins through E.
-    std::fs::create_dir_all(f_dir.join("ledger")).unwrap();
-    std::fs::copy(root.path().join("admin/ledger/ledger.log"), f_dir.join("ledger/ledger.log")).unwrap();
+    support::copy_ledger(&root.path().join("admin/ledger"), &f_dir.join("ledger"));
     let f = Daemon::start(&f_dir, Some(&e_addr));
     f.wait_for("peer up");
     let e_peers = carrierctl(&["peers", "--socket", &socket(&dirs[4]), "--json"]);
@@ -81,29 +80,31 @@ fn a_device_registered_at_one_node_joins_through_another_and_its_revocation_cuts
     }
 }
 
+/// The sequencer equivocates: with the one log key it sequences two
+/// different entries at the same place in two copies of the ledger, and
+/// signs a checkpoint of each. Every daemon that sees both keeps its own
+/// view, raises the alarm, and saves both notes as evidence.
 #[test]
-fn two_signed_histories_raise_the_alarm_and_the_fork_is_refused() {
+fn two_signed_histories_raise_the_alarm_and_keep_the_old_view() {
     let root = tempfile::tempdir().unwrap();
     let dirs = provision(root.path(), 2);
-    // The registrar signs two different entries at the same height, in two
-    // copies of the ledger: equivocation.
     let (one, two) = (root.path().join("fork-one"), root.path().join("fork-two"));
     for (copy, name) in [(&one, "x"), (&two, "y")] {
-        std::fs::create_dir_all(copy).unwrap();
-        std::fs::copy(root.path().join("admin/ledger/ledger.log"), copy.join("ledger.log")).unwrap();
+        support::copy_ledger(&root.path().join("admin/ledger"), copy);
+        std::fs::copy(root.path().join("admin/ledger/log.key"), copy.join("log.key")).unwrap();
         new_device(root.path(), copy, name);
     }
     let a = Daemon::start(&dirs[0], None);
     let b = Daemon::start(&dirs[1], None);
     carrierctl(&["ledger", "publish", "--ledger", one.to_str().unwrap(), "--socket", &socket(&dirs[0])]);
     carrierctl(&["ledger", "publish", "--ledger", two.to_str().unwrap(), "--socket", &socket(&dirs[1])]);
-    // Handing A the other history directly is refused too.
+    // Handing A the other history directly is refused, and raises the alarm.
     let out = Command::new(env!("CARGO_BIN_EXE_carrierctl"))
         .args(["ledger", "publish", "--ledger", two.to_str().unwrap(), "--socket", &socket(&dirs[0])])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing a fork"));
-    // B restarts and joins through A: both see the other's head disagree.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contradicts"), "{out:?}");
+    // B restarts and joins through A: B sees A's checkpoint contradict its own.
     assert!(b.terminate().success());
     let b = Daemon::start(&dirs[1], Some(&a.addr));
     a.wait_for("ledger equivocation");
@@ -111,8 +112,16 @@ fn two_signed_histories_raise_the_alarm_and_the_fork_is_refused() {
     for dir in &dirs {
         let status: serde_json::Value =
             serde_json::from_str(&carrierctl(&["status", "--socket", &socket(dir), "--json"])).unwrap();
-        assert!(status["alarm"].as_str().unwrap().contains("differs from ours"), "{status}");
-        assert_eq!(status["ledger"]["height"], 4, "the fork was applied: {status}");
+        assert!(status["alarm"].as_str().unwrap().contains("two histories"), "{status}");
+        assert_eq!(status["ledger"]["height"], 4, "the other history was applied: {status}");
+        let evidence: Vec<_> = std::fs::read_dir(dir.join("ledger"))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("equivocation-")))
+            .collect();
+        assert_eq!(evidence.len(), 1, "{evidence:?}");
+        let text = std::fs::read_to_string(&evidence[0]).unwrap();
+        assert_eq!(text.matches("\u{2014} carrier/").count(), 2, "both signed notes: {text}");
     }
     assert!(a.terminate().success());
     assert!(b.terminate().success());

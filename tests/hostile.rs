@@ -33,8 +33,7 @@ fn an_app_key_posing_as_a_device_gets_no_link() {
     let device = Daemon::start(&dirs[0], None);
     // The app's owner runs a stock daemon on the app's keys.
     let attacker = root.path().join("attacker");
-    std::fs::create_dir_all(attacker.join("ledger")).unwrap();
-    std::fs::copy(dirs[0].join("ledger/ledger.log"), attacker.join("ledger/ledger.log")).unwrap();
+    support::copy_ledger(&dirs[0].join("ledger"), &attacker.join("ledger"));
     rewrite_as_device_key(&apps[0][0].join("app.key"), &attacker.join("device.key"));
     let _posing = Daemon::start(&attacker, Some(&device.addr));
     let refused = device.wait_for("refused peer");
@@ -117,7 +116,7 @@ fn a_revocation_inside_a_batch_larger_than_the_gates_feed_still_cuts() {
     use carrier_daemon::ledger::LedgerStore;
     use carrier_proto::identity::{Identity, IdentityKind};
     use carrier_proto::keystore;
-    use carrier_proto::ledger::Op;
+    use carrier_proto::ledger::{Op, Sequencer};
 
     let root = tempfile::tempdir().unwrap();
     let (dirs, _) = provision_with_apps(root.path(), 2, &[]);
@@ -133,15 +132,17 @@ fn a_revocation_inside_a_batch_larger_than_the_gates_feed_still_cuts() {
     let registrar = keystore::load_kind(&root.path().join("admin/registrar.key"), IdentityKind::Registrar).unwrap();
     let mut store = LedgerStore::open(&root.path().join("admin/ledger")).unwrap();
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let log = keystore::load_kind(&root.path().join("admin/ledger/log.key"), IdentityKind::Log).unwrap();
+    let mut sequencer = Sequencer::new(log, None);
     let revoke = Op::Revoke { did: b_did.parse().unwrap(), reason: "stolen".into() };
-    let entry = store.state().next_entry(revoke, now(), &registrar);
-    store.append(entry).unwrap();
+    let mut entries = vec![store.state().next_entry(revoke, now(), &registrar)];
     for _ in 0..400 {
         let device = Identity::generate(IdentityKind::Device);
         let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
-        let entry = store.state().next_entry(op, now(), &registrar);
-        store.append(entry).unwrap();
+        entries.push(store.state().next_entry(op, now(), &registrar));
     }
+    let sequenced = store.sequence(&mut sequencer, entries, now()).unwrap();
+    assert!(sequenced.iter().all(Result::is_ok), "{sequenced:?}");
     drop(store);
     let ledger = root.path().join("admin/ledger");
     carrierctl(&["ledger", "publish", "--ledger", ledger.to_str().unwrap(), "--socket", &sock]);

@@ -143,7 +143,7 @@ fn provisioning_walkthrough() {
     let ops: Vec<&str> = entries.as_array().unwrap().iter().map(|e| e["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["genesis", "register-device", "register-device", "register-app", "rotate-keys", "revoke"]);
     let table = admin.ok(&["show"]);
-    assert!(table.starts_with("SEQ"), "{table}");
+    assert!(table.starts_with("INDEX"), "{table}");
     assert_eq!(table.lines().count(), 7);
 
     let verified = admin.ok(&["verify"]);
@@ -213,7 +213,7 @@ fn an_app_card_adopted_by_another_device_is_refused() {
     admin.ok(&["register-device", "--key", &admin.key(), &laptop_card]);
     admin.ok(&["register-device", "--key", &admin.key(), &phone_card]);
     let shown: Value = serde_json::from_str(&admin.ok(&["show", "--json"])).unwrap();
-    let network = shown[0]["hash"].as_str().unwrap().to_owned();
+    let network = shown[0]["leaf_hash"].as_str().unwrap().to_owned();
     // The app's owner consents to the laptop, and publishes card and consent.
     let app = ok("carrierctl", &["keygen", "--kind", "app", "--out", &admin.path("apps/chat.key")]);
     let consent = ok(

@@ -21,7 +21,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use carrier_daemon::daemon::Daemon;
-use carrier_daemon::ledger::LedgerStore;
 use carrier_daemon::link::quic;
 use carrier_daemon::overlay::OverlayEvent;
 use carrier_daemon::paths::{APP_SOCKET, DataDir};
@@ -46,8 +45,8 @@ fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
         ledger.append(entry.clone()).unwrap();
         entries.push(entry);
     };
-    let genesis = Op::Genesis { network: "bench".into(), registrars: vec![registrar.signing_key()] };
-    append(&mut ledger, genesis, &registrar);
+    let log = root.join("log.key");
+    append(&mut ledger, support::genesis(&registrar, &log), &registrar);
     let mut out = Vec::new();
     for i in 0..2 {
         let device = Identity::generate(IdentityKind::Device);
@@ -69,12 +68,8 @@ fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
         append(&mut ledger, register, &device);
         out.push((data, app_dir));
     }
-    for (data, _) in &out {
-        let mut store = LedgerStore::create(&data.ledger(), entries[0].clone()).unwrap();
-        for entry in &entries[1..] {
-            store.append(entry.clone()).unwrap();
-        }
-    }
+    let dirs: Vec<_> = out.iter().map(|(data, _)| data.ledger()).collect();
+    support::store_ledgers(&dirs, &entries, &log);
     [out.remove(0), out.remove(0)]
 }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use carrier_daemon::daemon::Daemon;
-use carrier_daemon::ledger::{EmbeddedLedger, Ledger, LedgerStore};
+use carrier_daemon::ledger::{EmbeddedLedger, Ledger};
 use carrier_daemon::link::{LinkContext, LinkLimits, quic};
 use carrier_daemon::paths::DataDir;
 use carrier_proto::identity::{Did, Identity, IdentityKind};
@@ -150,7 +150,7 @@ fn provision(root: &Path, n: usize) -> (Vec<(DataDir, Identity)>, Identity, Ledg
         ledger.append(entry.clone()).unwrap();
         entries.push(entry);
     };
-    append(&mut ledger, Op::Genesis { network: "bench".into(), registrars: vec![registrar.signing_key()] });
+    append(&mut ledger, support::genesis(&registrar, &root.join("log.key")));
     let mut devices = Vec::new();
     for i in 0..n {
         let device = Identity::generate(IdentityKind::Device);
@@ -160,12 +160,8 @@ fn provision(root: &Path, n: usize) -> (Vec<(DataDir, Identity)>, Identity, Ledg
         append(&mut ledger, Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] });
         devices.push((data, device));
     }
-    for (data, _) in &devices {
-        let mut store = LedgerStore::create(&data.ledger(), entries[0].clone()).unwrap();
-        for entry in &entries[1..] {
-            store.append(entry.clone()).unwrap();
-        }
-    }
+    let dirs: Vec<_> = devices.iter().map(|(data, _)| data.ledger()).collect();
+    support::store_ledgers(&dirs, &entries, &root.join("log.key"));
     (devices, registrar, ledger)
 }
 
@@ -177,7 +173,8 @@ async fn time_to_cut(daemons: &[Daemon], cut: Did, entry: Entry) -> Duration {
         daemon.did() != cut && daemon.overlay().peers().await.unwrap().iter().any(|p| p.did == cut)
     }
     let started = Instant::now();
-    daemons[0].ledger().append(entry).unwrap();
+    let sequenced = daemons[0].ledger().submit(vec![entry]).unwrap();
+    assert!(sequenced.iter().all(Result::is_ok), "{sequenced:?}");
     for (i, daemon) in daemons.iter().enumerate() {
         let deadline = started + Duration::from_secs(10);
         while linked(daemon, cut).await {
@@ -194,13 +191,12 @@ async fn cuts_across_daemons() {
     let mut daemons = Vec::new();
     let mut bootstrap = Vec::new();
     for (i, (data, _)) in devices.iter().enumerate() {
-        let daemon = Daemon::start(
-            &support::config(root.path(), &format!("run{i}"), bootstrap.clone()),
-            data.clone(),
-            &root.path().join(format!("run{i}")),
-        )
-        .await
-        .unwrap();
+        let mut config = support::config(root.path(), &format!("run{i}"), bootstrap.clone());
+        if i == 0 {
+            // The first daemon sequences the entries the benchmark submits.
+            config.ledger.sequencer_key = Some(root.path().join("log.key"));
+        }
+        let daemon = Daemon::start(&config, data.clone(), &root.path().join(format!("run{i}"))).await.unwrap();
         if i == 0 {
             bootstrap.push(daemon.overlay().listen_addr().to_string());
         }

@@ -88,8 +88,20 @@ pub struct Config {
     pub limits: Limits,
     /// App messaging.
     pub messaging: Messaging,
+    /// The ledger.
+    pub ledger: LedgerConfig,
     /// Logging.
     pub log: Log,
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// The network's log key file: set on exactly one daemon, which then
+    /// sequences every request and signs checkpoints. Never set it while
+    /// the admin's ledger directory sequences too.
+    pub sequencer_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -101,6 +113,7 @@ impl Default for Config {
             runtime_dir: None,
             limits: Limits::default(),
             messaging: Messaging::default(),
+            ledger: LedgerConfig::default(),
             log: Log::default(),
         }
     }

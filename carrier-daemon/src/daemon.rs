@@ -31,6 +31,7 @@ use crate::paths::{APP_SOCKET, CONTROL_SOCKET, DataDir};
 use crate::protocols::Router;
 use crate::protocols::ledger_sync::LedgerSync;
 use crate::tasks::{self, Tasks};
+use carrier_proto::ledger::Sequencer;
 
 /// How long shutdown waits for peers to be told.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -50,6 +51,14 @@ pub enum StartError {
     /// The ledger is missing or does not verify.
     #[error(transparent)]
     Ledger(#[from] StoreError),
+    /// The configured sequencer key cannot sequence this ledger.
+    #[error("ledger.sequencer_key {path}: {reason}")]
+    SequencerKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The configuration's bootstrap list is unusable.
     #[error("bootstrap[{0}]: {1}")]
     Bootstrap(usize, &'static str),
@@ -94,7 +103,16 @@ impl Daemon {
         if registered.is_none() {
             tracing::warn!(%did, "this device is not on the ledger yet; peers will refuse its links until it is registered");
         }
-        let ledger = Arc::new(EmbeddedLedger::with_store(store));
+        let mut ledger = EmbeddedLedger::with_store(store);
+        if let Some(path) = &config.ledger.sequencer_key {
+            let key = keystore::load_kind(path, IdentityKind::Log)
+                .map_err(|e| StartError::SequencerKey { path: path.clone(), reason: e.to_string() })?;
+            ledger = ledger
+                .with_sequencer(Sequencer::new(key, Some(did)))
+                .map_err(|reason| StartError::SequencerKey { path: path.clone(), reason })?;
+            tracing::info!(key = %path.display(), "this daemon sequences the network's ledger");
+        }
+        let ledger = Arc::new(ledger);
         let ctx =
             Arc::new(LinkContext::new(identity, did, Arc::clone(&ledger) as Arc<dyn Ledger>, config.link_limits()));
         let bootstrap: Vec<Multiaddr> = config.bootstrap_addrs().map_err(|(i, why)| StartError::Bootstrap(i, why))?;

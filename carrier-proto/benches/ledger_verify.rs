@@ -36,7 +36,14 @@ fn build(entries: usize) -> Built {
         encoded.push(entry.encoded().to_vec());
         state.append(entry).unwrap();
     };
-    let genesis = Op::Genesis { network: "bench".into(), registrars: vec![registrar.signing_key()] };
+    let log = Identity::generate(IdentityKind::Log);
+    let quotas = carrier_proto::ledger::Quotas::default();
+    let genesis = Op::Genesis {
+        network: "bench".into(),
+        registrars: vec![registrar.signing_key()],
+        log_key: log.signing_key(),
+        quotas,
+    };
     let entry = state.next_entry(genesis, 1, &registrar);
     push(&mut state, entry);
     let mut time = 1;

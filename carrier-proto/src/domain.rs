@@ -4,8 +4,6 @@
 
 /// Signature over an encoded ledger entry body.
 pub const LEDGER_ENTRY: &[u8] = b"carrier/v1/ledger-entry\0";
-/// Hash of an encoded signed ledger entry (the chain link).
-pub const LEDGER_HASH: &[u8] = b"carrier/v1/ledger-hash\0";
 /// Signature by an identity's Ed25519 key over its own Noise static key.
 pub const NOISE_KEY: &[u8] = b"carrier/v1/noise-key\0";
 
@@ -14,6 +12,12 @@ pub const APP_CONSENT: &[u8] = b"carrier/v1/app-consent\0";
 
 /// Signature by an app over its daemon's challenge on the app socket.
 pub const APP_AUTH: &[u8] = b"carrier/v1/app-auth\0";
+
+/// Signature by the log key over a checkpoint note's text: empty, because a
+/// C2SP signed note signs its text as it stands. Notes are kept apart from
+/// every other signed message by their first line (the log's origin) and
+/// by the log key, which signs nothing else.
+pub const NOTE: &[u8] = b"";
 
 /// Concatenates `tag` and `payload` into the message that is signed or hashed.
 pub fn tagged(tag: &[u8], payload: &[u8]) -> Vec<u8> {

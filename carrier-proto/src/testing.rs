@@ -6,12 +6,14 @@
 #![allow(clippy::expect_used)]
 
 use crate::identity::{Did, Identity, IdentityKind, PublicKeys};
-use crate::ledger::{Entry, LedgerState, Op};
+use crate::ledger::{Entry, LedgerState, Op, Quotas, Rejection, Sequencer, SignedCheckpoint};
 
-/// A registrar and the ledger it keeps.
+/// A registrar, a sequencer and the ledger they keep.
 pub struct TestNetwork {
     /// The network's only registrar.
     pub registrar: Identity,
+    /// The sequencer, holding the network's log key.
+    pub sequencer: Sequencer,
     /// The ledger so far.
     pub ledger: LedgerState,
     /// Time for the next entry, in milliseconds; advances by one per entry.
@@ -22,26 +24,43 @@ impl TestNetwork {
     /// A ledger holding only the genesis of network `name`.
     pub fn new(name: &str) -> Self {
         let registrar = Identity::generate(IdentityKind::Registrar);
-        let genesis = Op::Genesis { network: name.into(), registrars: vec![registrar.signing_key()] };
-        let mut net = Self { ledger: LedgerState::new(), clock: 1, registrar };
+        let log = Identity::generate(IdentityKind::Log);
+        let genesis = Op::Genesis {
+            network: name.into(),
+            registrars: vec![registrar.signing_key()],
+            log_key: log.signing_key(),
+            quotas: Quotas { max_requests_per_minute: u32::MAX, ..Quotas::default() },
+        };
+        let sequencer = Sequencer::new(log, None);
+        let mut net = Self { ledger: LedgerState::new(), clock: 1, registrar, sequencer };
         net.append_by_registrar(genesis);
         net
     }
 
-    /// Signs `op` with `signer` and appends it; panics if the ledger refuses.
+    /// Signs `op` with `signer` and sequences it; panics if refused.
     pub fn append(&mut self, op: Op, signer: &Identity) -> Entry {
         self.clock += 1;
         let entry = self.ledger.next_entry(op, self.clock, signer);
-        self.ledger.append(entry.clone()).expect("test entry refused");
+        self.sequence(entry.clone());
         entry
     }
 
-    /// Signs `op` with the registrar and appends it; panics if refused.
+    /// Signs `op` with the registrar and sequences it; panics if refused.
     pub fn append_by_registrar(&mut self, op: Op) -> Entry {
         self.clock += 1;
         let entry = self.ledger.next_entry(op, self.clock, &self.registrar);
-        self.ledger.append(entry.clone()).expect("test entry refused");
+        self.sequence(entry.clone());
         entry
+    }
+
+    fn sequence(&mut self, entry: Entry) {
+        let persist = |_: &Entry| Ok::<(), Rejection>(());
+        self.sequencer.sequence(&mut self.ledger, entry, self.clock, persist).expect("test entry refused");
+    }
+
+    /// The sequencer's checkpoint of the ledger as it stands.
+    pub fn checkpoint(&self) -> SignedCheckpoint {
+        self.sequencer.checkpoint(&self.ledger)
     }
 
     /// Makes a device identity and registers it.

@@ -80,10 +80,18 @@ pub(crate) fn provision_with_apps(root: &Path, n: usize, apps: &[usize]) -> (Vec
         app_dirs.push(dirs);
     }
     for dir in &dirs {
-        std::fs::create_dir_all(dir.join("ledger")).unwrap();
-        std::fs::copy(ledger.join("ledger.log"), dir.join("ledger/ledger.log")).unwrap();
+        copy_ledger(&ledger, &dir.join("ledger"));
     }
     (dirs, app_dirs)
+}
+
+/// Copies the ledger in `from` (its log and checkpoint; never the log key)
+/// into the directory `to`.
+pub(crate) fn copy_ledger(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for file in ["ledger.log", "checkpoint"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
 }
 
 /// `carrierd init` in `root/name`, registered by the admin in `ledger` (a

@@ -17,10 +17,13 @@ mod policy;
 use std::fmt;
 
 use carrier_proto::identity::{Did, SigningPublicKey};
-use carrier_proto::ledger::{Directory, Entry, EntryHash, Head, Network, Rejection};
+use carrier_proto::ledger::{
+    BatchError, CheckpointError, Comparison, Directory, Entry, EntryHash, Head, LedgerError, Network, Rejection,
+    SignedCheckpoint,
+};
 use tokio::sync::broadcast;
 
-pub use embedded::{EmbeddedLedger, LOG_FILE, LedgerStore, StoreError};
+pub use embedded::{CHECKPOINT_FILE, EmbeddedLedger, LOG_FILE, LedgerStore, StoreError};
 pub use policy::{Denial, Party, Policy, Refused};
 
 /// A change to the ledger.
@@ -34,13 +37,17 @@ pub struct LedgerUpdate {
     pub rotated: Option<Did>,
 }
 
-/// Why the ledger did not take an entry.
+/// Why the ledger did not sequence a request.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
-    /// The entry breaks a ledger rule (named).
+    /// The entry breaks a ledger or sequencer rule (named).
     #[error("refused: {0}")]
     Rejected(Rejection),
+    /// This daemon does not hold the log key: the request must travel to
+    /// the sequencer.
+    #[error("this daemon is not the network's sequencer")]
+    NotSequencer,
     /// The entry could not be stored; the ledger is unchanged.
     #[error(transparent)]
     Store(StoreError),
@@ -55,19 +62,76 @@ impl From<StoreError> for SubmitError {
     }
 }
 
+/// Why entries fetched from a peer were not taken.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ExtendError {
+    /// The checkpoint is not signed by this network's log key.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The batch does not prove out against the checkpoint (named entry).
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// An entry the checkpoint signs breaks a ledger rule: the sequencer
+    /// signed what it should have refused.
+    #[error("the sequencer signed an invalid entry: {0}")]
+    Invalid(LedgerError),
+    /// Our ledger moved while the batch was in flight; fetch again.
+    #[error("the ledger moved on while the batch was fetched")]
+    Moved,
+    /// The entries could not be stored; the ledger is unchanged.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Two validly signed checkpoints of our log that cannot both be true.
+#[derive(Debug, Clone)]
+pub struct Equivocation {
+    /// Ours (or the one we hold).
+    pub ours: SignedCheckpoint,
+    /// The other.
+    pub theirs: SignedCheckpoint,
+    /// Where the other came from, for people.
+    pub source: String,
+}
+
+impl Equivocation {
+    /// The evidence as text: both signed notes, each checkable by anyone
+    /// with the log's verifier key.
+    pub fn evidence(&self) -> String {
+        format!(
+            "# Two checkpoints signed by this network's log key that cannot both be true.\n# The second came from {}.\n\n{}\n{}",
+            self.source,
+            self.ours.text(),
+            self.theirs.text()
+        )
+    }
+}
+
 /// What the daemon asks of a ledger, whatever keeps it. The policy
 /// questions built on these (who may link, who may message whom) are
 /// provided methods in `policy.rs`.
 pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     /// The network this ledger belongs to, once its genesis is known.
     fn network(&self) -> Option<Network>;
-    /// Height and last hash.
+    /// Size and root.
     fn head(&self) -> Head;
-    /// The hash of entry `seq`, if the ledger has it.
-    fn entry_hash(&self, seq: u64) -> Option<EntryHash>;
+    /// The latest checkpoint signed by the log key (none for an in-memory
+    /// ledger of tests and tools).
+    fn checkpoint(&self) -> Option<SignedCheckpoint>;
+    /// The leaf hash of entry `index`, if the ledger has it.
+    fn entry_hash(&self, index: u64) -> Option<EntryHash>;
+    /// Where the entry with leaf hash `hash` sits, if it is in the log.
+    fn position(&self, hash: &EntryHash) -> Option<u64>;
     /// Up to `max` consecutive encoded entries from `from` on (fewer where
     /// this copy cannot serve them).
     fn entries(&self, from: u64, max: usize) -> Vec<Vec<u8>>;
+    /// A consistency proof from `old` to `new` entries.
+    fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<EntryHash>>;
+    /// An inclusion proof of entry `index` in the tree of `size` entries.
+    fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<EntryHash>>;
+    /// How a verified checkpoint stands to ours.
+    fn compare(&self, theirs: &SignedCheckpoint) -> Option<Comparison>;
     /// The DID whose current signing key is `key`.
     fn did_of_key(&self, key: &SigningPublicKey) -> Option<Did>;
     /// The DID whose first key is `compact` (the 32 bytes messages carry).
@@ -76,10 +140,30 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     fn roles(&self, did: &Did) -> Vec<String>;
     /// Every change from now on.
     fn subscribe(&self) -> broadcast::Receiver<LedgerUpdate>;
-    /// Checks `entry` against every rule, keeps it, and tells subscribers.
-    fn submit(&self, entry: Entry) -> Result<(), SubmitError>;
-    /// Raises the equivocation alarm (logged as an error once).
-    fn raise_alarm(&self, message: String);
+    /// True if this daemon holds the log key and sequences requests.
+    fn is_sequencer(&self) -> bool;
+    /// Sequences `entries` (one checkpoint for all) and tells subscribers;
+    /// each gets its index or the rule it broke.
+    fn submit(&self, entries: Vec<Entry>) -> Result<Vec<Result<u64, Rejection>>, SubmitError>;
+    /// Takes `batch` (the entries from index `from` on, which must be our
+    /// size), proven against `target` by `proof`, and stores `target` once
+    /// the log reaches it; returns how many entries were applied.
+    fn extend(
+        &self,
+        from: u64,
+        batch: &[Vec<u8>],
+        target: &SignedCheckpoint,
+        proof: &[EntryHash],
+    ) -> Result<u64, ExtendError>;
+    /// Raises the equivocation alarm (logged as an error once; the
+    /// evidence kept).
+    fn raise_alarm(&self, equivocation: Equivocation);
     /// The equivocation alarm, if raised.
     fn alarm(&self) -> Option<String>;
+
+    /// Checks a checkpoint note against this network's log key.
+    fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {
+        let network = self.network().ok_or(CheckpointError::NotSigned)?;
+        SignedCheckpoint::verify(note, &network.id, &network.log_key)
+    }
 }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use carrier_proto::handshake::{Admitted, HandshakeError, Local, Refusal};
 use carrier_proto::identity::{Did, Identity, PublicKeys};
-use carrier_proto::ledger::{Directory, Head};
+use carrier_proto::ledger::Directory;
 use tracing::Instrument;
 
 pub use limits::LinkLimits;
@@ -112,8 +112,9 @@ pub struct LinkContext {
     live: Mutex<HashMap<Did, Vec<LiveLink>>>,
     /// The node's endpoint once bound, for an orderly shutdown.
     endpoint: Mutex<Option<quinn::Endpoint>>,
-    /// Each peer's ledger head from its latest handshake, for replication.
-    peer_heads: Mutex<HashMap<Did, Head>>,
+    /// Each peer's checkpoint note from its latest handshake (unverified),
+    /// for replication.
+    peer_checkpoints: Mutex<HashMap<Did, Vec<u8>>>,
     /// Admissions and refusals since start, by name.
     counters: Arc<Counters>,
     /// The link layer's own tasks (accepting, handshakes, the overlay
@@ -133,7 +134,7 @@ impl LinkContext {
             slots: Arc::default(),
             live: Mutex::default(),
             endpoint: Mutex::default(),
-            peer_heads: Mutex::default(),
+            peer_checkpoints: Mutex::default(),
             counters: Arc::default(),
             tasks: Tasks::new(),
         }
@@ -243,14 +244,16 @@ impl LinkContext {
             .fold((0, 0), |(rx, tx), stats| (rx + stats.udp_rx.bytes, tx + stats.udp_tx.bytes))
     }
 
-    /// A peer's ledger head as its latest handshake showed it.
-    pub fn peer_head(&self, did: &Did) -> Option<Head> {
-        self.peer_heads.lock().unwrap_or_else(PoisonError::into_inner).get(did).copied()
+    /// A peer's checkpoint note as its latest handshake showed it, not yet
+    /// verified.
+    pub fn peer_checkpoint(&self, did: &Did) -> Option<Vec<u8>> {
+        self.peer_checkpoints.lock().unwrap_or_else(PoisonError::into_inner).get(did).cloned()
     }
 
     /// Records an admitted link, dropping entries for closed connections.
     fn register(&self, link: &Link) {
-        self.peer_heads.lock().unwrap_or_else(PoisonError::into_inner).insert(link.peer.did, link.peer.head);
+        let note = link.peer.checkpoint.clone();
+        self.peer_checkpoints.lock().unwrap_or_else(PoisonError::into_inner).insert(link.peer.did, note);
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let connections = live.entry(link.peer.did).or_default();
         connections.retain(|l| l.connection.close_reason().is_none());
@@ -263,7 +266,8 @@ impl LinkContext {
             .ledger
             .network()
             .ok_or_else(|| HandshakeError::new(Refusal::WrongNetwork, "our ledger has no genesis"))?;
-        let local = Local { did: self.did, identity: &self.identity, network_id: network.id, head: self.ledger.head() };
+        let note = self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
+        let local = Local { did: self.did, identity: &self.identity, network_id: network.id, checkpoint: &note };
         Ok(f(&local, self.directory()))
     }
 

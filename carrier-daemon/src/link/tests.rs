@@ -245,8 +245,8 @@ async fn replayed_hello_on_a_new_connection_fails_the_binding() {
     let first = endpoint.connect(node_b.addr, quic::SERVER_NAME).unwrap().await.unwrap();
     let mut binding = [0u8; 32];
     first.export_keying_material(&mut binding, EXPORTER_LABEL, b"").unwrap();
-    let local =
-        Local { did: a.did(), identity: &a, network_id: net.ledger.network().unwrap().id, head: net.ledger.head() };
+    let note = net.checkpoint().note().to_vec();
+    let local = Local { did: a.did(), identity: &a, network_id: net.ledger.network().unwrap().id, checkpoint: &note };
     let (_, hello) = Initiator::start(&local, &ChannelBinding(binding), &net.ledger, Some(b_did)).unwrap();
     first.close(0u32.into(), b"");
     let _ = node_b.next_inbound().await;
@@ -298,14 +298,15 @@ async fn a_flood_of_strangers_does_not_starve_registered_peers() {
 }
 
 #[tokio::test]
-async fn admission_records_the_peers_ledger_head() {
+async fn admission_records_the_peers_checkpoint() {
     let mut net = TestNetwork::new("links");
     let (a, b) = (net.register_device(), net.register_device());
     let b_did = b.did();
     let node_a = Node::start(a, net.ledger.clone());
     let node_b = Node::start(b, net.ledger.clone());
     let _link = node_a.dial(&node_b, None).await.unwrap();
-    assert_eq!(node_a.ctx.peer_head(&b_did), Some(net.ledger.head()));
+    // An in-memory ledger has no checkpoint: the handshake carries none.
+    assert_eq!(node_a.ctx.peer_checkpoint(&b_did), Some(Vec::new()));
 }
 
 /// The close code a peer ended `connection` with.
@@ -333,7 +334,7 @@ async fn a_recheck_cuts_revoked_and_rotated_out_links_and_keeps_the_rest() {
     // nobody tells it (as when its update feed lagged).
     let rotated_to = Identity::generate(IdentityKind::Device);
     for entry in [net.revoke(a_did), net.rotate(c_did, rotated_to.public_keys())] {
-        node_b.ctx.ledger.submit(entry).unwrap();
+        node_b.ctx.ledger.submit(vec![entry]).unwrap();
     }
     let mut cuts: Vec<(Did, Refusal)> = node_b.ctx.enforce_all().into_iter().map(|c| (c.did, c.reason)).collect();
     cuts.sort_by_key(|(did, _)| *did != a_did);

@@ -30,13 +30,13 @@ async fn a_revocation_lost_from_a_lagging_feed_still_cuts_the_link() {
     let mut gate = Behaviour::new(Arc::clone(&ctx_b));
     // The revocation, then more updates than the feed holds, with no
     // chance for the gate's task to run in between (one thread).
-    ctx_b.ledger.submit(net.revoke(a_did)).unwrap();
+    ctx_b.ledger.submit(vec![net.revoke(a_did)]).unwrap();
     for _ in 0..300 {
         let device = carrier_proto::identity::Identity::generate(IdentityKind::Device);
         let op =
             carrier_proto::ledger::Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
         let entry = net.append_by_registrar(op);
-        ctx_b.ledger.submit(entry).unwrap();
+        ctx_b.ledger.submit(vec![entry]).unwrap();
     }
     let cut = std::future::poll_fn(|cx| gate.poll(cx));
     let first = tokio::time::timeout(std::time::Duration::from_secs(5), cut).await.expect("the gate did nothing");

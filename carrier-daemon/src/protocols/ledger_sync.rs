@@ -1,55 +1,75 @@
-//! Ledger replication over the overlay (`/carrier/ledger/1.0.0`): plain async
+//! Ledger replication over the overlay (`/carrier/ledger/2.0.0`): plain async
 //! functions over one stream per exchange, framed like every other stream.
 //!
-//! - When a link comes up and the peer's handshake showed a longer ledger,
-//!   we fetch the entries we lack from it, a batch at a time.
-//! - When our ledger grows (a publish, or entries fetched), we push the new
-//!   entries to every linked peer; a peer that is further behind fetches.
-//! - Every entry is verified before it is applied (`Ledger::submit`).
-//!   A peer whose entry at a height we have differs from ours shows a forked
-//!   history: we raise the equivocation alarm and refuse the fork.
+//! - When a link comes up, the peer's handshake carried its checkpoint; when
+//!   our ledger grows, we announce ours to every linked peer.
+//! - A checkpoint counts only once it verifies under the log key. If it is
+//!   ahead of ours, we fetch the entries we lack in bounded batches, each
+//!   with a consistency proof to that checkpoint, and apply a batch only
+//!   if it proves out (`Ledger::extend`); every entry's signature and rules
+//!   are checked too.
+//! - Two validly signed checkpoints that cannot both be true are the
+//!   sequencer's equivocation: we keep our view and raise the alarm with
+//!   both notes as evidence. A forged or unsigned note is dropped quietly.
+//! - Work per catch-up is bounded whatever a peer claims: the number of
+//!   exchanges follows from the signed size, each exchange has a timeout,
+//!   and the whole catch-up a deadline. One catch-up runs at a time.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Entry, Head, Rejection};
+use carrier_proto::ledger::{Comparison, EntryHash, SignedCheckpoint};
 use carrier_proto::pb::{self, sync_request::Request};
-use tokio::sync::broadcast;
+use tokio::sync::{Mutex, broadcast};
 
 use super::{Handling, PeerStream, ProtocolError, ProtocolHandler, Router};
 use crate::framed::{FrameReader, FrameWriter};
-use crate::ledger::{Ledger, SubmitError};
+use crate::ledger::{Equivocation, ExtendError, Ledger};
 use crate::link::LinkContext;
+use crate::observe::Counters;
 use crate::overlay::{Overlay, OverlayEvent};
 use crate::tasks::Tasks;
 
 /// The protocol name.
-pub(crate) const PROTOCOL: &str = "/carrier/ledger/1.0.0";
+pub(crate) const PROTOCOL: &str = "/carrier/ledger/2.0.0";
 /// Largest sync frame.
 const MAX_FRAME: usize = 4 << 20;
-/// Entries asked for per fetch.
-const BATCH: u32 = 512;
+/// Most entries in one answer.
+const BATCH: u32 = 1024;
+/// Most entry bytes in one answer (under the frame limit with room for the
+/// proof and the note).
+const BATCH_BYTES: usize = 3 << 20;
 /// How long one exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one catch-up may take in all.
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Serves the exchanges peers open, and keeps our ledger and theirs in step.
 #[derive(Debug)]
 pub(crate) struct LedgerSync {
     ledger: Arc<dyn Ledger>,
     router: Router,
+    counters: Arc<Counters>,
+    /// Held by the one catch-up that runs at a time.
+    catching_up: Mutex<()>,
 }
 
 impl LedgerSync {
     /// Replication of `ctx`'s ledger over `router`'s streams.
     pub(crate) fn new(ctx: &LinkContext, router: Router) -> Arc<Self> {
-        Arc::new(Self { ledger: Arc::clone(&ctx.ledger), router })
+        Arc::new(Self {
+            ledger: Arc::clone(&ctx.ledger),
+            router,
+            counters: Arc::clone(ctx.counters()),
+            catching_up: Mutex::new(()),
+        })
     }
 
-    /// Registers the protocol and starts the task that pulls from peers
-    /// that are ahead and pushes our new entries to all. `events` should
-    /// be the overlay's first receiver, so no early link is missed.
+    /// Registers the protocol and starts the task that catches up with
+    /// peers that are ahead and announces our growth to all. `events`
+    /// should be the overlay's first receiver, so no early link is missed.
     pub(crate) fn start(
         self: &Arc<Self>,
         ctx: Arc<LinkContext>,
@@ -61,17 +81,15 @@ impl LedgerSync {
         tasks.spawn_until_stop(Arc::clone(self).drive(ctx, overlay, events));
     }
 
-    /// Pulls from new peers that are ahead and pushes our new entries to all.
     async fn drive(
         self: Arc<Self>,
         ctx: Arc<LinkContext>,
         overlay: Overlay,
         mut events: broadcast::Receiver<OverlayEvent>,
     ) {
-        let ledger = Arc::clone(&self.ledger);
-        let mut updates = ledger.subscribe();
+        let mut updates = self.ledger.subscribe();
         let mut peers: HashSet<Did> = HashSet::new();
-        let mut pushed = ledger.head().height;
+        let mut announced = self.ledger.checkpoint().map(|c| c.size()).unwrap_or(0);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -95,25 +113,12 @@ impl LedgerSync {
                 },
                 update = updates.recv() => match update {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let entries = ledger.entries(pushed, BATCH as usize);
-                        pushed += entries.len() as u64;
-                        if entries.is_empty() {
+                        let Some(checkpoint) = self.ledger.checkpoint() else { continue };
+                        if checkpoint.size() == announced {
                             continue;
                         }
-                        let push = pb::SyncRequest { request: Some(Request::Push(entries_message(entries, ledger.head()))) };
-                        for &peer in &peers {
-                            let (router, push) = (self.router.clone(), push.clone());
-                            self.router.handlers().spawn_until_stop(async move {
-                                let sent = async {
-                                    let stream = router.open(peer, PROTOCOL).await?;
-                                    write(stream, &push).await
-                                };
-                                let sent = tokio::time::timeout(EXCHANGE_TIMEOUT, sent).await.unwrap_or(Err(ProtocolError::Timeout("ledger push")));
-                                if let Err(error) = sent {
-                                    tracing::debug!(%peer, %error, "ledger push failed");
-                                }
-                            });
-                        }
+                        announced = checkpoint.size();
+                        self.announce(&peers, checkpoint);
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -121,46 +126,125 @@ impl LedgerSync {
         }
     }
 
-    /// A peer's first link is up: fetch if it is ahead, raise the alarm if
-    /// its head disagrees with ours at its height.
-    fn peer_up(self: &Arc<Self>, ctx: &LinkContext, did: Did) {
-        let ledger = &self.ledger;
-        let theirs = ctx.peer_head(&did).unwrap_or_default();
-        if theirs.height > ledger.head().height {
-            let sync = Arc::clone(self);
-            self.router.handlers().spawn_until_stop(async move { sync.fetch_from(did).await });
-        } else if theirs.height > 0 && ledger.entry_hash(theirs.height - 1) != Some(theirs.hash) {
-            // Both ledgers are verified, so two heads that disagree at one
-            // height are two signed histories.
-            ledger.raise_alarm(format!("{did}'s ledger differs from ours at entry {}", theirs.height - 1));
+    /// Tells every peer our checkpoint; those behind fetch from us.
+    fn announce(&self, peers: &HashSet<Did>, checkpoint: SignedCheckpoint) {
+        let announce = pb::SyncRequest { request: Some(Request::Announce(checkpoint.note().to_vec())) };
+        for &peer in peers {
+            let (router, announce) = (self.router.clone(), announce.clone());
+            self.router.handlers().spawn_until_stop(async move {
+                let sent = async {
+                    let stream = router.open(peer, PROTOCOL).await?;
+                    write(stream, &announce).await
+                };
+                let sent = tokio::time::timeout(EXCHANGE_TIMEOUT, sent)
+                    .await
+                    .unwrap_or(Err(ProtocolError::Timeout("ledger announce")));
+                if let Err(error) = sent {
+                    tracing::debug!(%peer, %error, "ledger announce failed");
+                }
+            });
         }
     }
 
-    /// Fetches from `peer` until we have everything it has.
-    async fn fetch_from(&self, peer: Did) {
-        let ledger = &*self.ledger;
-        loop {
-            let from = ledger.head().height;
-            let exchange = async {
-                let stream = self.router.open(peer, PROTOCOL).await?;
-                let fetch = pb::SyncRequest { request: Some(Request::Fetch(pb::Fetch { from, max: BATCH })) };
-                let stream = write(stream, &fetch).await?;
-                read::<pb::SyncEntries>(stream).await
-            };
-            let reply = match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(error)) => return tracing::debug!(%peer, %error, "ledger fetch failed"),
-                Err(_) => return tracing::debug!(%peer, "ledger fetch timed out"),
-            };
-            let theirs = reply.head.map(|h| h.height).unwrap_or(0);
-            if reply.entries.is_empty() || apply(peer, &reply.entries, ledger) != Applied::UpToDate {
-                return;
+    /// A peer's link is up: act on the checkpoint its handshake carried.
+    fn peer_up(self: &Arc<Self>, ctx: &LinkContext, did: Did) {
+        let Some(note) = ctx.peer_checkpoint(&did) else { return };
+        let sync = Arc::clone(self);
+        self.router.handlers().spawn_until_stop(async move { sync.catch_up(did, &note).await });
+    }
+
+    /// Verifies `note` and, if it is ahead of ours, fetches from `peer`
+    /// until we reach it; raises the alarm if it contradicts ours.
+    async fn catch_up(&self, peer: Did, note: &[u8]) {
+        let theirs = match self.ledger.verify_checkpoint(note) {
+            Ok(theirs) => theirs,
+            Err(error) => {
+                // Unsigned or forged: nothing to act on, and no alarm.
+                self.counters.count("ledger_checkpoints_refused");
+                return tracing::debug!(%peer, %error, "ignoring a peer's checkpoint");
             }
-            if ledger.head().height >= theirs {
-                tracing::info!(%peer, height = ledger.head().height, "ledger caught up");
-                return;
+        };
+        let _one_at_a_time = self.catching_up.lock().await;
+        let caught_up = tokio::time::timeout(CATCH_UP_DEADLINE, self.fetch_until(peer, &theirs)).await;
+        if caught_up.is_err() {
+            tracing::warn!(%peer, size = theirs.size(), "ledger catch-up ran past its deadline; will retry on the next announce");
+        }
+    }
+
+    async fn fetch_until(&self, peer: Did, theirs: &SignedCheckpoint) {
+        let ledger = &*self.ledger;
+        let start = ledger.head().height;
+        // Each useful exchange brings at least one entry, and a batch at
+        // most BATCH: this many rounds suffice for an honest peer.
+        let rounds = theirs.size().saturating_sub(start) / u64::from(BATCH) + 2;
+        for _ in 0..rounds {
+            match ledger.compare(theirs) {
+                None | Some(Comparison::Same | Comparison::Older) => break,
+                Some(Comparison::Equivocation) => {
+                    if let Some(ours) = ledger.checkpoint() {
+                        let source = format!("peer {peer}");
+                        ledger.raise_alarm(Equivocation { ours, theirs: theirs.clone(), source });
+                    }
+                    return;
+                }
+                Some(Comparison::Newer) => {}
+            }
+            let from = ledger.head().height;
+            let reply = match self.fetch(peer, from, theirs.size()).await {
+                Ok(reply) => reply,
+                Err(error) => return tracing::debug!(%peer, %error, "ledger fetch failed"),
+            };
+            if reply.entries.is_empty() {
+                return tracing::debug!(%peer, from, "peer served no entries for its own checkpoint");
+            }
+            let Some(proof) = hashes(&reply.proof) else {
+                return tracing::warn!(%peer, "peer sent a malformed Merkle proof");
+            };
+            match ledger.extend(from, &reply.entries, theirs, &proof) {
+                Ok(applied) => tracing::info!(%peer, from, applied, "applied ledger entries from a peer"),
+                Err(ExtendError::Moved) => {}
+                Err(error) => {
+                    self.counters.count("ledger_batches_refused");
+                    return tracing::warn!(%peer, %error, "refused ledger entries from a peer");
+                }
             }
         }
+        let height = ledger.head().height;
+        if height > start {
+            tracing::info!(%peer, height, applied = height - start, "ledger caught up");
+        }
+    }
+
+    async fn fetch(&self, peer: Did, from: u64, tree_size: u64) -> Result<pb::SyncEntries, ProtocolError> {
+        let exchange = async {
+            let stream = self.router.open(peer, PROTOCOL).await?;
+            let fetch = pb::SyncRequest { request: Some(Request::Fetch(pb::Fetch { from, max: BATCH, tree_size })) };
+            let stream = write(stream, &fetch).await?;
+            read::<pb::SyncEntries>(stream).await
+        };
+        tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await.unwrap_or(Err(ProtocolError::Timeout("ledger fetch")))
+    }
+
+    /// Entries from `from` on, never past `tree_size`, with the proof that
+    /// they lead to it.
+    fn serve(&self, fetch: pb::Fetch) -> pb::SyncEntries {
+        let checkpoint = self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
+        let size = fetch.tree_size.min(self.ledger.head().height);
+        let wanted = size.saturating_sub(fetch.from).min(u64::from(fetch.max.min(BATCH)));
+        let mut entries = self.ledger.entries(fetch.from, wanted as usize);
+        let mut bytes = 0;
+        entries.retain(|e| {
+            bytes += e.len();
+            bytes <= BATCH_BYTES
+        });
+        let reached = fetch.from + entries.len() as u64;
+        let proof = if entries.is_empty() || reached == fetch.tree_size {
+            Vec::new()
+        } else {
+            let proof = self.ledger.consistency_proof(reached, fetch.tree_size).unwrap_or_default();
+            proof.iter().map(|h| h.0.to_vec()).collect()
+        };
+        pb::SyncEntries { entries, proof, checkpoint }
     }
 }
 
@@ -171,14 +255,11 @@ impl ProtocolHandler for LedgerSync {
             let (stream, request) = read_request(stream).await?;
             match request.request {
                 Some(Request::Fetch(fetch)) => {
-                    let entries = self.ledger.entries(fetch.from, fetch.max.min(BATCH) as usize);
-                    write(stream, &entries_message(entries, self.ledger.head())).await?;
+                    write(stream, &self.serve(fetch)).await?;
                     Ok(())
                 }
-                Some(Request::Push(push)) => {
-                    if apply(peer, &push.entries, &*self.ledger) == Applied::Behind {
-                        self.fetch_from(peer).await;
-                    }
+                Some(Request::Announce(note)) => {
+                    self.catch_up(peer, &note).await;
                     Ok(())
                 }
                 None => Err(ProtocolError::Violation("empty sync request".into())),
@@ -187,64 +268,9 @@ impl ProtocolHandler for LedgerSync {
     }
 }
 
-/// Outcome of applying a batch.
-#[derive(Debug, PartialEq, Eq)]
-enum Applied {
-    /// Every entry was applied or already known.
-    UpToDate,
-    /// The batch starts past our head: fetch what lies between.
-    Behind,
-    /// An entry was refused (logged; a fork raises the alarm).
-    Refused,
-}
-
-fn apply(peer: Did, entries: &[Vec<u8>], ledger: &dyn Ledger) -> Applied {
-    let before = ledger.head().height;
-    let outcome = apply_each(peer, entries, ledger);
-    let applied = ledger.head().height - before;
-    if applied > 0 {
-        tracing::info!(%peer, applied, height = before + applied, "applied ledger entries from a peer");
-    }
-    outcome
-}
-
-fn apply_each(peer: Did, entries: &[Vec<u8>], ledger: &dyn Ledger) -> Applied {
-    for bytes in entries {
-        let entry = match Entry::decode(bytes) {
-            Ok(entry) => entry,
-            Err(error) => {
-                tracing::warn!(%peer, %error, "peer sent a malformed ledger entry");
-                return Applied::Refused;
-            }
-        };
-        let height = ledger.head().height;
-        if entry.seq() > height {
-            return Applied::Behind;
-        }
-        if entry.seq() < height {
-            if ledger.entry_hash(entry.seq()) != Some(entry.hash()) && entry.verify_signature() {
-                ledger.raise_alarm(format!("peer {peer} has a different, validly signed entry {}", entry.seq()));
-                return Applied::Refused;
-            }
-            continue;
-        }
-        match ledger.submit(entry) {
-            Ok(()) => {}
-            Err(SubmitError::Rejected(Rejection::BrokenChain { .. })) => {
-                ledger.raise_alarm(format!("peer {peer}'s ledger forks from ours at entry {height}"));
-                return Applied::Refused;
-            }
-            Err(error) => {
-                tracing::warn!(%peer, %error, "refused a ledger entry from a peer");
-                return Applied::Refused;
-            }
-        }
-    }
-    Applied::UpToDate
-}
-
-fn entries_message(entries: Vec<Vec<u8>>, head: Head) -> pb::SyncEntries {
-    pb::SyncEntries { entries, head: Some(pb::LedgerHead { height: head.height, hash: head.hash.0.to_vec() }) }
+/// 32-byte hashes, or `None` if any is another length.
+fn hashes(raw: &[Vec<u8>]) -> Option<Vec<EntryHash>> {
+    raw.iter().map(|h| h.as_slice().try_into().ok().map(EntryHash)).collect()
 }
 
 /// Sends one message and ends our side of the stream; returns the stream

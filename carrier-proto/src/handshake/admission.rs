@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::refusal::{HandshakeError, Refusal};
 use crate::identity::{Did, Identity, NoisePublicKey, PublicKeys, SigningPublicKey};
-use crate::ledger::{Directory, EntryHash, Head, Kind, Status};
+use crate::ledger::{Directory, EntryHash, Kind, MAX_NOTE_SIZE, Status};
 use crate::{domain, pb};
 
 /// Who this side is: its registered DID and current keys.
@@ -21,8 +21,9 @@ pub struct Local<'a> {
     pub identity: &'a Identity,
     /// The network this side belongs to (its genesis hash).
     pub network_id: EntryHash,
-    /// This side's ledger head, sent so a peer that is behind can catch up.
-    pub head: Head,
+    /// This side's latest signed checkpoint (a C2SP note), sent so a peer
+    /// that is behind can catch up.
+    pub checkpoint: &'a [u8],
 }
 
 impl Local<'_> {
@@ -32,7 +33,7 @@ impl Local<'_> {
             did: self.did.to_string(),
             signing_key: self.identity.signing_key().as_bytes().to_vec(),
             noise_key_signature: self.identity.noise_key_signature().to_vec(),
-            head: Some(pb::LedgerHead { height: self.head.height, hash: self.head.hash.0.to_vec() }),
+            checkpoint: self.checkpoint.to_vec(),
         }
         .encode_to_vec()
     }
@@ -45,8 +46,9 @@ pub struct Admitted {
     pub did: Did,
     /// Its keys, as the ledger holds them.
     pub keys: PublicKeys,
-    /// Its ledger head at handshake time.
-    pub head: Head,
+    /// Its checkpoint note at handshake time, as sent: not yet verified
+    /// (ledger sync checks it against the log key before acting on it).
+    pub checkpoint: Vec<u8>,
 }
 
 /// Checks a peer's payload and proven Noise key against the ledger.
@@ -67,13 +69,9 @@ pub(crate) fn admit(
         .as_slice()
         .try_into()
         .map_err(|_| malformed("noise key signature is not 64 bytes".into()))?;
-    let head = payload.head.ok_or_else(|| malformed("payload has no ledger head".into()))?;
-    let head = Head {
-        height: head.height,
-        hash: EntryHash(
-            head.hash.as_slice().try_into().map_err(|_| malformed("ledger head hash is not 32 bytes".into()))?,
-        ),
-    };
+    if payload.checkpoint.len() > MAX_NOTE_SIZE {
+        return Err(malformed(format!("checkpoint note is {} bytes, over {MAX_NOTE_SIZE}", payload.checkpoint.len())));
+    }
 
     if let Some(expected) = expected
         && *expected != did
@@ -104,5 +102,5 @@ pub(crate) fn admit(
     if !signing.verify(domain::NOISE_KEY, noise.as_bytes(), &signature) {
         return Err(HandshakeError::new(Refusal::KeyMismatch, format!("{did}: noise key signature does not verify")));
     }
-    Ok(Admitted { did, keys, head })
+    Ok(Admitted { did, keys, checkpoint: payload.checkpoint })
 }

@@ -33,6 +33,8 @@ pub enum IdentityKind {
     App,
     /// A key allowed to register devices on a network.
     Registrar,
+    /// A network's log key: orders its ledger and signs checkpoints.
+    Log,
 }
 
 impl IdentityKind {
@@ -42,6 +44,7 @@ impl IdentityKind {
             IdentityKind::Device => "device",
             IdentityKind::App => "app",
             IdentityKind::Registrar => "registrar",
+            IdentityKind::Log => "log",
         }
     }
 
@@ -50,6 +53,7 @@ impl IdentityKind {
             IdentityKind::Device => pb::IdentityKind::Device,
             IdentityKind::App => pb::IdentityKind::App,
             IdentityKind::Registrar => pb::IdentityKind::Registrar,
+            IdentityKind::Log => pb::IdentityKind::Log,
         }
     }
 
@@ -58,6 +62,7 @@ impl IdentityKind {
             pb::IdentityKind::Device => Some(IdentityKind::Device),
             pb::IdentityKind::App => Some(IdentityKind::App),
             pb::IdentityKind::Registrar => Some(IdentityKind::Registrar),
+            pb::IdentityKind::Log => Some(IdentityKind::Log),
             pb::IdentityKind::Unspecified => None,
         }
     }

@@ -1,16 +1,16 @@
 //! Ledger entries: the decoded model, its canonical encoding, signing and
 //! hashing.
 //!
-//! An entry travels and is stored as `pb::SignedEntry { body, signature }`,
-//! where `body` is the exact encoded `pb::EntryBody` that was signed. Decoding
-//! checks shape only (sizes, key lengths, DID syntax, canonical bytes);
-//! whether the entry may follow the ledger's current state is
-//! [`super::LedgerState`]'s job.
+//! An entry is an author's signed request: it travels and is stored as
+//! `pb::SignedEntry { body, signature }`, where `body` is the exact encoded
+//! `pb::EntryBody` that was signed. It names its network but not its
+//! position: the sequencer places it in the log. Decoding checks shape only
+//! (sizes, key lengths, DID syntax, canonical bytes); whether the entry may
+//! join the ledger's current state is [`super::LedgerState`]'s job.
 
 use std::fmt;
 
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use super::Consent;
 use crate::identity::{Did, DidError, Identity, KeyError, NoisePublicKey, PublicKeys, SigningPublicKey};
@@ -22,13 +22,36 @@ pub const MAX_ENTRY_SIZE: usize = 4096;
 pub const MAX_TEXT_LEN: usize = 256;
 /// Most registrars a genesis may name, and most roles a device may hold.
 pub const MAX_LIST_LEN: usize = 16;
+/// Apps a device may register over its life, unless the genesis says.
+pub const DEFAULT_MAX_APPS_PER_DEVICE: u32 = 64;
+/// Requests one author may have sequenced per minute, unless the genesis says.
+pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 60;
 
-/// SHA-256 of an encoded signed entry: the link in the hash chain.
+/// The limits a genesis sets on every author.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Apps ever registered under one device.
+    pub max_apps_per_device: u32,
+    /// Requests one author may have sequenced per minute.
+    pub max_requests_per_minute: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            max_apps_per_device: DEFAULT_MAX_APPS_PER_DEVICE,
+            max_requests_per_minute: DEFAULT_MAX_REQUESTS_PER_MINUTE,
+        }
+    }
+}
+
+/// A SHA-256 hash in the ledger: an entry's RFC 6962 leaf hash, a Merkle
+/// root, or the network id (the genesis's leaf hash).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct EntryHash(pub [u8; 32]);
 
 impl EntryHash {
-    /// The `prev_hash` of genesis.
+    /// All zeros: no hash (the network id a genesis names).
     pub const ZERO: EntryHash = EntryHash([0; 32]);
 
     /// Lower-case hex.
@@ -65,12 +88,17 @@ impl fmt::Debug for EntryHash {
 /// What an entry does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Names the network and its registrars; always entry 0.
+    /// Names the network, its registrars, its log key and its quotas;
+    /// always entry 0.
     Genesis {
         /// Network name, for people.
         network: String,
         /// Keys allowed to register devices.
         registrars: Vec<SigningPublicKey>,
+        /// The one key that orders the log and signs checkpoints.
+        log_key: SigningPublicKey,
+        /// Limits on every author.
+        quotas: Quotas,
     },
     /// Admits a device; signed by a registrar.
     RegisterDevice {
@@ -126,11 +154,9 @@ impl Op {
 /// The signed fields of an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryBody {
-    /// Position in the ledger.
-    pub seq: u64,
-    /// Hash of the entry before.
-    pub prev_hash: EntryHash,
-    /// Milliseconds since the Unix epoch.
+    /// The network it is for; [`EntryHash::ZERO`] in the genesis.
+    pub network_id: EntryHash,
+    /// Milliseconds since the Unix epoch, by the author's clock.
     pub time_ms: u64,
     /// Who signed.
     pub signer: SigningPublicKey,
@@ -170,9 +196,12 @@ pub enum EntryError {
     /// The signature is not 64 bytes.
     #[error("signature is {0} bytes, expected 64")]
     SignatureLength(usize),
-    /// `prev_hash` is not 32 bytes.
-    #[error("previous hash is {0} bytes, expected 32")]
-    HashLength(usize),
+    /// The network id is not 32 bytes (or is present in a genesis).
+    #[error("network id is {0} bytes, expected 32 (and none in a genesis)")]
+    NetworkLength(usize),
+    /// A genesis quota of zero.
+    #[error("genesis quota {0} must be at least 1")]
+    ZeroQuota(&'static str),
     /// A key field is malformed.
     #[error("{0}")]
     Key(#[from] KeyError),
@@ -198,9 +227,10 @@ pub enum EntryError {
 }
 
 impl Entry {
-    /// Signs a new entry with `signer`.
-    pub fn sign(seq: u64, prev_hash: EntryHash, time_ms: u64, op: Op, signer: &Identity) -> Self {
-        let body = EntryBody { seq, prev_hash, time_ms, signer: signer.signing_key(), op };
+    /// Signs a new entry for network `network_id` ([`EntryHash::ZERO`] for
+    /// a genesis) with `signer`.
+    pub fn sign(network_id: EntryHash, time_ms: u64, op: Op, signer: &Identity) -> Self {
+        let body = EntryBody { network_id, time_ms, signer: signer.signing_key(), op };
         let body_bytes = body_to_pb(&body).encode_to_vec();
         let signature = signer.sign(domain::LEDGER_ENTRY, &body_bytes);
         Self::assemble(body, body_bytes, signature)
@@ -208,7 +238,7 @@ impl Entry {
 
     fn assemble(body: EntryBody, body_bytes: Vec<u8>, signature: [u8; 64]) -> Self {
         let encoded = pb::SignedEntry { body: body_bytes.clone(), signature: signature.to_vec() }.encode_to_vec();
-        let hash = hash_encoded(&encoded);
+        let hash = super::merkle::leaf_hash(&encoded);
         Self { body, body_bytes, signature, encoded, hash }
     }
 
@@ -237,11 +267,6 @@ impl Entry {
         &self.body
     }
 
-    /// Position in the ledger.
-    pub fn seq(&self) -> u64 {
-        self.body.seq
-    }
-
     /// What it does.
     pub fn op(&self) -> &Op {
         &self.body.op
@@ -252,7 +277,7 @@ impl Entry {
         &self.encoded
     }
 
-    /// This entry's hash (the next entry's `prev_hash`).
+    /// This entry's RFC 6962 leaf hash: SHA-256(0x00 || encoded).
     pub fn hash(&self) -> EntryHash {
         self.hash
     }
@@ -279,19 +304,15 @@ impl fmt::Debug for Entry {
     }
 }
 
-fn hash_encoded(encoded: &[u8]) -> EntryHash {
-    let mut hasher = Sha256::new();
-    hasher.update(domain::LEDGER_HASH);
-    hasher.update(encoded);
-    EntryHash(hasher.finalize().into())
-}
-
 fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
     use pb::entry_body::Op as P;
     let op = match &body.op {
-        Op::Genesis { network, registrars } => P::Genesis(pb::Genesis {
+        Op::Genesis { network, registrars, log_key, quotas } => P::Genesis(pb::Genesis {
             network: network.clone(),
             registrars: registrars.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            log_key: log_key.as_bytes().to_vec(),
+            max_apps_per_device: quotas.max_apps_per_device,
+            max_requests_per_minute: quotas.max_requests_per_minute,
         }),
         Op::RegisterDevice { did, keys, roles } => P::RegisterDevice(pb::RegisterDevice {
             did: did.to_string(),
@@ -314,23 +335,28 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
         }),
         Op::Revoke { did, reason } => P::Revoke(pb::Revoke { did: did.to_string(), reason: reason.clone() }),
     };
-    pb::EntryBody {
-        seq: body.seq,
-        prev_hash: body.prev_hash.0.to_vec(),
-        time_ms: body.time_ms,
-        signer: body.signer.as_bytes().to_vec(),
-        op: Some(op),
-    }
+    let network = if body.network_id == EntryHash::ZERO { Vec::new() } else { body.network_id.0.to_vec() };
+    pb::EntryBody { network, time_ms: body.time_ms, signer: body.signer.as_bytes().to_vec(), op: Some(op) }
 }
 
 fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
     use pb::entry_body::Op as P;
-    let prev_hash: [u8; 32] =
-        message.prev_hash.as_slice().try_into().map_err(|_| EntryError::HashLength(message.prev_hash.len()))?;
+    let genesis = matches!(message.op, Some(P::Genesis(_)));
+    let network_id = match (genesis, message.network.len()) {
+        (true, 0) => EntryHash::ZERO,
+        (false, 32) => EntryHash(message.network.as_slice().try_into().map_err(|_| EntryError::NetworkLength(32))?),
+        (_, len) => return Err(EntryError::NetworkLength(len)),
+    };
     let signer = SigningPublicKey::from_slice(&message.signer, "signer key")?;
     let op = match message.op.ok_or(EntryError::MissingOp)? {
         P::Genesis(g) => {
             check_list("registrars", g.registrars.len())?;
+            if g.max_apps_per_device == 0 {
+                return Err(EntryError::ZeroQuota("max_apps_per_device"));
+            }
+            if g.max_requests_per_minute == 0 {
+                return Err(EntryError::ZeroQuota("max_requests_per_minute"));
+            }
             Op::Genesis {
                 network: text("network name", g.network, false)?,
                 registrars: g
@@ -338,6 +364,11 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
                     .iter()
                     .map(|k| SigningPublicKey::from_slice(k, "registrar key"))
                     .collect::<Result<_, _>>()?,
+                log_key: SigningPublicKey::from_slice(&g.log_key, "log key")?,
+                quotas: Quotas {
+                    max_apps_per_device: g.max_apps_per_device,
+                    max_requests_per_minute: g.max_requests_per_minute,
+                },
             }
         }
         P::RegisterDevice(d) => {
@@ -369,7 +400,7 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
             Op::Revoke { did: Did::parse_expecting(&r.did, &[signer])?, reason: text("reason", r.reason, true)? }
         }
     };
-    Ok(EntryBody { seq: message.seq, prev_hash: EntryHash(prev_hash), time_ms: message.time_ms, signer, op })
+    Ok(EntryBody { network_id, time_ms: message.time_ms, signer, op })
 }
 
 fn keys(signing: &[u8], noise: &[u8]) -> Result<PublicKeys, KeyError> {

@@ -18,8 +18,7 @@ fn signed(body: &pb::EntryBody, signer: &Identity) -> Vec<u8> {
 
 fn sample_body(signer: &Identity) -> pb::EntryBody {
     pb::EntryBody {
-        seq: 1,
-        prev_hash: vec![3; 32],
+        network: vec![3; 32],
         time_ms: 42,
         signer: signer.signing_key().as_bytes().to_vec(),
         op: Some(pb::entry_body::Op::Revoke(pb::Revoke { did: signer.did().to_string(), reason: String::new() })),
@@ -77,7 +76,8 @@ fn rejects_malformed_fields() {
     let signer = identity(4);
     let cases: Vec<(Mutation, Expectation)> = vec![
         (Box::new(|b| b.op = None), |e| *e == EntryError::MissingOp),
-        (Box::new(|b| b.prev_hash.pop().map(drop).unwrap_or(())), |e| *e == EntryError::HashLength(31)),
+        (Box::new(|b| b.network.pop().map(drop).unwrap_or(())), |e| *e == EntryError::NetworkLength(31)),
+        (Box::new(|b| b.network.clear()), |e| *e == EntryError::NetworkLength(0)),
         (Box::new(|b| b.signer = vec![1; 5]), |e| matches!(e, EntryError::Key(_))),
         (
             Box::new(|b| {
@@ -87,18 +87,31 @@ fn rejects_malformed_fields() {
         ),
         (
             Box::new(|b| {
-                b.op = Some(pb::entry_body::Op::Genesis(pb::Genesis { network: String::new(), registrars: vec![] }))
+                b.network.clear();
+                b.op = Some(pb::entry_body::Op::Genesis(genesis_pb(String::new(), vec![])))
             }),
             |e| matches!(e, EntryError::TextLength { what: "network name", len: 0 }),
         ),
         (
             Box::new(|b| {
-                b.op = Some(pb::entry_body::Op::Genesis(pb::Genesis {
-                    network: "n".into(),
-                    registrars: vec![vec![9; 32]; 17],
-                }))
+                b.network.clear();
+                b.op = Some(pb::entry_body::Op::Genesis(genesis_pb("n".into(), vec![vec![9; 32]; 17])))
             }),
             |e| matches!(e, EntryError::ListLength { len: 17, .. }),
+        ),
+        (
+            // A genesis naming a network.
+            Box::new(|b| b.op = Some(pb::entry_body::Op::Genesis(genesis_pb("n".into(), vec![vec![9; 32]])))),
+            |e| *e == EntryError::NetworkLength(32),
+        ),
+        (
+            Box::new(|b| {
+                b.network.clear();
+                let mut genesis = genesis_pb("n".into(), vec![vec![9; 32]]);
+                genesis.max_apps_per_device = 0;
+                b.op = Some(pb::entry_body::Op::Genesis(genesis))
+            }),
+            |e| *e == EntryError::ZeroQuota("max_apps_per_device"),
         ),
         (
             Box::new(|b| {
@@ -121,6 +134,16 @@ fn rejects_malformed_fields() {
     assert!(matches!(Entry::decode(&[0xff, 0xff, 0xff]), Err(EntryError::Decode(_))));
 }
 
+fn genesis_pb(network: String, registrars: Vec<Vec<u8>>) -> pb::Genesis {
+    pb::Genesis {
+        network,
+        registrars,
+        log_key: identity(77).signing_key().as_bytes().to_vec(),
+        max_apps_per_device: 64,
+        max_requests_per_minute: 60,
+    }
+}
+
 fn arb_text() -> impl Strategy<Value = String> {
     "[a-z0-9 -]{1,40}"
 }
@@ -129,7 +152,12 @@ fn arb_op() -> impl Strategy<Value = Op> {
     let keys = (any::<u8>(), any::<u8>()).prop_map(|(a, b)| identity(a).public_keys_with_noise(b));
     prop_oneof![
         (arb_text(), proptest::collection::vec(any::<u8>(), 1..4)).prop_map(|(network, seeds)| {
-            Op::Genesis { network, registrars: seeds.iter().map(|s| identity(*s).signing_key()).collect() }
+            Op::Genesis {
+                network,
+                registrars: seeds.iter().map(|s| identity(*s).signing_key()).collect(),
+                log_key: identity(200).signing_key(),
+                quotas: Quotas { max_apps_per_device: 3, max_requests_per_minute: 7 },
+            }
         }),
         (keys.clone(), proptest::collection::vec(arb_text(), 0..3))
             .prop_map(|(keys, roles)| { Op::RegisterDevice { did: Did::from_signing_key(keys.signing), keys, roles } }),
@@ -157,9 +185,10 @@ impl Identity {
 
 proptest! {
     #[test]
-    fn round_trips_every_op(op in arb_op(), seq in any::<u64>(), time in any::<u64>(), prev in any::<[u8; 32]>(), signer in any::<u8>()) {
+    fn round_trips_every_op(op in arb_op(), time in any::<u64>(), network in any::<[u8; 32]>(), signer in any::<u8>()) {
         let signer = identity(signer);
-        let entry = Entry::sign(seq, EntryHash(prev), time, op.clone(), &signer);
+        let network = if matches!(op, Op::Genesis { .. }) { EntryHash::ZERO } else { EntryHash(network) };
+        let entry = Entry::sign(network, time, op.clone(), &signer);
         let decoded = Entry::decode(entry.encoded()).unwrap();
         prop_assert_eq!(decoded.op(), &op);
         prop_assert_eq!(decoded.body(), entry.body());

@@ -24,29 +24,44 @@ pub enum Rejection {
     /// The signature does not verify against the signer key.
     #[error("bad signature: the entry was altered or not signed by its signer")]
     BadSignature,
-    /// The sequence number is not the next one.
-    #[error("wrong sequence number {found}, expected {expected}")]
-    WrongSequence {
-        /// The next sequence number.
-        expected: u64,
-        /// The entry's.
-        found: u64,
-    },
-    /// `prev_hash` is not the hash of the entry before.
-    #[error("broken hash chain: previous hash {found} does not match {expected}")]
-    BrokenChain {
-        /// Hash of the entry before.
+    /// Signed for another network (or a genesis naming a network).
+    #[error("the entry is for network {found}, not this one ({expected})")]
+    WrongNetwork {
+        /// This network's id.
         expected: EntryHash,
-        /// The entry's `prev_hash`.
+        /// The entry's.
         found: EntryHash,
     },
-    /// The time is earlier than the entry before.
-    #[error("time {found} ms is earlier than the previous entry's {previous} ms")]
-    TimeWentBackwards {
-        /// The previous entry's time.
-        previous: u64,
-        /// The entry's.
-        found: u64,
+    /// The very same entry is in the log already (a retried request).
+    #[error("the entry is in the log already, at {0}")]
+    AlreadyInLog(u64),
+    /// The log key signed an entry: the sequencer orders, it never authors.
+    #[error("the log key may only sign checkpoints, never author an entry")]
+    LogKeyAuthors,
+    /// A genesis whose log key is also a registrar.
+    #[error("the genesis log key must not also be a registrar")]
+    LogKeyIsRegistrar,
+    /// A device registered as many apps as the genesis allows.
+    #[error("{device} has registered {max} apps, the most the genesis allows")]
+    TooManyApps {
+        /// The device.
+        device: Did,
+        /// The quota.
+        max: u32,
+    },
+    /// Refused by the sequencer: the entry's time is too far in its future.
+    #[error("the entry is dated {ahead_ms} ms ahead of the sequencer's clock; check the author's clock")]
+    FromTheFuture {
+        /// How far ahead.
+        ahead_ms: u64,
+    },
+    /// Refused by the sequencer: the author sent too many requests this minute.
+    #[error("{author} has had {per_minute} requests sequenced this minute, the most the genesis allows; retry later")]
+    TooManyRequests {
+        /// The author's key, as a DID.
+        author: Did,
+        /// The quota.
+        per_minute: u32,
     },
     /// The first entry is not a genesis.
     #[error("the first entry must be a genesis")]

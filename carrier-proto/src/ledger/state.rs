@@ -1,24 +1,26 @@
 //! The ledger's current state: who is registered, with which keys, and
-//! whether they are still active.
+//! whether they are still active; and the Merkle tree of every entry.
 //!
 //! [`LedgerState`] takes entries one at a time and applies an entry only if
 //! every rule holds; otherwise it stays as it was and names the broken rule.
 //! Lookups go through a hash index, so `resolve` costs the same for ten
-//! entries or ten million.
+//! entries or ten million. Where an entry sits is the sequencer's choice;
+//! whether it may sit anywhere is this module's.
 
 use std::collections::{HashMap, HashSet};
 
-use super::entry::{Entry, EntryHash, Op};
+use super::entry::{Entry, EntryHash, Op, Quotas};
 use super::error::Rejection;
+use super::merkle::MerkleTree;
 use crate::identity::{Did, Identity, NoisePublicKey, PublicKeys, SigningPublicKey};
 
-/// Height and last hash of a ledger, as peers compare them.
+/// Size and Merkle root of a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Head {
-    /// Number of entries (the next entry's sequence number).
+    /// Number of entries (the next entry's index).
     pub height: u64,
-    /// Hash of the last entry; zero for an empty ledger.
-    pub hash: EntryHash,
+    /// RFC 6962 root of those entries; zero for an empty ledger.
+    pub root: EntryHash,
 }
 
 /// The network a ledger belongs to, fixed by its genesis.
@@ -30,6 +32,10 @@ pub struct Network {
     pub id: EntryHash,
     /// Keys allowed to register devices.
     pub registrars: Vec<SigningPublicKey>,
+    /// The key that orders the log and signs its checkpoints.
+    pub log_key: SigningPublicKey,
+    /// Limits on every author.
+    pub quotas: Quotas,
 }
 
 /// Device or app.
@@ -104,8 +110,6 @@ impl Resolution<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct LedgerState {
     network: Option<Network>,
-    head: Head,
-    last_time_ms: u64,
     records: HashMap<Did, Record>,
     /// Every signing key ever registered or rotated to, so no key is reused.
     used_signing_keys: HashSet<SigningPublicKey>,
@@ -114,9 +118,12 @@ pub struct LedgerState {
     /// Whose current signing key each key is, so a peer known only by its
     /// key (a libp2p peer id) maps back to its DID.
     current_keys: HashMap<SigningPublicKey, Did>,
-    /// Hash of every entry, by sequence number, so another copy of the
-    /// ledger can be compared at any height.
-    hashes: Vec<EntryHash>,
+    /// The Merkle tree of every entry, so the log can be proved at any size.
+    tree: MerkleTree,
+    /// Where each entry sits, by leaf hash, so a retried request is known.
+    positions: HashMap<EntryHash, u64>,
+    /// Apps each device has ever registered, for the genesis quota.
+    apps_registered: HashMap<Did, u32>,
 }
 
 impl LedgerState {
@@ -125,9 +132,19 @@ impl LedgerState {
         Self::default()
     }
 
-    /// Height and last hash.
+    /// Size and root.
     pub fn head(&self) -> Head {
-        self.head
+        Head { height: self.tree.len(), root: if self.tree.is_empty() { EntryHash::ZERO } else { self.tree.root() } }
+    }
+
+    /// The Merkle tree of every entry.
+    pub fn tree(&self) -> &MerkleTree {
+        &self.tree
+    }
+
+    /// Where `entry_hash` sits in the log, if it does.
+    pub fn position(&self, entry_hash: &EntryHash) -> Option<u64> {
+        self.positions.get(entry_hash).copied()
     }
 
     /// The network, once genesis is applied.
@@ -150,9 +167,9 @@ impl LedgerState {
         self.records.iter()
     }
 
-    /// The hash of entry `seq`, if the ledger has it.
-    pub fn entry_hash(&self, seq: u64) -> Option<EntryHash> {
-        usize::try_from(seq).ok().and_then(|i| self.hashes.get(i)).copied()
+    /// The leaf hash of entry `index`, if the ledger has it.
+    pub fn entry_hash(&self, index: u64) -> Option<EntryHash> {
+        self.tree.leaf(index)
     }
 
     /// The DID whose current signing key is `key`, if any.
@@ -186,10 +203,11 @@ impl LedgerState {
         Status::Active
     }
 
-    /// Signs `op` as the next entry of this ledger. The time is raised to the
-    /// last entry's time if the clock is behind, so entries never go back.
+    /// Signs `op` as a request for this ledger's network (a genesis, if it
+    /// has none yet), dated `now_ms`.
     pub fn next_entry(&self, op: Op, now_ms: u64, signer: &Identity) -> Entry {
-        Entry::sign(self.head.height, self.head.hash, now_ms.max(self.last_time_ms), op, signer)
+        let network = self.network.as_ref().map_or(EntryHash::ZERO, |n| n.id);
+        Entry::sign(network, now_ms, op, signer)
     }
 
     /// Verifies `entry`'s signature and applies it if every rule holds.
@@ -225,23 +243,23 @@ impl LedgerState {
     /// Checks every rule except the signature. Changes nothing.
     fn check(&self, entry: &Entry) -> Result<(), Rejection> {
         let body = entry.body();
-        if body.seq != self.head.height {
-            return Err(Rejection::WrongSequence { expected: self.head.height, found: body.seq });
-        }
-        if body.prev_hash != self.head.hash {
-            return Err(Rejection::BrokenChain { expected: self.head.hash, found: body.prev_hash });
-        }
-        if body.time_ms < self.last_time_ms {
-            return Err(Rejection::TimeWentBackwards { previous: self.last_time_ms, found: body.time_ms });
+        if let Some(at) = self.position(&entry.hash()) {
+            return Err(Rejection::AlreadyInLog(at));
         }
         let signer = body.signer;
         let unauthorized = || Rejection::Unauthorized { signer: Did::from_signing_key(signer) };
         let Some(network) = &self.network else {
             return match &body.op {
-                Op::Genesis { registrars, .. } => check_genesis(signer, registrars),
+                Op::Genesis { registrars, log_key, .. } => check_genesis(signer, registrars, log_key),
                 _ => Err(Rejection::NotGenesis),
             };
         };
+        if body.network_id != network.id {
+            return Err(Rejection::WrongNetwork { expected: network.id, found: body.network_id });
+        }
+        if signer == network.log_key {
+            return Err(Rejection::LogKeyAuthors);
+        }
         let registrar = network.registrars.contains(&signer);
         match &body.op {
             Op::Genesis { .. } => Err(Rejection::GenesisNotFirst),
@@ -261,6 +279,10 @@ impl LedgerState {
                 }
                 if host.keys.signing != signer {
                     return Err(Rejection::NotHostDevice { signer: Did::from_signing_key(signer), device: *device });
+                }
+                let max = network.quotas.max_apps_per_device;
+                if self.apps_registered.get(device).copied().unwrap_or(0) >= max {
+                    return Err(Rejection::TooManyApps { device: *device, max });
                 }
                 self.check_new(did, keys)
             }
@@ -284,17 +306,25 @@ impl LedgerState {
     /// Applies an entry that [`check`](Self::check) accepted.
     fn commit(&mut self, entry: &Entry) {
         let body = entry.body();
+        let index = self.tree.len();
         match &body.op {
-            Op::Genesis { network, registrars } => {
+            Op::Genesis { network, registrars, log_key, quotas } => {
                 self.used_signing_keys.extend(registrars.iter().copied());
-                self.network =
-                    Some(Network { name: network.clone(), id: entry.hash(), registrars: registrars.clone() });
+                self.used_signing_keys.insert(*log_key);
+                self.network = Some(Network {
+                    name: network.clone(),
+                    id: entry.hash(),
+                    registrars: registrars.clone(),
+                    log_key: *log_key,
+                    quotas: *quotas,
+                });
             }
             Op::RegisterDevice { did, keys, roles } => {
-                self.insert(*did, keys, body.seq, Subject::Device { roles: roles.clone() });
+                self.insert(*did, keys, index, Subject::Device { roles: roles.clone() });
             }
             Op::RegisterApp { did, keys, device, name, .. } => {
-                self.insert(*did, keys, body.seq, Subject::App { device: *device, name: name.clone() });
+                *self.apps_registered.entry(*device).or_default() += 1;
+                self.insert(*did, keys, index, Subject::App { device: *device, name: name.clone() });
             }
             Op::RotateKeys { did, keys } => {
                 self.used_signing_keys.insert(keys.signing);
@@ -307,13 +337,12 @@ impl LedgerState {
             }
             Op::Revoke { did, reason } => {
                 if let Some(record) = self.records.get_mut(did) {
-                    record.revoked = Some(Revocation { seq: body.seq, reason: reason.clone() });
+                    record.revoked = Some(Revocation { seq: index, reason: reason.clone() });
                 }
             }
         }
-        self.head = Head { height: body.seq + 1, hash: entry.hash() };
-        self.hashes.push(entry.hash());
-        self.last_time_ms = body.time_ms;
+        self.positions.insert(entry.hash(), index);
+        self.tree.push(entry.hash());
     }
 
     /// The record of `did` if it is registered and active.
@@ -369,7 +398,11 @@ impl LedgerState {
     }
 }
 
-fn check_genesis(signer: SigningPublicKey, registrars: &[SigningPublicKey]) -> Result<(), Rejection> {
+fn check_genesis(
+    signer: SigningPublicKey,
+    registrars: &[SigningPublicKey],
+    log_key: &SigningPublicKey,
+) -> Result<(), Rejection> {
     if registrars.is_empty() {
         return Err(Rejection::NoRegistrars);
     }
@@ -382,6 +415,12 @@ fn check_genesis(signer: SigningPublicKey, registrars: &[SigningPublicKey]) -> R
     }
     if let Some(why) = registrars.iter().find_map(SigningPublicKey::weakness) {
         return Err(Rejection::UntrustedKey { which: "registrar", why });
+    }
+    if registrars.contains(log_key) {
+        return Err(Rejection::LogKeyIsRegistrar);
+    }
+    if let Some(why) = log_key.weakness() {
+        return Err(Rejection::UntrustedKey { which: "log", why });
     }
     Ok(())
 }

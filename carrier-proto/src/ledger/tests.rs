@@ -7,6 +7,7 @@ use crate::identity::{Identity, IdentityKind};
 /// A network with one registrar and helpers to sign the next entry.
 struct Net {
     registrar: Identity,
+    log: Identity,
     state: LedgerState,
     encoded: Vec<Vec<u8>>,
     clock: u64,
@@ -15,8 +16,9 @@ struct Net {
 impl Net {
     fn new() -> Self {
         let registrar = Identity::generate(IdentityKind::Registrar);
-        let mut net = Net { state: LedgerState::new(), encoded: vec![], clock: 1_000, registrar };
-        let genesis = Op::Genesis { network: "test".into(), registrars: vec![net.registrar.signing_key()] };
+        let log = Identity::generate(IdentityKind::Log);
+        let genesis = genesis_op("test", vec![registrar.signing_key()], &log);
+        let mut net = Net { state: LedgerState::new(), encoded: vec![], clock: 1_000, registrar, log };
         net.ok(genesis, None);
         net
     }
@@ -58,6 +60,10 @@ impl Net {
     }
 }
 
+fn genesis_op(network: &str, registrars: Vec<crate::identity::SigningPublicKey>, log: &Identity) -> Op {
+    Op::Genesis { network: network.into(), registrars, log_key: log.signing_key(), quotas: Quotas::default() }
+}
+
 fn register_device(device: &Identity) -> Op {
     Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec!["relay".into()] }
 }
@@ -97,7 +103,11 @@ fn replay_rebuilds_the_same_state() {
     net.ok(revoke(&device), None);
     let replayed = replay(&net.encoded).unwrap();
     assert_eq!(replayed.head(), net.state.head());
-    assert_eq!(replayed.entry_hash(replayed.head().height - 1), Some(replayed.head().hash));
+    assert_eq!(replayed.tree().root(), replayed.head().root);
+    assert_eq!(
+        replayed.entry_hash(replayed.head().height - 1),
+        Some(Entry::decode(net.encoded.last().unwrap()).unwrap().hash())
+    );
     assert_eq!(replayed.entry_hash(0), Some(replayed.network().unwrap().id));
     assert_eq!(replayed.entry_hash(replayed.head().height), None);
     let resolved = replayed.resolve(&app.did()).unwrap();
@@ -126,7 +136,7 @@ fn rotation_moves_authority_to_the_new_key() {
 fn rejects_wrong_signer_on_genesis() {
     let registrar = Identity::generate(IdentityKind::Registrar);
     let stranger = Identity::generate(IdentityKind::Registrar);
-    let genesis = Op::Genesis { network: "x".into(), registrars: vec![registrar.signing_key()] };
+    let genesis = genesis_op("x", vec![registrar.signing_key()], &Identity::generate(IdentityKind::Log));
     let mut state = LedgerState::new();
     let err = state.append(state.next_entry(genesis, 1, &stranger)).unwrap_err();
     assert!(matches!(err, Rejection::Unauthorized { .. }), "{err}");
@@ -140,7 +150,7 @@ fn rejects_ledgers_that_do_not_start_with_genesis() {
     let err = state.append(state.next_entry(register_device(&device), 1, &registrar)).unwrap_err();
     assert_eq!(err, Rejection::NotGenesis);
     let mut net = Net::new();
-    let again = Op::Genesis { network: "again".into(), registrars: vec![net.registrar.signing_key()] };
+    let again = genesis_op("again", vec![net.registrar.signing_key()], &Identity::generate(IdentityKind::Log));
     assert_eq!(net.try_op(again, None), Err(Rejection::GenesisNotFirst));
 }
 
@@ -148,10 +158,13 @@ fn rejects_ledgers_that_do_not_start_with_genesis() {
 fn rejects_genesis_without_or_with_repeated_registrars() {
     let registrar = Identity::generate(IdentityKind::Registrar);
     let state = LedgerState::new();
-    let none = Op::Genesis { network: "x".into(), registrars: vec![] };
+    let log = Identity::generate(IdentityKind::Log);
+    let none = genesis_op("x", vec![], &log);
     assert_eq!(state.clone().append(state.next_entry(none, 1, &registrar)), Err(Rejection::NoRegistrars));
-    let twice = Op::Genesis { network: "x".into(), registrars: vec![registrar.signing_key(); 2] };
+    let twice = genesis_op("x", vec![registrar.signing_key(); 2], &log);
     assert_eq!(state.clone().append(state.next_entry(twice, 1, &registrar)), Err(Rejection::DuplicateRegistrar));
+    let own_log = genesis_op("x", vec![registrar.signing_key()], &registrar);
+    assert_eq!(state.clone().append(state.next_entry(own_log, 1, &registrar)), Err(Rejection::LogKeyIsRegistrar));
 }
 
 #[test]
@@ -251,21 +264,141 @@ fn rejects_bad_signature() {
 }
 
 #[test]
-fn rejects_wrong_previous_hash_and_sequence_gap() {
+fn rejects_entries_for_another_network_and_retried_ones() {
     let mut net = Net::new();
     let device = Identity::generate(IdentityKind::Device);
     let head = net.state.head();
-    let wrong_prev = Entry::sign(head.height, EntryHash([7; 32]), 5_000, register_device(&device), &net.registrar);
-    assert!(matches!(net.state.append(wrong_prev), Err(Rejection::BrokenChain { .. })));
-    let gap = Entry::sign(head.height + 1, head.hash, 5_000, register_device(&device), &net.registrar);
-    assert_eq!(net.state.append(gap), Err(Rejection::WrongSequence { expected: 1, found: 2 }));
-    let replayed = Entry::sign(0, EntryHash::ZERO, 5_000, register_device(&device), &net.registrar);
-    assert_eq!(net.state.append(replayed), Err(Rejection::WrongSequence { expected: 1, found: 0 }));
-    let back_in_time = Entry::sign(head.height, head.hash, 10, register_device(&device), &net.registrar);
-    assert!(matches!(net.state.append(back_in_time), Err(Rejection::TimeWentBackwards { .. })));
-    // None of the refused entries changed anything.
+    let elsewhere = Entry::sign(EntryHash([7; 32]), 5_000, register_device(&device), &net.registrar);
+    assert!(matches!(net.state.append(elsewhere), Err(Rejection::WrongNetwork { .. })));
     assert_eq!(net.state.head(), head);
-    assert!(net.state.resolve(&device.did()).is_none());
+    // The same signed request twice: the second is known, not applied again.
+    let entry = net.entry(register_device(&device), None);
+    net.state.append(entry.clone()).unwrap();
+    assert_eq!(net.state.append(entry.clone()), Err(Rejection::AlreadyInLog(1)));
+    assert_eq!(net.state.position(&entry.hash()), Some(1));
+}
+
+#[test]
+fn the_log_key_authors_nothing() {
+    let mut net = Net::new();
+    let device = Identity::generate(IdentityKind::Device);
+    let by_log = net.state.next_entry(register_device(&device), 5_000, &net.log);
+    assert_eq!(net.state.append(by_log), Err(Rejection::LogKeyAuthors));
+    // Nor can anyone register the log key as a device key.
+    let op = Op::RegisterDevice {
+        did: net.log.did(),
+        keys: crate::identity::PublicKeys { signing: net.log.signing_key(), noise: device.noise_key() },
+        roles: vec![],
+    };
+    assert_eq!(net.try_op(op, None), Err(Rejection::KeyReused));
+}
+
+#[test]
+fn a_device_registers_at_most_the_genesis_quota_of_apps() {
+    let mut net = Net::new();
+    let device = net.device();
+    for _ in 0..DEFAULT_MAX_APPS_PER_DEVICE {
+        let app = net.app(&device);
+        // Revoking does not give a slot back: the quota bounds the ledger.
+        net.ok(revoke(&app), Some(&device));
+    }
+    let one_more = Identity::generate(IdentityKind::App);
+    assert_eq!(
+        net.try_op(net.app_op(&one_more, &device), Some(&device)),
+        Err(Rejection::TooManyApps { device: device.did(), max: DEFAULT_MAX_APPS_PER_DEVICE })
+    );
+}
+
+/// The split the hash chain had: two authors sign against the same state
+/// at the same moment. Both requests join the log, in either order.
+#[test]
+fn two_authors_signing_at_once_both_join_in_either_order() {
+    let mut net = Net::new();
+    let owner = net.device();
+    let newcomer = Identity::generate(IdentityKind::Device);
+    let app = Identity::generate(IdentityKind::App);
+    let by_registrar = net.entry(register_device(&newcomer), None);
+    let by_device = net.entry(net.app_op(&app, &owner), Some(&owner));
+    for order in [[&by_registrar, &by_device], [&by_device, &by_registrar]] {
+        let mut state = net.state.clone();
+        for entry in order {
+            state.append((*entry).clone()).unwrap();
+        }
+        assert!(state.resolve(&newcomer.did()).unwrap().is_active());
+        assert!(state.resolve(&app.did()).unwrap().is_active());
+    }
+}
+
+#[test]
+fn the_sequencer_refuses_future_dates_and_floods_and_signs_what_it_holds() {
+    let mut net = Net::new();
+    let log = std::mem::replace(&mut net.log, Identity::generate(IdentityKind::Log));
+    let mut sequencer = Sequencer::new(log, None);
+    let persist = |_: &Entry| Ok::<(), Rejection>(());
+    let now = 10_000_000;
+    let device = Identity::generate(IdentityKind::Device);
+    let ahead = net.state.next_entry(register_device(&device), now + CLOCK_SKEW_MS + 1, &net.registrar);
+    assert_eq!(
+        sequencer.sequence(&mut net.state, ahead, now, persist),
+        Err(Rejection::FromTheFuture { ahead_ms: CLOCK_SKEW_MS + 1 })
+    );
+    // A device registering apps as fast as it can: held to the quota.
+    let host = Identity::generate(IdentityKind::Device);
+    let entry = net.state.next_entry(register_device(&host), now, &net.registrar);
+    assert_eq!(sequencer.sequence(&mut net.state, entry, now, persist), Ok(1));
+    for i in 0..DEFAULT_MAX_REQUESTS_PER_MINUTE {
+        let app = Identity::generate(IdentityKind::App);
+        let entry = net.state.next_entry(net.app_op(&app, &host), now, &host);
+        assert_eq!(sequencer.sequence(&mut net.state, entry, now, persist), Ok(2 + u64::from(i)));
+    }
+    let app = Identity::generate(IdentityKind::App);
+    let entry = net.state.next_entry(net.app_op(&app, &host), now, &host);
+    assert!(matches!(
+        sequencer.sequence(&mut net.state, entry.clone(), now, persist),
+        Err(Rejection::TooManyRequests { .. })
+    ));
+    // Registrars are not held to it.
+    let device = Identity::generate(IdentityKind::Device);
+    let by_registrar = net.state.next_entry(register_device(&device), now, &net.registrar);
+    assert!(sequencer.sequence(&mut net.state, by_registrar, now, persist).is_ok());
+    // A minute later the author may go on.
+    assert!(sequencer.sequence(&mut net.state, entry, now + 60_000, persist).is_ok());
+    let checkpoint = sequencer.checkpoint(&net.state);
+    assert_eq!(checkpoint.size(), net.state.head().height);
+    assert_eq!(checkpoint.root(), net.state.head().root);
+}
+
+#[test]
+fn known_replay_builds_the_same_tree_without_signatures() {
+    let mut net = Net::new();
+    let device = net.device();
+    net.app(&device);
+    let checked = replay(&net.encoded).unwrap();
+    let mut known = Replay::known(LedgerState::new());
+    for bytes in &net.encoded {
+        known.push(bytes).unwrap();
+    }
+    assert_eq!(known.finish().unwrap().head(), checked.head());
+}
+
+#[test]
+fn checkpoints_compare_as_same_older_newer_or_equivocation() {
+    let mut net = crate::testing::TestNetwork::new("t");
+    let at_one = net.checkpoint();
+    net.register_device();
+    let at_two = net.checkpoint();
+    assert_eq!(compare(&net.ledger, &at_two, &at_two), Comparison::Same);
+    assert_eq!(compare(&net.ledger, &at_two, &at_one), Comparison::Older);
+    assert_eq!(compare(&net.ledger, &at_one, &at_two), Comparison::Newer);
+    // Other histories: an earlier size, and the same size, with other roots.
+    // (`compare` takes verified notes; who signed them is checked before.)
+    let network = net.ledger.network().unwrap().id;
+    let other_log = Identity::generate(IdentityKind::Log);
+    for size in [1, 2] {
+        let other = Checkpoint { size, root: EntryHash([5; 32]), sequencer: None };
+        let other = SignedCheckpoint::sign(&network, other, &other_log);
+        assert_eq!(compare(&net.ledger, &at_two, &other), Comparison::Equivocation, "size {size}");
+    }
 }
 
 #[test]
@@ -296,8 +429,11 @@ fn replay_reports_earliest_error_across_batches() {
     tampered[450] = vec![0xff; 3]; // malformed at 450
     let err = replay(&tampered).unwrap_err();
     assert_eq!(err, LedgerError { index: 300, reason: Rejection::BadSignature });
-    tampered.swap(10, 11);
-    assert_eq!(replay(&tampered).unwrap_err().index, 10);
+    // Two independent entries swapped break no rule: order is the
+    // sequencer's to sign, and the root (which a checkpoint holds) changes.
+    let mut swapped = net.encoded.clone();
+    swapped.swap(10, 11);
+    assert_ne!(replay(&swapped).unwrap().head().root, net.state.head().root);
 }
 
 /// Keys that mix two identities, for key-reuse attacks.
@@ -432,4 +568,39 @@ fn rejects_an_app_registered_without_its_consent_to_that_device_and_network() {
     assert_eq!(net.try_op(op, Some(&mine)), Err(Rejection::NoConsent(app.did())));
     // With its own consent it is registered.
     net.ok(net.app_op(&app, &mine), Some(&mine));
+}
+
+/// A node that is behind takes entries in batches, each proven against the
+/// sequencer's checkpoint; an altered or substituted entry is named.
+#[test]
+fn batches_are_proven_against_the_checkpoint_and_tampering_is_named() {
+    let mut net = Net::new();
+    for _ in 0..9 {
+        net.device();
+    }
+    let (size, root) = (net.state.head().height, net.state.head().root);
+    let mut behind = replay(&net.encoded[..1]).unwrap();
+    // Two batches: entries 1..6 with a proof to the target, then the rest.
+    let proof = net.state.tree().consistency_proof(6, size).unwrap();
+    check_batch(&behind, &net.encoded[1..6], size, root, &proof).unwrap().apply(&mut behind).unwrap();
+    assert_eq!(behind.head().height, 6);
+    let rest = &net.encoded[6..].to_vec();
+    // A flipped byte in a signature: named by its index.
+    let mut altered = rest.to_vec();
+    let last = altered[2].len() - 1;
+    altered[2][last] ^= 1;
+    assert_eq!(check_batch(&behind, &altered, size, root, &[]).unwrap_err(), BatchError::BadSignature { index: 8 });
+    // A validly signed entry that is not the sequenced one.
+    let mut substituted = rest.to_vec();
+    let stranger = Identity::generate(IdentityKind::Device);
+    substituted[0] = net.entry(register_device(&stranger), None).encoded().to_vec();
+    assert_eq!(
+        check_batch(&behind, &substituted, size, root, &[]).unwrap_err(),
+        BatchError::NotInCheckpoint { first: 6, last: 9 }
+    );
+    // A wrong proof, and more entries than the checkpoint holds.
+    assert!(check_batch(&behind, &rest[..2], size, root, &[EntryHash([1; 32])]).is_err());
+    assert!(matches!(check_batch(&behind, rest, size - 1, root, &[]), Err(BatchError::PastCheckpoint { .. })));
+    check_batch(&behind, rest, size, root, &[]).unwrap().apply(&mut behind).unwrap();
+    assert_eq!(behind.head(), net.state.head());
 }

@@ -111,11 +111,11 @@ pub(crate) fn counters(target: &Target, as_json: bool) -> anyhow::Result<()> {
 
 pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let Response::Status(s) = target.request(Request::Status(pb::StatusRequest {}))? else { bail!("unexpected reply") };
-    let (height, hash) = s.head.map(|h| (h.height, hex(&h.hash))).unwrap_or_default();
+    let (height, root) = s.head.map(|h| (h.height, hex(&h.root))).unwrap_or_default();
     if as_json {
         let value = json!({
             "did": s.did, "network": s.network, "network_id": s.network_id, "uptime_ms": s.uptime_ms,
-            "listen": s.listen_addrs, "ledger": { "height": height, "hash": hash },
+            "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer },
             "peers": s.peers, "routes": s.routes, "alarm": s.alarm, "apps": s.apps,
         });
         println!("{value}");
@@ -125,7 +125,8 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     println!("network:  {} ({})", s.network, s.network_id);
     println!("uptime:   {}", humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000)));
     println!("listen:   {}", s.listen_addrs.join(", "));
-    println!("ledger:   {height} entries, head {hash}");
+    let sequencing = if s.sequencer { " (this daemon sequences it)" } else { "" };
+    println!("ledger:   {height} entries, Merkle root {root}{sequencing}");
     println!("peers:    {}", s.peers);
     println!("routes:   {}", s.routes);
     println!("apps:     {} connected", s.apps.len());

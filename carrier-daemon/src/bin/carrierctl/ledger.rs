@@ -1,8 +1,12 @@
-//! `carrierctl ledger …`: offline work on a ledger directory.
+//! `carrierctl ledger …`: offline work on a ledger directory, and audits.
 //!
-//! Every command that writes signs one entry with the key file given by
-//! `--key`, checks it against the ledger's rules and appends it; a refused
-//! entry leaves the ledger untouched and says which rule it broke.
+//! The admin's ledger directory is the network's sequencer: it holds the
+//! log key (`log.key`, made by `genesis`). Every command that writes signs
+//! one request with the author's key file (`--key`), sequences it with the
+//! log key (checking every rule) and stores a new signed checkpoint; a
+//! refused request leaves the ledger untouched and says which rule it broke.
+//! Audit commands (`checkpoint`, `audit`, `prove`, `check-proof`) are in
+//! `audit.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -13,12 +17,17 @@ use carrier_daemon::paths::{self, DataDir};
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
 use carrier_proto::ledger::Consent;
-use carrier_proto::ledger::{Entry, LedgerState, Op};
+use carrier_proto::ledger::{Entry, LedgerState, Op, Quotas, Sequencer};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
 
 use crate::control::Target;
 use crate::render;
+
+/// The log key's file name in the admin's ledger directory.
+const LOG_KEY_FILE: &str = "log.key";
+/// Entries per publish request (well under the control frame limit).
+const PUBLISH_BATCH: u64 = 500;
 
 #[derive(Subcommand)]
 pub(crate) enum LedgerCommand {
@@ -37,6 +46,16 @@ pub(crate) enum LedgerCommand {
         /// Further registrars, by DID.
         #[arg(long = "registrar", value_name = "DID")]
         registrars: Vec<Did>,
+        /// The log key file that will sequence the ledger and sign its
+        /// checkpoints [default: a new `log.key` in the ledger directory].
+        #[arg(long, value_name = "FILE")]
+        log_key: Option<PathBuf>,
+        /// Most apps one device may ever register.
+        #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_APPS_PER_DEVICE)]
+        max_apps_per_device: u32,
+        /// Most requests one author may have sequenced per minute.
+        #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_REQUESTS_PER_MINUTE)]
+        max_requests_per_minute: u32,
     },
     /// Register a device from its card (printed by `carrierd init`). Signed by a registrar.
     ///
@@ -133,7 +152,8 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         at: LedgerDir,
     },
-    /// Check every entry from genesis: signatures, chain, authority, storage.
+    /// Check every entry from genesis: signatures, rules, storage, and the
+    /// Merkle root against the signed checkpoint.
     ///
     /// Example: carrierctl ledger verify --ledger /var/lib/carrier/ledger
     Verify {
@@ -176,17 +196,31 @@ impl LedgerDir {
 
 pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow::Result<()> {
     match command {
-        LedgerCommand::Genesis { at, network, key, registrars } => {
+        LedgerCommand::Genesis {
+            at,
+            network,
+            key,
+            registrars,
+            log_key,
+            max_apps_per_device,
+            max_requests_per_minute,
+        } => {
             let signer = keystore::load_kind(&key, IdentityKind::Registrar)?;
             let mut keys = vec![signer.signing_key()];
             keys.extend(registrars.iter().map(Did::signing_key));
-            let op = Op::Genesis { network, registrars: keys };
             let path = at.path()?;
+            let log_path = log_key.unwrap_or_else(|| path.join(LOG_KEY_FILE));
+            let (log, made) = keystore::load_or_create(&log_path, IdentityKind::Log)?;
+            let quotas = Quotas { max_apps_per_device, max_requests_per_minute };
+            let op = Op::Genesis { network, registrars: keys, log_key: log.signing_key(), quotas };
             let entry = LedgerState::new().next_entry(op, now_ms(), &signer);
-            let store = LedgerStore::create(&path, entry)?;
+            let store = LedgerStore::create(&path, entry, &mut Sequencer::new(log, None))?;
             let net = store.state().network().context("genesis applied but no network")?;
             println!("created network {:?} in {}", net.name, path.display());
             println!("network id: {}", net.id);
+            let verb = if made { "made" } else { "using" };
+            println!("log key: {verb} {} (keep it secret: it orders the ledger)", log_path.display());
+            println!("checkpoint verifier key: {}", carrier_proto::ledger::verifier_key(&net.id, &net.log_key));
             Ok(())
         }
         LedgerCommand::RegisterDevice { at, key, roles, card } => {
@@ -238,20 +272,13 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
             render::resolution(&resolution, json);
             Ok(())
         }
-        LedgerCommand::Publish { at } => {
-            let path = at.path()?;
-            let entries = LedgerStore::read_all(&path)?;
-            let request = Request::Publish(pb::PublishRequest { entries });
-            let Response::Publish(reply) = target.request(request)? else { bail!("unexpected reply from carrierd") };
-            let height = reply.head.map(|h| h.height).unwrap_or(0);
-            println!("published: the daemon took {} new entries; its ledger height is {height}", reply.appended);
-            Ok(())
-        }
+        LedgerCommand::Publish { at } => publish(&at.path()?, target),
         LedgerCommand::Verify { at } => {
             let path = at.path()?;
             let started = Instant::now();
-            let state = LedgerStore::verify(&path)?;
+            let (state, checkpoint) = LedgerStore::verify(&path)?;
             render::verified(&state, started.elapsed());
+            println!("checkpoint signed by the log key covers all {} entries", checkpoint.size());
             Ok(())
         }
     }
@@ -283,13 +310,57 @@ fn append(at: &LedgerDir, key: &Path, kind: Option<IdentityKind>, op: Op) -> any
     sign_and_append(at, &signer, op)
 }
 
+/// Signs `op` as `signer`'s request and sequences it with the directory's
+/// log key.
 fn sign_and_append(at: &LedgerDir, signer: &Identity, op: Op) -> anyhow::Result<()> {
     let mut store = at.open()?;
+    let log_path = at.path()?.join(LOG_KEY_FILE);
+    let log = keystore::load_kind(&log_path, IdentityKind::Log)
+        .with_context(|| format!("this ledger directory cannot sequence: no log key at {}", log_path.display()))?;
+    let mut sequencer = Sequencer::new(log, None);
     let entry = store.state().next_entry(op, now_ms(), signer);
-    let (seq, name) = (entry.seq(), entry.op().name());
-    store.append(entry)?;
-    println!("appended entry {seq} ({name}); ledger height {}", store.state().head().height);
-    Ok(())
+    let name = entry.op().name();
+    let results = store.sequence(&mut sequencer, vec![entry], now_ms())?;
+    match results.into_iter().next() {
+        Some(Ok(index)) => {
+            println!("appended entry {index} ({name}); ledger height {}", store.state().head().height);
+            Ok(())
+        }
+        Some(Err(rejection)) => bail!("entry refused: {rejection}"),
+        None => bail!("nothing was sequenced"),
+    }
+}
+
+/// Hands the directory's entries the daemon lacks to it, a batch at a
+/// time, each with a consistency proof to the directory's checkpoint.
+fn publish(dir: &Path, target: &Target) -> anyhow::Result<()> {
+    let (state, checkpoint) = LedgerStore::verify(dir)?;
+    let entries = LedgerStore::read_all(dir)?;
+    let Response::Status(status) = target.request(Request::Status(pb::StatusRequest {}))? else {
+        bail!("unexpected reply from carrierd")
+    };
+    let mut from = status.head.map(|h| h.height).unwrap_or(0);
+    let size = checkpoint.size();
+    let mut appended = 0;
+    loop {
+        let end = size.min(from + PUBLISH_BATCH);
+        let batch = entries[from.min(size) as usize..end.max(from.min(size)) as usize].to_vec();
+        let proof = match end < size && !batch.is_empty() {
+            true => state.tree().consistency_proof(end, size)?.iter().map(|h| h.0.to_vec()).collect(),
+            false => Vec::new(),
+        };
+        let request = pb::PublishRequest { entries: batch, from, checkpoint: checkpoint.note().to_vec(), proof };
+        let Response::Publish(reply) = target.request(Request::Publish(request))? else {
+            bail!("unexpected reply from carrierd")
+        };
+        appended += reply.appended;
+        let height = reply.head.map(|h| h.height).unwrap_or(0);
+        if height >= size || reply.appended == 0 {
+            println!("published: the daemon took {appended} new entries; its ledger height is {height}");
+            return Ok(());
+        }
+        from = height;
+    }
 }
 
 /// A card given inline (`carrier-card:…`) or as a file holding one.

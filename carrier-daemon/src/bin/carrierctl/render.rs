@@ -10,16 +10,17 @@ use serde_json::{Value, json};
 /// Prints every entry.
 pub(crate) fn entries(state: &LedgerState, entries: &[Entry], as_json: bool) {
     if as_json {
-        let list: Vec<Value> = entries.iter().map(|e| entry_json(state, e)).collect();
+        let list: Vec<Value> = entries.iter().enumerate().map(|(i, e)| entry_json(state, i, e)).collect();
         println!("{}", Value::Array(list));
         return;
     }
     let rows: Vec<[String; 5]> = entries
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(index, e)| {
             let body = e.body();
             [
-                body.seq.to_string(),
+                index.to_string(),
                 time(body.time_ms),
                 e.op().name().to_owned(),
                 subject(e.op()),
@@ -27,15 +28,19 @@ pub(crate) fn entries(state: &LedgerState, entries: &[Entry], as_json: bool) {
             ]
         })
         .collect();
-    table(["SEQ", "TIME", "OP", "SUBJECT", "SIGNER"], &rows);
+    table(["INDEX", "TIME", "OP", "SUBJECT", "SIGNER"], &rows);
 }
 
-fn entry_json(state: &LedgerState, entry: &Entry) -> Value {
+fn entry_json(state: &LedgerState, index: usize, entry: &Entry) -> Value {
+    use base64::Engine;
     let body = entry.body();
     let op = match entry.op() {
-        Op::Genesis { network, registrars } => json!({
+        Op::Genesis { network, registrars, log_key, quotas } => json!({
             "network": network,
             "registrars": registrars.iter().map(|k| Did::from_signing_key(*k).to_string()).collect::<Vec<_>>(),
+            "log_key": Did::from_signing_key(*log_key).to_string(),
+            "max_apps_per_device": quotas.max_apps_per_device,
+            "max_requests_per_minute": quotas.max_requests_per_minute,
         }),
         Op::RegisterDevice { did, keys, roles } => json!({
             "did": did.to_string(), "noise_key": keys.noise.to_string(), "roles": roles,
@@ -51,9 +56,9 @@ fn entry_json(state: &LedgerState, entry: &Entry) -> Value {
         Op::Revoke { did, reason } => json!({ "did": did.to_string(), "reason": reason }),
     };
     json!({
-        "seq": body.seq,
-        "hash": entry.hash().to_hex(),
-        "prev_hash": body.prev_hash.to_hex(),
+        "index": index,
+        "leaf_hash": entry.hash().to_hex(),
+        "encoded": base64::engine::general_purpose::STANDARD.encode(entry.encoded()),
         "time_ms": body.time_ms,
         "time": time(body.time_ms),
         "signer": signer(state, body.signer),
@@ -123,7 +128,7 @@ pub(crate) fn verified(state: &LedgerState, took: Duration) {
     if let Some(network) = state.network() {
         println!("ledger OK: network {:?} (id {})", network.name, network.id);
     }
-    println!("{} entries, head {}", head.height, head.hash);
+    println!("{} entries, Merkle root {}", head.height, head.root);
     println!("{devices} devices, {apps} apps, {inactive} revoked");
     let rate = head.height as f64 / took.as_secs_f64().max(1e-9);
     println!("verified in {:.1} ms ({rate:.0} entries/s)", took.as_secs_f64() * 1e3);
@@ -131,7 +136,7 @@ pub(crate) fn verified(state: &LedgerState, took: Duration) {
 
 fn subject(op: &Op) -> String {
     match op {
-        Op::Genesis { network, registrars } => format!("{network:?}, registrars: {}", registrars.len()),
+        Op::Genesis { network, registrars, .. } => format!("{network:?}, registrars: {}", registrars.len()),
         Op::RegisterDevice { did, .. } | Op::RotateKeys { did, .. } | Op::Revoke { did, .. } => did.to_string(),
         Op::RegisterApp { did, name, .. } => format!("{did} ({name})"),
     }

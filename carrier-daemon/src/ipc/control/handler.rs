@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Entry, Head, Kind, Status};
+use carrier_proto::ledger::{Comparison, EntryHash, Head, Kind, Status};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 
 use tokio::sync::broadcast;
 
 use super::Connection;
 use crate::delivery::Delivery;
-use crate::ledger::{Ledger, SubmitError};
+use crate::ledger::{Equivocation, ExtendError, Ledger, SubmitError};
 use crate::link::LinkContext;
 use crate::overlay::{Overlay, OverlayError, OverlayEvent};
 
@@ -45,14 +45,12 @@ pub enum ControlError {
         /// Why.
         reason: String,
     },
-    /// A published entry differs from ours at its height.
-    #[error("entry {index} (seq {seq}) differs from this ledger's entry at that height: refusing a fork")]
-    Fork {
-        /// Its place in the request.
-        index: usize,
-        /// Its height.
-        seq: u64,
-    },
+    /// The published entries could not be taken.
+    #[error("published entries refused: {0}")]
+    Extend(#[from] ExtendError),
+    /// The published checkpoint contradicts the daemon's.
+    #[error("the published checkpoint contradicts this daemon's: the alarm is raised and the evidence saved")]
+    Equivocation,
     /// The ledger refused a published entry.
     #[error("entry {index}: {source}")]
     Refused {
@@ -77,7 +75,7 @@ pub struct Handler {
 }
 
 fn head(head: Head) -> pb::LedgerHead {
-    pb::LedgerHead { height: head.height, hash: head.hash.0.to_vec() }
+    pb::LedgerHead { height: head.height, root: head.root.0.to_vec() }
 }
 
 impl Handler {
@@ -143,7 +141,7 @@ impl Handler {
                 Ok(Response::Done(pb::Done {}))
             }
             Request::Resolve(r) => self.resolve(parse_did(&r.did)?),
-            Request::Publish(p) => self.publish(&p.entries),
+            Request::Publish(p) => self.publish(p),
             Request::Counters(_) => {
                 Ok(Response::Counters(pb::Counters { values: self.links.counters().snapshot().into_iter().collect() }))
             }
@@ -151,6 +149,7 @@ impl Handler {
             Request::Entries(e) => Ok(Response::Entries(pb::Entries {
                 entries: self.ledger.entries(e.from, e.max.min(MAX_ENTRIES) as usize),
                 head: Some(head(self.ledger.head())),
+                checkpoint: self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default(),
             })),
         }
     }
@@ -171,6 +170,8 @@ impl Handler {
             routes,
             alarm: self.ledger.alarm().unwrap_or_default(),
             apps: self.delivery.connected_apps().iter().map(Did::to_string).collect(),
+            checkpoint: self.ledger.checkpoint().map(|c| c.text().to_owned()).unwrap_or_default(),
+            sequencer: self.ledger.is_sequencer(),
         }))
     }
 
@@ -229,20 +230,29 @@ impl Handler {
         }))
     }
 
-    /// Appends the entries the daemon does not have yet; every one is
-    /// verified, and the first refusal stops the rest.
-    fn publish(&self, entries: &[Vec<u8>]) -> Result<Response, ControlError> {
-        let mut appended = 0;
-        for (i, bytes) in entries.iter().enumerate() {
-            let entry = Entry::decode(bytes).map_err(|e| ControlError::BadEntry { index: i, reason: e.to_string() })?;
-            match self.ledger.entry_hash(entry.seq()) {
-                Some(ours) if ours == entry.hash() => continue,
-                Some(_) => return Err(ControlError::Fork { index: i, seq: entry.seq() }),
-                None => {}
+    /// Takes the entries a sequencer made, proven against its checkpoint.
+    /// A checkpoint the daemon has already, or an older one consistent with
+    /// it, changes nothing; one that contradicts ours raises the alarm.
+    fn publish(&self, publish: pb::PublishRequest) -> Result<Response, ControlError> {
+        let checkpoint = self.ledger.verify_checkpoint(&publish.checkpoint).map_err(ExtendError::from)?;
+        let appended = match self.ledger.compare(&checkpoint) {
+            Some(Comparison::Newer) | None => {
+                let proof = publish
+                    .proof
+                    .iter()
+                    .map(|h| h.as_slice().try_into().map(EntryHash))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| ControlError::BadEntry { index: 0, reason: "a proof hash is not 32 bytes".into() })?;
+                self.ledger.extend(publish.from, &publish.entries, &checkpoint, &proof)? as u32
             }
-            self.ledger.submit(entry).map_err(|source| ControlError::Refused { index: i, source })?;
-            appended += 1;
-        }
+            Some(Comparison::Same | Comparison::Older) => 0,
+            Some(Comparison::Equivocation) => {
+                let ours = self.ledger.checkpoint().ok_or(ExtendError::Moved)?;
+                let source = "carrierctl ledger publish".to_owned();
+                self.ledger.raise_alarm(Equivocation { ours, theirs: checkpoint, source });
+                return Err(ControlError::Equivocation);
+            }
+        };
         Ok(Response::Publish(pb::PublishReply { appended, head: Some(head(self.ledger.head())) }))
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! file   = header record*
-//! header = "CARRIER-LEDGER" 0x00 version(=1)          16 bytes
+//! header = "CARRIER-LEDGER" 0x00 version(=2)          16 bytes
 //! record = len:u32le crc32(len):u32le crc32(payload):u32le payload[len]
 //! ```
 //!
@@ -16,7 +16,7 @@
 use carrier_proto::ledger::MAX_ENTRY_SIZE;
 
 /// First bytes of every ledger log.
-pub(crate) const HEADER: &[u8; 16] = b"CARRIER-LEDGER\x00\x01";
+pub(crate) const HEADER: &[u8; 16] = b"CARRIER-LEDGER\x00\x02";
 /// Bytes before each record's payload.
 pub(crate) const RECORD_HEADER: usize = 12;
 

@@ -1,27 +1,38 @@
-//! The embedded ledger: the verified log on disk (`store.rs`, with its
-//! byte rules in `log_format.rs`) or in memory, one state behind a lock,
-//! with a broadcast of every change so links can react to revocations.
+//! The embedded ledger: the Merkle log on disk (`store.rs`, with its byte
+//! rules in `log_format.rs`) or in memory, one state behind a lock, with a
+//! broadcast of every change so links can react to revocations.
 //! This is the only module that sees the concrete [`LedgerState`]; the
 //! daemon reaches it through the [`Ledger`] trait.
+//!
+//! A stored ledger grows two ways only: as the sequencer (it holds the log
+//! key: [`EmbeddedLedger::with_sequencer`]) it orders submitted requests and
+//! signs checkpoints; as a replica it takes batches proven against a
+//! checkpoint the log key signed. An in-memory ledger (tests, tools) applies
+//! entries its owner sequenced already.
 
 mod log_format;
 mod store;
 
-use std::sync::{PoisonError, RwLock};
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use carrier_proto::identity::{Did, SigningPublicKey};
-use carrier_proto::ledger::{Directory, Entry, EntryHash, Head, LedgerState, Network, Op, Standing, Subject};
+use carrier_proto::ledger::{
+    Comparison, Directory, Entry, EntryHash, Head, LedgerState, Network, Op, Rejection, Sequencer, SignedCheckpoint,
+    Standing, Subject, check_batch, compare,
+};
 use tokio::sync::broadcast;
 
-pub use store::{LOG_FILE, LedgerStore, StoreError};
+pub use store::{CHECKPOINT_FILE, LOG_FILE, LedgerStore, StoreError};
 
-use super::{Ledger, LedgerUpdate, SubmitError};
+use super::{Equivocation, ExtendError, Ledger, LedgerUpdate, SubmitError};
 
 enum Backing {
     /// Kept only in memory (tests, tools): the state it started from and the
     /// encoded entries appended since, which it can hand to peers.
     Memory { state: LedgerState, base: u64, appended: Vec<Vec<u8>> },
-    /// Kept on disk; the store owns the state and every entry.
+    /// Kept on disk; the store owns the state, every entry and the checkpoint.
     Store(LedgerStore),
 }
 
@@ -46,11 +57,14 @@ impl Backing {
 /// The embedded ledger, shared between tasks.
 pub struct EmbeddedLedger {
     inner: RwLock<Backing>,
+    /// Present when this daemon holds the log key.
+    sequencer: Option<Mutex<Sequencer>>,
     updates: broadcast::Sender<LedgerUpdate>,
-    /// Set when a peer showed a ledger that forks from ours: two validly
-    /// signed histories of one network. Shown in `status`; never cleared
-    /// while the daemon runs.
+    /// Set when two validly signed checkpoints of our log disagree. Shown in
+    /// `status`; never cleared while the daemon runs.
     alarm: RwLock<Option<String>>,
+    /// Where evidence of equivocation is written (the ledger directory).
+    evidence_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for EmbeddedLedger {
@@ -60,19 +74,38 @@ impl std::fmt::Debug for EmbeddedLedger {
 }
 
 impl EmbeddedLedger {
-    fn new(backing: Backing) -> Self {
-        Self { inner: RwLock::new(backing), updates: broadcast::channel(256).0, alarm: RwLock::new(None) }
+    fn new(backing: Backing, evidence_dir: Option<PathBuf>) -> Self {
+        Self {
+            inner: RwLock::new(backing),
+            sequencer: None,
+            updates: broadcast::channel(256).0,
+            alarm: RwLock::new(None),
+            evidence_dir,
+        }
     }
 
     /// A ledger kept in memory only.
     pub fn in_memory(state: LedgerState) -> Self {
         let base = state.head().height;
-        Self::new(Backing::Memory { state, base, appended: Vec::new() })
+        Self::new(Backing::Memory { state, base, appended: Vec::new() }, None)
     }
 
     /// A ledger kept on disk.
     pub fn with_store(store: LedgerStore) -> Self {
-        Self::new(Backing::Store(store))
+        let dir = store.path().parent().map(PathBuf::from);
+        Self::new(Backing::Store(store), dir)
+    }
+
+    /// Makes this daemon the sequencer: it orders submitted requests and
+    /// signs checkpoints with `sequencer`'s log key, which must be the one
+    /// the genesis names.
+    pub fn with_sequencer(mut self, sequencer: Sequencer) -> Result<Self, String> {
+        let named = self.network().map(|n| n.log_key);
+        if named != Some(sequencer.log_key()) {
+            return Err("that key is not this network's log key (the one its genesis names)".into());
+        }
+        self.sequencer = Some(Mutex::new(sequencer));
+        Ok(self)
     }
 
     /// Runs `f` on the current state. Keep `f` short: appends wait for it.
@@ -81,30 +114,45 @@ impl EmbeddedLedger {
         f(guard.state())
     }
 
-    /// Checks, stores (if on disk) and applies `entry`, then tells
-    /// subscribers.
-    pub fn append(&self, entry: Entry) -> Result<(), StoreError> {
-        let (revoked, rotated) = match entry.op() {
-            Op::Revoke { did, .. } => (Some(*did), None),
-            Op::RotateKeys { did, .. } => (None, Some(*did)),
-            _ => (None, None),
-        };
-        let head = {
+    /// Applies an entry that its owner sequenced already, to an in-memory
+    /// ledger (tests and tools), and tells subscribers. A stored ledger
+    /// refuses: it grows only through its sequencer or a checkpoint.
+    pub fn append(&self, entry: Entry) -> Result<(), SubmitError> {
+        let update = {
             let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-            match &mut *guard {
-                Backing::Memory { state, appended, .. } => {
-                    let encoded = entry.encoded().to_vec();
-                    state.append(entry)?;
-                    appended.push(encoded);
-                }
-                Backing::Store(store) => store.append(entry)?,
-            }
-            guard.state().head()
+            let Backing::Memory { state, appended, .. } = &mut *guard else {
+                return Err(SubmitError::NotSequencer);
+            };
+            let encoded = entry.encoded().to_vec();
+            let update = update_for(&entry);
+            state.append(entry).map_err(SubmitError::Rejected)?;
+            appended.push(encoded);
+            update
         };
-        // No subscribers is fine: nothing to tell.
-        let _ = self.updates.send(LedgerUpdate { head, revoked, rotated });
+        self.tell(vec![update]);
         Ok(())
     }
+
+    fn tell(&self, updates: Vec<(Option<Did>, Option<Did>)>) {
+        let head = self.head();
+        for (revoked, rotated) in updates {
+            // No subscribers is fine: nothing to tell.
+            let _ = self.updates.send(LedgerUpdate { head, revoked, rotated });
+        }
+    }
+}
+
+/// What subscribers hear of `entry`: (revoked, rotated).
+fn update_for(entry: &Entry) -> (Option<Did>, Option<Did>) {
+    match entry.op() {
+        Op::Revoke { did, .. } => (Some(*did), None),
+        Op::RotateKeys { did, .. } => (None, Some(*did)),
+        _ => (None, None),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Directory for EmbeddedLedger {
@@ -122,14 +170,39 @@ impl Ledger for EmbeddedLedger {
         self.read(LedgerState::head)
     }
 
-    fn entry_hash(&self, seq: u64) -> Option<EntryHash> {
-        self.read(|l| l.entry_hash(seq))
+    fn checkpoint(&self) -> Option<SignedCheckpoint> {
+        match &*self.inner.read().unwrap_or_else(PoisonError::into_inner) {
+            Backing::Store(store) => Some(store.checkpoint().clone()),
+            Backing::Memory { .. } => None,
+        }
+    }
+
+    fn entry_hash(&self, index: u64) -> Option<EntryHash> {
+        self.read(|l| l.entry_hash(index))
+    }
+
+    fn position(&self, hash: &EntryHash) -> Option<u64> {
+        self.read(|l| l.position(hash))
     }
 
     fn entries(&self, from: u64, max: usize) -> Vec<Vec<u8>> {
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let end = guard.state().head().height.min(from.saturating_add(max as u64));
         (from..end).map_while(|seq| guard.entry(seq)).collect()
+    }
+
+    fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<EntryHash>> {
+        self.read(|l| l.tree().consistency_proof(old, new).ok())
+    }
+
+    fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<EntryHash>> {
+        self.read(|l| l.tree().inclusion_proof(index, size).ok())
+    }
+
+    fn compare(&self, theirs: &SignedCheckpoint) -> Option<Comparison> {
+        let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let Backing::Store(store) = &*guard else { return None };
+        Some(compare(store.state(), store.checkpoint(), theirs))
     }
 
     fn did_of_key(&self, key: &SigningPublicKey) -> Option<Did> {
@@ -151,16 +224,80 @@ impl Ledger for EmbeddedLedger {
         self.updates.subscribe()
     }
 
-    fn submit(&self, entry: Entry) -> Result<(), SubmitError> {
-        Ok(self.append(entry)?)
+    fn is_sequencer(&self) -> bool {
+        self.sequencer.is_some()
     }
 
-    fn raise_alarm(&self, message: String) {
+    fn submit(&self, entries: Vec<Entry>) -> Result<Vec<Result<u64, Rejection>>, SubmitError> {
+        let Some(sequencer) = &self.sequencer else {
+            // An in-memory ledger takes entries its owner sequenced.
+            return entries
+                .into_iter()
+                .map(|e| self.append(e).map(|()| self.head().height - 1))
+                .map(|r| match r {
+                    Ok(index) => Ok(Ok(index)),
+                    Err(SubmitError::Rejected(rejection)) => Ok(Err(rejection)),
+                    Err(other) => Err(other),
+                })
+                .collect();
+        };
+        let updates: Vec<_> = entries.iter().map(update_for).collect();
+        let results = {
+            let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            let Backing::Store(store) = &mut *guard else { return Err(SubmitError::NotSequencer) };
+            let mut sequencer = sequencer.lock().unwrap_or_else(PoisonError::into_inner);
+            store.sequence(&mut sequencer, entries, now_ms())?
+        };
+        let applied = results.iter().zip(updates).filter(|(r, _)| r.is_ok()).map(|(_, u)| u).collect();
+        self.tell(applied);
+        Ok(results)
+    }
+
+    fn extend(
+        &self,
+        from: u64,
+        batch: &[Vec<u8>],
+        target: &SignedCheckpoint,
+        proof: &[EntryHash],
+    ) -> Result<u64, ExtendError> {
+        let (applied, updates) = {
+            let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            let Backing::Store(store) = &mut *guard else { return Err(ExtendError::Moved) };
+            if store.state().head().height != from {
+                return Err(ExtendError::Moved);
+            }
+            let verified = check_batch(store.state(), batch, target.size(), target.root(), proof)?;
+            let updates: Vec<_> = verified.entries().iter().map(update_for).collect();
+            let applied = store.extend(verified, target).map_err(|e| match e {
+                StoreError::Invalid { source, .. } => ExtendError::Invalid(source),
+                other => ExtendError::Store(other),
+            })?;
+            (applied, updates)
+        };
+        self.tell(updates.into_iter().take(applied as usize).collect());
+        Ok(applied)
+    }
+
+    fn raise_alarm(&self, equivocation: Equivocation) {
         let mut alarm = self.alarm.write().unwrap_or_else(PoisonError::into_inner);
-        if alarm.is_none() {
-            tracing::error!(%message, "ledger equivocation: refusing the fork");
-            *alarm = Some(message);
+        if alarm.is_some() {
+            return;
         }
+        let mut message = format!(
+            "the sequencer signed two histories: checkpoints of {} and {} entries from {} cannot both be true",
+            equivocation.ours.size(),
+            equivocation.theirs.size(),
+            equivocation.source
+        );
+        if let Some(dir) = &self.evidence_dir {
+            let path = dir.join(format!("equivocation-{}.txt", now_ms()));
+            match std::fs::write(&path, equivocation.evidence()) {
+                Ok(()) => message.push_str(&format!("; evidence in {}", path.display())),
+                Err(error) => tracing::error!(path = %path.display(), %error, "cannot save equivocation evidence"),
+            }
+        }
+        tracing::error!(%message, evidence = %equivocation.evidence(), "ledger equivocation: keeping our view");
+        *alarm = Some(message);
     }
 
     fn alarm(&self) -> Option<String> {

@@ -1,24 +1,35 @@
 //! The embedded ledger on disk: an append-only log file in the ledger
-//! directory, verified from genesis every time it is opened.
+//! directory, and beside it the latest checkpoint the log key signed for it.
 //!
 //! One process at a time may write a ledger (an exclusive file lock says so).
-//! Appends are checked against the ledger's rules first, then written and
-//! synced, then applied to the in-memory index; a failed write is cut back,
-//! so the file and the index never disagree. A torn last record left by a
-//! crash is cut on open with a warning; [`LedgerStore::verify`] reports it
-//! instead, and any other damage is a hard error naming the entry.
+//! Entries are checked against the ledger's rules first, then written and
+//! synced (a batch with one sync), then applied to the in-memory index; a
+//! failed write is cut back, so the file and the index never disagree. The
+//! checkpoint is replaced atomically after the entries it covers are durable.
+//!
+//! Opening is fast: the entries are applied without their signatures and
+//! the resulting root must equal the stored checkpoint's, which proves they
+//! are the very entries verified when they were first appended. Entries a
+//! crash left past the checkpoint are cut (they were never acknowledged).
+//! [`LedgerStore::verify`] replays every signature instead. A torn last
+//! record is cut on open with a warning; `verify` reports it, and any other
+//! damage is a hard error naming the entry.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use carrier_proto::ledger::{Entry, LedgerError, LedgerState, Rejection, Replay};
+use carrier_proto::ledger::{
+    CheckpointError, Entry, LedgerError, LedgerState, Rejection, Replay, Sequencer, SignedCheckpoint, VerifiedBatch,
+};
 
 use super::log_format::{self, End, HeaderProblem};
 
 /// File name of the log inside the ledger directory.
 pub const LOG_FILE: &str = "ledger.log";
+/// File name of the latest checkpoint (a C2SP signed note) beside it.
+pub const CHECKPOINT_FILE: &str = "checkpoint";
 
 /// Why the ledger store failed.
 #[non_exhaustive]
@@ -47,7 +58,9 @@ pub enum StoreError {
     #[error("{0} is not a Carrier ledger log")]
     NotALedger(PathBuf),
     /// A ledger log of a format this build does not read.
-    #[error("{path} is ledger format version {version}; this build reads version 1")]
+    #[error(
+        "{path} is ledger format version {version}; this build reads version 2 (a network made before the Merkle log must be made anew with `carrierctl ledger genesis`)"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -85,6 +98,22 @@ pub enum StoreError {
     /// A new entry breaks a ledger rule; nothing was written.
     #[error("entry refused: {0}")]
     Rejected(#[from] Rejection),
+    /// The stored checkpoint is missing, unsigned or for another log.
+    #[error("{path}: {source}; check the ledger with `carrierctl ledger verify`")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        source: CheckpointError,
+    },
+    /// The log does not hold what its checkpoint signs.
+    #[error("{path}: {detail}; restore the ledger from a peer or a backup")]
+    Mismatch {
+        /// The log file.
+        path: PathBuf,
+        /// How they differ.
+        detail: String,
+    },
 }
 
 /// An open, verified, writable ledger.
@@ -99,11 +128,14 @@ pub struct LedgerStore {
     payloads: Vec<(u64, u32)>,
     /// Length of the file up to the end of the last whole record.
     len: u64,
+    /// The latest checkpoint, covering every entry.
+    checkpoint: SignedCheckpoint,
 }
 
 impl LedgerStore {
-    /// Makes a new ledger in `dir` whose first entry is `genesis`.
-    pub fn create(dir: &Path, genesis: Entry) -> Result<Self, StoreError> {
+    /// Makes a new ledger in `dir` whose first entry is `genesis`, sequenced
+    /// and checkpointed by `sequencer`.
+    pub fn create(dir: &Path, genesis: Entry, sequencer: &mut Sequencer) -> Result<Self, StoreError> {
         let path = dir.join(LOG_FILE);
         fs::create_dir_all(dir).map_err(io_error("creating ledger directory", dir))?;
         let file =
@@ -112,15 +144,21 @@ impl LedgerStore {
                 _ => StoreError::Io { action: "creating", path: path.clone(), source: e },
             })?;
         lock(&file, &path)?;
-        let mut store = Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0 };
+        let mut state = LedgerState::new();
+        let placeholder = sequencer.checkpoint(&state);
+        let mut store =
+            Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0, checkpoint: placeholder };
         store.write_synced(log_format::HEADER)?;
-        store.append(genesis)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", dir))?;
+        let now = genesis.body().time_ms;
+        sequencer.sequence(&mut state, genesis, now, |entry| store.write_records(&[entry.encoded()]))?;
+        store.state = state;
+        store.save_checkpoint(sequencer.checkpoint(&store.state))?;
         Ok(store)
     }
 
-    /// Opens and verifies the ledger in `dir`, cutting a torn last record
-    /// (left by a crash) with a warning.
+    /// Opens the ledger in `dir` and checks it against its checkpoint,
+    /// cutting a torn last record and entries past the checkpoint (left by
+    /// a crash) with a warning.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(LOG_FILE);
         let file = OpenOptions::new().read(true).append(true).open(&path).map_err(|e| match e.kind() {
@@ -129,24 +167,64 @@ impl LedgerStore {
         })?;
         lock(&file, &path)?;
         let bytes = fs::read(&path).map_err(io_error("reading", &path))?;
-        let loaded = load(&path, &bytes)?;
-        let len = match loaded.end {
-            End::Torn { offset, detail } => {
-                tracing::warn!(path = %path.display(), entry = loaded.payloads.len(), %detail,
-                    "cutting a torn last ledger record left by an interrupted write");
-                file.set_len(offset as u64).map_err(io_error("cutting torn record from", &path))?;
-                file.sync_all().map_err(io_error("syncing", &path))?;
-                offset as u64
-            }
+        // The genesis names the log key, which the checkpoint must verify
+        // under before its size is believed.
+        let genesis = load(&path, &bytes, Some(1))?;
+        let checkpoint = verify_note(dir, &genesis.state, &read_checkpoint(dir)?)?;
+        let size = usize::try_from(checkpoint.size()).unwrap_or(usize::MAX);
+        let covered = genesis.payloads.len();
+        if covered < size {
+            return Err(StoreError::Mismatch {
+                path,
+                detail: format!("its checkpoint signs {size} entries but it holds {covered}"),
+            });
+        }
+        let mut loaded = load(&path, &bytes, Some(size))?;
+        let checkpoint = check_checkpoint(dir, &loaded.state, checkpoint.note().to_vec())?;
+        let mut len = match loaded.end {
+            End::Torn { offset, .. } => offset as u64,
             _ => bytes.len() as u64,
         };
-        Ok(Self { path, file, state: loaded.state, payloads: loaded.payloads, len })
+        if let End::Torn { detail, .. } = &loaded.end {
+            tracing::warn!(path = %path.display(), entry = loaded.payloads.len(), %detail,
+                "cutting a torn last ledger record left by an interrupted write");
+        }
+        if let Some(&(offset, _)) = loaded.payloads.get(size) {
+            tracing::warn!(path = %path.display(), cut = loaded.payloads.len() - size,
+                "cutting ledger entries past the checkpoint, left by an interrupted write");
+            len = offset - log_format::RECORD_HEADER as u64;
+            loaded.payloads.truncate(size);
+        }
+        if len < bytes.len() as u64 {
+            file.set_len(len).map_err(io_error("cutting the tail of", &path))?;
+            file.sync_all().map_err(io_error("syncing", &path))?;
+        }
+        Ok(Self { path, file, state: loaded.state, payloads: loaded.payloads, len, checkpoint })
     }
 
-    /// Verifies the ledger in `dir` without changing it. Unlike
+    /// Verifies the ledger in `dir` without changing it: every signature
+    /// and rule from genesis, and the root against the checkpoint. Unlike
     /// [`open`](Self::open), a torn last record is an error.
-    pub fn verify(dir: &Path) -> Result<LedgerState, StoreError> {
-        Ok(load_strict(dir)?.1.state)
+    pub fn verify(dir: &Path) -> Result<(LedgerState, SignedCheckpoint), StoreError> {
+        let (_, loaded) = load_strict(dir)?;
+        let checkpoint = check_checkpoint(dir, &loaded.state, read_checkpoint(dir)?)?;
+        if checkpoint.size() != loaded.state.head().height {
+            return Err(StoreError::Mismatch {
+                path: dir.join(LOG_FILE),
+                detail: format!(
+                    "it holds {} entries but its checkpoint signs {}",
+                    loaded.state.head().height,
+                    checkpoint.size()
+                ),
+            });
+        }
+        Ok((loaded.state, checkpoint))
+    }
+
+    /// The checkpoint stored in `dir`, checked against the log's genesis.
+    pub fn read_checkpoint(dir: &Path) -> Result<SignedCheckpoint, StoreError> {
+        let (_, loaded) = load_strict(dir)?;
+        check_checkpoint(dir, &loaded.state, read_checkpoint(dir)?)
     }
 
     /// Every encoded entry of the ledger in `dir`, verified, without
@@ -161,18 +239,88 @@ impl LedgerStore {
         &self.state
     }
 
+    /// The latest checkpoint.
+    pub fn checkpoint(&self) -> &SignedCheckpoint {
+        &self.checkpoint
+    }
+
     /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Checks `entry` against the ledger, makes it durable, then applies it.
-    /// A refused entry changes nothing, on disk or in memory.
-    pub fn append(&mut self, entry: Entry) -> Result<(), StoreError> {
+    /// Sequences `entries` with `sequencer` (each checked against its rules
+    /// and the ledger's, and made durable before it applies), then stores
+    /// one new checkpoint for them all. Returns each entry's index or why
+    /// it was refused; a refused entry changes nothing.
+    pub fn sequence(
+        &mut self,
+        sequencer: &mut Sequencer,
+        entries: Vec<Entry>,
+        now_ms: u64,
+    ) -> Result<Vec<Result<u64, Rejection>>, StoreError> {
         let mut state = std::mem::take(&mut self.state);
-        let result = state.append_with(entry, |entry| self.write_record(entry.encoded()));
+        let mut results = Vec::with_capacity(entries.len());
+        let mut failed = None;
+        for entry in entries {
+            let result = sequencer.sequence(&mut state, entry, now_ms, |e| self.write_records(&[e.encoded()]));
+            match result {
+                Ok(index) => results.push(Ok(index)),
+                Err(StoreError::Rejected(rejection)) => results.push(Err(rejection)),
+                Err(other) => {
+                    failed = Some(other);
+                    break;
+                }
+            }
+        }
         self.state = state;
-        result
+        if results.iter().any(Result::is_ok) {
+            self.save_checkpoint(sequencer.checkpoint(&self.state))?;
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(results),
+        }
+    }
+
+    /// Applies a batch proven against a signed checkpoint (see
+    /// `carrier_proto::ledger::check_batch`), written with one sync; stores
+    /// `checkpoint` once the log reaches it. Returns how many were applied.
+    pub fn extend(&mut self, batch: VerifiedBatch, checkpoint: &SignedCheckpoint) -> Result<u64, StoreError> {
+        let before = self.state.head().height;
+        let payloads: Vec<Vec<u8>> = batch.entries().iter().map(|e| e.encoded().to_vec()).collect();
+        let mut state = std::mem::take(&mut self.state);
+        let applied = batch.apply(&mut state);
+        let count = state.head().height - before;
+        let payloads: Vec<&[u8]> = payloads[..count as usize].iter().map(Vec::as_slice).collect();
+        let written = self.write_records(&payloads);
+        self.state = state;
+        if let Err(error) = written {
+            // The file is as it was; make the index agree with it again.
+            self.state = load(&self.path, &fs::read(&self.path).map_err(io_error("reading", &self.path))?, None)?.state;
+            return Err(error);
+        }
+        if let Err(source) = applied {
+            return Err(StoreError::Invalid { path: self.path.clone(), source });
+        }
+        if self.state.head().height == checkpoint.size() {
+            self.save_checkpoint(checkpoint.clone())?;
+        }
+        Ok(count)
+    }
+
+    /// Replaces the stored checkpoint (atomically: a new file renamed over
+    /// the old, both synced).
+    pub fn save_checkpoint(&mut self, checkpoint: SignedCheckpoint) -> Result<(), StoreError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let (tmp, path) = (dir.join(".checkpoint.tmp"), dir.join(CHECKPOINT_FILE));
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(checkpoint.note()).and_then(|()| f.sync_all()))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .and_then(|()| File::open(dir).and_then(|d| d.sync_all()));
+        written.map_err(io_error("writing checkpoint", &path))?;
+        self.checkpoint = checkpoint;
+        Ok(())
     }
 
     /// Reads the encoded entry at `index`.
@@ -191,10 +339,16 @@ impl LedgerStore {
         })
     }
 
-    fn write_record(&mut self, payload: &[u8]) -> Result<(), StoreError> {
-        let offset = self.len + log_format::RECORD_HEADER as u64;
-        self.write_synced(&log_format::record(payload))?;
-        self.payloads.push((offset, payload.len() as u32));
+    /// Writes records for `payloads` with one sync.
+    fn write_records(&mut self, payloads: &[&[u8]]) -> Result<(), StoreError> {
+        let mut bytes = Vec::new();
+        let mut placed = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            placed.push((self.len + bytes.len() as u64 + log_format::RECORD_HEADER as u64, payload.len() as u32));
+            bytes.extend_from_slice(&log_format::record(payload));
+        }
+        self.write_synced(&bytes)?;
+        self.payloads.extend(placed);
         Ok(())
     }
 
@@ -225,22 +379,27 @@ fn load_strict(dir: &Path) -> Result<(Vec<u8>, Loaded), StoreError> {
         io::ErrorKind::NotFound => StoreError::Missing(path.clone()),
         _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
     })?;
-    let loaded = load(&path, &bytes)?;
+    let loaded = load(&path, &bytes, None)?;
     if let End::Torn { detail, .. } = &loaded.end {
         return Err(StoreError::Torn { path, index: loaded.payloads.len(), detail: detail.clone() });
     }
     Ok((bytes, loaded))
 }
 
-/// Checks the header and framing, then replays every entry.
-fn load(path: &Path, bytes: &[u8]) -> Result<Loaded, StoreError> {
+/// Checks the header and framing, then replays every entry: all of them
+/// with their signatures, or (`known`: a checkpoint signs the first that
+/// many) those without, the root being checked against the checkpoint after.
+fn load(path: &Path, bytes: &[u8], known: Option<usize>) -> Result<Loaded, StoreError> {
     log_format::check_header(bytes).map_err(|problem| match problem {
         HeaderProblem::NotALedger => StoreError::NotALedger(path.to_owned()),
         HeaderProblem::Version(version) => StoreError::UnsupportedVersion { path: path.to_owned(), version },
     })?;
     let scan = log_format::scan(bytes);
-    let mut replay = Replay::new(LedgerState::new());
-    for range in &scan.payloads {
+    let (mut replay, replayed) = match known {
+        Some(size) => (Replay::known(LedgerState::new()), size.min(scan.payloads.len())),
+        None => (Replay::new(LedgerState::new()), scan.payloads.len()),
+    };
+    for range in &scan.payloads[..replayed] {
         replay.push(&bytes[range.clone()]).map_err(|source| StoreError::Invalid { path: path.to_owned(), source })?;
     }
     let state = replay.finish().map_err(|source| StoreError::Invalid { path: path.to_owned(), source })?;
@@ -249,6 +408,39 @@ fn load(path: &Path, bytes: &[u8]) -> Result<Loaded, StoreError> {
     }
     let payloads = scan.payloads.iter().map(|r| (r.start as u64, r.len() as u32)).collect();
     Ok(Loaded { state, payloads, end: scan.end })
+}
+
+/// Reads the checkpoint file in `dir` (not yet checked).
+fn read_checkpoint(dir: &Path) -> Result<Vec<u8>, StoreError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    fs::read(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => StoreError::Checkpoint {
+            path: path.clone(),
+            source: CheckpointError::Malformed("the checkpoint file is missing".into()),
+        },
+        _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
+    })
+}
+
+/// Checks `note` is signed by the log key `state`'s genesis names.
+fn verify_note(dir: &Path, state: &LedgerState, note: &[u8]) -> Result<SignedCheckpoint, StoreError> {
+    let Some(network) = state.network() else {
+        return Err(StoreError::Mismatch { path: dir.join(LOG_FILE), detail: "the log has no genesis".into() });
+    };
+    SignedCheckpoint::verify(note, &network.id, &network.log_key)
+        .map_err(|source| StoreError::Checkpoint { path: dir.join(CHECKPOINT_FILE), source })
+}
+
+/// Checks `note` is signed by `state`'s log key and matches its tree.
+fn check_checkpoint(dir: &Path, state: &LedgerState, note: Vec<u8>) -> Result<SignedCheckpoint, StoreError> {
+    let checkpoint = verify_note(dir, state, &note)?;
+    if state.tree().root_at(checkpoint.size()) != Some(checkpoint.root()) {
+        return Err(StoreError::Mismatch {
+            path: dir.join(LOG_FILE),
+            detail: format!("its first {} entries do not have the root its checkpoint signs", checkpoint.size()),
+        });
+    }
+    Ok(checkpoint)
 }
 
 fn lock(file: &File, path: &Path) -> Result<(), StoreError> {

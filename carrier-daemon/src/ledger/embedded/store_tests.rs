@@ -1,13 +1,24 @@
 //! Store tests: durability across reopen, crash recovery, and tampering.
 
 use carrier_proto::identity::{Identity, IdentityKind};
-use carrier_proto::ledger::Op;
+use carrier_proto::ledger::{Op, Quotas};
 
 use super::*;
 
 struct Fixture {
     dir: tempfile::TempDir,
     registrar: Identity,
+    sequencer: Sequencer,
+}
+
+fn genesis(registrar: &Identity, log: &Identity) -> Entry {
+    let op = Op::Genesis {
+        network: "store-test".into(),
+        registrars: vec![registrar.signing_key()],
+        log_key: log.signing_key(),
+        quotas: Quotas::default(),
+    };
+    LedgerState::new().next_entry(op, 1, registrar)
 }
 
 impl Fixture {
@@ -15,21 +26,30 @@ impl Fixture {
     fn new(devices: usize) -> (Self, LedgerStore) {
         let dir = tempfile::tempdir().unwrap();
         let registrar = Identity::generate(IdentityKind::Registrar);
-        let genesis = Op::Genesis { network: "store-test".into(), registrars: vec![registrar.signing_key()] };
-        let entry = LedgerState::new().next_entry(genesis, 1, &registrar);
-        let mut store = LedgerStore::create(dir.path(), entry).unwrap();
-        let fixture = Fixture { dir, registrar };
+        let log = Identity::generate(IdentityKind::Log);
+        let entry = genesis(&registrar, &log);
+        let mut sequencer = Sequencer::new(log, None);
+        let mut store = LedgerStore::create(dir.path(), entry, &mut sequencer).unwrap();
+        let mut fixture = Fixture { dir, registrar, sequencer };
         for _ in 0..devices {
             fixture.register(&mut store).unwrap();
         }
         (fixture, store)
     }
 
-    fn register(&self, store: &mut LedgerStore) -> Result<Identity, StoreError> {
+    fn register(&mut self, store: &mut LedgerStore) -> Result<Identity, StoreError> {
         let device = Identity::generate(IdentityKind::Device);
         let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
-        store.append(store.state().next_entry(op, 2, &self.registrar))?;
+        self.sequence(store, op, None)?;
         Ok(device)
+    }
+
+    /// Sequences `op` signed by `signer` (by default the registrar).
+    fn sequence(&mut self, store: &mut LedgerStore, op: Op, signer: Option<&Identity>) -> Result<u64, StoreError> {
+        let signer = signer.unwrap_or(&self.registrar);
+        let entry = store.state().next_entry(op, 2, signer);
+        let result = store.sequence(&mut self.sequencer, vec![entry], 2)?.remove(0);
+        Ok(result?)
     }
 
     fn log(&self) -> PathBuf {
@@ -47,28 +67,34 @@ fn entries_survive_reopen() {
     assert_eq!(store.state().len(), 3);
     let genesis = store.read_entry(0).unwrap().unwrap();
     assert_eq!(genesis.hash(), store.state().network().unwrap().id);
-    assert_eq!(store.read_entry(3).unwrap().unwrap().hash(), head.hash);
+    assert_eq!(store.read_entry(3).unwrap().unwrap().hash(), store.state().entry_hash(3).unwrap());
+    assert_eq!(store.checkpoint().root(), head.root);
     assert!(store.read_entry(4).unwrap().is_none());
 }
 
 #[test]
 fn refused_entry_changes_nothing() {
-    let (fixture, mut store) = Fixture::new(1);
+    let (mut fixture, mut store) = Fixture::new(1);
     let before = fs::read(fixture.log()).unwrap();
     let stranger = Identity::generate(IdentityKind::Registrar);
     let device = Identity::generate(IdentityKind::Device);
     let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
-    let err = store.append(store.state().next_entry(op, 3, &stranger)).unwrap_err();
+    let err = fixture.sequence(&mut store, op, Some(&stranger)).unwrap_err();
     assert!(matches!(err, StoreError::Rejected(Rejection::Unauthorized { .. })), "{err}");
     assert_eq!(fs::read(fixture.log()).unwrap(), before);
     assert_eq!(store.state().head().height, 2);
     fixture.register(&mut store).unwrap();
-    assert_eq!(LedgerStore::verify(fixture.dir.path()).unwrap().head(), store.state().head());
+    assert_eq!(LedgerStore::verify(fixture.dir.path()).unwrap().0.head(), store.state().head());
 }
 
 #[test]
 fn torn_last_record_is_cut_on_open_and_reported_by_verify() {
-    let (fixture, store) = Fixture::new(2);
+    // A crash after the last record was (partly) written, before the
+    // checkpoint that would cover it.
+    let (mut fixture, mut store) = Fixture::new(1);
+    let before = store.checkpoint().clone();
+    fixture.register(&mut store).unwrap();
+    fs::write(fixture.dir.path().join(CHECKPOINT_FILE), before.note()).unwrap();
     let whole = fs::read(fixture.log()).unwrap();
     let last_start = store.payloads[2].0 as usize - log_format::RECORD_HEADER;
     drop(store);
@@ -85,7 +111,7 @@ fn torn_last_record_is_cut_on_open_and_reported_by_verify() {
 
 #[test]
 fn appends_after_a_cut_tail() {
-    let (fixture, store) = Fixture::new(1);
+    let (mut fixture, store) = Fixture::new(1);
     drop(store);
     let mut bytes = fs::read(fixture.log()).unwrap();
     bytes.extend([0x10, 0, 0, 0, 1, 2]); // half a record header
@@ -93,7 +119,7 @@ fn appends_after_a_cut_tail() {
     let mut store = LedgerStore::open(fixture.dir.path()).unwrap();
     fixture.register(&mut store).unwrap();
     drop(store);
-    assert_eq!(LedgerStore::verify(fixture.dir.path()).unwrap().head().height, 3);
+    assert_eq!(LedgerStore::verify(fixture.dir.path()).unwrap().0.head().height, 3);
 }
 
 #[test]
@@ -147,7 +173,48 @@ fn names_missing_existing_and_foreign_files() {
     fs::write(dir.path().join(LOG_FILE), b"hello, this is not a ledger").unwrap();
     assert!(matches!(LedgerStore::verify(dir.path()), Err(StoreError::NotALedger(_))));
     let registrar = Identity::generate(IdentityKind::Registrar);
-    let genesis = Op::Genesis { network: "x".into(), registrars: vec![registrar.signing_key()] };
-    let entry = LedgerState::new().next_entry(genesis, 1, &registrar);
-    assert!(matches!(LedgerStore::create(dir.path(), entry), Err(StoreError::Exists(_))));
+    let log = Identity::generate(IdentityKind::Log);
+    let entry = genesis(&registrar, &log);
+    let mut sequencer = Sequencer::new(log, None);
+    assert!(matches!(LedgerStore::create(dir.path(), entry, &mut sequencer), Err(StoreError::Exists(_))));
+}
+
+#[test]
+fn open_refuses_a_log_that_does_not_match_its_checkpoint() {
+    let (mut fixture, mut store) = Fixture::new(2);
+    let old = store.checkpoint().clone();
+    fixture.register(&mut store).unwrap();
+    drop(store);
+    // An older checkpoint is consistent: the entries past it are cut.
+    fs::write(fixture.dir.path().join(CHECKPOINT_FILE), old.note()).unwrap();
+    let store = LedgerStore::open(fixture.dir.path()).unwrap();
+    assert_eq!(store.state().head().height, 3);
+    drop(store);
+    // A checkpoint not signed by the log key is refused, naming the file.
+    let forged = Sequencer::new(Identity::generate(IdentityKind::Log), None);
+    let state = LedgerStore::verify(fixture.dir.path()).unwrap().0;
+    fs::write(fixture.dir.path().join(CHECKPOINT_FILE), forged.checkpoint(&state).note()).unwrap();
+    assert!(matches!(LedgerStore::open(fixture.dir.path()), Err(StoreError::Checkpoint { .. })));
+    // A missing checkpoint too.
+    fs::remove_file(fixture.dir.path().join(CHECKPOINT_FILE)).unwrap();
+    assert!(matches!(LedgerStore::open(fixture.dir.path()), Err(StoreError::Checkpoint { .. })));
+}
+
+#[test]
+fn open_refuses_a_log_whose_entries_were_swapped() {
+    let (fixture, store) = Fixture::new(3);
+    let payloads = store.payloads.clone();
+    drop(store);
+    let mut bytes = fs::read(fixture.log()).unwrap();
+    // Swap the records of entries 2 and 3 (same length: both register a device).
+    let (a, b) = (payloads[2], payloads[3]);
+    assert_eq!(a.1, b.1);
+    let (a0, b0) = (a.0 as usize - log_format::RECORD_HEADER, b.0 as usize - log_format::RECORD_HEADER);
+    let len = a.1 as usize + log_format::RECORD_HEADER;
+    let first = bytes[a0..a0 + len].to_vec();
+    let second = bytes[b0..b0 + len].to_vec();
+    bytes[a0..a0 + len].copy_from_slice(&second);
+    bytes[b0..b0 + len].copy_from_slice(&first);
+    fs::write(fixture.log(), &bytes).unwrap();
+    assert!(matches!(LedgerStore::open(fixture.dir.path()), Err(StoreError::Mismatch { .. })));
 }
