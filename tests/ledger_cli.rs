@@ -266,3 +266,55 @@ fn a_missing_ledger_is_explained() {
     let err = fails("carrierctl", &["ledger", "show", "--ledger", ledger.to_str().unwrap()]);
     assert!(err.contains("carrierctl ledger genesis"), "{err}");
 }
+
+/// An auditor saves a checkpoint, and later proves the log only grew and
+/// sees what was added; a third party checks a DID's inclusion proof
+/// offline with the verifier key alone, and a tampered proof fails.
+#[test]
+fn checkpoints_audits_and_inclusion_proofs() {
+    let admin = Admin::new();
+    let (laptop, laptop_card, _) = admin.init_device("laptop");
+    admin.ok(&["register-device", "--key", &admin.key(), &laptop_card]);
+    let saved = admin.path("saved.note");
+    std::fs::write(&saved, admin.ok(&["checkpoint"])).unwrap();
+    assert!(std::fs::read_to_string(&saved).unwrap().contains("\n2\n"), "size 2 after genesis and one device");
+    let (phone, phone_card, _) = admin.init_device("phone");
+    admin.ok(&["register-device", "--key", &admin.key(), &phone_card]);
+    admin.ok(&["revoke", "--key", &admin.key(), "--reason", "lost", &laptop]);
+
+    let audit = admin.ok(&["audit", "--since", &saved]);
+    assert!(audit.contains("the log only grew: 2 entries then, 4 now (2 added)"), "{audit}");
+    assert!(audit.contains(&phone) && audit.contains("revoke"), "{audit}");
+    let added: Value = serde_json::from_str(&admin.ok(&["audit", "--json", "--since", &saved])).unwrap();
+    assert_eq!(added.as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
+    // A checkpoint of another history (another log key) is not this log's.
+    let other = Admin::new();
+    let foreign = other.path("foreign.note");
+    std::fs::write(&foreign, other.ok(&["checkpoint"])).unwrap();
+    assert!(admin.fails(&["audit", "--since", &foreign]).contains("not this log's"));
+
+    let proof = admin.path("laptop.proof");
+    admin.ok(&["prove", &laptop, "--out", &proof]);
+    let bundle: Value = serde_json::from_str(&std::fs::read_to_string(&proof).unwrap()).unwrap();
+    assert_eq!(bundle["index"], 3, "the laptop's latest entry is its revocation");
+    let vkey = bundle["verifier_key"].as_str().unwrap().to_owned();
+    let checked = ok("carrierctl", &["ledger", "check-proof", "--verifier-key", &vkey, &proof]);
+    assert!(checked.contains("proof OK") && checked.contains("(revoke)"), "{checked}");
+    // Someone else's verifier key, or a changed proof, fails.
+    let other_bundle: Value = serde_json::from_str(&other.ok(&["prove", &other_device(&other)])).unwrap();
+    let other_key = other_bundle["verifier_key"].as_str().unwrap();
+    let err = fails("carrierctl", &["ledger", "check-proof", "--verifier-key", other_key, &proof]);
+    assert!(err.contains("not signed by that log key"), "{err}");
+    let mut tampered = bundle.clone();
+    tampered["index"] = 2.into();
+    std::fs::write(&proof, tampered.to_string()).unwrap();
+    let err = fails("carrierctl", &["ledger", "check-proof", "--verifier-key", &vkey, &proof]);
+    assert!(err.contains("does not hold"), "{err}");
+}
+
+/// Registers a device on `admin`'s ledger; its DID.
+fn other_device(admin: &Admin) -> String {
+    let (did, card, _) = admin.init_device("other");
+    admin.ok(&["register-device", "--key", &admin.key(), &card]);
+    did
+}

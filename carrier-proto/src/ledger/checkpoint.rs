@@ -115,6 +115,30 @@ pub fn verifier_key(network: &EntryHash, key: &SigningPublicKey) -> String {
     format!("{name}+{id:08x}+{}", base64::engine::general_purpose::STANDARD.encode(encoded))
 }
 
+/// Reads a verifier key made by [`verifier_key`]: the network id (from its
+/// name) and the log key. The key id must match, as signed-note says.
+pub fn parse_verifier_key(text: &str) -> Result<(EntryHash, SigningPublicKey), CheckpointError> {
+    use base64::Engine;
+    let bad = |why: &str| CheckpointError::Malformed(format!("verifier key: {why}"));
+    // The name has no '+'; the base64 key may.
+    let mut parts = text.trim().splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("expected name+id+key"));
+    };
+    let network =
+        name.strip_prefix("carrier/").and_then(EntryHash::from_hex).ok_or_else(|| bad("not a Carrier log"))?;
+    let encoded = base64::engine::general_purpose::STANDARD.decode(key).map_err(|_| bad("key is not base64"))?;
+    let (Some(&ALG_ED25519), Ok(raw)) = (encoded.first(), <[u8; 32]>::try_from(&encoded[1.min(encoded.len())..]))
+    else {
+        return Err(bad("not an Ed25519 key"));
+    };
+    let key = SigningPublicKey::from_bytes(raw).map_err(|e| bad(&e.to_string()))?;
+    if u32::from_str_radix(id, 16).ok() != Some(key_id(name, &key)) {
+        return Err(bad("the key id does not match the key"));
+    }
+    Ok((network, key))
+}
+
 struct LogSigner<'a> {
     name: String,
     id: u32,
@@ -263,6 +287,17 @@ mod tests {
         let note = Note::from_bytes(cp.note()).unwrap();
         let (verified, _) = note.verify(&VerifierList::new(vec![Box::new(standard)])).unwrap();
         assert_eq!(verified.len(), 1);
+    }
+
+    #[test]
+    fn verifier_keys_read_back_and_a_wrong_id_is_refused() {
+        let (network, log, _) = signed();
+        let vkey = verifier_key(&network, &log.signing_key());
+        assert_eq!(parse_verifier_key(&vkey), Ok((network, log.signing_key())));
+        let mut parts: Vec<&str> = vkey.splitn(3, '+').collect();
+        parts[1] = "00000000";
+        assert!(parse_verifier_key(&parts.join("+")).is_err());
+        assert!(parse_verifier_key("example.com+1234+AAAA").is_err());
     }
 
     #[test]

@@ -32,7 +32,9 @@ mod sequencer;
 mod state;
 mod verify;
 
-pub use checkpoint::{Checkpoint, CheckpointError, MAX_NOTE_SIZE, SignedCheckpoint, origin, verifier_key};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, MAX_NOTE_SIZE, SignedCheckpoint, origin, parse_verifier_key, verifier_key,
+};
 pub use consent::{CONSENT_PREFIX, Consent, ConsentError};
 pub use directory::{Directory, Kind, Standing};
 pub use entry::{

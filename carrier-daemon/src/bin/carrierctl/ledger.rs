@@ -152,6 +152,48 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         at: LedgerDir,
     },
+    /// Print the latest checkpoint: the log key's signed note of the log's
+    /// size and Merkle root. Save it to audit the log later.
+    ///
+    /// Example: carrierctl ledger checkpoint --socket /run/carrier/control.sock > saved.note
+    Checkpoint {
+        #[command(flatten)]
+        at: LedgerDir,
+    },
+    /// Prove the log only grew since a saved checkpoint, and list what was added.
+    ///
+    /// Example: carrierctl ledger audit --since saved.note
+    Audit {
+        #[command(flatten)]
+        at: LedgerDir,
+        /// A checkpoint saved earlier (`carrierctl ledger checkpoint`).
+        #[arg(long, value_name = "FILE")]
+        since: PathBuf,
+    },
+    /// Print an inclusion proof of a DID's latest entry, which anyone checks
+    /// offline with `carrierctl ledger check-proof` and the verifier key.
+    ///
+    /// Example: carrierctl ledger prove did:carrier:z… --out laptop.proof
+    Prove {
+        #[command(flatten)]
+        at: LedgerDir,
+        /// Whose entry.
+        did: Did,
+        /// Write the proof here instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check an inclusion proof offline, with the network's checkpoint
+    /// verifier key alone (printed by `ledger genesis` and in `ledger prove`'s output).
+    ///
+    /// Example: carrierctl ledger check-proof --verifier-key 'carrier/3fa4…+1a2b3c4d+AQ…' laptop.proof
+    CheckProof {
+        /// The C2SP verifier key of the network's log.
+        #[arg(long, value_name = "VKEY")]
+        verifier_key: String,
+        /// The proof file.
+        file: PathBuf,
+    },
     /// Check every entry from genesis: signatures, rules, storage, and the
     /// Merkle root against the signed checkpoint.
     ///
@@ -172,7 +214,7 @@ pub(crate) struct LedgerDir {
 
 /// Every encoded entry of the ledger to read: the running daemon's when
 /// `--socket` names its control socket, else the directory's (verified).
-fn entries_of(at: &LedgerDir, target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
+pub(crate) fn entries_of(at: &LedgerDir, target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
     match (target.socket(), &at.ledger) {
         (Some(_), Some(_)) => bail!("give --ledger DIR or --socket PATH, not both"),
         (Some(_), None) => entries_from_daemon(target),
@@ -181,7 +223,7 @@ fn entries_of(at: &LedgerDir, target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 impl LedgerDir {
-    fn path(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn path(&self) -> anyhow::Result<PathBuf> {
         match &self.ledger {
             Some(dir) => Ok(dir.clone()),
             None => Ok(DataDir::new(paths::data_dir(None)?).ledger()),
@@ -273,6 +315,10 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
             Ok(())
         }
         LedgerCommand::Publish { at } => publish(&at.path()?, target),
+        LedgerCommand::Checkpoint { at } => crate::audit::checkpoint(&at, target),
+        LedgerCommand::Audit { at, since } => crate::audit::audit(&at, target, &since, json),
+        LedgerCommand::Prove { at, did, out } => crate::audit::prove(&at, target, did, out),
+        LedgerCommand::CheckProof { verifier_key, file } => crate::audit::check_proof(&file, &verifier_key),
         LedgerCommand::Verify { at } => {
             let path = at.path()?;
             let started = Instant::now();

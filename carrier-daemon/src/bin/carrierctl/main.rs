@@ -12,6 +12,7 @@
 //! Output is a table for people or JSON (`--json`) for scripts; errors go to
 //! stderr with a non-zero exit code.
 
+mod audit;
 #[path = "../common/cli.rs"]
 mod cli;
 mod control;

@@ -9,8 +9,13 @@ use serde_json::{Value, json};
 
 /// Prints every entry.
 pub(crate) fn entries(state: &LedgerState, entries: &[Entry], as_json: bool) {
+    entries_from(state, 0, entries, as_json);
+}
+
+/// Like [`entries`], for entries from index `first` on.
+pub(crate) fn entries_from(state: &LedgerState, first: usize, entries: &[Entry], as_json: bool) {
     if as_json {
-        let list: Vec<Value> = entries.iter().enumerate().map(|(i, e)| entry_json(state, i, e)).collect();
+        let list: Vec<Value> = entries.iter().enumerate().map(|(i, e)| entry_json(state, first + i, e)).collect();
         println!("{}", Value::Array(list));
         return;
     }
@@ -20,7 +25,7 @@ pub(crate) fn entries(state: &LedgerState, entries: &[Entry], as_json: bool) {
         .map(|(index, e)| {
             let body = e.body();
             [
-                index.to_string(),
+                (first + index).to_string(),
                 time(body.time_ms),
                 e.op().name().to_owned(),
                 subject(e.op()),
