@@ -24,11 +24,12 @@ use libp2p::Multiaddr;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::ipc::{app, control};
-use crate::ledger::{EmbeddedLedger, Ledger, LedgerStore, StoreError};
+use crate::ledger::{EmbeddedLedger, Ledger, LedgerStore, PendingRequests, StoreError};
 use crate::link::LinkContext;
 use crate::overlay::{Overlay, OverlayConfig, OverlayError};
 use crate::paths::{APP_SOCKET, CONTROL_SOCKET, DataDir};
 use crate::protocols::Router;
+use crate::protocols::ledger_submit::Submitter;
 use crate::protocols::ledger_sync::LedgerSync;
 use crate::tasks::{self, Tasks};
 use carrier_proto::ledger::Sequencer;
@@ -51,6 +52,9 @@ pub enum StartError {
     /// The ledger is missing or does not verify.
     #[error(transparent)]
     Ledger(#[from] StoreError),
+    /// The pending-requests directory cannot be used.
+    #[error("pending ledger requests: {0}")]
+    Pending(String),
     /// The configured sequencer key cannot sequence this ledger.
     #[error("ledger.sequencer_key {path}: {reason}")]
     SequencerKey {
@@ -127,6 +131,10 @@ impl Daemon {
         let (accepting, handlers) = (Tasks::new(), Tasks::new());
         let router = Router::new(&overlay, Arc::clone(&ctx.ledger), accepting.clone(), handlers.clone());
         LedgerSync::new(&ctx, router.clone()).start(Arc::clone(&ctx), overlay.clone(), events, &handlers);
+        let pending = PendingRequests::open(&data_dir.ledger().join("pending"))
+            .map_err(|e| StartError::Pending(e.to_string()))?;
+        let submitter = Submitter::new(Arc::clone(&ctx.ledger), router.clone(), Arc::new(pending));
+        submitter.start(&handlers, overlay.events());
         let delivery =
             Delivery::start(did, Arc::clone(&ctx.ledger), overlay.clone(), router, config.messaging_config());
         let app_socket = runtime_dir.join(APP_SOCKET);
@@ -135,7 +143,8 @@ impl Daemon {
         app::serve(app_listener, Arc::clone(&delivery), Arc::clone(ctx.counters()), &accepting, &handlers);
         let socket = runtime_dir.join(CONTROL_SOCKET);
         let listener = control::bind(&socket).map_err(|source| StartError::Socket { path: socket.clone(), source })?;
-        let handler = Arc::new(control::Handler::new(overlay.clone(), Arc::clone(&ctx), Arc::clone(&delivery)));
+        let handler =
+            Arc::new(control::Handler::new(overlay.clone(), Arc::clone(&ctx), Arc::clone(&delivery), submitter));
         control::serve(listener, socket.clone(), handler, &accepting, &handlers);
         tracing::info!(%did, listen = %overlay.listen_addr(), control = %socket.display(), head = ledger.head().height, "carrierd started");
         Ok(Self { did, ctx, overlay, ledger, delivery, accepting, handlers })

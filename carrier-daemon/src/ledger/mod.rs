@@ -12,6 +12,7 @@
 //! `Arc<dyn Ledger>`.
 
 mod embedded;
+mod pending;
 mod policy;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use carrier_proto::ledger::{
 use tokio::sync::broadcast;
 
 pub use embedded::{CHECKPOINT_FILE, EmbeddedLedger, LOG_FILE, LedgerStore, StoreError};
+pub use pending::{MAX_PENDING, Pending, PendingError, PendingRequests};
 pub use policy::{Denial, Party, Policy, Refused};
 
 /// A change to the ledger.
@@ -155,6 +157,9 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
         target: &SignedCheckpoint,
         proof: &[EntryHash],
     ) -> Result<u64, ExtendError>;
+    /// Keeps `checkpoint` in place of ours if it signs the very same size
+    /// and root (it may name the sequencing daemon where ours does not).
+    fn adopt(&self, checkpoint: &SignedCheckpoint);
     /// Raises the equivocation alarm (logged as an error once; the
     /// evidence kept).
     fn raise_alarm(&self, equivocation: Equivocation);

@@ -179,7 +179,14 @@ impl LedgerSync {
         let rounds = theirs.size().saturating_sub(start) / u64::from(BATCH) + 2;
         for _ in 0..rounds {
             match ledger.compare(theirs) {
-                None | Some(Comparison::Same | Comparison::Older) => break,
+                Some(Comparison::Same) => {
+                    // Same log; theirs may name the sequencer where ours does not.
+                    if theirs.checkpoint().sequencer.is_some() {
+                        ledger.adopt(theirs);
+                    }
+                    break;
+                }
+                None | Some(Comparison::Older) => break,
                 Some(Comparison::Equivocation) => {
                     if let Some(ours) = ledger.checkpoint() {
                         let source = format!("peer {peer}");

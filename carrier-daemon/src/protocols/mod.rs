@@ -1,7 +1,10 @@
 //! The daemon's network protocols, one small module each, over streams of
 //! the overlay's links:
 //!
-//! - [`ledger_sync`] (`/carrier/ledger/1.0.0`): ledger replication;
+//! - [`ledger_sync`] (`/carrier/ledger/2.0.0`): ledger replication, proven
+//!   against signed checkpoints;
+//! - [`ledger_submit`] (`/carrier/ledger-submit/1.0.0`): authors' requests
+//!   on their way to the sequencer;
 //! - [`messages`] (`/carrier/msg/1.0.0`): app messages and their receipts;
 //! - [`app_stream`] (`/carrier/app-stream/1.0.0`): app byte streams.
 //!
@@ -18,6 +21,7 @@
 //! so this module never imports it.
 
 pub(crate) mod app_stream;
+pub(crate) mod ledger_submit;
 pub(crate) mod ledger_sync;
 pub(crate) mod messages;
 

@@ -17,7 +17,7 @@ use carrier_daemon::paths::{self, DataDir};
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
 use carrier_proto::ledger::Consent;
-use carrier_proto::ledger::{Entry, LedgerState, Op, Quotas, Sequencer};
+use carrier_proto::ledger::{Entry, EntryHash, LedgerState, Op, Quotas, Sequencer};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
 
@@ -63,6 +63,8 @@ pub(crate) enum LedgerCommand {
     RegisterDevice {
         #[command(flatten)]
         at: LedgerDir,
+        #[command(flatten)]
+        how: How,
         /// Registrar key file.
         #[arg(long)]
         key: PathBuf,
@@ -82,6 +84,8 @@ pub(crate) enum LedgerCommand {
     RegisterApp {
         #[command(flatten)]
         at: LedgerDir,
+        #[command(flatten)]
+        how: How,
         /// The hosting device's key file.
         #[arg(long)]
         key: PathBuf,
@@ -104,6 +108,8 @@ pub(crate) enum LedgerCommand {
     Rotate {
         #[command(flatten)]
         at: LedgerDir,
+        #[command(flatten)]
+        how: How,
         /// Signer's key file.
         #[arg(long)]
         key: PathBuf,
@@ -119,6 +125,8 @@ pub(crate) enum LedgerCommand {
     Revoke {
         #[command(flatten)]
         at: LedgerDir,
+        #[command(flatten)]
+        how: How,
         /// Signer's key file.
         #[arg(long)]
         key: PathBuf,
@@ -149,6 +157,31 @@ pub(crate) enum LedgerCommand {
     ///
     /// Example: carrierctl ledger publish --ledger admin/ledger
     Publish {
+        #[command(flatten)]
+        at: LedgerDir,
+    },
+    /// Hand an author's signed request (made with `--out` by any writing
+    /// command) to the daemon, which sequences or forwards it.
+    ///
+    /// Example: carrierctl ledger submit --wait laptop-revoke.request
+    Submit {
+        /// The request (`carrier-request:…`), or a file holding it.
+        request: String,
+        /// Wait until it is sequenced or refused.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the requests the daemon holds for the sequencer, with the rule
+    /// each refused one broke.
+    ///
+    /// Example: carrierctl ledger pending --socket /run/carrier/control.sock
+    Pending,
+    /// Sequence the requests pending at a daemon with this ledger
+    /// directory's log key, and publish the result to it (for networks whose
+    /// sequencer is the admin's offline ledger directory).
+    ///
+    /// Example: carrierctl ledger sequence --ledger admin/ledger --socket /run/carrier/control.sock
+    Sequence {
         #[command(flatten)]
         at: LedgerDir,
     },
@@ -204,12 +237,29 @@ pub(crate) enum LedgerCommand {
     },
 }
 
+/// Where a signed request goes, instead of the ledger directory.
+#[derive(Args)]
+pub(crate) struct How {
+    /// Hand the signed request to the running daemon (`--socket`, `--system`
+    /// or the user daemon), which sequences it or forwards it to the
+    /// sequencer, instead of sequencing it in a ledger directory.
+    #[arg(long)]
+    submit: bool,
+    /// With --submit: wait until the request is sequenced or refused.
+    #[arg(long, requires = "submit")]
+    wait: bool,
+    /// Write the signed request to FILE, for `carrierctl ledger submit`
+    /// elsewhere.
+    #[arg(long, value_name = "FILE", conflicts_with = "submit")]
+    out: Option<PathBuf>,
+}
+
 /// Which ledger to work on.
 #[derive(Args)]
 pub(crate) struct LedgerDir {
     /// Ledger directory [default: the user data directory's ledger/].
     #[arg(long, value_name = "DIR")]
-    ledger: Option<PathBuf>,
+    pub(crate) ledger: Option<PathBuf>,
 }
 
 /// Every encoded entry of the ledger to read: the running daemon's when
@@ -223,6 +273,10 @@ pub(crate) fn entries_of(at: &LedgerDir, target: &Target) -> anyhow::Result<Vec<
 }
 
 impl LedgerDir {
+    pub(crate) fn open_store(&self) -> anyhow::Result<LedgerStore> {
+        self.open()
+    }
+
     pub(crate) fn path(&self) -> anyhow::Result<PathBuf> {
         match &self.ledger {
             Some(dir) => Ok(dir.clone()),
@@ -265,15 +319,16 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
             println!("checkpoint verifier key: {}", carrier_proto::ledger::verifier_key(&net.id, &net.log_key));
             Ok(())
         }
-        LedgerCommand::RegisterDevice { at, key, roles, card } => {
+        LedgerCommand::RegisterDevice { at, how, key, roles, card } => {
             let card = read_card(&card, IdentityKind::Device)?;
             let op = Op::RegisterDevice { did: card.did(), keys: card.keys(), roles };
-            append(&at, &key, Some(IdentityKind::Registrar), op)
+            let signer = keystore::load_kind(&key, IdentityKind::Registrar)?;
+            write(&at, &how, target, &signer, op)
         }
-        LedgerCommand::RegisterApp { at, key, name, app_key, consent, card } => {
+        LedgerCommand::RegisterApp { at, how, key, name, app_key, consent, card } => {
             let card = read_card(&card, IdentityKind::App)?;
             let device = keystore::load_kind(&key, IdentityKind::Device)?;
-            let network = at.open()?.state().network().context("the ledger has no genesis")?.id;
+            let network = network_id(&at, &how, target)?;
             let consent = match (app_key, consent) {
                 (Some(path), _) => {
                     let app = keystore::load_kind(&path, IdentityKind::App)?;
@@ -293,13 +348,21 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
                 );
             }
             let op = Op::RegisterApp { did: card.did(), keys: card.keys(), device: device.did(), name, consent };
-            sign_and_append(&at, &device, op)
+            write(&at, &how, target, &device, op)
         }
-        LedgerCommand::Rotate { at, key, did, card } => {
+        LedgerCommand::Rotate { at, how, key, did, card } => {
             let card = Card::parse(&card_text(&card)?)?;
-            append(&at, &key, None, Op::RotateKeys { did, keys: card.keys() })
+            write(&at, &how, target, &keystore::load(&key)?, Op::RotateKeys { did, keys: card.keys() })
         }
-        LedgerCommand::Revoke { at, key, reason, did } => append(&at, &key, None, Op::Revoke { did, reason }),
+        LedgerCommand::Revoke { at, how, key, reason, did } => {
+            write(&at, &how, target, &keystore::load(&key)?, Op::Revoke { did, reason })
+        }
+        LedgerCommand::Submit { request, wait } => {
+            let entry = read_request(&request)?;
+            crate::submit::submit(target, entry, wait)
+        }
+        LedgerCommand::Pending => crate::submit::pending(target, json),
+        LedgerCommand::Sequence { at } => crate::submit::sequence(&at, target),
         LedgerCommand::Show { at } => {
             // Read-only, so it also works on the ledger of a running daemon.
             let encoded = entries_of(&at, target)?;
@@ -314,7 +377,7 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
             render::resolution(&resolution, json);
             Ok(())
         }
-        LedgerCommand::Publish { at } => publish(&at.path()?, target),
+        LedgerCommand::Publish { at } => publish(&at.path()?, target, Vec::new()),
         LedgerCommand::Checkpoint { at } => crate::audit::checkpoint(&at, target),
         LedgerCommand::Audit { at, since } => crate::audit::audit(&at, target, &since, json),
         LedgerCommand::Prove { at, did, out } => crate::audit::prove(&at, target, did, out),
@@ -347,18 +410,53 @@ fn entries_from_daemon(target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
     }
 }
 
-/// Loads the signer's key (checking its kind if given) and appends `op`.
-fn append(at: &LedgerDir, key: &Path, kind: Option<IdentityKind>, op: Op) -> anyhow::Result<()> {
-    let signer = match kind {
-        Some(kind) => keystore::load_kind(key, kind)?,
-        None => keystore::load(key)?,
+/// Signs `op` as `signer`'s request and, as `how` says, sequences it in
+/// the ledger directory, submits it to the daemon, or writes it to a file.
+fn write(at: &LedgerDir, how: &How, target: &Target, signer: &Identity, op: Op) -> anyhow::Result<()> {
+    if !how.submit && how.out.is_none() {
+        return sign_and_append(at, signer, op);
+    }
+    let entry = Entry::sign(network_id(at, how, target)?, now_ms(), op, signer);
+    match &how.out {
+        Some(path) => {
+            let text = format!("{}\n", crate::submit::request_text(&entry));
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote the signed {} request to {}; hand it to any daemon with `carrierctl ledger submit`",
+                entry.op().name(),
+                path.display()
+            );
+            Ok(())
+        }
+        None => crate::submit::submit(target, entry, how.wait),
+    }
+}
+
+/// The network id: the ledger directory's, or the daemon's when submitting.
+fn network_id(at: &LedgerDir, how: &How, target: &Target) -> anyhow::Result<EntryHash> {
+    if how.submit || (how.out.is_some() && at.ledger.is_none()) {
+        let Response::Status(status) = target.request(Request::Status(pb::StatusRequest {}))? else {
+            bail!("unexpected reply from carrierd")
+        };
+        return EntryHash::from_hex(&status.network_id).context("the daemon's ledger has no network yet");
+    }
+    Ok(at.open()?.state().network().context("the ledger has no genesis")?.id)
+}
+
+/// A request given inline (`carrier-request:…`) or as a file holding one.
+fn read_request(arg: &str) -> anyhow::Result<Entry> {
+    let text = if arg.starts_with(crate::submit::REQUEST_PREFIX) {
+        arg.to_owned()
+    } else {
+        std::fs::read_to_string(arg)
+            .with_context(|| format!("{arg} is neither a request nor a readable request file"))?
     };
-    sign_and_append(at, &signer, op)
+    crate::submit::parse_request(text.trim())
 }
 
 /// Signs `op` as `signer`'s request and sequences it with the directory's
 /// log key.
-fn sign_and_append(at: &LedgerDir, signer: &Identity, op: Op) -> anyhow::Result<()> {
+pub(crate) fn sign_and_append(at: &LedgerDir, signer: &Identity, op: Op) -> anyhow::Result<()> {
     let mut store = at.open()?;
     let log_path = at.path()?.join(LOG_KEY_FILE);
     let log = keystore::load_kind(&log_path, IdentityKind::Log)
@@ -379,7 +477,7 @@ fn sign_and_append(at: &LedgerDir, signer: &Identity, op: Op) -> anyhow::Result<
 
 /// Hands the directory's entries the daemon lacks to it, a batch at a
 /// time, each with a consistency proof to the directory's checkpoint.
-fn publish(dir: &Path, target: &Target) -> anyhow::Result<()> {
+pub(crate) fn publish(dir: &Path, target: &Target, refused: Vec<pb::Refusal>) -> anyhow::Result<()> {
     let (state, checkpoint) = LedgerStore::verify(dir)?;
     let entries = LedgerStore::read_all(dir)?;
     let Response::Status(status) = target.request(Request::Status(pb::StatusRequest {}))? else {
@@ -395,7 +493,13 @@ fn publish(dir: &Path, target: &Target) -> anyhow::Result<()> {
             true => state.tree().consistency_proof(end, size)?.iter().map(|h| h.0.to_vec()).collect(),
             false => Vec::new(),
         };
-        let request = pb::PublishRequest { entries: batch, from, checkpoint: checkpoint.note().to_vec(), proof };
+        let request = pb::PublishRequest {
+            entries: batch,
+            from,
+            checkpoint: checkpoint.note().to_vec(),
+            proof,
+            refused: refused.clone(),
+        };
         let Response::Publish(reply) = target.request(Request::Publish(request))? else {
             bail!("unexpected reply from carrierd")
         };

@@ -18,6 +18,7 @@ mod cli;
 mod control;
 mod ledger;
 mod render;
+mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

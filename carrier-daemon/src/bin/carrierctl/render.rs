@@ -155,7 +155,7 @@ fn signer(state: &LedgerState, key: SigningPublicKey) -> String {
     if registrar { format!("{did} (registrar)") } else { did.to_string() }
 }
 
-fn time(ms: u64) -> String {
+pub(crate) fn time(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Comparison, EntryHash, Head, Kind, Status};
+use carrier_proto::ledger::{Comparison, Entry, EntryHash, Head, Kind, Status};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 
 use tokio::sync::broadcast;
@@ -15,6 +15,7 @@ use crate::delivery::Delivery;
 use crate::ledger::{Equivocation, ExtendError, Ledger, SubmitError};
 use crate::link::LinkContext;
 use crate::overlay::{Overlay, OverlayError, OverlayEvent};
+use crate::protocols::ledger_submit::{SubmitOutcome, Submitter};
 
 /// Most ledger entries in one answer (a few hundred KiB).
 const MAX_ENTRIES: u32 = 1_000;
@@ -48,6 +49,9 @@ pub enum ControlError {
     /// The published entries could not be taken.
     #[error("published entries refused: {0}")]
     Extend(#[from] ExtendError),
+    /// Submitted requests could not be taken.
+    #[error("requests not taken: {0}")]
+    Submit(String),
     /// The published checkpoint contradicts the daemon's.
     #[error("the published checkpoint contradicts this daemon's: the alarm is raised and the evidence saved")]
     Equivocation,
@@ -72,6 +76,7 @@ pub struct Handler {
     ledger: Arc<dyn Ledger>,
     links: Arc<LinkContext>,
     delivery: Arc<Delivery>,
+    submitter: Arc<Submitter>,
 }
 
 fn head(head: Head) -> pb::LedgerHead {
@@ -80,9 +85,14 @@ fn head(head: Head) -> pb::LedgerHead {
 
 impl Handler {
     /// A handler for the daemon with these parts.
-    pub fn new(overlay: Overlay, links: Arc<LinkContext>, delivery: Arc<Delivery>) -> Self {
+    pub(crate) fn new(
+        overlay: Overlay,
+        links: Arc<LinkContext>,
+        delivery: Arc<Delivery>,
+        submitter: Arc<Submitter>,
+    ) -> Self {
         let (did, ledger) = (links.did(), Arc::clone(&links.ledger));
-        Self { did, started: Instant::now(), overlay, ledger, links, delivery }
+        Self { did, started: Instant::now(), overlay, ledger, links, delivery, submitter }
     }
 
     /// Streams events to a watcher until it goes away.
@@ -142,6 +152,20 @@ impl Handler {
             }
             Request::Resolve(r) => self.resolve(parse_did(&r.did)?),
             Request::Publish(p) => self.publish(p),
+            Request::Submit(submit) => self.submit(submit.entries),
+            Request::Pending(_) => {
+                let entries = self
+                    .submitter
+                    .pending()
+                    .into_iter()
+                    .map(|p| pb::PendingEntry {
+                        entry: p.entry.encoded().to_vec(),
+                        since_ms: p.since_ms,
+                        refused: p.refused.unwrap_or_default(),
+                    })
+                    .collect();
+                Ok(Response::Pending(pb::PendingList { entries }))
+            }
             Request::Counters(_) => {
                 Ok(Response::Counters(pb::Counters { values: self.links.counters().snapshot().into_iter().collect() }))
             }
@@ -233,7 +257,25 @@ impl Handler {
     /// Takes the entries a sequencer made, proven against its checkpoint.
     /// A checkpoint the daemon has already, or an older one consistent with
     /// it, changes nothing; one that contradicts ours raises the alarm.
+    /// Takes authors' signed requests for the sequencer.
+    fn submit(&self, entries: Vec<Vec<u8>>) -> Result<Response, ControlError> {
+        let entries = entries
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                Entry::decode(bytes).map_err(|e| ControlError::BadEntry { index: i, reason: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcomes = self.submitter.submit(entries).map_err(|e| ControlError::Submit(e.to_string()))?;
+        Ok(Response::Submit(pb::SubmitReply { results: outcomes.iter().map(SubmitOutcome::to_pb).collect() }))
+    }
+
     fn publish(&self, publish: pb::PublishRequest) -> Result<Response, ControlError> {
+        for refusal in &publish.refused {
+            if let Ok(hash) = refusal.leaf_hash.as_slice().try_into().map(EntryHash) {
+                self.submitter.refuse(&hash, &refusal.reason);
+            }
+        }
         let checkpoint = self.ledger.verify_checkpoint(&publish.checkpoint).map_err(ExtendError::from)?;
         let appended = match self.ledger.compare(&checkpoint) {
             Some(Comparison::Newer) | None => {

@@ -104,6 +104,12 @@ impl EmbeddedLedger {
         if named != Some(sequencer.log_key()) {
             return Err("that key is not this network's log key (the one its genesis names)".into());
         }
+        // A checkpoint that names this daemon, so peers learn where to send
+        // requests.
+        if let Backing::Store(store) = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner) {
+            let checkpoint = sequencer.checkpoint(store.state());
+            store.save_checkpoint(checkpoint).map_err(|e| e.to_string())?;
+        }
         self.sequencer = Some(Mutex::new(sequencer));
         Ok(self)
     }
@@ -276,6 +282,18 @@ impl Ledger for EmbeddedLedger {
         };
         self.tell(updates.into_iter().take(applied as usize).collect());
         Ok(applied)
+    }
+
+    fn adopt(&self, checkpoint: &SignedCheckpoint) {
+        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let Backing::Store(store) = &mut *guard else { return };
+        let ours = store.checkpoint();
+        if ours.note() == checkpoint.note() || (ours.size(), ours.root()) != (checkpoint.size(), checkpoint.root()) {
+            return;
+        }
+        if let Err(error) = store.save_checkpoint(checkpoint.clone()) {
+            tracing::warn!(%error, "cannot store a peer's checkpoint");
+        }
     }
 
     fn raise_alarm(&self, equivocation: Equivocation) {

@@ -1,0 +1,278 @@
+//! Requests travel to the sequencer (`/carrier/ledger-submit/1.0.0`).
+//!
+//! Any daemon takes an author's signed request (from `carrierctl` on its
+//! control socket). The sequencer sequences it at once; any other daemon
+//! holds it durably ([`PendingRequests`]) and forwards it to the daemon the
+//! latest checkpoint names as sequencer, found by DID like any peer, until
+//! that daemon takes it or refuses it (the rule it broke is kept, for
+//! `carrierctl ledger pending`). While no daemon sequences (the admin's
+//! offline ledger directory does), requests wait for `carrierctl ledger
+//! sequence`. A request is forwarded until the log holds it, so none is
+//! lost; the sequencer knows a request it has (`AlreadyInLog`), so none is
+//! applied twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use carrier_proto::identity::Did;
+use carrier_proto::ledger::{Entry, Rejection};
+use carrier_proto::pb::{self, submit_result::Result as Outcome};
+use tokio::sync::broadcast;
+
+use super::{Handling, PeerStream, ProtocolError, ProtocolHandler, Router};
+use crate::framed::{FrameReader, FrameWriter};
+use crate::ledger::{Ledger, PendingError, PendingRequests, SubmitError};
+use crate::overlay::OverlayEvent;
+use crate::tasks::Tasks;
+
+/// The protocol name.
+pub(crate) const PROTOCOL: &str = "/carrier/ledger-submit/1.0.0";
+/// Largest submit frame.
+const MAX_FRAME: usize = 256 << 10;
+/// Most requests in one exchange.
+pub(crate) const MAX_REQUESTS: usize = 64;
+/// How long one exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What became of a submitted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SubmitOutcome {
+    /// In the log at this index.
+    Sequenced(u64),
+    /// Refused: the rule it broke.
+    Refused(String),
+    /// Held here for the sequencer.
+    Pending,
+}
+
+impl SubmitOutcome {
+    /// The wire form.
+    pub(crate) fn to_pb(&self) -> pb::SubmitResult {
+        let result = match self {
+            SubmitOutcome::Sequenced(index) => Outcome::Index(*index),
+            SubmitOutcome::Refused(rule) => Outcome::Refused(rule.clone()),
+            SubmitOutcome::Pending => Outcome::Pending(true),
+        };
+        pb::SubmitResult { result: Some(result) }
+    }
+}
+
+/// Why a submission could not be taken at all.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SubmitFailure {
+    /// Too many requests at once.
+    #[error("at most {MAX_REQUESTS} requests at once")]
+    TooMany,
+    /// The ledger could not store them.
+    #[error(transparent)]
+    Ledger(#[from] SubmitError),
+    /// The pending queue could not hold them.
+    #[error(transparent)]
+    Pending(#[from] PendingError),
+}
+
+/// Takes requests, sequences or forwards them.
+#[derive(Debug)]
+pub(crate) struct Submitter {
+    ledger: Arc<dyn Ledger>,
+    router: Router,
+    pending: Arc<PendingRequests>,
+}
+
+impl Submitter {
+    /// A submitter over `ledger`, holding requests in `pending`.
+    pub(crate) fn new(ledger: Arc<dyn Ledger>, router: Router, pending: Arc<PendingRequests>) -> Arc<Self> {
+        Arc::new(Self { ledger, router, pending })
+    }
+
+    /// Registers the protocol and starts forwarding held requests; a link
+    /// coming up (`events`) may be the sequencer's, so it wakes the
+    /// forwarder too.
+    pub(crate) fn start(self: &Arc<Self>, tasks: &Tasks, events: broadcast::Receiver<OverlayEvent>) {
+        self.router.register(PROTOCOL, Arc::clone(self) as Arc<dyn ProtocolHandler>);
+        tasks.spawn_until_stop(Arc::clone(self).forward(events));
+    }
+
+    /// Marks a held request refused (by an offline sequencer).
+    pub(crate) fn refuse(&self, hash: &carrier_proto::ledger::EntryHash, rule: &str) {
+        self.pending.refuse(hash, rule);
+    }
+
+    /// Every held request, with its state.
+    pub(crate) fn pending(&self) -> Vec<crate::ledger::Pending> {
+        self.pending.list()
+    }
+
+    /// Takes `entries`: the sequencer sequences them, any other daemon holds
+    /// them for it. Submitting a request again says what became of it.
+    pub(crate) fn submit(&self, entries: Vec<Entry>) -> Result<Vec<SubmitOutcome>, SubmitFailure> {
+        if entries.len() > MAX_REQUESTS {
+            return Err(SubmitFailure::TooMany);
+        }
+        if self.ledger.is_sequencer() {
+            let results = self.ledger.submit(entries)?;
+            return Ok(results.into_iter().map(outcome).collect());
+        }
+        let held = self.pending.list();
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let hash = entry.hash();
+            if let Some(index) = self.ledger.position(&hash) {
+                self.pending.remove(&hash);
+                outcomes.push(SubmitOutcome::Sequenced(index));
+            } else if let Some(rule) = held.iter().find(|p| p.entry.hash() == hash).and_then(|p| p.refused.clone()) {
+                outcomes.push(SubmitOutcome::Refused(rule));
+            } else {
+                self.pending.add(&entry)?;
+                outcomes.push(SubmitOutcome::Pending);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Forwards held requests to the sequencer until each is taken or
+    /// refused: on every new request, every ledger change, and on a backoff
+    /// timer while the sequencer cannot be reached.
+    async fn forward(self: Arc<Self>, mut events: broadcast::Receiver<OverlayEvent>) {
+        const FIRST_RETRY: Duration = Duration::from_millis(250);
+        const LAST_RETRY: Duration = Duration::from_secs(30);
+        let mut updates = self.ledger.subscribe();
+        let mut retry = FIRST_RETRY;
+        loop {
+            let delay = match self.forward_once().await {
+                Ok(()) => {
+                    retry = FIRST_RETRY;
+                    LAST_RETRY
+                }
+                Err(error) => {
+                    tracing::debug!(%error, ?retry, "pending ledger requests not forwarded yet");
+                    let delay = retry;
+                    retry = (retry * 2).min(LAST_RETRY);
+                    delay
+                }
+            };
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = self.pending.changed() => break,
+                    _ = updates.recv() => break,
+                    event = events.recv() => match event {
+                        Ok(OverlayEvent::PeerUp(_)) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = &mut sleep => break,
+                }
+            }
+        }
+    }
+
+    /// One pass: drops what the log holds, sends the rest to the sequencer.
+    async fn forward_once(&self) -> Result<(), ProtocolError> {
+        let waiting: Vec<Entry> = self
+            .pending
+            .waiting()
+            .into_iter()
+            .filter(|entry| match self.ledger.position(&entry.hash()) {
+                Some(_) => {
+                    self.pending.remove(&entry.hash());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        if waiting.is_empty() || self.ledger.is_sequencer() {
+            return Ok(());
+        }
+        let Some(sequencer) = self.ledger.checkpoint().and_then(|c| c.checkpoint().sequencer) else {
+            return Err(ProtocolError::Violation(
+                "no daemon sequences this network: requests wait for `carrierctl ledger sequence`".into(),
+            ));
+        };
+        for batch in waiting.chunks(MAX_REQUESTS) {
+            let results = self.send(sequencer, batch).await?;
+            for (entry, result) in batch.iter().zip(results) {
+                match result.result {
+                    Some(Outcome::Index(index)) => {
+                        tracing::info!(index, op = entry.op().name(), %sequencer, "the sequencer took a pending request");
+                        self.pending.remove(&entry.hash());
+                    }
+                    Some(Outcome::Refused(rule)) => {
+                        tracing::warn!(op = entry.op().name(), %rule, "the sequencer refused a pending request");
+                        self.pending.refuse(&entry.hash(), &rule);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, sequencer: Did, batch: &[Entry]) -> Result<Vec<pb::SubmitResult>, ProtocolError> {
+        let exchange = async {
+            let stream = self.router.open(sequencer, PROTOCOL).await?;
+            let request = pb::SubmitRequest { entries: batch.iter().map(|e| e.encoded().to_vec()).collect() };
+            let mut writer = FrameWriter::new(stream, MAX_FRAME);
+            writer.send(&request).await?;
+            writer.shutdown().await?;
+            let mut reader = FrameReader::new(writer.into_inner(), MAX_FRAME);
+            let reply: pb::SubmitReply =
+                reader.read().await?.ok_or_else(|| ProtocolError::Violation("no submit reply".into()))?;
+            Ok(reply.results)
+        };
+        let results = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+            .await
+            .unwrap_or(Err(ProtocolError::Timeout("ledger submit")))?;
+        if results.len() != batch.len() {
+            return Err(ProtocolError::Violation("the sequencer answered a different number of requests".into()));
+        }
+        Ok(results)
+    }
+}
+
+fn outcome(result: Result<u64, Rejection>) -> SubmitOutcome {
+    match result {
+        Ok(index) | Err(Rejection::AlreadyInLog(index)) => SubmitOutcome::Sequenced(index),
+        Err(rejection) => SubmitOutcome::Refused(rejection.to_string()),
+    }
+}
+
+impl ProtocolHandler for Submitter {
+    /// Answers a peer's requests: sequenced or refused if we sequence,
+    /// refused as misdirected if we do not.
+    fn handle(self: Arc<Self>, peer: Did, stream: PeerStream) -> Handling {
+        Box::pin(async move {
+            let mut reader = FrameReader::new(stream, MAX_FRAME);
+            let request: pb::SubmitRequest =
+                reader.read().await?.ok_or_else(|| ProtocolError::Violation("empty submit stream".into()))?;
+            if request.entries.len() > MAX_REQUESTS {
+                return Err(ProtocolError::Violation(format!("{} requests in one exchange", request.entries.len())));
+            }
+            if !self.ledger.is_sequencer() {
+                tracing::debug!(%peer, "a peer sent requests here, but this daemon does not sequence");
+                return Err(ProtocolError::Violation("this daemon does not sequence the ledger".into()));
+            }
+            let mut decoded = Vec::new();
+            let mut results = vec![None; request.entries.len()];
+            for (i, bytes) in request.entries.iter().enumerate() {
+                match Entry::decode(bytes) {
+                    Ok(entry) => decoded.push((i, entry)),
+                    Err(error) => results[i] = Some(SubmitOutcome::Refused(Rejection::Malformed(error).to_string())),
+                }
+            }
+            let (places, entries): (Vec<usize>, Vec<Entry>) = decoded.into_iter().unzip();
+            let sequenced = self.ledger.submit(entries).map_err(|e| ProtocolError::Violation(e.to_string()))?;
+            for (i, result) in places.into_iter().zip(sequenced) {
+                results[i] = Some(outcome(result));
+            }
+            let results = results.into_iter().map(|r| r.unwrap_or(SubmitOutcome::Pending).to_pb()).collect();
+            tracing::info!(%peer, "sequenced requests a peer forwarded");
+            let mut writer = FrameWriter::new(reader.into_parts().0, MAX_FRAME);
+            writer.send(&pb::SubmitReply { results }).await?;
+            writer.shutdown().await?;
+            Ok(())
+        })
+    }
+}
