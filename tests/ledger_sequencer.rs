@@ -162,9 +162,20 @@ fn requests_wait_durably_while_the_sequencer_is_away_and_apply_once() {
     // Made once and handed over twice: at node 1 now, and at node 2 later.
     let request = root.path().join("second.request");
     let request = request.to_str().unwrap();
-    carrierctl(&["ledger", "register-device", "--out", request, "--socket", &socket(&dirs[1]), "--key", &registrar, &second]);
+    carrierctl(&[
+        "ledger",
+        "register-device",
+        "--out",
+        request,
+        "--socket",
+        &socket(&dirs[1]),
+        "--key",
+        &registrar,
+        &second,
+    ]);
     for (dir, card) in [(&dirs[1], &first), (&dirs[2], &third)] {
-        let out = carrierctl(&["ledger", "register-device", "--submit", "--socket", &socket(dir), "--key", &registrar, card]);
+        let out =
+            carrierctl(&["ledger", "register-device", "--submit", "--socket", &socket(dir), "--key", &registrar, card]);
         assert!(out.contains("pending"), "{out}");
     }
     assert!(carrierctl(&["ledger", "submit", "--socket", &socket(&dirs[1]), request]).contains("pending"));

@@ -128,6 +128,8 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     /// Up to `max` consecutive encoded entries from `from` on (fewer where
     /// this copy cannot serve them).
     fn entries(&self, from: u64, max: usize) -> Vec<Vec<u8>>;
+    /// The Merkle root of the first `size` entries.
+    fn root_at(&self, size: u64) -> Option<EntryHash>;
     /// A consistency proof from `old` to `new` entries.
     fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<EntryHash>>;
     /// An inclusion proof of entry `index` in the tree of `size` entries.

@@ -156,13 +156,14 @@ impl LedgerSync {
     /// Verifies `note` and, if it is ahead of ours, fetches from `peer`
     /// until we reach it; raises the alarm if it contradicts ours.
     async fn catch_up(&self, peer: Did, note: &[u8]) {
-        let theirs = match self.ledger.verify_checkpoint(note) {
-            Ok(theirs) => theirs,
-            Err(error) => {
-                // Unsigned or forged: nothing to act on, and no alarm.
+        let theirs = match assess(&*self.ledger, peer, note) {
+            Assessment::Act(theirs) => theirs,
+            Assessment::Ignore(error) => {
                 self.counters.count("ledger_checkpoints_refused");
                 return tracing::debug!(%peer, %error, "ignoring a peer's checkpoint");
             }
+            Assessment::Equivocation(equivocation) => return self.ledger.raise_alarm(equivocation),
+            Assessment::Nothing => return,
         };
         let _one_at_a_time = self.catching_up.lock().await;
         let caught_up = tokio::time::timeout(CATCH_UP_DEADLINE, self.fetch_until(peer, &theirs)).await;
@@ -231,28 +232,57 @@ impl LedgerSync {
         };
         tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await.unwrap_or(Err(ProtocolError::Timeout("ledger fetch")))
     }
+}
 
-    /// Entries from `from` on, never past `tree_size`, with the proof that
-    /// they lead to it.
-    fn serve(&self, fetch: pb::Fetch) -> pb::SyncEntries {
-        let checkpoint = self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
-        let size = fetch.tree_size.min(self.ledger.head().height);
-        let wanted = size.saturating_sub(fetch.from).min(u64::from(fetch.max.min(BATCH)));
-        let mut entries = self.ledger.entries(fetch.from, wanted as usize);
-        let mut bytes = 0;
-        entries.retain(|e| {
-            bytes += e.len();
-            bytes <= BATCH_BYTES
-        });
-        let reached = fetch.from + entries.len() as u64;
-        let proof = if entries.is_empty() || reached == fetch.tree_size {
-            Vec::new()
-        } else {
-            let proof = self.ledger.consistency_proof(reached, fetch.tree_size).unwrap_or_default();
-            proof.iter().map(|h| h.0.to_vec()).collect()
-        };
-        pb::SyncEntries { entries, proof, checkpoint }
+/// What to do about a peer's checkpoint note.
+#[derive(Debug)]
+enum Assessment {
+    /// Not signed by the log key (forged, unsigned, malformed): drop it.
+    Ignore(carrier_proto::ledger::CheckpointError),
+    /// Ours already, or older: nothing to fetch.
+    Nothing,
+    /// Signed, and it contradicts ours.
+    Equivocation(Equivocation),
+    /// Signed and ahead of ours (or of the same log; act on it).
+    Act(SignedCheckpoint),
+}
+
+/// Checks `note` under the log key and against our checkpoint. Only a
+/// validly signed note that contradicts ours is equivocation.
+fn assess(ledger: &dyn Ledger, peer: Did, note: &[u8]) -> Assessment {
+    let theirs = match ledger.verify_checkpoint(note) {
+        Ok(theirs) => theirs,
+        Err(error) => return Assessment::Ignore(error),
+    };
+    match (ledger.compare(&theirs), ledger.checkpoint()) {
+        (Some(Comparison::Equivocation), Some(ours)) => {
+            Assessment::Equivocation(Equivocation { ours, theirs, source: format!("peer {peer}") })
+        }
+        (Some(Comparison::Older) | None, _) => Assessment::Nothing,
+        _ => Assessment::Act(theirs),
     }
+}
+
+/// Entries from `from` on, never past `tree_size` nor our log, with the
+/// proof that they lead to it. Bounded whatever the request says.
+fn serve(ledger: &dyn Ledger, fetch: pb::Fetch) -> pb::SyncEntries {
+    let checkpoint = ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
+    let size = fetch.tree_size.min(ledger.head().height);
+    let wanted = size.saturating_sub(fetch.from).min(u64::from(fetch.max.min(BATCH)));
+    let mut entries = ledger.entries(fetch.from, wanted as usize);
+    let mut bytes = 0;
+    entries.retain(|e| {
+        bytes += e.len();
+        bytes <= BATCH_BYTES
+    });
+    let reached = fetch.from.saturating_add(entries.len() as u64);
+    let proof = if entries.is_empty() || reached == fetch.tree_size {
+        Vec::new()
+    } else {
+        let proof = ledger.consistency_proof(reached, fetch.tree_size).unwrap_or_default();
+        proof.iter().map(|h| h.0.to_vec()).collect()
+    };
+    pb::SyncEntries { entries, proof, checkpoint }
 }
 
 impl ProtocolHandler for LedgerSync {
@@ -262,7 +292,7 @@ impl ProtocolHandler for LedgerSync {
             let (stream, request) = read_request(stream).await?;
             match request.request {
                 Some(Request::Fetch(fetch)) => {
-                    write(stream, &self.serve(fetch)).await?;
+                    write(stream, &serve(&*self.ledger, fetch)).await?;
                     Ok(())
                 }
                 Some(Request::Announce(note)) => {
@@ -301,3 +331,7 @@ async fn read_request(stream: PeerStream) -> Result<(PeerStream, pb::SyncRequest
     let request = reader.read().await?.ok_or_else(|| ProtocolError::Violation("empty sync stream".into()))?;
     Ok((reader.into_parts().0, request))
 }
+
+#[cfg(test)]
+#[path = "ledger_sync_tests.rs"]
+mod tests;

@@ -197,6 +197,10 @@ impl Ledger for EmbeddedLedger {
         (from..end).map_while(|seq| guard.entry(seq)).collect()
     }
 
+    fn root_at(&self, size: u64) -> Option<EntryHash> {
+        self.read(|l| l.tree().root_at(size))
+    }
+
     fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<EntryHash>> {
         self.read(|l| l.tree().consistency_proof(old, new).ok())
     }

@@ -1,0 +1,98 @@
+//! What a hostile peer can make ledger sync do: forged, unsigned and
+//! huge checkpoints are dropped without an alarm; a request for entries
+//! past any end is answered with bounded work; only a validly signed,
+//! contradicting checkpoint is equivocation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use carrier_proto::identity::{Identity, IdentityKind};
+use carrier_proto::ledger::{Checkpoint, EntryHash, Op, Quotas, Sequencer, SignedCheckpoint};
+
+use super::*;
+use crate::ledger::{EmbeddedLedger, LedgerStore};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ledger: EmbeddedLedger,
+    peer: Did,
+}
+
+/// The log key, rebuilt from its seed wherever a test signs as the
+/// sequencer (or as an equivocating one).
+fn log_key() -> Identity {
+    Identity::from_secrets(IdentityKind::Log, [42; 32], [9; 32])
+}
+
+/// A stored ledger of six entries, sequenced with [`log_key`].
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let registrar = Identity::generate(IdentityKind::Registrar);
+    let genesis = Op::Genesis {
+        network: "sync".into(),
+        registrars: vec![registrar.signing_key()],
+        log_key: log_key().signing_key(),
+        quotas: Quotas::default(),
+    };
+    let entry = carrier_proto::ledger::LedgerState::new().next_entry(genesis, 1, &registrar);
+    let mut sequencer = Sequencer::new(log_key(), None);
+    let mut store = LedgerStore::create(dir.path(), entry, &mut sequencer).unwrap();
+    for _ in 0..5 {
+        let device = Identity::generate(IdentityKind::Device);
+        let op = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
+        let entry = store.state().next_entry(op, 2, &registrar);
+        store.sequence(&mut sequencer, vec![entry], 2).unwrap();
+    }
+    let peer = Identity::generate(IdentityKind::Device).did();
+    Fixture { _dir: dir, ledger: EmbeddedLedger::with_store(store), peer }
+}
+
+fn signed(f: &Fixture, size: u64, root: EntryHash, log: &Identity) -> SignedCheckpoint {
+    let network = f.ledger.network().unwrap().id;
+    SignedCheckpoint::sign(&network, Checkpoint { size, root, sequencer: None }, log)
+}
+
+#[test]
+fn forged_unsigned_and_huge_notes_are_dropped_without_an_alarm() {
+    let f = fixture();
+    let stranger = Identity::generate(IdentityKind::Log);
+    let huge = signed(&f, u64::MAX, EntryHash([1; 32]), &stranger);
+    let ours = f.ledger.checkpoint().unwrap();
+    let unsigned = ours.text().split("\n\n").next().unwrap().to_owned() + "\n";
+    let altered = ours.text().replacen("\n6\n", &format!("\n{}\n", u64::MAX), 1);
+    for note in [huge.note().to_vec(), unsigned.into_bytes(), altered.into_bytes(), b"garbage".to_vec(), vec![]] {
+        assert!(matches!(assess(&f.ledger, f.peer, &note), Assessment::Ignore(_)), "{note:?}");
+    }
+    assert_eq!(f.ledger.alarm(), None);
+}
+
+#[test]
+fn only_a_signed_contradiction_is_equivocation() {
+    let f = fixture();
+    let log = log_key();
+    let ours = f.ledger.checkpoint().unwrap();
+    assert!(matches!(assess(&f.ledger, f.peer, ours.note()), Assessment::Act(_)), "the same log");
+    let older = signed(&f, 3, f.ledger.root_at(3).unwrap(), &log);
+    assert!(matches!(assess(&f.ledger, f.peer, older.note()), Assessment::Nothing));
+    let newer = signed(&f, 9, EntryHash([3; 32]), &log);
+    assert!(matches!(assess(&f.ledger, f.peer, newer.note()), Assessment::Act(_)), "fetch to check it");
+    for (size, root) in [(6, EntryHash([4; 32])), (2, EntryHash([4; 32]))] {
+        let other = signed(&f, size, root, &log);
+        assert!(matches!(assess(&f.ledger, f.peer, other.note()), Assessment::Equivocation(_)), "size {size}");
+    }
+}
+
+#[test]
+fn fetches_past_any_end_get_bounded_answers() {
+    let f = fixture();
+    for (from, tree_size, max) in [(u64::MAX, u64::MAX, u32::MAX), (0, u64::MAX, u32::MAX), (3, 2, 10), (6, 6, 10)] {
+        let reply = serve(&f.ledger, pb::Fetch { from, max, tree_size });
+        assert!(reply.entries.len() <= 6, "({from}, {tree_size}): {} entries", reply.entries.len());
+        assert!(reply.proof.len() <= 64);
+    }
+    let reply = serve(&f.ledger, pb::Fetch { from: 1, max: 2, tree_size: 6 });
+    assert_eq!(reply.entries.len(), 2);
+    let proof: Vec<EntryHash> = hashes(&reply.proof).unwrap();
+    let ours = f.ledger.checkpoint().unwrap();
+    let root_at_3 = f.ledger.root_at(3).unwrap();
+    carrier_proto::ledger::merkle::verify_consistency(3, root_at_3, 6, ours.root(), &proof).unwrap();
+}
