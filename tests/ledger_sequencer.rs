@@ -241,3 +241,85 @@ fn the_offline_directory_sequences_what_a_daemon_holds_and_refusals_come_back() 
     assert!(pending.contains("refused: ") && pending.contains("is not registered"), "{pending}");
     assert!(!pending.contains("waiting"), "{pending}");
 }
+
+fn counter(dir: &Path, name: &str) -> u64 {
+    let counters: Value = serde_json::from_str(&carrierctl(&["counters", "--json", "--socket", &socket(dir)])).unwrap();
+    counters[name].as_u64().unwrap_or(0)
+}
+
+/// A new device with only the invitation line: it fetches the ledger over a
+/// join connection while it waits, says so in its status, and is admitted
+/// within seconds of its registration being sequenced. A device invited to
+/// another network gets nothing from this one.
+#[test]
+fn a_device_with_only_an_invitation_is_admitted_once_registered() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 2, &[]);
+    let a = Daemon::start(&dirs[0], None);
+    let _b = Daemon::start(&dirs[1], Some(&a.addr));
+    let ledger = root.path().join("admin/ledger");
+    let line = carrierctl(&["invite", "--ledger", ledger.to_str().unwrap(), "--bootstrap", &a.addr]);
+    let line = line.trim();
+    assert!(line.starts_with("carrier-invite:") && !line.contains('\n'), "{line}");
+
+    let newcomer = root.path().join("newcomer");
+    let config = newcomer.join("written.toml");
+    let init = carrierd(&["init", "--data-dir", newcomer.to_str().unwrap(), "--invite", line])
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(std::fs::read_to_string(&config).unwrap().contains(&a.addr));
+    let _newcomer = Daemon::start(&newcomer, Some(&a.addr));
+    let waiting = wait_status(&newcomer, "fetched the ledger while waiting", |s| height(s) == 3);
+    assert_eq!(waiting["registered"], false, "{waiting}");
+    assert!(carrierctl(&["status", "--socket", &socket(&newcomer)]).contains("waiting for registration"));
+    assert_eq!(waiting["peers"], 0, "no link before registration: {waiting}");
+
+    let card = newcomer.join("device.card");
+    let registrar = registrar(root.path());
+    carrierctl(&[
+        "ledger",
+        "register-device",
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--key",
+        &registrar,
+        card.to_str().unwrap(),
+    ]);
+    let sequenced = Instant::now();
+    carrierctl(&["ledger", "publish", "--ledger", ledger.to_str().unwrap(), "--socket", &socket(&dirs[0])]);
+    wait_status(&newcomer, "admitted", |s| s["registered"] == true && s["peers"].as_u64().unwrap() > 0);
+    let took = sequenced.elapsed();
+    assert!(took < Duration::from_secs(5), "admitted {took:?} after its registration was sequenced");
+
+    // Invited to another network: a's join server gives it nothing.
+    let other = root.path().join("other");
+    carrierctl(&["keygen", "--kind", "registrar", "--out", other.join("registrar.key").to_str().unwrap()]);
+    let other_ledger = other.join("ledger");
+    carrierctl(&[
+        "ledger",
+        "genesis",
+        "--ledger",
+        other_ledger.to_str().unwrap(),
+        "--network",
+        "elsewhere",
+        "--key",
+        other.join("registrar.key").to_str().unwrap(),
+    ]);
+    let foreign = carrierctl(&["invite", "--ledger", other_ledger.to_str().unwrap(), "--bootstrap", &a.addr]);
+    let stranger = root.path().join("stranger");
+    let init = carrierd(&["init", "--data-dir", stranger.to_str().unwrap(), "--invite", foreign.trim()])
+        .args(["--config", stranger.join("written.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let served = counter(&dirs[0], "join_connections");
+    let _stranger = Daemon::start(&stranger, Some(&a.addr));
+    let deadline = Instant::now() + WAIT;
+    while counter(&dirs[0], "join_connections") < served + 2 {
+        assert!(Instant::now() < deadline, "the stranger never tried to join");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(height(&status(&stranger)), 1, "a foreign network's newcomer got entries");
+}

@@ -19,20 +19,21 @@ use std::time::Duration;
 
 use carrier_proto::identity::{Did, IdentityKind};
 use carrier_proto::keystore::{self, KeyStoreError};
+use carrier_proto::ledger::Sequencer;
 use libp2p::Multiaddr;
 
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::ipc::{app, control};
 use crate::ledger::{EmbeddedLedger, Ledger, LedgerStore, PendingRequests, StoreError};
-use crate::link::LinkContext;
+use crate::link::{LinkContext, join};
+use crate::overlay::transport::parse_addr;
 use crate::overlay::{Overlay, OverlayConfig, OverlayError};
 use crate::paths::{APP_SOCKET, CONTROL_SOCKET, DataDir};
 use crate::protocols::Router;
 use crate::protocols::ledger_submit::Submitter;
 use crate::protocols::ledger_sync::LedgerSync;
 use crate::tasks::{self, Tasks};
-use carrier_proto::ledger::Sequencer;
 
 /// How long shutdown waits for peers to be told.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -122,13 +123,16 @@ impl Daemon {
         let bootstrap: Vec<Multiaddr> = config.bootstrap_addrs().map_err(|(i, why)| StartError::Bootstrap(i, why))?;
         let overlay_config = OverlayConfig {
             listen: config.listen,
-            bootstrap,
+            bootstrap: bootstrap.clone(),
             max_links: config.limits.max_links,
             peer_cache: Some(data_dir.peer_cache()),
             ..OverlayConfig::default()
         };
         let (overlay, events) = Overlay::start(Arc::clone(&ctx), overlay_config).await?;
         let (accepting, handlers) = (Tasks::new(), Tasks::new());
+        if !ctx.ledger.standing(&did).is_some_and(|s| s.is_active_device()) {
+            handlers.spawn_until_stop(wait_for_registration(Arc::clone(&ctx.ledger), did, overlay.clone(), bootstrap));
+        }
         let router = Router::new(&overlay, Arc::clone(&ctx.ledger), accepting.clone(), handlers.clone());
         LedgerSync::new(&ctx, router.clone()).start(Arc::clone(&ctx), overlay.clone(), events, &handlers);
         let pending = PendingRequests::open(&data_dir.ledger().join("pending"))
@@ -187,5 +191,37 @@ impl Daemon {
         links.abort();
         links.wait().await;
         tracing::info!(aborted = stopped.aborted, "carrierd stopped");
+    }
+}
+
+/// How often a device that is not registered yet asks its bootstrap
+/// daemons for the ledger.
+const REGISTRATION_POLL: Duration = Duration::from_secs(1);
+
+/// Until this device is registered: fetches the ledger from the bootstrap
+/// daemons over join connections (it cannot hold links yet), every
+/// [`REGISTRATION_POLL`]; once the ledger shows it registered, dials them
+/// as a member.
+async fn wait_for_registration(ledger: Arc<dyn Ledger>, did: Did, overlay: Overlay, bootstrap: Vec<Multiaddr>) {
+    tracing::warn!(%did, "waiting for registration: this device is not on the ledger yet");
+    let addrs: Vec<_> = bootstrap.iter().filter_map(|a| parse_addr(a).map(|(addr, _)| addr)).collect();
+    loop {
+        for &addr in &addrs {
+            match join::fetch(&*ledger, addr).await {
+                Ok(0) => {}
+                Ok(applied) => tracing::info!(%addr, applied, "fetched ledger entries over a join connection"),
+                Err(error) => tracing::debug!(%addr, %error, "join fetch failed"),
+            }
+        }
+        if ledger.standing(&did).is_some_and(|s| s.is_active_device()) {
+            tracing::info!(%did, "registered on the ledger: joining the network");
+            for addr in &bootstrap {
+                if let Err(error) = overlay.dial(addr.clone()).await {
+                    tracing::debug!(%addr, %error, "bootstrap dial after registration failed");
+                }
+            }
+            return;
+        }
+        tokio::time::sleep(REGISTRATION_POLL).await;
     }
 }

@@ -174,3 +174,31 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
         SignedCheckpoint::verify(note, &network.id, &network.log_key)
     }
 }
+
+/// Up to `max` entries (at most `max_bytes` of them) from `from` on, never
+/// past `tree_size` nor this ledger's end, with the consistency proof that
+/// they lead to the tree of `tree_size` entries (empty when they reach it).
+/// Bounded whatever a peer asks.
+pub fn proven_batch(
+    ledger: &dyn Ledger,
+    from: u64,
+    max: u64,
+    max_bytes: usize,
+    tree_size: u64,
+) -> (Vec<Vec<u8>>, Vec<EntryHash>) {
+    let size = tree_size.min(ledger.head().height);
+    let wanted = size.saturating_sub(from).min(max);
+    let mut entries = ledger.entries(from, usize::try_from(wanted).unwrap_or(usize::MAX));
+    let mut bytes = 0;
+    entries.retain(|e| {
+        bytes += e.len();
+        bytes <= max_bytes
+    });
+    let reached = from.saturating_add(entries.len() as u64);
+    let proof = if entries.is_empty() || reached == tree_size {
+        Vec::new()
+    } else {
+        ledger.consistency_proof(reached, tree_size).unwrap_or_default()
+    };
+    (entries, proof)
+}

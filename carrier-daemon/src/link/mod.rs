@@ -10,6 +10,7 @@
 //! twice. The libp2p wrapping of links lives in `overlay::transport`.
 
 mod handshake;
+pub mod join;
 mod limits;
 pub mod quic;
 
@@ -57,6 +58,10 @@ pub enum LinkError {
     /// The peer had not spoken when a newer attempt needed its slot.
     #[error("evicted: silent while the handshake slots were full")]
     Evicted,
+    /// A newcomer's join connection (no link): it is served ledger
+    /// entries on its own, within the join limits.
+    #[error("a join connection, served apart from the links")]
+    Join,
 }
 
 impl From<quinn::ConnectionError> for LinkError {
@@ -120,6 +125,8 @@ pub struct LinkContext {
     /// The link layer's own tasks (accepting, handshakes, the overlay
     /// actor), aborted last at shutdown.
     tasks: Tasks,
+    /// Limits on newcomers' join connections.
+    join: Arc<join::JoinServer>,
 }
 
 impl LinkContext {
@@ -131,6 +138,7 @@ impl LinkContext {
             did,
             ledger,
             limits,
+            join: Arc::default(),
             slots: Arc::default(),
             live: Mutex::default(),
             endpoint: Mutex::default(),
@@ -350,6 +358,11 @@ impl LinkContext {
         let accepted: Mutex<Option<quinn::Connection>> = Mutex::new(None);
         let attempt = async {
             let connection = incoming.await?;
+            if quic::is_join(&connection) {
+                let (server, ledger) = (Arc::clone(&self.join), Arc::clone(&self.ledger));
+                self.tasks.spawn(async move { server.serve(ledger, connection).await });
+                return Err(LinkError::Join);
+            }
             *accepted.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
             let peer = handshake::run(self, &connection, handshake::Role::Listener, &|| permit.spoke()).await?;
             Ok::<_, LinkError>(Link { connection, peer })
@@ -389,6 +402,7 @@ impl LinkContext {
             Err(LinkError::RefusedByPeer(reason)) => format!("refused_by_peer_{}", name(*reason)),
             Err(LinkError::Busy) => "refused_busy".into(),
             Err(LinkError::Evicted) => "handshakes_evicted_silent".into(),
+            Err(LinkError::Join) => "join_connections".into(),
             Err(LinkError::Timeout) => format!("handshake_timeouts_{direction}"),
             Err(_) => format!("link_failures_{direction}"),
         });

@@ -21,6 +21,8 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 /// Server name used in every TLS ClientHello; certificates are not checked
 /// against it.
 pub const SERVER_NAME: &str = "carrier";
+/// ALPN of a newcomer's join connection (see `join.rs`).
+pub(crate) const JOIN_ALPN: &[u8] = b"carrier-join/1";
 
 /// Why an endpoint could not be set up.
 #[non_exhaustive]
@@ -68,7 +70,7 @@ pub(crate) fn server_config() -> Result<quinn::ServerConfig, QuicSetupError> {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![cert.der().clone()], key)?;
-    tls.alpn_protocols = vec![PROTOCOL.to_vec()];
+    tls.alpn_protocols = vec![PROTOCOL.to_vec(), JOIN_ALPN.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -78,6 +80,24 @@ pub(crate) fn server_config() -> Result<quinn::ServerConfig, QuicSetupError> {
 
 /// Client side: accepts any certificate (see the module docs), ALPN `carrier/1`.
 pub(crate) fn client_config() -> Result<quinn::ClientConfig, QuicSetupError> {
+    client_config_for(PROTOCOL)
+}
+
+/// Client side of a newcomer's join connection.
+pub(crate) fn join_client_config() -> Result<quinn::ClientConfig, QuicSetupError> {
+    client_config_for(JOIN_ALPN)
+}
+
+/// True if `connection` is a newcomer's join connection.
+pub(crate) fn is_join(connection: &quinn::Connection) -> bool {
+    connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+        .is_some_and(|alpn| alpn == JOIN_ALPN)
+}
+
+fn client_config_for(alpn: &[u8]) -> Result<quinn::ClientConfig, QuicSetupError> {
     let provider = provider();
     let verifier = Arc::new(AnyCertificate(provider.signature_verification_algorithms));
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -85,7 +105,7 @@ pub(crate) fn client_config() -> Result<quinn::ClientConfig, QuicSetupError> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![PROTOCOL.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| QuicSetupError::Quic(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

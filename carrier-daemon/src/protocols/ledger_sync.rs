@@ -26,7 +26,7 @@ use tokio::sync::{Mutex, broadcast};
 
 use super::{Handling, PeerStream, ProtocolError, ProtocolHandler, Router};
 use crate::framed::{FrameReader, FrameWriter};
-use crate::ledger::{Equivocation, ExtendError, Ledger};
+use crate::ledger::{Equivocation, ExtendError, Ledger, proven_batch};
 use crate::link::LinkContext;
 use crate::observe::Counters;
 use crate::overlay::{Overlay, OverlayEvent};
@@ -267,22 +267,9 @@ fn assess(ledger: &dyn Ledger, peer: Did, note: &[u8]) -> Assessment {
 /// proof that they lead to it. Bounded whatever the request says.
 fn serve(ledger: &dyn Ledger, fetch: pb::Fetch) -> pb::SyncEntries {
     let checkpoint = ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
-    let size = fetch.tree_size.min(ledger.head().height);
-    let wanted = size.saturating_sub(fetch.from).min(u64::from(fetch.max.min(BATCH)));
-    let mut entries = ledger.entries(fetch.from, wanted as usize);
-    let mut bytes = 0;
-    entries.retain(|e| {
-        bytes += e.len();
-        bytes <= BATCH_BYTES
-    });
-    let reached = fetch.from.saturating_add(entries.len() as u64);
-    let proof = if entries.is_empty() || reached == fetch.tree_size {
-        Vec::new()
-    } else {
-        let proof = ledger.consistency_proof(reached, fetch.tree_size).unwrap_or_default();
-        proof.iter().map(|h| h.0.to_vec()).collect()
-    };
-    pb::SyncEntries { entries, proof, checkpoint }
+    let max = u64::from(fetch.max.min(BATCH));
+    let (entries, proof) = proven_batch(ledger, fetch.from, max, BATCH_BYTES, fetch.tree_size);
+    pb::SyncEntries { entries, proof: proof.iter().map(|h| h.0.to_vec()).collect(), checkpoint }
 }
 
 impl ProtocolHandler for LedgerSync {

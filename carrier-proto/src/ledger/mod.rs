@@ -27,6 +27,7 @@ mod directory;
 mod entry;
 mod error;
 mod evidence;
+mod invite;
 pub mod merkle;
 mod sequencer;
 mod state;
@@ -43,6 +44,7 @@ pub use entry::{
 };
 pub use error::{LedgerError, Rejection};
 pub use evidence::{Comparison, compare};
+pub use invite::{INVITE_PREFIX, Invite, InviteError, MAX_BOOTSTRAP};
 pub use sequencer::{CLOCK_SKEW_MS, Sequencer};
 pub use state::{Head, LedgerState, Network, Record, Resolution, Revocation, Status, Subject};
 pub use verify::{BatchError, Replay, VerifiedBatch, check_batch, replay};

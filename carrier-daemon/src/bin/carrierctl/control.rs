@@ -116,12 +116,14 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
         let value = json!({
             "did": s.did, "network": s.network, "network_id": s.network_id, "uptime_ms": s.uptime_ms,
             "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer },
+            "registered": s.registered,
             "peers": s.peers, "routes": s.routes, "alarm": s.alarm, "apps": s.apps,
         });
         println!("{value}");
         return Ok(());
     }
-    println!("did:      {}", s.did);
+    let waiting = if s.registered { "" } else { " (waiting for registration)" };
+    println!("did:      {}{waiting}", s.did);
     println!("network:  {} ({})", s.network, s.network_id);
     println!("uptime:   {}", humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000)));
     println!("listen:   {}", s.listen_addrs.join(", "));

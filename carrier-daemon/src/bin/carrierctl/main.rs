@@ -81,6 +81,19 @@ enum Command {
     /// new entries to a running daemon.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// Print one line that lets a new device join: the network's genesis
+    /// (registrars, log key, quotas), its id, and bootstrap addresses. On
+    /// the new device: `carrierd init --invite LINE`.
+    ///
+    /// Example: carrierctl invite --ledger admin/ledger --bootstrap /ip4/192.0.2.7/udp/4242/quic-v1
+    Invite {
+        #[command(flatten)]
+        at: ledger::LedgerDir,
+        /// A bootstrap address (repeatable) [default: with --socket, the
+        /// daemon's listen addresses].
+        #[arg(long = "bootstrap", value_name = "ADDR")]
+        bootstrap: Vec<String>,
+    },
     /// The running daemon: DID, network, uptime, addresses, ledger head, counts.
     ///
     /// Example: carrierctl status --json
@@ -168,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger(command) => ledger::run(command, &target, json),
+        Command::Invite { at, bootstrap } => invite(&at, &target, bootstrap),
         Command::Status => control::status(&target, json),
         Command::Peers => control::peers(&target, json),
         Command::Routes => control::routes(&target, json),
@@ -181,4 +195,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch => control::watch(&target, json),
         Command::Disconnect { did } => control::disconnect(&target, &did),
     }
+}
+
+/// Prints the invitation line for the network of `at` (or the daemon's).
+fn invite(at: &ledger::LedgerDir, target: &control::Target, mut bootstrap: Vec<String>) -> anyhow::Result<()> {
+    use carrier_proto::pb::{control_request::Request, control_response::Response};
+    let genesis = ledger::entries_of(at, target)?.into_iter().next().context("the ledger is empty")?;
+    let genesis = carrier_proto::ledger::Entry::decode(&genesis)?;
+    if bootstrap.is_empty() && target.socket().is_some() {
+        let Response::Status(status) = target.request(Request::Status(carrier_proto::pb::StatusRequest {}))? else {
+            anyhow::bail!("unexpected reply from carrierd")
+        };
+        bootstrap = status.listen_addrs.into_iter().filter(|a| !a.contains("/0.0.0.0/")).collect();
+    }
+    if bootstrap.is_empty() {
+        anyhow::bail!("give at least one --bootstrap address the new device can reach");
+    }
+    let invite = carrier_proto::ledger::Invite::new(genesis, bootstrap)?;
+    println!("{}", invite.to_line());
+    Ok(())
 }

@@ -16,10 +16,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use carrier_daemon::config::Config;
 use carrier_daemon::daemon::Daemon;
+use carrier_daemon::ledger::LedgerStore;
 use carrier_daemon::notify;
 use carrier_daemon::paths::{self, DataDir, Mode, Paths};
 use carrier_proto::identity::{Identity, IdentityKind};
 use carrier_proto::keystore::{self, KeyStoreError};
+use carrier_proto::ledger::Invite;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -44,6 +46,15 @@ enum Command {
         /// Succeed quietly when an identity exists already (for service start-up).
         #[arg(long)]
         if_missing: bool,
+        /// Join the network of this invitation (`carrierctl invite`): also
+        /// write its genesis and a configuration with its bootstrap addresses.
+        #[arg(long, value_name = "LINE", conflicts_with = "if_missing")]
+        invite: Option<String>,
+        /// With --invite: the configuration file to write [default:
+        /// ~/.config/carrier/carrierd.toml, or /etc/carrier/carrierd.toml
+        /// with --system]; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE", requires = "invite")]
+        config: Option<PathBuf>,
     },
     /// Run the daemon in the foreground until SIGTERM or SIGINT (as systemd runs it).
     ///
@@ -69,14 +80,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { data_dir, system, if_missing } => {
+        Command::Init { data_dir, system, if_missing, invite, config } => {
             cli::init_logging("info");
+            let mode = if system { Mode::System } else { Mode::User };
             let dir = match (data_dir, system) {
                 (Some(dir), _) => dir,
                 (None, true) => Paths::for_mode(Mode::System)?.data_dir,
                 (None, false) => paths::data_dir(None)?,
             };
-            init(DataDir::new(dir), if_missing)
+            // Check the line before any key is made.
+            let invite = invite.map(|line| Invite::parse(&line)).transpose()?;
+            let dir = DataDir::new(dir);
+            init(&dir, if_missing)?;
+            match invite {
+                Some(invite) => {
+                    let config = match config {
+                        Some(path) => path,
+                        None => Paths::for_mode(mode)?.config_file,
+                    };
+                    join(&dir, &invite, &config)
+                }
+                None => Ok(()),
+            }
         }
         Command::Run { config, system, data_dir } => {
             let mode = if system { Mode::System } else { Mode::User };
@@ -112,7 +137,35 @@ async fn serve(config: Config, data_dir: DataDir, runtime_dir: PathBuf) -> anyho
     Ok(())
 }
 
-fn init(dir: DataDir, if_missing: bool) -> anyhow::Result<()> {
+/// Writes the invitation's genesis and a configuration naming its
+/// bootstrap addresses.
+fn join(dir: &DataDir, invite: &Invite, config: &std::path::Path) -> anyhow::Result<()> {
+    LedgerStore::create_replica(&dir.ledger(), invite.genesis.clone())
+        .with_context(|| format!("cannot write the network's genesis into {}", dir.ledger().display()))?;
+    let bootstrap: Vec<String> = invite.bootstrap.iter().map(|a| format!("{a:?}")).collect();
+    let text = format!(
+        "# Written by `carrierd init --invite` for network {}.\nbootstrap = [{}]\n",
+        invite.network_id(),
+        bootstrap.join(", ")
+    );
+    if config.exists() {
+        println!("{} exists already; add the invitation's bootstrap addresses to it:", config.display());
+        println!("  bootstrap = [{}]", bootstrap.join(", "));
+    } else {
+        if let Some(parent) = config.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(config, text).with_context(|| format!("cannot write {}", config.display()))?;
+        println!("wrote {} (bootstrap: {})", config.display(), invite.bootstrap.join(", "));
+    }
+    println!(
+        "network {} ready: start carrierd; it waits for its registration and is admitted once the admin registers the card",
+        invite.network_id()
+    );
+    Ok(())
+}
+
+fn init(dir: &DataDir, if_missing: bool) -> anyhow::Result<()> {
     let key_path = dir.device_key();
     if let Ok(existing) = keystore::load(&key_path) {
         if if_missing {

@@ -196,6 +196,7 @@ impl Handler {
             apps: self.delivery.connected_apps().iter().map(Did::to_string).collect(),
             checkpoint: self.ledger.checkpoint().map(|c| c.text().to_owned()).unwrap_or_default(),
             sequencer: self.ledger.is_sequencer(),
+            registered: self.ledger.standing(&self.did).is_some_and(|s| s.is_active_device()),
         }))
     }
 

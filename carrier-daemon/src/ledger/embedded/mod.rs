@@ -178,7 +178,7 @@ impl Ledger for EmbeddedLedger {
 
     fn checkpoint(&self) -> Option<SignedCheckpoint> {
         match &*self.inner.read().unwrap_or_else(PoisonError::into_inner) {
-            Backing::Store(store) => Some(store.checkpoint().clone()),
+            Backing::Store(store) => store.checkpoint().cloned(),
             Backing::Memory { .. } => None,
         }
     }
@@ -212,7 +212,13 @@ impl Ledger for EmbeddedLedger {
     fn compare(&self, theirs: &SignedCheckpoint) -> Option<Comparison> {
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let Backing::Store(store) = &*guard else { return None };
-        Some(compare(store.state(), store.checkpoint(), theirs))
+        match store.checkpoint() {
+            Some(ours) => Some(compare(store.state(), ours, theirs)),
+            // A genesis-only replica: any checkpoint of this network (it
+            // verified under the genesis's log key) is ahead or the same.
+            None if theirs.size() > 1 => Some(Comparison::Newer),
+            None => Some(Comparison::Same),
+        }
     }
 
     fn did_of_key(&self, key: &SigningPublicKey) -> Option<Did> {
@@ -291,8 +297,16 @@ impl Ledger for EmbeddedLedger {
     fn adopt(&self, checkpoint: &SignedCheckpoint) {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let Backing::Store(store) = &mut *guard else { return };
-        let ours = store.checkpoint();
-        if ours.note() == checkpoint.note() || (ours.size(), ours.root()) != (checkpoint.size(), checkpoint.root()) {
+        let same = match store.checkpoint() {
+            Some(ours) => {
+                ours.note() != checkpoint.note() && (ours.size(), ours.root()) == (checkpoint.size(), checkpoint.root())
+            }
+            None => {
+                store.state().head()
+                    == carrier_proto::ledger::Head { height: checkpoint.size(), root: checkpoint.root() }
+            }
+        };
+        if !same {
             return;
         }
         if let Err(error) = store.save_checkpoint(checkpoint.clone()) {

@@ -128,8 +128,10 @@ pub struct LedgerStore {
     payloads: Vec<(u64, u32)>,
     /// Length of the file up to the end of the last whole record.
     len: u64,
-    /// The latest checkpoint, covering every entry.
-    checkpoint: SignedCheckpoint,
+    /// The latest checkpoint, covering every entry; `None` only in a
+    /// replica that holds nothing but the genesis (made from an invitation,
+    /// whose network id is the genesis's hash: nothing to sign yet).
+    checkpoint: Option<SignedCheckpoint>,
 }
 
 impl LedgerStore {
@@ -145,14 +147,32 @@ impl LedgerStore {
             })?;
         lock(&file, &path)?;
         let mut state = LedgerState::new();
-        let placeholder = sequencer.checkpoint(&state);
-        let mut store =
-            Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0, checkpoint: placeholder };
+        let mut store = Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0, checkpoint: None };
         store.write_synced(log_format::HEADER)?;
         let now = genesis.body().time_ms;
         sequencer.sequence(&mut state, genesis, now, |entry| store.write_records(&[entry.encoded()]))?;
         store.state = state;
         store.save_checkpoint(sequencer.checkpoint(&store.state))?;
+        Ok(store)
+    }
+
+    /// Makes a replica in `dir` that holds only `genesis` (from an
+    /// invitation); it fills up from peers, proven against checkpoints.
+    pub fn create_replica(dir: &Path, genesis: Entry) -> Result<Self, StoreError> {
+        let path = dir.join(LOG_FILE);
+        fs::create_dir_all(dir).map_err(io_error("creating ledger directory", dir))?;
+        let file =
+            OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => StoreError::Exists(path.clone()),
+                _ => StoreError::Io { action: "creating", path: path.clone(), source: e },
+            })?;
+        lock(&file, &path)?;
+        let mut store = Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0, checkpoint: None };
+        store.write_synced(log_format::HEADER)?;
+        let mut state = LedgerState::new();
+        state.append_with(genesis, |entry| store.write_records(&[entry.encoded()]))?;
+        store.state = state;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", dir))?;
         Ok(store)
     }
 
@@ -170,8 +190,13 @@ impl LedgerStore {
         // The genesis names the log key, which the checkpoint must verify
         // under before its size is believed.
         let genesis = load(&path, &bytes, Some(1))?;
-        let checkpoint = verify_note(dir, &genesis.state, &read_checkpoint(dir)?)?;
-        let size = usize::try_from(checkpoint.size()).unwrap_or(usize::MAX);
+        let checkpoint = match read_checkpoint(dir) {
+            Ok(note) => Some(verify_note(dir, &genesis.state, &note)?),
+            // A replica made from an invitation, before its first checkpoint.
+            Err(StoreError::Checkpoint { .. }) if !dir.join("log.key").exists() => None,
+            Err(error) => return Err(error),
+        };
+        let size = checkpoint.as_ref().map_or(1, |c| usize::try_from(c.size()).unwrap_or(usize::MAX));
         let covered = genesis.payloads.len();
         if covered < size {
             return Err(StoreError::Mismatch {
@@ -180,7 +205,10 @@ impl LedgerStore {
             });
         }
         let mut loaded = load(&path, &bytes, Some(size))?;
-        let checkpoint = check_checkpoint(dir, &loaded.state, checkpoint.note().to_vec())?;
+        let checkpoint = match checkpoint {
+            Some(c) => Some(check_checkpoint(dir, &loaded.state, c.note().to_vec())?),
+            None => None,
+        };
         let mut len = match loaded.end {
             End::Torn { offset, .. } => offset as u64,
             _ => bytes.len() as u64,
@@ -208,6 +236,7 @@ impl LedgerStore {
     pub fn verify(dir: &Path) -> Result<(LedgerState, SignedCheckpoint), StoreError> {
         let (_, loaded) = load_strict(dir)?;
         let checkpoint = check_checkpoint(dir, &loaded.state, read_checkpoint(dir)?)?;
+        // (A genesis-only replica has no checkpoint: `verify` names that.)
         if checkpoint.size() != loaded.state.head().height {
             return Err(StoreError::Mismatch {
                 path: dir.join(LOG_FILE),
@@ -239,9 +268,9 @@ impl LedgerStore {
         &self.state
     }
 
-    /// The latest checkpoint.
-    pub fn checkpoint(&self) -> &SignedCheckpoint {
-        &self.checkpoint
+    /// The latest checkpoint (none in a genesis-only replica).
+    pub fn checkpoint(&self) -> Option<&SignedCheckpoint> {
+        self.checkpoint.as_ref()
     }
 
     /// The log file.
@@ -319,7 +348,7 @@ impl LedgerStore {
             .and_then(|()| fs::rename(&tmp, &path))
             .and_then(|()| File::open(dir).and_then(|d| d.sync_all()));
         written.map_err(io_error("writing checkpoint", &path))?;
-        self.checkpoint = checkpoint;
+        self.checkpoint = Some(checkpoint);
         Ok(())
     }
 

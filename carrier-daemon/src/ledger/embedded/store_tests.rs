@@ -68,7 +68,7 @@ fn entries_survive_reopen() {
     let genesis = store.read_entry(0).unwrap().unwrap();
     assert_eq!(genesis.hash(), store.state().network().unwrap().id);
     assert_eq!(store.read_entry(3).unwrap().unwrap().hash(), store.state().entry_hash(3).unwrap());
-    assert_eq!(store.checkpoint().root(), head.root);
+    assert_eq!(store.checkpoint().unwrap().root(), head.root);
     assert!(store.read_entry(4).unwrap().is_none());
 }
 
@@ -92,7 +92,7 @@ fn torn_last_record_is_cut_on_open_and_reported_by_verify() {
     // A crash after the last record was (partly) written, before the
     // checkpoint that would cover it.
     let (mut fixture, mut store) = Fixture::new(1);
-    let before = store.checkpoint().clone();
+    let before = store.checkpoint().unwrap().clone();
     fixture.register(&mut store).unwrap();
     fs::write(fixture.dir.path().join(CHECKPOINT_FILE), before.note()).unwrap();
     let whole = fs::read(fixture.log()).unwrap();
@@ -182,7 +182,7 @@ fn names_missing_existing_and_foreign_files() {
 #[test]
 fn open_refuses_a_log_that_does_not_match_its_checkpoint() {
     let (mut fixture, mut store) = Fixture::new(2);
-    let old = store.checkpoint().clone();
+    let old = store.checkpoint().unwrap().clone();
     fixture.register(&mut store).unwrap();
     drop(store);
     // An older checkpoint is consistent: the entries past it are cut.
@@ -195,9 +195,16 @@ fn open_refuses_a_log_that_does_not_match_its_checkpoint() {
     let state = LedgerStore::verify(fixture.dir.path()).unwrap().0;
     fs::write(fixture.dir.path().join(CHECKPOINT_FILE), forged.checkpoint(&state).note()).unwrap();
     assert!(matches!(LedgerStore::open(fixture.dir.path()), Err(StoreError::Checkpoint { .. })));
-    // A missing checkpoint too.
+    // A missing checkpoint: the sequencer's own directory refuses to open...
     fs::remove_file(fixture.dir.path().join(CHECKPOINT_FILE)).unwrap();
+    fs::write(fixture.dir.path().join("log.key"), b"the sequencer's key").unwrap();
     assert!(matches!(LedgerStore::open(fixture.dir.path()), Err(StoreError::Checkpoint { .. })));
+    // ...a replica keeps only what needs no signature (its genesis) and
+    // fetches the rest from peers again.
+    fs::remove_file(fixture.dir.path().join("log.key")).unwrap();
+    let store = LedgerStore::open(fixture.dir.path()).unwrap();
+    assert_eq!(store.state().head().height, 1);
+    assert!(store.checkpoint().is_none());
 }
 
 #[test]
