@@ -120,6 +120,12 @@ impl SigningPublicKey {
         Self::from_bytes(array32(bytes, what)?)
     }
 
+    /// Like [`from_slice`](Self::from_slice), without the curve-point
+    /// check, for bytes that passed it before (see `Entry::decode_known`).
+    pub(crate) fn known_slice(bytes: &[u8], what: &'static str) -> Result<Self, KeyError> {
+        Ok(Self(array32(bytes, what)?))
+    }
+
     /// The raw key.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -196,8 +202,21 @@ impl NoisePublicKey {
     /// of small order gives the same (all-zero) shared secret to everyone,
     /// so a handshake with it would prove nothing.
     pub fn is_contributory(&self) -> bool {
-        // Any clamped scalar is a multiple of the cofactor, so it sends a
-        // small-order point (in any encoding) to zero.
+        // A point on the curve (every honest key is one) maps to an Edwards
+        // point; a clamped scalar is a multiple of the cofactor and not of
+        // the group order, so Diffie-Hellman gives zero exactly when that
+        // point has small order. Checking that costs a few field operations
+        // where the ladder below costs a full scalar multiplication.
+        match curve25519_dalek::montgomery::MontgomeryPoint(self.0).to_edwards(0) {
+            Some(point) => !point.is_small_order(),
+            None => self.is_contributory_by_dh(),
+        }
+    }
+
+    /// The same question, answered by Diffie-Hellman itself: any clamped
+    /// scalar sends a small-order point (in any encoding, on the curve or
+    /// its twist) to zero.
+    fn is_contributory_by_dh(&self) -> bool {
         x25519_dalek::x25519([0x5a; 32], self.0) != [0; 32]
     }
 
@@ -378,5 +397,44 @@ mod tests {
         let shown = format!("{id:?}");
         assert!(!shown.contains("171"), "{shown}");
         assert!(shown.contains("did:carrier:"));
+    }
+
+    /// The fast contributory check agrees with Diffie-Hellman itself on
+    /// every small-order point (each of the eight torsion points, in
+    /// canonical and non-canonical encodings, with the top bit set and
+    /// not), on points of the twist, and on random bytes.
+    #[test]
+    fn the_fast_contributory_check_agrees_with_diffie_hellman() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        for point in EIGHT_TORSION {
+            let u = point.to_montgomery().to_bytes();
+            cases.push(u);
+            let mut high = u;
+            high[31] |= 0x80;
+            cases.push(high);
+        }
+        // p - 1, p, p + 1 (0 and 1 spelled non-canonically), 2^255 - 1.
+        for low in [0xec, 0xed, 0xee, 0xff] {
+            let mut bytes = [0xff; 32];
+            bytes[0] = low;
+            bytes[31] = 0x7f;
+            cases.push(bytes);
+        }
+        let mut seed = [0u8; 32];
+        for i in 0..4000u32 {
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            let hashed: [u8; 32] =
+                sha2::Digest::finalize(sha2::Digest::chain_update(<sha2::Sha256 as sha2::Digest>::new(), seed)).into();
+            cases.push(hashed);
+            cases.push(Identity::from_secrets(IdentityKind::Device, hashed, hashed).noise_key().0);
+        }
+        let mut small = 0;
+        for bytes in cases {
+            let key = NoisePublicKey(bytes);
+            assert_eq!(key.is_contributory(), key.is_contributory_by_dh(), "{bytes:02x?}");
+            small += usize::from(!key.is_contributory());
+        }
+        assert!(small >= 16, "the torsion points must be caught: {small}");
     }
 }

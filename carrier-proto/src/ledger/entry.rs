@@ -244,6 +244,18 @@ impl Entry {
 
     /// Decodes and shape-checks an entry. Does not check the signature.
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        Self::decode_with(bytes, Trust::Checked)
+    }
+
+    /// Decodes an entry this ledger decoded with every check before (a
+    /// store re-opening its log, whose root then must match its signed
+    /// checkpoint): the shape and canonical form are checked, but not that
+    /// each key is a curve point, which costs a square root per key.
+    pub fn decode_known(bytes: &[u8]) -> Result<Self, EntryError> {
+        Self::decode_with(bytes, Trust::Known)
+    }
+
+    fn decode_with(bytes: &[u8], trust: Trust) -> Result<Self, EntryError> {
         if bytes.len() > MAX_ENTRY_SIZE {
             return Err(EntryError::TooLarge(bytes.len()));
         }
@@ -251,7 +263,7 @@ impl Entry {
         let signature: [u8; 64] =
             signed.signature.as_slice().try_into().map_err(|_| EntryError::SignatureLength(signed.signature.len()))?;
         let message = pb::EntryBody::decode(signed.body.as_slice()).map_err(|e| EntryError::Decode(e.to_string()))?;
-        let body = body_from_pb(message)?;
+        let body = body_from_pb(message, trust)?;
         // Canonical form: re-encoding must give the signed bytes exactly, and
         // the outer message must be the one we would write. This rules out
         // unknown fields, repeated fields and other malleable encodings.
@@ -339,7 +351,7 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
     pb::EntryBody { network, time_ms: body.time_ms, signer: body.signer.as_bytes().to_vec(), op: Some(op) }
 }
 
-fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
+fn body_from_pb(message: pb::EntryBody, trust: Trust) -> Result<EntryBody, EntryError> {
     use pb::entry_body::Op as P;
     let genesis = matches!(message.op, Some(P::Genesis(_)));
     let network_id = match (genesis, message.network.len()) {
@@ -347,7 +359,7 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
         (false, 32) => EntryHash(message.network.as_slice().try_into().map_err(|_| EntryError::NetworkLength(32))?),
         (_, len) => return Err(EntryError::NetworkLength(len)),
     };
-    let signer = SigningPublicKey::from_slice(&message.signer, "signer key")?;
+    let signer = trust.key(&message.signer, "signer key")?;
     let op = match message.op.ok_or(EntryError::MissingOp)? {
         P::Genesis(g) => {
             check_list("registrars", g.registrars.len())?;
@@ -359,12 +371,8 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
             }
             Op::Genesis {
                 network: text("network name", g.network, false)?,
-                registrars: g
-                    .registrars
-                    .iter()
-                    .map(|k| SigningPublicKey::from_slice(k, "registrar key"))
-                    .collect::<Result<_, _>>()?,
-                log_key: SigningPublicKey::from_slice(&g.log_key, "log key")?,
+                registrars: g.registrars.iter().map(|k| trust.key(k, "registrar key")).collect::<Result<_, _>>()?,
+                log_key: trust.key(&g.log_key, "log key")?,
                 quotas: Quotas {
                     max_apps_per_device: g.max_apps_per_device,
                     max_requests_per_minute: g.max_requests_per_minute,
@@ -373,20 +381,20 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
         }
         P::RegisterDevice(d) => {
             check_list("roles", d.roles.len())?;
-            let keys = keys(&d.signing_key, &d.noise_key)?;
+            let keys = trust.keys(&d.signing_key, &d.noise_key)?;
             Op::RegisterDevice {
-                did: Did::parse_expecting(&d.did, &[keys.signing])?,
+                did: trust.did(&d.did, &[keys.signing])?,
                 keys,
                 roles: d.roles.into_iter().map(|r| text("role", r, false)).collect::<Result<_, _>>()?,
             }
         }
         P::RegisterApp(a) => {
-            let keys = keys(&a.signing_key, &a.noise_key)?;
+            let keys = trust.keys(&a.signing_key, &a.noise_key)?;
             Op::RegisterApp {
-                did: Did::parse_expecting(&a.did, &[keys.signing])?,
+                did: trust.did(&a.did, &[keys.signing])?,
                 keys,
                 // The hosting device signs, so its DID is usually the signer's.
-                device: Did::parse_expecting(&a.device, &[signer])?,
+                device: trust.did(&a.device, &[signer])?,
                 name: text("app name", a.name, false)?,
                 consent: Consent(
                     a.consent.as_slice().try_into().map_err(|_| EntryError::ConsentLength(a.consent.len()))?,
@@ -394,20 +402,44 @@ fn body_from_pb(message: pb::EntryBody) -> Result<EntryBody, EntryError> {
             }
         }
         P::RotateKeys(r) => {
-            Op::RotateKeys { did: Did::parse_expecting(&r.did, &[signer])?, keys: keys(&r.signing_key, &r.noise_key)? }
+            Op::RotateKeys { did: trust.did(&r.did, &[signer])?, keys: trust.keys(&r.signing_key, &r.noise_key)? }
         }
-        P::Revoke(r) => {
-            Op::Revoke { did: Did::parse_expecting(&r.did, &[signer])?, reason: text("reason", r.reason, true)? }
-        }
+        P::Revoke(r) => Op::Revoke { did: trust.did(&r.did, &[signer])?, reason: text("reason", r.reason, true)? },
     };
     Ok(EntryBody { network_id, time_ms: message.time_ms, signer, op })
 }
 
-fn keys(signing: &[u8], noise: &[u8]) -> Result<PublicKeys, KeyError> {
-    Ok(PublicKeys {
-        signing: SigningPublicKey::from_slice(signing, "signing key")?,
-        noise: NoisePublicKey::from_slice(noise, "noise key")?,
-    })
+/// How far to trust the bytes of an entry being decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Check every key is a curve point (bytes seen for the first time).
+    Checked,
+    /// Bytes this ledger decoded with every check before, proven unchanged
+    /// by the Merkle root (see [`Entry::decode_known`]).
+    Known,
+}
+
+impl Trust {
+    fn key(self, bytes: &[u8], what: &'static str) -> Result<SigningPublicKey, KeyError> {
+        match self {
+            Trust::Checked => SigningPublicKey::from_slice(bytes, what),
+            Trust::Known => SigningPublicKey::known_slice(bytes, what),
+        }
+    }
+
+    fn keys(self, signing: &[u8], noise: &[u8]) -> Result<PublicKeys, KeyError> {
+        Ok(PublicKeys {
+            signing: self.key(signing, "signing key")?,
+            noise: NoisePublicKey::from_slice(noise, "noise key")?,
+        })
+    }
+
+    fn did(self, text: &str, known: &[SigningPublicKey]) -> Result<Did, DidError> {
+        match self {
+            Trust::Checked => Did::parse_expecting(text, known),
+            Trust::Known => Did::parse_known(text),
+        }
+    }
 }
 
 fn text(what: &'static str, value: String, may_be_empty: bool) -> Result<String, EntryError> {

@@ -235,13 +235,27 @@ impl LedgerState {
     /// Applies an entry whose signature the caller has verified already
     /// (batch verification during replay).
     pub(crate) fn apply_signed(&mut self, entry: &Entry) -> Result<(), Rejection> {
-        self.check(entry)?;
+        self.check_with(entry, Points::Check)?;
+        self.commit(entry);
+        Ok(())
+    }
+
+    /// Applies an entry this ledger verified when it was first appended
+    /// (a store re-opening a log whose root matches its checkpoint): every
+    /// rule but the signature and the curve-point checks, which depend on
+    /// the entry's bytes alone and cannot have changed.
+    pub(crate) fn apply_known(&mut self, entry: &Entry) -> Result<(), Rejection> {
+        self.check_with(entry, Points::Known)?;
         self.commit(entry);
         Ok(())
     }
 
     /// Checks every rule except the signature. Changes nothing.
     fn check(&self, entry: &Entry) -> Result<(), Rejection> {
+        self.check_with(entry, Points::Check)
+    }
+
+    fn check_with(&self, entry: &Entry, points: Points) -> Result<(), Rejection> {
         let body = entry.body();
         if let Some(at) = self.position(&entry.hash()) {
             return Err(Rejection::AlreadyInLog(at));
@@ -267,7 +281,7 @@ impl LedgerState {
                 if !registrar {
                     return Err(unauthorized());
                 }
-                self.check_new(did, keys)
+                self.check_new(did, keys, points)
             }
             Op::RegisterApp { did, keys, device, consent, .. } => {
                 if !consent.verify(&keys.signing, device, &network.id) {
@@ -284,14 +298,14 @@ impl LedgerState {
                 if self.apps_registered.get(device).copied().unwrap_or(0) >= max {
                     return Err(Rejection::TooManyApps { device: *device, max });
                 }
-                self.check_new(did, keys)
+                self.check_new(did, keys, points)
             }
             Op::RotateKeys { did, keys } => {
                 let record = self.active(did)?;
                 if !self.may_act_on(record, signer, registrar) {
                     return Err(unauthorized());
                 }
-                self.check_unused(keys)
+                self.check_unused(keys, points)
             }
             Op::Revoke { did, .. } => {
                 let record = self.active(did)?;
@@ -367,22 +381,27 @@ impl LedgerState {
         }
     }
 
-    fn check_new(&self, did: &Did, keys: &PublicKeys) -> Result<(), Rejection> {
+    fn check_new(&self, did: &Did, keys: &PublicKeys, points: Points) -> Result<(), Rejection> {
         if self.records.contains_key(did) {
             return Err(Rejection::AlreadyRegistered(*did));
         }
         if did.signing_key() != keys.signing {
             return Err(Rejection::DidKeyMismatch(*did));
         }
-        self.check_unused(keys)
+        self.check_unused(keys, points)
     }
 
-    fn check_unused(&self, keys: &PublicKeys) -> Result<(), Rejection> {
-        if let Some(why) = keys.signing.weakness() {
-            return Err(Rejection::UntrustedKey { which: "signing", why });
-        }
-        if !keys.noise.is_contributory() {
-            return Err(Rejection::UntrustedKey { which: "noise", why: "a point of small order (non-contributory)" });
+    fn check_unused(&self, keys: &PublicKeys, points: Points) -> Result<(), Rejection> {
+        if points == Points::Check {
+            if let Some(why) = keys.signing.weakness() {
+                return Err(Rejection::UntrustedKey { which: "signing", why });
+            }
+            if !keys.noise.is_contributory() {
+                return Err(Rejection::UntrustedKey {
+                    which: "noise",
+                    why: "a point of small order (non-contributory)",
+                });
+            }
         }
         if self.used_signing_keys.contains(&keys.signing) || self.used_noise_keys.contains(&keys.noise) {
             return Err(Rejection::KeyReused);
@@ -396,6 +415,15 @@ impl LedgerState {
         self.current_keys.insert(keys.signing, did);
         self.records.insert(did, Record { subject, keys: *keys, registered_at: seq, revoked: None });
     }
+}
+
+/// Whether to check that keys are sound curve points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Points {
+    /// Check them (every entry seen for the first time).
+    Check,
+    /// Checked when the entry was first appended (see `apply_known`).
+    Known,
 }
 
 fn check_genesis(

@@ -8,7 +8,7 @@
 //! Audit commands (`checkpoint`, `audit`, `prove`, `check-proof`) are in
 //! `audit.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -17,7 +17,7 @@ use carrier_daemon::paths::{self, DataDir};
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
 use carrier_proto::ledger::Consent;
-use carrier_proto::ledger::{Entry, EntryHash, LedgerState, Op, Quotas, Sequencer};
+use carrier_proto::ledger::{Entry, LedgerState, Op, Quotas, Sequencer};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
 
@@ -26,8 +26,6 @@ use crate::render;
 
 /// The log key's file name in the admin's ledger directory.
 const LOG_KEY_FILE: &str = "log.key";
-/// Entries per publish request (well under the control frame limit).
-const PUBLISH_BATCH: u64 = 500;
 
 #[derive(Subcommand)]
 pub(crate) enum LedgerCommand {
@@ -64,7 +62,7 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         at: LedgerDir,
         #[command(flatten)]
-        how: How,
+        how: crate::submit::How,
         /// Registrar key file.
         #[arg(long)]
         key: PathBuf,
@@ -85,7 +83,7 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         at: LedgerDir,
         #[command(flatten)]
-        how: How,
+        how: crate::submit::How,
         /// The hosting device's key file.
         #[arg(long)]
         key: PathBuf,
@@ -109,7 +107,7 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         at: LedgerDir,
         #[command(flatten)]
-        how: How,
+        how: crate::submit::How,
         /// Signer's key file.
         #[arg(long)]
         key: PathBuf,
@@ -126,7 +124,7 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         at: LedgerDir,
         #[command(flatten)]
-        how: How,
+        how: crate::submit::How,
         /// Signer's key file.
         #[arg(long)]
         key: PathBuf,
@@ -237,23 +235,6 @@ pub(crate) enum LedgerCommand {
     },
 }
 
-/// Where a signed request goes, instead of the ledger directory.
-#[derive(Args)]
-pub(crate) struct How {
-    /// Hand the signed request to the running daemon (`--socket`, `--system`
-    /// or the user daemon), which sequences it or forwards it to the
-    /// sequencer, instead of sequencing it in a ledger directory.
-    #[arg(long)]
-    submit: bool,
-    /// With --submit: wait until the request is sequenced or refused.
-    #[arg(long, requires = "submit")]
-    wait: bool,
-    /// Write the signed request to FILE, for `carrierctl ledger submit`
-    /// elsewhere.
-    #[arg(long, value_name = "FILE", conflicts_with = "submit")]
-    out: Option<PathBuf>,
-}
-
 /// Which ledger to work on.
 #[derive(Args)]
 pub(crate) struct LedgerDir {
@@ -323,12 +304,12 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
             let card = read_card(&card, IdentityKind::Device)?;
             let op = Op::RegisterDevice { did: card.did(), keys: card.keys(), roles };
             let signer = keystore::load_kind(&key, IdentityKind::Registrar)?;
-            write(&at, &how, target, &signer, op)
+            crate::submit::write(&at, &how, target, &signer, op)
         }
         LedgerCommand::RegisterApp { at, how, key, name, app_key, consent, card } => {
             let card = read_card(&card, IdentityKind::App)?;
             let device = keystore::load_kind(&key, IdentityKind::Device)?;
-            let network = network_id(&at, &how, target)?;
+            let network = crate::submit::network_id(&at, &how, target)?;
             let consent = match (app_key, consent) {
                 (Some(path), _) => {
                     let app = keystore::load_kind(&path, IdentityKind::App)?;
@@ -348,17 +329,17 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
                 );
             }
             let op = Op::RegisterApp { did: card.did(), keys: card.keys(), device: device.did(), name, consent };
-            write(&at, &how, target, &device, op)
+            crate::submit::write(&at, &how, target, &device, op)
         }
         LedgerCommand::Rotate { at, how, key, did, card } => {
             let card = Card::parse(&card_text(&card)?)?;
-            write(&at, &how, target, &keystore::load(&key)?, Op::RotateKeys { did, keys: card.keys() })
+            crate::submit::write(&at, &how, target, &keystore::load(&key)?, Op::RotateKeys { did, keys: card.keys() })
         }
         LedgerCommand::Revoke { at, how, key, reason, did } => {
-            write(&at, &how, target, &keystore::load(&key)?, Op::Revoke { did, reason })
+            crate::submit::write(&at, &how, target, &keystore::load(&key)?, Op::Revoke { did, reason })
         }
         LedgerCommand::Submit { request, wait } => {
-            let entry = read_request(&request)?;
+            let entry = crate::submit::read_request(&request)?;
             crate::submit::submit(target, entry, wait)
         }
         LedgerCommand::Pending => crate::submit::pending(target, json),
@@ -377,7 +358,7 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
             render::resolution(&resolution, json);
             Ok(())
         }
-        LedgerCommand::Publish { at } => publish(&at.path()?, target, Vec::new()),
+        LedgerCommand::Publish { at } => crate::submit::publish(&at.path()?, target, Vec::new()),
         LedgerCommand::Checkpoint { at } => crate::audit::checkpoint(&at, target),
         LedgerCommand::Audit { at, since } => crate::audit::audit(&at, target, &since, json),
         LedgerCommand::Prove { at, did, out } => crate::audit::prove(&at, target, did, out),
@@ -410,50 +391,6 @@ fn entries_from_daemon(target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
     }
 }
 
-/// Signs `op` as `signer`'s request and, as `how` says, sequences it in
-/// the ledger directory, submits it to the daemon, or writes it to a file.
-fn write(at: &LedgerDir, how: &How, target: &Target, signer: &Identity, op: Op) -> anyhow::Result<()> {
-    if !how.submit && how.out.is_none() {
-        return sign_and_append(at, signer, op);
-    }
-    let entry = Entry::sign(network_id(at, how, target)?, now_ms(), op, signer);
-    match &how.out {
-        Some(path) => {
-            let text = format!("{}\n", crate::submit::request_text(&entry));
-            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-            println!(
-                "wrote the signed {} request to {}; hand it to any daemon with `carrierctl ledger submit`",
-                entry.op().name(),
-                path.display()
-            );
-            Ok(())
-        }
-        None => crate::submit::submit(target, entry, how.wait),
-    }
-}
-
-/// The network id: the ledger directory's, or the daemon's when submitting.
-fn network_id(at: &LedgerDir, how: &How, target: &Target) -> anyhow::Result<EntryHash> {
-    if how.submit || (how.out.is_some() && at.ledger.is_none()) {
-        let Response::Status(status) = target.request(Request::Status(pb::StatusRequest {}))? else {
-            bail!("unexpected reply from carrierd")
-        };
-        return EntryHash::from_hex(&status.network_id).context("the daemon's ledger has no network yet");
-    }
-    Ok(at.open()?.state().network().context("the ledger has no genesis")?.id)
-}
-
-/// A request given inline (`carrier-request:…`) or as a file holding one.
-fn read_request(arg: &str) -> anyhow::Result<Entry> {
-    let text = if arg.starts_with(crate::submit::REQUEST_PREFIX) {
-        arg.to_owned()
-    } else {
-        std::fs::read_to_string(arg)
-            .with_context(|| format!("{arg} is neither a request nor a readable request file"))?
-    };
-    crate::submit::parse_request(text.trim())
-}
-
 /// Signs `op` as `signer`'s request and sequences it with the directory's
 /// log key.
 pub(crate) fn sign_and_append(at: &LedgerDir, signer: &Identity, op: Op) -> anyhow::Result<()> {
@@ -472,44 +409,6 @@ pub(crate) fn sign_and_append(at: &LedgerDir, signer: &Identity, op: Op) -> anyh
         }
         Some(Err(rejection)) => bail!("entry refused: {rejection}"),
         None => bail!("nothing was sequenced"),
-    }
-}
-
-/// Hands the directory's entries the daemon lacks to it, a batch at a
-/// time, each with a consistency proof to the directory's checkpoint.
-pub(crate) fn publish(dir: &Path, target: &Target, refused: Vec<pb::Refusal>) -> anyhow::Result<()> {
-    let (state, checkpoint) = LedgerStore::verify(dir)?;
-    let entries = LedgerStore::read_all(dir)?;
-    let Response::Status(status) = target.request(Request::Status(pb::StatusRequest {}))? else {
-        bail!("unexpected reply from carrierd")
-    };
-    let mut from = status.head.map(|h| h.height).unwrap_or(0);
-    let size = checkpoint.size();
-    let mut appended = 0;
-    loop {
-        let end = size.min(from + PUBLISH_BATCH);
-        let batch = entries[from.min(size) as usize..end.max(from.min(size)) as usize].to_vec();
-        let proof = match end < size && !batch.is_empty() {
-            true => state.tree().consistency_proof(end, size)?.iter().map(|h| h.0.to_vec()).collect(),
-            false => Vec::new(),
-        };
-        let request = pb::PublishRequest {
-            entries: batch,
-            from,
-            checkpoint: checkpoint.note().to_vec(),
-            proof,
-            refused: refused.clone(),
-        };
-        let Response::Publish(reply) = target.request(Request::Publish(request))? else {
-            bail!("unexpected reply from carrierd")
-        };
-        appended += reply.appended;
-        let height = reply.head.map(|h| h.height).unwrap_or(0);
-        if height >= size || reply.appended == 0 {
-            println!("published: the daemon took {appended} new entries; its ledger height is {height}");
-            return Ok(());
-        }
-        from = height;
     }
 }
 

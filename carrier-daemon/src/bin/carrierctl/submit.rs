@@ -1,5 +1,5 @@
-//! `carrierctl ledger submit|pending|sequence`, and `--submit` on the
-//! writing commands: authors' signed requests handed to a running daemon,
+//! `carrierctl ledger submit|pending|sequence|publish`, and `--submit` /
+//! `--out` on the writing commands: authors' signed requests handed to a running daemon,
 //! which sequences them (if it holds the log key) or holds them for the
 //! sequencer; and the admin's offline ledger directory sequencing what a
 //! daemon holds.
@@ -17,9 +17,18 @@ use carrier_proto::ledger::{Entry, Rejection, Sequencer};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response, submit_result::Result as Outcome};
 use serde_json::json;
 
+use std::path::{Path, PathBuf};
+
+use carrier_daemon::ledger::LedgerStore;
+use carrier_proto::identity::Identity;
+use carrier_proto::ledger::{EntryHash, Op};
+use clap::Args;
+
 use crate::control::Target;
 use crate::ledger::LedgerDir;
 
+/// Entries per publish request (well under the control frame limit).
+const PUBLISH_BATCH: u64 = 500;
 /// How a request line starts.
 pub(crate) const REQUEST_PREFIX: &str = "carrier-request:";
 /// How long `--wait` waits.
@@ -30,6 +39,109 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 /// The one-line form of a signed request.
 pub(crate) fn request_text(entry: &Entry) -> String {
     format!("{REQUEST_PREFIX}{}", B64.encode(entry.encoded()))
+}
+
+/// Where a signed request goes, instead of the ledger directory.
+#[derive(Args)]
+pub(crate) struct How {
+    /// Hand the signed request to the running daemon (`--socket`, `--system`
+    /// or the user daemon), which sequences it or forwards it to the
+    /// sequencer, instead of sequencing it in a ledger directory.
+    #[arg(long)]
+    submit: bool,
+    /// With --submit: wait until the request is sequenced or refused.
+    #[arg(long, requires = "submit")]
+    wait: bool,
+    /// Write the signed request to FILE, for `carrierctl ledger submit`
+    /// elsewhere.
+    #[arg(long, value_name = "FILE", conflicts_with = "submit")]
+    out: Option<PathBuf>,
+}
+
+/// Signs `op` as `signer`'s request and, as `how` says, sequences it in
+/// the ledger directory, submits it to the daemon, or writes it to a file.
+pub(crate) fn write(at: &LedgerDir, how: &How, target: &Target, signer: &Identity, op: Op) -> anyhow::Result<()> {
+    if !how.submit && how.out.is_none() {
+        return crate::ledger::sign_and_append(at, signer, op);
+    }
+    let entry = Entry::sign(network_id(at, how, target)?, now_ms(), op, signer);
+    match &how.out {
+        Some(path) => {
+            let text = format!("{}\n", request_text(&entry));
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote the signed {} request to {}; hand it to any daemon with `carrierctl ledger submit`",
+                entry.op().name(),
+                path.display()
+            );
+            Ok(())
+        }
+        None => submit(target, entry, how.wait),
+    }
+}
+
+/// The network id: the ledger directory's, or the daemon's when submitting.
+pub(crate) fn network_id(at: &LedgerDir, how: &How, target: &Target) -> anyhow::Result<EntryHash> {
+    if how.submit || (how.out.is_some() && at.ledger.is_none()) {
+        let Response::Status(status) = target.request(Request::Status(pb::StatusRequest {}))? else {
+            bail!("unexpected reply from carrierd")
+        };
+        return EntryHash::from_hex(&status.network_id).context("the daemon's ledger has no network yet");
+    }
+    Ok(at.open_store()?.state().network().context("the ledger has no genesis")?.id)
+}
+
+/// A request given inline (`carrier-request:…`) or as a file holding one.
+pub(crate) fn read_request(arg: &str) -> anyhow::Result<Entry> {
+    let text = if arg.starts_with(REQUEST_PREFIX) {
+        arg.to_owned()
+    } else {
+        std::fs::read_to_string(arg)
+            .with_context(|| format!("{arg} is neither a request nor a readable request file"))?
+    };
+    parse_request(text.trim())
+}
+
+/// Hands the directory's entries the daemon lacks to it, a batch at a
+/// time, each with a consistency proof to the directory's checkpoint.
+pub(crate) fn publish(dir: &Path, target: &Target, refused: Vec<pb::Refusal>) -> anyhow::Result<()> {
+    let (state, checkpoint) = LedgerStore::verify(dir)?;
+    let entries = LedgerStore::read_all(dir)?;
+    let Response::Status(status) = target.request(Request::Status(pb::StatusRequest {}))? else {
+        bail!("unexpected reply from carrierd")
+    };
+    let mut from = status.head.map(|h| h.height).unwrap_or(0);
+    let size = checkpoint.size();
+    let mut appended = 0;
+    loop {
+        let end = size.min(from + PUBLISH_BATCH);
+        let batch = entries[from.min(size) as usize..end.max(from.min(size)) as usize].to_vec();
+        let proof = match end < size && !batch.is_empty() {
+            true => state.tree().consistency_proof(end, size)?.iter().map(|h| h.0.to_vec()).collect(),
+            false => Vec::new(),
+        };
+        let request = pb::PublishRequest {
+            entries: batch,
+            from,
+            checkpoint: checkpoint.note().to_vec(),
+            proof,
+            refused: refused.clone(),
+        };
+        let Response::Publish(reply) = target.request(Request::Publish(request))? else {
+            bail!("unexpected reply from carrierd")
+        };
+        appended += reply.appended;
+        let height = reply.head.map(|h| h.height).unwrap_or(0);
+        if height >= size || reply.appended == 0 {
+            println!("published: the daemon took {appended} new entries; its ledger height is {height}");
+            return Ok(());
+        }
+        from = height;
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Reads a request line.
@@ -144,5 +256,5 @@ pub(crate) fn sequence(at: &LedgerDir, target: &Target) -> anyhow::Result<()> {
             }
         }
     }
-    crate::ledger::publish(&dir, target, refused)
+    publish(&dir, target, refused)
 }

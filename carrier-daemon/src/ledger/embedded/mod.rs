@@ -10,6 +10,7 @@
 //! checkpoint the log key signed. An in-memory ledger (tests, tools) applies
 //! entries its owner sequenced already.
 
+mod checkpoint_file;
 mod log_format;
 mod store;
 
@@ -24,7 +25,8 @@ use carrier_proto::ledger::{
 };
 use tokio::sync::broadcast;
 
-pub use store::{CHECKPOINT_FILE, LOG_FILE, LedgerStore, StoreError};
+pub use checkpoint_file::CHECKPOINT_FILE;
+pub use store::{LOG_FILE, LedgerStore, StoreError};
 
 use super::{Equivocation, ExtendError, Ledger, LedgerUpdate, SubmitError};
 
@@ -49,7 +51,7 @@ impl Backing {
             Backing::Memory { base, appended, .. } => {
                 seq.checked_sub(*base).and_then(|i| appended.get(usize::try_from(i).ok()?)).cloned()
             }
-            Backing::Store(store) => store.read_entry(seq).ok().flatten().map(|e| e.encoded().to_vec()),
+            Backing::Store(store) => store.read_encoded(seq).ok().flatten(),
         }
     }
 }

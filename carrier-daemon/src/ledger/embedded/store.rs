@@ -24,12 +24,11 @@ use carrier_proto::ledger::{
     CheckpointError, Entry, LedgerError, LedgerState, Rejection, Replay, Sequencer, SignedCheckpoint, VerifiedBatch,
 };
 
+use super::checkpoint_file::{self, check_checkpoint, read_checkpoint, verify_note};
 use super::log_format::{self, End, HeaderProblem};
 
 /// File name of the log inside the ledger directory.
 pub const LOG_FILE: &str = "ledger.log";
-/// File name of the latest checkpoint (a C2SP signed note) beside it.
-pub const CHECKPOINT_FILE: &str = "checkpoint";
 
 /// Why the ledger store failed.
 #[non_exhaustive]
@@ -341,13 +340,7 @@ impl LedgerStore {
     /// Replaces the stored checkpoint (atomically: a new file renamed over
     /// the old, both synced).
     pub fn save_checkpoint(&mut self, checkpoint: SignedCheckpoint) -> Result<(), StoreError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let (tmp, path) = (dir.join(".checkpoint.tmp"), dir.join(CHECKPOINT_FILE));
-        let written = File::create(&tmp)
-            .and_then(|mut f| f.write_all(checkpoint.note()).and_then(|()| f.sync_all()))
-            .and_then(|()| fs::rename(&tmp, &path))
-            .and_then(|()| File::open(dir).and_then(|d| d.sync_all()));
-        written.map_err(io_error("writing checkpoint", &path))?;
+        checkpoint_file::write(self.path.parent().unwrap_or(Path::new(".")), &checkpoint)?;
         self.checkpoint = Some(checkpoint);
         Ok(())
     }
@@ -366,6 +359,24 @@ impl LedgerStore {
             index: index as usize,
             detail: e.to_string(),
         })
+    }
+
+    /// The encoded entry at `index`, as sent to peers: read back and
+    /// checked against its leaf hash in the tree (not decoded).
+    pub fn read_encoded(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(&(offset, len)) = usize::try_from(index).ok().and_then(|i| self.payloads.get(i)) else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0; len as usize];
+        self.file.read_exact_at(&mut bytes, offset).map_err(io_error("reading", &self.path))?;
+        if self.state.entry_hash(index) != Some(carrier_proto::ledger::merkle::leaf_hash(&bytes)) {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                index: index as usize,
+                detail: "it changed on disk since it was verified".into(),
+            });
+        }
+        Ok(Some(bytes))
     }
 
     /// Writes records for `payloads` with one sync.
@@ -439,39 +450,6 @@ fn load(path: &Path, bytes: &[u8], known: Option<usize>) -> Result<Loaded, Store
     Ok(Loaded { state, payloads, end: scan.end })
 }
 
-/// Reads the checkpoint file in `dir` (not yet checked).
-fn read_checkpoint(dir: &Path) -> Result<Vec<u8>, StoreError> {
-    let path = dir.join(CHECKPOINT_FILE);
-    fs::read(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::Checkpoint {
-            path: path.clone(),
-            source: CheckpointError::Malformed("the checkpoint file is missing".into()),
-        },
-        _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
-    })
-}
-
-/// Checks `note` is signed by the log key `state`'s genesis names.
-fn verify_note(dir: &Path, state: &LedgerState, note: &[u8]) -> Result<SignedCheckpoint, StoreError> {
-    let Some(network) = state.network() else {
-        return Err(StoreError::Mismatch { path: dir.join(LOG_FILE), detail: "the log has no genesis".into() });
-    };
-    SignedCheckpoint::verify(note, &network.id, &network.log_key)
-        .map_err(|source| StoreError::Checkpoint { path: dir.join(CHECKPOINT_FILE), source })
-}
-
-/// Checks `note` is signed by `state`'s log key and matches its tree.
-fn check_checkpoint(dir: &Path, state: &LedgerState, note: Vec<u8>) -> Result<SignedCheckpoint, StoreError> {
-    let checkpoint = verify_note(dir, state, &note)?;
-    if state.tree().root_at(checkpoint.size()) != Some(checkpoint.root()) {
-        return Err(StoreError::Mismatch {
-            path: dir.join(LOG_FILE),
-            detail: format!("its first {} entries do not have the root its checkpoint signs", checkpoint.size()),
-        });
-    }
-    Ok(checkpoint)
-}
-
 fn lock(file: &File, path: &Path) -> Result<(), StoreError> {
     file.try_lock().map_err(|e| match e {
         fs::TryLockError::WouldBlock => StoreError::Locked(path.to_owned()),
@@ -479,7 +457,7 @@ fn lock(file: &File, path: &Path) -> Result<(), StoreError> {
     })
 }
 
-fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+pub(super) fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io { action, path: path.to_owned(), source }
 }
 

@@ -4,6 +4,7 @@ use carrier_proto::identity::{Identity, IdentityKind};
 use carrier_proto::ledger::{Op, Quotas};
 
 use super::*;
+use crate::ledger::CHECKPOINT_FILE;
 
 struct Fixture {
     dir: tempfile::TempDir,
