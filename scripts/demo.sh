@@ -3,9 +3,11 @@
 # 1. provisioning a network on the embedded ledger: genesis → device
 #    identities → registration → an app → rotation → revocation →
 #    verification, and what tampering does to the ledger;
-# 2. three daemons on loopback joining through one bootstrap address,
-#    linking to each other, apps on them exchanging a message and a
-#    stream (the SDK's chat and echo examples), and shutting down cleanly.
+# 2. three daemons on loopback: the first sequences the ledger, the other
+#    two join from one invitation line (`carrierd init --invite`), wait for
+#    their registration and are admitted; apps registered through their own
+#    daemons exchange a message and a stream (the SDK's chat and echo
+#    examples), and every daemon shuts down cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,28 +66,15 @@ if carrierctl ledger verify --ledger admin/ledger; then
 fi
 echo "the ledger caught the tampering."
 
-step "Three daemons on loopback: a fresh network of three devices"
+step "Three daemons on loopback: one sequences, two join from an invitation line"
 carrierctl keygen --kind registrar --out net/registrar.key >/dev/null
-carrierctl ledger genesis --ledger net/ledger --network loopback --key net/registrar.key >/dev/null
-for node in n1 n2 n3; do
-  carrierd init --data-dir "net/$node" >/dev/null
-  carrierctl ledger register-device --ledger net/ledger --key net/registrar.key "net/$node/device.card" >/dev/null
-done
-# Three apps, each registered by its device: an echo service on n1, bob on
-# n2 and alice on n3. Their keys sit where the SDK looks (DIR/app.key).
-app_did() { # name node: makes the app's key, registers it under node, prints its DID
-  local out
-  mkdir -p "net/apps/$1"
-  out=$(carrierctl keygen --kind app --out "net/apps/$1/app.key")
-  carrierctl ledger register-app --ledger net/ledger --key "net/$2/device.key" --app-key "net/apps/$1/app.key" \
-    --name "$1" "$(field card <<<"$out")" >/dev/null
-  field did <<<"$out"
-}
-echo_app=$(app_did echo n1); bob=$(app_did bob n2); app_did alice n3 >/dev/null
-for node in n1 n2 n3; do
-  mkdir -p "net/$node/ledger" && cp net/ledger/ledger.log net/ledger/checkpoint "net/$node/ledger/"
-done
-carrierctl ledger show --ledger net/ledger
+carrierctl ledger genesis --ledger net/ledger --network loopback --key net/registrar.key
+carrierd init --data-dir net/n1 >/dev/null
+carrierctl ledger register-device --ledger net/ledger --key net/registrar.key net/n1/device.card >/dev/null
+# n1 runs the network's sequencer: it holds the log key from now on (and the
+# admin's directory no longer sequences: never both).
+mkdir -p net/n1/ledger && cp net/ledger/ledger.log net/ledger/checkpoint net/n1/ledger/
+mv net/ledger/log.key net/n1/log.key
 
 # wait_for FILE TEXT [COUNT]: until FILE has COUNT lines containing TEXT (10 s at most).
 wait_for() {
@@ -100,18 +89,49 @@ wait_for() {
 pids=()
 stop_daemons() { [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true; }
 trap 'stop_daemons; rm -rf "$work"' EXIT
-start() { # node [bootstrap]
-  { echo 'listen = "127.0.0.1:0"'; echo "runtime_dir = \"$work/net/$1/run\""; [ -z "${2:-}" ] || echo "bootstrap = [\"$2\"]"; } > "net/$1.toml"
+start() { # node [extra config line]
+  { echo 'listen = "127.0.0.1:0"'; echo "runtime_dir = \"$work/net/$1/run\""; [ -z "${2:-}" ] || echo "$2"; } > "net/$1.toml"
+  [ ! -f "net/$1/carrierd.toml" ] || cat "net/$1/carrierd.toml" >> "net/$1.toml"
   RUST_LOG=info "$bin/carrierd" run --config "net/$1.toml" --data-dir "net/$1" > "net/$1.out" 2> "net/$1.log" &
   pids+=($!)
 }
-start n1
+start n1 "$(printf '[ledger]\nsequencer_key = "%s"' "$work/net/n1/log.key")"
 wait_for net/n1.out "listening on"
-bootstrap=$(sed -n 's/^listening on //p' net/n1.out)
-echo "n1 listens on $bootstrap; n2 and n3 join through it"
-start n2 "$bootstrap"
-start n3 "$bootstrap"
+ctl1=net/n1/run/control.sock
+invite=$(carrierctl invite --socket "$ctl1")
+echo "the admin's invitation (one line): ${invite:0:72}…"
+for node in n2 n3; do
+  run carrierd init --data-dir "net/$node" --invite "$invite" --config "net/$node/carrierd.toml"
+  start "$node"
+done
+wait_for net/n2.log "waiting for registration"
+run carrierctl status --socket net/n2/run/control.sock
+for node in n2 n3; do
+  run carrierctl ledger register-device --submit --wait --socket "$ctl1" --key net/registrar.key "net/$node/device.card"
+done
+for node in n2 n3; do wait_for "net/$node.log" "registered on the ledger"; done
 for node in n1 n2 n3; do wait_for "net/$node.log" "peer up" 2; done
+
+# Three apps, each registered by its own device, the request handed to that
+# device's daemon and forwarded to the sequencer: an echo service on n1,
+# bob on n2 and alice on n3. Their keys sit where the SDK looks (DIR/app.key).
+app_did() { # name node: makes the app's key, registers it under node, prints its DID
+  local out
+  mkdir -p "net/apps/$1"
+  out=$(carrierctl keygen --kind app --out "net/apps/$1/app.key")
+  carrierctl ledger register-app --submit --wait --socket "net/$2/run/control.sock" --key "net/$2/device.key" \
+    --app-key "net/apps/$1/app.key" --name "$1" "$(field card <<<"$out")" >/dev/null
+  field did <<<"$out"
+}
+echo_app=$(app_did echo n1); bob=$(app_did bob n2); alice=$(app_did alice n3)
+# Each daemon holds every registration before its apps connect.
+for node in n1 n2 n3; do
+  until carrierctl ledger resolve --socket "net/$node/run/control.sock" "$alice" >/dev/null 2>&1 \
+    && carrierctl ledger resolve --socket "net/$node/run/control.sock" "$bob" >/dev/null 2>&1 \
+    && carrierctl ledger resolve --socket "net/$node/run/control.sock" "$echo_app" >/dev/null 2>&1; do sleep 0.1; done
+done
+run carrierctl ledger show --socket "$ctl1"
+run carrierctl ledger checkpoint --socket net/n3/run/control.sock
 for node in n1 n2 n3; do
   echo
   echo "$node is $(sed -n 's/^did //p' "net/$node.out")"
