@@ -7,7 +7,8 @@
 #   - the unit's ExecStartPre, run as `carrier`, makes the device identity
 #     in /var/lib/carrier (device.key owned by carrier, mode 0600);
 #   - after the README's steps to join a network (the admin's genesis and
-#     register-device, the ledger copied in as `carrier`), the unit's
+#     register-device, the ledger and its checkpoint copied in as
+#     `carrier`), the unit's
 #     ExecStart (`carrierd run --system`, with the installed
 #     /etc/carrier/carrierd.toml) starts as `carrier`, with the state and
 #     runtime directories made as systemd makes them, and sends READY=1 to
@@ -192,9 +193,11 @@ in_root carrierctl keygen --kind registrar --out /root/admin/registrar.key >/dev
 in_root carrierctl ledger genesis --ledger /root/admin/ledger --network install-test --key /root/admin/registrar.key >/dev/null
 in_root carrierctl ledger register-device --ledger /root/admin/ledger --key /root/admin/registrar.key "$card" >/dev/null
 install -m 644 "$root/root/admin/ledger/ledger.log" "$root/tmp/ledger.log"
-# The device's owner copies the ledger in as the service's user.
+install -m 644 "$root/root/admin/ledger/checkpoint" "$root/tmp/checkpoint"
+# The device's owner copies the ledger (log and signed checkpoint, never the
+# log key) in as the service's user.
 as_user mkdir -p /var/lib/carrier/ledger
-as_user cp /tmp/ledger.log /var/lib/carrier/ledger/ledger.log
+as_user cp /tmp/ledger.log /tmp/checkpoint /var/lib/carrier/ledger/
 
 # The notify socket: systemd's path, bound by a listener that waits for one
 # state (READY=1, STOPPING=1) and exits 0 when it arrives, 1 on timeout.

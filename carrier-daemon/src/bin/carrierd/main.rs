@@ -47,8 +47,9 @@ enum Command {
         #[arg(long)]
         if_missing: bool,
         /// Join the network of this invitation (`carrierctl invite`): also
-        /// write its genesis and a configuration with its bootstrap addresses.
-        #[arg(long, value_name = "LINE", conflicts_with = "if_missing")]
+        /// write its genesis and a configuration with its bootstrap
+        /// addresses. An identity made already is kept.
+        #[arg(long, value_name = "LINE")]
         invite: Option<String>,
         /// With --invite: the configuration file to write [default:
         /// ~/.config/carrier/carrierd.toml, or /etc/carrier/carrierd.toml
@@ -91,7 +92,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Check the line before any key is made.
             let invite = invite.map(|line| Invite::parse(&line)).transpose()?;
             let dir = DataDir::new(dir);
-            init(&dir, if_missing)?;
+            // Joining keeps an identity made already (the packaged service
+            // makes one on its first start).
+            init(&dir, if_missing || invite.is_some())?;
             match invite {
                 Some(invite) => {
                     let config = match config {
@@ -170,6 +173,8 @@ fn init(dir: &DataDir, if_missing: bool) -> anyhow::Result<()> {
     if let Ok(existing) = keystore::load(&key_path) {
         if if_missing {
             println!("device identity {} exists in {}", existing.did(), dir.root().display());
+            println!("did:  {}", existing.did());
+            println!("card: {}", existing.card());
             return Ok(());
         }
         anyhow::bail!(
