@@ -213,6 +213,13 @@ async fn wait_for_registration(ledger: Arc<dyn Ledger>, did: Did, overlay: Overl
                 Err(error) => tracing::debug!(%addr, %error, "join fetch failed"),
             }
         }
+        match ledger.standing(&did) {
+            Some(standing) if !standing.is_active() => {
+                // Revocation is final: there is nothing to wait for.
+                return tracing::error!(%did, "this device is revoked on the ledger; it cannot join again");
+            }
+            _ => {}
+        }
         if ledger.standing(&did).is_some_and(|s| s.is_active_device()) {
             tracing::info!(%did, "registered on the ledger: joining the network");
             for addr in &bootstrap {

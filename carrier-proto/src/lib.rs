@@ -5,8 +5,10 @@
 //!                                        │
 //!   identity: Did, Identity, key files, cards
 //!                                        │
-//!   ledger:  bytes ──Entry::decode──▶ Entry ──LedgerState::append──▶ index
-//!            (replay checks every signature, the chain and authority)
+//!   ledger:  an author signs a request (Entry) ──Sequencer──▶ next leaf of the
+//!            RFC 6962 Merkle log, and a C2SP checkpoint signed by the log key;
+//!            every node re-checks each entry (LedgerState) and proves batches
+//!            against checkpoints (merkle, check_batch)
 //! ```
 //!
 //! Nothing here opens a socket, spawns a task or reads the clock: callers pass
@@ -16,18 +18,30 @@
 //!
 //! ```
 //! use carrier_proto::identity::{Identity, IdentityKind};
-//! use carrier_proto::ledger::{Entry, LedgerState, Op};
+//! use carrier_proto::ledger::{LedgerState, Op, Quotas, Rejection, Sequencer};
 //!
 //! let registrar = Identity::generate(IdentityKind::Registrar);
+//! let log = Identity::generate(IdentityKind::Log);
 //! let device = Identity::generate(IdentityKind::Device);
 //!
 //! let mut ledger = LedgerState::new();
-//! let genesis = Op::Genesis { network: "home".into(), registrars: vec![registrar.signing_key()] };
-//! ledger.append(ledger.next_entry(genesis, 1_000, &registrar)).unwrap();
+//! let genesis = Op::Genesis {
+//!     network: "home".into(),
+//!     registrars: vec![registrar.signing_key()],
+//!     log_key: log.signing_key(),
+//!     quotas: Quotas::default(),
+//! };
+//! // The authors sign; the sequencer (holding the log key) orders.
+//! let mut sequencer = Sequencer::new(log, None);
+//! let keep = |_: &_| Ok::<(), Rejection>(());
+//! let entry = ledger.next_entry(genesis, 1_000, &registrar);
+//! sequencer.sequence(&mut ledger, entry, 1_000, keep).unwrap();
 //! let register = Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] };
-//! ledger.append(ledger.next_entry(register, 2_000, &registrar)).unwrap();
+//! let entry = ledger.next_entry(register, 2_000, &registrar);
+//! sequencer.sequence(&mut ledger, entry, 2_000, keep).unwrap();
 //!
 //! assert!(ledger.resolve(&device.did()).unwrap().is_active());
+//! assert_eq!(sequencer.checkpoint(&ledger).size(), 2);
 //! ```
 
 #![forbid(unsafe_code)]

@@ -14,8 +14,11 @@
 //! bootstrap daemon cannot lie to it, only withhold. The daemon serves
 //! join connections only to those who name its network id (from the
 //! invitation), at most [`MAX_JOIN_CONNECTIONS`] at once, each for at most
-//! [`JOIN_LIFETIME`] and [`MAX_REQUESTS`] requests, and never anything but
-//! ledger entries: no Kademlia, no messages, no streams.
+//! [`JOIN_LIFETIME`], [`MAX_REQUESTS`] requests and [`MAX_BYTES`] of
+//! entries, and never anything but ledger entries: no Kademlia, no
+//! messages, no streams. (Anyone who knows the network id can so read the
+//! ledger, which holds public keys and names but no secret: a revoked
+//! device still knows the id, and so may still read who is registered.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +38,9 @@ pub const MAX_JOIN_CONNECTIONS: usize = 16;
 pub const JOIN_LIFETIME: Duration = Duration::from_secs(30);
 /// Requests on one join connection.
 const MAX_REQUESTS: usize = 128;
+/// Entry bytes served on one join connection (a newcomer that needs more
+/// connects again on its next poll).
+const MAX_BYTES: usize = 64 << 20;
 /// Entries per answer, and their bytes.
 const BATCH: u32 = 1024;
 const BATCH_BYTES: usize = 3 << 20;
@@ -93,7 +99,11 @@ impl JoinServer {
         };
         let network = ledger.network().map(|n| n.id);
         let served = async {
+            let mut bytes = 0;
             for _ in 0..MAX_REQUESTS {
+                if bytes >= MAX_BYTES {
+                    return;
+                }
                 let Ok((send, recv)) = connection.accept_bi().await else { return };
                 let mut reader = FrameReader::new(recv, 1024);
                 let Ok(Some(request)) = reader.read::<pb::JoinRequest>().await else { return };
@@ -105,6 +115,7 @@ impl JoinServer {
                 let size = ledger.checkpoint().map_or(0, |c| c.size());
                 let max = u64::from(request.max.min(BATCH));
                 let (entries, proof) = proven_batch(&*ledger, request.from, max, BATCH_BYTES, size);
+                bytes += entries.iter().map(Vec::len).sum::<usize>();
                 let reply =
                     pb::SyncEntries { entries, proof: proof.iter().map(|h| h.0.to_vec()).collect(), checkpoint };
                 let mut writer = FrameWriter::new(send, MAX_FRAME);
