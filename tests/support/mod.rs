@@ -132,7 +132,7 @@ impl std::ops::DerefMut for Reaped {
 }
 
 /// A running daemon whose output lines arrive on a channel; killed and
-/// reaped when dropped.
+/// reaped when dropped (and, if the test is failing, its log printed).
 pub(crate) struct Daemon {
     child: Reaped,
     lines: mpsc::Receiver<String>,
@@ -277,5 +277,20 @@ impl Watcher {
             }
         }
         panic!("carrierctl watch never reported {kind} for {did:?}");
+    }
+}
+
+impl Drop for Daemon {
+    /// A failing test shows what each of its daemons said (any test does,
+    /// with CARRIER_TEST_LOGS=1).
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("CARRIER_TEST_LOGS").is_some() {
+            let backlog: Vec<String> = self.backlog.borrow_mut().drain(..).collect();
+            let rest: Vec<String> = self.lines.try_iter().collect();
+            eprintln!("---- carrierd {} ----", self.addr);
+            for line in backlog.iter().chain(&rest).filter(|l| !l.contains(" DEBUG ")) {
+                eprintln!("{line}");
+            }
+        }
     }
 }

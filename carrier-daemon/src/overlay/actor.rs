@@ -236,11 +236,16 @@ impl Actor {
                 }
                 self.answer(&peer_id, || Ok(()));
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
                 if let Some(info) = self.peers.remove(&peer_id) {
-                    tracing::info!(peer = %info.did, "peer down");
+                    let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
+                    tracing::info!(peer = %info.did, %cause, "peer down");
                     self.emit(OverlayEvent::PeerDown(info.did));
                 }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+                let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
+                tracing::info!(%peer_id, num_established, %cause, "one of the links to a peer closed");
             }
             SwarmEvent::OutgoingConnectionError { connection_id, error, .. }
                 if self.dialing.contains_key(&connection_id) =>
