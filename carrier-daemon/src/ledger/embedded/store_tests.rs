@@ -206,6 +206,9 @@ fn open_refuses_a_log_that_does_not_match_its_checkpoint() {
     let store = LedgerStore::open(fixture.dir.path()).unwrap();
     assert_eq!(store.state().head().height, 1);
     assert!(store.checkpoint().is_none());
+    drop(store);
+    let err = LedgerStore::verify(fixture.dir.path()).unwrap_err();
+    assert!(err.to_string().contains("only the genesis of an invitation"), "{err}");
 }
 
 #[test]
