@@ -214,21 +214,18 @@ async fn wait_for_registration(ledger: Arc<dyn Ledger>, did: Did, overlay: Overl
             }
         }
         match ledger.standing(&did) {
+            // Revocation is final: there is nothing to wait for.
             Some(standing) if !standing.is_active() => {
-                // Revocation is final: there is nothing to wait for.
                 return tracing::error!(%did, "this device is revoked on the ledger; it cannot join again");
             }
-            _ => {}
+            Some(standing) if standing.is_active_device() => break,
+            _ => tokio::time::sleep(REGISTRATION_POLL).await,
         }
-        if ledger.standing(&did).is_some_and(|s| s.is_active_device()) {
-            tracing::info!(%did, "registered on the ledger: joining the network");
-            for addr in &bootstrap {
-                if let Err(error) = overlay.dial(addr.clone()).await {
-                    tracing::debug!(%addr, %error, "bootstrap dial after registration failed");
-                }
-            }
-            return;
+    }
+    tracing::info!(%did, "registered on the ledger: joining the network");
+    for addr in &bootstrap {
+        if let Err(error) = overlay.dial(addr.clone()).await {
+            tracing::debug!(%addr, %error, "bootstrap dial after registration failed");
         }
-        tokio::time::sleep(REGISTRATION_POLL).await;
     }
 }

@@ -22,6 +22,7 @@ use carrier_proto::ledger::{
     BatchError, CheckpointError, Comparison, Directory, Entry, EntryHash, Head, LedgerError, Network, Rejection,
     SignedCheckpoint,
 };
+use carrier_proto::pb;
 use tokio::sync::broadcast;
 
 pub use embedded::{CHECKPOINT_FILE, EmbeddedLedger, LOG_FILE, LedgerStore, StoreError};
@@ -177,15 +178,11 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
 
 /// Up to `max` entries (at most `max_bytes` of them) from `from` on, never
 /// past `tree_size` nor this ledger's end, with the consistency proof that
-/// they lead to the tree of `tree_size` entries (empty when they reach it).
-/// Bounded whatever a peer asks.
-pub fn proven_batch(
-    ledger: &dyn Ledger,
-    from: u64,
-    max: u64,
-    max_bytes: usize,
-    tree_size: u64,
-) -> (Vec<Vec<u8>>, Vec<EntryHash>) {
+/// they lead to the tree of `tree_size` entries (empty when they reach it)
+/// and this ledger's checkpoint: the answer to a peer's fetch (ledger sync)
+/// or a newcomer's (join connections). Bounded whatever is asked.
+pub fn sync_entries(ledger: &dyn Ledger, from: u64, max: u64, max_bytes: usize, tree_size: u64) -> pb::SyncEntries {
+    let checkpoint = ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
     let size = tree_size.min(ledger.head().height);
     let wanted = size.saturating_sub(from).min(max);
     let mut entries = ledger.entries(from, usize::try_from(wanted).unwrap_or(usize::MAX));
@@ -200,5 +197,11 @@ pub fn proven_batch(
     } else {
         ledger.consistency_proof(reached, tree_size).unwrap_or_default()
     };
-    (entries, proof)
+    pb::SyncEntries { entries, proof: proof.iter().map(|h| h.0.to_vec()).collect(), checkpoint }
+}
+
+/// The 32-byte hashes of a proof as it travels, or `None` if any is
+/// another length.
+pub fn proof_hashes(raw: &[Vec<u8>]) -> Option<Vec<EntryHash>> {
+    raw.iter().map(|h| h.as_slice().try_into().ok().map(EntryHash)).collect()
 }

@@ -71,7 +71,7 @@ impl PendingRequests {
 
     /// Holds `entry` (once: holding it again changes nothing).
     pub fn add(&self, entry: &Entry) -> Result<(), PendingError> {
-        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let held = self.names()?;
         let hash = entry.hash().to_hex();
         if held.iter().any(|name| name.contains(&hash)) {
@@ -82,7 +82,7 @@ impl PendingRequests {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         self.write(&format!("{now:016}-{hash}.entry"), entry.encoded())?;
-        drop(_guard);
+        drop(guard);
         self.changed.notify_one();
         Ok(())
     }

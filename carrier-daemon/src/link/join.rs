@@ -24,13 +24,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carrier_proto::ledger::EntryHash;
 use carrier_proto::pb;
 use tokio::sync::Semaphore;
 
 use super::quic;
 use crate::framed::{FrameReader, FrameWriter, FramedError};
-use crate::ledger::{ExtendError, Ledger, proven_batch};
+use crate::ledger::{ExtendError, Ledger, proof_hashes, sync_entries};
 
 /// Join connections served at once.
 pub const MAX_JOIN_CONNECTIONS: usize = 16;
@@ -111,13 +110,10 @@ impl JoinServer {
                     tracing::debug!(addr = %connection.remote_address(), "join request for another network");
                     return;
                 }
-                let checkpoint = ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
                 let size = ledger.checkpoint().map_or(0, |c| c.size());
                 let max = u64::from(request.max.min(BATCH));
-                let (entries, proof) = proven_batch(&*ledger, request.from, max, BATCH_BYTES, size);
-                bytes += entries.iter().map(Vec::len).sum::<usize>();
-                let reply =
-                    pb::SyncEntries { entries, proof: proof.iter().map(|h| h.0.to_vec()).collect(), checkpoint };
+                let reply = sync_entries(&*ledger, request.from, max, BATCH_BYTES, size);
+                bytes += reply.entries.iter().map(Vec::len).sum::<usize>();
                 let mut writer = FrameWriter::new(send, MAX_FRAME);
                 if writer.send(&reply).await.is_err() || writer.shutdown().await.is_err() {
                     return;
@@ -165,12 +161,7 @@ pub async fn fetch(ledger: &dyn Ledger, addr: SocketAddr) -> Result<u64, JoinErr
                 ledger.adopt(&target);
                 return Ok(());
             }
-            let proof: Vec<EntryHash> = reply
-                .proof
-                .iter()
-                .map(|h| h.as_slice().try_into().map(EntryHash))
-                .collect::<Result<_, _>>()
-                .map_err(|_| JoinError::Silent(addr))?;
+            let proof = proof_hashes(&reply.proof).ok_or(JoinError::Silent(addr))?;
             applied += ledger
                 .extend(from, &reply.entries, &target, &proof)
                 .map_err(|source| JoinError::Refused { addr, source })?;

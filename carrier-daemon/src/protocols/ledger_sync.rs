@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Comparison, EntryHash, SignedCheckpoint};
+use carrier_proto::ledger::{Comparison, SignedCheckpoint};
 use carrier_proto::pb::{self, sync_request::Request};
 use tokio::sync::{Mutex, broadcast};
 
 use super::{Handling, PeerStream, ProtocolError, ProtocolHandler, Router};
 use crate::framed::{FrameReader, FrameWriter};
-use crate::ledger::{Equivocation, ExtendError, Ledger, proven_batch};
+use crate::ledger::{Equivocation, ExtendError, Ledger, proof_hashes, sync_entries};
 use crate::link::LinkContext;
 use crate::observe::Counters;
 use crate::overlay::{Overlay, OverlayEvent};
@@ -205,7 +205,7 @@ impl LedgerSync {
             if reply.entries.is_empty() {
                 return tracing::debug!(%peer, from, "peer served no entries for its own checkpoint");
             }
-            let Some(proof) = hashes(&reply.proof) else {
+            let Some(proof) = proof_hashes(&reply.proof) else {
                 return tracing::warn!(%peer, "peer sent a malformed Merkle proof");
             };
             match ledger.extend(from, &reply.entries, theirs, &proof) {
@@ -266,10 +266,7 @@ fn assess(ledger: &dyn Ledger, peer: Did, note: &[u8]) -> Assessment {
 /// Entries from `from` on, never past `tree_size` nor our log, with the
 /// proof that they lead to it. Bounded whatever the request says.
 fn serve(ledger: &dyn Ledger, fetch: pb::Fetch) -> pb::SyncEntries {
-    let checkpoint = ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
-    let max = u64::from(fetch.max.min(BATCH));
-    let (entries, proof) = proven_batch(ledger, fetch.from, max, BATCH_BYTES, fetch.tree_size);
-    pb::SyncEntries { entries, proof: proof.iter().map(|h| h.0.to_vec()).collect(), checkpoint }
+    sync_entries(ledger, fetch.from, u64::from(fetch.max.min(BATCH)), BATCH_BYTES, fetch.tree_size)
 }
 
 impl ProtocolHandler for LedgerSync {
@@ -290,11 +287,6 @@ impl ProtocolHandler for LedgerSync {
             }
         })
     }
-}
-
-/// 32-byte hashes, or `None` if any is another length.
-fn hashes(raw: &[Vec<u8>]) -> Option<Vec<EntryHash>> {
-    raw.iter().map(|h| h.as_slice().try_into().ok().map(EntryHash)).collect()
 }
 
 /// Sends one message and ends our side of the stream; returns the stream

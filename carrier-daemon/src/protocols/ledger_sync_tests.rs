@@ -91,7 +91,7 @@ fn fetches_past_any_end_get_bounded_answers() {
     }
     let reply = serve(&f.ledger, pb::Fetch { from: 1, max: 2, tree_size: 6 });
     assert_eq!(reply.entries.len(), 2);
-    let proof: Vec<EntryHash> = hashes(&reply.proof).unwrap();
+    let proof: Vec<EntryHash> = crate::ledger::proof_hashes(&reply.proof).unwrap();
     let ours = f.ledger.checkpoint().unwrap();
     let root_at_3 = f.ledger.root_at(3).unwrap();
     carrier_proto::ledger::merkle::verify_consistency(3, root_at_3, 6, ours.root(), &proof).unwrap();

@@ -79,7 +79,7 @@ impl Sequencer {
                 return Err(Rejection::TooManyRequests { author: Did::from_signing_key(author), per_minute }.into());
             }
         }
-        let index = state.head().height;
+        let index = state.height();
         state.append_with(entry, persist)?;
         *self.window.1.entry(author).or_default() += 1;
         Ok(index)

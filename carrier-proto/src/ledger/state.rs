@@ -137,6 +137,12 @@ impl LedgerState {
         Head { height: self.tree.len(), root: if self.tree.is_empty() { EntryHash::ZERO } else { self.tree.root() } }
     }
 
+    /// Number of entries (the next entry's index); cheaper than
+    /// [`head`](Self::head), which hashes the root.
+    pub fn height(&self) -> u64 {
+        self.tree.len()
+    }
+
     /// The Merkle tree of every entry.
     pub fn tree(&self) -> &MerkleTree {
         &self.tree

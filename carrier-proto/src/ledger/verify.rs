@@ -51,7 +51,7 @@ pub struct Replay {
 impl Replay {
     /// Starts replaying on top of `state` (usually empty).
     pub fn new(state: LedgerState) -> Self {
-        let next_index = state.head().height;
+        let next_index = state.height();
         Self { state, pending: Vec::with_capacity(BATCH), next_index, check_signatures: true }
     }
 
@@ -94,7 +94,7 @@ impl Replay {
         let entries = std::mem::take(&mut self.pending);
         let first_bad = if self.check_signatures { first_bad_signature(&entries) } else { None };
         for (offset, entry) in entries.iter().enumerate() {
-            let index = self.state.head().height;
+            let index = self.state.height();
             if first_bad == Some(offset) {
                 return Err(LedgerError { index, reason: Rejection::BadSignature });
             }
@@ -178,7 +178,7 @@ pub fn check_batch(
     target_root: EntryHash,
     proof: &[EntryHash],
 ) -> Result<VerifiedBatch, BatchError> {
-    let first = state.head().height;
+    let first = state.height();
     let last = first + batch.len().saturating_sub(1) as u64;
     let grown = first + batch.len() as u64;
     if grown > target_size {
@@ -220,9 +220,9 @@ impl VerifiedBatch {
     /// Applies the entries in order. An entry that breaks a rule stops the
     /// batch there (the sequencer signed an entry it should have refused);
     /// the error names it, and the entries before it stay applied.
-    pub fn apply(self, state: &mut LedgerState) -> Result<(), LedgerError> {
+    pub fn apply(&self, state: &mut LedgerState) -> Result<(), LedgerError> {
         for entry in &self.entries {
-            let index = state.head().height;
+            let index = state.height();
             state.apply_signed(entry).map_err(|reason| LedgerError { index, reason })?;
         }
         Ok(())

@@ -428,6 +428,6 @@ fn read_card(arg: &str, kind: IdentityKind) -> anyhow::Result<Card> {
     Ok(card)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -64,7 +64,7 @@ pub(crate) fn write(at: &LedgerDir, how: &How, target: &Target, signer: &Identit
     if !how.submit && how.out.is_none() {
         return crate::ledger::sign_and_append(at, signer, op);
     }
-    let entry = Entry::sign(network_id(at, how, target)?, now_ms(), op, signer);
+    let entry = Entry::sign(network_id(at, how, target)?, crate::ledger::now_ms(), op, signer);
     match &how.out {
         Some(path) => {
             let text = format!("{}\n", request_text(&entry));
@@ -138,10 +138,6 @@ pub(crate) fn publish(dir: &Path, target: &Target, refused: Vec<pb::Refusal>) ->
         }
         from = height;
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Reads a request line.
@@ -241,8 +237,7 @@ pub(crate) fn sequence(at: &LedgerDir, target: &Target) -> anyhow::Result<()> {
     let log = keystore::load_kind(&log_path, IdentityKind::Log)
         .with_context(|| format!("this ledger directory cannot sequence: no log key at {}", log_path.display()))?;
     let mut store = at.open_store()?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64)?;
-    let results = store.sequence(&mut Sequencer::new(log, None), entries.clone(), now)?;
+    let results = store.sequence(&mut Sequencer::new(log, None), entries.clone(), crate::ledger::now_ms())?;
     drop(store);
     let mut refused = Vec::new();
     for (entry, result) in entries.iter().zip(results) {

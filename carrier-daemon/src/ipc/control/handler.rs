@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 use super::Connection;
 use crate::delivery::Delivery;
-use crate::ledger::{Equivocation, ExtendError, Ledger, SubmitError};
+use crate::ledger::{Equivocation, ExtendError, Ledger, SubmitError, proof_hashes};
 use crate::link::LinkContext;
 use crate::overlay::{Overlay, OverlayError, OverlayEvent};
 use crate::protocols::ledger_submit::{SubmitOutcome, Submitter};
@@ -280,12 +280,10 @@ impl Handler {
         let checkpoint = self.ledger.verify_checkpoint(&publish.checkpoint).map_err(ExtendError::from)?;
         let appended = match self.ledger.compare(&checkpoint) {
             Some(Comparison::Newer) | None => {
-                let proof = publish
-                    .proof
-                    .iter()
-                    .map(|h| h.as_slice().try_into().map(EntryHash))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| ControlError::BadEntry { index: 0, reason: "a proof hash is not 32 bytes".into() })?;
+                let proof = proof_hashes(&publish.proof).ok_or_else(|| ControlError::BadEntry {
+                    index: 0,
+                    reason: "a proof hash is not 32 bytes".into(),
+                })?;
                 self.ledger.extend(publish.from, &publish.entries, &checkpoint, &proof)? as u32
             }
             Some(Comparison::Same | Comparison::Older) => 0,

@@ -88,7 +88,7 @@ impl EmbeddedLedger {
 
     /// A ledger kept in memory only.
     pub fn in_memory(state: LedgerState) -> Self {
-        let base = state.head().height;
+        let base = state.height();
         Self::new(Backing::Memory { state, base, appended: Vec::new() }, None)
     }
 
@@ -195,7 +195,7 @@ impl Ledger for EmbeddedLedger {
 
     fn entries(&self, from: u64, max: usize) -> Vec<Vec<u8>> {
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        let end = guard.state().head().height.min(from.saturating_add(max as u64));
+        let end = guard.state().height().min(from.saturating_add(max as u64));
         (from..end).map_while(|seq| guard.entry(seq)).collect()
     }
 
@@ -249,15 +249,15 @@ impl Ledger for EmbeddedLedger {
     fn submit(&self, entries: Vec<Entry>) -> Result<Vec<Result<u64, Rejection>>, SubmitError> {
         let Some(sequencer) = &self.sequencer else {
             // An in-memory ledger takes entries its owner sequenced.
-            return entries
-                .into_iter()
-                .map(|e| self.append(e).map(|()| self.head().height - 1))
-                .map(|r| match r {
-                    Ok(index) => Ok(Ok(index)),
-                    Err(SubmitError::Rejected(rejection)) => Ok(Err(rejection)),
-                    Err(other) => Err(other),
-                })
-                .collect();
+            let mut results = Vec::with_capacity(entries.len());
+            for entry in entries {
+                match self.append(entry) {
+                    Ok(()) => results.push(Ok(self.head().height - 1)),
+                    Err(SubmitError::Rejected(rejection)) => results.push(Err(rejection)),
+                    Err(other) => return Err(other),
+                }
+            }
+            return Ok(results);
         };
         let updates: Vec<_> = entries.iter().map(update_for).collect();
         let results = {
@@ -281,7 +281,7 @@ impl Ledger for EmbeddedLedger {
         let (applied, updates) = {
             let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
             let Backing::Store(store) = &mut *guard else { return Err(ExtendError::Moved) };
-            if store.state().head().height != from {
+            if store.state().height() != from {
                 return Err(ExtendError::Moved);
             }
             let verified = check_batch(store.state(), batch, target.size(), target.root(), proof)?;
@@ -299,16 +299,9 @@ impl Ledger for EmbeddedLedger {
     fn adopt(&self, checkpoint: &SignedCheckpoint) {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let Backing::Store(store) = &mut *guard else { return };
-        let same = match store.checkpoint() {
-            Some(ours) => {
-                ours.note() != checkpoint.note() && (ours.size(), ours.root()) == (checkpoint.size(), checkpoint.root())
-            }
-            None => {
-                store.state().head()
-                    == carrier_proto::ledger::Head { height: checkpoint.size(), root: checkpoint.root() }
-            }
-        };
-        if !same {
+        // Only a note for exactly what we hold, and only if it differs.
+        let theirs = Head { height: checkpoint.size(), root: checkpoint.root() };
+        if store.state().head() != theirs || store.checkpoint().is_some_and(|ours| ours.note() == checkpoint.note()) {
             return;
         }
         if let Err(error) = store.save_checkpoint(checkpoint.clone()) {

@@ -137,17 +137,8 @@ impl LedgerStore {
     /// Makes a new ledger in `dir` whose first entry is `genesis`, sequenced
     /// and checkpointed by `sequencer`.
     pub fn create(dir: &Path, genesis: Entry, sequencer: &mut Sequencer) -> Result<Self, StoreError> {
-        let path = dir.join(LOG_FILE);
-        fs::create_dir_all(dir).map_err(io_error("creating ledger directory", dir))?;
-        let file =
-            OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => StoreError::Exists(path.clone()),
-                _ => StoreError::Io { action: "creating", path: path.clone(), source: e },
-            })?;
-        lock(&file, &path)?;
+        let mut store = Self::new_log(dir)?;
         let mut state = LedgerState::new();
-        let mut store = Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0, checkpoint: None };
-        store.write_synced(log_format::HEADER)?;
         let now = genesis.body().time_ms;
         sequencer.sequence(&mut state, genesis, now, |entry| store.write_records(&[entry.encoded()]))?;
         store.state = state;
@@ -158,6 +149,17 @@ impl LedgerStore {
     /// Makes a replica in `dir` that holds only `genesis` (from an
     /// invitation); it fills up from peers, proven against checkpoints.
     pub fn create_replica(dir: &Path, genesis: Entry) -> Result<Self, StoreError> {
+        let mut store = Self::new_log(dir)?;
+        let mut state = LedgerState::new();
+        state.append_with(genesis, |entry| store.write_records(&[entry.encoded()]))?;
+        store.state = state;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", dir))?;
+        Ok(store)
+    }
+
+    /// A new, locked log file in `dir` holding only the header; refuses to
+    /// touch an existing one.
+    fn new_log(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(LOG_FILE);
         fs::create_dir_all(dir).map_err(io_error("creating ledger directory", dir))?;
         let file =
@@ -168,10 +170,6 @@ impl LedgerStore {
         lock(&file, &path)?;
         let mut store = Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0, checkpoint: None };
         store.write_synced(log_format::HEADER)?;
-        let mut state = LedgerState::new();
-        state.append_with(genesis, |entry| store.write_records(&[entry.encoded()]))?;
-        store.state = state;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", dir))?;
         Ok(store)
     }
 
@@ -188,7 +186,8 @@ impl LedgerStore {
         let bytes = fs::read(&path).map_err(io_error("reading", &path))?;
         // The genesis names the log key, which the checkpoint must verify
         // under before its size is believed.
-        let genesis = load(&path, &bytes, Some(1))?;
+        let scan = check_framing(&path, &bytes)?;
+        let genesis = replay(&path, &bytes, &scan, Some(1))?;
         let checkpoint = match read_checkpoint(dir) {
             Ok(note) => Some(verify_note(dir, &genesis.state, &note)?),
             // A replica made from an invitation, before its first checkpoint.
@@ -203,7 +202,7 @@ impl LedgerStore {
                 detail: format!("its checkpoint signs {size} entries but it holds {covered}"),
             });
         }
-        let mut loaded = load(&path, &bytes, Some(size))?;
+        let mut loaded = replay(&path, &bytes, &scan, Some(size))?;
         let checkpoint = match checkpoint {
             Some(c) => Some(check_checkpoint(dir, &loaded.state, c.note().to_vec())?),
             None => None,
@@ -235,7 +234,7 @@ impl LedgerStore {
     pub fn verify(dir: &Path) -> Result<(LedgerState, SignedCheckpoint), StoreError> {
         let (_, loaded) = load_strict(dir)?;
         let note = match read_checkpoint(dir) {
-            Err(StoreError::Checkpoint { .. }) if loaded.state.head().height == 1 => {
+            Err(StoreError::Checkpoint { .. }) if loaded.state.height() == 1 => {
                 return Err(StoreError::Mismatch {
                     path: dir.join(LOG_FILE),
                     detail: "it holds only the genesis of an invitation and no checkpoint yet; the daemon fetches \
@@ -246,12 +245,12 @@ impl LedgerStore {
             other => other?,
         };
         let checkpoint = check_checkpoint(dir, &loaded.state, note)?;
-        if checkpoint.size() != loaded.state.head().height {
+        if checkpoint.size() != loaded.state.height() {
             return Err(StoreError::Mismatch {
                 path: dir.join(LOG_FILE),
                 detail: format!(
                     "it holds {} entries but its checkpoint signs {}",
-                    loaded.state.head().height,
+                    loaded.state.height(),
                     checkpoint.size()
                 ),
             });
@@ -325,12 +324,11 @@ impl LedgerStore {
     /// `carrier_proto::ledger::check_batch`), written with one sync; stores
     /// `checkpoint` once the log reaches it. Returns how many were applied.
     pub fn extend(&mut self, batch: VerifiedBatch, checkpoint: &SignedCheckpoint) -> Result<u64, StoreError> {
-        let before = self.state.head().height;
-        let payloads: Vec<Vec<u8>> = batch.entries().iter().map(|e| e.encoded().to_vec()).collect();
+        let before = self.state.height();
         let mut state = std::mem::take(&mut self.state);
         let applied = batch.apply(&mut state);
-        let count = state.head().height - before;
-        let payloads: Vec<&[u8]> = payloads[..count as usize].iter().map(Vec::as_slice).collect();
+        let count = state.height() - before;
+        let payloads: Vec<&[u8]> = batch.entries()[..count as usize].iter().map(Entry::encoded).collect();
         let written = self.write_records(&payloads);
         self.state = state;
         if let Err(error) = written {
@@ -341,7 +339,7 @@ impl LedgerStore {
         if let Err(source) = applied {
             return Err(StoreError::Invalid { path: self.path.clone(), source });
         }
-        if self.state.head().height == checkpoint.size() {
+        if self.state.height() == checkpoint.size() {
             self.save_checkpoint(checkpoint.clone())?;
         }
         Ok(count)
@@ -440,11 +438,20 @@ fn load_strict(dir: &Path) -> Result<(Vec<u8>, Loaded), StoreError> {
 /// with their signatures, or (`known`: a checkpoint signs the first that
 /// many) those without, the root being checked against the checkpoint after.
 fn load(path: &Path, bytes: &[u8], known: Option<usize>) -> Result<Loaded, StoreError> {
+    replay(path, bytes, &check_framing(path, bytes)?, known)
+}
+
+/// Checks the header and finds every record (one pass over the file).
+fn check_framing(path: &Path, bytes: &[u8]) -> Result<log_format::Scan, StoreError> {
     log_format::check_header(bytes).map_err(|problem| match problem {
         HeaderProblem::NotALedger => StoreError::NotALedger(path.to_owned()),
         HeaderProblem::Version(version) => StoreError::UnsupportedVersion { path: path.to_owned(), version },
     })?;
-    let scan = log_format::scan(bytes);
+    Ok(log_format::scan(bytes))
+}
+
+/// Replays the records `scan` found, as [`load`] says.
+fn replay(path: &Path, bytes: &[u8], scan: &log_format::Scan, known: Option<usize>) -> Result<Loaded, StoreError> {
     let (mut replay, replayed) = match known {
         Some(size) => (Replay::known(LedgerState::new()), size.min(scan.payloads.len())),
         None => (Replay::new(LedgerState::new()), scan.payloads.len()),
@@ -453,11 +460,11 @@ fn load(path: &Path, bytes: &[u8], known: Option<usize>) -> Result<Loaded, Store
         replay.push(&bytes[range.clone()]).map_err(|source| StoreError::Invalid { path: path.to_owned(), source })?;
     }
     let state = replay.finish().map_err(|source| StoreError::Invalid { path: path.to_owned(), source })?;
-    if let End::Corrupt { index, detail } = scan.end {
-        return Err(StoreError::Corrupt { path: path.to_owned(), index, detail });
+    if let End::Corrupt { index, detail } = &scan.end {
+        return Err(StoreError::Corrupt { path: path.to_owned(), index: *index, detail: detail.clone() });
     }
     let payloads = scan.payloads.iter().map(|r| (r.start as u64, r.len() as u32)).collect();
-    Ok(Loaded { state, payloads, end: scan.end })
+    Ok(Loaded { state, payloads, end: scan.end.clone() })
 }
 
 fn lock(file: &File, path: &Path) -> Result<(), StoreError> {
