@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "carrier/v1/state.proto",
     "carrier/v1/app.proto",
     "carrier/v1/messaging.proto",
+    "carrier/v1/store.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -14,7 +14,7 @@ use carrier_proto::frame;
 use carrier_proto::identity::{Did, Identity, IdentityKind};
 use carrier_proto::messaging::sign_challenge;
 use carrier_proto::pb::{self, app_event::Event, app_hello::Purpose, app_request::Request};
-use carrier_sdk::{AppIdentity, Client, Reason, Receipt, SdkError};
+use carrier_sdk::{AppIdentity, Client, Receipt, ReceiptState, SdkError};
 use prost::Message;
 use support::{Daemon, app_socket, provision_with_apps};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,7 +162,7 @@ async fn oversized_and_malformed_input_closes_only_that_client() {
     // ...and the daemon refuses one sent anyway, with a receipt that says why.
     let mut raw = Raw::connect(&dirs[0]).await;
     assert!(matches!(raw.hello(a.did(), &a).await.event, Some(Event::Welcome(_))));
-    let send = pb::SendMessage { to: good.did().key_bytes(), payload: vec![1; 4097] };
+    let send = pb::SendMessage { to: good.did().key_bytes(), payload: vec![1; 4097], ..Default::default() };
     raw.write(&pb::AppRequest { id: 9, request: Some(Request::Send(send)) }).await;
     match raw.read().await.unwrap() {
         pb::AppEvent { id: 9, event: Some(Event::Receipt(receipt)) } => {
@@ -192,9 +192,17 @@ async fn oversized_and_malformed_input_closes_only_that_client() {
     assert_eq!(good.send(&good.did(), "still here").await.unwrap(), Receipt::Delivered);
     let message = tokio::time::timeout(WAIT, good_inbox.next()).await.unwrap().unwrap();
     assert_eq!(message.payload, b"still here");
-    // And a message to an app whose session was closed says so.
-    let receipt = good.send(&b.did(), "gone?").await.unwrap();
-    assert!(matches!(receipt, Receipt::Failed(ref f) if f.reason == Reason::AppNotRunning), "{receipt:?}");
+    // A message to an app whose session was closed waits on the daemon's
+    // disk until the app is back.
+    let mut pending = good.submit(&b.did(), "gone?").await.unwrap();
+    let id = pending.accepted().await.unwrap().expect("accepted");
+    assert_eq!(good.receipt_states(&[id]).await.unwrap(), vec![(id, ReceiptState::Pending)]);
+    let back =
+        Client::connect_as(AppIdentity::load_or_create(&apps[0][1]).unwrap(), app_socket(&dirs[0])).await.unwrap();
+    let message = tokio::time::timeout(WAIT, back.messages().next()).await.unwrap().unwrap();
+    assert_eq!((message.id, message.payload.as_slice()), (id, &b"gone?"[..]));
+    assert_eq!(tokio::time::timeout(WAIT, pending).await.unwrap().unwrap(), Receipt::Delivered);
+    assert_eq!(good.receipt_states(&[id]).await.unwrap(), vec![(id, ReceiptState::Final(Receipt::Delivered))]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,39 +259,40 @@ async fn frames_before_the_hello_are_held_to_a_small_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_may_not_queue_more_than_its_byte_budget_without_receipts() {
+async fn an_app_may_not_queue_more_than_its_outbox_budget() {
     let root = tempfile::tempdir().unwrap();
     let (dirs, apps) = provision_with_apps(root.path(), 1, &[2]);
     let _daemon = Daemon::start(&dirs[0], None);
     let (sender, recipient) = (load(&apps[0][0]), load(&apps[0][1]));
     // The recipient is connected but never reads: no message is ever acked,
-    // so no receipt ever frees the sender's budget.
+    // so every message stays in the sender's outbox.
     let mut stalled = Raw::connect(&dirs[0]).await;
     let welcome = stalled.hello(recipient.did(), &recipient).await;
     assert!(matches!(welcome.event, Some(Event::Welcome(_))));
     let mut raw = Raw::connect(&dirs[0]).await;
     let Some(Event::Welcome(welcome)) = raw.hello(sender.did(), &sender).await.event else { panic!() };
     assert_eq!(welcome.max_in_flight_bytes, 64 << 20);
-    // 1 MB messages: the 68th passes 64 MiB.
-    let mut sent = 0;
+    // 1 MB messages: the 68th passes the 64 MiB outbox.
     for id in 1..=100u64 {
-        let send = pb::SendMessage { to: recipient.did().key_bytes(), payload: vec![7; 1_000_000] };
+        let send =
+            pb::SendMessage { to: recipient.did().key_bytes(), payload: vec![7; 1_000_000], ..Default::default() };
         let request = pb::AppRequest { id, request: Some(Request::Send(send)) };
-        if raw.stream.write_all(&frame::encode(&request.encode_to_vec())).await.is_err() {
-            break;
-        }
-        sent += 1;
+        raw.stream.write_all(&frame::encode(&request.encode_to_vec())).await.unwrap();
     }
-    assert!(sent >= 68, "closed after {sent}");
-    loop {
-        match raw.read().await.and_then(|e| e.event) {
-            Some(Event::Error(error)) => {
-                assert_eq!(error.code, pb::AppErrorCode::BadRequest as i32, "{}", error.message);
-                assert!(error.message.contains("bytes of messages without a receipt"), "{}", error.message);
-                break;
+    let (mut accepted, mut full) = (Vec::new(), Vec::new());
+    while accepted.len() + full.len() < 100 {
+        match raw.read().await.map(|e| (e.id, e.event)) {
+            Some((id, Some(Event::Accepted(_)))) => accepted.push(id),
+            Some((id, Some(Event::Receipt(receipt)))) => {
+                assert_eq!(receipt.outcome, pb::Outcome::QueueFull as i32, "{}", receipt.detail);
+                assert!(receipt.detail.contains("the limit is 67108864"), "{}", receipt.detail);
+                assert!(receipt.message_id.is_empty(), "refused before it had an id");
+                full.push(id);
             }
-            Some(_) => continue,
-            None => panic!("closed without saying why"),
+            Some((_, other)) => panic!("unexpected {other:?}"),
+            None => panic!("closed"),
         }
     }
+    assert_eq!(accepted, (1..=67).collect::<Vec<_>>());
+    assert_eq!(full, (68..=100).collect::<Vec<_>>(), "each over the budget fails at once, the session stays");
 }

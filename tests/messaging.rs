@@ -157,7 +157,7 @@ async fn allow_lists_refuse_messages_and_streams_from_apps_not_on_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipts_name_unknown_absent_and_revoked_recipients() {
+async fn receipts_name_unknown_and_revoked_recipients_and_absent_apps_get_theirs_later() {
     let root = tempfile::tempdir().unwrap();
     let (dirs, apps) = provision_with_apps(root.path(), 2, &[1, 2]);
     let daemons = mesh(&dirs);
@@ -169,7 +169,12 @@ async fn receipts_name_unknown_absent_and_revoked_recipients() {
         Receipt::Delivered => panic!("delivered"),
     };
     assert_eq!(reason(sender.send(&unknown, "x").await.unwrap()), Reason::UnknownRecipient);
-    assert_eq!(reason(sender.send(&absent, "x").await.unwrap()), Reason::AppNotRunning);
+    // An app that is not running gets its messages when it connects.
+    let waiting = sender.submit(&absent, "for later").await.unwrap();
+    let absent_app = client(&apps[1][1], &dirs[1]).await;
+    let message = within("the held message", absent_app.messages().next()).await.unwrap();
+    assert_eq!(message.payload, b"for later");
+    assert_eq!(within("its receipt", waiting).await.unwrap(), Receipt::Delivered);
     let recipient = client(&apps[1][0], &dirs[1]).await;
     assert!(sender.send(&recipient.did(), "before").await.unwrap().is_delivered());
 

@@ -17,6 +17,9 @@
 //!
 //! [messaging]
 //! max_message_bytes = 1048576         # largest message; bigger data goes over streams
+//! default_ttl_s = 604800              # how long a message is retried (7 days)
+//! max_outbox_bytes = 67108864         # per sending app, waiting for delivery
+//! max_inbox_bytes = 33554432          # per local app, waiting for it to take them
 //!
 //! [log]
 //! level = "info"                      # a tracing filter, e.g. "carrier_daemon=debug"
@@ -154,11 +157,22 @@ impl Default for Limits {
 pub struct Messaging {
     /// Largest message payload this daemon carries or accepts.
     pub max_message_bytes: usize,
+    /// Seconds a message is retried when its app names no time to live.
+    pub default_ttl_s: u64,
+    /// Payload bytes one sending app may have waiting for delivery.
+    pub max_outbox_bytes: usize,
+    /// Payload bytes held for one local app until it takes them.
+    pub max_inbox_bytes: usize,
 }
 
 impl Default for Messaging {
     fn default() -> Self {
-        Self { max_message_bytes: crate::delivery::DEFAULT_MAX_MESSAGE }
+        Self {
+            max_message_bytes: crate::delivery::DEFAULT_MAX_MESSAGE,
+            default_ttl_s: crate::delivery::DEFAULT_TTL.as_secs(),
+            max_outbox_bytes: crate::delivery::DEFAULT_MAX_OUTBOX_BYTES,
+            max_inbox_bytes: crate::delivery::DEFAULT_MAX_INBOX_BYTES,
+        }
     }
 }
 
@@ -207,6 +221,18 @@ impl Config {
         if !(1..=MAX_MESSAGE_LIMIT).contains(&config.messaging.max_message_bytes) {
             return Err(invalid("messaging.max_message_bytes".into(), "must be from 1 to 67108864 (64 MiB)"));
         }
+        let messaging = &config.messaging;
+        if !(1..=crate::delivery::MAX_TTL.as_secs()).contains(&messaging.default_ttl_s) {
+            return Err(invalid("messaging.default_ttl_s".into(), "must be from 1 to 2592000 (30 days)"));
+        }
+        if messaging.max_outbox_bytes < messaging.max_message_bytes
+            || messaging.max_inbox_bytes < messaging.max_message_bytes
+        {
+            return Err(invalid(
+                "messaging".into(),
+                "max_outbox_bytes and max_inbox_bytes must be at least max_message_bytes",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&config.log.level)
             .map_err(|_| invalid("log.level".into(), "not a log filter (try \"info\" or \"carrier_daemon=debug\")"))?;
         Ok(config)
@@ -225,9 +251,16 @@ impl Config {
             .collect()
     }
 
-    /// The messaging settings this configuration asks for.
-    pub fn messaging_config(&self) -> crate::delivery::MessagingConfig {
-        crate::delivery::MessagingConfig { max_message: self.messaging.max_message_bytes }
+    /// The messaging settings this configuration asks for, with the store
+    /// at `store` (`None`: in memory).
+    pub fn messaging_config(&self, store: Option<PathBuf>) -> crate::delivery::MessagingConfig {
+        crate::delivery::MessagingConfig {
+            max_message: self.messaging.max_message_bytes,
+            default_ttl: Duration::from_secs(self.messaging.default_ttl_s),
+            max_outbox_bytes: self.messaging.max_outbox_bytes,
+            max_inbox_bytes: self.messaging.max_inbox_bytes,
+            store,
+        }
     }
 
     /// The link limits this configuration asks for.
@@ -281,7 +314,7 @@ mod tests {
         assert_eq!(config.bootstrap_addrs().unwrap().len(), 1);
         assert_eq!(config.link_limits().handshake_timeout, Duration::from_millis(1500));
         assert_eq!(config.limits.max_links, 20);
-        assert_eq!(config.messaging_config().max_message, 4096);
+        assert_eq!(config.messaging_config(None).max_message, 4096);
         assert_eq!(config.data_dir, Some(PathBuf::from("/tmp/carrier")));
     }
 

@@ -56,6 +56,9 @@ pub enum StartError {
     /// The pending-requests directory cannot be used.
     #[error("pending ledger requests: {0}")]
     Pending(String),
+    /// The message store cannot be opened.
+    #[error(transparent)]
+    Messages(#[from] crate::delivery::StoreError),
     /// The configured sequencer key cannot sequence this ledger.
     #[error("ledger.sequencer_key {path}: {reason}")]
     SequencerKey {
@@ -139,8 +142,8 @@ impl Daemon {
             .map_err(|e| StartError::Pending(e.to_string()))?;
         let submitter = Submitter::new(Arc::clone(&ctx.ledger), router.clone(), Arc::new(pending));
         submitter.start(&handlers, overlay.events());
-        let delivery =
-            Delivery::start(did, Arc::clone(&ctx.ledger), overlay.clone(), router, config.messaging_config());
+        let messaging = config.messaging_config(Some(data_dir.message_store()));
+        let delivery = Delivery::start(did, Arc::clone(&ctx.ledger), overlay.clone(), router, messaging)?;
         let app_socket = runtime_dir.join(APP_SOCKET);
         let app_listener =
             app::bind(&app_socket).map_err(|source| StartError::Socket { path: app_socket.clone(), source })?;

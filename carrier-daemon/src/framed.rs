@@ -137,7 +137,7 @@ mod tests {
     use carrier_proto::pb;
 
     fn receipt(seq: u64) -> pb::EnvelopeReceipt {
-        pb::EnvelopeReceipt { seq, outcome: pb::Outcome::Delivered as i32, detail: String::new() }
+        pb::EnvelopeReceipt { seq, outcome: pb::Outcome::Delivered as i32, ..Default::default() }
     }
 
     #[tokio::test]
@@ -192,7 +192,7 @@ mod tests {
     async fn the_writer_refuses_an_oversized_message() {
         let (a, _b) = tokio::io::duplex(64);
         let mut writer = FrameWriter::new(a, 8);
-        let big = pb::EnvelopeReceipt { seq: 1, outcome: 1, detail: "x".repeat(100) };
+        let big = pb::EnvelopeReceipt { seq: 1, outcome: 1, detail: "x".repeat(100), ..Default::default() };
         assert!(matches!(writer.feed(&big).await, Err(FramedError::Frame(FrameError::TooLarge { .. }))));
     }
 }

@@ -15,6 +15,8 @@ pub const DEVICE_CARD_FILE: &str = "device.card";
 pub const LEDGER_DIR: &str = "ledger";
 /// File name of the peer cache inside the data directory.
 pub const PEER_CACHE_FILE: &str = "peers.cache";
+/// The message store (outbox, inbox, receipts) in the data directory.
+pub const MESSAGE_STORE_FILE: &str = "messages.redb";
 /// File name of the control socket inside the runtime directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// File name of the app socket inside the runtime directory.
@@ -103,6 +105,11 @@ impl DataDir {
     /// The routing table's peers, kept between runs.
     pub fn peer_cache(&self) -> PathBuf {
         self.root.join(PEER_CACHE_FILE)
+    }
+
+    /// The message store (outbox, inbox, receipts).
+    pub fn message_store(&self) -> PathBuf {
+        self.root.join(MESSAGE_STORE_FILE)
     }
 
     /// The embedded ledger's directory.

@@ -100,6 +100,17 @@ impl ReplayGuard {
         Self::default()
     }
 
+    /// Whether `id` from `from` to `to` was taken already, or is older than
+    /// one that was (same sender epoch).
+    pub fn seen(&self, from: Did, to: Did, id: MessageId) -> bool {
+        self.last.get(&(from, to)).is_some_and(|(epoch, last)| *epoch == id.epoch && id.seq <= *last)
+    }
+
+    /// Sets the last message taken from `from` to `to` (from disk, at start).
+    pub fn restore(&mut self, from: Did, to: Did, id: MessageId) {
+        self.last.insert((from, to), (id.epoch, id.seq));
+    }
+
     /// Whether the message `id` from `from` to `to` may be delivered; if so
     /// it is recorded, and it (or anything older) never passes again.
     pub fn admit(&mut self, from: Did, to: Did, id: MessageId) -> bool {

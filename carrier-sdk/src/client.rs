@@ -10,8 +10,8 @@ use carrier_proto::identity::Did;
 use carrier_proto::pb::{self, app_event::Event, app_hello::Purpose, app_request::Request};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::message::{AllowList, Failure, Message, Receipt, allow_list_to_wire};
-use crate::session::{SendPermit, Shared, closed};
+use crate::message::{AllowList, Failure, Message, MessageId, Receipt, ReceiptState, SendOptions, allow_list_to_wire};
+use crate::session::{Shared, closed};
 use crate::stream::{AppStream, Listener};
 use crate::{AppIdentity, SdkError, wire};
 
@@ -113,17 +113,54 @@ impl Client {
     }
 
     /// Queues `payload` for app `to` and returns at once (waiting only
-    /// while 4,096 messages are unanswered): await the
+    /// while 4,096 messages are not yet accepted by the daemon): await the
     /// returned receipt later. Messages submitted in order arrive in order.
     pub async fn submit(&self, to: &Did, payload: impl Into<Vec<u8>>) -> Result<PendingReceipt, SdkError> {
+        self.submit_with(to, payload, SendOptions::default()).await
+    }
+
+    /// [`submit`](Self::submit) with a time to live or an idempotency key.
+    pub async fn submit_with(
+        &self,
+        to: &Did,
+        payload: impl Into<Vec<u8>>,
+        options: SendOptions,
+    ) -> Result<PendingReceipt, SdkError> {
         let payload = payload.into();
         if payload.len() > self.shared.max_message {
             return Err(SdkError::TooLarge { len: payload.len(), max: self.shared.max_message });
         }
         let permit = self.shared.send_permit(payload.len()).await?;
-        let send = pb::SendMessage { to: to.key_bytes(), payload };
-        let answer = self.request(Request::Send(send), Some(permit)).await?;
-        Ok(PendingReceipt { answer })
+        let ttl_ms = options.ttl.map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let send = pb::SendMessage { to: to.key_bytes(), payload, ttl_ms, key: options.key.unwrap_or_default() };
+        let (accepted_tx, accepted) = oneshot::channel();
+        let answer = self.shared.request_send(Request::Send(send), permit, accepted_tx).await?;
+        Ok(PendingReceipt { accepted: Some(accepted), id: None, answer })
+    }
+
+    /// What became of messages this app sent, in this session or an
+    /// earlier one (receipts are kept for 7 days), by id.
+    pub async fn receipt_states(&self, ids: &[MessageId]) -> Result<Vec<(MessageId, ReceiptState)>, SdkError> {
+        let mut states = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(4096) {
+            let query = pb::QueryReceipts { message_ids: chunk.iter().map(|id| id.to_bytes().to_vec()).collect() };
+            let answer = self.request(Request::QueryReceipts(query)).await?.await.map_err(|_| closed())?;
+            let answered = match answer.event {
+                Some(Event::ReceiptStates(answered)) => answered,
+                Some(Event::Error(error)) => return Err(SdkError::Rejected(error.message)),
+                other => return Err(SdkError::Protocol(format!("expected receipt states, got {other:?}"))),
+            };
+            for (id, state) in chunk.iter().zip(answered.states) {
+                use pb::receipt_state::State;
+                let state = match State::try_from(state.state) {
+                    Ok(State::Pending) => ReceiptState::Pending,
+                    Ok(State::Final) => ReceiptState::Final(receipt_of(state.outcome, state.detail)),
+                    Ok(State::Unknown) | Err(_) => ReceiptState::Unknown,
+                };
+                states.push((*id, state));
+            }
+        }
+        Ok(states)
     }
 
     /// The messages sent to this app, in the order they arrived (in the
@@ -138,7 +175,7 @@ impl Client {
     /// Lets only `allow` message this app (default: any active app).
     pub async fn set_access(&self, allow: &AllowList) -> Result<(), SdkError> {
         let set = pb::SetAccess { messages: Some(allow_list_to_wire(allow)) };
-        done(self.request(Request::SetAccess(set), None).await?.await).await
+        done(self.request(Request::SetAccess(set)).await?.await).await
     }
 
     /// Accepts streams to `service` from the apps `allow` lets in.
@@ -146,7 +183,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(64);
         self.shared.listeners.lock().unwrap_or_else(|p| p.into_inner()).insert(service.to_owned(), tx);
         let listen = pb::Listen { service: service.to_owned(), allow: Some(allow_list_to_wire(allow)) };
-        if let Err(error) = done(self.request(Request::Listen(listen), None).await?.await).await {
+        if let Err(error) = done(self.request(Request::Listen(listen)).await?.await).await {
             self.shared.listeners.lock().unwrap_or_else(|p| p.into_inner()).remove(service);
             return Err(error);
         }
@@ -159,12 +196,8 @@ impl Client {
         AppStream::establish(&self.shared, purpose).await
     }
 
-    async fn request(
-        &self,
-        request: Request,
-        permit: Option<SendPermit>,
-    ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
-        self.shared.request(request, permit).await
+    async fn request(&self, request: Request) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
+        self.shared.request(request).await
     }
 }
 
@@ -179,7 +212,32 @@ async fn done(answer: Result<pb::AppEvent, oneshot::error::RecvError>) -> Result
 /// A sent message's receipt, to await.
 #[derive(Debug)]
 pub struct PendingReceipt {
+    accepted: Option<oneshot::Receiver<pb::MessageAccepted>>,
+    id: Option<MessageId>,
     answer: oneshot::Receiver<pb::AppEvent>,
+}
+
+impl PendingReceipt {
+    /// Waits until the daemon has the message on disk, and gives its id
+    /// (to ask for its receipt later, in another session); `None` if the
+    /// daemon refused it at once (the receipt says why).
+    pub async fn accepted(&mut self) -> Result<Option<MessageId>, SdkError> {
+        if let Some(accepted) = self.accepted.take() {
+            // Dropped unanswered: refused before acceptance, or the session ended.
+            if let Ok(accepted) = accepted.await {
+                self.id = MessageId::from_bytes(&accepted.message_id);
+            }
+        }
+        Ok(self.id)
+    }
+}
+
+fn receipt_of(outcome: i32, detail: String) -> Receipt {
+    if outcome == pb::Outcome::Delivered as i32 {
+        Receipt::Delivered
+    } else {
+        Receipt::Failed(Failure::from_wire(outcome, detail))
+    }
 }
 
 impl std::future::Future for PendingReceipt {
@@ -192,8 +250,7 @@ impl std::future::Future for PendingReceipt {
             Poll::Ready(Ok(event)) => event,
         };
         Poll::Ready(match event.event {
-            Some(Event::Receipt(receipt)) if receipt.outcome == pb::Outcome::Delivered as i32 => Ok(Receipt::Delivered),
-            Some(Event::Receipt(receipt)) => Ok(Receipt::Failed(Failure::from_wire(receipt.outcome, receipt.detail))),
+            Some(Event::Receipt(receipt)) => Ok(receipt_of(receipt.outcome, receipt.detail)),
             Some(Event::Error(error)) => Err(SdkError::Rejected(error.message)),
             other => Err(SdkError::Protocol(format!("expected a receipt, got {other:?}"))),
         })

@@ -21,7 +21,11 @@
 //! - [`Client::connect`] proves the app's key to its daemon;
 //! - [`Client::send`] sends bytes to another app and returns a [`Receipt`]:
 //!   `Delivered` once that app took them, or `Failed` with a [`Reason`];
-//!   [`Client::submit`] queues without waiting, for many messages at once;
+//!   [`Client::submit`] queues without waiting, for many messages at once.
+//!   The daemon has a message on disk before it accepts it
+//!   ([`PendingReceipt::accepted`]), and retries across broken links and
+//!   restarts until delivered or its time to live passes; an app that
+//!   reconnects asks for earlier receipts with [`Client::receipt_states`];
 //! - [`Client::messages`] yields the [`Message`]s sent to this app, in order
 //!   and at most once per sender;
 //! - [`Client::open_stream`] and [`Client::listen`] give full-duplex byte
@@ -81,5 +85,5 @@ pub use carrier_proto::ledger::Consent;
 pub use client::{Client, ClientOptions, Messages, PendingReceipt, SOCKET_ENV, default_socket};
 pub use error::SdkError;
 pub use identity::{APP_KEY_FILE, AppIdentity};
-pub use message::{AllowList, Failure, Message, MessageId, Reason, Receipt};
+pub use message::{AllowList, Failure, Message, MessageId, Reason, Receipt, ReceiptState, SendOptions};
 pub use stream::{AppStream, Listener};

@@ -21,6 +21,35 @@ pub struct Message {
     pub payload: Vec<u8>,
     /// When this daemon received it.
     pub received_at: SystemTime,
+    /// Given to an earlier session of this app that ended before it was
+    /// acknowledged: the app may have seen it (same id). Ids between two
+    /// apps only grow, so an app that keeps the last id it handled can
+    /// drop anything at or below it.
+    pub redelivered: bool,
+}
+
+/// How to send one message ([`Client::submit_with`](crate::Client::submit_with)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// How long the daemons keep trying (default: the daemon's, 7 days;
+    /// at most 30 days). Past it the receipt is `Expired`.
+    pub ttl: Option<std::time::Duration>,
+    /// Up to 64 bytes naming this message for the daemon: sending again
+    /// with the same key (say, after the session broke before the message
+    /// was accepted) does not queue it twice.
+    pub key: Option<Vec<u8>>,
+}
+
+/// What the daemon knows of a message this app sent
+/// ([`Client::receipt_states`](crate::Client::receipt_states)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptState {
+    /// No such message of this app (or its receipt is over 7 days old).
+    Unknown,
+    /// Still on its way.
+    Pending,
+    /// Its fate.
+    Final(Receipt),
 }
 
 /// The fate of one sent message.
@@ -62,8 +91,8 @@ pub enum Reason {
     UnknownRecipient,
     /// The recipient, the sender or a hosting device is revoked.
     Revoked,
-    /// The recipient app is not connected to its daemon (or not listening
-    /// on the service).
+    /// The recipient app is not listening on the service (streams), or its
+    /// daemon stopped before it took the message.
     AppNotRunning,
     /// The recipient's device could not be reached.
     Unreachable,
@@ -71,8 +100,13 @@ pub enum Reason {
     TooLarge,
     /// The recipient's access rules refuse this app.
     Refused,
-    /// The link broke after the message left; it may or may not have arrived.
+    /// A stream's link broke. (Messages are retried instead.)
     LinkLost,
+    /// Its time to live passed before it could be delivered.
+    Expired,
+    /// This app's outbox on its daemon is full: wait for receipts, then
+    /// send again.
+    QueueFull,
     /// A reason this SDK does not know.
     Other,
 }
@@ -88,6 +122,8 @@ impl Failure {
             Ok(TooLarge) => Reason::TooLarge,
             Ok(Refused) => Reason::Refused,
             Ok(LinkLost) => Reason::LinkLost,
+            Ok(Expired) => Reason::Expired,
+            Ok(QueueFull) => Reason::QueueFull,
             Ok(Delivered | Unspecified) | Err(_) => Reason::Other,
         };
         Self { reason, detail }

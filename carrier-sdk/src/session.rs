@@ -26,12 +26,23 @@ use crate::message::{Message, MessageId};
 use crate::wire::{self, EventReader};
 use crate::{AppIdentity, SdkError};
 
-/// Messages sent and not yet answered, per client; `submit` waits beyond it.
+/// Messages sent and not yet accepted, per client; `submit` waits beyond it.
 const IN_FLIGHT: usize = 4096;
 /// Received messages held for the app before the daemon is made to wait.
 const INBOX: usize = 4096;
 
-type Waiting = Arc<Mutex<HashMap<u64, (oneshot::Sender<pb::AppEvent>, Option<SendPermit>)>>>;
+/// Who waits for the answers to one request.
+#[derive(Debug)]
+struct Waiter {
+    /// The final answer (a receipt, done, an error).
+    answer: oneshot::Sender<pb::AppEvent>,
+    /// For a send: the daemon's `accepted`, which comes first.
+    accepted: Option<oneshot::Sender<pb::MessageAccepted>>,
+    /// For a send: its place under the limits, until accepted or answered.
+    permit: Option<SendPermit>,
+}
+
+type Waiting = Arc<Mutex<HashMap<u64, Waiter>>>;
 
 /// A send's place under the daemon's limits (messages and payload bytes
 /// without a receipt), held until its receipt comes.
@@ -117,14 +128,31 @@ impl Shared {
     }
 
     /// Sends `request`; the answer comes on the returned channel.
-    pub(crate) async fn request(
+    pub(crate) async fn request(&self, request: Request) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
+        self.request_with(request, None, None).await
+    }
+
+    /// Sends a send request: `accepted` hears the daemon's acceptance, the
+    /// returned channel the receipt.
+    pub(crate) async fn request_send(
+        &self,
+        request: Request,
+        permit: SendPermit,
+        accepted: oneshot::Sender<pb::MessageAccepted>,
+    ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
+        self.request_with(request, Some(permit), Some(accepted)).await
+    }
+
+    async fn request_with(
         &self,
         request: Request,
         permit: Option<SendPermit>,
+        accepted: Option<oneshot::Sender<pb::MessageAccepted>>,
     ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (tx, permit));
+        let waiter = Waiter { answer: tx, accepted, permit };
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id, waiter);
         // The reader sets `closed` before it drops every waiter: either it
         // dropped ours, or we see the flag.
         if self.closed.load(Ordering::SeqCst) {
@@ -212,10 +240,21 @@ async fn read_events(
                     let _ = listener.try_send(stream);
                 }
             }
+            Some(Event::Accepted(accepted)) if event.id != 0 => {
+                // The daemon has it on disk: the send no longer counts
+                // against the limits; its receipt comes later.
+                let mut waiting = ended.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(waiter) = waiting.get_mut(&event.id) {
+                    waiter.permit = None;
+                    if let Some(tx) = waiter.accepted.take() {
+                        let _ = tx.send(accepted);
+                    }
+                }
+            }
             _ if event.id != 0 => {
                 let waiter = ended.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.id);
-                if let Some((tx, _permit)) = waiter {
-                    let _ = tx.send(event);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.answer.send(event);
                 }
             }
             _ => {}
@@ -233,5 +272,6 @@ fn incoming(message: pb::IncomingMessage, dids: &mut DidCache) -> Option<Message
     let from_app = dids.get(&message.from_app).ok()?;
     let from_device = dids.get(&message.from_device).ok()?;
     let received_at = SystemTime::UNIX_EPOCH + Duration::from_millis(message.received_at_ms);
-    Some(Message { id, from_app, from_device, payload: message.payload, received_at })
+    let redelivered = message.redelivered;
+    Some(Message { id, from_app, from_device, payload: message.payload, received_at, redelivered })
 }

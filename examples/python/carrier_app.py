@@ -300,6 +300,10 @@ def send(args, key):
             if event is None:
                 raise Failed("the daemon closed the connection before the receipt")
             kind = event.WhichOneof("event")
+            if kind == "accepted" and event.id == args.id:
+                # On the daemon's disk: it retries until delivered or expired.
+                print(f"accepted as message id {event.accepted.message_id.hex()}", flush=True)
+                continue
             if kind == "receipt" and event.id == args.id:
                 receipt = event.receipt
                 line = f"receipt for request {event.id}: {enum_name(pb.Outcome, receipt.outcome)}"

@@ -197,6 +197,11 @@ impl Daemon {
         panic!("carrierd never printed {needle:?}; it printed:\n{}", seen.join("\n"));
     }
 
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();

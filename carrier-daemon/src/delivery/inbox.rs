@@ -1,18 +1,23 @@
-//! The receiving side's rules, for messages and streams alike, whether they
-//! came over a link or from an app on this same device: who the sender and
-//! recipient are on the ledger, the size limit, at most once, the
-//! recipient's allow lists, and handing over to the recipient's session.
+//! The receiving side, for messages and streams alike, whether they came
+//! over a link or from an app on this same device: who the sender and
+//! recipient are on the ledger, the size limit, at most once per pair, the
+//! durable inbox (a message is on disk before the sender hears HELD, and
+//! stays there until its app acknowledges it), the recipient's allow lists,
+//! and handing over to the recipient's session.
 
 use carrier_proto::identity::Did;
 use carrier_proto::messaging::MessageId;
 use carrier_proto::pb::{self, Outcome};
 use tokio::sync::oneshot;
 
-use super::{Delivery, Incoming};
+use super::held::{Held, HeldMessage};
+use super::outbox::now_ms;
+use super::store::{Loaded, Op};
+use super::{Access, Delivery, Incoming};
 use crate::ledger::{Denial, Party, Policy, Refused};
+use crate::protocols::Failure;
 use crate::protocols::app_stream::{ACCEPT_TIMEOUT, AppEnd, StreamAcceptor};
-use crate::protocols::messages::Inbox;
-use crate::protocols::{Failure, Verdict};
+use crate::protocols::messages::{Inbox, Offered};
 
 impl Delivery {
     /// Checks `to_app` is ours and active, and `from_app` is an active app
@@ -36,49 +41,9 @@ impl Delivery {
         })
     }
 
-    /// Offers a message to local app `to_app`. On success the receiver
-    /// answers once the app has taken it (or has gone).
-    pub(crate) async fn offer_message(
-        &self,
-        from_device: Did,
-        from_app: Did,
-        to_app: Did,
-        id: MessageId,
-        payload: Vec<u8>,
-    ) -> Result<oneshot::Receiver<Verdict>, Failure> {
-        if payload.len() > self.config.max_message {
-            let detail = format!(
-                "message of {} bytes is over this daemon's limit of {}",
-                payload.len(),
-                self.config.max_message
-            );
-            return Err(Failure::new(Outcome::TooLarge, detail));
-        }
-        self.check_parties(from_device, &from_app, &to_app)?;
-        let session = self
-            .sessions
-            .session(&to_app)
-            .ok_or_else(|| Failure::new(Outcome::AppNotRunning, format!("{to_app} is not connected to its daemon")))?;
-        let permitted = session.access.read().map(|a| a.messages.permits(&from_app, true)).unwrap_or(false);
-        if !permitted {
-            return Err(Failure::new(Outcome::Refused, format!("{to_app} does not take messages from {from_app}")));
-        }
-        if !self.replay.lock().unwrap_or_else(|p| p.into_inner()).admit(from_app, to_app, id) {
-            return Err(Failure::new(Outcome::Refused, format!("message {id} was already delivered or is stale")));
-        }
-        let (verdict, taken) = oneshot::channel();
-        let incoming = Incoming::Message { id, from_app, from_device, payload, received_at_ms: now_ms(), verdict };
-        session
-            .incoming
-            .send(incoming)
-            .await
-            .map_err(|_| Failure::new(Outcome::AppNotRunning, format!("{to_app} disconnected")))?;
-        Ok(taken)
-    }
-}
-
-impl Inbox for Delivery {
-    async fn offer(&self, from: Did, envelope: pb::Envelope) -> Result<oneshot::Receiver<Verdict>, Failure> {
+    /// The rules every incoming message meets, whoever sent it: its parties
+    /// on the ledger and the size limit.
+    fn judge(&self, from_device: Did, envelope: &pb::Envelope) -> Result<(Did, Did, MessageId), Failure> {
         let bad = |what: &str| Failure::new(Outcome::Refused, format!("malformed envelope: {what}"));
         let sender =
             self.ledger.find_did(&envelope.from_app).ok_or_else(|| bad("the sending app is not on the ledger"))?;
@@ -87,8 +52,201 @@ impl Inbox for Delivery {
             .find_did(&envelope.to_app)
             .ok_or_else(|| Failure::new(Outcome::UnknownRecipient, "the ledger has no app with that key"))?;
         let epoch: [u8; 16] = envelope.epoch.as_slice().try_into().map_err(|_| bad("epoch is not 16 bytes"))?;
-        let id = MessageId { epoch, seq: envelope.seq };
-        self.offer_message(from, sender, recipient, id, envelope.payload).await
+        if envelope.payload.len() > self.config.max_message {
+            let detail = format!(
+                "message of {} bytes is over this daemon's limit of {}",
+                envelope.payload.len(),
+                self.config.max_message
+            );
+            return Err(Failure::new(Outcome::TooLarge, detail));
+        }
+        self.check_parties(from_device, &sender, &recipient)?;
+        Ok((sender, recipient, MessageId { epoch, seq: envelope.seq }))
+    }
+
+    pub(super) fn lock_held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next message for `app`'s session after delivery `after`, as the
+    /// app is to see it; one its access rules refuse is settled REFUSED
+    /// and skipped.
+    pub(crate) fn next_incoming(&self, app: &Did, after: u64, access: &Access) -> Option<Incoming> {
+        let mut after = after;
+        loop {
+            let held = self.lock_held();
+            let delivery = held.next_after(app, after)?;
+            let message = held.apps.get(app)?.messages.get(&delivery)?;
+            if !access.messages.permits(&message.from_app, true) {
+                let (from_app, id) = (message.from_app, message.id);
+                drop(held);
+                let detail = format!("{app} does not take messages from {from_app}");
+                self.refuse_held(*app, delivery, from_app, id, detail);
+                after = delivery;
+                continue;
+            }
+            return Some(Incoming::Message {
+                delivery,
+                id: message.id,
+                from_app: message.from_app,
+                from_device: message.from_device,
+                payload: message.payload.clone(),
+                received_at_ms: message.received_at_ms,
+                redelivered: message.redelivered,
+            });
+        }
+    }
+
+    /// What wakes `app`'s session when a message for it is stored.
+    pub(crate) fn inbox_wake(&self, app: Did) -> std::sync::Arc<tokio::sync::Notify> {
+        self.lock_held().wake(app)
+    }
+
+    /// `app`'s session ended, having been given messages up to `handed`.
+    pub(crate) fn session_ended(&self, app: &Did, handed: u64) {
+        self.lock_held().session_ended(app, handed);
+    }
+
+    /// `app` took these messages: off the disk, then their senders hear it.
+    pub(crate) fn taken(&self, app: Did, deliveries: Vec<u64>) {
+        let deliveries: Vec<u64> = {
+            let held = self.lock_held();
+            let Some(inbox) = held.apps.get(&app) else { return };
+            deliveries.into_iter().filter(|d| inbox.messages.contains_key(d)).collect()
+        };
+        if deliveries.is_empty() {
+            return;
+        }
+        let this = self.me();
+        let taken = deliveries.clone();
+        self.committer.submit(Op::Taken { deliveries }, move |applied| {
+            let Some(this) = this.upgrade() else { return };
+            if let Err(error) = applied {
+                // Still on disk: given again after a restart, marked.
+                tracing::warn!(%error, "could not record that an app took its messages");
+            }
+            for delivery in taken {
+                let message = this.lock_held().take(&app, delivery);
+                for watcher in message.into_iter().flat_map(|m| m.watchers) {
+                    let _ = watcher.send(Ok(()));
+                }
+            }
+        });
+    }
+
+    /// Settles a held message as refused (recorded, so a retry hears the same).
+    fn refuse_held(&self, app: Did, delivery: u64, from_app: Did, id: MessageId, detail: String) {
+        let Some(message) = self.lock_held().take(&app, delivery) else { return };
+        let failure = Failure::new(Outcome::Refused, detail.clone());
+        let refuse = Op::Refuse { from_app, id, outcome: Outcome::Refused, detail, now_ms: now_ms() };
+        self.committer.submit(refuse, |_| {});
+        self.committer.submit(Op::Taken { deliveries: vec![delivery] }, move |_| {
+            for watcher in message.watchers {
+                let _ = watcher.send(Err(failure.clone()));
+            }
+        });
+    }
+
+    /// Rebuilds the inbox's memory from what the store held at start.
+    pub(super) fn resume_inbox(&self, loaded: &mut Loaded) {
+        let mut held = self.lock_held();
+        held.next_delivery = loaded.next_delivery;
+        for ((from, to), id) in loaded.replay.drain() {
+            held.replay.restore(from, to, id);
+        }
+        for (delivery, incoming) in loaded.inbox.drain(..) {
+            let Some(envelope) = incoming.envelope else { continue };
+            let parsed = (|| {
+                let from_app = Did::from_key_bytes(&envelope.from_app).ok()?;
+                let to_app = Did::from_key_bytes(&envelope.to_app).ok()?;
+                let from_device = Did::from_key_bytes(&incoming.from_device).ok()?;
+                let epoch: [u8; 16] = envelope.epoch.as_slice().try_into().ok()?;
+                Some((from_app, to_app, from_device, MessageId { epoch, seq: envelope.seq }))
+            })();
+            let Some((from_app, to_app, from_device, id)) = parsed else {
+                tracing::warn!(delivery, "skipping an inbox record with a malformed DID or id");
+                continue;
+            };
+            let message = HeldMessage {
+                from_app,
+                from_device,
+                id,
+                payload: envelope.payload,
+                received_at_ms: incoming.received_at_ms,
+                stored: true,
+                redelivered: false,
+                stored_waiters: Vec::new(),
+                watchers: Vec::new(),
+            };
+            held.insert(to_app, delivery, message);
+        }
+    }
+}
+
+impl Inbox for Delivery {
+    fn offer(&self, from: Did, envelope: pb::Envelope) -> Offered {
+        let (sender, recipient, id) = match self.judge(from, &envelope) {
+            Ok(parties) => parties,
+            Err(failure) => return Offered::Final(Err(failure)),
+        };
+        let mut held = self.lock_held();
+        if held.replay.seen(sender, recipient, id) {
+            if let Some((stored, taken)) = held.watch(&sender, &id) {
+                return Offered::Held { stored, taken };
+            }
+            drop(held);
+            // Taken before (its sender missed the receipt), or refused.
+            return match self.committer.read(|store| store.refusal(&sender, &id)) {
+                Ok(Some((outcome, detail))) => Offered::Final(Err(Failure::from_wire(outcome, detail))),
+                Ok(None) => Offered::Final(Ok(())),
+                Err(error) => Offered::Final(Err(Failure::new(Outcome::Unspecified, error.to_string()))),
+            };
+        }
+        let (bytes, empty) = held.bytes_for(&recipient);
+        if !empty && bytes + envelope.payload.len() > self.config.max_inbox_bytes {
+            return Offered::Busy;
+        }
+        held.replay.admit(sender, recipient, id);
+        let delivery = held.next_delivery;
+        held.next_delivery += 1;
+        let (stored_tx, stored) = oneshot::channel();
+        let (taken_tx, taken) = oneshot::channel();
+        let received_at_ms = now_ms();
+        let message = HeldMessage {
+            from_app: sender,
+            from_device: from,
+            id,
+            payload: envelope.payload.clone(),
+            received_at_ms,
+            stored: false,
+            redelivered: false,
+            stored_waiters: vec![stored_tx],
+            watchers: vec![taken_tx],
+        };
+        held.insert(recipient, delivery, message);
+        drop(held);
+        let incoming = pb::StoredIncoming { envelope: Some(envelope), from_device: from.key_bytes(), received_at_ms };
+        let op = Op::Hold { delivery, incoming, from_app: sender, to_app: recipient, id };
+        let this = self.me();
+        self.committer.submit(op, move |applied| {
+            let Some(this) = this.upgrade() else { return };
+            match applied {
+                Ok(_) => this.lock_held().stored(&recipient, delivery),
+                Err(error) => {
+                    let failure =
+                        Failure::new(Outcome::Unreachable, format!("the receiver could not store it: {error}"));
+                    let message = this.lock_held().take(&recipient, delivery);
+                    for waiter in message.into_iter().flat_map(|m| m.stored_waiters.into_iter().chain(m.watchers)) {
+                        let _ = waiter.send(Err(failure.clone()));
+                    }
+                }
+            }
+        });
+        Offered::Held { stored, taken }
+    }
+
+    fn max_message(&self) -> usize {
+        self.config.max_message
     }
 }
 
@@ -135,9 +293,4 @@ impl StreamAcceptor for Delivery {
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

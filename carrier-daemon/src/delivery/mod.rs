@@ -1,11 +1,12 @@
 //! What apps get: the sessions directory, sending (with receipts), the
-//! receiving rules and each app's access rules.
+//! receiving rules and each app's access rules, over a durable store.
 //!
 //! ```text
-//!  ipc (app session) ─Send─▶ Delivery::send ─┬─ recipient on this device ─▶ offer_message
-//!                                            └─ Couriers (protocols::messages) ══▶ peer
-//!  peer ══▶ protocols::messages::Inbound ─▶ Inbox::offer (here) ─▶ offer_message ─▶ session ─▶ app
-//!  receipts flow back the same way: the app's ack, or the reason it failed
+//!  ipc (app session) ─Send─▶ Delivery::send ─▶ outbox (on disk) ─▶ accepted
+//!      ─┬─ recipient on this device ─▶ local courier ─▶ Inbox::offer
+//!       └─ Couriers (protocols::messages) ══▶ peer
+//!  peer ══▶ protocols::messages::Inbound ─▶ Inbox::offer (here) ─▶ inbox (on disk) ─▶ session ─▶ app
+//!  the app's ack ─▶ off the inbox ─▶ FINAL receipt ─▶ Settle::settle ─▶ the sending app
 //!
 //!  ipc ─OpenStream─▶ Delivery::open_stream ─┬─ local app: offer_stream
 //!                                           └─ protocols::app_stream::open ══▶ peer
@@ -16,43 +17,73 @@
 //! a message's recipient app must be active and hosted by the receiving
 //! device, and its sender app active and hosted by the device at the other
 //! end of the link. The receiver keeps each pair of apps' messages at most
-//! once and in order ([`ReplayGuard`]) and applies the recipient's allow
-//! lists.
+//! once and in order (a [`ReplayGuard`](carrier_proto::messaging::ReplayGuard)
+//! kept on disk with the inbox) and applies the recipient's allow lists.
+//! Message ids keep their epoch across restarts (it is the store's).
 
+mod committer;
+mod held;
 mod inbox;
+mod outbox;
 mod sessions;
+mod store;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use carrier_proto::identity::Did;
-use carrier_proto::messaging::{FRAME_OVERHEAD, MessageId, ReplayGuard};
+use carrier_proto::messaging::FRAME_OVERHEAD;
 use carrier_proto::pb::{self, Outcome};
-use rand_core::{OsRng, RngCore};
+use tokio::sync::mpsc;
 
+pub use outbox::MAX_TTL;
+pub(crate) use outbox::SendOptions;
 pub(crate) use sessions::{Access, Incoming, Sessions};
+pub use store::StoreError;
 
 use crate::ledger::{Ledger, Party, Policy, Refused};
 use crate::overlay::Overlay;
 use crate::protocols::app_stream::{self, AppEnd, StreamAcceptor, Streams};
-use crate::protocols::messages::{self, Couriers, Inbound, Outgoing, ReceiptSink, await_verdict};
+use crate::protocols::messages::{self, Couriers, Inbound, Settle};
 use crate::protocols::{Failure, PeerStream, ProtocolHandler, Router};
 
 /// Default largest message payload.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
+/// Default time to live of a message.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default payload bytes one app may have waiting in the outbox.
+pub const DEFAULT_MAX_OUTBOX_BYTES: usize = 64 << 20;
+/// Default payload bytes held for one local app until it takes them.
+pub const DEFAULT_MAX_INBOX_BYTES: usize = 32 << 20;
 
 /// Messaging settings.
 #[derive(Debug, Clone)]
 pub struct MessagingConfig {
     /// Largest message payload carried or accepted.
     pub max_message: usize,
+    /// How long a message is retried when its app names no time to live.
+    pub default_ttl: Duration,
+    /// Payload bytes one sending app may have waiting for delivery.
+    pub max_outbox_bytes: usize,
+    /// Payload bytes held for one local app until it takes them; past
+    /// that its senders wait (their other pairs do not).
+    pub max_inbox_bytes: usize,
+    /// The message store; `None` keeps it in memory (nothing survives).
+    pub store: Option<PathBuf>,
 }
 
 impl Default for MessagingConfig {
     fn default() -> Self {
-        Self { max_message: DEFAULT_MAX_MESSAGE }
+        Self {
+            max_message: DEFAULT_MAX_MESSAGE,
+            default_ttl: DEFAULT_TTL,
+            max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
+            max_inbox_bytes: DEFAULT_MAX_INBOX_BYTES,
+            store: None,
+        }
     }
 }
 
@@ -75,10 +106,14 @@ pub struct Delivery {
     couriers: Arc<Couriers>,
     sessions: Sessions,
     config: MessagingConfig,
-    /// This run's message-id epoch.
+    /// The message-id epoch: the store's, kept across restarts.
     epoch: [u8; 16],
-    seq: AtomicU64,
-    replay: Mutex<ReplayGuard>,
+    committer: committer::Committer,
+    outbox: Mutex<outbox::Outbox>,
+    held: Mutex<held::Held>,
+    /// Messages between apps of this device, to the local courier.
+    local: mpsc::UnboundedSender<pb::Envelope>,
+    this: Weak<Delivery>,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -89,35 +124,54 @@ impl std::fmt::Debug for Delivery {
 
 impl Delivery {
     /// Delivery for device `device`, taking messages and streams from peers
-    /// through `router`.
+    /// through `router`; picks up what the message store held.
     pub(crate) fn start(
         device: Did,
         ledger: Arc<dyn Ledger>,
         overlay: Overlay,
         router: Router,
         config: MessagingConfig,
-    ) -> Arc<Self> {
-        let mut epoch = [0u8; 16];
-        OsRng.fill_bytes(&mut epoch);
-        let couriers = Arc::new(Couriers::new(overlay.clone(), router.clone(), config.max_message + FRAME_OVERHEAD));
-        let delivery = Arc::new(Self {
-            device,
-            ledger,
-            overlay,
-            router: router.clone(),
-            couriers,
-            sessions: Sessions::default(),
-            config,
-            epoch,
-            seq: AtomicU64::new(0),
-            replay: Mutex::new(ReplayGuard::new()),
+    ) -> Result<Arc<Self>, StoreError> {
+        let (store, mut loaded) = match &config.store {
+            Some(path) => store::MessageStore::open(path)?,
+            None => store::MessageStore::in_memory()?,
+        };
+        let committer = committer::Committer::start(store, router.handlers());
+        let (local, local_queue) = mpsc::unbounded_channel();
+        let max_frame = config.max_message + FRAME_OVERHEAD;
+        let delivery = Arc::new_cyclic(|this: &Weak<Delivery>| {
+            let settle: Weak<dyn Settle> = this.clone();
+            let couriers = Couriers::new(overlay.clone(), router.clone(), Arc::new(WeakSettle(settle)), max_frame);
+            Self {
+                device,
+                ledger,
+                overlay,
+                router: router.clone(),
+                couriers,
+                sessions: Sessions::default(),
+                config,
+                epoch: loaded.epoch,
+                committer,
+                outbox: Mutex::default(),
+                held: Mutex::default(),
+                local,
+                this: this.clone(),
+            }
         });
-        let max_frame = delivery.max_frame();
+        delivery.tasks().spawn_until_stop(outbox::local_courier(Arc::downgrade(&delivery), local_queue));
+        delivery.resume_inbox(&mut loaded);
+        delivery.resume_outbox(std::mem::take(&mut loaded.outbox));
+        delivery.tasks().spawn_until_stop(prune(Arc::downgrade(&delivery)));
         let inbound = Arc::new(Inbound::new(Arc::clone(&delivery), max_frame));
         router.register(messages::PROTOCOL, inbound as Arc<dyn ProtocolHandler>);
         let streams = Arc::new(Streams::new(Arc::clone(&delivery)));
         router.register(app_stream::PROTOCOL, streams as Arc<dyn ProtocolHandler>);
-        delivery
+        Ok(delivery)
+    }
+
+    /// A handle on ourselves, for work that completes later.
+    fn me(&self) -> Weak<Delivery> {
+        self.this.clone()
     }
 
     /// Our device DID.
@@ -155,37 +209,9 @@ impl Delivery {
         self.router.handlers()
     }
 
-    /// Sends `payload` from local app `from` to app `to`; the receipt goes
-    /// to `sink`. Waits only while the recipient's queue is full.
-    pub(crate) async fn send(&self, from: Did, to: Did, payload: Vec<u8>, sink: ReceiptSink) {
-        if payload.len() > self.config.max_message {
-            let detail = format!(
-                "message of {} bytes is over the limit of {} bytes; send bulk data over a stream",
-                payload.len(),
-                self.config.max_message
-            );
-            return sink.resolve(None, Err(Failure::new(Outcome::TooLarge, detail)));
-        }
-        let host = match self.ledger.route(&from, &to) {
-            Ok(host) => host,
-            Err(refused) => return sink.resolve(None, Err(sending_failure(refused))),
-        };
-        let id = MessageId { epoch: self.epoch, seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1 };
-        if host == self.device {
-            match self.offer_message(host, from, to, id, payload).await {
-                Ok(taken) => self.tasks().spawn(async move { sink.resolve(Some(id), await_verdict(taken).await) }),
-                Err(failure) => sink.resolve(Some(id), Err(failure)),
-            }
-            return;
-        }
-        let envelope = pb::Envelope {
-            epoch: id.epoch.to_vec(),
-            seq: id.seq,
-            from_app: from.key_bytes(),
-            to_app: to.key_bytes(),
-            payload,
-        };
-        self.couriers.send(host, Outgoing { envelope, sink }).await;
+    /// The default time to live of a message.
+    pub(crate) fn default_ttl(&self) -> Duration {
+        self.config.default_ttl
     }
 
     /// The device hosting active app `app`.
@@ -205,6 +231,27 @@ impl Delivery {
         let open = pb::StreamOpen { from_app: from.to_string(), to_app: to.to_string(), service };
         let (stream, early) = app_stream::open(&self.overlay, &self.router, host, open).await?;
         Ok(StreamEnd::Remote(stream, early))
+    }
+}
+
+/// Couriers hold the delivery layer weakly: it owns them.
+struct WeakSettle(Weak<dyn Settle>);
+
+impl Settle for WeakSettle {
+    fn settle(&self, seq: u64, verdict: crate::protocols::Verdict) {
+        if let Some(settle) = self.0.upgrade() {
+            settle.settle(seq, verdict);
+        }
+    }
+}
+
+/// Once an hour, forgets old receipts and expired inbox entries.
+async fn prune(delivery: Weak<Delivery>) {
+    loop {
+        let Some(this) = delivery.upgrade() else { return };
+        this.committer.submit(store::Op::Prune { now_ms: outbox::now_ms() }, |_| {});
+        drop(this);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 

@@ -9,20 +9,20 @@ use carrier_proto::identity::Did;
 use carrier_proto::messaging::{AllowList, MessageId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocols::Verdict;
 use crate::protocols::app_stream::AppEnd;
 
 /// What a session's writer hands its app.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    /// A message; `verdict` is answered when the app acknowledges it.
+    /// A message from the app's inbox, to acknowledge by `delivery`.
     Message {
+        delivery: u64,
         id: MessageId,
         from_app: Did,
         from_device: Did,
         payload: Vec<u8>,
         received_at_ms: u64,
-        verdict: oneshot::Sender<Verdict>,
+        redelivered: bool,
     },
     /// A stream for one of the app's services, to take with `token`.
     Stream { token: u64, from_app: Did, from_device: Did, service: String },

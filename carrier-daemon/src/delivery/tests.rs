@@ -1,8 +1,8 @@
 //! Delivery's rules without daemons: a two-party harness (device A sends,
-//! device B receives), each with its own copy of the ledger, moves
-//! envelopes from A to B's [`Inbox`] the way A's courier would, and plays
-//! B's app through its session queue. Every receiving rule gets a test that
-//! tries to break it.
+//! device B receives), each with its own copy of the ledger (and its
+//! message store in memory), moves envelopes from A to B's [`Inbox`] the
+//! way A's courier would, and plays B's app the way its session does. Every
+//! receiving rule gets a test that tries to break it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +14,11 @@ use carrier_proto::pb::{self, Outcome};
 use carrier_proto::testing::TestNetwork;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Delivery, Incoming, MessagingConfig};
+use super::{Access, Delivery, Incoming, MessagingConfig, SendOptions};
 use crate::ledger::{EmbeddedLedger, Ledger};
 use crate::link::{LinkContext, LinkLimits};
 use crate::overlay::{Overlay, OverlayConfig};
-use crate::protocols::messages::{Inbox, ReceiptSink, await_verdict};
+use crate::protocols::messages::{Answer, Inbox, Offered, ReceiptSink, await_verdict};
 use crate::protocols::{Router, Verdict};
 use crate::tasks::Tasks;
 
@@ -40,16 +40,60 @@ impl Party {
         let config = OverlayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..OverlayConfig::default() };
         let (overlay, _) = Overlay::start(Arc::clone(&ctx), config).await.unwrap();
         let router = Router::new(&overlay, Arc::clone(&ctx.ledger), Tasks::new(), Tasks::new());
-        let delivery =
-            Delivery::start(did, Arc::clone(&ctx.ledger), overlay, router, MessagingConfig { max_message: MAX });
+        let config = MessagingConfig { max_message: MAX, max_inbox_bytes: 4 * MAX, ..MessagingConfig::default() };
+        let delivery = Delivery::start(did, Arc::clone(&ctx.ledger), overlay, router, config).unwrap();
         Self { device: did, ledger, delivery }
     }
 
-    /// Plays `app`'s session: what the daemon hands the app arrives here.
-    fn connect(&self, app: Did) -> mpsc::Receiver<Incoming> {
-        let (tx, rx) = mpsc::channel(16);
+    /// Plays `app`'s session.
+    fn connect(&self, app: Did) -> AppPlay {
+        let (tx, _streams) = mpsc::channel(16);
         self.delivery.sessions().register(app, tx).unwrap();
-        rx
+        AppPlay { delivery: Arc::clone(&self.delivery), app, cursor: 0, _streams }
+    }
+}
+
+/// An app's session, as the session's writer and reader play it.
+struct AppPlay {
+    delivery: Arc<Delivery>,
+    app: Did,
+    cursor: u64,
+    _streams: mpsc::Receiver<Incoming>,
+}
+
+impl AppPlay {
+    fn access(&self) -> Access {
+        self.delivery.sessions().session(&self.app).map(|s| s.access.read().unwrap().clone()).unwrap_or_default()
+    }
+
+    /// The next message, without acknowledging it.
+    async fn next(&mut self) -> (u64, Did, Vec<u8>) {
+        let wake = self.delivery.inbox_wake(self.app);
+        let next = async {
+            loop {
+                if let Some(Incoming::Message { delivery, from_app, payload, .. }) =
+                    self.delivery.next_incoming(&self.app, self.cursor, &self.access())
+                {
+                    return (delivery, from_app, payload);
+                }
+                wake.notified().await;
+            }
+        };
+        let (delivery, from, payload) = tokio::time::timeout(Duration::from_secs(5), next).await.unwrap();
+        self.cursor = delivery;
+        (delivery, from, payload)
+    }
+
+    /// The app takes the next message and acknowledges it.
+    async fn take(&mut self) -> (Did, Vec<u8>) {
+        let (delivery, from, payload) = self.next().await;
+        self.delivery.taken(self.app, vec![delivery]);
+        (from, payload)
+    }
+
+    /// Nothing is waiting for the app.
+    fn nothing_waiting(&self) -> bool {
+        self.delivery.next_incoming(&self.app, self.cursor, &self.access()).is_none()
     }
 }
 
@@ -93,12 +137,22 @@ impl Harness {
             from_app: from.key_bytes(),
             to_app: to.key_bytes(),
             payload: payload.to_vec(),
+            expires_at_ms: 0,
         }
     }
 
-    /// Hands `envelope` to B as if it came over the link from `device`.
+    /// Hands `envelope` to B as if it came over the link from `device`:
+    /// once held (on disk), the verdict to come.
     async fn arrive(&self, device: Did, envelope: pb::Envelope) -> Result<oneshot::Receiver<Verdict>, Outcome> {
-        self.b.delivery.offer(device, envelope).await.map_err(|f| f.outcome)
+        match self.b.delivery.offer(device, envelope) {
+            Offered::Held { stored, taken } => {
+                stored.await.unwrap().map_err(|f| f.outcome)?;
+                Ok(taken)
+            }
+            Offered::Final(Ok(())) => Err(Outcome::Delivered),
+            Offered::Final(Err(failure)) => Err(failure.outcome),
+            Offered::Busy => Err(Outcome::QueueFull),
+        }
     }
 
     /// Revokes `did` on both copies of the ledger.
@@ -109,17 +163,6 @@ impl Harness {
     }
 }
 
-/// The app takes the next message and acknowledges it.
-async fn take(session: &mut mpsc::Receiver<Incoming>) -> (Did, Vec<u8>) {
-    match tokio::time::timeout(Duration::from_secs(5), session.recv()).await.unwrap().unwrap() {
-        Incoming::Message { from_app, payload, verdict, .. } => {
-            let _ = verdict.send(Ok(()));
-            (from_app, payload)
-        }
-        Incoming::Stream { .. } => panic!("expected a message"),
-    }
-}
-
 #[tokio::test]
 async fn a_message_reaches_its_app_and_the_apps_ack_is_the_verdict() {
     let mut h = Harness::new().await;
@@ -127,7 +170,7 @@ async fn a_message_reaches_its_app_and_the_apps_ack_is_the_verdict() {
     let mut session = h.b.connect(to);
     let envelope = h.envelope(&from, &to, b"hello");
     let verdict = h.arrive(h.a.device, envelope).await.unwrap();
-    assert_eq!(take(&mut session).await, (from, b"hello".to_vec()));
+    assert_eq!(session.take().await, (from, b"hello".to_vec()));
     assert_eq!(await_verdict(verdict).await, Ok(()));
 }
 
@@ -166,10 +209,56 @@ async fn rejects_a_replayed_or_stale_message() {
     let first = h.envelope(&from, &to, b"1");
     let second = h.envelope(&from, &to, b"2");
     let verdict = h.arrive(h.a.device, second.clone()).await.unwrap();
-    take(&mut session).await;
+    session.take().await;
     assert_eq!(await_verdict(verdict).await, Ok(()));
-    assert_eq!(h.arrive(h.a.device, second).await.err(), Some(Outcome::Refused), "replayed");
-    assert_eq!(h.arrive(h.a.device, first).await.err(), Some(Outcome::Refused), "older than one delivered");
+    // Offered again (the sender missed the receipt): it was delivered, and
+    // the app does not get it twice.
+    assert_eq!(h.arrive(h.a.device, second).await.err(), Some(Outcome::Delivered), "replayed");
+    assert_eq!(h.arrive(h.a.device, first).await.err(), Some(Outcome::Delivered), "older than one delivered");
+    assert!(session.nothing_waiting());
+}
+
+#[tokio::test]
+async fn a_message_offered_again_while_held_is_held_once_and_both_hear_the_verdict() {
+    let mut h = Harness::new().await;
+    let (from, to) = (h.app_a.did(), h.app_b.did());
+    let envelope = h.envelope(&from, &to, b"once");
+    // The app is not connected: the message waits for it.
+    let first = h.arrive(h.a.device, envelope.clone()).await.unwrap();
+    let again = h.arrive(h.a.device, envelope).await.unwrap();
+    let mut session = h.b.connect(to);
+    assert_eq!(session.take().await, (from, b"once".to_vec()));
+    assert!(session.nothing_waiting());
+    assert_eq!(await_verdict(first).await, Ok(()));
+    assert_eq!(await_verdict(again).await, Ok(()));
+}
+
+#[tokio::test]
+async fn a_full_inbox_makes_senders_wait_and_frees_up_as_the_app_takes() {
+    let mut h = Harness::new().await;
+    let (from, to) = (h.app_a.did(), h.app_b.did());
+    let mut session = h.b.connect(to);
+    for i in 0..4 {
+        let envelope = h.envelope(&from, &to, &vec![i; MAX]);
+        h.arrive(h.a.device, envelope).await.unwrap();
+    }
+    let over = h.envelope(&from, &to, &[9; 8]);
+    assert_eq!(h.arrive(h.a.device, over.clone()).await.err(), Some(Outcome::QueueFull), "busy");
+    // Another app of the same device is not held up.
+    let other = h.app_b2.did();
+    let envelope = h.envelope(&from, &other, b"other");
+    h.arrive(h.a.device, envelope).await.unwrap();
+    // Once the app takes a message there is room again.
+    session.take().await;
+    let wake = h.b.delivery.inbox_wake(to);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while h.b.delivery.lock_held().bytes_for(&to).0 > 3 * MAX {
+            tokio::select! { _ = wake.notified() => {}, _ = tokio::time::sleep(Duration::from_millis(10)) => {} }
+        }
+    })
+    .await
+    .unwrap();
+    h.arrive(h.a.device, over).await.unwrap();
 }
 
 #[tokio::test]
@@ -182,16 +271,18 @@ async fn rejects_an_oversized_message() {
 }
 
 #[tokio::test]
-async fn the_recipients_allow_list_refuses_others_and_an_absent_app_is_not_running() {
+async fn the_recipients_allow_list_refuses_others_and_a_retry_hears_the_same() {
     let mut h = Harness::new().await;
-    let (from, to, absent) = (h.app_a.did(), h.app_b.did(), h.app_b2.did());
-    let _session = h.b.connect(to);
-    let session = h.b.delivery.sessions().session(&to).unwrap();
-    session.access.write().unwrap().messages = AllowList::only([absent]);
+    let (from, to, other) = (h.app_a.did(), h.app_b.did(), h.app_b2.did());
+    let session = h.b.connect(to);
+    let handle = h.b.delivery.sessions().session(&to).unwrap();
+    handle.access.write().unwrap().messages = AllowList::only([other]);
     let envelope = h.envelope(&from, &to, b"x");
+    let verdict = h.arrive(h.a.device, envelope.clone()).await.unwrap();
+    assert!(session.nothing_waiting(), "the app never sees a refused message");
+    assert_eq!(await_verdict(verdict).await.map_err(|f| f.outcome), Err(Outcome::Refused));
+    // The sender missed that receipt and offers it again.
     assert_eq!(h.arrive(h.a.device, envelope).await.err(), Some(Outcome::Refused));
-    let envelope = h.envelope(&from, &absent, b"x");
-    assert_eq!(h.arrive(h.a.device, envelope).await.err(), Some(Outcome::AppNotRunning));
 }
 
 #[tokio::test]
@@ -212,20 +303,40 @@ async fn sending_checks_the_sender_and_routes_local_recipients_without_the_netwo
     let h = Harness::new().await;
     let (b, b2) = (h.app_b.did(), h.app_b2.did());
     let mut session = h.b.connect(b2);
-    let (tx, mut receipts) = mpsc::unbounded_channel();
-    h.b.delivery.send(b, b2, b"local".to_vec(), ReceiptSink { tx: tx.clone(), request: 1, bytes: 0 }).await;
-    assert_eq!(take(&mut session).await, (b, b"local".to_vec()));
-    let receipt = receipts.recv().await.unwrap();
-    assert_eq!((receipt.request, receipt.verdict), (1, Ok(())));
-    let MessageId { seq, .. } = receipt.message_id.unwrap();
-    assert_eq!(seq, 1);
+    let (tx, mut answers) = mpsc::unbounded_channel();
+    let send = |to, payload: &[u8], request, key: &[u8]| {
+        let options = SendOptions { key: key.to_vec(), ..SendOptions::default() };
+        h.b.delivery.send(b, to, payload.to_vec(), options, ReceiptSink { tx: tx.clone(), request });
+    };
+    send(b2, b"local", 1, b"k1");
+    let Some(Answer::Accepted { request: 1, id, duplicate: false }) = answers.recv().await else { panic!("accepted") };
+    assert_eq!(id.seq, 1);
+    assert_eq!(session.take().await, (b, b"local".to_vec()));
+    let Some(Answer::Receipt { request: 1, id: Some(receipt_id), verdict: Ok(()) }) = answers.recv().await else {
+        panic!("delivered")
+    };
+    assert_eq!(receipt_id, id);
+    // The same key again: the earlier message, not a second one.
+    send(b2, b"local", 4, b"k1");
+    let Some(Answer::Accepted { request: 4, id: again, duplicate: true }) = answers.recv().await else {
+        panic!("a duplicate")
+    };
+    assert_eq!(again, id);
+    let Some(Answer::Receipt { request: 4, verdict: Ok(()), .. }) = answers.recv().await else { panic!("delivered") };
+    assert!(session.nothing_waiting());
+    let state = h.b.delivery.receipt_state(&b, &id);
+    assert_eq!(state.state, pb::receipt_state::State::Final as i32);
+    assert_eq!(state.outcome, Outcome::Delivered as i32);
+    let MessageId { epoch, .. } = id;
+    assert_eq!(h.b.delivery.receipt_state(&b2, &id).state, 0, "another app's message is unknown to it");
     // A device is no app to send to; a message over the limit never leaves.
-    h.b.delivery.send(b, h.a.device, b"x".to_vec(), ReceiptSink { tx: tx.clone(), request: 2, bytes: 0 }).await;
-    let refused = receipts.recv().await.unwrap();
-    assert_eq!(refused.verdict.map_err(|f| f.outcome), Err(Outcome::UnknownRecipient));
-    h.b.delivery.send(b, b2, vec![0; MAX + 1], ReceiptSink { tx, request: 3, bytes: 0 }).await;
-    let refused = receipts.recv().await.unwrap();
-    assert_eq!(refused.verdict.map_err(|f| f.outcome), Err(Outcome::TooLarge));
+    send(h.a.device, b"x", 2, b"");
+    let Some(Answer::Receipt { request: 2, id: None, verdict }) = answers.recv().await else { panic!("refused") };
+    assert_eq!(verdict.map_err(|f| f.outcome), Err(Outcome::UnknownRecipient));
+    send(b2, &vec![0; MAX + 1], 3, b"");
+    let Some(Answer::Receipt { request: 3, id: None, verdict }) = answers.recv().await else { panic!("refused") };
+    assert_eq!(verdict.map_err(|f| f.outcome), Err(Outcome::TooLarge));
+    assert_eq!(epoch, h.b.delivery.epoch);
 }
 
 #[tokio::test]

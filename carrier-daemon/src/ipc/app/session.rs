@@ -1,10 +1,12 @@
 //! One app's messaging session: its requests in, its events out.
 //!
 //! ```text
-//!  reader (this task): Send ─▶ Delivery::send (receipt comes back later)
-//!                      Ack ─▶ the sender's verdict: delivered
+//!  reader (this task): Send ─▶ Delivery::send (accepted, then the receipt, come back later)
+//!                      Ack ─▶ Delivery::taken (off the inbox; the sender hears delivered)
+//!                      QueryReceipts ─▶ what became of earlier messages
 //!                      SetAccess / Listen / Unlisten ─▶ the app's rules
-//!  writer (own task):  receipts, replies, incoming messages and streams ─▶ app,
+//!  writer (same task): answers, replies, streams, and the app's inbox in order
+//!                      (at most HANDED_WINDOW unacknowledged) ─▶ app,
 //!                      flushed whenever nothing more is waiting
 //! ```
 //!
@@ -13,24 +15,25 @@
 //! The reader never waits on the app's acknowledgements, so two apps
 //! messaging each other flat out cannot stall each other. An app may have
 //! at most [`MAX_IN_FLIGHT`] messages and [`MAX_IN_FLIGHT_BYTES`] payload
-//! bytes without receipt; past that it is closed with an error (the SDK
+//! bytes not yet accepted; past that it is closed with an error (the SDK
 //! stays under both by itself).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use carrier_proto::identity::{Did, SigningPublicKey};
-use carrier_proto::messaging::AllowList;
+use carrier_proto::messaging::{AllowList, MessageId};
 use carrier_proto::pb::{self, AppErrorCode, app_event::Event, app_request::Request};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{AppSocketError, Reader, Writer, error_event};
-use crate::delivery::{Access, Delivery, Incoming};
+use crate::delivery::{Access, Delivery, Incoming, SendOptions};
 use crate::framed::FramedError;
 use crate::ledger::Policy;
-use crate::protocols::messages::{Receipt, ReceiptSink};
-use crate::protocols::{Failure, Verdict, outcome_of};
+use crate::protocols::messages::{Answer, ReceiptSink};
+use crate::protocols::{Failure, outcome_of};
 
 /// Most messages an app may have sent without a receipt yet.
 pub(super) const MAX_IN_FLIGHT: usize = 65_536;
@@ -38,11 +41,18 @@ pub(super) const MAX_IN_FLIGHT: usize = 65_536;
 /// welcome tells the app; the SDK stays under it by itself).
 pub(super) const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 
-/// What an app has sent and not yet had a receipt for.
+/// Messages given to the app and not acknowledged yet, at most.
+const HANDED_WINDOW: usize = 4096;
+/// Most message ids one QueryReceipts may name.
+const MAX_QUERY: usize = 4096;
+
+/// What an app has sent and not yet had an answer for.
 #[derive(Debug, Default)]
 struct InFlight {
     messages: AtomicUsize,
     bytes: AtomicUsize,
+    /// Request id ─▶ payload bytes, until the first answer.
+    requests: Mutex<HashMap<u64, usize>>,
 }
 
 impl InFlight {
@@ -57,16 +67,18 @@ impl InFlight {
         Ok(())
     }
 
-    /// A receipt came for a send of `bytes`.
-    fn release(&self, bytes: usize) {
+    /// The first answer to `request` came: its send no longer counts.
+    fn release(&self, request: u64) {
+        let Some(bytes) = self.requests.lock().unwrap_or_else(|p| p.into_inner()).remove(&request) else { return };
         self.messages.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
-/// Incoming messages and streams queued for an app before senders wait.
+/// Incoming streams queued for an app before their openers wait.
 const INCOMING_QUEUE: usize = 1024;
 
-type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<Verdict>>>>;
+/// Messages given to the app and not acknowledged yet.
+type Handed = Arc<Mutex<HashSet<u64>>>;
 
 /// Serves `app`'s session until it closes.
 pub(super) async fn run(
@@ -87,16 +99,29 @@ pub(super) async fn run(
         device: delivery.device().to_string(),
         max_message: delivery.max_message() as u64,
         max_in_flight_bytes: MAX_IN_FLIGHT_BYTES as u64,
+        default_ttl_ms: delivery.default_ttl().as_millis() as u64,
     };
     writer.send(&pb::AppEvent { id: 0, event: Some(Event::Welcome(welcome)) }).await?;
     tracing::debug!("session open");
     let (receipts_tx, receipts) = mpsc::unbounded_channel();
     let (replies_tx, replies) = mpsc::unbounded_channel();
-    let acks: Acks = Arc::default();
+    let handed: Handed = Arc::default();
     let in_flight = Arc::new(InFlight::default());
+    let inbox = delivery.inbox_wake(app);
+    let (last_handed, last_handed_rx) = tokio::sync::watch::channel(0u64);
     // The writer runs beside the reader in this same task.
-    let mut writing =
-        std::pin::pin!(write_events(writer, receipts, replies, incoming, Arc::clone(&acks), Arc::clone(&in_flight)));
+    let events =
+        Events { delivery: Arc::clone(&delivery), app, access: Arc::clone(&handle.access), inbox: Arc::clone(&inbox) };
+    let mut writing = std::pin::pin!(write_events(
+        writer,
+        events,
+        receipts,
+        replies,
+        incoming,
+        Arc::clone(&handed),
+        Arc::clone(&in_flight),
+        last_handed
+    ));
     let mut ledger_updates = delivery.ledger().subscribe();
     let reading = async {
         loop {
@@ -133,9 +158,12 @@ pub(super) async fn run(
                         let _ = replies_tx.send(error_event(id, AppErrorCode::BadRequest, message.clone()));
                         return Err(AppSocketError::BadRequest(message));
                     }
-                    let sink = ReceiptSink { tx: receipts_tx.clone(), request: id, bytes };
+                    in_flight.requests.lock().unwrap_or_else(|p| p.into_inner()).insert(id, bytes);
+                    let sink = ReceiptSink { tx: receipts_tx.clone(), request: id };
+                    let ttl = (send.ttl_ms > 0).then(|| Duration::from_millis(send.ttl_ms));
+                    let options = SendOptions { ttl, key: send.key };
                     match delivery.ledger().find_did(&send.to) {
-                        Some(to) => delivery.send(app, to, send.payload, sink).await,
+                        Some(to) => delivery.send(app, to, send.payload, options, sink),
                         None => sink.resolve(
                             None,
                             Err(Failure::new(pb::Outcome::UnknownRecipient, "the ledger has no app with that key")),
@@ -143,12 +171,29 @@ pub(super) async fn run(
                     }
                 }
                 Some(Request::Ack(ack)) => {
-                    let mut acks = acks.lock().unwrap_or_else(|p| p.into_inner());
-                    for delivery in ack.deliveries {
-                        if let Some(verdict) = acks.remove(&delivery) {
-                            let _ = verdict.send(Ok(()));
-                        }
-                    }
+                    let taken: Vec<u64> = {
+                        let mut handed = handed.lock().unwrap_or_else(|p| p.into_inner());
+                        ack.deliveries.into_iter().filter(|d| handed.remove(d)).collect()
+                    };
+                    // Room in the window: the writer may hand more.
+                    inbox.notify_one();
+                    delivery.taken(app, taken);
+                }
+                Some(Request::QueryReceipts(query)) if query.message_ids.len() > MAX_QUERY => {
+                    let message = format!("at most {MAX_QUERY} message ids per query");
+                    let _ = replies_tx.send(error_event(id, AppErrorCode::BadRequest, message));
+                }
+                Some(Request::QueryReceipts(query)) => {
+                    let states = query
+                        .message_ids
+                        .iter()
+                        .map(|bytes| match MessageId::from_bytes(bytes) {
+                            Some(message_id) => delivery.receipt_state(&app, &message_id),
+                            None => pb::ReceiptState { message_id: bytes.clone(), ..Default::default() },
+                        })
+                        .collect();
+                    let event = Event::ReceiptStates(pb::ReceiptStates { states });
+                    let _ = replies_tx.send(pb::AppEvent { id, event: Some(event) });
                 }
                 Some(Request::SetAccess(set)) => {
                     let reply = match allow_list(set.messages) {
@@ -182,7 +227,8 @@ pub(super) async fn run(
                     let _ = replies_tx.send(done(id));
                 }
                 Some(Request::Hello(_)) | None => {
-                    let message = "a session takes send, ack, set_access, listen and unlisten".to_string();
+                    let message =
+                        "a session takes send, ack, query_receipts, set_access, listen and unlisten".to_string();
                     let _ = replies_tx.send(error_event(id, AppErrorCode::BadRequest, message.clone()));
                     return Err(AppSocketError::BadRequest(message));
                 }
@@ -198,6 +244,7 @@ pub(super) async fn run(
         }
     };
     delivery.sessions().unregister(&app, handle.id);
+    delivery.session_ended(&app, *last_handed_rx.borrow());
     // The writer sends what replies are left (an error event) and ends.
     drop((handle, receipts_tx, replies_tx));
     if !written {
@@ -227,16 +274,40 @@ fn allow_list(list: Option<pb::AllowList>) -> Result<AllowList, String> {
     Ok(AllowList { any_active: list.any_active, dids })
 }
 
+/// What the writer needs to hand the app its inbox.
+struct Events {
+    delivery: Arc<Delivery>,
+    app: Did,
+    access: Arc<std::sync::RwLock<Access>>,
+    inbox: Arc<tokio::sync::Notify>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn write_events(
     mut writer: Writer,
-    mut receipts: mpsc::UnboundedReceiver<Receipt>,
+    events: Events,
+    mut answers: mpsc::UnboundedReceiver<Answer>,
     mut replies: mpsc::UnboundedReceiver<pb::AppEvent>,
     mut incoming: mpsc::Receiver<Incoming>,
-    acks: Acks,
+    handed: Handed,
     in_flight: Arc<InFlight>,
+    last_handed: tokio::sync::watch::Sender<u64>,
 ) -> Result<(), FramedError> {
-    let mut next_delivery = 0u64;
+    let mut cursor = 0u64;
     loop {
+        // Hand the app what its window allows, in order.
+        while handed.lock().unwrap_or_else(|p| p.into_inner()).len() < HANDED_WINDOW {
+            let access = events.access.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let Some(message) = events.delivery.next_incoming(&events.app, cursor, &access) else { break };
+            let Incoming::Message { delivery, .. } = &message else { break };
+            cursor = *delivery;
+            handed.lock().unwrap_or_else(|p| p.into_inner()).insert(cursor);
+            last_handed.send_replace(cursor);
+            writer.feed(&incoming_event(message)).await?;
+        }
+        if replies.is_empty() && answers.is_empty() && incoming.is_empty() {
+            writer.flush().await?;
+        }
         let event = tokio::select! {
             biased;
             reply = replies.recv() => match reply {
@@ -244,47 +315,52 @@ async fn write_events(
                 // The reader is done: so is the session.
                 None => return writer.flush().await,
             },
-            Some(receipt) = receipts.recv() => {
-                in_flight.release(receipt.bytes);
-                receipt_event(receipt)
-            }
-            Some(incoming) = incoming.recv() => match incoming {
-                Incoming::Message { id, from_app, from_device, payload, received_at_ms, verdict } => {
-                    next_delivery += 1;
-                    acks.lock().unwrap_or_else(|p| p.into_inner()).insert(next_delivery, verdict);
-                    let message = pb::IncomingMessage {
-                        delivery: next_delivery,
-                        message_id: id.to_bytes().to_vec(),
-                        from_app: from_app.key_bytes(),
-                        from_device: from_device.key_bytes(),
-                        payload,
-                        received_at_ms,
-                    };
-                    pb::AppEvent { id: 0, event: Some(Event::Message(message)) }
-                }
-                Incoming::Stream { token, from_app, from_device, service } => {
-                    let stream = pb::IncomingStream {
-                        token,
-                        from_app: from_app.to_string(),
-                        from_device: from_device.to_string(),
-                        service,
-                    };
-                    pb::AppEvent { id: 0, event: Some(Event::IncomingStream(stream)) }
-                }
-            },
+            Some(answer) = answers.recv() => answer_event(answer, &in_flight),
+            Some(stream) = incoming.recv() => incoming_event(stream),
+            _ = events.inbox.notified() => continue,
         };
         writer.feed(&event).await?;
-        if replies.is_empty() && receipts.is_empty() && incoming.is_empty() {
-            writer.flush().await?;
-        }
     }
 }
 
-fn receipt_event(receipt: Receipt) -> pb::AppEvent {
-    let (outcome, detail) = outcome_of(receipt.verdict);
-    let message_id = receipt.message_id.map(|id| id.to_bytes().to_vec()).unwrap_or_default();
-    pb::AppEvent {
-        id: receipt.request,
-        event: Some(Event::Receipt(pb::MessageReceipt { outcome, detail, message_id })),
+fn incoming_event(incoming: Incoming) -> pb::AppEvent {
+    let event = match incoming {
+        Incoming::Message { delivery, id, from_app, from_device, payload, received_at_ms, redelivered } => {
+            Event::Message(pb::IncomingMessage {
+                delivery,
+                message_id: id.to_bytes().to_vec(),
+                from_app: from_app.key_bytes(),
+                from_device: from_device.key_bytes(),
+                payload,
+                received_at_ms,
+                redelivered,
+            })
+        }
+        Incoming::Stream { token, from_app, from_device, service } => Event::IncomingStream(pb::IncomingStream {
+            token,
+            from_app: from_app.to_string(),
+            from_device: from_device.to_string(),
+            service,
+        }),
+    };
+    pb::AppEvent { id: 0, event: Some(event) }
+}
+
+fn answer_event(answer: Answer, in_flight: &InFlight) -> pb::AppEvent {
+    match answer {
+        Answer::Accepted { request, id, duplicate } => {
+            in_flight.release(request);
+            let accepted = pb::MessageAccepted { message_id: id.to_bytes().to_vec(), duplicate };
+            pb::AppEvent { id: request, event: Some(Event::Accepted(accepted)) }
+        }
+        Answer::Receipt { request, id, verdict } => {
+            in_flight.release(request);
+            let (outcome, detail) = outcome_of(verdict);
+            let message_id = id.map(|id| id.to_bytes().to_vec()).unwrap_or_default();
+            pb::AppEvent {
+                id: request,
+                event: Some(Event::Receipt(pb::MessageReceipt { outcome, detail, message_id })),
+            }
+        }
     }
 }

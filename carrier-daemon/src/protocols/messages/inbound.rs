@@ -1,44 +1,53 @@
-//! Message streams from peers (`/carrier/msg/1.0.0`): each envelope is
-//! offered to its local recipient in arrival order, and its receipt is
-//! written back when the recipient's app has taken it or it failed.
+//! Message streams from peers (`/carrier/msg/2.0.0`): the receiver's hello
+//! (its message limit), then each envelope offered to the [`Inbox`] in
+//! arrival order, and its receipts written back as they become known.
 //!
 //! ```text
-//!  reader: Envelope ─▶ offer_message ─▶ (seq, verdict to come) ─▶ writer
-//!  writer: whichever verdict is ready first ─▶ EnvelopeReceipt
+//!  writer: MsgHello, then whichever answer is ready first:
+//!          HELD (on disk) ─▶ later FINAL (the app took it) | FINAL | BUSY | Pong
+//!  reader: Envelope ─▶ blocked pair? BUSY : Inbox::offer ─▶ an answer to come
 //! ```
 //!
-//! A frame over the limit or one that does not decode ends this stream
-//! only; the link and every other stream go on.
+//! Once an envelope of a pair of apps got BUSY, every later envelope of
+//! that pair on this stream gets BUSY too, until that envelope is offered
+//! again: so the sender can pause one pair without its order breaking, and
+//! other pairs go on. A frame over the limit or one that does not decode
+//! ends this stream only; the link and every other stream go on.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use carrier_proto::identity::Did;
-use carrier_proto::pb;
+use carrier_proto::pb::{self, envelope_receipt::Stage, to_receiver, to_sender};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{Inbox, Verdict, await_verdict};
+use super::{Inbox, Offered, Pair, await_verdict, pair_of};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
-use crate::protocols::{Handling, PeerStream, ProtocolHandler, outcome_of};
+use crate::protocols::{Failure, Handling, PeerStream, ProtocolHandler, Verdict, outcome_of};
 
-/// Receipts owed on one stream before its reader waits.
+/// Answers owed on one stream before its reader waits.
 const OWED: usize = 8192;
 
-type Answer = Pin<Box<dyn Future<Output = (u64, Verdict)> + Send>>;
+/// One answer to come.
+type Owed = Pin<Box<dyn Future<Output = Answered> + Send>>;
+
+/// An answer ready: the frame to write, and the answer that follows it.
+struct Answered(pb::ToSender, Option<Owed>);
 
 /// The receiving side of the protocol, handing envelopes to `I`.
 #[derive(Debug)]
 pub(crate) struct Inbound<I> {
     inbox: Arc<I>,
-    /// Largest envelope frame.
+    /// Largest frame.
     max_frame: usize,
 }
 
 impl<I: Inbox> Inbound<I> {
-    /// Takes envelopes of up to `max_frame` bytes for `inbox`.
+    /// Takes frames of up to `max_frame` bytes for `inbox`.
     pub(crate) fn new(inbox: Arc<I>, max_frame: usize) -> Self {
         Self { inbox, max_frame }
     }
@@ -48,27 +57,50 @@ impl<I: Inbox> ProtocolHandler for Inbound<I> {
     fn handle(self: Arc<Self>, peer: Did, stream: PeerStream) -> Handling {
         Box::pin(async move {
             let (read, write) = tokio::io::split(stream);
+            let mut writer = FrameWriter::new(write, self.max_frame);
+            let hello = pb::MsgHello { max_message: self.inbox.max_message() as u64 };
+            writer.send(&pb::ToSender { frame: Some(to_sender::Frame::Hello(hello)) }).await?;
             let (owed, answers) = mpsc::channel(OWED);
             let ended = tokio::select! {
-                ended = read_envelopes(&*self.inbox, peer, FrameReader::new(read, self.max_frame), owed) => ended,
-                ended = write_receipts(FrameWriter::new(write, self.max_frame), answers) => ended,
+                ended = read_frames(&*self.inbox, peer, FrameReader::new(read, self.max_frame), owed) => ended,
+                ended = write_answers(writer, answers) => ended,
             };
             Ok(ended?)
         })
     }
 }
 
-async fn read_envelopes<R: tokio::io::AsyncRead + Unpin>(
+async fn read_frames<R: tokio::io::AsyncRead + Unpin>(
     inbox: &impl Inbox,
     device: Did,
     mut reader: FrameReader<R>,
-    owed: mpsc::Sender<Answer>,
+    owed: mpsc::Sender<Owed>,
 ) -> Result<(), FramedError> {
-    while let Some(envelope) = reader.read::<pb::Envelope>().await? {
-        let seq = envelope.seq;
-        let answer: Answer = match inbox.offer(device, envelope).await {
-            Ok(taken) => Box::pin(async move { (seq, await_verdict(taken).await) }),
-            Err(failure) => Box::pin(std::future::ready((seq, Err(failure)))),
+    let mut blocked: HashMap<Pair, u64> = HashMap::new();
+    while let Some(frame) = reader.read::<pb::ToReceiver>().await? {
+        let answer = match frame.frame {
+            Some(to_receiver::Frame::Ping(ping)) => {
+                let pong = pb::ToSender { frame: Some(to_sender::Frame::Pong(pb::Pong { nonce: ping.nonce })) };
+                ready(pong)
+            }
+            Some(to_receiver::Frame::Envelope(envelope)) => {
+                let (seq, pair) = (envelope.seq, pair_of(&envelope));
+                match blocked.get(&pair) {
+                    Some(&first) if first != seq => ready(receipt(seq, Stage::Busy, Ok(()))),
+                    _ => {
+                        blocked.remove(&pair);
+                        match inbox.offer(device, envelope) {
+                            Offered::Final(verdict) => ready(receipt(seq, Stage::Final, verdict)),
+                            Offered::Busy => {
+                                blocked.insert(pair, seq);
+                                ready(receipt(seq, Stage::Busy, Ok(())))
+                            }
+                            Offered::Held { stored, taken } => held(seq, stored, taken),
+                        }
+                    }
+                }
+            }
+            None => continue,
         };
         if owed.send(answer).await.is_err() {
             break;
@@ -79,15 +111,41 @@ async fn read_envelopes<R: tokio::io::AsyncRead + Unpin>(
     std::future::pending().await
 }
 
-async fn write_receipts<W: tokio::io::AsyncWrite + Unpin>(
+fn ready(frame: pb::ToSender) -> Owed {
+    Box::pin(std::future::ready(Answered(frame, None)))
+}
+
+/// HELD once on disk, then FINAL once taken; FINAL at once if it could not
+/// be stored.
+fn held(
+    seq: u64,
+    stored: tokio::sync::oneshot::Receiver<Verdict>,
+    taken: tokio::sync::oneshot::Receiver<Verdict>,
+) -> Owed {
+    Box::pin(async move {
+        let stored = stored.await.unwrap_or_else(|_| {
+            Err(Failure::new(pb::Outcome::Unreachable, "the receiving daemon stopped before storing the message"))
+        });
+        match stored {
+            Ok(()) => {
+                let then: Owed =
+                    Box::pin(async move { Answered(receipt(seq, Stage::Final, await_verdict(taken).await), None) });
+                Answered(receipt(seq, Stage::Held, Ok(())), Some(then))
+            }
+            Err(failure) => Answered(receipt(seq, Stage::Final, Err(failure)), None),
+        }
+    })
+}
+
+async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
-    mut owed: mpsc::Receiver<Answer>,
+    mut owed: mpsc::Receiver<Owed>,
 ) -> Result<(), FramedError> {
     let mut waiting = FuturesUnordered::new();
     let mut reading = true;
     let mut unflushed = false;
     loop {
-        // Write every receipt that is ready now, then flush them as one.
+        // Write every answer that is ready now, then flush them as one.
         loop {
             loop {
                 match owed.try_recv() {
@@ -99,8 +157,9 @@ async fn write_receipts<W: tokio::io::AsyncWrite + Unpin>(
                     }
                 }
             }
-            let Some(Some((seq, verdict))) = waiting.next().now_or_never() else { break };
-            writer.feed(&receipt(seq, verdict)).await?;
+            let Some(Some(Answered(frame, then))) = waiting.next().now_or_never() else { break };
+            waiting.extend(then);
+            writer.feed(&frame).await?;
             unflushed = true;
         }
         if unflushed {
@@ -112,8 +171,9 @@ async fn write_receipts<W: tokio::io::AsyncWrite + Unpin>(
                 Some(answer) => waiting.push(answer),
                 None => reading = false,
             },
-            Some((seq, verdict)) = waiting.next(), if !waiting.is_empty() => {
-                writer.feed(&receipt(seq, verdict)).await?;
+            Some(Answered(frame, then)) = waiting.next(), if !waiting.is_empty() => {
+                waiting.extend(then);
+                writer.feed(&frame).await?;
                 unflushed = true;
             }
             else => break,
@@ -122,7 +182,8 @@ async fn write_receipts<W: tokio::io::AsyncWrite + Unpin>(
     writer.shutdown().await
 }
 
-fn receipt(seq: u64, verdict: Verdict) -> pb::EnvelopeReceipt {
+fn receipt(seq: u64, stage: Stage, verdict: Verdict) -> pb::ToSender {
     let (outcome, detail) = outcome_of(verdict);
-    pb::EnvelopeReceipt { seq, outcome, detail }
+    let receipt = pb::EnvelopeReceipt { seq, outcome, detail, stage: stage as i32 };
+    pb::ToSender { frame: Some(to_sender::Frame::Receipt(receipt)) }
 }

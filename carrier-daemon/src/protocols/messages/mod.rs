@@ -1,78 +1,113 @@
-//! App messages between daemons (`/carrier/msg/1.0.0`).
+//! App messages between daemons (`/carrier/msg/2.0.0`).
 //!
 //! ```text
-//!  sender daemon                                     receiver daemon
-//!  Couriers::send ─▶ courier (one per device) ══Envelope══▶ inbound ─▶ Inbox::offer
-//!                  ◀══EnvelopeReceipt (delivered | why)══   (the verdict, once the app took it)
+//!  sender daemon                                        receiver daemon
+//!  Couriers::queue ─▶ courier (one per device) ══Envelope══▶ inbound ─▶ Inbox::offer
+//!                   ◀══ HELD (on its disk), then FINAL (the app took it, or why not)
+//!                   ◀══ BUSY (the app's inbox is full: offer it again later)
+//!  FINAL ─▶ Settle::settle (the delivery layer tells the sending app)
 //! ```
 //!
 //! One stream per device pair carries every envelope in the order it was
-//! sent; receipts come back on the same stream, in whatever order the
-//! recipient apps take their messages. What the receiving side does with a
-//! message is the [`Inbox`]'s business (the delivery layer); this module
-//! only moves envelopes and receipts.
+//! queued; receipts come back on the same stream, in any order. A courier
+//! keeps each message until its FINAL receipt, offering it again on a new
+//! stream whenever one breaks: the receiver keeps each pair of apps'
+//! messages at most once, so that is harmless. What either side keeps on
+//! disk, and what the apps hear, is the delivery layer's business, behind
+//! [`Inbox`] and [`Settle`].
 
 mod courier;
 mod inbound;
-
-use std::future::Future;
+mod queue;
 
 use carrier_proto::identity::Did;
 use carrier_proto::messaging::MessageId;
 use carrier_proto::pb;
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use courier::{Couriers, Outgoing};
+pub(crate) use courier::Couriers;
 pub(crate) use inbound::Inbound;
 
 use super::{Failure, Verdict};
 
 /// The protocol name.
-pub(crate) const PROTOCOL: &str = "/carrier/msg/1.0.0";
+pub(crate) const PROTOCOL: &str = "/carrier/msg/2.0.0";
+
+/// What the receiving side made of an offered envelope.
+#[derive(Debug)]
+pub(crate) enum Offered {
+    /// Its fate is known now (delivered before, or refused).
+    Final(Verdict),
+    /// Taken: `stored` answers once it is on disk (or could not be put
+    /// there), `taken` once its app took it (or why not).
+    Held { stored: oneshot::Receiver<Verdict>, taken: oneshot::Receiver<Verdict> },
+    /// The recipient app's inbox is full.
+    Busy,
+}
 
 /// Where an incoming envelope goes: implemented by the delivery layer.
 pub(crate) trait Inbox: Send + Sync + 'static {
-    /// Offers `envelope`, which arrived from device `from`. On success the
-    /// receiver answers once the recipient app has taken it (or is gone).
-    fn offer(
-        &self,
-        from: Did,
-        envelope: pb::Envelope,
-    ) -> impl Future<Output = Result<oneshot::Receiver<Verdict>, Failure>> + Send;
+    /// Offers `envelope`, which arrived from device `from`; called in
+    /// arrival order.
+    fn offer(&self, from: Did, envelope: pb::Envelope) -> Offered;
+
+    /// The largest payload taken.
+    fn max_message(&self) -> usize;
 }
 
-/// A finished send, on its way back to the sending app.
+/// Where couriers report each message's fate: implemented by the delivery
+/// layer.
+pub(crate) trait Settle: Send + Sync + 'static {
+    /// Message `seq` (of our epoch) reached its end: `verdict`.
+    fn settle(&self, seq: u64, verdict: Verdict);
+}
+
+/// An answer on its way back to the sending app.
 #[derive(Debug)]
-pub(crate) struct Receipt {
-    /// The app's request id.
-    pub request: u64,
-    /// The id the message travelled under, once it had one.
-    pub message_id: Option<MessageId>,
-    pub verdict: Verdict,
-    /// The payload bytes the send held against its sender's budget.
-    pub bytes: usize,
+pub(crate) enum Answer {
+    /// The message is on disk under `id`.
+    Accepted { request: u64, id: MessageId, duplicate: bool },
+    /// The message's fate.
+    Receipt { request: u64, id: Option<MessageId>, verdict: Verdict },
 }
 
-/// Where the receipt of one send goes.
+/// Where the answers to one send go.
 #[derive(Debug)]
 pub(crate) struct ReceiptSink {
-    pub tx: mpsc::UnboundedSender<Receipt>,
+    pub tx: mpsc::UnboundedSender<Answer>,
     pub request: u64,
-    /// Handed back with the receipt (see [`Receipt::bytes`]).
-    pub bytes: usize,
 }
 
 impl ReceiptSink {
+    /// Tells the app the message is on disk.
+    pub(crate) fn accepted(&self, id: MessageId, duplicate: bool) {
+        let _ = self.tx.send(Answer::Accepted { request: self.request, id, duplicate });
+    }
+
     /// Hands the receipt back; a gone session has nobody to tell.
-    pub(crate) fn resolve(self, message_id: Option<MessageId>, verdict: Verdict) {
-        let receipt = Receipt { request: self.request, message_id, verdict, bytes: self.bytes };
-        let _ = self.tx.send(receipt);
+    pub(crate) fn resolve(self, id: Option<MessageId>, verdict: Verdict) {
+        let _ = self.tx.send(Answer::Receipt { request: self.request, id, verdict });
     }
 }
 
-/// What became of an offered message.
+/// What became of a message its app was told about.
 pub(crate) async fn await_verdict(taken: oneshot::Receiver<Verdict>) -> Verdict {
     taken.await.unwrap_or_else(|_| {
-        Err(Failure::new(pb::Outcome::AppNotRunning, "the recipient app disconnected before taking the message"))
+        Err(Failure::new(pb::Outcome::AppNotRunning, "the receiving daemon stopped before the app took the message"))
     })
+}
+
+/// The compact DIDs of the apps a message is between: a pair keeps its order.
+pub(crate) type Pair = ([u8; 32], [u8; 32]);
+
+/// The pair `envelope` is between (a malformed key, padded or cut, still
+/// names some pair; the receiver refuses it anyway).
+pub(crate) fn pair_of(envelope: &pb::Envelope) -> Pair {
+    let key = |bytes: &[u8]| {
+        let mut key = [0u8; 32];
+        let n = bytes.len().min(32);
+        key[..n].copy_from_slice(&bytes[..n]);
+        key
+    };
+    (key(&envelope.from_app), key(&envelope.to_app))
 }

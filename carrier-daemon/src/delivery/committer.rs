@@ -1,0 +1,82 @@
+//! Groups changes to the message store: whatever [`Op`]s arrived while the
+//! last transaction was being written go into the next one, so the cost of
+//! a commit (an fsync) is shared by every message in it.
+//!
+//! ```text
+//!  submit(op, done) ─▶ queue ─▶ batch (all waiting, up to 8192) ─▶ one transaction
+//!                               ─▶ each op's `done`, in submission order
+//! ```
+//!
+//! Completions run in the order ops were submitted, on the daemon's
+//! runtime, so callers may hand work on in order from them.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::store::{Applied, MessageStore, Op, StoreError};
+use crate::tasks::Tasks;
+
+/// Most ops in one transaction.
+const BATCH: usize = 8192;
+
+/// What runs once an op is on disk (or failed to get there).
+pub(crate) type Done = Box<dyn FnOnce(Result<Applied, Arc<StoreError>>) + Send>;
+
+/// The store, and the queue in front of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Committer {
+    queue: mpsc::UnboundedSender<(Op, Done)>,
+    store: Arc<Mutex<MessageStore>>,
+}
+
+impl Committer {
+    /// Starts committing to `store` on `tasks`.
+    pub(crate) fn start(store: MessageStore, tasks: &Tasks) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let store = Arc::new(Mutex::new(store));
+        tasks.spawn_until_stop(run(Arc::clone(&store), rx));
+        Self { queue, store }
+    }
+
+    /// Queues `op`; `done` runs once it is committed.
+    pub(crate) fn submit(&self, op: Op, done: impl FnOnce(Result<Applied, Arc<StoreError>>) + Send + 'static) {
+        if let Err(mpsc::error::SendError((_, done))) = self.queue.send((op, Box::new(done))) {
+            let error = StoreError::Database {
+                path: "(closed)".into(),
+                source: Box::new(redb::Error::Io(std::io::Error::other("the daemon is stopping"))),
+            };
+            done(Err(Arc::new(error)));
+        }
+    }
+
+    /// Reads the store (a short read transaction).
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&MessageStore) -> T) -> T {
+        read(&self.store.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+async fn run(store: Arc<Mutex<MessageStore>>, mut queue: mpsc::UnboundedReceiver<(Op, Done)>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        let (ops, dones): (Vec<Op>, Vec<Done>) = batch.drain(..).unzip();
+        let store = Arc::clone(&store);
+        let written = tokio::task::spawn_blocking(move || store.lock().unwrap_or_else(|p| p.into_inner()).apply(&ops));
+        match written.await {
+            Ok(Ok(applied)) => {
+                for (done, applied) in dones.into_iter().zip(applied) {
+                    done(Ok(applied));
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, ops = dones.len(), "could not write to the message store");
+                let error = Arc::new(error);
+                for done in dones {
+                    done(Err(Arc::clone(&error)));
+                }
+            }
+            // The blocking pool is shutting down: so is the daemon.
+            Err(_) => return,
+        }
+    }
+}

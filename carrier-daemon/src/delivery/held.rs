@@ -1,0 +1,135 @@
+//! The receiving side's memory of its inbox: per local app, the messages
+//! it has not acknowledged yet (each also on disk), who waits on each, and
+//! the last message taken per pair of apps.
+//!
+//! ```text
+//!  insert (not yet on disk) ─▶ stored (on disk: HELD may be answered) ─▶ handed to the app
+//!  ─▶ the app's ack ─▶ take (off disk too) ─▶ every watcher: delivered
+//! ```
+//!
+//! Plain state, no IO: `Delivery` holds it under one lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use carrier_proto::identity::Did;
+use carrier_proto::messaging::{MessageId, ReplayGuard};
+use tokio::sync::{Notify, oneshot};
+
+use crate::protocols::Verdict;
+
+/// One message waiting for its app.
+#[derive(Debug)]
+pub(super) struct HeldMessage {
+    pub from_app: Did,
+    pub from_device: Did,
+    pub id: MessageId,
+    pub payload: Vec<u8>,
+    pub received_at_ms: u64,
+    /// On disk yet.
+    pub stored: bool,
+    /// Given to a session that ended without acknowledging it.
+    pub redelivered: bool,
+    /// Waiting for it to reach the disk.
+    pub stored_waiters: Vec<oneshot::Sender<Verdict>>,
+    /// Waiting for the app to take it.
+    pub watchers: Vec<oneshot::Sender<Verdict>>,
+}
+
+/// One local app's inbox.
+#[derive(Debug, Default)]
+pub(super) struct AppInbox {
+    pub messages: BTreeMap<u64, HeldMessage>,
+    pub bytes: usize,
+    /// Woken when a message is stored.
+    pub wake: Arc<Notify>,
+}
+
+/// Every local app's inbox.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    pub replay: ReplayGuard,
+    pub apps: HashMap<Did, AppInbox>,
+    /// (from app, id) ─▶ (to app, delivery).
+    by_id: HashMap<(Did, MessageId), (Did, u64)>,
+    pub next_delivery: u64,
+}
+
+impl Held {
+    /// Adds `message` for `to_app` under `delivery`.
+    pub(super) fn insert(&mut self, to_app: Did, delivery: u64, message: HeldMessage) {
+        self.by_id.insert((message.from_app, message.id), (to_app, delivery));
+        let inbox = self.apps.entry(to_app).or_default();
+        inbox.bytes += message.payload.len();
+        if message.stored {
+            inbox.wake.notify_one();
+        }
+        inbox.messages.insert(delivery, message);
+    }
+
+    /// The message is on disk: its waiters hear it, its app may have it.
+    pub(super) fn stored(&mut self, to_app: &Did, delivery: u64) {
+        let Some(inbox) = self.apps.get_mut(to_app) else { return };
+        let Some(message) = inbox.messages.get_mut(&delivery) else { return };
+        message.stored = true;
+        for waiter in message.stored_waiters.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
+        inbox.wake.notify_one();
+    }
+
+    /// Waiters for a message held already (offered again): on disk, then
+    /// taken.
+    pub(super) fn watch(
+        &mut self,
+        from_app: &Did,
+        id: &MessageId,
+    ) -> Option<(oneshot::Receiver<Verdict>, oneshot::Receiver<Verdict>)> {
+        let (to_app, delivery) = self.by_id.get(&(*from_app, *id))?;
+        let message = self.apps.get_mut(to_app)?.messages.get_mut(delivery)?;
+        let (stored_tx, stored) = oneshot::channel();
+        if message.stored {
+            let _ = stored_tx.send(Ok(()));
+        } else {
+            message.stored_waiters.push(stored_tx);
+        }
+        let (taken_tx, taken) = oneshot::channel();
+        message.watchers.push(taken_tx);
+        Some((stored, taken))
+    }
+
+    /// Removes `to_app`'s message `delivery`.
+    pub(super) fn take(&mut self, to_app: &Did, delivery: u64) -> Option<HeldMessage> {
+        let inbox = self.apps.get_mut(to_app)?;
+        let message = inbox.messages.remove(&delivery)?;
+        inbox.bytes -= message.payload.len();
+        self.by_id.remove(&(message.from_app, message.id));
+        Some(message)
+    }
+
+    /// Payload bytes waiting for `app`.
+    pub(super) fn bytes_for(&self, app: &Did) -> (usize, bool) {
+        self.apps.get(app).map_or((0, true), |i| (i.bytes, i.messages.is_empty()))
+    }
+
+    /// The first stored message for `app` after `after`: its number.
+    pub(super) fn next_after(&self, app: &Did, after: u64) -> Option<u64> {
+        let inbox = self.apps.get(app)?;
+        inbox.messages.range(after + 1..).find(|(_, m)| m.stored).map(|(d, _)| *d)
+    }
+
+    /// The wake-up for `app`'s session.
+    pub(super) fn wake(&mut self, app: Did) -> Arc<Notify> {
+        Arc::clone(&self.apps.entry(app).or_default().wake)
+    }
+
+    /// `app`'s session ended: what it was given up to `handed` and did
+    /// not acknowledge comes again, marked.
+    pub(super) fn session_ended(&mut self, app: &Did, handed: u64) {
+        if let Some(inbox) = self.apps.get_mut(app) {
+            for (_, message) in inbox.messages.range_mut(..=handed) {
+                message.redelivered = true;
+            }
+        }
+    }
+}

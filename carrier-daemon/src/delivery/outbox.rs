@@ -1,0 +1,290 @@
+//! The sending side: a message from a local app is written to the outbox
+//! before the app hears it was accepted, handed to its courier (or, for an
+//! app on this device, to our own inbox), and settled once its fate is
+//! known; the app's session hears the receipt, and later sessions can ask.
+//!
+//! ```text
+//!  send ─▶ checks ─▶ Op::Enqueue ─(committed)─▶ accepted(id) ─▶ dispatch: Couriers | local
+//!  Settle::settle(seq, verdict) ─▶ Op::Settle ─(committed)─▶ receipt to the waiting session
+//! ```
+//!
+//! Each app may have [`MessagingConfig::max_outbox_bytes`] of payload
+//! waiting; past that a send fails QUEUE_FULL at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use carrier_proto::identity::Did;
+use carrier_proto::messaging::MessageId;
+use carrier_proto::pb::{self, Outcome};
+
+use super::store::{Applied, Known, Op};
+use super::{Delivery, sending_failure};
+use crate::ledger::Policy;
+use crate::protocols::messages::{Offered, ReceiptSink, Settle, await_verdict};
+use crate::protocols::{Failure, Verdict};
+
+/// The longest time to live a send may ask for.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What the sender side keeps in memory per queued message.
+#[derive(Debug)]
+pub(super) struct Queued {
+    from_app: Did,
+    bytes: usize,
+    /// The session waiting for the receipt, if any.
+    sink: Option<ReceiptSink>,
+}
+
+/// The sender side's memory: queued messages and bytes per app.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    queued: HashMap<u64, Queued>,
+    bytes: HashMap<Did, usize>,
+}
+
+impl Outbox {
+    fn add(&mut self, seq: u64, from_app: Did, bytes: usize, sink: Option<ReceiptSink>) {
+        self.queued.insert(seq, Queued { from_app, bytes, sink });
+    }
+
+    fn charge(&mut self, app: Did, bytes: usize) {
+        *self.bytes.entry(app).or_default() += bytes;
+    }
+
+    fn refund(&mut self, app: &Did, bytes: usize) {
+        if let Some(total) = self.bytes.get_mut(app) {
+            *total = total.saturating_sub(bytes);
+            if *total == 0 {
+                self.bytes.remove(app);
+            }
+        }
+    }
+}
+
+/// How one send is to be made.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SendOptions {
+    /// Time to live; `None` is the daemon's default.
+    pub ttl: Option<Duration>,
+    /// Idempotency key (up to 64 bytes).
+    pub key: Vec<u8>,
+}
+
+impl Delivery {
+    /// Sends `payload` from local app `from` to app `to`: answers on `sink`
+    /// (accepted once on disk, then the receipt). Never waits.
+    pub(crate) fn send(&self, from: Did, to: Did, payload: Vec<u8>, options: SendOptions, sink: ReceiptSink) {
+        let refuse = |outcome, detail: String| sink_fail(&sink, outcome, detail);
+        if payload.len() > self.config.max_message {
+            let detail = format!(
+                "message of {} bytes is over the limit of {} bytes; send bulk data over a stream",
+                payload.len(),
+                self.config.max_message
+            );
+            return refuse(Outcome::TooLarge, detail);
+        }
+        if options.key.len() > 64 {
+            return refuse(Outcome::Refused, format!("a send key is at most 64 bytes, not {}", options.key.len()));
+        }
+        let host = match self.ledger.route(&from, &to) {
+            Ok(host) => host,
+            Err(refused) => return sink.resolve(None, Err(sending_failure(refused))),
+        };
+        let bytes = payload.len();
+        {
+            let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let waiting = outbox.bytes.get(&from).copied().unwrap_or(0);
+            if waiting + bytes > self.config.max_outbox_bytes {
+                let detail = format!(
+                    "{from} has {waiting} bytes of messages waiting for delivery, and the limit is {}",
+                    self.config.max_outbox_bytes
+                );
+                drop(outbox);
+                return refuse(Outcome::QueueFull, detail);
+            }
+            outbox.charge(from, bytes);
+        }
+        let ttl = options.ttl.unwrap_or(self.config.default_ttl).min(MAX_TTL);
+        let envelope = pb::Envelope {
+            epoch: self.epoch.to_vec(),
+            seq: 0,
+            from_app: from.key_bytes(),
+            to_app: to.key_bytes(),
+            payload,
+            expires_at_ms: now_ms().saturating_add(ttl.as_millis() as u64),
+        };
+        let outgoing = pb::StoredOutgoing { envelope: Some(envelope), to_device: host.key_bytes(), key: options.key };
+        let this = self.me();
+        let mut pending = Some((outgoing.clone(), sink));
+        self.committer.submit(Op::Enqueue { outgoing, from_app: from }, move |applied| {
+            let Some((outgoing, sink)) = pending.take() else { return };
+            let Some(this) = this.upgrade() else { return };
+            match applied {
+                Ok(Applied::Enqueued { seq, duplicate: false }) => {
+                    let id = MessageId { epoch: this.epoch, seq };
+                    sink.accepted(id, false);
+                    this.lock_outbox().add(seq, from, bytes, Some(sink));
+                    if let Some(mut envelope) = outgoing.envelope {
+                        envelope.seq = seq;
+                        this.dispatch(host, envelope);
+                    }
+                }
+                Ok(Applied::Enqueued { seq, duplicate: true }) => {
+                    this.lock_outbox().refund(&from, bytes);
+                    let id = MessageId { epoch: this.epoch, seq };
+                    sink.accepted(id, true);
+                    this.answer_duplicate(seq, sink);
+                }
+                Ok(Applied::Done) => {}
+                Err(error) => {
+                    this.lock_outbox().refund(&from, bytes);
+                    sink_fail(&sink, Outcome::QueueFull, format!("the message could not be stored: {error}"));
+                }
+            }
+        });
+    }
+
+    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A resend with a known key: the receipt, now or when it comes.
+    fn answer_duplicate(&self, seq: u64, sink: ReceiptSink) {
+        let id = MessageId { epoch: self.epoch, seq };
+        let mut outbox = self.lock_outbox();
+        if let Some(queued) = outbox.queued.get_mut(&seq) {
+            // Still on its way: this session hears the receipt instead.
+            queued.sink = Some(sink);
+            return;
+        }
+        drop(outbox);
+        match self.committer.read(|store| store.sent(seq)) {
+            Ok(Some(Known::Settled { outcome, detail, .. })) => {
+                sink.resolve(Some(id), crate::protocols::verdict_of(outcome, detail))
+            }
+            Ok(_) => {
+                sink.resolve(Some(id), Err(Failure::new(Outcome::Unspecified, "the earlier message is not known")))
+            }
+            Err(error) => sink.resolve(Some(id), Err(Failure::new(Outcome::Unspecified, error.to_string()))),
+        }
+    }
+
+    /// Hands a stored message to whoever carries it to `device`.
+    pub(super) fn dispatch(&self, device: Did, envelope: pb::Envelope) {
+        if device != self.device {
+            return self.couriers.queue(device, envelope);
+        }
+        // For an app on this device: our own inbox, in order.
+        if self.local.send(envelope).is_err() {
+            tracing::debug!("the local courier has stopped");
+        }
+    }
+
+    /// Starts the local courier and requeues what the outbox held at start.
+    pub(super) fn resume_outbox(self: &Arc<Self>, outbox: Vec<(u64, pb::StoredOutgoing)>) {
+        for (seq, outgoing) in outbox {
+            let Some(mut envelope) = outgoing.envelope else { continue };
+            let (Ok(device), Ok(from)) =
+                (Did::from_key_bytes(&outgoing.to_device), Did::from_key_bytes(&envelope.from_app))
+            else {
+                tracing::warn!(seq, "skipping an outbox record with a malformed DID");
+                continue;
+            };
+            envelope.seq = seq;
+            let mut outbox = self.lock_outbox();
+            outbox.charge(from, envelope.payload.len());
+            outbox.add(seq, from, envelope.payload.len(), None);
+            drop(outbox);
+            self.dispatch(device, envelope);
+        }
+    }
+
+    /// What is known of message `id` sent by `app`.
+    pub(crate) fn receipt_state(&self, app: &Did, id: &MessageId) -> pb::ReceiptState {
+        use pb::receipt_state::State;
+        let mut state = pb::ReceiptState { message_id: id.to_bytes().to_vec(), ..Default::default() };
+        if id.epoch != self.epoch {
+            return state;
+        }
+        if self.lock_outbox().queued.get(&id.seq).is_some_and(|q| q.from_app == *app) {
+            state.state = State::Pending as i32;
+            return state;
+        }
+        if let Ok(Some(Known::Settled { from_app, outcome, detail })) = self.committer.read(|s| s.sent(id.seq))
+            && from_app == app.key_bytes()
+        {
+            (state.state, state.outcome, state.detail) = (State::Final as i32, outcome, detail);
+        }
+        state
+    }
+}
+
+impl Settle for Delivery {
+    fn settle(&self, seq: u64, verdict: Verdict) {
+        let Some(from_app) = self.lock_outbox().queued.get(&seq).map(|q| q.from_app) else { return };
+        let (outcome, detail) = match &verdict {
+            Ok(()) => (Outcome::Delivered, String::new()),
+            Err(failure) => (failure.outcome, failure.detail.clone()),
+        };
+        let op = Op::Settle { seq, from_app, outcome, detail, now_ms: now_ms() };
+        let this = self.me();
+        self.committer.submit(op, move |applied| {
+            let Some(this) = this.upgrade() else { return };
+            if let Err(error) = applied {
+                // Still in the outbox on disk: after a restart it is sent
+                // again and the receiver answers the same.
+                tracing::warn!(seq, %error, "could not record a receipt");
+            }
+            let Some(queued) = this.lock_outbox().queued.remove(&seq) else { return };
+            this.lock_outbox().refund(&queued.from_app, queued.bytes);
+            if let Some(sink) = queued.sink {
+                sink.resolve(Some(MessageId { epoch: this.epoch, seq }), verdict);
+            }
+        });
+    }
+}
+
+/// Carries messages between apps of this device, in order: each is offered
+/// to our inbox (waiting while the recipient's inbox is full) and settled
+/// once the recipient took it.
+pub(super) async fn local_courier(
+    delivery: std::sync::Weak<Delivery>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<pb::Envelope>,
+) {
+    while let Some(envelope) = queue.recv().await {
+        let seq = envelope.seq;
+        let offered = loop {
+            let Some(delivery) = delivery.upgrade() else { return };
+            match crate::protocols::messages::Inbox::offer(&*delivery, delivery.device, envelope.clone()) {
+                Offered::Busy => {}
+                offered => break offered,
+            }
+            drop(delivery);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let Some(this) = delivery.upgrade() else { return };
+        match offered {
+            Offered::Final(verdict) => this.settle(seq, verdict),
+            Offered::Held { taken, .. } => {
+                let tasks = this.tasks().clone();
+                tasks.spawn(async move { this.settle(seq, await_verdict(taken).await) });
+            }
+            Offered::Busy => {}
+        }
+    }
+}
+
+fn sink_fail(sink: &ReceiptSink, outcome: Outcome, detail: String) {
+    let _ = sink.tx.send(crate::protocols::messages::Answer::Receipt {
+        request: sink.request,
+        id: None,
+        verdict: Err(Failure::new(outcome, detail)),
+    });
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,367 @@
+//! The message store: this device's outbox, inbox, receipts and replay
+//! state in one redb database (`messages.redb`), changed in batches.
+//!
+//! ```text
+//!  outbox    seq ─▶ StoredOutgoing        until the message's fate is known
+//!  receipts  seq ─▶ StoredReceipt         for 7 days, for apps that ask later
+//!  sent_keys from_app ‖ key ─▶ seq        idempotent sends, as long as the receipt
+//!  inbox     delivery ─▶ StoredIncoming   until the recipient app acknowledges
+//!  replay    from_app ‖ to_app ─▶ epoch ‖ seq    the last message taken per pair
+//!  refused   from_app ‖ epoch ‖ seq ─▶ StoredReceipt   what we refused, for retries
+//!  meta      "epoch", "next_seq", "next_delivery"
+//! ```
+//!
+//! [`MessageStore::apply`] runs a batch of [`Op`]s in one write transaction,
+//! so one fsync covers thousands of messages. A record that does not decode
+//! is skipped with a warning and left in place, never deleted.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use carrier_proto::identity::Did;
+use carrier_proto::messaging::MessageId;
+use carrier_proto::pb;
+use prost::Message as _;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("meta");
+const OUTBOX: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("outbox");
+const RECEIPTS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("receipts");
+const SENT_KEYS: TableDefinition<'static, &'static [u8], u64> = TableDefinition::new("sent_keys");
+const INBOX: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("inbox");
+const REPLAY: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("replay");
+const REFUSED: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("refused");
+
+/// How long receipts (and what we refused) are kept for apps that ask later.
+pub(crate) const RECEIPT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Why the message store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or written.
+    #[error("message store {path}: {source}; check the disk and the file's permissions")]
+    Database {
+        /// The database file.
+        path: String,
+        /// What redb said.
+        #[source]
+        source: Box<redb::Error>,
+    },
+}
+
+/// One change to the store.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// A new message from a local app: gets the next seq (or, if its key
+    /// was used before, the earlier message's).
+    Enqueue { outgoing: pb::StoredOutgoing, from_app: Did },
+    /// A sent message's fate is known.
+    Settle { seq: u64, from_app: Did, outcome: pb::Outcome, detail: String, now_ms: u64 },
+    /// A message for a local app, taken into the inbox under `delivery`.
+    Hold { delivery: u64, incoming: pb::StoredIncoming, from_app: Did, to_app: Did, id: MessageId },
+    /// We refused a message; a retry gets the same answer.
+    Refuse { from_app: Did, id: MessageId, outcome: pb::Outcome, detail: String, now_ms: u64 },
+    /// The app took these inbox entries.
+    Taken { deliveries: Vec<u64> },
+    /// Forgets receipts and refusals older than the retention, and inbox
+    /// entries past their time to live.
+    Prune { now_ms: u64 },
+}
+
+/// What an [`Op`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Enqueued under `seq`; `duplicate` if the key named an earlier one.
+    Enqueued { seq: u64, duplicate: bool },
+    /// Anything else.
+    Done,
+}
+
+/// What the store holds at start.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub epoch: [u8; 16],
+    /// The outbox, in seq order.
+    pub outbox: Vec<(u64, pb::StoredOutgoing)>,
+    /// The inbox, in delivery order.
+    pub inbox: Vec<(u64, pb::StoredIncoming)>,
+    /// The last message taken per (from app, to app).
+    pub replay: HashMap<(Did, Did), MessageId>,
+    /// Above every delivery number used so far.
+    pub next_delivery: u64,
+}
+
+/// A fate an app may ask for later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Known {
+    Pending,
+    Settled { from_app: Vec<u8>, outcome: i32, detail: String },
+}
+
+/// The open database.
+pub(crate) struct MessageStore {
+    db: Database,
+    path: String,
+    next_seq: u64,
+    next_delivery: u64,
+}
+
+impl std::fmt::Debug for MessageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStore").field("path", &self.path).finish()
+    }
+}
+
+impl MessageStore {
+    /// Opens (or creates) the store at `path`, and reads what it holds.
+    pub(crate) fn open(path: &Path) -> Result<(Self, Loaded), StoreError> {
+        let db = Database::create(path).map_err(|e| database(path, e))?;
+        Self::start(db, path.display().to_string())
+    }
+
+    /// A store in memory: nothing survives the process (benchmarks and tests).
+    pub(crate) fn in_memory() -> Result<(Self, Loaded), StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| database(Path::new("(memory)"), e))?;
+        Self::start(db, "(memory)".into())
+    }
+
+    fn start(db: Database, path: String) -> Result<(Self, Loaded), StoreError> {
+        let mut store = Self { db, path, next_seq: 1, next_delivery: 1 };
+        let loaded = store.load().map_err(|e| store.error(e))?;
+        Ok((store, loaded))
+    }
+
+    fn error(&self, source: impl Into<redb::Error>) -> StoreError {
+        StoreError::Database { path: self.path.clone(), source: Box::new(source.into()) }
+    }
+
+    fn load(&mut self) -> Result<Loaded, redb::Error> {
+        let txn = self.db.begin_write()?;
+        let mut loaded = Loaded::default();
+        {
+            let mut meta = txn.open_table(META)?;
+            let epoch = meta.get("epoch")?.and_then(|v| <[u8; 16]>::try_from(v.value()).ok());
+            loaded.epoch = match epoch {
+                Some(epoch) => epoch,
+                None => {
+                    let mut epoch = [0u8; 16];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut epoch);
+                    meta.insert("epoch", epoch.as_slice())?;
+                    epoch
+                }
+            };
+            let counter = |name: &str| -> Result<u64, redb::Error> {
+                Ok(meta.get(name)?.and_then(|v| <[u8; 8]>::try_from(v.value()).ok()).map_or(1, u64::from_be_bytes))
+            };
+            self.next_seq = counter("next_seq")?;
+            self.next_delivery = counter("next_delivery")?;
+            // Opened here so that later read transactions find every table.
+            txn.open_table(RECEIPTS)?;
+            txn.open_table(SENT_KEYS)?;
+            txn.open_table(REFUSED)?;
+            for row in txn.open_table(OUTBOX)?.iter()? {
+                let (seq, value) = row?;
+                match pb::StoredOutgoing::decode(value.value()) {
+                    Ok(outgoing) => loaded.outbox.push((seq.value(), outgoing)),
+                    Err(error) => {
+                        tracing::warn!(seq = seq.value(), %error, "skipping an outbox record that does not decode")
+                    }
+                }
+            }
+            for row in txn.open_table(INBOX)?.iter()? {
+                let (delivery, value) = row?;
+                match pb::StoredIncoming::decode(value.value()) {
+                    Ok(incoming) => loaded.inbox.push((delivery.value(), incoming)),
+                    Err(error) => {
+                        tracing::warn!(delivery = delivery.value(), %error, "skipping an inbox record that does not decode")
+                    }
+                }
+            }
+            for row in txn.open_table(REPLAY)?.iter()? {
+                let (pair, last) = row?;
+                let (pair, last) = (pair.value(), last.value());
+                let parsed = (|| {
+                    let from = Did::from_key_bytes(pair.get(..32)?).ok()?;
+                    let to = Did::from_key_bytes(pair.get(32..)?).ok()?;
+                    Some(((from, to), MessageId::from_bytes(last)?))
+                })();
+                match parsed {
+                    Some((pair, id)) => {
+                        loaded.replay.insert(pair, id);
+                    }
+                    None => tracing::warn!("skipping a replay record that does not decode"),
+                }
+            }
+        }
+        txn.commit()?;
+        loaded.next_delivery = self.next_delivery;
+        Ok(loaded)
+    }
+
+    /// Applies `ops` in one transaction: all of them, or (on error) none.
+    pub(crate) fn apply(&mut self, ops: &[Op]) -> Result<Vec<Applied>, StoreError> {
+        let (mut next_seq, mut next_delivery) = (self.next_seq, self.next_delivery);
+        let applied = self.write(ops, &mut next_seq, &mut next_delivery).map_err(|e| self.error(e))?;
+        (self.next_seq, self.next_delivery) = (next_seq, next_delivery);
+        Ok(applied)
+    }
+
+    fn write(&self, ops: &[Op], next_seq: &mut u64, next_delivery: &mut u64) -> Result<Vec<Applied>, redb::Error> {
+        let txn = self.db.begin_write()?;
+        let mut applied = Vec::with_capacity(ops.len());
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut receipts = txn.open_table(RECEIPTS)?;
+            let mut keys = txn.open_table(SENT_KEYS)?;
+            let mut inbox = txn.open_table(INBOX)?;
+            let mut replay = txn.open_table(REPLAY)?;
+            let mut refused = txn.open_table(REFUSED)?;
+            let mut buf = Vec::new();
+            for op in ops {
+                buf.clear();
+                applied.push(match op {
+                    Op::Enqueue { outgoing, from_app } => {
+                        let key = (!outgoing.key.is_empty()).then(|| pair_key(from_app.key_bytes(), &outgoing.key));
+                        let earlier = match &key {
+                            Some(key) => keys.get(key.as_slice())?.map(|seq| seq.value()),
+                            None => None,
+                        };
+                        match earlier {
+                            Some(seq) => Applied::Enqueued { seq, duplicate: true },
+                            None => {
+                                let seq = *next_seq;
+                                *next_seq += 1;
+                                let mut outgoing = outgoing.clone();
+                                if let Some(envelope) = outgoing.envelope.as_mut() {
+                                    envelope.seq = seq;
+                                }
+                                outgoing.encode(&mut buf).map_err(io_error)?;
+                                outbox.insert(seq, buf.as_slice())?;
+                                if let Some(key) = key {
+                                    keys.insert(key.as_slice(), seq)?;
+                                }
+                                Applied::Enqueued { seq, duplicate: false }
+                            }
+                        }
+                    }
+                    Op::Settle { seq, from_app, outcome, detail, now_ms } => {
+                        let key = outbox
+                            .remove(*seq)?
+                            .and_then(|v| pb::StoredOutgoing::decode(v.value()).ok())
+                            .map(|o| o.key)
+                            .unwrap_or_default();
+                        let receipt = pb::StoredReceipt {
+                            from_app: from_app.key_bytes(),
+                            outcome: *outcome as i32,
+                            detail: detail.clone(),
+                            settled_at_ms: *now_ms,
+                            key,
+                        };
+                        receipt.encode(&mut buf).map_err(io_error)?;
+                        receipts.insert(*seq, buf.as_slice())?;
+                        Applied::Done
+                    }
+                    Op::Hold { delivery, incoming, from_app, to_app, id } => {
+                        *next_delivery = (*next_delivery).max(delivery + 1);
+                        incoming.encode(&mut buf).map_err(io_error)?;
+                        inbox.insert(*delivery, buf.as_slice())?;
+                        let pair = pair_key(from_app.key_bytes(), &to_app.key_bytes());
+                        replay.insert(pair.as_slice(), id.to_bytes().as_slice())?;
+                        Applied::Done
+                    }
+                    Op::Refuse { from_app, id, outcome, detail, now_ms } => {
+                        let receipt = pb::StoredReceipt {
+                            from_app: from_app.key_bytes(),
+                            outcome: *outcome as i32,
+                            detail: detail.clone(),
+                            settled_at_ms: *now_ms,
+                            key: Vec::new(),
+                        };
+                        receipt.encode(&mut buf).map_err(io_error)?;
+                        refused.insert(pair_key(from_app.key_bytes(), &id.to_bytes()).as_slice(), buf.as_slice())?;
+                        Applied::Done
+                    }
+                    Op::Taken { deliveries } => {
+                        for delivery in deliveries {
+                            inbox.remove(*delivery)?;
+                        }
+                        Applied::Done
+                    }
+                    Op::Prune { now_ms } => {
+                        let cutoff = now_ms.saturating_sub(RECEIPT_RETENTION_MS);
+                        let old = |v: &[u8]| pb::StoredReceipt::decode(v).is_ok_and(|r| r.settled_at_ms < cutoff);
+                        let mut stale_keys = Vec::new();
+                        receipts.retain(|_, v| {
+                            let stale = old(v);
+                            if let (true, Ok(receipt)) = (stale, pb::StoredReceipt::decode(v))
+                                && !receipt.key.is_empty()
+                            {
+                                stale_keys.push(pair_key(receipt.from_app, &receipt.key));
+                            }
+                            !stale
+                        })?;
+                        for key in stale_keys {
+                            keys.remove(key.as_slice())?;
+                        }
+                        refused.retain(|_, v| !old(v))?;
+                        inbox.retain(|_, v| {
+                            pb::StoredIncoming::decode(v)
+                                .ok()
+                                .and_then(|i| i.envelope)
+                                .is_none_or(|e| e.expires_at_ms == 0 || e.expires_at_ms > *now_ms)
+                        })?;
+                        Applied::Done
+                    }
+                });
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert("next_seq", next_seq.to_be_bytes().as_slice())?;
+            meta.insert("next_delivery", next_delivery.to_be_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(applied)
+    }
+
+    /// What became of our message `seq` sent by `from_app`, if known.
+    pub(crate) fn sent(&self, seq: u64) -> Result<Option<Known>, StoreError> {
+        let read = || -> Result<Option<Known>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            if txn.open_table(OUTBOX)?.get(seq)?.is_some() {
+                return Ok(Some(Known::Pending));
+            }
+            let receipt = txn.open_table(RECEIPTS)?.get(seq)?.and_then(|v| pb::StoredReceipt::decode(v.value()).ok());
+            Ok(receipt.map(|r| Known::Settled { from_app: r.from_app, outcome: r.outcome, detail: r.detail }))
+        };
+        read().map_err(|e| self.error(e))
+    }
+
+    /// The answer we gave when we refused message `id` from `from_app`.
+    pub(crate) fn refusal(&self, from_app: &Did, id: &MessageId) -> Result<Option<(i32, String)>, StoreError> {
+        let read = || -> Result<Option<(i32, String)>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let key = pair_key(from_app.key_bytes(), &id.to_bytes());
+            let receipt = txn.open_table(REFUSED)?.get(key.as_slice())?;
+            Ok(receipt.and_then(|v| pb::StoredReceipt::decode(v.value()).ok()).map(|r| (r.outcome, r.detail)))
+        };
+        read().map_err(|e| self.error(e))
+    }
+}
+
+fn pair_key(mut first: Vec<u8>, second: &[u8]) -> Vec<u8> {
+    first.extend_from_slice(second);
+    first
+}
+
+fn io_error(error: prost::EncodeError) -> redb::Error {
+    redb::Error::Io(std::io::Error::other(error))
+}
+
+fn database(path: &Path, source: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database { path: path.display().to_string(), source: Box::new(source.into()) }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

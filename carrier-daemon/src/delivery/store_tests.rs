@@ -1,0 +1,123 @@
+//! The message store on a real file: what survives reopening, idempotent
+//! keys, and records that do not decode.
+
+use carrier_proto::identity::{Identity, IdentityKind};
+
+use super::*;
+
+fn app() -> Did {
+    Identity::generate(IdentityKind::App).did()
+}
+
+fn outgoing(from: &Did, to: &Did, payload: &[u8], key: &[u8]) -> pb::StoredOutgoing {
+    let envelope = pb::Envelope {
+        from_app: from.key_bytes(),
+        to_app: to.key_bytes(),
+        payload: payload.to_vec(),
+        ..Default::default()
+    };
+    pb::StoredOutgoing { envelope: Some(envelope), to_device: to.key_bytes(), key: key.to_vec() }
+}
+
+#[test]
+fn what_was_committed_survives_reopening_with_the_same_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    let (from, to) = (app(), app());
+    let id = MessageId { epoch: [5; 16], seq: 9 };
+    let (epoch, seqs) = {
+        let (mut store, loaded) = MessageStore::open(&path).unwrap();
+        let ops = [
+            Op::Enqueue { outgoing: outgoing(&from, &to, b"one", b""), from_app: from },
+            Op::Enqueue { outgoing: outgoing(&from, &to, b"two", b""), from_app: from },
+        ];
+        let applied = store.apply(&ops).unwrap();
+        let incoming = pb::StoredIncoming {
+            envelope: Some(pb::Envelope { payload: b"in".to_vec(), ..Default::default() }),
+            from_device: to.key_bytes(),
+            received_at_ms: 1,
+        };
+        let ops = [
+            Op::Settle { seq: 1, from_app: from, outcome: pb::Outcome::Delivered, detail: String::new(), now_ms: 5 },
+            Op::Hold { delivery: 7, incoming, from_app: to, to_app: from, id },
+        ];
+        store.apply(&ops).unwrap();
+        (loaded.epoch, applied)
+    };
+    assert_eq!(
+        seqs,
+        vec![Applied::Enqueued { seq: 1, duplicate: false }, Applied::Enqueued { seq: 2, duplicate: false }]
+    );
+    let (mut store, loaded) = MessageStore::open(&path).unwrap();
+    assert_eq!(loaded.epoch, epoch, "message ids keep their epoch across restarts");
+    let outbox: Vec<_> =
+        loaded.outbox.iter().map(|(seq, o)| (*seq, o.envelope.as_ref().unwrap().payload.clone())).collect();
+    assert_eq!(outbox, vec![(2, b"two".to_vec())], "the settled message left the outbox");
+    assert_eq!(loaded.inbox.len(), 1);
+    assert_eq!(loaded.inbox[0].0, 7);
+    assert_eq!(loaded.next_delivery, 8);
+    assert_eq!(loaded.replay.get(&(to, from)), Some(&id));
+    assert_eq!(
+        store.sent(1).unwrap(),
+        Some(Known::Settled { from_app: from.key_bytes(), outcome: 1, detail: String::new() })
+    );
+    assert_eq!(store.sent(2).unwrap(), Some(Known::Pending));
+    assert_eq!(store.sent(3).unwrap(), None);
+    // Seqs go on from where they were.
+    let applied = store.apply(&[Op::Enqueue { outgoing: outgoing(&from, &to, b"3", b""), from_app: from }]).unwrap();
+    assert_eq!(applied, vec![Applied::Enqueued { seq: 3, duplicate: false }]);
+}
+
+#[test]
+fn a_key_used_before_names_the_earlier_message_until_its_receipt_is_pruned() {
+    let (mut store, _) = MessageStore::in_memory().unwrap();
+    let (from, other, to) = (app(), app(), app());
+    let send = |from: &Did, key: &[u8]| Op::Enqueue { outgoing: outgoing(from, &to, b"x", key), from_app: *from };
+    let applied = store.apply(&[send(&from, b"k"), send(&from, b"k"), send(&other, b"k")]).unwrap();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Enqueued { seq: 1, duplicate: false },
+            Applied::Enqueued { seq: 1, duplicate: true },
+            Applied::Enqueued { seq: 2, duplicate: false },
+        ],
+        "a key is per app"
+    );
+    let settle =
+        Op::Settle { seq: 1, from_app: from, outcome: pb::Outcome::Delivered, detail: String::new(), now_ms: 1 };
+    store.apply(&[settle, send(&from, b"k")]).unwrap();
+    assert_eq!(store.apply(&[send(&from, b"k")]).unwrap(), vec![Applied::Enqueued { seq: 1, duplicate: true }]);
+    store.apply(&[Op::Prune { now_ms: 2 + RECEIPT_RETENTION_MS }]).unwrap();
+    assert_eq!(store.sent(1).unwrap(), None, "pruned");
+    assert_eq!(store.apply(&[send(&from, b"k")]).unwrap(), vec![Applied::Enqueued { seq: 3, duplicate: false }]);
+}
+
+#[test]
+fn a_refusal_is_remembered_for_a_retry() {
+    let (mut store, _) = MessageStore::in_memory().unwrap();
+    let from = app();
+    let id = MessageId { epoch: [1; 16], seq: 4 };
+    assert_eq!(store.refusal(&from, &id).unwrap(), None);
+    let refuse = Op::Refuse { from_app: from, id, outcome: pb::Outcome::Refused, detail: "no".into(), now_ms: 1 };
+    store.apply(&[refuse]).unwrap();
+    assert_eq!(store.refusal(&from, &id).unwrap(), Some((pb::Outcome::Refused as i32, "no".into())));
+    assert_eq!(store.refusal(&app(), &id).unwrap(), None, "another sender's message");
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_skipped_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(OUTBOX).unwrap().insert(1, [0xff, 0xff, 0xff].as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let (_, loaded) = MessageStore::open(&path).unwrap();
+    assert!(loaded.outbox.is_empty());
+    drop(loaded);
+    let db = Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(txn.open_table(OUTBOX).unwrap().get(1).unwrap().is_some(), "never deleted");
+}
