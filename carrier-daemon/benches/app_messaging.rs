@@ -6,7 +6,8 @@
 //! - round trip: app A sends 64 bytes to app B on the other daemon, B
 //!   sends them back; against a 64-byte echo on one raw quinn stream;
 //! - message rate: 64-byte messages from A to B, pipelined, every receipt
-//!   awaited;
+//!   awaited; with each daemon's message store on disk (durable: what
+//!   carrierd does), against the same with the stores in memory;
 //! - stream throughput: A writes 512 MiB on an app stream, B reads it all;
 //!   against the same on one raw quinn stream.
 //!
@@ -23,10 +24,7 @@ use std::time::{Duration, Instant};
 use carrier_daemon::daemon::Daemon;
 use carrier_daemon::link::quic;
 use carrier_daemon::overlay::OverlayEvent;
-use carrier_daemon::paths::{APP_SOCKET, DataDir};
-use carrier_proto::identity::{Identity, IdentityKind};
-use carrier_proto::keystore;
-use carrier_proto::ledger::{Entry, LedgerState, Op};
+use carrier_daemon::paths::APP_SOCKET;
 use carrier_sdk::{AllowList, AppIdentity, Client, Receipt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -34,44 +32,6 @@ const ROUND_TRIPS: usize = 2_000;
 const MESSAGES: usize = 200_000;
 const STREAM_BYTES: usize = 512 << 20;
 const CHUNK: usize = 256 * 1024;
-
-/// Two devices with one app each, on disk as `carrierd` would keep them.
-fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
-    let registrar = Identity::generate(IdentityKind::Registrar);
-    let mut ledger = LedgerState::new();
-    let mut entries: Vec<Entry> = Vec::new();
-    let mut append = |ledger: &mut LedgerState, op: Op, signer: &Identity| {
-        let entry = ledger.next_entry(op, entries.len() as u64 + 1, signer);
-        ledger.append(entry.clone()).unwrap();
-        entries.push(entry);
-    };
-    let log = root.join("log.key");
-    append(&mut ledger, support::genesis(&registrar, &log), &registrar);
-    let mut out = Vec::new();
-    for i in 0..2 {
-        let device = Identity::generate(IdentityKind::Device);
-        let data = DataDir::new(root.join(format!("device{i}")));
-        std::fs::create_dir_all(data.root()).unwrap();
-        keystore::create(&data.device_key(), &device).unwrap();
-        append(
-            &mut ledger,
-            Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] },
-            &registrar,
-        );
-        let app_dir = root.join(format!("app{i}"));
-        let app = AppIdentity::load_or_create(&app_dir).unwrap();
-        let keys = keystore::load(app.key_file()).unwrap().public_keys();
-        let app_identity = keystore::load(app.key_file()).unwrap();
-        let consent = carrier_proto::ledger::Consent::sign(&app_identity, &device.did(), &ledger.network().unwrap().id);
-        let name = format!("app{i}");
-        let register = Op::RegisterApp { did: app.did(), keys, device: device.did(), name, consent };
-        append(&mut ledger, register, &device);
-        out.push((data, app_dir));
-    }
-    let dirs: Vec<_> = out.iter().map(|(data, _)| data.ledger()).collect();
-    support::store_ledgers(&dirs, &entries, &log);
-    [out.remove(0), out.remove(0)]
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -212,23 +172,31 @@ async fn stream_throughput(a: &Client, b: &Client) -> (f64, f64) {
     (carrier, raw)
 }
 
-async fn run() {
-    let root = tempfile::tempdir().unwrap();
-    let [(data0, app0), (data1, app1)] = provision(root.path());
-    let first =
-        Daemon::start(&support::config(root.path(), "run0", vec![]), data0, &root.path().join("run0")).await.unwrap();
+/// Two linked daemons (message stores in memory or on disk) and an app on each.
+async fn pair(root: &Path, in_memory: bool) -> (Daemon, Daemon, Client, Client) {
+    let [(data0, app0), (data1, app1)] = support::provision(root);
+    let config = |name: &str, bootstrap| {
+        let mut config = support::config(root, name, bootstrap);
+        config.messaging.in_memory = in_memory;
+        config
+    };
+    let first = Daemon::start(&config("run0", vec![]), data0, &root.join("run0")).await.unwrap();
     let addr = first.overlay().listen_addr().to_string();
     let mut events = first.overlay().events();
-    let second = Daemon::start(&support::config(root.path(), "run1", vec![addr]), data1, &root.path().join("run1"))
-        .await
-        .unwrap();
+    let second = Daemon::start(&config("run1", vec![addr]), data1, &root.join("run1")).await.unwrap();
     while !matches!(events.recv().await.unwrap(), OverlayEvent::PeerUp(did) if did == second.did()) {}
-    let a = Client::connect_as(AppIdentity::load_or_create(&app0).unwrap(), root.path().join("run0").join(APP_SOCKET));
-    let b = Client::connect_as(AppIdentity::load_or_create(&app1).unwrap(), root.path().join("run1").join(APP_SOCKET));
+    let a = Client::connect_as(AppIdentity::load_or_create(&app0).unwrap(), root.join("run0").join(APP_SOCKET));
+    let b = Client::connect_as(AppIdentity::load_or_create(&app1).unwrap(), root.join("run1").join(APP_SOCKET));
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     // Warm up: the link, the courier and its stream.
     assert_eq!(a.send(&b.did(), "warm").await.unwrap(), Receipt::Delivered);
     b.messages().next().await.unwrap();
+    (first, second, a, b)
+}
+
+async fn run() {
+    let root = tempfile::tempdir().unwrap();
+    let (first, second, a, b) = pair(root.path(), false).await;
 
     println!("round trip, 64 bytes, one at a time ({ROUND_TRIPS} samples):");
     let (carrier, raw) = round_trips(&a, &b).await;
@@ -237,7 +205,19 @@ async fn run() {
     println!("  Carrier / raw quinn            {:.2}x\n", carrier_p50.as_secs_f64() / raw_p50.as_secs_f64());
 
     println!("message rate, 64 bytes, one app pair, pipelined ({MESSAGES} messages):");
-    println!("  delivered with receipts        {:>9.0} messages/s\n", message_rate(&a, &b).await);
+    let durable = message_rate(&a, &b).await;
+    let volatile = {
+        let root = tempfile::tempdir().unwrap();
+        let (first, second, a, b) = pair(root.path(), true).await;
+        let rate = message_rate(&a, &b).await;
+        drop((a, b));
+        second.shutdown().await;
+        first.shutdown().await;
+        rate
+    };
+    println!("  stores in memory               {volatile:>9.0} messages/s");
+    println!("  stores on disk (durable)       {durable:>9.0} messages/s");
+    println!("  durable / in memory            {:>9.0} %\n", 100.0 * durable / volatile);
 
     println!("stream throughput, {} MiB:", STREAM_BYTES >> 20);
     let (carrier, raw) = stream_throughput(&a, &b).await;

@@ -20,6 +20,7 @@
 //! default_ttl_s = 604800              # how long a message is retried (7 days)
 //! max_outbox_bytes = 67108864         # per sending app, waiting for delivery
 //! max_inbox_bytes = 33554432          # per local app, waiting for it to take them
+//! in_memory = false                   # benchmarks only: the message store in memory
 //!
 //! [log]
 //! level = "info"                      # a tracing filter, e.g. "carrier_daemon=debug"
@@ -163,6 +164,9 @@ pub struct Messaging {
     pub max_outbox_bytes: usize,
     /// Payload bytes held for one local app until it takes them.
     pub max_inbox_bytes: usize,
+    /// Keeps the message store in memory: nothing survives a restart. For
+    /// benchmarks that compare with the durable store; never in service.
+    pub in_memory: bool,
 }
 
 impl Default for Messaging {
@@ -172,6 +176,7 @@ impl Default for Messaging {
             default_ttl_s: crate::delivery::DEFAULT_TTL.as_secs(),
             max_outbox_bytes: crate::delivery::DEFAULT_MAX_OUTBOX_BYTES,
             max_inbox_bytes: crate::delivery::DEFAULT_MAX_INBOX_BYTES,
+            in_memory: false,
         }
     }
 }
@@ -252,8 +257,9 @@ impl Config {
     }
 
     /// The messaging settings this configuration asks for, with the store
-    /// at `store` (`None`: in memory).
+    /// at `store` (`None`, or `in_memory` set: in memory).
     pub fn messaging_config(&self, store: Option<PathBuf>) -> crate::delivery::MessagingConfig {
+        let store = store.filter(|_| !self.messaging.in_memory);
         crate::delivery::MessagingConfig {
             max_message: self.messaging.max_message_bytes,
             default_ttl: Duration::from_secs(self.messaging.default_ttl_s),

@@ -7,9 +7,12 @@ use std::path::Path;
 
 use carrier_daemon::config::Config;
 use carrier_daemon::ledger::LedgerStore;
+use carrier_daemon::paths::DataDir;
 use carrier_proto::identity::{Identity, IdentityKind};
 use carrier_proto::keystore;
+use carrier_proto::ledger::LedgerState;
 use carrier_proto::ledger::{Entry, Op, Quotas, Sequencer};
+use carrier_sdk::AppIdentity;
 
 /// Settings for an in-process benchmark daemon: loopback, its runtime
 /// directory `root/name`, quiet logs.
@@ -52,4 +55,42 @@ pub(crate) fn genesis(registrar: &Identity, log: &Path) -> Op {
         log_key: key.signing_key(),
         quotas: Quotas { max_requests_per_minute: u32::MAX, ..Quotas::default() },
     }
+}
+
+/// Two devices with one app each, on disk as `carrierd` would keep them.
+pub(crate) fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
+    let registrar = Identity::generate(IdentityKind::Registrar);
+    let mut ledger = LedgerState::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut append = |ledger: &mut LedgerState, op: Op, signer: &Identity| {
+        let entry = ledger.next_entry(op, entries.len() as u64 + 1, signer);
+        ledger.append(entry.clone()).unwrap();
+        entries.push(entry);
+    };
+    let log = root.join("log.key");
+    append(&mut ledger, genesis(&registrar, &log), &registrar);
+    let mut out = Vec::new();
+    for i in 0..2 {
+        let device = Identity::generate(IdentityKind::Device);
+        let data = DataDir::new(root.join(format!("device{i}")));
+        std::fs::create_dir_all(data.root()).unwrap();
+        keystore::create(&data.device_key(), &device).unwrap();
+        append(
+            &mut ledger,
+            Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] },
+            &registrar,
+        );
+        let app_dir = root.join(format!("app{i}"));
+        let app = AppIdentity::load_or_create(&app_dir).unwrap();
+        let keys = keystore::load(app.key_file()).unwrap().public_keys();
+        let app_identity = keystore::load(app.key_file()).unwrap();
+        let consent = carrier_proto::ledger::Consent::sign(&app_identity, &device.did(), &ledger.network().unwrap().id);
+        let name = format!("app{i}");
+        let register = Op::RegisterApp { did: app.did(), keys, device: device.did(), name, consent };
+        append(&mut ledger, register, &device);
+        out.push((data, app_dir));
+    }
+    let dirs: Vec<_> = out.iter().map(|(data, _)| data.ledger()).collect();
+    store_ledgers(&dirs, &entries, &log);
+    [out.remove(0), out.remove(0)]
 }

@@ -3,9 +3,14 @@
 //! the last message taken per pair of apps.
 //!
 //! ```text
-//!  insert (not yet on disk) ─▶ stored (on disk: HELD may be answered) ─▶ handed to the app
-//!  ─▶ the app's ack ─▶ take (off disk too) ─▶ every watcher: delivered
+//!  insert (its write to disk queued) ─▶ handed to the app ─▶ the app's ack ─▶ take
+//!         └─▶ stored (on disk: HELD may be answered)       (off disk too) ─▶ watchers: delivered
 //! ```
+//!
+//! A message is handed to its app while its write is still queued: the
+//! app's acknowledgement is written after it (the store keeps order), and
+//! the sender hears HELD only once it is on disk, so a crash in between
+//! costs at most a redelivery under the same id, never a loss.
 //!
 //! Plain state, no IO: `Delivery` holds it under one lock.
 
@@ -41,7 +46,7 @@ pub(super) struct HeldMessage {
 pub(super) struct AppInbox {
     pub messages: BTreeMap<u64, HeldMessage>,
     pub bytes: usize,
-    /// Woken when a message is stored.
+    /// Woken when a message comes.
     pub wake: Arc<Notify>,
 }
 
@@ -61,10 +66,8 @@ impl Held {
         self.by_id.insert((message.from_app, message.id), (to_app, delivery));
         let inbox = self.apps.entry(to_app).or_default();
         inbox.bytes += message.payload.len();
-        if message.stored {
-            inbox.wake.notify_one();
-        }
         inbox.messages.insert(delivery, message);
+        inbox.wake.notify_one();
     }
 
     /// The message is on disk: its waiters hear it, its app may have it.
@@ -75,7 +78,6 @@ impl Held {
         for waiter in message.stored_waiters.drain(..) {
             let _ = waiter.send(Ok(()));
         }
-        inbox.wake.notify_one();
     }
 
     /// Waiters for a message held already (offered again): on disk, then
@@ -112,10 +114,10 @@ impl Held {
         self.apps.get(app).map_or((0, true), |i| (i.bytes, i.messages.is_empty()))
     }
 
-    /// The first stored message for `app` after `after`: its number.
+    /// The first message for `app` after `after`: its number.
     pub(super) fn next_after(&self, app: &Did, after: u64) -> Option<u64> {
         let inbox = self.apps.get(app)?;
-        inbox.messages.range(after + 1..).find(|(_, m)| m.stored).map(|(d, _)| *d)
+        inbox.messages.range(after + 1..).next().map(|(d, _)| *d)
     }
 
     /// The wake-up for `app`'s session.

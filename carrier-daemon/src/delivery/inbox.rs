@@ -140,7 +140,12 @@ impl Delivery {
         let failure = Failure::new(Outcome::Refused, detail.clone());
         let refuse = Op::Refuse { from_app, id, outcome: Outcome::Refused, detail, now_ms: now_ms() };
         self.committer.submit(refuse, |_| {});
+        // Written after the message itself (the store keeps order): by the
+        // time this is done, it was on disk, and is off it again.
         self.committer.submit(Op::Taken { deliveries: vec![delivery] }, move |_| {
+            for waiter in message.stored_waiters {
+                let _ = waiter.send(Ok(()));
+            }
             for watcher in message.watchers {
                 let _ = watcher.send(Err(failure.clone()));
             }
@@ -224,10 +229,11 @@ impl Inbox for Delivery {
             watchers: vec![taken_tx],
         };
         held.insert(recipient, delivery, message);
-        drop(held);
         let incoming = pb::StoredIncoming { envelope: Some(envelope), from_device: from.key_bytes(), received_at_ms };
         let op = Op::Hold { delivery, incoming, from_app: sender, to_app: recipient, id };
         let this = self.me();
+        // Queued under the lock: the app may take it as soon as the lock is
+        // released, and its acknowledgement must be written after it.
         self.committer.submit(op, move |applied| {
             let Some(this) = this.upgrade() else { return };
             match applied {
@@ -242,6 +248,7 @@ impl Inbox for Delivery {
                 }
             }
         });
+        drop(held);
         Offered::Held { stored, taken }
     }
 

@@ -22,7 +22,7 @@ use carrier_proto::pb::{self, Outcome};
 use super::store::{Applied, Known, Op};
 use super::{Delivery, sending_failure};
 use crate::ledger::Policy;
-use crate::protocols::messages::{Offered, ReceiptSink, Settle, await_verdict};
+use crate::protocols::messages::{Offered, Pair, ReceiptSink, Settle, await_verdict, pair_of};
 use crate::protocols::{Failure, Verdict};
 
 /// The longest time to live a send may ask for.
@@ -246,33 +246,78 @@ impl Settle for Delivery {
     }
 }
 
-/// Carries messages between apps of this device, in order: each is offered
-/// to our inbox (waiting while the recipient's inbox is full) and settled
-/// once the recipient took it.
+/// Carries messages between apps of this device, in order per pair of
+/// apps: each is offered to our inbox and settled once the recipient took
+/// it. A pair whose recipient's inbox is full waits (offered again every
+/// [`LOCAL_RETRY`]) without holding up the other pairs.
 pub(super) async fn local_courier(
     delivery: std::sync::Weak<Delivery>,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<pb::Envelope>,
 ) {
-    while let Some(envelope) = queue.recv().await {
-        let seq = envelope.seq;
-        let offered = loop {
-            let Some(delivery) = delivery.upgrade() else { return };
-            match crate::protocols::messages::Inbox::offer(&*delivery, delivery.device, envelope.clone()) {
-                Offered::Busy => {}
-                offered => break offered,
+    let mut waiting: HashMap<Pair, std::collections::VecDeque<pb::Envelope>> = HashMap::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        let retry = async {
+            if waiting.is_empty() {
+                std::future::pending::<()>().await;
             }
-            drop(delivery);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(LOCAL_RETRY).await;
+        };
+        // `None`: time to try the waiting pairs again.
+        let arrived = tokio::select! {
+            envelope = queue.recv(), if open => match envelope {
+                Some(envelope) => Some(envelope),
+                None => {
+                    open = false;
+                    continue;
+                }
+            },
+            () = retry => None,
         };
         let Some(this) = delivery.upgrade() else { return };
-        match offered {
-            Offered::Final(verdict) => this.settle(seq, verdict),
-            Offered::Held { taken, .. } => {
-                let tasks = this.tasks().clone();
-                tasks.spawn(async move { this.settle(seq, await_verdict(taken).await) });
+        match arrived {
+            Some(envelope) => match waiting.get_mut(&pair_of(&envelope)) {
+                // Behind earlier messages of its pair.
+                Some(queued) => queued.push_back(envelope),
+                None => {
+                    if let Some(busy) = this.offer_locally(envelope) {
+                        waiting.entry(pair_of(&busy)).or_default().push_back(busy);
+                    }
+                }
+            },
+            None => {
+                // Each waiting pair again, from its oldest, until one is busy.
+                for queued in waiting.values_mut() {
+                    while let Some(envelope) = queued.pop_front() {
+                        if let Some(busy) = this.offer_locally(envelope) {
+                            queued.push_front(busy);
+                            break;
+                        }
+                    }
+                }
+                waiting.retain(|_, queued| !queued.is_empty());
             }
-            Offered::Busy => {}
         }
+    }
+}
+
+/// How often a local pair whose recipient's inbox was full is tried again.
+const LOCAL_RETRY: Duration = Duration::from_millis(50);
+
+impl Delivery {
+    /// Offers `envelope` to our own inbox; gives it back if the recipient's
+    /// inbox is full.
+    fn offer_locally(self: &Arc<Self>, envelope: pb::Envelope) -> Option<pb::Envelope> {
+        let seq = envelope.seq;
+        match crate::protocols::messages::Inbox::offer(&**self, self.device, envelope.clone()) {
+            Offered::Busy => return Some(envelope),
+            Offered::Final(verdict) => self.settle(seq, verdict),
+            Offered::Held { taken, .. } => {
+                let this = Arc::clone(self);
+                self.tasks().spawn(async move { this.settle(seq, await_verdict(taken).await) });
+            }
+        }
+        None
     }
 }
 

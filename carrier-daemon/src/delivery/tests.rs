@@ -365,3 +365,27 @@ async fn a_stream_token_is_its_apps_alone() {
     assert_eq!((claim.from_app, claim.service.as_str()), (from, "svc"));
     assert!(sessions.claim_stream(&owner, token).is_none(), "a token is taken once");
 }
+
+#[tokio::test]
+async fn a_local_app_with_a_full_inbox_holds_up_no_other_local_pair() {
+    let h = Harness::new().await;
+    let (b, b2) = (h.app_b.did(), h.app_b2.did());
+    let mut reader = h.b.connect(b);
+    let (tx, mut answers) = mpsc::unbounded_channel();
+    // b2 is not running: its inbox fills, and the rest of the flood waits.
+    for request in 1..=8 {
+        let sink = ReceiptSink { tx: tx.clone(), request };
+        h.b.delivery.send(b, b2, vec![1; MAX], SendOptions::default(), sink);
+    }
+    let sink = ReceiptSink { tx: tx.clone(), request: 100 };
+    h.b.delivery.send(b2, b, b"meanwhile".to_vec(), SendOptions::default(), sink);
+    assert_eq!(reader.take().await, (b2, b"meanwhile".to_vec()));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), answers.recv()).await.unwrap().unwrap() {
+            Answer::Receipt { request: 100, verdict, .. } => break assert_eq!(verdict, Ok(())),
+            Answer::Receipt { request, verdict, .. } => panic!("message {request} settled early: {verdict:?}"),
+            Answer::Accepted { .. } => {}
+        }
+    }
+    assert!(h.b.delivery.lock_held().bytes_for(&b2).0 <= 4 * MAX, "b2's inbox stays within its limit");
+}

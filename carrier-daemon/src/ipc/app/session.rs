@@ -294,11 +294,17 @@ async fn write_events(
     last_handed: tokio::sync::watch::Sender<u64>,
 ) -> Result<(), FramedError> {
     let mut cursor = 0u64;
+    // Whether the inbox may have something to hand (woken on new messages
+    // and on acknowledgements).
+    let mut look = true;
     loop {
         // Hand the app what its window allows, in order.
-        while handed.lock().unwrap_or_else(|p| p.into_inner()).len() < HANDED_WINDOW {
+        while look && handed.lock().unwrap_or_else(|p| p.into_inner()).len() < HANDED_WINDOW {
             let access = events.access.read().unwrap_or_else(|p| p.into_inner()).clone();
-            let Some(message) = events.delivery.next_incoming(&events.app, cursor, &access) else { break };
+            let Some(message) = events.delivery.next_incoming(&events.app, cursor, &access) else {
+                look = false;
+                break;
+            };
             let Incoming::Message { delivery, .. } = &message else { break };
             cursor = *delivery;
             handed.lock().unwrap_or_else(|p| p.into_inner()).insert(cursor);
@@ -317,7 +323,10 @@ async fn write_events(
             },
             Some(answer) = answers.recv() => answer_event(answer, &in_flight),
             Some(stream) = incoming.recv() => incoming_event(stream),
-            _ = events.inbox.notified() => continue,
+            _ = events.inbox.notified() => {
+                look = true;
+                continue;
+            }
         };
         writer.feed(&event).await?;
     }

@@ -186,10 +186,14 @@ async fn run(couriers: Arc<Couriers>, device: Did, shared: Arc<Shared>) {
 }
 
 /// Links to `device` (finding it through Kademlia if need be), opens the
-/// message stream and reads the receiver's hello: its message limit.
+/// message stream and reads the receiver's hello: its message limit. A
+/// link that cannot open a stream and answer within [`DEAD_AFTER`] is
+/// taken for dead and closed, so the next attempt dials afresh.
 async fn open(couriers: &Couriers, device: Did) -> Result<(PeerStream, u64), ProtocolError> {
+    tokio::time::timeout(OPEN_TIMEOUT, couriers.overlay.connect(device))
+        .await
+        .map_err(|_| ProtocolError::Timeout("linking to the device"))??;
     let opening = async {
-        couriers.overlay.connect(device).await?;
         let mut stream = couriers.router.open(device, PROTOCOL).await?;
         let mut reader = FrameReader::new(&mut stream, couriers.max_frame);
         let hello = match reader.read::<pb::ToSender>().await? {
@@ -202,7 +206,13 @@ async fn open(couriers: &Couriers, device: Did) -> Result<(PeerStream, u64), Pro
         }
         Ok((stream, hello.max_message))
     };
-    tokio::time::timeout(OPEN_TIMEOUT, opening).await.map_err(|_| ProtocolError::Timeout("opening a message stream"))?
+    match tokio::time::timeout(DEAD_AFTER, opening).await {
+        Ok(opened) => opened,
+        Err(_) => {
+            let _ = couriers.overlay.disconnect(device).await;
+            Err(ProtocolError::Timeout("opening a message stream (the link seems dead)"))
+        }
+    }
 }
 
 /// Carries the queue over one stream until it breaks.
