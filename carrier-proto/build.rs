@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "carrier/v1/app.proto",
     "carrier/v1/messaging.proto",
     "carrier/v1/store.proto",
+    "carrier/v1/mailbox.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

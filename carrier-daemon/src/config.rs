@@ -20,6 +20,8 @@
 //! default_ttl_s = 604800              # how long a message is retried (7 days)
 //! max_outbox_bytes = 67108864         # per sending app, waiting for delivery
 //! max_inbox_bytes = 33554432          # per local app, waiting for it to take them
+//! mailbox_bytes_per_recipient = 16777216  # kept for one offline device, as a mailbox node
+//! mailbox_bytes_per_sender = 67108864     # kept from one depositing device
 //! in_memory = false                   # benchmarks only: the message store in memory
 //!
 //! [log]
@@ -164,6 +166,10 @@ pub struct Messaging {
     pub max_outbox_bytes: usize,
     /// Payload bytes held for one local app until it takes them.
     pub max_inbox_bytes: usize,
+    /// Bytes of sealed blobs kept, as a mailbox node, for one offline device.
+    pub mailbox_bytes_per_recipient: usize,
+    /// Bytes of sealed blobs kept from one depositing device.
+    pub mailbox_bytes_per_sender: usize,
     /// Keeps the message store in memory: nothing survives a restart. For
     /// benchmarks that compare with the durable store; never in service.
     pub in_memory: bool,
@@ -176,6 +182,8 @@ impl Default for Messaging {
             default_ttl_s: crate::delivery::DEFAULT_TTL.as_secs(),
             max_outbox_bytes: crate::delivery::DEFAULT_MAX_OUTBOX_BYTES,
             max_inbox_bytes: crate::delivery::DEFAULT_MAX_INBOX_BYTES,
+            mailbox_bytes_per_recipient: crate::delivery::DEFAULT_MAILBOX_BYTES_PER_RECIPIENT,
+            mailbox_bytes_per_sender: crate::delivery::DEFAULT_MAILBOX_BYTES_PER_SENDER,
             in_memory: false,
         }
     }
@@ -265,6 +273,8 @@ impl Config {
             default_ttl: Duration::from_secs(self.messaging.default_ttl_s),
             max_outbox_bytes: self.messaging.max_outbox_bytes,
             max_inbox_bytes: self.messaging.max_inbox_bytes,
+            mailbox_bytes_per_recipient: self.messaging.mailbox_bytes_per_recipient,
+            mailbox_bytes_per_sender: self.messaging.mailbox_bytes_per_sender,
             store,
         }
     }

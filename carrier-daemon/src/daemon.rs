@@ -143,7 +143,7 @@ impl Daemon {
         let submitter = Submitter::new(Arc::clone(&ctx.ledger), router.clone(), Arc::new(pending));
         submitter.start(&handlers, overlay.events());
         let messaging = config.messaging_config(Some(data_dir.message_store()));
-        let delivery = Delivery::start(did, Arc::clone(&ctx.ledger), overlay.clone(), router, messaging)?;
+        let delivery = Delivery::start(Arc::clone(&ctx), overlay.clone(), router, messaging)?;
         let app_socket = runtime_dir.join(APP_SOCKET);
         let app_listener =
             app::bind(&app_socket).map_err(|source| StartError::Socket { path: app_socket.clone(), source })?;

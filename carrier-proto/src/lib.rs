@@ -52,6 +52,7 @@ pub mod handshake;
 pub mod identity;
 pub mod keystore;
 pub mod ledger;
+pub mod mailbox;
 pub mod messaging;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

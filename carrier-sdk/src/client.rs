@@ -134,8 +134,9 @@ impl Client {
         let ttl_ms = options.ttl.map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let send = pb::SendMessage { to: to.key_bytes(), payload, ttl_ms, key: options.key.unwrap_or_default() };
         let (accepted_tx, accepted) = oneshot::channel();
-        let answer = self.shared.request_send(Request::Send(send), permit, accepted_tx).await?;
-        Ok(PendingReceipt { accepted: Some(accepted), id: None, answer })
+        let (stored_tx, stored) = oneshot::channel();
+        let answer = self.shared.request_send(Request::Send(send), permit, accepted_tx, stored_tx).await?;
+        Ok(PendingReceipt { accepted: Some(accepted), id: None, stored: Some(stored), answer })
     }
 
     /// What became of messages this app sent, in this session or an
@@ -154,6 +155,7 @@ impl Client {
                 use pb::receipt_state::State;
                 let state = match State::try_from(state.state) {
                     Ok(State::Pending) => ReceiptState::Pending,
+                    Ok(State::Stored) => ReceiptState::Stored,
                     Ok(State::Final) => ReceiptState::Final(receipt_of(state.outcome, state.detail)),
                     Ok(State::Unknown) | Err(_) => ReceiptState::Unknown,
                 };
@@ -214,6 +216,7 @@ async fn done(answer: Result<pb::AppEvent, oneshot::error::RecvError>) -> Result
 pub struct PendingReceipt {
     accepted: Option<oneshot::Receiver<pb::MessageAccepted>>,
     id: Option<MessageId>,
+    stored: Option<oneshot::Receiver<u32>>,
     answer: oneshot::Receiver<pb::AppEvent>,
 }
 
@@ -229,6 +232,17 @@ impl PendingReceipt {
             }
         }
         Ok(self.id)
+    }
+
+    /// Waits until the message is sealed on mailbox nodes (its recipient's
+    /// device is offline) and gives how many hold it; `None` if its receipt
+    /// came first (await it: delivered, or why not). The receipt follows
+    /// once the recipient has collected it.
+    pub async fn stored(&mut self) -> Result<Option<u32>, SdkError> {
+        match self.stored.take() {
+            Some(stored) => Ok(stored.await.ok()),
+            None => Ok(None),
+        }
     }
 }
 

@@ -48,6 +48,9 @@ pub enum ReceiptState {
     Unknown,
     /// Still on its way.
     Pending,
+    /// On its way, and meanwhile sealed on mailbox nodes (its recipient's
+    /// device is offline).
+    Stored,
     /// Its fate.
     Final(Receipt),
 }
@@ -107,6 +110,9 @@ pub enum Reason {
     /// This app's outbox on its daemon is full: wait for receipts, then
     /// send again.
     QueueFull,
+    /// The recipient's device was offline and the mailbox nodes closest to
+    /// it refused the message (their quota is used up).
+    MailboxFull,
     /// A reason this SDK does not know.
     Other,
 }
@@ -124,6 +130,7 @@ impl Failure {
             Ok(LinkLost) => Reason::LinkLost,
             Ok(Expired) => Reason::Expired,
             Ok(QueueFull) => Reason::QueueFull,
+            Ok(MailboxFull) => Reason::MailboxFull,
             Ok(Delivered | Unspecified) | Err(_) => Reason::Other,
         };
         Self { reason, detail }

@@ -38,6 +38,8 @@ struct Waiter {
     answer: oneshot::Sender<pb::AppEvent>,
     /// For a send: the daemon's `accepted`, which comes first.
     accepted: Option<oneshot::Sender<pb::MessageAccepted>>,
+    /// For a send: `stored` (the recipient is offline), if it comes.
+    stored: Option<oneshot::Sender<u32>>,
     /// For a send: its place under the limits, until accepted or answered.
     permit: Option<SendPermit>,
 }
@@ -139,19 +141,21 @@ impl Shared {
         request: Request,
         permit: SendPermit,
         accepted: oneshot::Sender<pb::MessageAccepted>,
+        stored: oneshot::Sender<u32>,
     ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
-        self.request_with(request, Some(permit), Some(accepted)).await
+        self.request_with(request, Some(permit), Some((accepted, stored))).await
     }
 
     async fn request_with(
         &self,
         request: Request,
         permit: Option<SendPermit>,
-        accepted: Option<oneshot::Sender<pb::MessageAccepted>>,
+        send: Option<(oneshot::Sender<pb::MessageAccepted>, oneshot::Sender<u32>)>,
     ) -> Result<oneshot::Receiver<pb::AppEvent>, SdkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let waiter = Waiter { answer: tx, accepted, permit };
+        let (accepted, stored) = send.unzip();
+        let waiter = Waiter { answer: tx, accepted, stored, permit };
         self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id, waiter);
         // The reader sets `closed` before it drops every waiter: either it
         // dropped ours, or we see the flag.
@@ -249,6 +253,12 @@ async fn read_events(
                     if let Some(tx) = waiter.accepted.take() {
                         let _ = tx.send(accepted);
                     }
+                }
+            }
+            Some(Event::Stored(stored)) if event.id != 0 => {
+                let mut waiting = ended.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(tx) = waiting.get_mut(&event.id).and_then(|w| w.stored.take()) {
+                    let _ = tx.send(stored.copies);
                 }
             }
             _ if event.id != 0 => {

@@ -24,6 +24,8 @@
 mod committer;
 mod held;
 mod inbox;
+mod keeper;
+mod mailbox;
 mod outbox;
 mod sessions;
 mod store;
@@ -45,10 +47,12 @@ pub(crate) use sessions::{Access, Incoming, Sessions};
 pub use store::StoreError;
 
 use crate::ledger::{Ledger, Party, Policy, Refused};
+use crate::link::LinkContext;
 use crate::overlay::Overlay;
 use crate::protocols::app_stream::{self, AppEnd, StreamAcceptor, Streams};
+use crate::protocols::mailbox::MailboxService;
 use crate::protocols::messages::{self, Couriers, Inbound, Settle};
-use crate::protocols::{Failure, PeerStream, ProtocolHandler, Router};
+use crate::protocols::{self, Failure, PeerStream, ProtocolHandler, Router};
 
 /// Default largest message payload.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
@@ -58,6 +62,11 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_MAX_OUTBOX_BYTES: usize = 64 << 20;
 /// Default payload bytes held for one local app until it takes them.
 pub const DEFAULT_MAX_INBOX_BYTES: usize = 32 << 20;
+/// Default bytes a mailbox node keeps for one offline device.
+pub const DEFAULT_MAILBOX_BYTES_PER_RECIPIENT: usize = 16 << 20;
+/// Default bytes a mailbox node keeps from one depositing device.
+pub const DEFAULT_MAILBOX_BYTES_PER_SENDER: usize = 64 << 20;
+pub use mailbox::COPIES as MAILBOX_COPIES;
 
 /// Messaging settings.
 #[derive(Debug, Clone)]
@@ -71,6 +80,11 @@ pub struct MessagingConfig {
     /// Payload bytes held for one local app until it takes them; past
     /// that its senders wait (their other pairs do not).
     pub max_inbox_bytes: usize,
+    /// Bytes of sealed blobs this device keeps, as a mailbox node, for one
+    /// offline device.
+    pub mailbox_bytes_per_recipient: usize,
+    /// Bytes of sealed blobs this device keeps from one depositing device.
+    pub mailbox_bytes_per_sender: usize,
     /// The message store; `None` keeps it in memory (nothing survives).
     pub store: Option<PathBuf>,
 }
@@ -82,6 +96,8 @@ impl Default for MessagingConfig {
             default_ttl: DEFAULT_TTL,
             max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
             max_inbox_bytes: DEFAULT_MAX_INBOX_BYTES,
+            mailbox_bytes_per_recipient: DEFAULT_MAILBOX_BYTES_PER_RECIPIENT,
+            mailbox_bytes_per_sender: DEFAULT_MAILBOX_BYTES_PER_SENDER,
             store: None,
         }
     }
@@ -111,6 +127,9 @@ pub struct Delivery {
     committer: committer::Committer,
     outbox: Mutex<outbox::Outbox>,
     held: Mutex<held::Held>,
+    mailbox: Mutex<keeper::Mailbox>,
+    /// Our keys (sealing and opening mailbox blobs).
+    ctx: Arc<LinkContext>,
     /// Messages between apps of this device, to the local courier.
     local: mpsc::UnboundedSender<pb::Envelope>,
     this: Weak<Delivery>,
@@ -126,12 +145,12 @@ impl Delivery {
     /// Delivery for device `device`, taking messages and streams from peers
     /// through `router`; picks up what the message store held.
     pub(crate) fn start(
-        device: Did,
-        ledger: Arc<dyn Ledger>,
+        ctx: Arc<LinkContext>,
         overlay: Overlay,
         router: Router,
         config: MessagingConfig,
     ) -> Result<Arc<Self>, StoreError> {
+        let (device, ledger) = (ctx.did(), Arc::clone(&ctx.ledger));
         let (store, mut loaded) = match &config.store {
             Some(path) => store::MessageStore::open(path)?,
             None => store::MessageStore::in_memory()?,
@@ -154,6 +173,8 @@ impl Delivery {
                 committer,
                 outbox: Mutex::default(),
                 held: Mutex::default(),
+                mailbox: Mutex::default(),
+                ctx,
                 local,
                 this: this.clone(),
             }
@@ -161,7 +182,11 @@ impl Delivery {
         delivery.tasks().spawn_until_stop(outbox::local_courier(Arc::downgrade(&delivery), local_queue));
         delivery.resume_inbox(&mut loaded);
         delivery.resume_outbox(std::mem::take(&mut loaded.outbox));
+        delivery.resume_mailbox(std::mem::take(&mut loaded.mailbox));
         delivery.tasks().spawn_until_stop(prune(Arc::downgrade(&delivery)));
+        delivery.tasks().spawn_until_stop(mailbox::run(Arc::downgrade(&delivery)));
+        let keeper = Arc::new(MailboxService::new(Arc::clone(&delivery), max_frame));
+        router.register(protocols::mailbox::PROTOCOL, keeper as Arc<dyn ProtocolHandler>);
         let inbound = Arc::new(Inbound::new(Arc::clone(&delivery), max_frame));
         router.register(messages::PROTOCOL, inbound as Arc<dyn ProtocolHandler>);
         let streams = Arc::new(Streams::new(Arc::clone(&delivery)));
@@ -243,13 +268,21 @@ impl Settle for WeakSettle {
             settle.settle(seq, verdict);
         }
     }
+
+    fn unreachable(&self, device: Did, parked: Vec<(Arc<pb::Envelope>, u64)>) {
+        if let Some(settle) = self.0.upgrade() {
+            settle.unreachable(device, parked);
+        }
+    }
 }
 
 /// Once an hour, forgets old receipts and expired inbox entries.
 async fn prune(delivery: Weak<Delivery>) {
     loop {
         let Some(this) = delivery.upgrade() else { return };
-        this.committer.submit(store::Op::Prune { now_ms: outbox::now_ms() }, |_| {});
+        let now_ms = outbox::now_ms();
+        this.committer.submit(store::Op::Prune { now_ms }, |_| {});
+        this.prune_mailbox(now_ms);
         drop(this);
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }

@@ -35,6 +35,8 @@ pub(super) struct Queued {
     bytes: usize,
     /// The session waiting for the receipt, if any.
     sink: Option<ReceiptSink>,
+    /// Mailbox nodes holding a sealed copy.
+    copies: u32,
 }
 
 /// The sender side's memory: queued messages and bytes per app.
@@ -46,7 +48,7 @@ pub(super) struct Outbox {
 
 impl Outbox {
     fn add(&mut self, seq: u64, from_app: Did, bytes: usize, sink: Option<ReceiptSink>) {
-        self.queued.insert(seq, Queued { from_app, bytes, sink });
+        self.queued.insert(seq, Queued { from_app, bytes, sink, copies: 0 });
     }
 
     fn charge(&mut self, app: Did, bytes: usize) {
@@ -208,8 +210,8 @@ impl Delivery {
         if id.epoch != self.epoch {
             return state;
         }
-        if self.lock_outbox().queued.get(&id.seq).is_some_and(|q| q.from_app == *app) {
-            state.state = State::Pending as i32;
+        if let Some(queued) = self.lock_outbox().queued.get(&id.seq).filter(|q| q.from_app == *app) {
+            state.state = if queued.copies > 0 { State::Stored } else { State::Pending } as i32;
             return state;
         }
         if let Ok(Some(Known::Settled { from_app, outcome, detail })) = self.committer.read(|s| s.sent(id.seq))
@@ -221,7 +223,24 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// Message `seq` is sealed on `copies` mailbox nodes.
+    pub(super) fn mark_stored(&self, seq: u64, copies: u32) {
+        let mut outbox = self.lock_outbox();
+        let Some(queued) = outbox.queued.get_mut(&seq) else { return };
+        queued.copies = copies;
+        if let Some(sink) = &queued.sink {
+            sink.stored(MessageId { epoch: self.epoch, seq }, copies);
+        }
+    }
+}
+
 impl Settle for Delivery {
+    fn unreachable(&self, device: Did, parked: Vec<(Arc<pb::Envelope>, u64)>) {
+        let Some(this) = self.me().upgrade() else { return };
+        self.tasks().spawn(this.deposit_for(device, parked));
+    }
+
     fn settle(&self, seq: u64, verdict: Verdict) {
         let Some(from_app) = self.lock_outbox().queued.get(&seq).map(|q| q.from_app) else { return };
         let (outcome, detail) = match &verdict {

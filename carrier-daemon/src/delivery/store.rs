@@ -8,6 +8,7 @@
 //!  inbox     delivery ─▶ StoredIncoming   until the recipient app acknowledges
 //!  replay    from_app ‖ to_app ─▶ epoch ‖ seq    the last message taken per pair
 //!  refused   from_app ‖ epoch ‖ seq ─▶ StoredReceipt   what we refused, for retries
+//!  mailbox   recipient ‖ blob id ─▶ StoredBlob   sealed blobs we keep for offline devices
 //!  meta      "epoch", "next_seq", "next_delivery"
 //! ```
 //!
@@ -31,6 +32,12 @@ const SENT_KEYS: TableDefinition<'static, &'static [u8], u64> = TableDefinition:
 const INBOX: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("inbox");
 const REPLAY: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("replay");
 const REFUSED: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("refused");
+const MAILBOX: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("mailbox");
+
+/// A sealed blob's id (its SHA-256).
+pub(crate) type BlobId = [u8; 32];
+/// Blobs read back, with their ids.
+pub(crate) type BlobList = Vec<(BlobId, Vec<u8>)>;
 
 /// How long receipts (and what we refused) are kept for apps that ask later.
 pub(crate) const RECEIPT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -63,8 +70,12 @@ pub(crate) enum Op {
     Refuse { from_app: Did, id: MessageId, outcome: pb::Outcome, detail: String, now_ms: u64 },
     /// The app took these inbox entries.
     Taken { deliveries: Vec<u64> },
+    /// A sealed blob kept for offline device `recipient`.
+    Deposit { recipient: Did, id: [u8; 32], stored: pb::StoredBlob },
+    /// Blobs `recipient` took.
+    RemoveBlobs { recipient: Did, ids: Vec<[u8; 32]> },
     /// Forgets receipts and refusals older than the retention, and inbox
-    /// entries past their time to live.
+    /// entries and blobs past their time to live.
     Prune { now_ms: u64 },
 }
 
@@ -89,6 +100,18 @@ pub(crate) struct Loaded {
     pub replay: HashMap<(Did, Did), MessageId>,
     /// Above every delivery number used so far.
     pub next_delivery: u64,
+    /// The mailbox: what each blob is, without the blob itself.
+    pub mailbox: Vec<KeptBlob>,
+}
+
+/// A blob in the mailbox, as the quotas see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeptBlob {
+    pub recipient: Did,
+    pub id: [u8; 32],
+    pub len: usize,
+    pub depositor: Did,
+    pub expires_at_ms: u64,
 }
 
 /// A fate an app may ask for later.
@@ -161,6 +184,27 @@ impl MessageStore {
             txn.open_table(RECEIPTS)?;
             txn.open_table(SENT_KEYS)?;
             txn.open_table(REFUSED)?;
+            for row in txn.open_table(MAILBOX)?.iter()? {
+                let (key, value) = row?;
+                let parsed = (|| {
+                    let key = key.value();
+                    let recipient = Did::from_key_bytes(key.get(..32)?).ok()?;
+                    let id: [u8; 32] = key.get(32..)?.try_into().ok()?;
+                    let stored = pb::StoredBlob::decode(value.value()).ok()?;
+                    let depositor = Did::from_key_bytes(&stored.depositor).ok()?;
+                    Some(KeptBlob {
+                        recipient,
+                        id,
+                        len: stored.blob.len(),
+                        depositor,
+                        expires_at_ms: stored.expires_at_ms,
+                    })
+                })();
+                match parsed {
+                    Some(kept) => loaded.mailbox.push(kept),
+                    None => tracing::warn!("skipping a mailbox record that does not decode"),
+                }
+            }
             for row in txn.open_table(OUTBOX)?.iter()? {
                 let (seq, value) = row?;
                 match pb::StoredOutgoing::decode(value.value()) {
@@ -218,6 +262,7 @@ impl MessageStore {
             let mut inbox = txn.open_table(INBOX)?;
             let mut replay = txn.open_table(REPLAY)?;
             let mut refused = txn.open_table(REFUSED)?;
+            let mut mailbox = txn.open_table(MAILBOX)?;
             let mut buf = Vec::new();
             for op in ops {
                 buf.clear();
@@ -289,6 +334,17 @@ impl MessageStore {
                         }
                         Applied::Done
                     }
+                    Op::Deposit { recipient, id, stored } => {
+                        stored.encode(&mut buf).map_err(io_error)?;
+                        mailbox.insert(pair_key(recipient.key_bytes(), id).as_slice(), buf.as_slice())?;
+                        Applied::Done
+                    }
+                    Op::RemoveBlobs { recipient, ids } => {
+                        for id in ids {
+                            mailbox.remove(pair_key(recipient.key_bytes(), id).as_slice())?;
+                        }
+                        Applied::Done
+                    }
                     Op::Prune { now_ms } => {
                         let cutoff = now_ms.saturating_sub(RECEIPT_RETENTION_MS);
                         let old = |v: &[u8]| pb::StoredReceipt::decode(v).is_ok_and(|r| r.settled_at_ms < cutoff);
@@ -306,6 +362,7 @@ impl MessageStore {
                             keys.remove(key.as_slice())?;
                         }
                         refused.retain(|_, v| !old(v))?;
+                        mailbox.retain(|_, v| pb::StoredBlob::decode(v).is_ok_and(|b| b.expires_at_ms > *now_ms))?;
                         inbox.retain(|_, v| {
                             pb::StoredIncoming::decode(v)
                                 .ok()
@@ -333,6 +390,23 @@ impl MessageStore {
             }
             let receipt = txn.open_table(RECEIPTS)?.get(seq)?.and_then(|v| pb::StoredReceipt::decode(v.value()).ok());
             Ok(receipt.map(|r| Known::Settled { from_app: r.from_app, outcome: r.outcome, detail: r.detail }))
+        };
+        read().map_err(|e| self.error(e))
+    }
+
+    /// The blobs `ids` kept for `recipient` (those still there).
+    pub(crate) fn blobs(&self, recipient: &Did, ids: &[BlobId]) -> Result<BlobList, StoreError> {
+        let read = || -> Result<BlobList, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(MAILBOX)?;
+            let mut blobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                let stored = table.get(pair_key(recipient.key_bytes(), id).as_slice())?;
+                if let Some(stored) = stored.and_then(|v| pb::StoredBlob::decode(v.value()).ok()) {
+                    blobs.push((*id, stored.blob));
+                }
+            }
+            Ok(blobs)
         };
         read().map_err(|e| self.error(e))
     }

@@ -12,6 +12,7 @@ use carrier_proto::ledger::Op;
 use carrier_proto::messaging::{AllowList, MessageId};
 use carrier_proto::pb::{self, Outcome};
 use carrier_proto::testing::TestNetwork;
+use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Access, Delivery, Incoming, MessagingConfig, SendOptions};
@@ -21,6 +22,7 @@ use crate::overlay::{Overlay, OverlayConfig};
 use crate::protocols::messages::{Answer, Inbox, Offered, ReceiptSink, await_verdict};
 use crate::protocols::{Router, Verdict};
 use crate::tasks::Tasks;
+use carrier_proto::ledger::Directory;
 
 const MAX: usize = 1024;
 
@@ -40,8 +42,14 @@ impl Party {
         let config = OverlayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..OverlayConfig::default() };
         let (overlay, _) = Overlay::start(Arc::clone(&ctx), config).await.unwrap();
         let router = Router::new(&overlay, Arc::clone(&ctx.ledger), Tasks::new(), Tasks::new());
-        let config = MessagingConfig { max_message: MAX, max_inbox_bytes: 4 * MAX, ..MessagingConfig::default() };
-        let delivery = Delivery::start(did, Arc::clone(&ctx.ledger), overlay, router, config).unwrap();
+        let config = MessagingConfig {
+            max_message: MAX,
+            max_inbox_bytes: 4 * MAX,
+            mailbox_bytes_per_recipient: 4 * MAX,
+            mailbox_bytes_per_sender: 6 * MAX,
+            ..MessagingConfig::default()
+        };
+        let delivery = Delivery::start(Arc::clone(&ctx), overlay, router, config).unwrap();
         Self { device: did, ledger, delivery }
     }
 
@@ -384,8 +392,102 @@ async fn a_local_app_with_a_full_inbox_holds_up_no_other_local_pair() {
         match tokio::time::timeout(Duration::from_secs(5), answers.recv()).await.unwrap().unwrap() {
             Answer::Receipt { request: 100, verdict, .. } => break assert_eq!(verdict, Ok(())),
             Answer::Receipt { request, verdict, .. } => panic!("message {request} settled early: {verdict:?}"),
-            Answer::Accepted { .. } => {}
+            Answer::Accepted { .. } | Answer::Stored { .. } => {}
         }
     }
     assert!(h.b.delivery.lock_held().bytes_for(&b2).0 <= 4 * MAX, "b2's inbox stays within its limit");
+}
+
+/// A blob as A's daemon deposits it for B: `envelope` sealed by A's device.
+fn sealed(h: &Harness, envelope: pb::Envelope, prev_seq: u64) -> Vec<u8> {
+    let letter = pb::Letter { from_device: h.a.device.key_bytes(), envelope: Some(envelope), prev_seq };
+    let b = h.b.ledger.standing(&h.b.device).unwrap();
+    let network = h.b.ledger.network().unwrap().id;
+    carrier_proto::mailbox::seal(
+        h.a.delivery.ctx.identity(),
+        &h.b.device,
+        &b.keys.noise,
+        &network,
+        &letter.encode_to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_mailbox_blob_opens_only_untampered_and_sealed_by_its_senders_device() {
+    let mut h = Harness::new().await;
+    let (from, to) = (h.app_a.did(), h.app_b.did());
+    let network = h.b.ledger.network().unwrap().id;
+    let envelope = h.envelope(&from, &to, b"kept for you");
+    let blob = sealed(&h, envelope.clone(), 0);
+    let (letter, sender) = h.b.delivery.open_letter(&network, &blob).unwrap();
+    assert_eq!((sender, letter.envelope.as_ref()), (h.a.device, Some(&envelope)));
+    // Tampered: any byte.
+    let mut tampered = blob.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 1;
+    let why = h.b.delivery.open_letter(&network, &tampered).unwrap_err();
+    assert!(why.contains("does not open"), "{why}");
+    // Sealed by B's own device key but claiming to be from A.
+    let letter = pb::Letter { from_device: h.a.device.key_bytes(), envelope: Some(envelope), prev_seq: 0 };
+    let b = h.b.ledger.standing(&h.b.device).unwrap();
+    let forged = carrier_proto::mailbox::seal(
+        h.b.delivery.ctx.identity(),
+        &h.b.device,
+        &b.keys.noise,
+        &network,
+        &letter.encode_to_vec(),
+    )
+    .unwrap();
+    let why = h.b.delivery.open_letter(&network, &forged).unwrap_err();
+    assert!(why.contains("not an active device with the key that sealed it"), "{why}");
+    // The sending device revoked: its blobs are dropped.
+    let device = h.a.device;
+    h.revoke(device);
+    let why = h.b.delivery.open_letter(&network, &blob).unwrap_err();
+    assert!(why.contains("not an active device"), "{why}");
+}
+
+#[tokio::test]
+async fn a_mailbox_keeps_blobs_within_its_quotas_for_their_recipient_only() {
+    use crate::protocols::mailbox::Keeper;
+    use pb::mailbox_answer::Answer as A;
+    let h = Harness::new().await;
+    let node = &h.b.delivery;
+    let (sender, recipient) = (h.app_a.did(), h.a.device);
+    let far = now() + 3_600_000;
+    let deposit = |blob: Vec<u8>, expires_at_ms| pb::Deposit { recipient: recipient.key_bytes(), blob, expires_at_ms };
+    for i in 0..4u8 {
+        let answer = node.deposit(h.b.device, deposit(vec![i; MAX], far)).await.answer;
+        assert!(matches!(answer, Some(A::Deposited(pb::Deposited { duplicate: false }))), "{answer:?}");
+    }
+    let again = node.deposit(h.b.device, deposit(vec![0; MAX], far)).await.answer;
+    assert!(matches!(again, Some(A::Deposited(pb::Deposited { duplicate: true }))), "{again:?}");
+    let over = node.deposit(h.b.device, deposit(vec![9; MAX], far)).await.answer;
+    assert!(matches!(&over, Some(A::Refused(r)) if r.reason == 1 && r.detail.contains("for")), "{over:?}");
+    let app = node.deposit(h.b.device, pb::Deposit { recipient: sender.key_bytes(), ..deposit(vec![1], far) }).await;
+    assert!(matches!(app.answer, Some(A::Refused(r)) if r.reason == 3), "an app is no mailbox recipient");
+    let month = now() + 31 * 24 * 3_600_000;
+    let long = node.deposit(h.b.device, deposit(vec![1], month)).await.answer;
+    assert!(matches!(long, Some(A::Refused(r)) if r.reason == 2), "past 30 days");
+    // Only the recipient's own link collects, and removes.
+    let Some(A::Blobs(none)) = node.collect(h.b.device, 100).answer else { panic!() };
+    assert!(none.blobs.is_empty(), "another device's blobs");
+    let Some(A::Blobs(all)) = node.collect(recipient, 100).answer else { panic!() };
+    assert_eq!((all.blobs.len(), all.more), (4, false));
+    let Some(A::Blobs(mine)) = node.collect(recipient, 1).answer else { panic!() };
+    assert_eq!((mine.blobs.len(), mine.more), (1, true), "as many as asked for, and more waiting");
+    assert_eq!(carrier_proto::mailbox::blob_id(&mine.blobs[0].blob).to_vec(), mine.blobs[0].id);
+    let ids: Vec<Vec<u8>> = mine.blobs.iter().map(|b| b.id.clone()).collect();
+    let Some(A::Removed(removed)) = node.remove(h.b.device, ids.clone()).await.answer else { panic!() };
+    assert_eq!(removed.count, 0, "not its blobs to remove");
+    let Some(A::Removed(removed)) = node.remove(recipient, ids).await.answer else { panic!() };
+    assert_eq!(removed.count, 1);
+    // Room again for one more.
+    let answer = node.deposit(h.b.device, deposit(vec![7; MAX], far)).await.answer;
+    assert!(matches!(answer, Some(A::Deposited(_))), "{answer:?}");
+}
+
+fn now() -> u64 {
+    super::outbox::now_ms()
 }

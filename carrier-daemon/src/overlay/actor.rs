@@ -146,6 +146,24 @@ impl Actor {
                 };
                 let _ = reply.send(result);
             }
+            Command::Closest { did, count, reply } => {
+                let Some(target) = self.active_peer(&did) else {
+                    let _ = reply.send(Vec::new());
+                    return;
+                };
+                let key = kad::KBucketKey::from(target);
+                let ledger = Arc::clone(&self.ctx.ledger);
+                let closest = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_local_peers(&key)
+                    .filter_map(|peer| super::did_of(&*ledger, peer.preimage()))
+                    .filter(|peer| *peer != did)
+                    .take(count)
+                    .collect();
+                let _ = reply.send(closest);
+            }
             Command::Shutdown { reply } => {
                 // Handled in `run`, which owns the loop.
                 let _ = reply.send(());

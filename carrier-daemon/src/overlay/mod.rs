@@ -204,6 +204,8 @@ enum Command {
     Shutdown { reply: oneshot::Sender<()> },
     /// List the routing table.
     Routes { reply: oneshot::Sender<Vec<Route>> },
+    /// The `count` devices in our routing table closest to a DID's key.
+    Closest { did: Did, count: usize, reply: oneshot::Sender<Vec<Did>> },
 }
 
 /// Handle to a running overlay.
@@ -319,6 +321,15 @@ impl Overlay {
             Ok(answer) => answer.map_err(|_| OverlayError::Stopped)?,
             Err(_) => Err(OverlayError::DialTimeout(addr)),
         }
+    }
+
+    /// The `count` devices of our routing table closest to `did`'s key (by
+    /// Kademlia's XOR distance), nearest first; never `did` itself. Where
+    /// mailboxes for `did` are kept.
+    pub async fn closest(&self, did: Did, count: usize) -> Result<Vec<Did>, OverlayError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Closest { did, count, reply }).await.map_err(|_| OverlayError::Stopped)?;
+        answer.await.map_err(|_| OverlayError::Stopped)
     }
 
     /// Asks the network who is closest to `did`'s key (a Kademlia

@@ -23,6 +23,7 @@
 pub(crate) mod app_stream;
 pub(crate) mod ledger_submit;
 pub(crate) mod ledger_sync;
+pub(crate) mod mailbox;
 pub(crate) mod messages;
 
 use std::future::Future;

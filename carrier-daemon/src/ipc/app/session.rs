@@ -362,6 +362,10 @@ fn answer_event(answer: Answer, in_flight: &InFlight) -> pb::AppEvent {
             let accepted = pb::MessageAccepted { message_id: id.to_bytes().to_vec(), duplicate };
             pb::AppEvent { id: request, event: Some(Event::Accepted(accepted)) }
         }
+        Answer::Stored { request, id, copies } => {
+            let stored = pb::MessageStored { message_id: id.to_bytes().to_vec(), copies };
+            pb::AppEvent { id: request, event: Some(Event::Stored(stored)) }
+        }
         Answer::Receipt { request, id, verdict } => {
             in_flight.release(request);
             let (outcome, detail) = outcome_of(verdict);

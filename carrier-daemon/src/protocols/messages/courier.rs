@@ -10,6 +10,10 @@
 //!                  after 0.5 s, 1 s, 2 s … 30 s, or as soon as the device's link is up
 //! ```
 //!
+//! A device that cannot be reached has its messages handed to the
+//! delivery layer for its mailboxes ([`Settle::unreachable`], once each);
+//! the courier still keeps them and goes on trying.
+//!
 //! Dead links are found by the courier, not by QUIC's idle timeout: while
 //! messages are on the wire without an answer, a silence of
 //! [`PING_AFTER`] sends a ping, and one of [`DEAD_AFTER`] closes the link
@@ -109,6 +113,24 @@ impl Couriers {
         true
     }
 
+    /// Drops `seq` from `device`'s queue without settling it (the delivery
+    /// layer settled it).
+    pub(crate) fn cancel(&self, device: Did, seq: u64) {
+        let shared = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&device).cloned();
+        if let Some(shared) = shared {
+            shared.lock().finish(seq);
+        }
+    }
+
+    /// `seq` could not be left in a mailbox: offer it again after the next
+    /// failure to reach `device`.
+    pub(crate) fn unpark(&self, device: Did, seq: u64) {
+        let shared = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&device).cloned();
+        if let Some(shared) = shared {
+            shared.lock().unpark(seq);
+        }
+    }
+
     fn finish(&self, shared: &Shared, seq: u64, verdict: crate::protocols::Verdict) {
         if shared.lock().finish(seq).is_some() {
             self.settle.settle(seq, verdict);
@@ -164,6 +186,10 @@ async fn run(couriers: Arc<Couriers>, device: Did, shared: Arc<Shared>) {
             Err(error) => {
                 failures += 1;
                 tracing::debug!(%error, failures, "device unreachable; retrying");
+                let parked = shared.lock().park_new();
+                if !parked.is_empty() {
+                    couriers.settle.unreachable(device, parked);
+                }
             }
         }
         let delay = Duration::from_millis(500).saturating_mul(1 << failures.min(8).saturating_sub(1)).min(MAX_RETRY);

@@ -60,6 +60,11 @@ pub(crate) trait Inbox: Send + Sync + 'static {
 pub(crate) trait Settle: Send + Sync + 'static {
     /// Message `seq` (of our epoch) reached its end: `verdict`.
     fn settle(&self, seq: u64, verdict: Verdict);
+
+    /// `device` cannot be reached: these messages (each with the seq of
+    /// the one before it in its pair, 0 for none) may go to its mailboxes.
+    /// The courier goes on trying to deliver them itself.
+    fn unreachable(&self, device: Did, parked: Vec<(std::sync::Arc<pb::Envelope>, u64)>);
 }
 
 /// An answer on its way back to the sending app.
@@ -67,6 +72,8 @@ pub(crate) trait Settle: Send + Sync + 'static {
 pub(crate) enum Answer {
     /// The message is on disk under `id`.
     Accepted { request: u64, id: MessageId, duplicate: bool },
+    /// The message is sealed on `copies` mailbox nodes (its device is offline).
+    Stored { request: u64, id: MessageId, copies: u32 },
     /// The message's fate.
     Receipt { request: u64, id: Option<MessageId>, verdict: Verdict },
 }
@@ -82,6 +89,11 @@ impl ReceiptSink {
     /// Tells the app the message is on disk.
     pub(crate) fn accepted(&self, id: MessageId, duplicate: bool) {
         let _ = self.tx.send(Answer::Accepted { request: self.request, id, duplicate });
+    }
+
+    /// Tells the app the message waits in mailboxes.
+    pub(crate) fn stored(&self, id: MessageId, copies: u32) {
+        let _ = self.tx.send(Answer::Stored { request: self.request, id, copies });
     }
 
     /// Hands the receipt back; a gone session has nobody to tell.

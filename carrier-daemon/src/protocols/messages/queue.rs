@@ -37,10 +37,14 @@ struct Entry {
     envelope: Arc<pb::Envelope>,
     pair: Pair,
     state: State,
+    /// Handed over for the mailboxes (the device was unreachable).
+    parked: bool,
 }
 
 #[derive(Debug, Default)]
 struct PairState {
+    /// Every queued message of the pair.
+    all: BTreeSet<u64>,
     unsent: BTreeSet<u64>,
     sent: BTreeSet<u64>,
 }
@@ -66,8 +70,10 @@ impl Queue {
         if self.entries.contains_key(&seq) {
             return;
         }
-        self.entries.insert(seq, Entry { envelope: Arc::new(envelope), pair, state: State::Unsent });
-        self.pairs.entry(pair).or_default().unsent.insert(seq);
+        self.entries.insert(seq, Entry { envelope: Arc::new(envelope), pair, state: State::Unsent, parked: false });
+        let state = self.pairs.entry(pair).or_default();
+        state.all.insert(seq);
+        state.unsent.insert(seq);
         self.make_ready(pair);
     }
 
@@ -158,10 +164,9 @@ impl Queue {
         let Some(entry) = self.entries.get_mut(&seq) else { return };
         entry.state = State::Unsent;
         let pair = entry.pair;
-        if let Some(state) = self.pairs.get_mut(&pair) {
-            state.sent.remove(&seq);
-            state.unsent.insert(seq);
-        }
+        let state = self.pairs.entry(pair).or_default();
+        state.sent.remove(&seq);
+        state.unsent.insert(seq);
         self.make_ready(pair);
     }
 
@@ -186,14 +191,34 @@ impl Queue {
         self.unflight(seq);
         let entry = self.entries.remove(&seq)?;
         if let Some(state) = self.pairs.get_mut(&entry.pair) {
+            state.all.remove(&seq);
             state.unsent.remove(&seq);
             state.sent.remove(&seq);
-            if state.unsent.is_empty() && state.sent.is_empty() {
+            if state.all.is_empty() {
                 self.pairs.remove(&entry.pair);
                 self.paused.remove(&entry.pair);
             }
         }
         Some(entry.envelope)
+    }
+
+    /// The messages not yet handed over for the mailboxes, now marked so,
+    /// each with the seq of the message before it in its pair (0: none).
+    pub(super) fn park_new(&mut self) -> Vec<(Arc<pb::Envelope>, u64)> {
+        let mut parked = Vec::new();
+        for (seq, entry) in self.entries.iter_mut().filter(|(_, e)| !e.parked) {
+            entry.parked = true;
+            let prev = self.pairs.get(&entry.pair).and_then(|p| p.all.range(..*seq).next_back().copied());
+            parked.push((Arc::clone(&entry.envelope), prev.unwrap_or(0)));
+        }
+        parked
+    }
+
+    /// `seq` could not be left in any mailbox: hand it over again next time.
+    pub(super) fn unpark(&mut self, seq: u64) {
+        if let Some(entry) = self.entries.get_mut(&seq) {
+            entry.parked = false;
+        }
     }
 
     /// The stream broke: everything on the wire or held is to be sent again.

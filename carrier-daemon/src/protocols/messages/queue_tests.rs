@@ -73,3 +73,30 @@ fn a_break_sends_everything_unanswered_again_and_final_removes() {
     assert_eq!(gone, vec![3]);
     assert_eq!(queue.len(), 1);
 }
+
+#[test]
+fn a_held_message_is_sent_again_after_a_break_even_when_its_pair_had_nothing_else() {
+    let mut queue = Queue::default();
+    queue.push(envelope(1, 1, 9));
+    queue.push(envelope(2, 1, 9));
+    assert_eq!(drain(&mut queue), vec![1, 2]);
+    queue.held(1);
+    queue.finish(2);
+    queue.requeue_all();
+    assert_eq!(drain(&mut queue), vec![1], "the held message goes again");
+}
+
+#[test]
+fn parking_hands_each_message_over_once_with_its_predecessor_in_the_pair() {
+    let mut queue = Queue::default();
+    for (seq, pair) in [(1, 1), (2, 2), (3, 1), (5, 1)] {
+        queue.push(envelope(seq, pair, 9));
+    }
+    let parked: Vec<(u64, u64)> = queue.park_new().iter().map(|(e, prev)| (e.seq, *prev)).collect();
+    assert_eq!(parked, vec![(1, 0), (2, 0), (3, 1), (5, 3)]);
+    assert!(queue.park_new().is_empty(), "once");
+    queue.unpark(3);
+    queue.push(envelope(6, 2, 9));
+    let parked: Vec<(u64, u64)> = queue.park_new().iter().map(|(e, prev)| (e.seq, *prev)).collect();
+    assert_eq!(parked, vec![(3, 1), (6, 2)]);
+}

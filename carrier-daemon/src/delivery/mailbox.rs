@@ -1,0 +1,300 @@
+//! Offline mailboxes, the sender's and the recipient's side: depositing
+//! for devices we cannot reach, collecting our own, and moving the copies
+//! we keep (as a node, `keeper.rs`) to where they belong now.
+//!
+//! ```text
+//!  courier: device unreachable ─▶ Settle::unreachable ─▶ seal (Noise X) ─▶ Deposit on the
+//!    COPIES devices closest to it ─▶ ≥ 1 took it: the app hears STORED (the courier goes on trying)
+//!                                  └ all refused (quota): the app gets MAILBOX_FULL, final
+//!  recipient: at start, every 30 s and when a link comes up ─▶ Collect from the 2 × COPIES
+//!    closest ─▶ open, check the sealing device on the ledger, order by seq, each after its
+//!    predecessor in its pair ─▶ our inbox ─▶ Remove ─▶ link to each sender, whose courier
+//!    then hears DELIVERED
+//! ```
+//!
+//! On the same beat a node pushes the blobs it keeps to the recipient's
+//! closest devices as its routing table now sees them, and drops its own
+//! copies once it is no longer among them (copies move with membership).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use carrier_proto::identity::Did;
+use carrier_proto::mailbox as seal;
+use carrier_proto::pb::{self, Outcome, mailbox_answer::Answer, mailbox_refused::Reason, mailbox_request::Request};
+use prost::Message as _;
+
+use super::Delivery;
+use super::store::{BlobId, KeptBlob};
+use crate::protocols::Failure;
+use crate::protocols::mailbox::ask;
+use crate::protocols::messages::{Inbox, Offered};
+
+/// Copies of each blob: the devices closest to its recipient.
+pub const COPIES: usize = 3;
+/// How often a device collects, and a node checks where its blobs belong.
+const EVERY: Duration = Duration::from_secs(30);
+/// Blobs per Collect answer.
+const PER_ANSWER: u32 = 256;
+
+/// A message across copies: its sender's epoch and its seq (in that order,
+/// so a sender's messages sort as they were sent).
+type MessageKey = (Vec<u8>, u64);
+
+impl Delivery {
+    /// Seals `parked` for `device` and deposits each on its closest devices.
+    pub(super) async fn deposit_for(self: Arc<Self>, device: Did, parked: Vec<(Arc<pb::Envelope>, u64)>) {
+        let (Some(standing), Some(network)) = (self.ledger.standing(&device), self.ledger.network()) else { return };
+        let nodes = self.overlay.closest(device, COPIES).await.unwrap_or_default();
+        let nodes: Vec<Did> = nodes.into_iter().filter(|n| *n != self.device).collect();
+        for (envelope, prev_seq) in parked {
+            let seq = envelope.seq;
+            let letter =
+                pb::Letter { from_device: self.device.key_bytes(), envelope: Some((*envelope).clone()), prev_seq };
+            let blob = match seal::seal(
+                self.ctx.identity(),
+                &device,
+                &standing.keys.noise,
+                &network.id,
+                &letter.encode_to_vec(),
+            ) {
+                Ok(blob) => blob,
+                Err(error) => {
+                    tracing::warn!(%device, %error, "could not seal a message for the mailboxes");
+                    self.couriers.unpark(device, seq);
+                    continue;
+                }
+            };
+            let deposit = pb::Deposit { recipient: device.key_bytes(), blob, expires_at_ms: envelope.expires_at_ms };
+            let asks = nodes.iter().map(|node| {
+                let request = Request::Deposit(deposit.clone());
+                ask(&self.overlay, &self.router, *node, request, self.max_frame())
+            });
+            let (mut copies, mut full) = (0u32, Vec::new());
+            for (node, answer) in nodes.iter().zip(futures::future::join_all(asks).await) {
+                match answer.map(|a| a.answer) {
+                    Ok(Some(Answer::Deposited(_))) => copies += 1,
+                    Ok(Some(Answer::Refused(why))) if why.reason == Reason::Quota as i32 => full.push(why.detail),
+                    Ok(other) => tracing::debug!(%node, ?other, "a mailbox node refused a deposit"),
+                    Err(error) => tracing::debug!(%node, %error, "a mailbox node could not be asked"),
+                }
+            }
+            if copies > 0 {
+                self.mark_stored(seq, copies);
+            } else if !full.is_empty() {
+                self.couriers.cancel(device, seq);
+                let detail = format!("{device} is offline and its mailboxes are full: {}", full.join("; "));
+                crate::protocols::messages::Settle::settle(
+                    &*self,
+                    seq,
+                    Err(Failure::new(Outcome::MailboxFull, detail)),
+                );
+            } else {
+                self.couriers.unpark(device, seq);
+            }
+        }
+    }
+
+    /// Collects our blobs from the devices closest to us, round after round
+    /// while they have more and we take some.
+    async fn collect_all(self: &Arc<Self>) {
+        if !self.ledger.standing(&self.device).is_some_and(|s| s.is_active_device()) {
+            return;
+        }
+        let nodes = self.overlay.closest(self.device, 2 * COPIES).await.unwrap_or_default();
+        for _ in 0..10_000 {
+            let (more, removed) = self.collect_round(&nodes).await;
+            if !more || removed == 0 {
+                break;
+            }
+        }
+    }
+
+    /// One Collect from each of `nodes`: whether any has more, and how many
+    /// blobs we removed.
+    async fn collect_round(self: &Arc<Self>, nodes: &[Did]) -> (bool, usize) {
+        let Some(network) = self.ledger.network() else { return (false, 0) };
+        let mut more = false;
+        // Every copy from every node first, so a pair's messages can be taken
+        // in order whichever node kept which.
+        let mut letters: BTreeMap<MessageKey, (pb::Letter, Did)> = BTreeMap::new();
+        // Blobs to remove, per node.
+        let mut from: HashMap<Did, Vec<[u8; 32]>> = HashMap::new();
+        // Which nodes hold a copy of each message.
+        let mut taken_here: HashMap<MessageKey, Vec<(Did, BlobId)>> = HashMap::new();
+        for node in nodes {
+            let collect = Request::Collect(pb::Collect { max_blobs: PER_ANSWER });
+            let blobs = match ask(&self.overlay, &self.router, *node, collect, self.max_frame()).await {
+                Ok(pb::MailboxAnswer { answer: Some(Answer::Blobs(blobs)) }) => {
+                    more |= blobs.more;
+                    blobs.blobs
+                }
+                Ok(_) | Err(_) => continue,
+            };
+            for blob in blobs {
+                let Ok(id) = <[u8; 32]>::try_from(blob.id.as_slice()) else { continue };
+                match self.open_letter(&network.id, &blob.blob) {
+                    Ok((letter, sender)) => {
+                        let envelope = letter.envelope.as_ref().map(|e| (e.epoch.clone(), e.seq)).unwrap_or_default();
+                        taken_here.entry(envelope.clone()).or_default().push((*node, id));
+                        letters.entry(envelope).or_insert((letter, sender));
+                    }
+                    Err(why) => {
+                        tracing::warn!(%node, %why, "rejected a mailbox blob");
+                        from.entry(*node).or_default().push(id);
+                    }
+                }
+            }
+        }
+        let mut senders = HashSet::new();
+        let mut writing = Vec::new();
+        for (key, (letter, sender)) in letters {
+            let Some(envelope) = letter.envelope else { continue };
+            if !self.predecessor_taken(&envelope, letter.prev_seq) {
+                continue; // its predecessor comes first: a later round
+            }
+            let copies = taken_here.remove(&key).unwrap_or_default();
+            match self.offer(sender, envelope) {
+                Offered::Busy => continue, // our app's inbox is full: a later round
+                Offered::Final(Err(failure)) => {
+                    tracing::warn!(%sender, detail = %failure.detail, "dropped a mailbox blob")
+                }
+                Offered::Final(Ok(())) => {} // taken before (directly, or from another copy)
+                Offered::Held { stored, .. } => {
+                    writing.push((stored, copies));
+                    senders.insert(sender);
+                    continue;
+                }
+            }
+            senders.insert(sender);
+            for (node, id) in copies {
+                from.entry(node).or_default().push(id);
+            }
+        }
+        // Removed only once on our disk; one still being written stays in
+        // its mailboxes for the next round.
+        for (stored, copies) in writing {
+            if matches!(stored.await, Ok(Ok(()))) {
+                for (node, id) in copies {
+                    from.entry(node).or_default().push(id);
+                }
+            }
+        }
+        let mut removed = 0;
+        for (node, ids) in from {
+            removed += ids.len();
+            let remove = Request::Remove(pb::Remove { ids: ids.iter().map(|id| id.to_vec()).collect() });
+            if let Err(error) = ask(&self.overlay, &self.router, node, remove, self.max_frame()).await {
+                tracing::debug!(%node, %error, "could not remove collected blobs");
+            }
+        }
+        // Their couriers hear DELIVERED once linked to us.
+        for sender in senders {
+            let overlay = self.overlay.clone();
+            self.tasks().spawn(async move {
+                let _ = overlay.connect(sender).await;
+            });
+        }
+        (more, removed)
+    }
+
+    /// Opens a blob sealed to us: its letter and the device that sealed it,
+    /// which must be active on the ledger with that Noise key.
+    pub(super) fn open_letter(
+        &self,
+        network: &carrier_proto::ledger::EntryHash,
+        blob: &[u8],
+    ) -> Result<(pb::Letter, Did), String> {
+        let opened = seal::open(self.ctx.identity(), network, blob, self.max_blob()).map_err(|e| e.to_string())?;
+        let letter = pb::Letter::decode(opened.plaintext.as_slice()).map_err(|e| format!("its letter: {e}"))?;
+        let sender = Did::from_key_bytes(&letter.from_device).map_err(|e| format!("its sender: {e}"))?;
+        match self.ledger.standing(&sender) {
+            Some(standing) if standing.is_active_device() && standing.keys.noise == opened.sender => {
+                Ok((letter, sender))
+            }
+            Some(_) => Err(format!("{sender} is not an active device with the key that sealed it")),
+            None => Err(format!("{sender} is not on the ledger")),
+        }
+    }
+
+    /// Whether the message before `envelope` in its pair (`prev_seq`) was taken.
+    fn predecessor_taken(&self, envelope: &pb::Envelope, prev_seq: u64) -> bool {
+        if prev_seq == 0 {
+            return true;
+        }
+        let (Some(from), Some(to), Ok(epoch)) = (
+            self.ledger.find_did(&envelope.from_app),
+            self.ledger.find_did(&envelope.to_app),
+            <[u8; 16]>::try_from(envelope.epoch.as_slice()),
+        ) else {
+            return true; // the inbox refuses it, with the reason
+        };
+        let prev = carrier_proto::messaging::MessageId { epoch, seq: prev_seq };
+        self.lock_held().replay.seen(from, to, prev)
+    }
+
+    /// Pushes the blobs we keep to where they belong now; drops ours when we
+    /// are no longer among the recipient's closest devices.
+    async fn rebalance(self: &Arc<Self>) {
+        let recipients = self.lock_mailbox().recipients();
+        for recipient in recipients {
+            let closest = self.overlay.closest(recipient, COPIES).await.unwrap_or_default();
+            let ours = { self.lock_mailbox().pushed_to(&recipient) == Some(&closest) };
+            if ours || closest.is_empty() {
+                continue;
+            }
+            let kept: Vec<KeptBlob> = self.lock_mailbox().kept_for(&recipient);
+            let ids: Vec<[u8; 32]> = kept.iter().map(|k| k.id).collect();
+            let Ok(blobs) = self.committer.read(|store| store.blobs(&recipient, &ids)) else { continue };
+            let mut pushed_everywhere = true;
+            for node in closest.iter().filter(|n| **n != self.device && **n != recipient) {
+                for ((_, blob), kept) in blobs.iter().zip(&kept) {
+                    let deposit = pb::Deposit {
+                        recipient: recipient.key_bytes(),
+                        blob: blob.clone(),
+                        expires_at_ms: kept.expires_at_ms,
+                    };
+                    let answer =
+                        ask(&self.overlay, &self.router, *node, Request::Deposit(deposit), self.max_frame()).await;
+                    pushed_everywhere &= matches!(answer.map(|a| a.answer), Ok(Some(Answer::Deposited(_))));
+                }
+            }
+            if pushed_everywhere {
+                self.lock_mailbox().set_pushed(recipient, closest.clone());
+                if !closest.contains(&self.device) && closest.len() >= COPIES {
+                    tracing::info!(%recipient, blobs = ids.len(), "mailbox copies moved to the recipient's closest devices");
+                    let _ = self.remove_blobs(recipient, ids).await;
+                }
+            }
+        }
+    }
+}
+
+/// Collects now, every [`EVERY`], and soon after a link comes up; checks
+/// where kept blobs belong on the same beat.
+pub(super) async fn run(delivery: Weak<Delivery>) {
+    let Some(mut events) = delivery.upgrade().map(|d| d.overlay.events()) else { return };
+    loop {
+        let Some(this) = delivery.upgrade() else { return };
+        this.collect_all().await;
+        this.rebalance().await;
+        drop(this);
+        let wait = tokio::time::sleep(EVERY);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                event = events.recv() => match event {
+                    Ok(crate::overlay::OverlayEvent::PeerUp(_)) => {
+                        // Let the link settle (and its routes), then collect.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        break;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}

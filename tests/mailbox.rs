@@ -1,0 +1,146 @@
+//! Offline mailboxes on real daemons: a device that is offline for the
+//! whole send gets every message from the devices closest to it (sealed,
+//! so they could not read them), even after one of them died; and a
+//! mailbox that is full gives the sender a final failure, never silence.
+//! (Tampered blobs, forged and revoked senders: `delivery::tests`, on the
+//! same code without sockets.)
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use carrier_sdk::{AppIdentity, Client, Reason, Receipt, ReceiptState};
+use support::{Daemon, app_socket, carrierctl, provision_with_apps, socket};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn client(app_dir: &Path, device_dir: &Path) -> Client {
+    let identity = AppIdentity::load_or_create(app_dir).unwrap();
+    Client::connect_as(identity, app_socket(device_dir)).await.unwrap()
+}
+
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Three mailbox nodes (the first is everyone's bootstrap), then the
+/// sender's device and the recipient's; waits until the sender's routing
+/// table has every other device.
+fn network(dirs: &[PathBuf], mailbox_config: &str) -> Vec<Daemon> {
+    let first = Daemon::start_with(&dirs[0], None, mailbox_config);
+    let addr = first.addr.clone();
+    let mut daemons = vec![first];
+    daemons.extend(dirs[1..3].iter().map(|dir| Daemon::start_with(dir, Some(&addr), mailbox_config)));
+    daemons.extend(dirs[3..].iter().map(|dir| Daemon::start(dir, Some(&addr))));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let routes: serde_json::Value =
+            serde_json::from_str(&carrierctl(&["routes", "--socket", &socket(&dirs[3]), "--json"])).unwrap();
+        if routes.as_array().unwrap().iter().filter(|r| r["did"].as_str().is_some_and(|d| !d.is_empty())).count()
+            >= dirs.len() - 1
+        {
+            return daemons;
+        }
+        assert!(Instant::now() < deadline, "the sender never saw every device: {routes}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn payload(n: u32) -> Vec<u8> {
+    let mut payload = n.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[3u8; 100]);
+    payload
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_collects_its_stored_messages_while_the_sender_and_a_mailbox_node_are_down() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 5, &[0, 0, 0, 1, 1]);
+    let mut daemons = network(&dirs, "");
+    let recipient_app = AppIdentity::load_or_create(&apps[4][0]).unwrap().did();
+    daemons.pop().unwrap().terminate();
+
+    let sender = client(&apps[3][0], &dirs[3]).await;
+    const N: u32 = 50;
+    let mut pending = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..N {
+        let mut receipt = sender.submit(&recipient_app, payload(n)).await.unwrap();
+        ids.push(receipt.accepted().await.unwrap().expect("accepted"));
+        pending.push(receipt);
+    }
+    for receipt in &mut pending {
+        let copies = within("stored", receipt.stored()).await.unwrap().expect("stored before any receipt");
+        assert!((1..=3).contains(&copies), "{copies} copies");
+    }
+    let states = sender.receipt_states(&ids).await.unwrap();
+    assert!(states.iter().all(|(_, s)| *s == ReceiptState::Stored), "{:?}", &states[..2]);
+
+    // One of the mailbox nodes dies, and the sender goes offline too: what
+    // the recipient gets now can only come from the mailboxes.
+    let sending = daemons.pop().unwrap();
+    daemons.remove(2).kill();
+    drop((pending, sender));
+    sending.terminate();
+    let back = Daemon::start(&dirs[4], Some(&daemons[0].addr));
+    let recipient = client(&apps[4][0], &dirs[4]).await;
+    let mut messages = recipient.messages();
+    for n in 0..N {
+        let message = within("a stored message", messages.next()).await.unwrap();
+        assert_eq!(message.payload, payload(n), "message {n}: not exactly once, in order");
+    }
+    // The sender is back: its courier offers them again and hears they were
+    // delivered; its app finds every receipt by id.
+    let _sending = Daemon::start(&dirs[3], Some(&daemons[0].addr));
+    let sender = client(&apps[3][0], &dirs[3]).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let states = sender.receipt_states(&ids).await.unwrap();
+        if states.iter().all(|(_, s)| *s == ReceiptState::Final(Receipt::Delivered)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "receipts never all delivered: {:?}", &states[..2]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing more comes (no copy taken twice).
+    assert!(tokio::time::timeout(Duration::from_millis(500), messages.next()).await.is_err());
+    drop(back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_is_a_final_failure_for_the_sender() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 5, &[0, 0, 0, 1, 1]);
+    // Each mailbox node keeps 1 KiB for any one device.
+    let mut daemons = network(&dirs, "[messaging]\nmailbox_bytes_per_recipient = 1024\n");
+    let recipient_app = AppIdentity::load_or_create(&apps[4][0]).unwrap().did();
+    daemons.pop().unwrap().terminate();
+
+    let sender = client(&apps[3][0], &dirs[3]).await;
+    let mut pending = Vec::new();
+    for n in 0..10 {
+        let mut receipt = sender.submit(&recipient_app, payload(n)).await.unwrap();
+        receipt.accepted().await.unwrap().expect("accepted");
+        pending.push(receipt);
+    }
+    // The first few fit; the rest fail for good, saying why.
+    let (mut stored, mut full) = (0, 0);
+    for mut receipt in pending {
+        match within("stored or failed", receipt.stored()).await.unwrap() {
+            Some(_) => stored += 1,
+            None => match within("the receipt", receipt).await.unwrap() {
+                Receipt::Failed(failure) => {
+                    assert_eq!(failure.reason, Reason::MailboxFull, "{failure}");
+                    assert!(failure.detail.contains("keeps at most 1024 bytes"), "{}", failure.detail);
+                    full += 1;
+                }
+                Receipt::Delivered => panic!("delivered to an offline device"),
+            },
+        }
+    }
+    assert!(stored >= 1 && full >= 1, "{stored} stored, {full} refused");
+    assert_eq!(stored + full, 10);
+}
