@@ -26,7 +26,7 @@ use carrier_proto::pb::{self, Outcome, mailbox_answer::Answer, mailbox_refused::
 use prost::Message as _;
 
 use super::Delivery;
-use super::store::{BlobId, KeptBlob};
+use super::store::BlobId;
 use crate::protocols::Failure;
 use crate::protocols::mailbox::ask;
 use crate::protocols::messages::{Inbox, Offered};
@@ -46,7 +46,7 @@ impl Delivery {
     /// Seals `parked` for `device` and deposits each on its closest devices.
     pub(super) async fn deposit_for(self: Arc<Self>, device: Did, parked: Vec<(Arc<pb::Envelope>, u64)>) {
         let (Some(standing), Some(network)) = (self.ledger.standing(&device), self.ledger.network()) else { return };
-        let nodes = self.overlay.closest(device, COPIES).await.unwrap_or_default();
+        let nodes = self.overlay.closest(device, COPIES).await.map(|c| c.peers).unwrap_or_default();
         let nodes: Vec<Did> = nodes.into_iter().filter(|n| *n != self.device).collect();
         for (envelope, prev_seq) in parked {
             let seq = envelope.seq;
@@ -102,7 +102,7 @@ impl Delivery {
         if !self.ledger.standing(&self.device).is_some_and(|s| s.is_active_device()) {
             return;
         }
-        let nodes = self.overlay.closest(self.device, 2 * COPIES).await.unwrap_or_default();
+        let nodes = self.overlay.closest(self.device, 2 * COPIES).await.map(|c| c.peers).unwrap_or_default();
         for _ in 0..10_000 {
             let (more, removed) = self.collect_round(&nodes).await;
             if !more || removed == 0 {
@@ -239,40 +239,43 @@ impl Delivery {
     async fn rebalance(self: &Arc<Self>) {
         let recipients = self.lock_mailbox().recipients();
         for recipient in recipients {
-            let closest = self.overlay.closest(recipient, COPIES).await.unwrap_or_default();
-            let ours = { self.lock_mailbox().pushed_to(&recipient) == Some(&closest) };
-            if ours || closest.is_empty() {
+            let Ok(closest) = self.overlay.closest(recipient, COPIES).await else { continue };
+            // Where the copies belong now: with us too, if we are among the
+            // closest.
+            let others = if closest.ours { COPIES - 1 } else { COPIES };
+            let targets: Vec<Did> = closest.peers.iter().take(others).copied().collect();
+            if targets.is_empty() || self.lock_mailbox().pushed_to(&recipient) == Some(&targets) {
                 continue;
             }
-            let kept: Vec<KeptBlob> = self.lock_mailbox().kept_for(&recipient);
-            let ids: Vec<[u8; 32]> = kept.iter().map(|k| k.id).collect();
+            let kept: HashMap<BlobId, u64> =
+                self.lock_mailbox().kept_for(&recipient).iter().map(|k| (k.id, k.expires_at_ms)).collect();
+            let ids: Vec<BlobId> = kept.keys().copied().collect();
             let Ok(blobs) = self.committer.read(|store| store.blobs(&recipient, &ids)) else { continue };
-            let mut pushed_everywhere = true;
-            for node in closest.iter().filter(|n| **n != self.device && **n != recipient) {
-                for ((_, blob), kept) in blobs.iter().zip(&kept) {
-                    let deposit = pb::Deposit {
-                        recipient: recipient.key_bytes(),
-                        blob: blob.clone(),
-                        expires_at_ms: kept.expires_at_ms,
-                    };
+            let mut everywhere = true;
+            for node in &targets {
+                for (id, blob) in &blobs {
+                    let expires_at_ms = kept.get(id).copied().unwrap_or(0);
+                    let deposit = pb::Deposit { recipient: recipient.key_bytes(), blob: blob.clone(), expires_at_ms };
                     let answer =
                         ask(&self.overlay, &self.router, *node, Request::Deposit(deposit), self.max_frame()).await;
-                    pushed_everywhere &= matches!(answer.map(|a| a.answer), Ok(Some(Answer::Deposited(_))));
+                    everywhere &= matches!(answer.map(|a| a.answer), Ok(Some(Answer::Deposited(_))));
                 }
             }
-            if pushed_everywhere {
-                self.lock_mailbox().set_pushed(recipient, closest.clone());
-                if !closest.contains(&self.device) && closest.len() >= COPIES {
-                    tracing::info!(%recipient, blobs = ids.len(), "mailbox copies moved to the recipient's closest devices");
-                    let _ = self.remove_blobs(recipient, ids).await;
-                }
+            if !everywhere {
+                continue; // again on the next beat
+            }
+            self.lock_mailbox().set_pushed(recipient, targets);
+            if !closest.ours {
+                tracing::info!(%recipient, blobs = ids.len(), "mailbox copies moved to the recipient's closest devices");
+                let _ = self.remove_blobs(recipient, ids).await;
             }
         }
     }
 }
 
-/// Collects now, every [`EVERY`], and soon after a link comes up; checks
-/// where kept blobs belong on the same beat.
+/// Collects now, every [`EVERY`], and soon after a link comes up or a
+/// device enters the routing table; checks where kept blobs belong on the
+/// same beat.
 pub(super) async fn run(delivery: Weak<Delivery>) {
     let Some(mut events) = delivery.upgrade().map(|d| d.overlay.events()) else { return };
     loop {
@@ -286,8 +289,10 @@ pub(super) async fn run(delivery: Weak<Delivery>) {
             tokio::select! {
                 _ = &mut wait => break,
                 event = events.recv() => match event {
-                    Ok(crate::overlay::OverlayEvent::PeerUp(_)) => {
-                        // Let the link settle (and its routes), then collect.
+                    // A link up (we may collect now) or a device in the routing
+                    // table (closest sets may have changed): after a moment
+                    // for the rest of its routes.
+                    Ok(crate::overlay::OverlayEvent::PeerUp(_) | crate::overlay::OverlayEvent::Routable(_)) => {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         break;
                     }

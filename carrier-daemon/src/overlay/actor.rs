@@ -33,6 +33,14 @@ pub(super) struct Probe {
     reply: oneshot::Sender<Result<Lookup, OverlayError>>,
 }
 
+/// A `closest` walk in progress.
+pub(super) struct Walk {
+    did: Did,
+    count: usize,
+    found: Vec<PeerId>,
+    reply: oneshot::Sender<super::Closest>,
+}
+
 pub(super) struct Actor {
     pub(super) ctx: Arc<LinkContext>,
     pub(super) swarm: Swarm<Behaviour>,
@@ -46,6 +54,8 @@ pub(super) struct Actor {
     pub(super) dialing: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<Did, OverlayError>>)>,
     /// Lookups asked for by `lookup`, with when they started.
     pub(super) probes: HashMap<kad::QueryId, Probe>,
+    /// Walks asked for by `closest`: the DID, how many, who waits.
+    pub(super) walks: HashMap<kad::QueryId, Walk>,
     /// Where to join the network.
     pub(super) bootstrap: Vec<Multiaddr>,
     /// Addresses peers told us in earlier runs (the peer cache), dialled
@@ -146,24 +156,17 @@ impl Actor {
                 };
                 let _ = reply.send(result);
             }
-            Command::Closest { did, count, reply } => {
-                let Some(target) = self.active_peer(&did) else {
-                    let _ = reply.send(Vec::new());
-                    return;
-                };
-                let key = kad::KBucketKey::from(target);
-                let ledger = Arc::clone(&self.ctx.ledger);
-                let closest = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_closest_local_peers(&key)
-                    .filter_map(|peer| super::did_of(&*ledger, peer.preimage()))
-                    .filter(|peer| *peer != did)
-                    .take(count)
-                    .collect();
-                let _ = reply.send(closest);
-            }
+            Command::Closest { did, count, reply } => match self.active_peer(&did) {
+                // A walk, not just our table: the devices nearest a key are
+                // often ones we have no link to.
+                Some(target) => {
+                    let query = self.swarm.behaviour_mut().kad.get_closest_peers(target);
+                    self.walks.insert(query, Walk { did, count, found: Vec::new(), reply });
+                }
+                None => {
+                    let _ = reply.send(super::Closest::default());
+                }
+            },
             Command::Shutdown { reply } => {
                 // Handled in `run`, which owns the loop.
                 let _ = reply.send(());
@@ -320,6 +323,43 @@ impl Actor {
                 if added {
                     self.emit(OverlayEvent::Routable(did));
                 }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. })
+                if self.walks.contains_key(&id) =>
+            {
+                // The walk's peers, and whatever our table holds, nearest first.
+                let mut found: Vec<PeerId> = match &result {
+                    kad::QueryResult::GetClosestPeers(Ok(ok)) => ok.peers.iter().map(|p| p.peer_id).collect(),
+                    _ => Vec::new(),
+                };
+                if !step.last {
+                    // Several steps may carry peers: keep what each found.
+                    if let Some(walk) = self.walks.get_mut(&id) {
+                        walk.found.extend(found);
+                    }
+                    return;
+                }
+                let Some(mut walk) = self.walks.remove(&id) else { return };
+                found.append(&mut walk.found);
+                let Some(target) = self.active_peer(&walk.did) else { return };
+                let key = kad::KBucketKey::from(target);
+                found.extend(self.swarm.behaviour_mut().kad.get_closest_local_peers(&key).map(|k| *k.preimage()));
+                let local = *self.swarm.local_peer_id();
+                let ledger = Arc::clone(&self.ctx.ledger);
+                let mut closest: Vec<(kad::KBucketDistance, Did)> = found
+                    .into_iter()
+                    .filter(|peer| *peer != local && *peer != target)
+                    .filter_map(|peer| {
+                        Some((kad::KBucketKey::from(peer).distance(&key), super::did_of(&*ledger, &peer)?))
+                    })
+                    .collect();
+                closest.sort();
+                closest.dedup();
+                closest.truncate(walk.count);
+                let ours = kad::KBucketKey::from(local).distance(&key);
+                let ours = closest.len() < walk.count || closest.last().is_some_and(|(far, _)| ours < *far);
+                let peers = closest.into_iter().map(|(_, did)| did).collect();
+                let _ = walk.reply.send(super::Closest { peers, ours });
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, stats })
                 if self.probes.contains_key(&id) =>

@@ -141,6 +141,16 @@ pub enum OverlayEvent {
     Rotated(Did),
 }
 
+/// The devices closest to a key, as our routing table sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Closest {
+    /// Nearest first, without us.
+    pub peers: Vec<Did>,
+    /// Whether we are nearer than the last of `peers` (or there are fewer
+    /// than asked for): we would be among them.
+    pub ours: bool,
+}
+
 /// The outcome of a Kademlia lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -205,7 +215,7 @@ enum Command {
     /// List the routing table.
     Routes { reply: oneshot::Sender<Vec<Route>> },
     /// The `count` devices in our routing table closest to a DID's key.
-    Closest { did: Did, count: usize, reply: oneshot::Sender<Vec<Did>> },
+    Closest { did: Did, count: usize, reply: oneshot::Sender<Closest> },
 }
 
 /// Handle to a running overlay.
@@ -270,6 +280,7 @@ impl Overlay {
             waiting: HashMap::new(),
             dialing: HashMap::new(),
             probes: HashMap::new(),
+            walks: HashMap::new(),
             bootstrap,
             cached,
             redial: backoff::Backoff::new(config.bootstrap_retry),
@@ -323,13 +334,18 @@ impl Overlay {
         }
     }
 
-    /// The `count` devices of our routing table closest to `did`'s key (by
-    /// Kademlia's XOR distance), nearest first; never `did` itself. Where
-    /// mailboxes for `did` are kept.
-    pub async fn closest(&self, did: Did, count: usize) -> Result<Vec<Did>, OverlayError> {
+    /// The `count` devices closest to `did`'s key (by Kademlia's XOR
+    /// distance), found by a walk (`FIND_NODE`) and our routing table,
+    /// nearest first; never `did` itself, nor us (but [`Closest::ours`]
+    /// says whether we would be among them). Where mailboxes for `did` are
+    /// kept.
+    pub async fn closest(&self, did: Did, count: usize) -> Result<Closest, OverlayError> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Closest { did, count, reply }).await.map_err(|_| OverlayError::Stopped)?;
-        answer.await.map_err(|_| OverlayError::Stopped)
+        match tokio::time::timeout(self.connect_timeout, answer).await {
+            Ok(answer) => answer.map_err(|_| OverlayError::Stopped),
+            Err(_) => Err(OverlayError::Timeout(did)),
+        }
     }
 
     /// Asks the network who is closest to `did`'s key (a Kademlia
