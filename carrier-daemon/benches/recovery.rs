@@ -5,7 +5,11 @@
 //!   again: the time from its start to the last message taken by B's app;
 //! - a link's death: messages flowing from A to B, B's daemon killed with
 //!   SIGKILL: the time until A's courier gives the link up and retries
-//!   (QUIC alone would wait for its 30 s idle timeout).
+//!   (QUIC alone would wait for its 30 s idle timeout);
+//! - offline mailboxes: B's daemon is stopped, A sends 10,000 messages that
+//!   are sealed onto the three other devices, A's daemon stops too, and B's
+//!   starts: the time from its start until its app has them all, collected
+//!   from the mailboxes alone.
 //!
 //! Run: `cargo bench -p carrier-daemon --bench recovery`
 
@@ -174,10 +178,55 @@ async fn link_death(root: &Path) {
     drop((recipient, b, a));
 }
 
+async fn mailboxes(root: &Path) {
+    let mut devices = support::provision_n(root, 5);
+    let (data_b, app_b) = devices.pop().unwrap();
+    let (data_a, app_a) = devices.pop().unwrap();
+    let first = Carrierd::start(&devices[0].0, None, "warn");
+    let mut nodes: Vec<Carrierd> =
+        devices[1..].iter().map(|(data, _)| Carrierd::start(data, Some(&first.addr), "warn")).collect();
+    nodes.push(first);
+    let a = Carrierd::start(&data_a, Some(&nodes[2].addr), "warn,carrier_daemon::overlay=info");
+    let b = Carrierd::start(&data_b, Some(&nodes[2].addr), "warn,carrier_daemon::overlay=info");
+    for _ in 0..4 {
+        b.wait_for("peer up");
+    }
+    let to = AppIdentity::load_or_create(&app_b).unwrap().did();
+    drop(b);
+    let sender = client(&app_a, &data_a).await;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for _ in 0..STORED {
+        pending.push(sender.submit(&to, vec![7u8; 64]).await.unwrap());
+    }
+    for receipt in &mut pending {
+        tokio::time::timeout(WAIT, receipt.stored()).await.unwrap().unwrap().expect("stored");
+    }
+    let stored = started.elapsed();
+    drop((pending, sender, a));
+    let started = Instant::now();
+    let b = Carrierd::start(&data_b, Some(&nodes[2].addr), "warn");
+    let recipient = client(&app_b, &data_b).await;
+    let mut messages = recipient.messages();
+    for n in 0..STORED {
+        let next = tokio::time::timeout(WAIT, messages.next()).await;
+        assert!(matches!(next, Ok(Some(_))), "collection stopped after {n} of {STORED} messages");
+    }
+    let collected = started.elapsed();
+    println!("offline mailboxes, {STORED} messages of 64 bytes, 3 mailbox nodes, the sender offline:");
+    println!("  sealed and stored (3 copies each)  {:>7.0} ms", stored.as_secs_f64() * 1e3);
+    println!(
+        "  collected: from the recipient's start to its app having all {:>7.0} ms\n",
+        collected.as_secs_f64() * 1e3
+    );
+    drop((recipient, b, nodes));
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         returning_device(tempfile::tempdir().unwrap().path()).await;
         link_death(tempfile::tempdir().unwrap().path()).await;
+        mailboxes(tempfile::tempdir().unwrap().path()).await;
     });
 }

@@ -59,6 +59,12 @@ pub(crate) fn genesis(registrar: &Identity, log: &Path) -> Op {
 
 /// Two devices with one app each, on disk as `carrierd` would keep them.
 pub(crate) fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
+    let mut devices = provision_n(root, 2);
+    [devices.remove(0), devices.remove(0)]
+}
+
+/// `n` devices with one app each, on disk as `carrierd` would keep them.
+pub(crate) fn provision_n(root: &Path, n: usize) -> Vec<(DataDir, std::path::PathBuf)> {
     let registrar = Identity::generate(IdentityKind::Registrar);
     let mut ledger = LedgerState::new();
     let mut entries: Vec<Entry> = Vec::new();
@@ -70,7 +76,7 @@ pub(crate) fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
     let log = root.join("log.key");
     append(&mut ledger, genesis(&registrar, &log), &registrar);
     let mut out = Vec::new();
-    for i in 0..2 {
+    for i in 0..n {
         let device = Identity::generate(IdentityKind::Device);
         let data = DataDir::new(root.join(format!("device{i}")));
         std::fs::create_dir_all(data.root()).unwrap();
@@ -92,5 +98,5 @@ pub(crate) fn provision(root: &Path) -> [(DataDir, std::path::PathBuf); 2] {
     }
     let dirs: Vec<_> = out.iter().map(|(data, _)| data.ledger()).collect();
     store_ledgers(&dirs, &entries, &log);
-    [out.remove(0), out.remove(0)]
+    out
 }

@@ -24,7 +24,10 @@ use crate::protocols::ProtocolError;
 use crate::protocols::mailbox::Keeper;
 
 /// Blobs per Collect answer.
-pub(super) const PER_ANSWER: u32 = 256;
+pub(super) const PER_ANSWER: u32 = 4096;
+/// What one blob adds to an answer beyond its own bytes: its id and the
+/// protobuf framing (an upper bound).
+const BLOB_FRAMING: usize = 64;
 
 /// What a node keeps, as the quotas see it.
 #[derive(Debug, Default)]
@@ -226,10 +229,12 @@ impl Keeper for Delivery {
             let budget = self.config.max_message + FRAME_OVERHEAD / 2;
             let (mut ids, mut bytes) = (Vec::new(), 0usize);
             for k in kept.oldest().take(max_blobs.clamp(1, PER_ANSWER) as usize) {
-                if !ids.is_empty() && bytes + k.len > budget {
+                // The blob, its id and the framing around them.
+                let cost = k.len + BLOB_FRAMING;
+                if !ids.is_empty() && bytes + cost > budget {
                     break;
                 }
-                bytes += k.len;
+                bytes += cost;
                 ids.push(k.id);
             }
             let more = ids.len() < kept.len();

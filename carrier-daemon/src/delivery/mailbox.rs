@@ -26,6 +26,7 @@ use carrier_proto::pb::{self, Outcome, mailbox_answer::Answer, mailbox_refused::
 use prost::Message as _;
 
 use super::Delivery;
+use super::keeper::PER_ANSWER;
 use super::store::BlobId;
 use crate::protocols::Failure;
 use crate::protocols::mailbox::ask;
@@ -35,8 +36,21 @@ use crate::protocols::messages::{Inbox, Offered};
 pub const COPIES: usize = 3;
 /// How often a device collects, and a node checks where its blobs belong.
 const EVERY: Duration = Duration::from_secs(30);
-/// Blobs per Collect answer.
-const PER_ANSWER: u32 = 256;
+
+/// How long a collecting device waits for one node's answer before it
+/// leaves that node for the next beat (an offline node must not hold up
+/// the others).
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Messages sealed and deposited at the same time.
+const DEPOSITS_AT_ONCE: usize = 32;
+
+/// Where and how one device's messages are sealed.
+struct Sealing {
+    device: Did,
+    key: carrier_proto::identity::NoisePublicKey,
+    network: carrier_proto::ledger::EntryHash,
+    nodes: Vec<Did>,
+}
 
 /// A message across copies: its sender's epoch and its seq (in that order,
 /// so a sender's messages sort as they were sent).
@@ -48,51 +62,49 @@ impl Delivery {
         let (Some(standing), Some(network)) = (self.ledger.standing(&device), self.ledger.network()) else { return };
         let nodes = self.overlay.closest(device, COPIES).await.map(|c| c.peers).unwrap_or_default();
         let nodes: Vec<Did> = nodes.into_iter().filter(|n| *n != self.device).collect();
-        for (envelope, prev_seq) in parked {
-            let seq = envelope.seq;
-            let letter =
-                pb::Letter { from_device: self.device.key_bytes(), envelope: Some((*envelope).clone()), prev_seq };
-            let blob = match seal::seal(
-                self.ctx.identity(),
-                &device,
-                &standing.keys.noise,
-                &network.id,
-                &letter.encode_to_vec(),
-            ) {
-                Ok(blob) => blob,
-                Err(error) => {
-                    tracing::warn!(%device, %error, "could not seal a message for the mailboxes");
-                    self.couriers.unpark(device, seq);
-                    continue;
-                }
-            };
-            let deposit = pb::Deposit { recipient: device.key_bytes(), blob, expires_at_ms: envelope.expires_at_ms };
-            let asks = nodes.iter().map(|node| {
-                let request = Request::Deposit(deposit.clone());
-                ask(&self.overlay, &self.router, *node, request, self.max_frame())
-            });
-            let (mut copies, mut full) = (0u32, Vec::new());
-            for (node, answer) in nodes.iter().zip(futures::future::join_all(asks).await) {
-                match answer.map(|a| a.answer) {
-                    Ok(Some(Answer::Deposited(_))) => copies += 1,
-                    Ok(Some(Answer::Refused(why))) if why.reason == Reason::Quota as i32 => full.push(why.detail),
-                    Ok(other) => tracing::debug!(%node, ?other, "a mailbox node refused a deposit"),
-                    Err(error) => tracing::debug!(%node, %error, "a mailbox node could not be asked"),
-                }
+        let sealing = Sealing { device, key: standing.keys.noise, network: network.id, nodes };
+        // A few at a time: the nodes keep them in about the order sent.
+        for chunk in parked.chunks(DEPOSITS_AT_ONCE) {
+            let deposits = chunk.iter().map(|(envelope, prev_seq)| self.deposit_one(&sealing, envelope, *prev_seq));
+            futures::future::join_all(deposits).await;
+        }
+    }
+
+    /// Seals one message and deposits it on every node of `sealing`.
+    async fn deposit_one(&self, sealing: &Sealing, envelope: &pb::Envelope, prev_seq: u64) {
+        let (device, seq) = (sealing.device, envelope.seq);
+        let letter = pb::Letter { from_device: self.device.key_bytes(), envelope: Some(envelope.clone()), prev_seq };
+        let sealed = seal::seal(self.ctx.identity(), &device, &sealing.key, &sealing.network, &letter.encode_to_vec());
+        let blob = match sealed {
+            Ok(blob) => blob,
+            Err(error) => {
+                tracing::warn!(%device, %error, "could not seal a message for the mailboxes");
+                return self.couriers.unpark(device, seq);
             }
-            if copies > 0 {
-                self.mark_stored(seq, copies);
-            } else if !full.is_empty() {
-                self.couriers.cancel(device, seq);
-                let detail = format!("{device} is offline and its mailboxes are full: {}", full.join("; "));
-                crate::protocols::messages::Settle::settle(
-                    &*self,
-                    seq,
-                    Err(Failure::new(Outcome::MailboxFull, detail)),
-                );
-            } else {
-                self.couriers.unpark(device, seq);
+        };
+        let deposit = pb::Deposit { recipient: device.key_bytes(), blob, expires_at_ms: envelope.expires_at_ms };
+        let asks = sealing.nodes.iter().map(|node| {
+            let request = Request::Deposit(deposit.clone());
+            ask(&self.overlay, &self.router, *node, request, self.max_frame())
+        });
+        let (mut copies, mut full) = (0u32, Vec::new());
+        for (node, answer) in sealing.nodes.iter().zip(futures::future::join_all(asks).await) {
+            match answer.map(|a| a.answer) {
+                Ok(Some(Answer::Deposited(_))) => copies += 1,
+                Ok(Some(Answer::Refused(why))) if why.reason == Reason::Quota as i32 => full.push(why.detail),
+                Ok(other) => tracing::debug!(%node, ?other, "a mailbox node refused a deposit"),
+                Err(error) => tracing::debug!(%node, %error, "a mailbox node could not be asked"),
             }
+        }
+        if copies > 0 {
+            self.mark_stored(seq, copies);
+        } else if !full.is_empty() {
+            self.couriers.cancel(device, seq);
+            let detail = format!("{device} is offline and its mailboxes are full: {}", full.join("; "));
+            let failure = Failure::new(Outcome::MailboxFull, detail);
+            crate::protocols::messages::Settle::settle(self, seq, Err(failure));
+        } else {
+            self.couriers.unpark(device, seq);
         }
     }
 
@@ -102,72 +114,113 @@ impl Delivery {
         if !self.ledger.standing(&self.device).is_some_and(|s| s.is_active_device()) {
             return;
         }
-        let nodes = self.overlay.closest(self.device, 2 * COPIES).await.map(|c| c.peers).unwrap_or_default();
+        // Our table is enough to start with (a walk could wait on an
+        // offline peer); the beat's next collection sees what it missed.
+        let mut nodes = self.overlay.closest_local(self.device, 2 * COPIES).await.map(|c| c.peers).unwrap_or_default();
+        let mut senders = HashSet::new();
         for _ in 0..10_000 {
-            let (more, removed) = self.collect_round(&nodes).await;
+            let (more, removed) = self.collect_round(&mut nodes, &mut senders).await;
             if !more || removed == 0 {
                 break;
             }
         }
+        // Their couriers hear DELIVERED once linked to us.
+        for sender in senders {
+            let overlay = self.overlay.clone();
+            self.tasks().spawn(async move {
+                let _ = overlay.connect(sender).await;
+            });
+        }
     }
 
-    /// One Collect from each of `nodes`: whether any has more, and how many
-    /// blobs we removed.
-    async fn collect_round(self: &Arc<Self>, nodes: &[Did]) -> (bool, usize) {
+    /// One Collect from each of `nodes`, all at once: whether any has more,
+    /// and how many blobs we removed. A node that does not answer within
+    /// [`COLLECT_TIMEOUT`] is left out of the later rounds.
+    async fn collect_round(self: &Arc<Self>, nodes: &mut Vec<Did>, senders: &mut HashSet<Did>) -> (bool, usize) {
         let Some(network) = self.ledger.network() else { return (false, 0) };
         let mut more = false;
+        let asks = nodes.iter().map(|node| {
+            let collect = Request::Collect(pb::Collect { max_blobs: PER_ANSWER });
+            tokio::time::timeout(COLLECT_TIMEOUT, ask(&self.overlay, &self.router, *node, collect, self.max_frame()))
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut answered = Vec::new();
         // Every copy from every node first, so a pair's messages can be taken
         // in order whichever node kept which.
         let mut letters: BTreeMap<MessageKey, (pb::Letter, Did)> = BTreeMap::new();
         // Blobs to remove, per node.
-        let mut from: HashMap<Did, Vec<[u8; 32]>> = HashMap::new();
+        let mut from: HashMap<Did, Vec<BlobId>> = HashMap::new();
         // Which nodes hold a copy of each message.
-        let mut taken_here: HashMap<MessageKey, Vec<(Did, BlobId)>> = HashMap::new();
-        for node in nodes {
-            let collect = Request::Collect(pb::Collect { max_blobs: PER_ANSWER });
-            let blobs = match ask(&self.overlay, &self.router, *node, collect, self.max_frame()).await {
-                Ok(pb::MailboxAnswer { answer: Some(Answer::Blobs(blobs)) }) => {
+        let mut copies_of: HashMap<MessageKey, Vec<(Did, BlobId)>> = HashMap::new();
+        // A blob sealed once and kept on several nodes is opened once.
+        let mut opened: HashMap<BlobId, Option<MessageKey>> = HashMap::new();
+        for (node, answer) in nodes.iter().zip(answers) {
+            let blobs = match answer {
+                Ok(Ok(pb::MailboxAnswer { answer: Some(Answer::Blobs(blobs)) })) => {
+                    answered.push(*node);
                     more |= blobs.more;
                     blobs.blobs
                 }
-                Ok(_) | Err(_) => continue,
+                Ok(Ok(_)) => {
+                    answered.push(*node);
+                    continue;
+                }
+                Ok(Err(_)) | Err(_) => continue,
             };
             for blob in blobs {
                 let Ok(id) = <[u8; 32]>::try_from(blob.id.as_slice()) else { continue };
+                match opened.get(&id) {
+                    Some(Some(key)) => {
+                        copies_of.entry(key.clone()).or_default().push((*node, id));
+                        continue;
+                    }
+                    Some(None) => {
+                        from.entry(*node).or_default().push(id);
+                        continue;
+                    }
+                    None => {}
+                }
+                // The id is the blob's hash: a node that lies about it only
+                // hides its own copy.
+                if carrier_proto::mailbox::blob_id(&blob.blob) != id {
+                    tracing::warn!(%node, "a mailbox blob under another blob's id");
+                    continue;
+                }
                 match self.open_letter(&network.id, &blob.blob) {
                     Ok((letter, sender)) => {
-                        let envelope = letter.envelope.as_ref().map(|e| (e.epoch.clone(), e.seq)).unwrap_or_default();
-                        taken_here.entry(envelope.clone()).or_default().push((*node, id));
-                        letters.entry(envelope).or_insert((letter, sender));
+                        let key = letter.envelope.as_ref().map(|e| (e.epoch.clone(), e.seq)).unwrap_or_default();
+                        copies_of.entry(key.clone()).or_default().push((*node, id));
+                        opened.insert(id, Some(key.clone()));
+                        letters.entry(key).or_insert((letter, sender));
                     }
                     Err(why) => {
                         tracing::warn!(%node, %why, "rejected a mailbox blob");
+                        opened.insert(id, None);
                         from.entry(*node).or_default().push(id);
                     }
                 }
             }
         }
-        let mut senders = HashSet::new();
+        *nodes = answered;
         let mut writing = Vec::new();
         for (key, (letter, sender)) in letters {
             let Some(envelope) = letter.envelope else { continue };
             if !self.predecessor_taken(&envelope, letter.prev_seq) {
                 continue; // its predecessor comes first: a later round
             }
-            let copies = taken_here.remove(&key).unwrap_or_default();
+            let copies = copies_of.remove(&key).unwrap_or_default();
+            senders.insert(sender);
             match self.offer(sender, envelope) {
                 Offered::Busy => continue, // our app's inbox is full: a later round
                 Offered::Final(Err(failure)) => {
-                    tracing::warn!(%sender, detail = %failure.detail, "dropped a mailbox blob")
+                    tracing::warn!(%sender, detail = %failure.detail, "dropped a mailbox blob");
                 }
                 Offered::Final(Ok(())) => {} // taken before (directly, or from another copy)
                 Offered::Held { stored, .. } => {
                     writing.push((stored, copies));
-                    senders.insert(sender);
                     continue;
                 }
             }
-            senders.insert(sender);
             for (node, id) in copies {
                 from.entry(node).or_default().push(id);
             }
@@ -181,21 +234,14 @@ impl Delivery {
                 }
             }
         }
-        let mut removed = 0;
-        for (node, ids) in from {
-            removed += ids.len();
+        let removed = from.values().map(Vec::len).sum();
+        let removes = from.into_iter().map(|(node, ids)| async move {
             let remove = Request::Remove(pb::Remove { ids: ids.iter().map(|id| id.to_vec()).collect() });
             if let Err(error) = ask(&self.overlay, &self.router, node, remove, self.max_frame()).await {
                 tracing::debug!(%node, %error, "could not remove collected blobs");
             }
-        }
-        // Their couriers hear DELIVERED once linked to us.
-        for sender in senders {
-            let overlay = self.overlay.clone();
-            self.tasks().spawn(async move {
-                let _ = overlay.connect(sender).await;
-            });
-        }
+        });
+        futures::future::join_all(removes).await;
         (more, removed)
     }
 

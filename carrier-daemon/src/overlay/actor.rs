@@ -167,6 +167,9 @@ impl Actor {
                     let _ = reply.send(super::Closest::default());
                 }
             },
+            Command::ClosestLocal { did, count, reply } => {
+                let _ = reply.send(self.closest(&did, count, Vec::new()));
+            }
             Command::Shutdown { reply } => {
                 // Handled in `run`, which owns the loop.
                 let _ = reply.send(());
@@ -203,6 +206,27 @@ impl Actor {
     /// The peer id of `did` if it is active on the ledger.
     fn active_peer(&self, did: &Did) -> Option<PeerId> {
         self.ctx.ledger.linkable(did).map(|key| key.peer_id())
+    }
+
+    /// The `count` devices nearest `did`'s key among `found` and our routing
+    /// table, without `did` or us, and whether we would be among them.
+    fn closest(&mut self, did: &Did, count: usize, mut found: Vec<PeerId>) -> super::Closest {
+        let Some(target) = self.active_peer(did) else { return super::Closest::default() };
+        let key = kad::KBucketKey::from(target);
+        found.extend(self.swarm.behaviour_mut().kad.get_closest_local_peers(&key).map(|k| *k.preimage()));
+        let local = *self.swarm.local_peer_id();
+        let ledger = Arc::clone(&self.ctx.ledger);
+        let mut closest: Vec<(kad::KBucketDistance, Did)> = found
+            .into_iter()
+            .filter(|peer| *peer != local && *peer != target)
+            .filter_map(|peer| Some((kad::KBucketKey::from(peer).distance(&key), super::did_of(&*ledger, &peer)?)))
+            .collect();
+        closest.sort();
+        closest.dedup();
+        closest.truncate(count);
+        let ours = kad::KBucketKey::from(local).distance(&key);
+        let ours = closest.len() < count || closest.last().is_some_and(|(far, _)| ours < *far);
+        super::Closest { peers: closest.into_iter().map(|(_, did)| did).collect(), ours }
     }
 
     fn connect(&mut self, did: Did, reply: oneshot::Sender<Result<(), OverlayError>>) {
@@ -327,39 +351,19 @@ impl Actor {
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. })
                 if self.walks.contains_key(&id) =>
             {
-                // The walk's peers, and whatever our table holds, nearest first.
-                let mut found: Vec<PeerId> = match &result {
+                let found = match &result {
                     kad::QueryResult::GetClosestPeers(Ok(ok)) => ok.peers.iter().map(|p| p.peer_id).collect(),
                     _ => Vec::new(),
                 };
+                let Some(walk) = self.walks.get_mut(&id) else { return };
+                walk.found.extend(found);
                 if !step.last {
-                    // Several steps may carry peers: keep what each found.
-                    if let Some(walk) = self.walks.get_mut(&id) {
-                        walk.found.extend(found);
-                    }
-                    return;
+                    return; // several steps may carry peers
                 }
-                let Some(mut walk) = self.walks.remove(&id) else { return };
-                found.append(&mut walk.found);
-                let Some(target) = self.active_peer(&walk.did) else { return };
-                let key = kad::KBucketKey::from(target);
-                found.extend(self.swarm.behaviour_mut().kad.get_closest_local_peers(&key).map(|k| *k.preimage()));
-                let local = *self.swarm.local_peer_id();
-                let ledger = Arc::clone(&self.ctx.ledger);
-                let mut closest: Vec<(kad::KBucketDistance, Did)> = found
-                    .into_iter()
-                    .filter(|peer| *peer != local && *peer != target)
-                    .filter_map(|peer| {
-                        Some((kad::KBucketKey::from(peer).distance(&key), super::did_of(&*ledger, &peer)?))
-                    })
-                    .collect();
-                closest.sort();
-                closest.dedup();
-                closest.truncate(walk.count);
-                let ours = kad::KBucketKey::from(local).distance(&key);
-                let ours = closest.len() < walk.count || closest.last().is_some_and(|(far, _)| ours < *far);
-                let peers = closest.into_iter().map(|(_, did)| did).collect();
-                let _ = walk.reply.send(super::Closest { peers, ours });
+                if let Some(walk) = self.walks.remove(&id) {
+                    let closest = self.closest(&walk.did, walk.count, walk.found);
+                    let _ = walk.reply.send(closest);
+                }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, stats })
                 if self.probes.contains_key(&id) =>

@@ -141,6 +141,9 @@ pub enum OverlayEvent {
     Rotated(Did),
 }
 
+/// How long [`Overlay::closest`] waits for its walk.
+pub const CLOSEST_WALK: Duration = Duration::from_millis(1500);
+
 /// The devices closest to a key, as our routing table sees them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Closest {
@@ -214,8 +217,10 @@ enum Command {
     Shutdown { reply: oneshot::Sender<()> },
     /// List the routing table.
     Routes { reply: oneshot::Sender<Vec<Route>> },
-    /// The `count` devices in our routing table closest to a DID's key.
+    /// The `count` devices closest to a DID's key: a walk, and our table.
     Closest { did: Did, count: usize, reply: oneshot::Sender<Closest> },
+    /// The same from our routing table alone, at once.
+    ClosestLocal { did: Did, count: usize, reply: oneshot::Sender<Closest> },
 }
 
 /// Handle to a running overlay.
@@ -339,13 +344,22 @@ impl Overlay {
     /// nearest first; never `did` itself, nor us (but [`Closest::ours`]
     /// says whether we would be among them). Where mailboxes for `did` are
     /// kept.
+    /// A walk that takes longer than [`CLOSEST_WALK`] (one of the peers it
+    /// asks is offline, say) gives way to our routing table alone.
     pub async fn closest(&self, did: Did, count: usize) -> Result<Closest, OverlayError> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Closest { did, count, reply }).await.map_err(|_| OverlayError::Stopped)?;
-        match tokio::time::timeout(self.connect_timeout, answer).await {
-            Ok(answer) => answer.map_err(|_| OverlayError::Stopped),
-            Err(_) => Err(OverlayError::Timeout(did)),
+        if let Ok(answer) = tokio::time::timeout(CLOSEST_WALK, answer).await {
+            return answer.map_err(|_| OverlayError::Stopped);
         }
+        self.closest_local(did, count).await
+    }
+
+    /// [`closest`](Self::closest) from our routing table alone, at once.
+    pub async fn closest_local(&self, did: Did, count: usize) -> Result<Closest, OverlayError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::ClosestLocal { did, count, reply }).await.map_err(|_| OverlayError::Stopped)?;
+        answer.await.map_err(|_| OverlayError::Stopped)
     }
 
     /// Asks the network who is closest to `did`'s key (a Kademlia
