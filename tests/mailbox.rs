@@ -144,3 +144,60 @@ async fn a_full_mailbox_is_a_final_failure_for_the_sender() {
     assert!(stored >= 1 && full >= 1, "{stored} stored, {full} refused");
     assert_eq!(stored + full, 10);
 }
+
+/// A device's DID, from its card.
+fn device_did(dir: &Path) -> carrier_sdk::Did {
+    let card = std::fs::read_to_string(dir.join("device.card")).unwrap();
+    carrier_proto::identity::Card::parse(&card).unwrap().did()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_copies_move_to_a_device_that_joins_closer_to_the_recipient() {
+    let root = tempfile::tempdir().unwrap();
+    // Five candidate mailbox nodes, the sender's device, the recipient's.
+    let (dirs, apps) = provision_with_apps(root.path(), 7, &[0, 0, 0, 0, 0, 1, 1]);
+    let target = libp2p::kad::KBucketKey::from(device_did(&dirs[6]).peer_id());
+    let mut candidates: Vec<usize> = (0..5).collect();
+    candidates.sort_by_key(|i| libp2p::kad::KBucketKey::from(device_did(&dirs[*i]).peer_id()).distance(&target));
+    // The three farthest hold the copies first; the closest joins later.
+    let (late, early) = (candidates[0], &candidates[2..]);
+    let started: Vec<PathBuf> = early.iter().chain([5, 6].iter()).map(|i| dirs[*i].clone()).collect();
+    let mut daemons = network(&started, "");
+    let recipient_app = AppIdentity::load_or_create(&apps[6][0]).unwrap().did();
+    daemons.pop().unwrap().terminate();
+    let sender = client(&apps[5][0], &dirs[5]).await;
+    for n in 0..5 {
+        let mut receipt = sender.submit(&recipient_app, payload(n)).await.unwrap();
+        within("stored", receipt.stored()).await.unwrap().expect("stored");
+    }
+    // The closer device joins: one of the nodes pushes the copies to it.
+    let joined = Daemon::start(&dirs[late], Some(&daemons[0].addr));
+    let newcomer = device_did(&dirs[late]).to_string();
+    let deadline = Instant::now() + WAIT;
+    'pushed: loop {
+        for node in &daemons[..3] {
+            if let Some(line) = node.printed_within("mailbox copies pushed", Duration::from_millis(100))
+                && line.contains(&newcomer)
+                && line.contains("blobs=5")
+            {
+                break 'pushed;
+            }
+        }
+        assert!(Instant::now() < deadline, "no node pushed its copies to the closer device");
+    }
+    // Every device that held them dies, and the sender goes offline: only
+    // the newcomer has them.
+    let sending = daemons.pop().unwrap();
+    drop(sender);
+    sending.terminate();
+    for early in daemons {
+        early.kill();
+    }
+    let _back = Daemon::start(&dirs[6], Some(&joined.addr));
+    let recipient = client(&apps[6][0], &dirs[6]).await;
+    let mut messages = recipient.messages();
+    for n in 0..5 {
+        let message = within("a moved message", messages.next()).await.unwrap();
+        assert_eq!(message.payload, payload(n));
+    }
+}

@@ -202,6 +202,23 @@ impl Daemon {
         self.child.id()
     }
 
+    /// A line containing `needle` printed within `wait`, if any.
+    pub(crate) fn printed_within(&self, needle: &str, wait: Duration) -> Option<String> {
+        let mut backlog = self.backlog.borrow_mut();
+        if let Some(i) = backlog.iter().position(|line| line.contains(needle)) {
+            return backlog.remove(i);
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(line) => backlog.push_back(line),
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
     /// SIGKILL: no chance to clean up.
     pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();

@@ -310,6 +310,7 @@ impl Delivery {
             if !everywhere {
                 continue; // again on the next beat
             }
+            tracing::info!(%recipient, to = ?targets, blobs = ids.len(), "mailbox copies pushed");
             self.lock_mailbox().set_pushed(recipient, targets);
             if !closest.ours {
                 tracing::info!(%recipient, blobs = ids.len(), "mailbox copies moved to the recipient's closest devices");
