@@ -226,7 +226,7 @@ impl Keeper for Delivery {
             let Some(kept) = mailbox.boxes.get(&recipient) else {
                 return pb::MailboxAnswer { answer: Some(Answer::Blobs(pb::Blobs::default())) };
             };
-            let budget = self.config.max_message + FRAME_OVERHEAD / 2;
+            let budget = self.max_blob();
             let (mut ids, mut bytes) = (Vec::new(), 0usize);
             for k in kept.oldest().take(max_blobs.clamp(1, PER_ANSWER) as usize) {
                 // The blob, its id and the framing around them.

@@ -22,6 +22,7 @@ use carrier_proto::pb::{self, Outcome};
 use super::store::{Applied, Known, Op};
 use super::{Delivery, sending_failure};
 use crate::ledger::Policy;
+pub(super) use crate::protocols::messages::now_ms;
 use crate::protocols::messages::{Offered, Pair, ReceiptSink, Settle, await_verdict, pair_of};
 use crate::protocols::{Failure, Verdict};
 
@@ -78,17 +79,17 @@ impl Delivery {
     /// Sends `payload` from local app `from` to app `to`: answers on `sink`
     /// (accepted once on disk, then the receipt). Never waits.
     pub(crate) fn send(&self, from: Did, to: Did, payload: Vec<u8>, options: SendOptions, sink: ReceiptSink) {
-        let refuse = |outcome, detail: String| sink_fail(&sink, outcome, detail);
         if payload.len() > self.config.max_message {
             let detail = format!(
                 "message of {} bytes is over the limit of {} bytes; send bulk data over a stream",
                 payload.len(),
                 self.config.max_message
             );
-            return refuse(Outcome::TooLarge, detail);
+            return sink.resolve(None, Err(Failure::new(Outcome::TooLarge, detail)));
         }
         if options.key.len() > 64 {
-            return refuse(Outcome::Refused, format!("a send key is at most 64 bytes, not {}", options.key.len()));
+            let detail = format!("a send key is at most 64 bytes, not {}", options.key.len());
+            return sink.resolve(None, Err(Failure::new(Outcome::Refused, detail)));
         }
         let host = match self.ledger.route(&from, &to) {
             Ok(host) => host,
@@ -104,7 +105,7 @@ impl Delivery {
                     self.config.max_outbox_bytes
                 );
                 drop(outbox);
-                return refuse(Outcome::QueueFull, detail);
+                return sink.resolve(None, Err(Failure::new(Outcome::QueueFull, detail)));
             }
             outbox.charge(from, bytes);
         }
@@ -142,7 +143,8 @@ impl Delivery {
                 Ok(Applied::Done) => {}
                 Err(error) => {
                     this.lock_outbox().refund(&from, bytes);
-                    sink_fail(&sink, Outcome::QueueFull, format!("the message could not be stored: {error}"));
+                    let detail = format!("the message could not be stored: {error}");
+                    sink.resolve(None, Err(Failure::new(Outcome::QueueFull, detail)));
                 }
             }
         });
@@ -338,17 +340,4 @@ impl Delivery {
         }
         None
     }
-}
-
-fn sink_fail(sink: &ReceiptSink, outcome: Outcome, detail: String) {
-    let _ = sink.tx.send(crate::protocols::messages::Answer::Receipt {
-        request: sink.request,
-        id: None,
-        verdict: Err(Failure::new(outcome, detail)),
-    });
-}
-
-/// Milliseconds since the Unix epoch.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

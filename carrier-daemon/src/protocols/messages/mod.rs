@@ -25,7 +25,7 @@ use carrier_proto::messaging::MessageId;
 use carrier_proto::pb;
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use courier::Couriers;
+pub(crate) use courier::{Couriers, now_ms};
 pub(crate) use inbound::Inbound;
 
 use super::{Failure, Verdict};
