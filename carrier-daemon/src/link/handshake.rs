@@ -80,25 +80,34 @@ async fn dial(
 ) -> Result<Admitted, Failure> {
     let binding = binding(connection)?;
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| Failure::Remote(LinkError::from(e)))?;
+    let result = initiate(ctx, binding, expected, force_xx, &mut send, &mut recv).await;
+    end_stream(connection, send, result)
+}
+
+async fn initiate(
+    ctx: &LinkContext,
+    binding: ChannelBinding,
+    expected: Option<Did>,
+    force_xx: bool,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<Admitted, Failure> {
     let (initiator, hello) = ctx.with_local(|local, ledger| match force_xx {
         true => Initiator::start_xx(local, &binding, expected),
         false => Initiator::start(local, &binding, ledger, expected),
     })??;
-    write_frame(&mut send, &hello).await?;
-    let reply = read_frame(&mut recv).await?;
-    let step = initiator.read_response(&reply, ctx.directory())?;
-    let peer = match step {
+    write_frame(send, &hello).await?;
+    let reply = read_frame(recv).await?;
+    match initiator.read_response(&reply, ctx.directory())? {
         InitiatorStep::Admitted { peer, verdict } => {
-            write_frame(&mut send, &verdict).await?;
-            peer
+            write_frame(send, &verdict).await?;
+            Ok(peer)
         }
         InitiatorStep::AwaitVerdict { next, message } => {
-            write_frame(&mut send, &message).await?;
-            next.read_verdict(&read_frame(&mut recv).await?)?
+            write_frame(send, &message).await?;
+            Ok(next.read_verdict(&read_frame(recv).await?)?)
         }
-    };
-    let _ = send.finish();
-    Ok(peer)
+    }
 }
 
 async fn listen(
@@ -108,24 +117,54 @@ async fn listen(
 ) -> Result<Admitted, Failure> {
     let binding = binding(connection)?;
     let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| Failure::Remote(LinkError::from(e)))?;
-    let hello = read_frame(&mut recv).await?;
+    let result = respond(ctx, binding, spoke, &mut send, &mut recv).await;
+    end_stream(connection, send, result)
+}
+
+async fn respond(
+    ctx: &LinkContext,
+    binding: ChannelBinding,
+    spoke: &(dyn Fn() + Sync),
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<Admitted, Failure> {
+    let hello = read_frame(recv).await?;
     spoke();
     let step = ctx.with_local(|local, ledger| Responder::new(*local, binding).read_hello(&hello, ledger))??;
-    let peer = match step {
+    match step {
         ResponderStep::AwaitVerdict { next, message } => {
-            write_frame(&mut send, &message).await?;
-            next.read_verdict(&read_frame(&mut recv).await?)?
+            write_frame(send, &message).await?;
+            Ok(next.read_verdict(&read_frame(recv).await?)?)
         }
         ResponderStep::AwaitPayload { next, message } => {
-            write_frame(&mut send, &message).await?;
-            let message3 = read_frame(&mut recv).await?;
+            write_frame(send, &message).await?;
+            let message3 = read_frame(recv).await?;
             let (peer, verdict) = next.read_payload(&message3, ctx.directory())?;
-            write_frame(&mut send, &verdict).await?;
-            peer
+            write_frame(send, &verdict).await?;
+            Ok(peer)
         }
-    };
-    let _ = send.finish();
-    Ok(peer)
+    }
+}
+
+/// Ends the handshake stream. On our refusal the connection is closed
+/// *before* the stream is dropped: dropping a send stream finishes it, and a
+/// peer that saw that end first would hear "stream ended" instead of the
+/// refusal's code.
+fn end_stream(
+    connection: &quinn::Connection,
+    mut send: SendStream,
+    result: Result<Admitted, Failure>,
+) -> Result<Admitted, Failure> {
+    match &result {
+        Ok(_) => {
+            let _ = send.finish();
+        }
+        Err(Failure::Local(error)) => connection.close(error.reason.code().into(), b""),
+        Err(Failure::Remote(_)) => {
+            let _ = send.reset(0u32.into());
+        }
+    }
+    result
 }
 
 async fn write_frame(send: &mut SendStream, message: &[u8]) -> Result<(), Failure> {
