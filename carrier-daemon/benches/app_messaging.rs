@@ -11,6 +11,10 @@
 //! - stream throughput: A writes 512 MiB on an app stream, B reads it all;
 //!   against the same on one raw quinn stream.
 //!
+//! A word after `--` runs only the parts whose names contain it
+//! (`round trip`, `message rate`, `stream throughput`), e.g.
+//! `cargo bench -p carrier-daemon --bench app_messaging -- rate`.
+//!
 //! Both daemons, both apps and the raw quinn endpoints run in this process
 //! on loopback (one runtime, two worker threads), sharing its 2 cores.
 
@@ -194,18 +198,41 @@ async fn pair(root: &Path, in_memory: bool) -> (Daemon, Daemon, Client, Client) 
     (first, second, a, b)
 }
 
+/// Whether the part named `name` is to run (every part, or those matching
+/// a word given after `--`).
+fn wanted(name: &str) -> bool {
+    let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    words.is_empty() || words.iter().any(|w| name.contains(w.as_str()))
+}
+
 async fn run() {
     let root = tempfile::tempdir().unwrap();
     let (first, second, a, b) = pair(root.path(), false).await;
+    if wanted("round trip") {
+        round_trip_part(&a, &b).await;
+    }
+    if wanted("message rate") {
+        message_rate_part(&a, &b).await;
+    }
+    if wanted("stream throughput") {
+        stream_part(&a, &b).await;
+    }
+    drop((a, b));
+    second.shutdown().await;
+    first.shutdown().await;
+}
 
+async fn round_trip_part(a: &Client, b: &Client) {
     println!("round trip, 64 bytes, one at a time ({ROUND_TRIPS} samples):");
-    let (carrier, raw) = round_trips(&a, &b).await;
+    let (carrier, raw) = round_trips(a, b).await;
     let raw_p50 = show("raw quinn echo", raw);
     let carrier_p50 = show("app → daemon → daemon → app", carrier);
     println!("  Carrier / raw quinn            {:.2}x\n", carrier_p50.as_secs_f64() / raw_p50.as_secs_f64());
+}
 
+async fn message_rate_part(a: &Client, b: &Client) {
     println!("message rate, 64 bytes, one app pair, pipelined ({MESSAGES} messages):");
-    let durable = message_rate(&a, &b).await;
+    let durable = message_rate(a, b).await;
     let volatile = {
         let root = tempfile::tempdir().unwrap();
         let (first, second, a, b) = pair(root.path(), true).await;
@@ -218,15 +245,14 @@ async fn run() {
     println!("  stores in memory               {volatile:>9.0} messages/s");
     println!("  stores on disk (durable)       {durable:>9.0} messages/s");
     println!("  durable / in memory            {:>9.0} %\n", 100.0 * durable / volatile);
+}
 
+async fn stream_part(a: &Client, b: &Client) {
     println!("stream throughput, {} MiB:", STREAM_BYTES >> 20);
-    let (carrier, raw) = stream_throughput(&a, &b).await;
+    let (carrier, raw) = stream_throughput(a, b).await;
     println!("  raw quinn stream               {:>7.0} MiB/s", raw / (1 << 20) as f64);
     println!("  app stream through 2 daemons   {:>7.0} MiB/s", carrier / (1 << 20) as f64);
     println!("  Carrier / raw quinn            {:>7.0} %", 100.0 * carrier / raw);
-    drop((a, b));
-    second.shutdown().await;
-    first.shutdown().await;
 }
 
 fn main() {

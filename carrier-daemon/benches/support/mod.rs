@@ -14,6 +14,11 @@ use carrier_proto::ledger::LedgerState;
 use carrier_proto::ledger::{Entry, Op, Quotas, Sequencer};
 use carrier_sdk::AppIdentity;
 
+/// carrierd's allocator, so that daemons run in a benchmark process as
+/// they do in carrierd.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Settings for an in-process benchmark daemon: loopback, its runtime
 /// directory `root/name`, quiet logs.
 pub(crate) fn config(root: &Path, name: &str, bootstrap: Vec<String>) -> Config {

@@ -20,8 +20,9 @@ use crate::tasks::Tasks;
 /// Most ops in one transaction.
 const BATCH: usize = 8192;
 
-/// What runs once an op is on disk (or failed to get there).
-pub(crate) type Done = Box<dyn FnOnce(Result<Applied, Arc<StoreError>>) + Send>;
+/// What runs once an op is on disk (or failed to get there), given the op
+/// back.
+pub(crate) type Done = Box<dyn FnOnce(Op, Result<Applied, Arc<StoreError>>) + Send>;
 
 /// The store, and the queue in front of it.
 #[derive(Debug, Clone)]
@@ -44,6 +45,16 @@ impl Committer {
     /// stopping, an op is dropped unwritten, with `done` (whoever waits on
     /// it hears that it was dropped).
     pub(crate) fn submit(&self, op: Op, done: impl FnOnce(Result<Applied, Arc<StoreError>>) + Send + 'static) {
+        self.submit_returning(op, move |_, applied| done(applied));
+    }
+
+    /// [`submit`](Self::submit), with `done` given the op back (so that
+    /// what it carries need not be copied to be used afterwards).
+    pub(crate) fn submit_returning(
+        &self,
+        op: Op,
+        done: impl FnOnce(Op, Result<Applied, Arc<StoreError>>) + Send + 'static,
+    ) {
         if self.queue.send((op, Box::new(done))).is_err() {
             tracing::debug!("the message store is closed; a change was not written");
         }
@@ -60,18 +71,21 @@ async fn run(store: Arc<Mutex<MessageStore>>, mut queue: mpsc::UnboundedReceiver
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         let (ops, dones): (Vec<Op>, Vec<Done>) = batch.drain(..).unzip();
         let store = Arc::clone(&store);
-        let written = tokio::task::spawn_blocking(move || store.lock().unwrap_or_else(|p| p.into_inner()).apply(&ops));
+        let written = tokio::task::spawn_blocking(move || {
+            let applied = store.lock().unwrap_or_else(|p| p.into_inner()).apply(&ops);
+            (ops, applied)
+        });
         match written.await {
-            Ok(Ok(applied)) => {
-                for (done, applied) in dones.into_iter().zip(applied) {
-                    done(Ok(applied));
+            Ok((ops, Ok(applied))) => {
+                for ((done, op), applied) in dones.into_iter().zip(ops).zip(applied) {
+                    done(op, Ok(applied));
                 }
             }
-            Ok(Err(error)) => {
+            Ok((ops, Err(error))) => {
                 tracing::error!(%error, ops = dones.len(), "could not write to the message store");
                 let error = Arc::new(error);
-                for done in dones {
-                    done(Err(Arc::clone(&error)));
+                for (done, op) in dones.into_iter().zip(ops) {
+                    done(op, Err(Arc::clone(&error)));
                 }
             }
             // The blocking pool is shutting down: so is the daemon.

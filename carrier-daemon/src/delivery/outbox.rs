@@ -38,6 +38,8 @@ pub(super) struct Queued {
     sink: Option<ReceiptSink>,
     /// Mailbox nodes holding a sealed copy.
     copies: u32,
+    /// Its idempotency key (usually none).
+    key: Vec<u8>,
 }
 
 /// The sender side's memory: queued messages and bytes per app.
@@ -48,8 +50,8 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    fn add(&mut self, seq: u64, from_app: Did, bytes: usize, sink: Option<ReceiptSink>) {
-        self.queued.insert(seq, Queued { from_app, bytes, sink, copies: 0 });
+    fn add(&mut self, seq: u64, from_app: Did, bytes: usize, sink: Option<ReceiptSink>, key: Vec<u8>) {
+        self.queued.insert(seq, Queued { from_app, bytes, sink, copies: 0, key });
     }
 
     fn charge(&mut self, app: Did, bytes: usize) {
@@ -120,15 +122,14 @@ impl Delivery {
         };
         let outgoing = pb::StoredOutgoing { envelope: Some(envelope), to_device: host.key_bytes(), key: options.key };
         let this = self.me();
-        let mut pending = Some((outgoing.clone(), sink));
-        self.committer.submit(Op::Enqueue { outgoing, from_app: from }, move |applied| {
-            let Some((outgoing, sink)) = pending.take() else { return };
+        self.committer.submit_returning(Op::Enqueue { outgoing, from_app: from }, move |op, applied| {
             let Some(this) = this.upgrade() else { return };
+            let Op::Enqueue { outgoing, .. } = op else { return };
             match applied {
                 Ok(Applied::Enqueued { seq, duplicate: false }) => {
                     let id = MessageId { epoch: this.epoch, seq };
                     sink.accepted(id, false);
-                    this.lock_outbox().add(seq, from, bytes, Some(sink));
+                    this.lock_outbox().add(seq, from, bytes, Some(sink), outgoing.key);
                     if let Some(mut envelope) = outgoing.envelope {
                         envelope.seq = seq;
                         this.dispatch(host, envelope);
@@ -199,7 +200,7 @@ impl Delivery {
             envelope.seq = seq;
             let mut outbox = self.lock_outbox();
             outbox.charge(from, envelope.payload.len());
-            outbox.add(seq, from, envelope.payload.len(), None);
+            outbox.add(seq, from, envelope.payload.len(), None, outgoing.key);
             drop(outbox);
             self.dispatch(device, envelope);
         }
@@ -244,12 +245,14 @@ impl Settle for Delivery {
     }
 
     fn settle(&self, seq: u64, verdict: Verdict) {
-        let Some(from_app) = self.lock_outbox().queued.get(&seq).map(|q| q.from_app) else { return };
+        let Some((from_app, key)) = self.lock_outbox().queued.get(&seq).map(|q| (q.from_app, q.key.clone())) else {
+            return;
+        };
         let (outcome, detail) = match &verdict {
             Ok(()) => (Outcome::Delivered, String::new()),
             Err(failure) => (failure.outcome, failure.detail.clone()),
         };
-        let op = Op::Settle { seq, from_app, outcome, detail, now_ms: now_ms() };
+        let op = Op::Settle { seq, from_app, outcome, detail, now_ms: now_ms(), key };
         let this = self.me();
         self.committer.submit(op, move |applied| {
             let Some(this) = this.upgrade() else { return };

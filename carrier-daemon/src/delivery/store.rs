@@ -13,10 +13,13 @@
 //! ```
 //!
 //! [`MessageStore::apply`] runs a batch of [`Op`]s in one write transaction,
-//! so one fsync covers thousands of messages. A record that does not decode
+//! so one fsync covers thousands of messages. Within a batch, a message
+//! held and taken in it never touches the inbox table, and only the last
+//! replay position of each pair is written: the transaction's outcome is
+//! the same, with a fraction of the B-tree work. A record that does not decode
 //! is skipped with a warning and left in place, never deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use carrier_proto::identity::Did;
@@ -62,8 +65,9 @@ pub(crate) enum Op {
     /// A new message from a local app: gets the next seq (or, if its key
     /// was used before, the earlier message's).
     Enqueue { outgoing: pb::StoredOutgoing, from_app: Did },
-    /// A sent message's fate is known.
-    Settle { seq: u64, from_app: Did, outcome: pb::Outcome, detail: String, now_ms: u64 },
+    /// A sent message's fate is known. `key` is its idempotency key (kept
+    /// with the receipt so that pruning forgets it too).
+    Settle { seq: u64, from_app: Did, outcome: pb::Outcome, detail: String, now_ms: u64, key: Vec<u8> },
     /// A message for a local app, taken into the inbox under `delivery`.
     Hold { delivery: u64, incoming: pb::StoredIncoming, from_app: Did, to_app: Did, id: MessageId },
     /// We refused a message; a retry gets the same answer.
@@ -208,7 +212,13 @@ impl MessageStore {
             for row in txn.open_table(OUTBOX)?.iter()? {
                 let (seq, value) = row?;
                 match pb::StoredOutgoing::decode(value.value()) {
-                    Ok(outgoing) => loaded.outbox.push((seq.value(), outgoing)),
+                    Ok(mut outgoing) => {
+                        // The record's key is its seq.
+                        if let Some(envelope) = outgoing.envelope.as_mut() {
+                            envelope.seq = seq.value();
+                        }
+                        loaded.outbox.push((seq.value(), outgoing));
+                    }
                     Err(error) => {
                         tracing::warn!(seq = seq.value(), %error, "skipping an outbox record that does not decode")
                     }
@@ -255,6 +265,7 @@ impl MessageStore {
     fn write(&self, ops: &[Op], next_seq: &mut u64, next_delivery: &mut u64) -> Result<Vec<Applied>, redb::Error> {
         let txn = self.db.begin_write()?;
         let mut applied = Vec::with_capacity(ops.len());
+        let batch = Coalesced::of(ops);
         {
             let mut outbox = txn.open_table(OUTBOX)?;
             let mut receipts = txn.open_table(RECEIPTS)?;
@@ -278,10 +289,8 @@ impl MessageStore {
                             None => {
                                 let seq = *next_seq;
                                 *next_seq += 1;
-                                let mut outgoing = outgoing.clone();
-                                if let Some(envelope) = outgoing.envelope.as_mut() {
-                                    envelope.seq = seq;
-                                }
+                                // Stored with the seq it is sent with
+                                // unset: the table's key is the seq.
                                 outgoing.encode(&mut buf).map_err(io_error)?;
                                 outbox.insert(seq, buf.as_slice())?;
                                 if let Some(key) = key {
@@ -291,18 +300,14 @@ impl MessageStore {
                             }
                         }
                     }
-                    Op::Settle { seq, from_app, outcome, detail, now_ms } => {
-                        let key = outbox
-                            .remove(*seq)?
-                            .and_then(|v| pb::StoredOutgoing::decode(v.value()).ok())
-                            .map(|o| o.key)
-                            .unwrap_or_default();
+                    Op::Settle { seq, from_app, outcome, detail, now_ms, key } => {
+                        outbox.remove(*seq)?;
                         let receipt = pb::StoredReceipt {
                             from_app: from_app.key_bytes(),
                             outcome: *outcome as i32,
                             detail: detail.clone(),
                             settled_at_ms: *now_ms,
-                            key,
+                            key: key.clone(),
                         };
                         receipt.encode(&mut buf).map_err(io_error)?;
                         receipts.insert(*seq, buf.as_slice())?;
@@ -310,10 +315,14 @@ impl MessageStore {
                     }
                     Op::Hold { delivery, incoming, from_app, to_app, id } => {
                         *next_delivery = (*next_delivery).max(delivery + 1);
-                        incoming.encode(&mut buf).map_err(io_error)?;
-                        inbox.insert(*delivery, buf.as_slice())?;
-                        let pair = pair_key(from_app.key_bytes(), &to_app.key_bytes());
-                        replay.insert(pair.as_slice(), id.to_bytes().as_slice())?;
+                        if !batch.taken.contains(delivery) {
+                            incoming.encode(&mut buf).map_err(io_error)?;
+                            inbox.insert(*delivery, buf.as_slice())?;
+                        }
+                        if batch.last_of_pair.get(&(*from_app, *to_app)) == Some(delivery) {
+                            let pair = pair_key(from_app.key_bytes(), &to_app.key_bytes());
+                            replay.insert(pair.as_slice(), id.to_bytes().as_slice())?;
+                        }
                         Applied::Done
                     }
                     Op::Refuse { from_app, id, outcome, detail, now_ms } => {
@@ -329,7 +338,7 @@ impl MessageStore {
                         Applied::Done
                     }
                     Op::Taken { deliveries } => {
-                        for delivery in deliveries {
+                        for delivery in deliveries.iter().filter(|d| !batch.held.contains(d)) {
                             inbox.remove(*delivery)?;
                         }
                         Applied::Done
@@ -420,6 +429,35 @@ impl MessageStore {
             Ok(receipt.and_then(|v| pb::StoredReceipt::decode(v.value()).ok()).map(|r| (r.outcome, r.detail)))
         };
         read().map_err(|e| self.error(e))
+    }
+}
+
+/// What a batch's ops cancel or overwrite among themselves.
+#[derive(Default)]
+struct Coalesced {
+    /// Deliveries held in this batch.
+    held: HashSet<u64>,
+    /// Deliveries taken in this batch (a Taken always follows its Hold).
+    taken: HashSet<u64>,
+    /// Per pair, the delivery of its last Hold in this batch: the replay
+    /// position written.
+    last_of_pair: HashMap<(Did, Did), u64>,
+}
+
+impl Coalesced {
+    fn of(ops: &[Op]) -> Self {
+        let mut batch = Self::default();
+        for op in ops {
+            match op {
+                Op::Hold { delivery, from_app, to_app, .. } => {
+                    batch.held.insert(*delivery);
+                    batch.last_of_pair.insert((*from_app, *to_app), *delivery);
+                }
+                Op::Taken { deliveries } => batch.taken.extend(deliveries.iter().filter(|d| batch.held.contains(d))),
+                _ => {}
+            }
+        }
+        batch
     }
 }
 

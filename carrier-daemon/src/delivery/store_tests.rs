@@ -38,7 +38,14 @@ fn what_was_committed_survives_reopening_with_the_same_epoch() {
             received_at_ms: 1,
         };
         let ops = [
-            Op::Settle { seq: 1, from_app: from, outcome: pb::Outcome::Delivered, detail: String::new(), now_ms: 5 },
+            Op::Settle {
+                seq: 1,
+                from_app: from,
+                outcome: pb::Outcome::Delivered,
+                detail: String::new(),
+                now_ms: 5,
+                key: Vec::new(),
+            },
             Op::Hold { delivery: 7, incoming, from_app: to, to_app: from, id },
         ];
         store.apply(&ops).unwrap();
@@ -83,8 +90,14 @@ fn a_key_used_before_names_the_earlier_message_until_its_receipt_is_pruned() {
         ],
         "a key is per app"
     );
-    let settle =
-        Op::Settle { seq: 1, from_app: from, outcome: pb::Outcome::Delivered, detail: String::new(), now_ms: 1 };
+    let settle = Op::Settle {
+        seq: 1,
+        from_app: from,
+        outcome: pb::Outcome::Delivered,
+        detail: String::new(),
+        now_ms: 1,
+        key: b"k".to_vec(),
+    };
     store.apply(&[settle, send(&from, b"k")]).unwrap();
     assert_eq!(store.apply(&[send(&from, b"k")]).unwrap(), vec![Applied::Enqueued { seq: 1, duplicate: true }]);
     store.apply(&[Op::Prune { now_ms: 2 + RECEIPT_RETENTION_MS }]).unwrap();
@@ -120,4 +133,34 @@ fn a_record_that_does_not_decode_is_skipped_and_kept() {
     let db = Database::create(&path).unwrap();
     let txn = db.begin_read().unwrap();
     assert!(txn.open_table(OUTBOX).unwrap().get(1).unwrap().is_some(), "never deleted");
+}
+
+#[test]
+fn a_message_held_and_taken_in_one_batch_leaves_no_inbox_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    let (from, to) = (app(), app());
+    let hold = |delivery: u64, seq: u64| Op::Hold {
+        delivery,
+        incoming: pb::StoredIncoming {
+            envelope: Some(pb::Envelope { payload: vec![delivery as u8], seq, ..Default::default() }),
+            from_device: to.key_bytes(),
+            received_at_ms: 1,
+        },
+        from_app: from,
+        to_app: to,
+        id: MessageId { epoch: [3; 16], seq },
+    };
+    {
+        let (mut store, _) = MessageStore::open(&path).unwrap();
+        // 1 is taken in the batch that holds it; 2 stays; 3 is taken in
+        // the next batch.
+        store.apply(&[hold(1, 10), hold(2, 11), Op::Taken { deliveries: vec![1] }, hold(3, 12)]).unwrap();
+        store.apply(&[Op::Taken { deliveries: vec![3] }]).unwrap();
+    }
+    let (_, loaded) = MessageStore::open(&path).unwrap();
+    let inbox: Vec<u64> = loaded.inbox.iter().map(|(d, _)| *d).collect();
+    assert_eq!(inbox, vec![2]);
+    assert_eq!(loaded.next_delivery, 4);
+    assert_eq!(loaded.replay.get(&(from, to)), Some(&MessageId { epoch: [3; 16], seq: 12 }), "the pair's last");
 }
