@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  insert (its write to disk queued) ─▶ handed to the app ─▶ the app's ack ─▶ take
-//!         └─▶ stored (on disk: HELD may be answered)       (off disk too) ─▶ watchers: delivered
+//!         └─▶ stored (on disk: watchers hear Stored)       (off disk too) ─▶ watchers hear Taken
 //! ```
 //!
 //! A message is handed to its app while its write is still queued: the
@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use carrier_proto::identity::Did;
 use carrier_proto::messaging::{MessageId, ReplayGuard};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
-use crate::protocols::Verdict;
+use crate::protocols::messages::{Progress, Watcher};
 
 /// One message waiting for its app.
 #[derive(Debug)]
@@ -35,10 +35,8 @@ pub(super) struct HeldMessage {
     pub stored: bool,
     /// Given to a session that ended without acknowledging it.
     pub redelivered: bool,
-    /// Waiting for it to reach the disk.
-    pub stored_waiters: Vec<oneshot::Sender<Verdict>>,
-    /// Waiting for the app to take it.
-    pub watchers: Vec<oneshot::Sender<Verdict>>,
+    /// Who hears how far it got (one per time it was offered).
+    pub watchers: Vec<Watcher>,
 }
 
 /// One local app's inbox.
@@ -75,29 +73,23 @@ impl Held {
         let Some(inbox) = self.apps.get_mut(to_app) else { return };
         let Some(message) = inbox.messages.get_mut(&delivery) else { return };
         message.stored = true;
-        for waiter in message.stored_waiters.drain(..) {
-            let _ = waiter.send(Ok(()));
+        for watcher in &message.watchers {
+            watcher.tell(Progress::Stored);
         }
     }
 
-    /// Waiters for a message held already (offered again): on disk, then
-    /// taken.
-    pub(super) fn watch(
-        &mut self,
-        from_app: &Did,
-        id: &MessageId,
-    ) -> Option<(oneshot::Receiver<Verdict>, oneshot::Receiver<Verdict>)> {
-        let (to_app, delivery) = self.by_id.get(&(*from_app, *id))?;
-        let message = self.apps.get_mut(to_app)?.messages.get_mut(delivery)?;
-        let (stored_tx, stored) = oneshot::channel();
+    /// Adds `watcher` to a message held already (offered again); `false`
+    /// if there is none. It hears Stored at once if the message is on disk.
+    pub(super) fn watch(&mut self, from_app: &Did, id: &MessageId, watcher: Watcher) -> bool {
+        let Some((to_app, delivery)) = self.by_id.get(&(*from_app, *id)) else { return false };
+        let Some(message) = self.apps.get_mut(to_app).and_then(|i| i.messages.get_mut(delivery)) else {
+            return false;
+        };
         if message.stored {
-            let _ = stored_tx.send(Ok(()));
-        } else {
-            message.stored_waiters.push(stored_tx);
+            watcher.tell(Progress::Stored);
         }
-        let (taken_tx, taken) = oneshot::channel();
-        message.watchers.push(taken_tx);
-        Some((stored, taken))
+        message.watchers.push(watcher);
+        true
     }
 
     /// Removes `to_app`'s message `delivery`.

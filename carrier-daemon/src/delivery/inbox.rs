@@ -8,7 +8,6 @@
 use carrier_proto::identity::Did;
 use carrier_proto::messaging::MessageId;
 use carrier_proto::pb::{self, Outcome};
-use tokio::sync::oneshot;
 
 use super::held::{Held, HeldMessage};
 use super::outbox::now_ms;
@@ -17,7 +16,7 @@ use super::{Access, Delivery, Incoming};
 use crate::ledger::{Denial, Party, Policy, Refused};
 use crate::protocols::Failure;
 use crate::protocols::app_stream::{ACCEPT_TIMEOUT, AppEnd, StreamAcceptor};
-use crate::protocols::messages::{Inbox, Offered};
+use crate::protocols::messages::{Inbox, Offered, Progress, Watcher};
 
 impl Delivery {
     /// Checks `to_app` is ours and active, and `from_app` is an active app
@@ -125,10 +124,10 @@ impl Delivery {
                 // Still on disk: given again after a restart, marked.
                 tracing::warn!(%error, "could not record that an app took its messages");
             }
+            let mut held = this.lock_held();
             for delivery in taken {
-                let message = this.lock_held().take(&app, delivery);
-                for watcher in message.into_iter().flat_map(|m| m.watchers) {
-                    let _ = watcher.send(Ok(()));
+                for watcher in held.take(&app, delivery).into_iter().flat_map(|m| m.watchers) {
+                    watcher.tell(Progress::Taken(Ok(())));
                 }
             }
         });
@@ -143,11 +142,8 @@ impl Delivery {
         // Written after the message itself (the store keeps order): by the
         // time this is done, it was on disk, and is off it again.
         self.committer.submit(Op::Taken { deliveries: vec![delivery] }, move |_| {
-            for waiter in message.stored_waiters {
-                let _ = waiter.send(Ok(()));
-            }
             for watcher in message.watchers {
-                let _ = watcher.send(Err(failure.clone()));
+                watcher.tell(Progress::Taken(Err(failure.clone())));
             }
         });
     }
@@ -180,7 +176,6 @@ impl Delivery {
                 received_at_ms: incoming.received_at_ms,
                 stored: true,
                 redelivered: false,
-                stored_waiters: Vec::new(),
                 watchers: Vec::new(),
             };
             held.insert(to_app, delivery, message);
@@ -189,15 +184,15 @@ impl Delivery {
 }
 
 impl Inbox for Delivery {
-    fn offer(&self, from: Did, envelope: pb::Envelope) -> Offered {
+    fn offer(&self, from: Did, envelope: pb::Envelope, watcher: Watcher) -> Offered {
         let (sender, recipient, id) = match self.judge(from, &envelope) {
             Ok(parties) => parties,
             Err(failure) => return Offered::Final(Err(failure)),
         };
         let mut held = self.lock_held();
         if held.replay.seen(sender, recipient, id) {
-            if let Some((stored, taken)) = held.watch(&sender, &id) {
-                return Offered::Held { stored, taken };
+            if held.watch(&sender, &id, watcher) {
+                return Offered::Held;
             }
             drop(held);
             // Taken before (its sender missed the receipt), or refused.
@@ -214,8 +209,6 @@ impl Inbox for Delivery {
         held.replay.admit(sender, recipient, id);
         let delivery = held.next_delivery;
         held.next_delivery += 1;
-        let (stored_tx, stored) = oneshot::channel();
-        let (taken_tx, taken) = oneshot::channel();
         let received_at_ms = now_ms();
         let message = HeldMessage {
             from_app: sender,
@@ -225,8 +218,7 @@ impl Inbox for Delivery {
             received_at_ms,
             stored: false,
             redelivered: false,
-            stored_waiters: vec![stored_tx],
-            watchers: vec![taken_tx],
+            watchers: vec![watcher],
         };
         held.insert(recipient, delivery, message);
         let incoming = pb::StoredIncoming { envelope: Some(envelope), from_device: from.key_bytes(), received_at_ms };
@@ -242,14 +234,14 @@ impl Inbox for Delivery {
                     let failure =
                         Failure::new(Outcome::Unreachable, format!("the receiver could not store it: {error}"));
                     let message = this.lock_held().take(&recipient, delivery);
-                    for waiter in message.into_iter().flat_map(|m| m.stored_waiters.into_iter().chain(m.watchers)) {
-                        let _ = waiter.send(Err(failure.clone()));
+                    for watcher in message.into_iter().flat_map(|m| m.watchers) {
+                        watcher.tell(Progress::Taken(Err(failure.clone())));
                     }
                 }
             }
         });
         drop(held);
-        Offered::Held { stored, taken }
+        Offered::Held
     }
 
     fn max_message(&self) -> usize {

@@ -30,7 +30,7 @@ use super::keeper::PER_ANSWER;
 use super::store::BlobId;
 use crate::protocols::Failure;
 use crate::protocols::mailbox::ask;
-use crate::protocols::messages::{Inbox, Offered};
+use crate::protocols::messages::{Inbox, Offered, Progress, Watcher};
 
 /// Copies of each blob: the devices closest to its recipient.
 pub const COPIES: usize = 3;
@@ -202,6 +202,8 @@ impl Delivery {
             }
         }
         *nodes = answered;
+        // Letters held, each watched under its index here.
+        let (watchers, mut progress) = Watcher::channel();
         let mut writing = Vec::new();
         for (key, (letter, sender)) in letters {
             let Some(envelope) = letter.envelope else { continue };
@@ -210,14 +212,14 @@ impl Delivery {
             }
             let copies = copies_of.remove(&key).unwrap_or_default();
             senders.insert(sender);
-            match self.offer(sender, envelope) {
+            match self.offer(sender, envelope, watchers.watch(writing.len() as u64)) {
                 Offered::Busy => continue, // our app's inbox is full: a later round
                 Offered::Final(Err(failure)) => {
                     tracing::warn!(%sender, detail = %failure.detail, "dropped a mailbox blob");
                 }
                 Offered::Final(Ok(())) => {} // taken before (directly, or from another copy)
-                Offered::Held { stored, .. } => {
-                    writing.push((stored, copies));
+                Offered::Held => {
+                    writing.push(Some(copies));
                     continue;
                 }
             }
@@ -225,10 +227,15 @@ impl Delivery {
                 from.entry(node).or_default().push(id);
             }
         }
-        // Removed only once on our disk; one still being written stays in
-        // its mailboxes for the next round.
-        for (stored, copies) in writing {
-            if matches!(stored.await, Ok(Ok(()))) {
+        // Removed only once on our disk; one that could not be written
+        // stays in its mailboxes for the next round.
+        drop(watchers);
+        let mut unsettled = writing.len();
+        while unsettled > 0 {
+            let Some((index, step)) = progress.recv().await else { break };
+            let Some(copies) = writing.get_mut(index as usize).and_then(Option::take) else { continue };
+            unsettled -= 1;
+            if matches!(step, Progress::Stored | Progress::Taken(Ok(()))) {
                 for (node, id) in copies {
                     from.entry(node).or_default().push(id);
                 }

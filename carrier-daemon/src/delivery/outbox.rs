@@ -23,7 +23,7 @@ use super::store::{Applied, Known, Op};
 use super::{Delivery, sending_failure};
 use crate::ledger::Policy;
 pub(super) use crate::protocols::messages::now_ms;
-use crate::protocols::messages::{Offered, Pair, ReceiptSink, Settle, await_verdict, pair_of};
+use crate::protocols::messages::{Offered, Pair, Progress, ReceiptSink, Settle, Watcher, WatcherFactory, pair_of};
 use crate::protocols::{Failure, Verdict};
 
 /// The longest time to live a send may ask for.
@@ -278,6 +278,7 @@ pub(super) async fn local_courier(
     delivery: std::sync::Weak<Delivery>,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<pb::Envelope>,
 ) {
+    let (watchers, mut progress) = Watcher::channel();
     let mut waiting: HashMap<Pair, std::collections::VecDeque<pb::Envelope>> = HashMap::new();
     let mut open = true;
     while open || !waiting.is_empty() {
@@ -296,6 +297,12 @@ pub(super) async fn local_courier(
                     continue;
                 }
             },
+            Some((seq, step)) = progress.recv() => {
+                if let (Progress::Taken(verdict), Some(this)) = (step, delivery.upgrade()) {
+                    this.settle(seq, verdict);
+                }
+                continue;
+            }
             () = retry => None,
         };
         let Some(this) = delivery.upgrade() else { return };
@@ -304,7 +311,7 @@ pub(super) async fn local_courier(
                 // Behind earlier messages of its pair.
                 Some(queued) => queued.push_back(envelope),
                 None => {
-                    if let Some(busy) = this.offer_locally(envelope) {
+                    if let Some(busy) = this.offer_locally(envelope, &watchers) {
                         waiting.entry(pair_of(&busy)).or_default().push_back(busy);
                     }
                 }
@@ -313,7 +320,7 @@ pub(super) async fn local_courier(
                 // Each waiting pair again, from its oldest, until one is busy.
                 for queued in waiting.values_mut() {
                     while let Some(envelope) = queued.pop_front() {
-                        if let Some(busy) = this.offer_locally(envelope) {
+                        if let Some(busy) = this.offer_locally(envelope, &watchers) {
                             queued.push_front(busy);
                             break;
                         }
@@ -331,15 +338,13 @@ const LOCAL_RETRY: Duration = Duration::from_millis(50);
 impl Delivery {
     /// Offers `envelope` to our own inbox; gives it back if the recipient's
     /// inbox is full.
-    fn offer_locally(self: &Arc<Self>, envelope: pb::Envelope) -> Option<pb::Envelope> {
+    fn offer_locally(&self, envelope: pb::Envelope, watchers: &WatcherFactory) -> Option<pb::Envelope> {
         let seq = envelope.seq;
-        match crate::protocols::messages::Inbox::offer(&**self, self.device, envelope.clone()) {
+        match crate::protocols::messages::Inbox::offer(self, self.device, envelope.clone(), watchers.watch(seq)) {
             Offered::Busy => return Some(envelope),
             Offered::Final(verdict) => self.settle(seq, verdict),
-            Offered::Held { taken, .. } => {
-                let this = Arc::clone(self);
-                self.tasks().spawn(async move { this.settle(seq, await_verdict(taken).await) });
-            }
+            // Settled when its watcher hears Taken.
+            Offered::Held => {}
         }
         None
     }

@@ -13,13 +13,13 @@ use carrier_proto::messaging::{AllowList, MessageId};
 use carrier_proto::pb::{self, Outcome};
 use carrier_proto::testing::TestNetwork;
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{Access, Delivery, Incoming, MessagingConfig, SendOptions};
 use crate::ledger::{EmbeddedLedger, Ledger};
 use crate::link::{LinkContext, LinkLimits};
 use crate::overlay::{Overlay, OverlayConfig};
-use crate::protocols::messages::{Answer, Inbox, Offered, ReceiptSink, await_verdict};
+use crate::protocols::messages::{Answer, Inbox, Offered, Progress, ProgressRx, ReceiptSink, Watcher};
 use crate::protocols::{Router, Verdict};
 use crate::tasks::Tasks;
 use carrier_proto::ledger::Directory;
@@ -151,12 +151,13 @@ impl Harness {
 
     /// Hands `envelope` to B as if it came over the link from `device`:
     /// once held (on disk), the verdict to come.
-    async fn arrive(&self, device: Did, envelope: pb::Envelope) -> Result<oneshot::Receiver<Verdict>, Outcome> {
-        match self.b.delivery.offer(device, envelope) {
-            Offered::Held { stored, taken } => {
-                stored.await.unwrap().map_err(|f| f.outcome)?;
-                Ok(taken)
-            }
+    async fn arrive(&self, device: Did, envelope: pb::Envelope) -> Result<ProgressRx, Outcome> {
+        let (watchers, mut progress) = Watcher::channel();
+        match self.b.delivery.offer(device, envelope, watchers.watch(0)) {
+            Offered::Held => match progress.recv().await.unwrap().1 {
+                Progress::Stored => Ok(progress),
+                Progress::Taken(verdict) => Err(verdict.err().unwrap().outcome),
+            },
             Offered::Final(Ok(())) => Err(Outcome::Delivered),
             Offered::Final(Err(failure)) => Err(failure.outcome),
             Offered::Busy => Err(Outcome::QueueFull),
@@ -168,6 +169,16 @@ impl Harness {
         let entry = self.net.revoke(did);
         self.a.ledger.append(entry.clone()).unwrap();
         self.b.ledger.append(entry).unwrap();
+    }
+}
+
+/// What became of a held message: the Taken its watcher hears.
+async fn await_verdict(mut progress: ProgressRx) -> Verdict {
+    loop {
+        match progress.recv().await.expect("the receiving side ended before the message's end").1 {
+            Progress::Stored => continue,
+            Progress::Taken(verdict) => return verdict,
+        }
     }
 }
 

@@ -104,7 +104,10 @@ async fn serve_client(
     let max_frame = delivery.max_frame();
     let (read, write) = stream.into_split();
     let (mut reader, mut writer) = (FrameReader::new(read, HELLO_MAX_FRAME), FrameWriter::new(write, max_frame));
+    // Authentication first: every connection gets its challenge before any
+    // eviction, so what a client sees does not depend on scheduling.
     let authenticated = tokio::select! {
+        biased;
         hello = auth::authenticate(&delivery, &mut reader, &mut writer) => hello,
         _ = slot.evicted() => Err(AppSocketError::Busy),
     };

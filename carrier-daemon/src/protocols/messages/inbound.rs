@@ -5,7 +5,7 @@
 //! ```text
 //!  writer: MsgHello, then whichever answer is ready first:
 //!          HELD (on disk) ─▶ later FINAL (the app took it) | FINAL | BUSY | Pong
-//!  reader: Envelope ─▶ blocked pair? BUSY : Inbox::offer ─▶ an answer to come
+//!  reader: Envelope ─▶ blocked pair? BUSY : Inbox::offer ─▶ now, or through the watchers' channel
 //! ```
 //!
 //! Once an envelope of a pair of apps got BUSY, every later envelope of
@@ -14,29 +14,27 @@
 //! other pairs go on. A frame over the limit or one that does not decode
 //! ends this stream only; the link and every other stream go on.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use carrier_proto::identity::Did;
 use carrier_proto::pb::{self, envelope_receipt::Stage, to_receiver, to_sender};
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{Inbox, Offered, Pair, await_verdict, pair_of};
+use super::{Inbox, Offered, Pair, Progress, ProgressRx, Watcher, pair_of};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
-use crate::protocols::{Failure, Handling, PeerStream, ProtocolHandler, Verdict, outcome_of};
+use crate::protocols::{Handling, PeerStream, ProtocolHandler, Verdict, outcome_of};
 
-/// Answers owed on one stream before its reader waits.
+/// Answers ready but not yet written before the reader waits.
 const OWED: usize = 8192;
 
-/// One answer to come.
-type Owed = Pin<Box<dyn Future<Output = Answered> + Send>>;
-
-/// An answer ready: the frame to write, and the answer that follows it.
-struct Answered(pb::ToSender, Option<Owed>);
+/// What the reader tells the writer.
+enum Read {
+    /// An answer to write now (FINAL, BUSY, Pong).
+    Now(pb::ToSender),
+    /// A message is held: its answers come through the watchers' channel.
+    Held,
+}
 
 /// The receiving side of the protocol, handing envelopes to `I`.
 #[derive(Debug)]
@@ -60,10 +58,12 @@ impl<I: Inbox> ProtocolHandler for Inbound<I> {
             let mut writer = FrameWriter::new(write, self.max_frame);
             let hello = pb::MsgHello { max_message: self.inbox.max_message() as u64 };
             writer.send(&pb::ToSender { frame: Some(to_sender::Frame::Hello(hello)) }).await?;
-            let (owed, answers) = mpsc::channel(OWED);
+            let (read_tx, read_rx) = mpsc::channel(OWED);
+            let (watchers, progress) = Watcher::channel();
+            let reader = FrameReader::new(read, self.max_frame);
             let ended = tokio::select! {
-                ended = read_frames(&*self.inbox, peer, FrameReader::new(read, self.max_frame), owed) => ended,
-                ended = write_answers(writer, answers) => ended,
+                ended = read_frames(&*self.inbox, peer, reader, read_tx, watchers) => ended,
+                ended = write_answers(writer, read_rx, progress) => ended,
             };
             Ok(ended?)
         })
@@ -74,110 +74,91 @@ async fn read_frames<R: tokio::io::AsyncRead + Unpin>(
     inbox: &impl Inbox,
     device: Did,
     mut reader: FrameReader<R>,
-    owed: mpsc::Sender<Owed>,
+    read: mpsc::Sender<Read>,
+    watchers: super::WatcherFactory,
 ) -> Result<(), FramedError> {
     let mut blocked: HashMap<Pair, u64> = HashMap::new();
     while let Some(frame) = reader.read::<pb::ToReceiver>().await? {
         let answer = match frame.frame {
             Some(to_receiver::Frame::Ping(ping)) => {
-                let pong = pb::ToSender { frame: Some(to_sender::Frame::Pong(pb::Pong { nonce: ping.nonce })) };
-                ready(pong)
+                Read::Now(pb::ToSender { frame: Some(to_sender::Frame::Pong(pb::Pong { nonce: ping.nonce })) })
             }
             Some(to_receiver::Frame::Envelope(envelope)) => {
                 let (seq, pair) = (envelope.seq, pair_of(&envelope));
                 match blocked.get(&pair) {
-                    Some(&first) if first != seq => ready(receipt(seq, Stage::Busy, Ok(()))),
+                    Some(&first) if first != seq => Read::Now(receipt(seq, Stage::Busy, Ok(()))),
                     _ => {
                         blocked.remove(&pair);
-                        match inbox.offer(device, envelope) {
-                            Offered::Final(verdict) => ready(receipt(seq, Stage::Final, verdict)),
+                        match inbox.offer(device, envelope, watchers.watch(seq)) {
+                            Offered::Final(verdict) => Read::Now(receipt(seq, Stage::Final, verdict)),
                             Offered::Busy => {
                                 blocked.insert(pair, seq);
-                                ready(receipt(seq, Stage::Busy, Ok(())))
+                                Read::Now(receipt(seq, Stage::Busy, Ok(())))
                             }
-                            Offered::Held { stored, taken } => held(seq, stored, taken),
+                            Offered::Held => Read::Held,
                         }
                     }
                 }
             }
             None => continue,
         };
-        if owed.send(answer).await.is_err() {
+        if read.send(answer).await.is_err() {
             break;
         }
     }
     // The sender finished: wait for the writer to answer what is owed.
-    drop(owed);
+    drop((read, watchers));
     std::future::pending().await
 }
 
-fn ready(frame: pb::ToSender) -> Owed {
-    Box::pin(std::future::ready(Answered(frame, None)))
-}
-
-/// HELD once on disk, then FINAL once taken; FINAL at once if it could not
-/// be stored.
-fn held(
-    seq: u64,
-    stored: tokio::sync::oneshot::Receiver<Verdict>,
-    taken: tokio::sync::oneshot::Receiver<Verdict>,
-) -> Owed {
-    Box::pin(async move {
-        let stored = stored.await.unwrap_or_else(|_| {
-            Err(Failure::new(pb::Outcome::Unreachable, "the receiving daemon stopped before storing the message"))
-        });
-        match stored {
-            Ok(()) => {
-                let then: Owed =
-                    Box::pin(async move { Answered(receipt(seq, Stage::Final, await_verdict(taken).await), None) });
-                Answered(receipt(seq, Stage::Held, Ok(())), Some(then))
-            }
-            Err(failure) => Answered(receipt(seq, Stage::Final, Err(failure)), None),
-        }
-    })
-}
-
+/// Writes answers as they become known, as many as are ready at once in
+/// one flush. A held message whose FINAL is ready in the same pass gets
+/// only its FINAL: HELD would tell the sender nothing more.
 async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
-    mut owed: mpsc::Receiver<Owed>,
+    mut read: mpsc::Receiver<Read>,
+    mut progress: ProgressRx,
 ) -> Result<(), FramedError> {
-    let mut waiting = FuturesUnordered::new();
+    let (mut now, mut later) = (Vec::new(), Vec::new());
+    let mut finals = HashSet::new();
+    // Held messages whose FINAL is still to come (a FINAL may be read
+    // before the reader's word that its message was held: signed).
+    let mut owed = 0i64;
     let mut reading = true;
-    let mut unflushed = false;
-    loop {
-        // Write every answer that is ready now, then flush them as one.
-        loop {
-            loop {
-                match owed.try_recv() {
-                    Ok(answer) => waiting.push(answer),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        reading = false;
-                        break;
-                    }
-                }
-            }
-            let Some(Some(Answered(frame, then))) = waiting.next().now_or_never() else { break };
-            waiting.extend(then);
-            writer.feed(&frame).await?;
-            unflushed = true;
-        }
-        if unflushed {
-            writer.flush().await?;
-            unflushed = false;
-        }
+    while reading || owed > 0 {
         tokio::select! {
-            answer = owed.recv(), if reading => match answer {
-                Some(answer) => waiting.push(answer),
-                None => reading = false,
+            n = read.recv_many(&mut now, OWED), if reading => reading = n > 0,
+            n = progress.recv_many(&mut later, OWED) => if n == 0 {
+                // Every watcher is gone: nothing more will be known.
+                break;
             },
-            Some(Answered(frame, then)) = waiting.next(), if !waiting.is_empty() => {
-                waiting.extend(then);
-                writer.feed(&frame).await?;
-                unflushed = true;
-            }
-            else => break,
         }
+        while let Ok(answer) = read.try_recv() {
+            now.push(answer);
+        }
+        while let Ok(step) = progress.try_recv() {
+            later.push(step);
+        }
+        for answer in now.drain(..) {
+            match answer {
+                Read::Now(frame) => writer.feed(&frame).await?,
+                Read::Held => owed += 1,
+            }
+        }
+        finals.clear();
+        finals.extend(later.iter().filter(|(_, p)| matches!(p, Progress::Taken(_))).map(|(seq, _)| *seq));
+        for (seq, step) in later.drain(..) {
+            let frame = match step {
+                Progress::Stored if finals.contains(&seq) => continue,
+                Progress::Stored => receipt(seq, Stage::Held, Ok(())),
+                Progress::Taken(verdict) => {
+                    owed -= 1;
+                    receipt(seq, Stage::Final, verdict)
+                }
+            };
+            writer.feed(&frame).await?;
+        }
+        writer.flush().await?;
     }
     writer.shutdown().await
 }

@@ -23,12 +23,12 @@ mod queue;
 use carrier_proto::identity::Did;
 use carrier_proto::messaging::MessageId;
 use carrier_proto::pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub(crate) use courier::{Couriers, now_ms};
 pub(crate) use inbound::Inbound;
 
-use super::{Failure, Verdict};
+use super::Verdict;
 
 /// The protocol name.
 pub(crate) const PROTOCOL: &str = "/carrier/msg/2.0.0";
@@ -38,18 +38,64 @@ pub(crate) const PROTOCOL: &str = "/carrier/msg/2.0.0";
 pub(crate) enum Offered {
     /// Its fate is known now (delivered before, or refused).
     Final(Verdict),
-    /// Taken: `stored` answers once it is on disk (or could not be put
-    /// there), `taken` once its app took it (or why not).
-    Held { stored: oneshot::Receiver<Verdict>, taken: oneshot::Receiver<Verdict> },
+    /// Taken: its watcher hears [`Progress`].
+    Held,
     /// The recipient app's inbox is full.
     Busy,
+}
+
+/// How far a held message got.
+#[derive(Debug)]
+pub(crate) enum Progress {
+    /// It is on disk.
+    Stored,
+    /// Its app took it (or why not; a message that could not be stored
+    /// ends here without `Stored`).
+    Taken(Verdict),
+}
+
+/// Who hears a held message's [`Progress`]: a channel shared by every
+/// message of one stream (or one local courier), each tagged with the
+/// sender's seq. Hearing is one channel send: no task, no future, no
+/// allocation per message.
+#[derive(Debug, Clone)]
+pub(crate) struct Watcher {
+    tx: mpsc::UnboundedSender<(u64, Progress)>,
+    seq: u64,
+}
+
+/// The receiving end of watchers: `(seq, progress)` as it happens.
+pub(crate) type ProgressRx = mpsc::UnboundedReceiver<(u64, Progress)>;
+
+impl Watcher {
+    /// A new channel, and what makes watchers on it.
+    pub(crate) fn channel() -> (WatcherFactory, ProgressRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (WatcherFactory(tx), rx)
+    }
+
+    /// Tells that the message reached `progress`.
+    pub(crate) fn tell(&self, progress: Progress) {
+        let _ = self.tx.send((self.seq, progress));
+    }
+}
+
+/// Makes watchers on one channel.
+#[derive(Debug, Clone)]
+pub(crate) struct WatcherFactory(mpsc::UnboundedSender<(u64, Progress)>);
+
+impl WatcherFactory {
+    /// A watcher for the message the sender calls `seq`.
+    pub(crate) fn watch(&self, seq: u64) -> Watcher {
+        Watcher { tx: self.0.clone(), seq }
+    }
 }
 
 /// Where an incoming envelope goes: implemented by the delivery layer.
 pub(crate) trait Inbox: Send + Sync + 'static {
     /// Offers `envelope`, which arrived from device `from`; called in
-    /// arrival order.
-    fn offer(&self, from: Did, envelope: pb::Envelope) -> Offered;
+    /// arrival order. If it is held, `watcher` hears how far it gets.
+    fn offer(&self, from: Did, envelope: pb::Envelope, watcher: Watcher) -> Offered;
 
     /// The largest payload taken.
     fn max_message(&self) -> usize;
@@ -100,13 +146,6 @@ impl ReceiptSink {
     pub(crate) fn resolve(self, id: Option<MessageId>, verdict: Verdict) {
         let _ = self.tx.send(Answer::Receipt { request: self.request, id, verdict });
     }
-}
-
-/// What became of a message its app was told about.
-pub(crate) async fn await_verdict(taken: oneshot::Receiver<Verdict>) -> Verdict {
-    taken.await.unwrap_or_else(|_| {
-        Err(Failure::new(pb::Outcome::AppNotRunning, "the receiving daemon stopped before the app took the message"))
-    })
 }
 
 /// The compact DIDs of the apps a message is between: a pair keeps its order.
