@@ -67,29 +67,36 @@ impl Committer {
 }
 
 async fn run(store: Arc<Mutex<MessageStore>>, mut queue: mpsc::UnboundedReceiver<(Op, Done)>) {
+    // One batch's ops and completions, allocated once: a batch is a few
+    // MiB at its largest, and fresh memory of that size costs page faults.
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
-        let (ops, dones): (Vec<Op>, Vec<Done>) = batch.drain(..).unzip();
         let store = Arc::clone(&store);
         let written = tokio::task::spawn_blocking(move || {
-            let applied = store.lock().unwrap_or_else(|p| p.into_inner()).apply(&ops);
-            (ops, applied)
+            let applied = store.lock().unwrap_or_else(|p| p.into_inner()).apply(batch.iter().map(|(op, _)| op));
+            (batch, applied)
         });
-        match written.await {
-            Ok((ops, Ok(applied))) => {
-                for ((done, op), applied) in dones.into_iter().zip(ops).zip(applied) {
-                    done(op, Ok(applied));
-                }
-            }
-            Ok((ops, Err(error))) => {
-                tracing::error!(%error, ops = dones.len(), "could not write to the message store");
-                let error = Arc::new(error);
-                for (done, op) in dones.into_iter().zip(ops) {
-                    done(op, Err(Arc::clone(&error)));
-                }
+        let applied = match written.await {
+            Ok((taken_back, applied)) => {
+                batch = taken_back;
+                applied
             }
             // The blocking pool is shutting down: so is the daemon.
             Err(_) => return,
+        };
+        match applied {
+            Ok(applied) => {
+                for ((op, done), applied) in batch.drain(..).zip(applied) {
+                    done(op, Ok(applied));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, ops = batch.len(), "could not write to the message store");
+                let error = Arc::new(error);
+                for (op, done) in batch.drain(..) {
+                    done(op, Err(Arc::clone(&error)));
+                }
+            }
         }
     }
 }

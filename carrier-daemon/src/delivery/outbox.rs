@@ -261,8 +261,12 @@ impl Settle for Delivery {
                 // again and the receiver answers the same.
                 tracing::warn!(seq, %error, "could not record a receipt");
             }
-            let Some(queued) = this.lock_outbox().queued.remove(&seq) else { return };
-            this.lock_outbox().refund(&queued.from_app, queued.bytes);
+            let queued = {
+                let mut outbox = this.lock_outbox();
+                let Some(queued) = outbox.queued.remove(&seq) else { return };
+                outbox.refund(&queued.from_app, queued.bytes);
+                queued
+            };
             if let Some(sink) = queued.sink {
                 sink.resolve(Some(MessageId { epoch: this.epoch, seq }), verdict);
             }

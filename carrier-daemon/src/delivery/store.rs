@@ -255,17 +255,26 @@ impl MessageStore {
     }
 
     /// Applies `ops` in one transaction: all of them, or (on error) none.
-    pub(crate) fn apply(&mut self, ops: &[Op]) -> Result<Vec<Applied>, StoreError> {
+    pub(crate) fn apply<'a>(
+        &mut self,
+        ops: impl IntoIterator<Item = &'a Op, IntoIter: Clone>,
+    ) -> Result<Vec<Applied>, StoreError> {
         let (mut next_seq, mut next_delivery) = (self.next_seq, self.next_delivery);
         let applied = self.write(ops, &mut next_seq, &mut next_delivery).map_err(|e| self.error(e))?;
         (self.next_seq, self.next_delivery) = (next_seq, next_delivery);
         Ok(applied)
     }
 
-    fn write(&self, ops: &[Op], next_seq: &mut u64, next_delivery: &mut u64) -> Result<Vec<Applied>, redb::Error> {
+    fn write<'a>(
+        &self,
+        ops: impl IntoIterator<Item = &'a Op, IntoIter: Clone>,
+        next_seq: &mut u64,
+        next_delivery: &mut u64,
+    ) -> Result<Vec<Applied>, redb::Error> {
+        let ops = ops.into_iter();
         let txn = self.db.begin_write()?;
-        let mut applied = Vec::with_capacity(ops.len());
-        let batch = Coalesced::of(ops);
+        let mut applied = Vec::with_capacity(ops.size_hint().0);
+        let batch = Coalesced::of(ops.clone());
         {
             let mut outbox = txn.open_table(OUTBOX)?;
             let mut receipts = txn.open_table(RECEIPTS)?;
@@ -445,7 +454,7 @@ struct Coalesced {
 }
 
 impl Coalesced {
-    fn of(ops: &[Op]) -> Self {
+    fn of<'a>(ops: impl Iterator<Item = &'a Op>) -> Self {
         let mut batch = Self::default();
         for op in ops {
             match op {

@@ -298,10 +298,13 @@ async fn write_events(
     // and on acknowledgements).
     let mut look = true;
     loop {
-        // Hand the app what its window allows, in order.
-        while look && handed.lock().unwrap_or_else(|p| p.into_inner()).len() < HANDED_WINDOW {
-            let access = events.access.read().unwrap_or_else(|p| p.into_inner()).clone();
-            let Some(message) = events.delivery.next_incoming(&events.app, cursor, &access) else {
+        // Hand the app what its window allows, in order, under the access
+        // rules as they are now.
+        let access = look.then(|| events.access.read().unwrap_or_else(|p| p.into_inner()).clone());
+        while let Some(access) = access.as_ref().filter(|_| look)
+            && handed.lock().unwrap_or_else(|p| p.into_inner()).len() < HANDED_WINDOW
+        {
+            let Some(message) = events.delivery.next_incoming(&events.app, cursor, access) else {
                 look = false;
                 break;
             };
