@@ -2,8 +2,8 @@
 //! state in one redb database (`messages.redb`), changed in batches.
 //!
 //! ```text
-//!  outbox    seq ─▶ StoredOutgoing        until the message's fate is known
-//!  receipts  seq ─▶ StoredReceipt         for 7 days, for apps that ask later
+//!  outbox_batches  first seq ─▶ (seq, StoredOutgoing)*  until every message in it is settled
+//!  receipt_pages   seq / 64 ─▶ (seq, StoredReceipt)*    for 7 days, for apps that ask later
 //!  sent_keys from_app ‖ key ─▶ seq        idempotent sends, as long as the receipt
 //!  inbox     delivery ─▶ StoredIncoming   until the recipient app acknowledges
 //!  replay    from_app ‖ to_app ─▶ epoch ‖ seq    the last message taken per pair
@@ -12,6 +12,10 @@
 //!  meta      "epoch", "next_seq", "next_delivery"
 //! ```
 //!
+//! The sending side's two tables are laid out in [`super::sent`]. Stores
+//! written with one row per message (`outbox`, `receipts`) are moved to it
+//! when opened.
+//!
 //! [`MessageStore::apply`] runs a batch of [`Op`]s in one write transaction,
 //! so one fsync covers thousands of messages. Within a batch, a message
 //! held and taken in it never touches the inbox table, and only the last
@@ -19,7 +23,7 @@
 //! the same, with a fraction of the B-tree work. A record that does not decode
 //! is skipped with a warning and left in place, never deleted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use carrier_proto::identity::Did;
@@ -28,9 +32,13 @@ use carrier_proto::pb;
 use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::sent::{
+    self, BatchChanges, Batches, OUTBOX, PAGE_SHIFT, RECEIPTS, load_outbox, move_rows, prune_receipts, push_entry,
+};
+#[cfg(test)]
+use super::sent::{OUTBOX_ROWS, RECEIPT_ROWS};
+
 const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("meta");
-const OUTBOX: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("outbox");
-const RECEIPTS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("receipts");
 const SENT_KEYS: TableDefinition<'static, &'static [u8], u64> = TableDefinition::new("sent_keys");
 const INBOX: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("inbox");
 const REPLAY: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("replay");
@@ -131,6 +139,8 @@ pub(crate) struct MessageStore {
     path: String,
     next_seq: u64,
     next_delivery: u64,
+    /// Which messages of each outbox record are pending.
+    batches: Batches,
 }
 
 impl std::fmt::Debug for MessageStore {
@@ -155,7 +165,7 @@ impl MessageStore {
     }
 
     fn start(db: Database, path: String) -> Result<(Self, Loaded), StoreError> {
-        let mut store = Self { db, path, next_seq: 1, next_delivery: 1 };
+        let mut store = Self { db, path, next_seq: 1, next_delivery: 1, batches: Batches::default() };
         let loaded = store.load().map_err(|e| store.error(e))?;
         Ok((store, loaded))
     }
@@ -185,7 +195,6 @@ impl MessageStore {
             self.next_seq = counter("next_seq")?;
             self.next_delivery = counter("next_delivery")?;
             // Opened here so that later read transactions find every table.
-            txn.open_table(RECEIPTS)?;
             txn.open_table(SENT_KEYS)?;
             txn.open_table(REFUSED)?;
             for row in txn.open_table(MAILBOX)?.iter()? {
@@ -209,21 +218,9 @@ impl MessageStore {
                     None => tracing::warn!("skipping a mailbox record that does not decode"),
                 }
             }
-            for row in txn.open_table(OUTBOX)?.iter()? {
-                let (seq, value) = row?;
-                match pb::StoredOutgoing::decode(value.value()) {
-                    Ok(mut outgoing) => {
-                        // The record's key is its seq.
-                        if let Some(envelope) = outgoing.envelope.as_mut() {
-                            envelope.seq = seq.value();
-                        }
-                        loaded.outbox.push((seq.value(), outgoing));
-                    }
-                    Err(error) => {
-                        tracing::warn!(seq = seq.value(), %error, "skipping an outbox record that does not decode")
-                    }
-                }
-            }
+            move_rows(&txn)?;
+            let (outbox, batches) = load_outbox(&txn)?;
+            (loaded.outbox, self.batches) = (outbox, batches);
             for row in txn.open_table(INBOX)?.iter()? {
                 let (delivery, value) = row?;
                 match pb::StoredIncoming::decode(value.value()) {
@@ -260,8 +257,10 @@ impl MessageStore {
         ops: impl IntoIterator<Item = &'a Op, IntoIter: Clone>,
     ) -> Result<Vec<Applied>, StoreError> {
         let (mut next_seq, mut next_delivery) = (self.next_seq, self.next_delivery);
-        let applied = self.write(ops, &mut next_seq, &mut next_delivery).map_err(|e| self.error(e))?;
+        let mut changes = BatchChanges::default();
+        let applied = self.write(ops, &mut next_seq, &mut next_delivery, &mut changes).map_err(|e| self.error(e))?;
         (self.next_seq, self.next_delivery) = (next_seq, next_delivery);
+        changes.apply(&mut self.batches);
         Ok(applied)
     }
 
@@ -270,8 +269,13 @@ impl MessageStore {
         ops: impl IntoIterator<Item = &'a Op, IntoIter: Clone>,
         next_seq: &mut u64,
         next_delivery: &mut u64,
+        changes: &mut BatchChanges,
     ) -> Result<Vec<Applied>, redb::Error> {
         let ops = ops.into_iter();
+        // The messages this transaction enqueues: one outbox record.
+        let (mut record, mut record_first) = (Vec::new(), None);
+        // Receipts to append, per page.
+        let mut receipt_entries: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let txn = self.db.begin_write()?;
         let mut applied = Vec::with_capacity(ops.size_hint().0);
         let batch = Coalesced::of(ops.clone());
@@ -299,9 +303,10 @@ impl MessageStore {
                                 let seq = *next_seq;
                                 *next_seq += 1;
                                 // Stored with the seq it is sent with
-                                // unset: the table's key is the seq.
-                                outgoing.encode(&mut buf).map_err(io_error)?;
-                                outbox.insert(seq, buf.as_slice())?;
+                                // unset: the entry carries it.
+                                push_entry(&mut record, seq, outgoing).map_err(io_error)?;
+                                let first = *record_first.get_or_insert(seq);
+                                changes.touched.entry(first).or_default().add(seq - first);
                                 if let Some(key) = key {
                                     keys.insert(key.as_slice(), seq)?;
                                 }
@@ -310,7 +315,11 @@ impl MessageStore {
                         }
                     }
                     Op::Settle { seq, from_app, outcome, detail, now_ms, key } => {
-                        outbox.remove(*seq)?;
+                        if let Some((first, true)) = changes.settle(&self.batches, *seq)
+                            && Some(first) != record_first
+                        {
+                            outbox.remove(first)?;
+                        }
                         let receipt = pb::StoredReceipt {
                             from_app: from_app.key_bytes(),
                             outcome: *outcome as i32,
@@ -318,8 +327,8 @@ impl MessageStore {
                             settled_at_ms: *now_ms,
                             key: key.clone(),
                         };
-                        receipt.encode(&mut buf).map_err(io_error)?;
-                        receipts.insert(*seq, buf.as_slice())?;
+                        let page = receipt_entries.entry(*seq >> PAGE_SHIFT).or_default();
+                        push_entry(page, *seq, &receipt).map_err(io_error)?;
                         Applied::Done
                     }
                     Op::Hold { delivery, incoming, from_app, to_app, id } => {
@@ -366,16 +375,7 @@ impl MessageStore {
                     Op::Prune { now_ms } => {
                         let cutoff = now_ms.saturating_sub(RECEIPT_RETENTION_MS);
                         let old = |v: &[u8]| pb::StoredReceipt::decode(v).is_ok_and(|r| r.settled_at_ms < cutoff);
-                        let mut stale_keys = Vec::new();
-                        receipts.retain(|_, v| {
-                            let stale = old(v);
-                            if let (true, Ok(receipt)) = (stale, pb::StoredReceipt::decode(v))
-                                && !receipt.key.is_empty()
-                            {
-                                stale_keys.push(pair_key(receipt.from_app, &receipt.key));
-                            }
-                            !stale
-                        })?;
+                        let stale_keys = prune_receipts(&mut receipts, cutoff)?;
                         for key in stale_keys {
                             keys.remove(key.as_slice())?;
                         }
@@ -391,6 +391,16 @@ impl MessageStore {
                     }
                 });
             }
+            if let Some(first) = record_first
+                && changes.touched.get(&first).is_some_and(|b| b.left() > 0)
+            {
+                outbox.insert(first, record.as_slice())?;
+            }
+            for (page, appended) in receipt_entries {
+                let mut value = receipts.get(page)?.map(|v| v.value().to_vec()).unwrap_or_default();
+                value.extend_from_slice(&appended);
+                receipts.insert(page, value.as_slice())?;
+            }
             let mut meta = txn.open_table(META)?;
             meta.insert("next_seq", next_seq.to_be_bytes().as_slice())?;
             meta.insert("next_delivery", next_delivery.to_be_bytes().as_slice())?;
@@ -401,15 +411,24 @@ impl MessageStore {
 
     /// What became of our message `seq` sent by `from_app`, if known.
     pub(crate) fn sent(&self, seq: u64) -> Result<Option<Known>, StoreError> {
+        if self.batches.is_pending(seq) {
+            return Ok(Some(Known::Pending));
+        }
         let read = || -> Result<Option<Known>, redb::Error> {
             let txn = self.db.begin_read()?;
-            if txn.open_table(OUTBOX)?.get(seq)?.is_some() {
-                return Ok(Some(Known::Pending));
-            }
-            let receipt = txn.open_table(RECEIPTS)?.get(seq)?.and_then(|v| pb::StoredReceipt::decode(v.value()).ok());
+            let Some(page) = txn.open_table(RECEIPTS)?.get(seq >> PAGE_SHIFT)? else { return Ok(None) };
+            let receipts = sent::entries::<pb::StoredReceipt>(page.value()).unwrap_or_default();
+            let receipt = receipts.into_iter().rev().find(|(s, _)| *s == seq).map(|(_, r)| r);
             Ok(receipt.map(|r| Known::Settled { from_app: r.from_app, outcome: r.outcome, detail: r.detail }))
         };
         read().map_err(|e| self.error(e))
+    }
+
+    /// Outbox records on disk.
+    #[cfg(test)]
+    pub(crate) fn outbox_records(&self) -> u64 {
+        let txn = self.db.begin_read().unwrap();
+        redb::ReadableTableMetadata::len(&txn.open_table(OUTBOX).unwrap()).unwrap()
     }
 
     /// The blobs `ids` kept for `recipient` (those still there).

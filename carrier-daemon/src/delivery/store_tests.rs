@@ -164,3 +164,91 @@ fn a_message_held_and_taken_in_one_batch_leaves_no_inbox_record() {
     assert_eq!(loaded.next_delivery, 4);
     assert_eq!(loaded.replay.get(&(from, to)), Some(&MessageId { epoch: [3; 16], seq: 12 }), "the pair's last");
 }
+
+#[test]
+fn a_store_with_a_row_per_message_is_moved_to_records_and_pages_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    let (from, to) = (app(), app());
+    {
+        // The first layout: one outbox row and one receipt row per message.
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut rows = txn.open_table(OUTBOX_ROWS).unwrap();
+            for seq in [4u64, 9] {
+                let mut value = Vec::new();
+                outgoing(&from, &to, &[seq as u8], b"").encode(&mut value).unwrap();
+                rows.insert(seq, value.as_slice()).unwrap();
+            }
+            let receipt =
+                pb::StoredReceipt { from_app: from.key_bytes(), outcome: 1, settled_at_ms: 1, ..Default::default() };
+            txn.open_table(RECEIPT_ROWS).unwrap().insert(3, receipt.encode_to_vec().as_slice()).unwrap();
+            txn.open_table(META).unwrap().insert("next_seq", 10u64.to_be_bytes().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (mut store, loaded) = MessageStore::open(&path).unwrap();
+    let outbox: Vec<(u64, u64, Vec<u8>)> = loaded
+        .outbox
+        .iter()
+        .map(|(seq, o)| (*seq, o.envelope.as_ref().unwrap().seq, o.envelope.as_ref().unwrap().payload.clone()))
+        .collect();
+    assert_eq!(outbox, vec![(4, 4, vec![4]), (9, 9, vec![9])]);
+    assert_eq!(store.sent(4).unwrap(), Some(Known::Pending));
+    assert_eq!(
+        store.sent(3).unwrap(),
+        Some(Known::Settled { from_app: from.key_bytes(), outcome: 1, detail: String::new() })
+    );
+    // Settling a moved message works as for any other, and sticks.
+    let settle = Op::Settle {
+        seq: 4,
+        from_app: from,
+        outcome: pb::Outcome::Delivered,
+        detail: String::new(),
+        now_ms: 2,
+        key: Vec::new(),
+    };
+    store.apply(&[settle]).unwrap();
+    drop(store);
+    let (store, loaded) = MessageStore::open(&path).unwrap();
+    assert_eq!(loaded.outbox.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![9]);
+    assert!(matches!(store.sent(4).unwrap(), Some(Known::Settled { .. })));
+    assert_eq!(store.outbox_records(), 1, "one outbox record left (seq 4's went when it settled)");
+}
+
+#[test]
+fn a_batch_record_goes_only_when_its_last_message_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    let (from, to) = (app(), app());
+    let settle = |seq| Op::Settle {
+        seq,
+        from_app: from,
+        outcome: pb::Outcome::Delivered,
+        detail: String::new(),
+        now_ms: 2,
+        key: Vec::new(),
+    };
+    {
+        let (mut store, _) = MessageStore::open(&path).unwrap();
+        let ops: Vec<Op> =
+            (0..100u8).map(|i| Op::Enqueue { outgoing: outgoing(&from, &to, &[i], b""), from_app: from }).collect();
+        store.apply(&ops).unwrap();
+        // Out of order, twice for some, over two transactions.
+        let first: Vec<Op> = (1..=100).rev().filter(|s| s % 3 != 0).map(settle).collect();
+        store.apply(&first).unwrap();
+        store.apply(&[settle(2), settle(5)]).unwrap();
+        assert_eq!(store.outbox_records(), 1);
+    }
+    let (mut store, loaded) = MessageStore::open(&path).unwrap();
+    let pending: Vec<u64> = loaded.outbox.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(pending, (1..=100).filter(|s| s % 3 == 0).collect::<Vec<_>>());
+    let rest: Vec<Op> = pending.iter().map(|s| settle(*s)).collect();
+    store.apply(&rest).unwrap();
+    assert_eq!(store.outbox_records(), 0, "the record is gone with its last message");
+    assert!(matches!(store.sent(99).unwrap(), Some(Known::Settled { .. })));
+    drop(store);
+    let (_, loaded) = MessageStore::open(&path).unwrap();
+    assert!(loaded.outbox.is_empty());
+}
