@@ -131,7 +131,7 @@ impl Batches {
 #[derive(Debug, Default)]
 pub(super) struct BatchChanges {
     /// Records touched, as they are after the transaction.
-    pub touched: HashMap<u64, Batch>,
+    pub touched: BTreeMap<u64, Batch>,
 }
 
 impl BatchChanges {
@@ -139,13 +139,13 @@ impl BatchChanges {
     /// writes); the record's first seq and whether nothing in it is
     /// pending any more, if `seq` was pending.
     pub(super) fn settle(&mut self, batches: &Batches, seq: u64) -> Option<(u64, bool)> {
-        let first = match self.touched.keys().filter(|f| **f <= seq).max().copied() {
-            Some(first) if self.touched[&first].is_pending(seq - first) => first,
+        let first = match self.touched.range(..=seq).next_back() {
+            Some((first, batch)) if batch.is_pending(seq - first) => *first,
             _ => batches.holding(seq)?,
         };
         let batch = match self.touched.entry(first) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(batches.get(first)?.clone()),
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(batches.get(first)?.clone()),
         };
         batch.settle(seq - first).then_some((first, batch.left() == 0))
     }
