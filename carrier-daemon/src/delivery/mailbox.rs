@@ -41,6 +41,8 @@ const EVERY: Duration = Duration::from_secs(30);
 /// leaves that node for the next beat (an offline node must not hold up
 /// the others).
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the others may take once one node answered a collection.
+const STRAGGLER_GRACE: Duration = Duration::from_millis(250);
 /// Messages sealed and deposited at the same time.
 const DEPOSITS_AT_ONCE: usize = 32;
 
@@ -133,17 +135,43 @@ impl Delivery {
         }
     }
 
+    /// One Collect to each of `nodes`, all at once: each one's answer, or
+    /// `None` for one that failed or did not answer in time. That is within
+    /// [`COLLECT_TIMEOUT`], and once the first answer is in, within
+    /// [`STRAGGLER_GRACE`] (or twice the first's time, if longer) of it: a
+    /// node that is down must not hold up what the others brought (each
+    /// blob is on several of them; what only it has comes next beat).
+    async fn ask_all(&self, nodes: &[Did]) -> Vec<Option<pb::MailboxAnswer>> {
+        use futures::StreamExt;
+        let started = tokio::time::Instant::now();
+        let mut asks: futures::stream::FuturesUnordered<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| async move {
+                let collect = Request::Collect(pb::Collect { max_blobs: PER_ANSWER });
+                (index, ask(&self.overlay, &self.router, *node, collect, self.max_frame()).await)
+            })
+            .collect();
+        let mut answers = vec![None; nodes.len()];
+        let mut until = started + COLLECT_TIMEOUT;
+        while let Ok(Some((index, answer))) = tokio::time::timeout_at(until, asks.next()).await {
+            let Ok(answer) = answer else { continue };
+            if answers.iter().all(Option::is_none) {
+                let grace = STRAGGLER_GRACE.max(2 * started.elapsed());
+                until = until.min(tokio::time::Instant::now() + grace);
+            }
+            answers[index] = Some(answer);
+        }
+        answers
+    }
+
     /// One Collect from each of `nodes`, all at once: whether any has more,
-    /// and how many blobs we removed. A node that does not answer within
-    /// [`COLLECT_TIMEOUT`] is left out of the later rounds.
+    /// and how many blobs we removed. A node that does not answer in time
+    /// (see [`Self::ask_all`]) is left out of the later rounds.
     async fn collect_round(self: &Arc<Self>, nodes: &mut Vec<Did>, senders: &mut HashSet<Did>) -> (bool, usize) {
         let Some(network) = self.ledger.network() else { return (false, 0) };
         let mut more = false;
-        let asks = nodes.iter().map(|node| {
-            let collect = Request::Collect(pb::Collect { max_blobs: PER_ANSWER });
-            tokio::time::timeout(COLLECT_TIMEOUT, ask(&self.overlay, &self.router, *node, collect, self.max_frame()))
-        });
-        let answers = futures::future::join_all(asks).await;
+        let answers = self.ask_all(nodes).await;
         let mut answered = Vec::new();
         // Every copy from every node first, so a pair's messages can be taken
         // in order whichever node kept which.
@@ -152,53 +180,63 @@ impl Delivery {
         let mut from: HashMap<Did, Vec<BlobId>> = HashMap::new();
         // Which nodes hold a copy of each message.
         let mut copies_of: HashMap<MessageKey, Vec<(Did, BlobId)>> = HashMap::new();
-        // A blob sealed once and kept on several nodes is opened once.
-        let mut opened: HashMap<BlobId, Option<MessageKey>> = HashMap::new();
+        // Each node's blobs, in order; a blob kept on several nodes is the
+        // same bytes, checked against its id and opened once.
+        let mut seen: Vec<(Did, BlobId)> = Vec::new();
+        let mut to_open: HashMap<BlobId, Vec<u8>> = HashMap::new();
         for (node, answer) in nodes.iter().zip(answers) {
             let blobs = match answer {
-                Ok(Ok(pb::MailboxAnswer { answer: Some(Answer::Blobs(blobs)) })) => {
+                Some(pb::MailboxAnswer { answer: Some(Answer::Blobs(blobs)) }) => {
                     answered.push(*node);
                     more |= blobs.more;
                     blobs.blobs
                 }
-                Ok(Ok(_)) => {
+                Some(_) => {
                     answered.push(*node);
                     continue;
                 }
-                Ok(Err(_)) | Err(_) => continue,
+                None => continue,
             };
             for blob in blobs {
                 let Ok(id) = <[u8; 32]>::try_from(blob.id.as_slice()) else { continue };
-                match opened.get(&id) {
-                    Some(Some(key)) => {
-                        copies_of.entry(key.clone()).or_default().push((*node, id));
+                if let std::collections::hash_map::Entry::Vacant(slot) = to_open.entry(id) {
+                    // The id is the blob's hash: a node that lies about it
+                    // only hides its own copy.
+                    if carrier_proto::mailbox::blob_id(&blob.blob) != id {
+                        tracing::warn!(%node, "a mailbox blob under another blob's id");
                         continue;
                     }
-                    Some(None) => {
-                        from.entry(*node).or_default().push(id);
-                        continue;
-                    }
-                    None => {}
+                    slot.insert(blob.blob);
                 }
-                // The id is the blob's hash: a node that lies about it only
-                // hides its own copy.
-                if carrier_proto::mailbox::blob_id(&blob.blob) != id {
-                    tracing::warn!(%node, "a mailbox blob under another blob's id");
-                    continue;
+                seen.push((*node, id));
+            }
+        }
+        let mut opened = self.open_letters(network.id, to_open).await;
+        // What each blob came to: its message, or nothing (rejected).
+        let mut keys: HashMap<BlobId, Option<MessageKey>> = HashMap::new();
+        for (node, id) in seen {
+            let key = match keys.get(&id) {
+                Some(key) => key.clone(),
+                None => {
+                    let key = match opened.remove(&id) {
+                        Some(Ok((letter, sender))) => {
+                            let key = letter.envelope.as_ref().map(|e| (e.epoch.clone(), e.seq)).unwrap_or_default();
+                            letters.entry(key.clone()).or_insert((letter, sender));
+                            Some(key)
+                        }
+                        Some(Err(why)) => {
+                            tracing::warn!(%node, %why, "rejected a mailbox blob");
+                            None
+                        }
+                        None => None,
+                    };
+                    keys.insert(id, key.clone());
+                    key
                 }
-                match self.open_letter(&network.id, &blob.blob) {
-                    Ok((letter, sender)) => {
-                        let key = letter.envelope.as_ref().map(|e| (e.epoch.clone(), e.seq)).unwrap_or_default();
-                        copies_of.entry(key.clone()).or_default().push((*node, id));
-                        opened.insert(id, Some(key.clone()));
-                        letters.entry(key).or_insert((letter, sender));
-                    }
-                    Err(why) => {
-                        tracing::warn!(%node, %why, "rejected a mailbox blob");
-                        opened.insert(id, None);
-                        from.entry(*node).or_default().push(id);
-                    }
-                }
+            };
+            match key {
+                Some(key) => copies_of.entry(key).or_default().push((node, id)),
+                None => from.entry(node).or_default().push(id),
             }
         }
         *nodes = answered;
@@ -250,6 +288,35 @@ impl Delivery {
         });
         futures::future::join_all(removes).await;
         (more, removed)
+    }
+
+    /// Opens `blobs` on the blocking pool, a share on each core (each costs
+    /// two X25519 operations): what each came to.
+    async fn open_letters(
+        self: &Arc<Self>,
+        network: carrier_proto::ledger::EntryHash,
+        blobs: HashMap<BlobId, Vec<u8>>,
+    ) -> HashMap<BlobId, Result<(pb::Letter, Did), String>> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let share = blobs.len().div_ceil(cores).max(64);
+        let mut blobs: Vec<(BlobId, Vec<u8>)> = blobs.into_iter().collect();
+        let mut shares = Vec::new();
+        while !blobs.is_empty() {
+            let chunk: Vec<_> = blobs.drain(..share.min(blobs.len())).collect();
+            let this = Arc::clone(self);
+            shares.push(tokio::task::spawn_blocking(move || {
+                chunk.into_iter().map(|(id, blob)| (id, this.open_letter(&network, &blob))).collect::<Vec<_>>()
+            }));
+        }
+        let mut opened = HashMap::new();
+        for share in shares {
+            // A share that did not finish (the daemon is stopping) is
+            // collected next time.
+            if let Ok(results) = share.await {
+                opened.extend(results);
+            }
+        }
+        opened
     }
 
     /// Opens a blob sealed to us: its letter and the device that sealed it,
