@@ -112,6 +112,11 @@ impl Batches {
         self.holding(seq).is_some()
     }
 
+    /// The first seq of the oldest record on disk.
+    pub(super) fn oldest(&self) -> Option<u64> {
+        self.0.keys().next().copied()
+    }
+
     /// Record `first` as it is now.
     pub(super) fn get(&self, first: u64) -> Option<&Batch> {
         self.0.get(&first)
@@ -256,10 +261,14 @@ pub(super) fn load_outbox(
 }
 
 /// Forgets receipts settled before `cutoff`: the idempotency keys they
-/// held, to forget too.
+/// held, to forget too. Receipts of seqs from `keep_from` on stay
+/// whatever their age: an outbox record still holds those seqs, and at
+/// the next start their receipts are what tells the settled ones from the
+/// pending (a message told of its end must never be sent again).
 pub(super) fn prune_receipts(
     receipts: &mut redb::Table<'_, u64, &'static [u8]>,
     cutoff: u64,
+    keep_from: Option<u64>,
 ) -> Result<Vec<Vec<u8>>, redb::Error> {
     let mut stale_keys = Vec::new();
     let mut pages = Vec::new();
@@ -269,7 +278,9 @@ pub(super) fn prune_receipts(
             tracing::warn!(page = page.value(), "a receipt page does not decode; left in place");
             continue;
         };
-        let (fresh, stale): (Vec<_>, Vec<_>) = kept.into_iter().partition(|(_, r)| r.settled_at_ms >= cutoff);
+        let held = |seq: u64| keep_from.is_some_and(|first| seq >= first);
+        let (fresh, stale): (Vec<_>, Vec<_>) =
+            kept.into_iter().partition(|(seq, r)| r.settled_at_ms >= cutoff || held(*seq));
         if !stale.is_empty() {
             let keyed = stale.into_iter().filter(|(_, r)| !r.key.is_empty());
             stale_keys.extend(keyed.map(|(_, r)| [r.from_app, r.key].concat()));

@@ -375,7 +375,7 @@ impl MessageStore {
                     Op::Prune { now_ms } => {
                         let cutoff = now_ms.saturating_sub(RECEIPT_RETENTION_MS);
                         let old = |v: &[u8]| pb::StoredReceipt::decode(v).is_ok_and(|r| r.settled_at_ms < cutoff);
-                        let stale_keys = prune_receipts(&mut receipts, cutoff)?;
+                        let stale_keys = prune_receipts(&mut receipts, cutoff, self.batches.oldest())?;
                         for key in stale_keys {
                             keys.remove(key.as_slice())?;
                         }

@@ -100,6 +100,17 @@ fn a_key_used_before_names_the_earlier_message_until_its_receipt_is_pruned() {
     };
     store.apply(&[settle, send(&from, b"k")]).unwrap();
     assert_eq!(store.apply(&[send(&from, b"k")]).unwrap(), vec![Applied::Enqueued { seq: 1, duplicate: true }]);
+    // Once the other message of its outbox record is settled too (until
+    // then its receipt is kept whatever its age).
+    let other_settled = Op::Settle {
+        seq: 2,
+        from_app: other,
+        outcome: pb::Outcome::Delivered,
+        detail: String::new(),
+        now_ms: 1,
+        key: b"k".to_vec(),
+    };
+    store.apply(&[other_settled]).unwrap();
     store.apply(&[Op::Prune { now_ms: 2 + RECEIPT_RETENTION_MS }]).unwrap();
     assert_eq!(store.sent(1).unwrap(), None, "pruned");
     assert_eq!(store.apply(&[send(&from, b"k")]).unwrap(), vec![Applied::Enqueued { seq: 3, duplicate: false }]);
@@ -251,4 +262,34 @@ fn a_batch_record_goes_only_when_its_last_message_settles() {
     drop(store);
     let (_, loaded) = MessageStore::open(&path).unwrap();
     assert!(loaded.outbox.is_empty());
+}
+
+#[test]
+fn a_receipt_outlives_its_retention_while_its_record_holds_a_pending_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    let (from, to) = (app(), app());
+    {
+        let (mut store, _) = MessageStore::open(&path).unwrap();
+        let ops: Vec<Op> =
+            (0..2u8).map(|i| Op::Enqueue { outgoing: outgoing(&from, &to, &[i], b""), from_app: from }).collect();
+        store.apply(&ops).unwrap();
+        let refused = Op::Settle {
+            seq: 1,
+            from_app: from,
+            outcome: pb::Outcome::Refused,
+            detail: "not allowed".into(),
+            now_ms: 1,
+            key: Vec::new(),
+        };
+        store.apply(&[refused]).unwrap();
+        // Past the retention, seq 2 (same record) still pending.
+        store.apply(&[Op::Prune { now_ms: 2 + RECEIPT_RETENTION_MS }]).unwrap();
+    }
+    let (store, loaded) = MessageStore::open(&path).unwrap();
+    let pending: Vec<u64> = loaded.outbox.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(pending, vec![2], "a message told it was refused came back to be sent again");
+    assert!(
+        matches!(store.sent(1).unwrap(), Some(Known::Settled { outcome, .. }) if outcome == pb::Outcome::Refused as i32)
+    );
 }
