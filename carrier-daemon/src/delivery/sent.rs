@@ -233,7 +233,12 @@ pub(super) fn load_outbox(
                 std::collections::hash_map::Entry::Occupied(seqs) => seqs.into_mut(),
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     let seqs = match receipts.get(page)? {
-                        Some(v) => entries::<pb::StoredReceipt>(v.value()).unwrap_or_default(),
+                        Some(v) => entries::<pb::StoredReceipt>(v.value()).unwrap_or_else(|error| {
+                            // Its messages look pending and are offered
+                            // again: the receiver answers what it answered.
+                            tracing::warn!(page, %error, "a receipt page does not decode");
+                            Vec::new()
+                        }),
                         None => Vec::new(),
                     };
                     slot.insert(seqs.into_iter().map(|(s, _)| s).collect())
