@@ -228,7 +228,9 @@ impl Delivery {
                             tracing::warn!(%node, %why, "rejected a mailbox blob");
                             None
                         }
-                        None => None,
+                        // Not opened (the daemon is stopping): it stays
+                        // on its nodes for the next collection.
+                        None => continue,
                     };
                     keys.insert(id, key.clone());
                     key

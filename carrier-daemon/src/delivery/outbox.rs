@@ -285,12 +285,20 @@ pub(super) async fn local_courier(
     let (watchers, mut progress) = Watcher::channel();
     let mut waiting: HashMap<Pair, std::collections::VecDeque<pb::Envelope>> = HashMap::new();
     let mut open = true;
+    // When the waiting pairs are next tried: set when one starts waiting,
+    // and kept through whatever else happens meanwhile.
+    let mut retry_at: Option<tokio::time::Instant> = None;
     while open || !waiting.is_empty() {
+        if waiting.is_empty() {
+            retry_at = None;
+        } else if retry_at.is_none() {
+            retry_at = Some(tokio::time::Instant::now() + LOCAL_RETRY);
+        }
         let retry = async {
-            if waiting.is_empty() {
-                std::future::pending::<()>().await;
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
             }
-            tokio::time::sleep(LOCAL_RETRY).await;
         };
         // `None`: time to try the waiting pairs again.
         let arrived = tokio::select! {
@@ -321,6 +329,7 @@ pub(super) async fn local_courier(
                 }
             },
             None => {
+                retry_at = None;
                 // Each waiting pair again, from its oldest, until one is busy.
                 for queued in waiting.values_mut() {
                     while let Some(envelope) = queued.pop_front() {

@@ -315,20 +315,22 @@ impl MessageStore {
                         }
                     }
                     Op::Settle { seq, from_app, outcome, detail, now_ms, key } => {
-                        if let Some((first, true)) = changes.settle(&self.batches, *seq)
-                            && Some(first) != record_first
-                        {
-                            outbox.remove(first)?;
+                        // Settled before (or never enqueued): its receipt,
+                        // if any, stands.
+                        if let Some((first, spent)) = changes.settle(&self.batches, *seq) {
+                            if spent && Some(first) != record_first {
+                                outbox.remove(first)?;
+                            }
+                            let receipt = pb::StoredReceipt {
+                                from_app: from_app.key_bytes(),
+                                outcome: *outcome as i32,
+                                detail: detail.clone(),
+                                settled_at_ms: *now_ms,
+                                key: key.clone(),
+                            };
+                            let page = receipt_entries.entry(*seq >> PAGE_SHIFT).or_default();
+                            push_entry(page, *seq, &receipt).map_err(io_error)?;
                         }
-                        let receipt = pb::StoredReceipt {
-                            from_app: from_app.key_bytes(),
-                            outcome: *outcome as i32,
-                            detail: detail.clone(),
-                            settled_at_ms: *now_ms,
-                            key: key.clone(),
-                        };
-                        let page = receipt_entries.entry(*seq >> PAGE_SHIFT).or_default();
-                        push_entry(page, *seq, &receipt).map_err(io_error)?;
                         Applied::Done
                     }
                     Op::Hold { delivery, incoming, from_app, to_app, id } => {

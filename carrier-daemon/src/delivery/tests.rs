@@ -502,3 +502,35 @@ async fn a_mailbox_keeps_blobs_within_its_quotas_for_their_recipient_only() {
 fn now() -> u64 {
     super::outbox::now_ms()
 }
+
+#[tokio::test]
+async fn a_waiting_local_pair_is_tried_again_while_other_local_traffic_flows() {
+    let h = Harness::new().await;
+    let (b, b2) = (h.app_b.did(), h.app_b2.did());
+    let (tx, _answers) = mpsc::unbounded_channel();
+    // b2 is not running: four fill its inbox, four wait.
+    for request in 1..=8 {
+        let sink = ReceiptSink { tx: tx.clone(), request };
+        h.b.delivery.send(b, b2, vec![request as u8; MAX], SendOptions::default(), sink);
+    }
+    // Other local traffic all along, each message taken at once: something
+    // happens every few milliseconds, more often than the waiting pair's
+    // retry.
+    let (delivery, mut reader) = (Arc::clone(&h.b.delivery), h.b.connect(b));
+    let chatter = tokio::spawn(async move {
+        for request in 1000.. {
+            let sink = ReceiptSink { tx: tx.clone(), request };
+            delivery.send(b2, b, b"chatter".to_vec(), SendOptions::default(), sink);
+            reader.take().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let mut recipient = h.b.connect(b2);
+    for n in 1..=8u8 {
+        let taken = tokio::time::timeout(Duration::from_secs(5), recipient.take()).await;
+        let (from, payload) =
+            taken.unwrap_or_else(|_| panic!("message {n} never came: the waiting pair was not retried"));
+        assert_eq!((from, payload[0]), (b, n));
+    }
+    chatter.abort();
+}

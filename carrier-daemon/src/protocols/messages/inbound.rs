@@ -124,14 +124,14 @@ async fn write_answers<W: tokio::io::AsyncWrite + Unpin>(
     // Held messages whose FINAL is still to come (a FINAL may be read
     // before the reader's word that its message was held: signed).
     let mut owed = 0i64;
-    let mut reading = true;
-    while reading || owed > 0 {
+    let (mut reading, mut watching) = (true, true);
+    // Until the reader is done and every answer it passed on is written,
+    // and every held message answered (or none can be any more: every
+    // watcher is gone).
+    while reading || (owed > 0 && watching) {
         tokio::select! {
             n = read.recv_many(&mut now, OWED), if reading => reading = n > 0,
-            n = progress.recv_many(&mut later, OWED) => if n == 0 {
-                // Every watcher is gone: nothing more will be known.
-                break;
-            },
+            n = progress.recv_many(&mut later, OWED), if watching => watching = n > 0,
         }
         while let Ok(answer) = read.try_recv() {
             now.push(answer);
