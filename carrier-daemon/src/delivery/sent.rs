@@ -41,6 +41,13 @@ pub(super) fn push_entry(value: &mut Vec<u8>, seq: u64, message: &impl Message) 
     message.encode_length_delimited(value)
 }
 
+/// Appends the entry `(seq, message)` for a message already encoded.
+fn push_encoded(value: &mut Vec<u8>, seq: u64, encoded: &[u8]) {
+    prost::encoding::encode_varint(seq, value);
+    prost::encoding::encode_varint(encoded.len() as u64, value);
+    value.extend_from_slice(encoded);
+}
+
 /// The entries of a value, in order.
 pub(super) fn entries<M: Message + Default>(value: &[u8]) -> Result<Vec<(u64, M)>, prost::DecodeError> {
     let mut rest = value;
@@ -174,9 +181,7 @@ pub(super) fn move_rows(txn: &redb::WriteTransaction) -> Result<(), redb::Error>
         for row in rows.iter()? {
             let (seq, value) = row?;
             let mut record = Vec::new();
-            prost::encoding::encode_varint(seq.value(), &mut record);
-            prost::encoding::encode_varint(value.value().len() as u64, &mut record);
-            record.extend_from_slice(value.value());
+            push_encoded(&mut record, seq.value(), value.value());
             outbox.insert(seq.value(), record.as_slice())?;
             moved += 1;
         }
@@ -184,10 +189,7 @@ pub(super) fn move_rows(txn: &redb::WriteTransaction) -> Result<(), redb::Error>
         let mut pages: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for row in rows.iter()? {
             let (seq, value) = row?;
-            let page = pages.entry(seq.value() >> PAGE_SHIFT).or_default();
-            prost::encoding::encode_varint(seq.value(), page);
-            prost::encoding::encode_varint(value.value().len() as u64, page);
-            page.extend_from_slice(value.value());
+            push_encoded(pages.entry(seq.value() >> PAGE_SHIFT).or_default(), seq.value(), value.value());
             moved += 1;
         }
         let mut receipts = txn.open_table(RECEIPTS)?;
