@@ -271,3 +271,43 @@ async fn a_tcp_port_is_forwarded_to_another_device() {
         assert_eq!(answer, text.to_ascii_uppercase().as_bytes());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_streams_opened_at_once_all_reach_the_service() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 2, &[1, 1]);
+    let _daemons = mesh(&dirs);
+    let (user, host) = (client(&apps[0][0], &dirs[0]).await, client(&apps[1][0], &dirs[1]).await);
+    let mut listener = host.listen("echo", &AllowList::any_active()).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(mut stream) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                stream.read_to_end(&mut all).await.unwrap();
+                stream.write_all(&all).await.unwrap();
+                stream.shutdown().await.unwrap();
+            });
+        }
+    });
+    // A warm link first, so the burst is about streams, not link setup.
+    let mut first = user.open_stream(&host.did(), "echo").await.unwrap();
+    first.shutdown().await.unwrap();
+    within("first echo", first.read_to_end(&mut Vec::new())).await.unwrap();
+
+    // Every stream of the burst is answered: none is dropped for arriving
+    // while the others are being taken.
+    let opens = (0..48).map(|n| {
+        let (user, to) = (user.clone(), host.did());
+        tokio::spawn(async move {
+            let mut stream = user.open_stream(&to, "echo").await.unwrap_or_else(|e| panic!("stream {n}: {e}"));
+            stream.write_all(format!("stream {n}").as_bytes()).await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            within("burst echo", stream.read_to_end(&mut back)).await.unwrap();
+            assert_eq!(back, format!("stream {n}").as_bytes());
+        })
+    });
+    for open in opens.collect::<Vec<_>>() {
+        open.await.unwrap();
+    }
+}

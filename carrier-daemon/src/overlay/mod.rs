@@ -18,6 +18,7 @@ mod backoff;
 pub mod gate;
 mod muxer;
 mod peer_cache;
+pub mod streams;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -198,7 +199,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
+    stream: streams::Behaviour,
 }
 
 /// What the handle asks of the actor; each carries its reply channel.
@@ -231,7 +232,7 @@ pub struct Overlay {
     listen_addr: Multiaddr,
     peer_id: PeerId,
     connect_timeout: Duration,
-    streams: libp2p_stream::Control,
+    streams: streams::StreamControl,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -269,7 +270,7 @@ impl Overlay {
                 _ => {}
             }
         };
-        let streams = swarm.behaviour().stream.new_control();
+        let streams = swarm.behaviour().stream.control();
         let peer_cache = config.peer_cache.clone().map(peer_cache::PeerCache::load);
         let bootstrap = config.bootstrap.clone();
         let cached = peer_cache.iter().flat_map(|c| c.addrs()).filter(|a| !config.bootstrap.contains(a)).collect();
@@ -309,7 +310,7 @@ impl Overlay {
 
     /// Opens and accepts streams of the daemon's own protocols (messages,
     /// app streams) over the links.
-    pub fn stream_control(&self) -> libp2p_stream::Control {
+    pub fn stream_control(&self) -> streams::StreamControl {
         self.streams.clone()
     }
 
@@ -433,7 +434,7 @@ fn behaviour(ctx: Arc<LinkContext>, key: &libp2p::identity::Keypair, config: &Ov
         kad,
         identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
         ping: ping::Behaviour::default(),
-        stream: libp2p_stream::Behaviour::new(),
+        stream: streams::Behaviour::new(),
     }
 }
 

@@ -32,7 +32,6 @@ use std::sync::Arc;
 
 use carrier_proto::identity::Did;
 use carrier_proto::pb::Outcome;
-use futures::StreamExt;
 use libp2p::StreamProtocol;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
@@ -123,7 +122,7 @@ pub(crate) trait ProtocolHandler: Send + Sync + 'static {
 /// streams to peers by DID.
 #[derive(Clone)]
 pub(crate) struct Router {
-    streams: libp2p_stream::Control,
+    streams: crate::overlay::streams::StreamControl,
     ledger: Arc<dyn Ledger>,
     /// Where accept loops run (stopped first at shutdown).
     accepting: Tasks,
@@ -150,8 +149,7 @@ impl Router {
 
     /// Serves `protocol` with `handler` until the daemon stops accepting.
     pub(crate) fn register(&self, protocol: &'static str, handler: Arc<dyn ProtocolHandler>) {
-        let mut control = self.streams.clone();
-        let mut incoming = match control.accept(StreamProtocol::new(protocol)) {
+        let mut incoming = match self.streams.accept(StreamProtocol::new(protocol)) {
             Ok(incoming) => incoming,
             Err(error) => return tracing::error!(%error, protocol, "protocol already taken"),
         };
@@ -183,9 +181,11 @@ impl Router {
     pub(crate) async fn open(&self, did: Did, protocol: &'static str) -> Result<PeerStream, ProtocolError> {
         let open = |reason: String| ProtocolError::Open { did, protocol, reason };
         let key = self.ledger.standing(&did).map(|s| s.keys.signing).ok_or_else(|| open("not on the ledger".into()))?;
-        let mut control = self.streams.clone();
-        let stream =
-            control.open_stream(key.peer_id(), StreamProtocol::new(protocol)).await.map_err(|e| open(e.to_string()))?;
+        let stream = self
+            .streams
+            .open_stream(key.peer_id(), StreamProtocol::new(protocol))
+            .await
+            .map_err(|e| open(e.to_string()))?;
         Ok(stream.compat())
     }
 }
