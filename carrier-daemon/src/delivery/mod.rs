@@ -27,6 +27,7 @@ mod inbox;
 mod keeper;
 mod mailbox;
 mod outbox;
+mod received;
 mod sent;
 mod sessions;
 mod store;

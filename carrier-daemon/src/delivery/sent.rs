@@ -42,7 +42,7 @@ pub(super) fn push_entry(value: &mut Vec<u8>, seq: u64, message: &impl Message) 
 }
 
 /// Appends the entry `(seq, message)` for a message already encoded.
-fn push_encoded(value: &mut Vec<u8>, seq: u64, encoded: &[u8]) {
+pub(super) fn push_encoded(value: &mut Vec<u8>, seq: u64, encoded: &[u8]) {
     prost::encoding::encode_varint(seq, value);
     prost::encoding::encode_varint(encoded.len() as u64, value);
     value.extend_from_slice(encoded);
@@ -101,6 +101,11 @@ impl Batch {
     /// Pending messages left.
     pub(super) fn left(&self) -> usize {
         self.left
+    }
+
+    /// The pending bits, 64 offsets a word.
+    pub(super) fn words(&self) -> &[u64] {
+        &self.pending
     }
 }
 

@@ -5,20 +5,21 @@
 //!  outbox_batches  first seq ─▶ (seq, StoredOutgoing)*  until every message in it is settled
 //!  receipt_pages   seq / 64 ─▶ (seq, StoredReceipt)*    for 7 days, for apps that ask later
 //!  sent_keys from_app ‖ key ─▶ seq        idempotent sends, as long as the receipt
-//!  inbox     delivery ─▶ StoredIncoming   until the recipient app acknowledges
+//!  inbox_records  first delivery ─▶ (delivery, StoredIncoming)*  until its apps took them all
+//!  inbox_left     first delivery ─▶ a bit per delivery not yet taken
 //!  replay    from_app ‖ to_app ─▶ epoch ‖ seq    the last message taken per pair
 //!  refused   from_app ‖ epoch ‖ seq ─▶ StoredReceipt   what we refused, for retries
 //!  mailbox   recipient ‖ blob id ─▶ StoredBlob   sealed blobs we keep for offline devices
 //!  meta      "epoch", "next_seq", "next_delivery"
 //! ```
 //!
-//! The sending side's two tables are laid out in [`super::sent`]. Stores
-//! written with one row per message (`outbox`, `receipts`) are moved to it
-//! when opened.
+//! The sending side's two tables are laid out in [`super::sent`], the
+//! receiving side's in [`super::received`]. Stores written with one row per
+//! message (`outbox`, `receipts`, `inbox`) are moved to them when opened.
 //!
 //! [`MessageStore::apply`] runs a batch of [`Op`]s in one write transaction,
 //! so one fsync covers thousands of messages. Within a batch, a message
-//! held and taken in it never touches the inbox table, and only the last
+//! held and taken in it never touches the inbox tables, and only the last
 //! replay position of each pair is written: the transaction's outcome is
 //! the same, with a fraction of the B-tree work. A record that does not decode
 //! is skipped with a warning and left in place, never deleted.
@@ -32,6 +33,9 @@ use carrier_proto::pb;
 use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+#[cfg(test)]
+use super::received::INBOX_ROWS;
+use super::received::{self, INBOX, InboxWrites, LEFT, load_inbox};
 use super::sent::{
     self, BatchChanges, Batches, OUTBOX, PAGE_SHIFT, RECEIPTS, load_outbox, move_rows, prune_receipts, push_entry,
 };
@@ -40,7 +44,6 @@ use super::sent::{OUTBOX_ROWS, RECEIPT_ROWS};
 
 const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("meta");
 const SENT_KEYS: TableDefinition<'static, &'static [u8], u64> = TableDefinition::new("sent_keys");
-const INBOX: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("inbox");
 const REPLAY: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("replay");
 const REFUSED: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("refused");
 const MAILBOX: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("mailbox");
@@ -141,6 +144,8 @@ pub(crate) struct MessageStore {
     next_delivery: u64,
     /// Which messages of each outbox record are pending.
     batches: Batches,
+    /// Which messages of each inbox record are held.
+    held: Batches,
 }
 
 impl std::fmt::Debug for MessageStore {
@@ -165,7 +170,8 @@ impl MessageStore {
     }
 
     fn start(db: Database, path: String) -> Result<(Self, Loaded), StoreError> {
-        let mut store = Self { db, path, next_seq: 1, next_delivery: 1, batches: Batches::default() };
+        let mut store =
+            Self { db, path, next_seq: 1, next_delivery: 1, batches: Batches::default(), held: Batches::default() };
         let loaded = store.load().map_err(|e| store.error(e))?;
         Ok((store, loaded))
     }
@@ -221,15 +227,8 @@ impl MessageStore {
             move_rows(&txn)?;
             let (outbox, batches) = load_outbox(&txn)?;
             (loaded.outbox, self.batches) = (outbox, batches);
-            for row in txn.open_table(INBOX)?.iter()? {
-                let (delivery, value) = row?;
-                match pb::StoredIncoming::decode(value.value()) {
-                    Ok(incoming) => loaded.inbox.push((delivery.value(), incoming)),
-                    Err(error) => {
-                        tracing::warn!(delivery = delivery.value(), %error, "skipping an inbox record that does not decode")
-                    }
-                }
-            }
+            received::move_rows(&txn)?;
+            (loaded.inbox, self.held) = load_inbox(&txn)?;
             for row in txn.open_table(REPLAY)?.iter()? {
                 let (pair, last) = row?;
                 let (pair, last) = (pair.value(), last.value());
@@ -257,10 +256,12 @@ impl MessageStore {
         ops: impl IntoIterator<Item = &'a Op, IntoIter: Clone>,
     ) -> Result<Vec<Applied>, StoreError> {
         let (mut next_seq, mut next_delivery) = (self.next_seq, self.next_delivery);
-        let mut changes = BatchChanges::default();
-        let applied = self.write(ops, &mut next_seq, &mut next_delivery, &mut changes).map_err(|e| self.error(e))?;
+        let (mut changes, mut held) = (BatchChanges::default(), InboxWrites::default());
+        let applied =
+            self.write(ops, &mut next_seq, &mut next_delivery, &mut changes, &mut held).map_err(|e| self.error(e))?;
         (self.next_seq, self.next_delivery) = (next_seq, next_delivery);
         changes.apply(&mut self.batches);
+        held.changes.apply(&mut self.held);
         Ok(applied)
     }
 
@@ -270,6 +271,7 @@ impl MessageStore {
         next_seq: &mut u64,
         next_delivery: &mut u64,
         changes: &mut BatchChanges,
+        held: &mut InboxWrites,
     ) -> Result<Vec<Applied>, redb::Error> {
         let ops = ops.into_iter();
         // The messages this transaction enqueues: one outbox record.
@@ -284,6 +286,7 @@ impl MessageStore {
             let mut receipts = txn.open_table(RECEIPTS)?;
             let mut keys = txn.open_table(SENT_KEYS)?;
             let mut inbox = txn.open_table(INBOX)?;
+            let mut left = txn.open_table(LEFT)?;
             let mut replay = txn.open_table(REPLAY)?;
             let mut refused = txn.open_table(REFUSED)?;
             let mut mailbox = txn.open_table(MAILBOX)?;
@@ -336,8 +339,7 @@ impl MessageStore {
                     Op::Hold { delivery, incoming, from_app, to_app, id } => {
                         *next_delivery = (*next_delivery).max(delivery + 1);
                         if !batch.taken.contains(delivery) {
-                            incoming.encode(&mut buf).map_err(io_error)?;
-                            inbox.insert(*delivery, buf.as_slice())?;
+                            held.hold(*delivery, incoming).map_err(io_error)?;
                         }
                         if batch.last_of_pair.get(&(*from_app, *to_app)) == Some(delivery) {
                             let pair = pair_key(from_app.key_bytes(), &to_app.key_bytes());
@@ -359,7 +361,7 @@ impl MessageStore {
                     }
                     Op::Taken { deliveries } => {
                         for delivery in deliveries.iter().filter(|d| !batch.held.contains(d)) {
-                            inbox.remove(*delivery)?;
+                            held.take(&self.held, *delivery);
                         }
                         Applied::Done
                     }
@@ -383,12 +385,9 @@ impl MessageStore {
                         }
                         refused.retain(|_, v| !old(v))?;
                         mailbox.retain(|_, v| pb::StoredBlob::decode(v).is_ok_and(|b| b.expires_at_ms > *now_ms))?;
-                        inbox.retain(|_, v| {
-                            pb::StoredIncoming::decode(v)
-                                .ok()
-                                .and_then(|i| i.envelope)
-                                .is_none_or(|e| e.expires_at_ms == 0 || e.expires_at_ms > *now_ms)
-                        })?;
+                        for delivery in received::expired(&inbox, &self.held, *now_ms)? {
+                            held.take(&self.held, delivery);
+                        }
                         Applied::Done
                     }
                 });
@@ -403,6 +402,7 @@ impl MessageStore {
                 value.extend_from_slice(&appended);
                 receipts.insert(page, value.as_slice())?;
             }
+            held.write(&mut inbox, &mut left)?;
             let mut meta = txn.open_table(META)?;
             meta.insert("next_seq", next_seq.to_be_bytes().as_slice())?;
             meta.insert("next_delivery", next_delivery.to_be_bytes().as_slice())?;
@@ -431,6 +431,14 @@ impl MessageStore {
     pub(crate) fn outbox_records(&self) -> u64 {
         let txn = self.db.begin_read().unwrap();
         redb::ReadableTableMetadata::len(&txn.open_table(OUTBOX).unwrap()).unwrap()
+    }
+
+    /// Inbox records and rows of their bits on disk.
+    #[cfg(test)]
+    pub(crate) fn inbox_records(&self) -> (u64, u64) {
+        let txn = self.db.begin_read().unwrap();
+        let count = |table| redb::ReadableTableMetadata::len(&txn.open_table(table).unwrap()).unwrap();
+        (count(INBOX), count(LEFT))
     }
 
     /// The blobs `ids` kept for `recipient` (those still there).

@@ -293,3 +293,88 @@ fn a_receipt_outlives_its_retention_while_its_record_holds_a_pending_message() {
         matches!(store.sent(1).unwrap(), Some(Known::Settled { outcome, .. }) if outcome == pb::Outcome::Refused as i32)
     );
 }
+
+/// A message for `to` from `from`, held under `delivery`.
+fn held(from: Did, to: Did, delivery: u64, expires_at_ms: u64) -> Op {
+    let envelope = pb::Envelope { payload: vec![delivery as u8], seq: delivery, expires_at_ms, ..Default::default() };
+    Op::Hold {
+        delivery,
+        incoming: pb::StoredIncoming { envelope: Some(envelope), from_device: to.key_bytes(), received_at_ms: 1 },
+        from_app: from,
+        to_app: to,
+        id: MessageId { epoch: [5; 16], seq: delivery },
+    }
+}
+
+fn inbox_of(loaded: &Loaded) -> Vec<u64> {
+    loaded.inbox.iter().map(|(d, _)| *d).collect()
+}
+
+#[test]
+fn an_inbox_record_keeps_what_is_not_taken_across_restarts_and_goes_with_its_last_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    let (from, to) = (app(), app());
+    {
+        let (mut store, _) = MessageStore::open(&path).unwrap();
+        store.apply(&(1..=5).map(|d| held(from, to, d, 0)).collect::<Vec<_>>()).unwrap();
+        store.apply(&[Op::Taken { deliveries: vec![2, 4] }]).unwrap();
+        // Taken twice, or never held: nothing changes.
+        store.apply(&[Op::Taken { deliveries: vec![4, 99] }]).unwrap();
+        assert_eq!(store.inbox_records(), (1, 1));
+    }
+    let (mut store, loaded) = MessageStore::open(&path).unwrap();
+    assert_eq!(inbox_of(&loaded), vec![1, 3, 5]);
+    assert_eq!(loaded.inbox[1].1.envelope.as_ref().unwrap().payload, vec![3]);
+    store.apply(&[Op::Taken { deliveries: vec![1] }, held(from, to, 6, 0)]).unwrap();
+    store.apply(&[Op::Taken { deliveries: vec![3, 5] }]).unwrap();
+    assert_eq!(store.inbox_records(), (1, 0), "the first record and its bits are gone");
+    drop(store);
+    let (store, loaded) = MessageStore::open(&path).unwrap();
+    assert_eq!(inbox_of(&loaded), vec![6]);
+    assert_eq!(loaded.next_delivery, 7);
+    assert_eq!(store.inbox_records(), (1, 0));
+}
+
+#[test]
+fn an_inbox_with_a_row_per_message_is_moved_to_records_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    let (from, to) = (app(), app());
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut rows = txn.open_table(INBOX_ROWS).unwrap();
+            for delivery in [4u64, 9] {
+                let Op::Hold { incoming, .. } = held(from, to, delivery, 0) else { unreachable!() };
+                rows.insert(delivery, incoming.encode_to_vec().as_slice()).unwrap();
+            }
+            txn.open_table(META).unwrap().insert("next_delivery", 10u64.to_be_bytes().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    {
+        let (mut store, loaded) = MessageStore::open(&path).unwrap();
+        assert_eq!(inbox_of(&loaded), vec![4, 9]);
+        assert_eq!(loaded.inbox[1].1.envelope.as_ref().unwrap().payload, vec![9]);
+        store.apply(&[Op::Taken { deliveries: vec![4] }]).unwrap();
+    }
+    let (_, loaded) = MessageStore::open(&path).unwrap();
+    assert_eq!(inbox_of(&loaded), vec![9]);
+    assert_eq!(loaded.next_delivery, 10);
+}
+
+#[test]
+fn pruning_drops_held_messages_past_their_time_to_live_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages.redb");
+    let (from, to) = (app(), app());
+    {
+        let (mut store, _) = MessageStore::open(&path).unwrap();
+        store.apply(&[held(from, to, 1, 50), held(from, to, 2, 0), held(from, to, 3, 500)]).unwrap();
+        store.apply(&[Op::Prune { now_ms: 100 }]).unwrap();
+    }
+    let (_, loaded) = MessageStore::open(&path).unwrap();
+    assert_eq!(inbox_of(&loaded), vec![2, 3]);
+}
