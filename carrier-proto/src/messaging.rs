@@ -11,7 +11,9 @@
 //!  receiver daemon: ReplayGuard per (from app, to app): seq must grow
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use foldhash::HashMap;
 use std::fmt;
 
 use crate::domain;

@@ -14,7 +14,9 @@
 //!
 //! Plain state, no IO: `Delivery` holds it under one lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use carrier_proto::identity::Did;

@@ -11,7 +11,7 @@
 //! Each app may have [`MessagingConfig::max_outbox_bytes`] of payload
 //! waiting; past that a send fails QUEUE_FULL at once.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Duration;
 

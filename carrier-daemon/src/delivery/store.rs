@@ -24,7 +24,9 @@
 //! the same, with a fraction of the B-tree work. A record that does not decode
 //! is skipped with a warning and left in place, never deleted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashSet};
 use std::path::Path;
 
 use carrier_proto::identity::Did;

@@ -7,7 +7,7 @@
 //! entries or ten million. Where an entry sits is the sequencer's choice;
 //! whether it may sit anywhere is this module's.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use super::entry::{Entry, EntryHash, Op, Quotas};
 use super::error::Rejection;

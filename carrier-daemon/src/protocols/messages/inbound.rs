@@ -14,7 +14,7 @@
 //! other pairs go on. A frame over the limit or one that does not decode
 //! ends this stream only; the link and every other stream go on.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use carrier_proto::identity::Did;

@@ -14,7 +14,9 @@
 //! Within a pair, messages always go out in seq order. No IO and no clock of
 //! its own: the courier passes `now` in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
