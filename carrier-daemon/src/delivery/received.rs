@@ -37,11 +37,25 @@ pub(super) struct InboxWrites {
     current: Option<u64>,
     /// Records some of whose messages were taken.
     taken_from: BTreeSet<u64>,
+    /// A buffer for the next record to start.
+    spare: Vec<u8>,
     /// The records' held deliveries, as they are after the transaction.
     pub changes: BatchChanges,
 }
 
 impl InboxWrites {
+    /// Writes that start their first record in `buffer` (emptied).
+    pub(super) fn reusing(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        Self { spare: buffer, ..Self::default() }
+    }
+
+    /// The largest buffer, to reuse.
+    pub(super) fn spare(&mut self) -> Vec<u8> {
+        let records = std::mem::take(&mut self.records).into_values();
+        records.chain([std::mem::take(&mut self.spare)]).max_by_key(Vec::capacity).unwrap_or_default()
+    }
+
     /// Holds `delivery` (deliveries come in rising order; one out of it
     /// starts a record of its own).
     pub(super) fn hold(&mut self, delivery: u64, incoming: &pb::StoredIncoming) -> Result<(), prost::EncodeError> {
@@ -49,7 +63,8 @@ impl InboxWrites {
             Some(first) if delivery >= first && delivery - first < MAX_SPAN => first,
             _ => *self.current.insert(delivery),
         };
-        push_entry(self.records.entry(first).or_default(), delivery, incoming)?;
+        let record = self.records.entry(first).or_insert_with(|| std::mem::take(&mut self.spare));
+        push_entry(record, delivery, incoming)?;
         self.changes.touched.entry(first).or_default().add(delivery - first);
         Ok(())
     }

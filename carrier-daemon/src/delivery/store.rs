@@ -148,7 +148,13 @@ pub(crate) struct MessageStore {
     batches: Batches,
     /// Which messages of each inbox record are held.
     held: Batches,
+    /// Buffers for the records of the next transaction: kept, so that
+    /// each one does not grow a new buffer (and fault in fresh pages).
+    spare: (Vec<u8>, Vec<u8>),
 }
+
+/// The largest record buffer kept for the next transaction.
+const MAX_SPARE: usize = 8 << 20;
 
 impl std::fmt::Debug for MessageStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,8 +178,15 @@ impl MessageStore {
     }
 
     fn start(db: Database, path: String) -> Result<(Self, Loaded), StoreError> {
-        let mut store =
-            Self { db, path, next_seq: 1, next_delivery: 1, batches: Batches::default(), held: Batches::default() };
+        let mut store = Self {
+            db,
+            path,
+            next_seq: 1,
+            next_delivery: 1,
+            batches: Batches::default(),
+            held: Batches::default(),
+            spare: Default::default(),
+        };
         let loaded = store.load().map_err(|e| store.error(e))?;
         Ok((store, loaded))
     }
@@ -258,9 +271,16 @@ impl MessageStore {
         ops: impl IntoIterator<Item = &'a Op, IntoIter: Clone>,
     ) -> Result<Vec<Applied>, StoreError> {
         let (mut next_seq, mut next_delivery) = (self.next_seq, self.next_delivery);
-        let (mut changes, mut held) = (BatchChanges::default(), InboxWrites::default());
-        let applied =
-            self.write(ops, &mut next_seq, &mut next_delivery, &mut changes, &mut held).map_err(|e| self.error(e))?;
+        let (mut record, spare) = std::mem::take(&mut self.spare);
+        record.clear();
+        let (mut changes, mut held) = (BatchChanges::default(), InboxWrites::reusing(spare));
+        let written = self.write(ops, &mut next_seq, &mut next_delivery, &mut record, &mut changes, &mut held);
+        let keep = |mut buffer: Vec<u8>| {
+            buffer.clear();
+            if buffer.capacity() > MAX_SPARE { Vec::new() } else { buffer }
+        };
+        self.spare = (keep(record), keep(held.spare()));
+        let applied = written.map_err(|e| self.error(e))?;
         (self.next_seq, self.next_delivery) = (next_seq, next_delivery);
         changes.apply(&mut self.batches);
         held.changes.apply(&mut self.held);
@@ -272,12 +292,13 @@ impl MessageStore {
         ops: impl IntoIterator<Item = &'a Op, IntoIter: Clone>,
         next_seq: &mut u64,
         next_delivery: &mut u64,
+        record: &mut Vec<u8>,
         changes: &mut BatchChanges,
         held: &mut InboxWrites,
     ) -> Result<Vec<Applied>, redb::Error> {
         let ops = ops.into_iter();
         // The messages this transaction enqueues: one outbox record.
-        let (mut record, mut record_first) = (Vec::new(), None);
+        let mut record_first = None;
         // Receipts to append, per page.
         let mut receipt_entries: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let txn = self.db.begin_write()?;
@@ -309,7 +330,7 @@ impl MessageStore {
                                 *next_seq += 1;
                                 // Stored with the seq it is sent with
                                 // unset: the entry carries it.
-                                push_entry(&mut record, seq, outgoing).map_err(io_error)?;
+                                push_entry(record, seq, outgoing).map_err(io_error)?;
                                 let first = *record_first.get_or_insert(seq);
                                 changes.touched.entry(first).or_default().add(seq - first);
                                 if let Some(key) = key {
