@@ -1,9 +1,9 @@
 //! Offline mailboxes on real daemons: a device that is offline for the
 //! whole send gets every message from the devices closest to it (sealed,
-//! so they could not read them), even after one of them died; and a
-//! mailbox that is full gives the sender a final failure, never silence.
-//! (Tampered blobs, forged and revoked senders: `delivery::tests`, on the
-//! same code without sockets.)
+//! so they could not read them), even after one of them died, or altered
+//! its copies; a revoked sender's blobs are dropped; and a mailbox that is
+//! full gives the sender a final failure, never silence. (Forged senders:
+//! `delivery::tests`, on the same code without sockets.)
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,16 +35,22 @@ fn network(dirs: &[PathBuf], mailbox_config: &str) -> Vec<Daemon> {
     let mut daemons = vec![first];
     daemons.extend(dirs[1..3].iter().map(|dir| Daemon::start_with(dir, Some(&addr), mailbox_config)));
     daemons.extend(dirs[3..].iter().map(|dir| Daemon::start(dir, Some(&addr))));
+    until_routed(&dirs[3], dirs.len() - 1);
+    daemons
+}
+
+/// Waits until the routing table of the daemon in `dir` has `count` devices.
+fn until_routed(dir: &Path, count: usize) {
     let deadline = Instant::now() + WAIT;
     loop {
         let routes: serde_json::Value =
-            serde_json::from_str(&carrierctl(&["routes", "--socket", &socket(&dirs[3]), "--json"])).unwrap();
+            serde_json::from_str(&carrierctl(&["routes", "--socket", &socket(dir), "--json"])).unwrap();
         if routes.as_array().unwrap().iter().filter(|r| r["did"].as_str().is_some_and(|d| !d.is_empty())).count()
-            >= dirs.len() - 1
+            >= count
         {
-            return daemons;
+            return;
         }
-        assert!(Instant::now() < deadline, "the sender never saw every device: {routes}");
+        assert!(Instant::now() < deadline, "the device never saw every other: {routes}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -200,4 +206,106 @@ async fn stored_copies_move_to_a_device_that_joins_closer_to_the_recipient() {
         let message = within("a moved message", messages.next()).await.unwrap();
         assert_eq!(message.payload, payload(n));
     }
+}
+/// Alters every blob `node_dir`'s stopped daemon keeps (one byte of the
+/// sealed bytes), under the altered bytes' own id, as a node that wanted
+/// its copies taken would: how many it altered.
+fn alter_kept_blobs(node_dir: &Path) -> usize {
+    use prost::Message as _;
+    use redb::{ReadableTable, TableDefinition};
+    const MAILBOX: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("mailbox");
+    let db = redb::Database::create(node_dir.join(carrier_daemon::paths::MESSAGE_STORE_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    let mut altered = 0;
+    {
+        let mut table = txn.open_table(MAILBOX).unwrap();
+        let kept: Vec<(Vec<u8>, Vec<u8>)> = table
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap())
+            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+            .collect();
+        for (key, value) in kept {
+            let mut stored = carrier_proto::pb::StoredBlob::decode(value.as_slice()).unwrap();
+            let last = stored.blob.len() - 1;
+            stored.blob[last] ^= 1;
+            let mut new_key = key[..32].to_vec();
+            new_key.extend_from_slice(&carrier_proto::mailbox::blob_id(&stored.blob));
+            table.remove(key.as_slice()).unwrap();
+            table.insert(new_key.as_slice(), stored.encode_to_vec().as_slice()).unwrap();
+            altered += 1;
+        }
+    }
+    txn.commit().unwrap();
+    altered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_copy_is_rejected_and_logged_and_a_revoked_senders_blobs_are_dropped() {
+    let root = tempfile::tempdir().unwrap();
+    // Three mailbox nodes, an honest sender, a sender to be revoked, the recipient.
+    let (dirs, apps) = provision_with_apps(root.path(), 6, &[0, 0, 0, 1, 1, 1]);
+    let mut daemons = network(&dirs, "");
+    until_routed(&dirs[4], dirs.len() - 1);
+    let recipient_app = AppIdentity::load_or_create(&apps[5][0]).unwrap().did();
+    daemons.pop().unwrap().terminate();
+    // The mailbox node closest to the recipient: whichever sender looks,
+    // with itself left out, it is among the three closest, so it keeps a
+    // copy of every message; at least one other mailbox node keeps one too.
+    let target = libp2p::kad::KBucketKey::from(device_did(&dirs[5]).peer_id());
+    let tamperer = (0..3)
+        .min_by_key(|i| libp2p::kad::KBucketKey::from(device_did(&dirs[*i]).peer_id()).distance(&target))
+        .unwrap();
+
+    const N: u32 = 20;
+    let honest = client(&apps[3][0], &dirs[3]).await;
+    let doomed = client(&apps[4][0], &dirs[4]).await;
+    for (sender, count, base) in [(&honest, N, 0), (&doomed, 5, 1000)] {
+        let mut pending = Vec::new();
+        for n in 0..count {
+            pending.push(sender.submit(&recipient_app, payload(base + n)).await.unwrap());
+        }
+        for receipt in &mut pending {
+            within("stored", receipt.stored()).await.unwrap().expect("stored before any receipt");
+        }
+    }
+    drop((honest, doomed));
+    // Both senders go offline: what the recipient gets comes from the
+    // mailboxes alone.
+    let doomed_device = device_did(&dirs[4]).to_string();
+    daemons.pop().unwrap().terminate();
+    daemons.pop().unwrap().terminate();
+
+    // That node alters every copy it keeps.
+    daemons.remove(tamperer).terminate();
+    assert!(alter_kept_blobs(&dirs[tamperer]) >= N as usize, "the closest node kept fewer blobs than were sent");
+    daemons.insert(tamperer, Daemon::start(&dirs[tamperer], Some(&daemons[0].addr)));
+
+    // The second sender is revoked; the recipient starts with that ledger.
+    let (key, ledger) = (root.path().join("admin/registrar.key"), root.path().join("admin/ledger"));
+    carrierctl(&[
+        "ledger",
+        "revoke",
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        &doomed_device,
+    ]);
+    support::copy_ledger(&ledger, &dirs[5].join("ledger"));
+    let back = Daemon::start(&dirs[5], Some(&daemons[0].addr));
+    let recipient = client(&apps[5][0], &dirs[5]).await;
+    let mut messages = recipient.messages();
+    for n in 0..N {
+        let message = within("a stored message", messages.next()).await.unwrap();
+        assert_eq!(message.payload, payload(n), "message {n}: not exactly once, in order");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), messages.next()).await.is_err(),
+        "a message of the revoked sender, or one twice, reached the app"
+    );
+    let altered = back.printed_within("does not open: altered", WAIT);
+    assert!(altered.is_some_and(|line| line.contains("rejected a mailbox blob")), "the altered copies were not logged");
+    let revoked = back.printed_within("is not an active device", WAIT);
+    assert!(revoked.is_some_and(|line| line.contains(&doomed_device)), "the revoked sender's blobs were not logged");
 }
