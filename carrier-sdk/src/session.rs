@@ -9,7 +9,7 @@
 //!                   a message is acknowledged once it is in this process
 //! ```
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

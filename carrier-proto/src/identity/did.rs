@@ -245,7 +245,7 @@ mod tests {
 /// messages from a few senders pays the curve-point check once per sender.
 #[derive(Debug, Default)]
 pub struct DidCache {
-    known: std::collections::HashMap<[u8; 32], Did>,
+    known: foldhash::HashMap<[u8; 32], Did>,
 }
 
 impl DidCache {
