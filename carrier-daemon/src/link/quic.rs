@@ -121,6 +121,15 @@ pub fn endpoint(addr: SocketAddr) -> Result<quinn::Endpoint, QuicSetupError> {
     Ok(endpoint)
 }
 
+/// A quinn endpoint that only dials, on a port of its own: for a dial that
+/// must not leave from the listening port (an AutoNAT dial-back must test
+/// the address, not a path the NAT has already opened for us).
+pub fn client_endpoint(addr: SocketAddr) -> Result<quinn::Endpoint, QuicSetupError> {
+    let mut endpoint = quinn::Endpoint::client(addr).map_err(|source| QuicSetupError::Bind { addr, source })?;
+    endpoint.set_default_client_config(client_config()?);
+    Ok(endpoint)
+}
+
 /// Accepts whatever certificate the server shows, but checks that the
 /// server's handshake signature was made with that certificate's key.
 #[derive(Debug)]

@@ -2,7 +2,9 @@
 //! identify, ping) run over them unchanged.
 //!
 //! One UDP port: the first `listen_on` binds the quinn endpoint, and dials
-//! go out from the same endpoint. Addresses are
+//! go out from the same endpoint, unless the dial asks for a new port
+//! ([`PortUse::New`]): that one leaves from an endpoint of its own, which
+//! lives as long as its link. Addresses are
 //! `/ip4/…/udp/…/quic-v1/noise` (or `/ip6/…`), which standard libp2p-QUIC
 //! nodes will not dial by mistake. A dial address ending in `/p2p/<peer>`
 //! names the DID expected on the other end, which enables Noise IK.
@@ -17,7 +19,7 @@ use futures::future::{BoxFuture, Ready};
 use futures::{FutureExt, future};
 use libp2p::PeerId;
 use libp2p::core::multiaddr::{Multiaddr, Protocol};
-use libp2p::core::transport::{DialOpts, ListenerId, Transport, TransportError, TransportEvent};
+use libp2p::core::transport::{DialOpts, ListenerId, PortUse, Transport, TransportError, TransportEvent};
 use tokio::sync::mpsc;
 
 use super::muxer::LinkMuxer;
@@ -139,17 +141,18 @@ impl Transport for CarrierTransport {
         }
     }
 
-    fn dial(&mut self, addr: Multiaddr, _opts: DialOpts) -> Result<Self::Dial, TransportError<LinkError>> {
+    fn dial(&mut self, addr: Multiaddr, opts: DialOpts) -> Result<Self::Dial, TransportError<LinkError>> {
         let Some((socket, peer)) = parse_addr(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
-        let endpoint = match &self.endpoint {
-            Some(endpoint) => endpoint.clone(),
-            None => {
-                let unspecified: IpAddr =
-                    if socket.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
-                let endpoint = quic::endpoint(SocketAddr::new(unspecified, 0))
-                    .map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
+        let unspecified: IpAddr =
+            if socket.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        let setup = |e: quic::QuicSetupError| TransportError::Other(LinkError::Stream(e.to_string()));
+        let endpoint = match (&self.endpoint, opts.port_use) {
+            (_, PortUse::New) => quic::client_endpoint(SocketAddr::new(unspecified, 0)).map_err(setup)?,
+            (Some(endpoint), PortUse::Reuse) => endpoint.clone(),
+            (None, PortUse::Reuse) => {
+                let endpoint = quic::endpoint(SocketAddr::new(unspecified, 0)).map_err(setup)?;
                 self.ctx.set_endpoint(endpoint.clone());
                 self.endpoint = Some(endpoint.clone());
                 endpoint
@@ -218,7 +221,52 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkContext>, admitted:
 
 #[cfg(test)]
 mod tests {
+    use carrier_proto::identity::Identity;
+    use carrier_proto::testing::TestNetwork;
+    use libp2p::core::Endpoint;
+
     use super::*;
+    use crate::ledger::{EmbeddedLedger, Ledger};
+    use crate::link::LinkLimits;
+
+    fn transport(device: Identity, net: &TestNetwork) -> CarrierTransport {
+        let ledger = Arc::new(EmbeddedLedger::in_memory(net.ledger.clone()));
+        let did = device.did();
+        CarrierTransport::new(Arc::new(LinkContext::new(device, did, ledger as Arc<dyn Ledger>, LinkLimits::default())))
+    }
+
+    async fn next_event(t: &mut CarrierTransport) -> TransportEvent<Ready<Result<Output, LinkError>>, LinkError> {
+        let event = future::poll_fn(|cx| Pin::new(&mut *t).poll(cx));
+        tokio::time::timeout(std::time::Duration::from_secs(20), event).await.unwrap()
+    }
+
+    /// Listens on loopback; the address.
+    async fn listen(t: &mut CarrierTransport) -> Multiaddr {
+        t.listen_on(ListenerId::next(), "/ip4/127.0.0.1/udp/0/quic-v1/noise".parse().unwrap()).unwrap();
+        match next_event(t).await {
+            TransportEvent::NewAddress { listen_addr, .. } => listen_addr,
+            _ => panic!("expected the listening address first"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dial_for_a_new_port_leaves_from_a_port_of_its_own_and_others_from_the_listening_one() {
+        let mut net = TestNetwork::new("ports");
+        let (a, b) = (net.register_device(), net.register_device());
+        let (mut a, mut b) = (transport(a, &net), transport(b, &net));
+        let (a_addr, b_addr) = (listen(&mut a).await, listen(&mut b).await);
+        let b_port = parse_addr(&b_addr).unwrap().0.port();
+        for (port_use, from_listening_port) in [(PortUse::Reuse, true), (PortUse::New, false), (PortUse::Reuse, true)] {
+            let dial = b.dial(a_addr.clone(), DialOpts { role: Endpoint::Dialer, port_use }).unwrap();
+            let (_, link) = dial.await.unwrap();
+            let TransportEvent::Incoming { send_back_addr, .. } = next_event(&mut a).await else {
+                panic!("expected the dial to arrive")
+            };
+            let came_from = parse_addr(&send_back_addr).unwrap().0.port();
+            assert_eq!(came_from == b_port, from_listening_port, "{port_use:?} came from port {came_from}");
+            drop(link);
+        }
+    }
 
     #[test]
     fn unspecified_listen_address_is_reported_per_interface() {
