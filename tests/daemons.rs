@@ -280,3 +280,28 @@ async fn shutdown_stops_both_sockets_and_leaves_no_task_running() {
     b.shutdown().await;
     assert_eq!(b.running_tasks(), 0);
 }
+
+/// A device that joined through another learns from that one's dial-back
+/// that its address is reachable, and `carrierctl status` says so.
+#[test]
+fn carrierctl_status_shows_an_address_a_dial_back_confirmed() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs = provision(root.path(), 2);
+    let first = Daemon::start(&dirs[0], None);
+    let joined = Daemon::start(&dirs[1], Some(&first.addr));
+    let confirmed = joined.printed_within("address confirmed reachable from outside", Duration::from_secs(60));
+    assert!(confirmed.is_some(), "no probe confirmed the joined device's address");
+    let status = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&carrierctl(&["status", "--socket", &socket(dir), "--json"])).unwrap()
+    };
+    let (theirs, ours) = (status(&dirs[0]), status(&dirs[1]));
+    assert_eq!(ours["nat"], "public");
+    let probe = &ours["probed"][0];
+    assert_eq!((&probe["reachable"], &probe["by"]), (&serde_json::json!(true), &theirs["did"]));
+    assert_eq!(probe["addr"], ours["listen"][0]);
+    let text = carrierctl(&["status", "--socket", &socket(&dirs[1])]);
+    assert!(text.contains("nat:      public") && text.contains("reachable (dialed back by"), "{text}");
+    for daemon in [joined, first] {
+        assert!(daemon.terminate().success());
+    }
+}

@@ -261,3 +261,40 @@ async fn a_peer_that_claims_many_addresses_is_kept_with_a_few() {
     assert!(!route.addrs.is_empty() && route.addrs.len() <= 8, "kept {} addresses", route.addrs.len());
     driving.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_learns_its_address_is_reachable_from_a_dial_back_and_the_dial_back_link_goes() {
+    use carrier_daemon::overlay::reachability::Nat;
+    let mut net = TestNetwork::new("overlay");
+    let nodes = network(&mut net, 2).await;
+    let (server, client) = (&nodes[0], &nodes[1]);
+    assert_eq!(client.overlay.reachability().nat(), Nat::Unknown);
+    // The client dialed the server (its bootstrap): the server dials its
+    // address back from a new port, and the probe says it was reached.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.overlay.reachability().nat() != Nat::Public {
+        assert!(
+            Instant::now() < deadline,
+            "no probe confirmed the address: {:?}",
+            client.overlay.reachability().probed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let probed = client.overlay.reachability().probed();
+    let (addr, probe) = probed.iter().find(|(_, p)| p.reachable).unwrap();
+    assert_eq!(addr, client.overlay.listen_addr(), "the probed address is the one we listen on");
+    assert_eq!(probe.by, Some(server.did), "the dial-back came from the server");
+    let links = server.overlay.peers().await.unwrap()[0].links;
+    assert_eq!(links, 2, "the dial-back was a link of its own, beside the first");
+    // The dial-back's own link is closed after its grace; the first stays.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let peers = server.overlay.peers().await.unwrap();
+        assert_eq!(peers.len(), 1, "the client is one peer");
+        if peers[0].links == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dial-back link was never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use carrier_proto::identity::Did;
 use futures::StreamExt;
+use libp2p::core::transport::PortUse;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping};
@@ -68,18 +69,28 @@ pub(super) struct Actor {
     /// Kademlia lookups started by `connect`: the peer each looks for, and
     /// whether it is the full (k-result) walk tried after a quick one.
     pub(super) lookups: HashMap<kad::QueryId, (PeerId, bool)>,
+    /// What AutoNAT probes found about our addresses.
+    pub(super) reachability: super::reachability::Reachability,
+    /// Links we dialed from a new port (reachability dial-backs), with
+    /// when: closed once the probe has had its time.
+    pub(super) dial_backs: Vec<(Instant, ConnectionId)>,
 }
+
+/// How long a dial-back link stays up for its probe.
+const DIAL_BACK_GRACE: Duration = Duration::from_secs(5);
 
 impl Actor {
     /// Runs until every handle is dropped. Dials the bootstrap peers at
     /// once, and again every `retry` while no peer is linked.
     pub(super) async fn run(mut self, retry: Duration) {
         let mut bootstrap = tokio::time::interval(retry);
+        let mut sweep = tokio::time::interval(DIAL_BACK_GRACE);
         loop {
             tokio::select! {
                 _ = bootstrap.tick() => if self.peers.is_empty() {
                     self.dial_bootstrap();
                 },
+                _ = sweep.tick() => self.close_dial_backs(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.shut_down().await;
@@ -93,6 +104,16 @@ impl Actor {
             }
         }
         tracing::debug!("overlay stopped: no handles left");
+    }
+
+    /// Closes the dial-back links whose probes have had their time.
+    fn close_dial_backs(&mut self) {
+        let now = Instant::now();
+        let (done, young) = self.dial_backs.drain(..).partition(|(at, _)| now - *at >= DIAL_BACK_GRACE);
+        self.dial_backs = young;
+        for (_, connection) in done {
+            self.swarm.close_connection(connection);
+        }
     }
 
     /// Shutdown, in order: close every link with the shutdown code, refuse
@@ -258,8 +279,11 @@ impl Actor {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         tracing::trace!(?event, "swarm event");
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                 let Some(did) = self.did_of(&peer_id) else { return };
+                if let libp2p::core::ConnectedPoint::Dialer { port_use: PortUse::New, .. } = endpoint {
+                    self.dial_backs.push((Instant::now(), connection_id));
+                }
                 if let Some((_, reply)) = self.dialing.remove(&connection_id) {
                     let _ = reply.send(Ok(did));
                 }
@@ -274,10 +298,14 @@ impl Actor {
                         addr: addr.to_string(),
                         since: Instant::now(),
                         rtt: None,
+                        links: 0,
                     });
                     tracing::info!(peer = %did, "peer up");
                     self.redial.reset();
                     self.emit(OverlayEvent::PeerUp(did));
+                }
+                if let Some(info) = self.peers.get_mut(&peer_id) {
+                    info.links = num_established.get();
                 }
                 self.answer(&peer_id, || Ok(()));
             }
@@ -289,6 +317,9 @@ impl Actor {
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+                if let Some(info) = self.peers.get_mut(&peer_id) {
+                    info.links = num_established;
+                }
                 let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
                 tracing::info!(%peer_id, num_established, %cause, "one of the links to a peer closed");
             }
@@ -430,6 +461,24 @@ impl Actor {
                     tracing::warn!(peer = %did, "keys rotated: links with the old keys closed, their routes removed");
                     self.emit(OverlayEvent::Rotated(did));
                 }
+            }
+            BehaviourEvent::AutonatClient(probe) => {
+                let by = super::did_of(&*self.ctx.ledger, &probe.server);
+                let addr = probe.tested_addr;
+                match probe.result {
+                    Ok(()) => {
+                        tracing::info!(%addr, by = ?by.map(|d| d.to_string()), "address confirmed reachable from outside");
+                        self.reachability.record(addr, true, by, String::new());
+                    }
+                    Err(error) => {
+                        tracing::info!(%addr, %error, "address not reachable from outside (behind NAT or a firewall)");
+                        self.reachability.record(addr, false, by, error.to_string());
+                    }
+                }
+            }
+            BehaviourEvent::AutonatServer(probe) => {
+                let outcome = probe.result.as_ref().map_or_else(|e| e.to_string(), |()| "reached".into());
+                tracing::debug!(client = %probe.client, addr = %probe.tested_addr, %outcome, "dialed back for a probe");
             }
             BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
                 if let Some(info) = self.peers.get_mut(&peer) {

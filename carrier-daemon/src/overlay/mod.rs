@@ -3,7 +3,8 @@
 //! ```text
 //!  Overlay (handle) ──Command──▶ run() ──▶ Swarm<Behaviour>
 //!        ▲                          │        gate · limits · kad · identify · ping
-//!        └──── OverlayEvent ◀───────┘        over CarrierTransport (QUIC + Noise)
+//!        └──── OverlayEvent ◀───────┘        autonat (v2) · streams
+//!                                            over CarrierTransport (QUIC + Noise)
 //! ```
 //!
 //! The rest of the daemon talks to the actor through [`Overlay`]'s methods
@@ -18,6 +19,7 @@ mod backoff;
 pub mod gate;
 mod muxer;
 mod peer_cache;
+pub mod reachability;
 pub mod streams;
 pub mod transport;
 
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 use carrier_proto::identity::Did;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, identify, kad, ping};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::ledger::Ledger;
@@ -179,6 +181,9 @@ pub struct PeerInfo {
     pub since: Instant,
     /// Last measured round trip.
     pub rtt: Option<Duration>,
+    /// Links up to it now (more than one while one replaces another, or
+    /// beside a reachability probe's dial-back).
+    pub links: u32,
 }
 
 /// A peer in our Kademlia routing table.
@@ -200,6 +205,8 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: streams::Behaviour,
+    autonat_client: autonat::v2::client::Behaviour,
+    autonat_server: autonat::v2::server::Behaviour,
 }
 
 /// What the handle asks of the actor; each carries its reply channel.
@@ -233,6 +240,7 @@ pub struct Overlay {
     peer_id: PeerId,
     connect_timeout: Duration,
     streams: streams::StreamControl,
+    reachability: reachability::Reachability,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -271,6 +279,7 @@ impl Overlay {
             }
         };
         let streams = swarm.behaviour().stream.control();
+        let reachability = reachability::Reachability::default();
         let peer_cache = config.peer_cache.clone().map(peer_cache::PeerCache::load);
         let bootstrap = config.bootstrap.clone();
         let cached = peer_cache.iter().flat_map(|c| c.addrs()).filter(|a| !config.bootstrap.contains(a)).collect();
@@ -292,9 +301,19 @@ impl Overlay {
             redial: backoff::Backoff::new(config.bootstrap_retry),
             peer_cache,
             lookups: HashMap::new(),
+            reachability: reachability.clone(),
+            dial_backs: Vec::new(),
         };
         tasks.spawn(actor.run(config.bootstrap_retry));
-        let overlay = Self { commands, events, listen_addr, peer_id, connect_timeout: config.connect_timeout, streams };
+        let overlay = Self {
+            commands,
+            events,
+            listen_addr,
+            peer_id,
+            connect_timeout: config.connect_timeout,
+            streams,
+            reachability,
+        };
         Ok((overlay, first_events))
     }
 
@@ -312,6 +331,11 @@ impl Overlay {
     /// app streams) over the links.
     pub fn stream_control(&self) -> streams::StreamControl {
         self.streams.clone()
+    }
+
+    /// What AutoNAT probes found about our addresses.
+    pub fn reachability(&self) -> &reachability::Reachability {
+        &self.reachability
     }
 
     /// Every event from now on.
@@ -426,7 +450,9 @@ fn behaviour(ctx: Arc<LinkContext>, key: &libp2p::identity::Keypair, config: &Ov
     kad.set_mode(Some(kad::Mode::Server));
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_links))
-        .with_max_established_per_peer(Some(2))
+        // Room for a second link while a first one closes, and for the
+        // dial-back of a reachability probe beside both.
+        .with_max_established_per_peer(Some(3))
         .with_max_pending_incoming(Some(config.max_links));
     Behaviour {
         gate: gate::Behaviour::new(ctx),
@@ -435,6 +461,8 @@ fn behaviour(ctx: Arc<LinkContext>, key: &libp2p::identity::Keypair, config: &Ov
         identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
         ping: ping::Behaviour::default(),
         stream: streams::Behaviour::new(),
+        autonat_client: autonat::v2::client::Behaviour::default(),
+        autonat_server: autonat::v2::server::Behaviour::default(),
     }
 }
 

@@ -118,6 +118,8 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
             "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer },
             "registered": s.registered,
             "peers": s.peers, "routes": s.routes, "alarm": s.alarm, "apps": s.apps,
+            "nat": s.nat,
+            "probed": s.probed.iter().map(|p| json!({ "addr": p.addr, "reachable": p.reachable, "by": p.by, "detail": p.detail, "age_ms": p.age_ms })).collect::<Vec<_>>(),
         });
         println!("{value}");
         return Ok(());
@@ -131,6 +133,14 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     println!("ledger:   {height} entries, Merkle root {root}{sequencing}");
     println!("peers:    {}", s.peers);
     println!("routes:   {}", s.routes);
+    println!("nat:      {}", s.nat);
+    for p in &s.probed {
+        let age = humantime::format_duration(Duration::from_secs(p.age_ms / 1000));
+        match p.reachable {
+            true => println!("          {} reachable (dialed back by {}, {age} ago)", p.addr, p.by),
+            false => println!("          {} not reachable: {} ({age} ago)", p.addr, p.detail),
+        }
+    }
     println!("apps:     {} connected", s.apps.len());
     for app in &s.apps {
         println!("          {app}");

@@ -197,6 +197,20 @@ impl Handler {
             checkpoint: self.ledger.checkpoint().map(|c| c.text().to_owned()).unwrap_or_default(),
             sequencer: self.ledger.is_sequencer(),
             registered: self.ledger.standing(&self.did).is_some_and(|s| s.is_active_device()),
+            nat: self.overlay.reachability().nat().name().to_owned(),
+            probed: self
+                .overlay
+                .reachability()
+                .probed()
+                .into_iter()
+                .map(|(addr, p)| pb::ProbedAddr {
+                    addr: addr.to_string(),
+                    reachable: p.reachable,
+                    by: p.by.map(|d| d.to_string()).unwrap_or_default(),
+                    detail: p.detail,
+                    age_ms: p.age.as_millis() as u64,
+                })
+                .collect(),
         }))
     }
 
