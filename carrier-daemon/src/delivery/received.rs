@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use carrier_proto::pb;
 use redb::{ReadableTable, TableDefinition};
 
-use super::sent::{Batch, BatchChanges, Batches, MAX_SPAN, entries, push_encoded, push_entry};
+use super::sent::{Batch, BatchChanges, Batches, MAX_SPAN, entries, push_entry, rows_to_records};
 
 /// Inbox records: first delivery ─▶ entries.
 pub(super) const INBOX: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("inbox_records");
@@ -177,18 +177,7 @@ pub(super) fn expired(
 /// Moves an inbox with one row per message to records: each row becomes
 /// a record of its own.
 pub(super) fn move_rows(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
-    let mut moved = 0usize;
-    {
-        let rows = txn.open_table(INBOX_ROWS)?;
-        let mut inbox = txn.open_table(INBOX)?;
-        for row in rows.iter()? {
-            let (delivery, value) = row?;
-            let mut record = Vec::new();
-            push_encoded(&mut record, delivery.value(), value.value());
-            inbox.insert(delivery.value(), record.as_slice())?;
-            moved += 1;
-        }
-    }
+    let moved = rows_to_records(txn, INBOX_ROWS, INBOX)?;
     txn.delete_table(INBOX_ROWS)?;
     if moved > 0 {
         tracing::info!(rows = moved, "moved the message store's inbox to batch records");

@@ -42,7 +42,7 @@ pub(super) fn push_entry(value: &mut Vec<u8>, seq: u64, message: &impl Message) 
 }
 
 /// Appends the entry `(seq, message)` for a message already encoded.
-pub(super) fn push_encoded(value: &mut Vec<u8>, seq: u64, encoded: &[u8]) {
+fn push_encoded(value: &mut Vec<u8>, seq: u64, encoded: &[u8]) {
     prost::encoding::encode_varint(seq, value);
     prost::encoding::encode_varint(encoded.len() as u64, value);
     value.extend_from_slice(encoded);
@@ -179,17 +179,8 @@ impl BatchChanges {
 /// [`super::sent`]: each outbox row becomes a record of its own, and the
 /// receipts go to their pages.
 pub(super) fn move_rows(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
-    let mut moved = 0usize;
+    let mut moved = rows_to_records(txn, OUTBOX_ROWS, OUTBOX)?;
     {
-        let rows = txn.open_table(OUTBOX_ROWS)?;
-        let mut outbox = txn.open_table(OUTBOX)?;
-        for row in rows.iter()? {
-            let (seq, value) = row?;
-            let mut record = Vec::new();
-            push_encoded(&mut record, seq.value(), value.value());
-            outbox.insert(seq.value(), record.as_slice())?;
-            moved += 1;
-        }
         let rows = txn.open_table(RECEIPT_ROWS)?;
         let mut pages: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for row in rows.iter()? {
@@ -208,6 +199,25 @@ pub(super) fn move_rows(txn: &redb::WriteTransaction) -> Result<(), redb::Error>
         tracing::info!(rows = moved, "moved the message store's outbox and receipts to batch records");
     }
     Ok(())
+}
+
+/// Makes each row of `rows` (key ─▶ one encoded message) a record of its
+/// own in `records`, under the same key; how many.
+pub(super) fn rows_to_records(
+    txn: &redb::WriteTransaction,
+    rows: TableDefinition<'static, u64, &'static [u8]>,
+    records: TableDefinition<'static, u64, &'static [u8]>,
+) -> Result<usize, redb::Error> {
+    let (rows, mut records) = (txn.open_table(rows)?, txn.open_table(records)?);
+    let mut moved = 0;
+    for row in rows.iter()? {
+        let (key, value) = row?;
+        let mut record = Vec::new();
+        push_encoded(&mut record, key.value(), value.value());
+        records.insert(key.value(), record.as_slice())?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// The pending messages of every outbox record, in seq order, and which
