@@ -18,11 +18,14 @@
 //! messages with [`frame`] and owns sockets and timers.
 
 mod admission;
+pub mod circuit;
 pub mod frame;
 mod refusal;
+mod session;
 
 pub use admission::{Admitted, Local};
 pub use refusal::{HandshakeError, Refusal};
+pub use session::{MAX_PLAINTEXT, MAX_RECORD, RECORD_HEADER, Session, SessionError};
 
 use prost::Message;
 use snow::{HandshakeState, TransportState};
@@ -143,6 +146,8 @@ pub enum InitiatorStep {
         peer: Admitted,
         /// The verdict to send.
         verdict: Vec<u8>,
+        /// The transport keys, for a link QUIC does not encrypt.
+        session: Session,
     },
     /// XX: send our payload (msg3) and wait for the listener's verdict.
     AwaitVerdict {
@@ -217,7 +222,7 @@ impl Initiator {
             Pattern::Ik => {
                 let mut transport = into_transport(self.state)?;
                 let verdict = verdict(&mut transport)?;
-                Ok(InitiatorStep::Admitted { peer, verdict })
+                Ok(InitiatorStep::Admitted { peer, verdict, session: Session::new(Box::new(transport)) })
             }
             Pattern::Xx => {
                 let message = write(&mut self.state, &self.payload, "message 3")?;
@@ -237,14 +242,20 @@ pub struct AwaitVerdict {
 
 impl AwaitVerdict {
     /// Takes the verdict; the link is up.
-    pub fn read_verdict(mut self, message: &[u8]) -> Result<Admitted, HandshakeError> {
+    pub fn read_verdict(self, message: &[u8]) -> Result<Admitted, HandshakeError> {
+        self.read_verdict_keeping_session(message).map(|(peer, _)| peer)
+    }
+
+    /// [`read_verdict`](Self::read_verdict), keeping the transport keys for
+    /// a link QUIC does not encrypt.
+    pub fn read_verdict_keeping_session(mut self, message: &[u8]) -> Result<(Admitted, Session), HandshakeError> {
         let mut buf = vec![0u8; frame::MAX_FRAME];
         let len = self.transport.read_message(message, &mut buf).map_err(|e| noise_err("verdict", e))?;
         let verdict = pb::Verdict::decode(&buf[..len]).map_err(|e| err(Refusal::Malformed, format!("verdict: {e}")))?;
         if !verdict.admitted {
             return Err(err(Refusal::Malformed, "peer sent a negative verdict instead of closing"));
         }
-        Ok(self.peer)
+        Ok((self.peer, Session::new(self.transport)))
     }
 }
 
@@ -322,16 +333,22 @@ pub struct AwaitPayload {
 impl AwaitPayload {
     /// Takes message 3, checks the dialer, and returns it with the verdict
     /// to send.
-    pub fn read_payload(
+    pub fn read_payload(self, message: &[u8], ledger: &dyn Directory) -> Result<(Admitted, Vec<u8>), HandshakeError> {
+        self.read_payload_keeping_session(message, ledger).map(|(peer, verdict, _)| (peer, verdict))
+    }
+
+    /// [`read_payload`](Self::read_payload), keeping the transport keys for
+    /// a link QUIC does not encrypt.
+    pub fn read_payload_keeping_session(
         mut self,
         message: &[u8],
         ledger: &dyn Directory,
-    ) -> Result<(Admitted, Vec<u8>), HandshakeError> {
+    ) -> Result<(Admitted, Vec<u8>, Session), HandshakeError> {
         let payload = read(&mut self.state, message, "message 3")?;
         let peer = admission::admit(ledger, &payload, &remote_static(&self.state)?, None)?;
         let mut transport = into_transport(*self.state)?;
         let verdict = verdict(&mut transport)?;
-        Ok((peer, verdict))
+        Ok((peer, verdict, Session::new(Box::new(transport))))
     }
 }
 

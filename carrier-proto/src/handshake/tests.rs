@@ -38,7 +38,7 @@ fn run(
     };
     match step {
         ResponderStep::AwaitVerdict { next, message } => match initiator.read_response(&message, dialer.1) {
-            Ok(InitiatorStep::Admitted { peer, verdict }) => (Ok(peer), next.read_verdict(&verdict)),
+            Ok(InitiatorStep::Admitted { peer, verdict, .. }) => (Ok(peer), next.read_verdict(&verdict)),
             Ok(InitiatorStep::AwaitVerdict { .. }) => panic!("IK dialer asked for a verdict"),
             Err(e) => (Err(e.clone()), refused_by_peer(&e)),
         },
@@ -332,4 +332,97 @@ proptest! {
         let b = net.register_device();
         let _ = Responder::new(local(&net, &b), BINDING).read_hello(&bytes, &net.ledger);
     }
+}
+
+/// Both sessions of an IK or XX handshake, dialer's first.
+fn sessions(pattern: Pattern) -> (Session, Session) {
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
+    let (dialer, listener) = (local(&net, &a), local(&net, &b));
+    let (initiator, hello) = match pattern {
+        Pattern::Ik => Initiator::start(&dialer, &BINDING, &net.ledger, Some(b.did())).unwrap(),
+        Pattern::Xx => Initiator::start_xx(&dialer, &BINDING, Some(b.did())).unwrap(),
+    };
+    match Responder::new(listener, BINDING).read_hello(&hello, &net.ledger).unwrap() {
+        ResponderStep::AwaitVerdict { next, message } => {
+            let Ok(InitiatorStep::Admitted { verdict, session, .. }) = initiator.read_response(&message, &net.ledger)
+            else {
+                panic!("expected IK admission");
+            };
+            (session, next.read_verdict_keeping_session(&verdict).unwrap().1)
+        }
+        ResponderStep::AwaitPayload { next, message } => {
+            let Ok(InitiatorStep::AwaitVerdict { next: waiting, message }) =
+                initiator.read_response(&message, &net.ledger)
+            else {
+                panic!("expected XX message 3");
+            };
+            let (_, verdict, listener) = next.read_payload_keeping_session(&message, &net.ledger).unwrap();
+            (waiting.read_verdict_keeping_session(&verdict).unwrap().1, listener)
+        }
+    }
+}
+
+/// Seals `plaintext` and returns the record's body (without its header).
+fn sealed_body(session: &mut Session, plaintext: &[u8]) -> Vec<u8> {
+    let mut record = Vec::new();
+    session.seal(plaintext, &mut record).unwrap();
+    let len = Session::record_len([record[0], record[1]]).unwrap();
+    assert_eq!(len, record.len() - RECORD_HEADER);
+    record.split_off(RECORD_HEADER)
+}
+
+#[test]
+fn sessions_of_both_patterns_carry_records_both_ways() {
+    for pattern in [Pattern::Ik, Pattern::Xx] {
+        let (mut dialer, mut listener) = sessions(pattern);
+        for round in 0..2 {
+            let (from, to) = if round == 0 { (&mut dialer, &mut listener) } else { (&mut listener, &mut dialer) };
+            for plaintext in [&b""[..], b"hello", &[9u8; MAX_PLAINTEXT][..]] {
+                let mut opened = Vec::new();
+                to.open(&sealed_body(from, plaintext), &mut opened).unwrap();
+                assert_eq!(opened, plaintext, "{pattern:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_session_refuses_altered_replayed_and_oversized_records() {
+    let (mut dialer, mut listener) = sessions(Pattern::Ik);
+    let mut out = Vec::new();
+    let mut altered = sealed_body(&mut dialer, b"pay 10");
+    altered[0] ^= 1;
+    assert_eq!(listener.open(&altered, &mut out), Err(SessionError::Forged));
+    assert!(out.is_empty(), "nothing of a forged record is handed on");
+
+    let (mut dialer, mut listener) = sessions(Pattern::Xx);
+    let first = sealed_body(&mut dialer, b"one");
+    listener.open(&first, &mut out).unwrap();
+    // The same record again (a replay by the relay) is under a used nonce.
+    assert_eq!(listener.open(&first, &mut Vec::new()), Err(SessionError::Forged));
+
+    assert_eq!(dialer.seal(&[0; MAX_PLAINTEXT + 1], &mut Vec::new()), Err(SessionError::TooLarge(MAX_PLAINTEXT + 1)));
+    assert_eq!(Session::record_len([0, 15]), Err(SessionError::TooShort(15)));
+    assert_eq!(listener.open(&[0; 8], &mut Vec::new()), Err(SessionError::TooShort(8)));
+}
+
+#[test]
+fn a_record_from_another_sessions_keys_does_not_open() {
+    let (mut dialer, _) = sessions(Pattern::Ik);
+    let (_, mut stranger) = sessions(Pattern::Ik);
+    assert_eq!(stranger.open(&sealed_body(&mut dialer, b"hi"), &mut Vec::new()), Err(SessionError::Forged));
+}
+
+#[test]
+fn a_circuit_binding_that_names_another_dialer_breaks_the_handshake() {
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
+    let (pa, pb) = (a.public_keys().signing.peer_id(), b.public_keys().signing.peer_id());
+    let dialer_view = circuit::binding(b"relay", &pa.to_bytes(), &pb.to_bytes());
+    // The relay told the listener someone else dialed.
+    let listener_view = circuit::binding(b"relay", b"someone else", &pb.to_bytes());
+    let outcome =
+        run((local(&net, &a), &net.ledger, dialer_view), (local(&net, &b), &net.ledger, listener_view), Some(b.did()));
+    assert_eq!(reason(&outcome.1), Refusal::BadBinding);
 }
