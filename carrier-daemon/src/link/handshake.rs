@@ -99,7 +99,7 @@ async fn initiate(
     write_frame(send, &hello).await?;
     let reply = read_frame(recv).await?;
     match initiator.read_response(&reply, ctx.directory())? {
-        InitiatorStep::Admitted { peer, verdict } => {
+        InitiatorStep::Admitted { peer, verdict, .. } => {
             write_frame(send, &verdict).await?;
             Ok(peer)
         }

@@ -9,10 +9,12 @@
 //! After admission, data rides QUIC's own encryption; nothing is encrypted
 //! twice. The libp2p wrapping of links lives in `overlay::transport`.
 
+pub mod circuit;
 mod handshake;
 pub mod join;
 mod limits;
 pub mod quic;
+pub mod sealed;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,10 +88,46 @@ pub struct Link {
     pub peer: Admitted,
 }
 
-/// An admitted connection, with the keys it was admitted with.
+/// An admitted link's connection, as the registry closes and measures it.
+#[derive(Debug, Clone)]
+enum LinkHandle {
+    /// A direct QUIC connection.
+    Quic(quinn::Connection),
+    /// A circuit through a relay.
+    Relayed(sealed::CircuitHandle),
+}
+
+impl LinkHandle {
+    fn close(&self, reason: Refusal) {
+        match self {
+            LinkHandle::Quic(connection) => connection.close(reason.code().into(), b""),
+            LinkHandle::Relayed(circuit) => circuit.close(reason),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            LinkHandle::Quic(connection) => connection.close_reason().is_some(),
+            LinkHandle::Relayed(circuit) => circuit.is_closed(),
+        }
+    }
+
+    /// Bytes received and sent on the wire.
+    fn traffic(&self) -> (u64, u64) {
+        match self {
+            LinkHandle::Quic(connection) => {
+                let stats = connection.stats();
+                (stats.udp_rx.bytes, stats.udp_tx.bytes)
+            }
+            LinkHandle::Relayed(circuit) => circuit.traffic(),
+        }
+    }
+}
+
+/// An admitted link, with the keys it was admitted with.
 #[derive(Debug)]
 struct LiveLink {
-    connection: quinn::Connection,
+    handle: LinkHandle,
     keys: PublicKeys,
 }
 
@@ -171,9 +209,9 @@ impl LinkContext {
     /// Closes every link to `did` with `reason`'s code; returns how many.
     pub fn close_peer(&self, did: &Did, reason: Refusal) -> usize {
         let connections = self.live.lock().unwrap_or_else(PoisonError::into_inner).remove(did).unwrap_or_default();
-        let open: Vec<_> = connections.into_iter().filter(|l| l.connection.close_reason().is_none()).collect();
+        let open: Vec<_> = connections.into_iter().filter(|l| !l.handle.is_closed()).collect();
         for link in &open {
-            link.connection.close(reason.code().into(), b"");
+            link.handle.close(reason);
         }
         if !open.is_empty() {
             tracing::info!(peer = %did, %reason, links = open.len(), "closed links");
@@ -198,7 +236,7 @@ impl LinkContext {
         let Some(links) = live.get_mut(did) else { return cuts };
         links.retain(|link| {
             let Some(reason) = reason(&link.keys) else { return true };
-            link.connection.close(reason.code().into(), b"");
+            link.handle.close(reason);
             if !cuts.iter().any(|c| c.keys == link.keys) {
                 cuts.push(Cut { did: *did, keys: link.keys, reason });
             }
@@ -248,8 +286,8 @@ impl LinkContext {
         live.get(did)
             .into_iter()
             .flatten()
-            .map(|l| l.connection.stats())
-            .fold((0, 0), |(rx, tx), stats| (rx + stats.udp_rx.bytes, tx + stats.udp_tx.bytes))
+            .map(|l| l.handle.traffic())
+            .fold((0, 0), |(rx, tx), (link_rx, link_tx)| (rx + link_rx, tx + link_tx))
     }
 
     /// A peer's checkpoint note as its latest handshake showed it, not yet
@@ -258,14 +296,20 @@ impl LinkContext {
         self.peer_checkpoints.lock().unwrap_or_else(PoisonError::into_inner).get(did).cloned()
     }
 
-    /// Records an admitted link, dropping entries for closed connections.
+    /// Records an admitted link.
     fn register(&self, link: &Link) {
-        let note = link.peer.checkpoint.clone();
-        self.peer_checkpoints.lock().unwrap_or_else(PoisonError::into_inner).insert(link.peer.did, note);
+        self.register_handle(&link.peer, LinkHandle::Quic(link.connection.clone()));
+    }
+
+    /// Records an admitted link of either kind, dropping entries for
+    /// closed ones.
+    fn register_handle(&self, peer: &Admitted, handle: LinkHandle) {
+        let note = peer.checkpoint.clone();
+        self.peer_checkpoints.lock().unwrap_or_else(PoisonError::into_inner).insert(peer.did, note);
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        let connections = live.entry(link.peer.did).or_default();
-        connections.retain(|l| l.connection.close_reason().is_none());
-        connections.push(LiveLink { connection: link.connection.clone(), keys: link.peer.keys });
+        let links = live.entry(peer.did).or_default();
+        links.retain(|l| !l.handle.is_closed());
+        links.push(LiveLink { handle, keys: peer.keys });
     }
 
     /// Runs `f` with our handshake identity and the ledger.
