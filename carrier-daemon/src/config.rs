@@ -36,6 +36,8 @@ use libp2p::Multiaddr;
 use serde::Deserialize;
 
 use crate::link::LinkLimits;
+use crate::overlay::relay::RelayLimits;
+use crate::overlay::reservations::ReservationPolicy;
 use crate::overlay::transport::parse_addr;
 
 /// UDP port a daemon listens on unless told otherwise.
@@ -96,8 +98,44 @@ pub struct Config {
     pub messaging: Messaging,
     /// The ledger.
     pub ledger: LedgerConfig,
+    /// Devices behind NAT, and relaying for them.
+    pub nat: Nat,
     /// Logging.
     pub log: Log,
+}
+
+/// `[nat]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nat {
+    /// When to keep reservations on relays: "auto" (once probes say no
+    /// address of ours is reachable), "always" or "never".
+    pub reservations: String,
+    /// Reservations a relay holds at once (only devices whose ledger role
+    /// is "relay" serve circuits).
+    pub relay_max_reservations: usize,
+    /// Circuits a relay carries at once.
+    pub relay_max_circuits: usize,
+    /// Circuits one device may have open through a relay.
+    pub relay_max_circuits_per_peer: usize,
+    /// How long one circuit may stay up, in seconds.
+    pub relay_max_circuit_duration_s: u64,
+    /// How many bytes one circuit may carry each way.
+    pub relay_max_circuit_bytes: u64,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        let relay = RelayLimits::default();
+        Self {
+            reservations: "auto".into(),
+            relay_max_reservations: relay.max_reservations,
+            relay_max_circuits: relay.max_circuits,
+            relay_max_circuits_per_peer: relay.max_circuits_per_peer,
+            relay_max_circuit_duration_s: relay.max_circuit_duration.as_secs(),
+            relay_max_circuit_bytes: relay.max_circuit_bytes,
+        }
+    }
 }
 
 /// `[ledger]`.
@@ -120,6 +158,7 @@ impl Default for Config {
             limits: Limits::default(),
             messaging: Messaging::default(),
             ledger: LedgerConfig::default(),
+            nat: Nat::default(),
             log: Log::default(),
         }
     }
@@ -246,6 +285,16 @@ impl Config {
                 "max_outbox_bytes and max_inbox_bytes must be at least max_message_bytes",
             ));
         }
+        config.reservation_policy().map_err(|reason| invalid("nat.reservations".into(), &reason))?;
+        let nat = &config.nat;
+        if nat.relay_max_reservations == 0
+            || nat.relay_max_circuits == 0
+            || nat.relay_max_circuits_per_peer == 0
+            || nat.relay_max_circuit_duration_s == 0
+            || nat.relay_max_circuit_bytes == 0
+        {
+            return Err(invalid("nat".into(), "relay limits must be more than 0"));
+        }
         tracing_subscriber::EnvFilter::try_new(&config.log.level)
             .map_err(|_| invalid("log.level".into(), "not a log filter (try \"info\" or \"carrier_daemon=debug\")"))?;
         Ok(config)
@@ -276,6 +325,23 @@ impl Config {
             mailbox_bytes_per_recipient: self.messaging.mailbox_bytes_per_recipient,
             mailbox_bytes_per_sender: self.messaging.mailbox_bytes_per_sender,
             store,
+        }
+    }
+
+    /// When to keep relay reservations.
+    pub fn reservation_policy(&self) -> Result<ReservationPolicy, String> {
+        self.nat.reservations.parse()
+    }
+
+    /// What this device grants as a relay, if its ledger role is "relay".
+    pub fn relay_limits(&self) -> RelayLimits {
+        RelayLimits {
+            max_reservations: self.nat.relay_max_reservations,
+            max_circuits: self.nat.relay_max_circuits,
+            max_circuits_per_peer: self.nat.relay_max_circuits_per_peer,
+            max_circuit_duration: Duration::from_secs(self.nat.relay_max_circuit_duration_s),
+            max_circuit_bytes: self.nat.relay_max_circuit_bytes,
+            ..RelayLimits::default()
         }
     }
 
@@ -321,6 +387,9 @@ mod tests {
             max_links = 20
             [messaging]
             max_message_bytes = 4096
+            [nat]
+            reservations = "always"
+            relay_max_circuits = 3
             [log]
             level = "debug"
             "#,
@@ -332,6 +401,8 @@ mod tests {
         assert_eq!(config.limits.max_links, 20);
         assert_eq!(config.messaging_config(None).max_message, 4096);
         assert_eq!(config.data_dir, Some(PathBuf::from("/tmp/carrier")));
+        assert_eq!(config.reservation_policy(), Ok(ReservationPolicy::Always));
+        assert_eq!(config.relay_limits().max_circuits, 3);
     }
 
     #[test]
@@ -354,6 +425,10 @@ mod tests {
         assert!(err.contains("max_links"), "{err}");
         let err = parse("[messaging]\nmax_message_bytes = 0").unwrap_err().to_string();
         assert!(err.contains("messaging.max_message_bytes"), "{err}");
+        let err = parse("[nat]\nreservations = \"sometimes\"").unwrap_err().to_string();
+        assert!(err.contains("nat.reservations") && err.contains("always"), "{err}");
+        let err = parse("[nat]\nrelay_max_circuits = 0").unwrap_err().to_string();
+        assert!(err.contains("nat"), "{err}");
         let err = parse("[log]\nlevel = \"[[[\"").unwrap_err().to_string();
         assert!(err.contains("log.level"), "{err}");
     }
@@ -378,6 +453,8 @@ mod tests {
         assert_eq!(config.limits.max_links, defaults.limits.max_links);
         assert_eq!(config.messaging.max_message_bytes, defaults.messaging.max_message_bytes);
         assert_eq!(config.log.level, defaults.log.level);
+        assert_eq!(config.reservation_policy(), defaults.reservation_policy());
+        assert_eq!(config.relay_limits(), defaults.relay_limits());
         assert_eq!(config.data_dir, Some(PathBuf::from("/var/lib/carrier")));
         assert_eq!(config.runtime_dir, Some(PathBuf::from("/run/carrier")));
     }

@@ -70,6 +70,9 @@ pub enum StartError {
     /// The configuration's bootstrap list is unusable.
     #[error("bootstrap[{0}]: {1}")]
     Bootstrap(usize, &'static str),
+    /// The configuration's reservation policy is not one we know.
+    #[error("nat.reservations: {0}")]
+    Reservations(String),
     /// The overlay could not listen.
     #[error(transparent)]
     Overlay(#[from] OverlayError),
@@ -129,6 +132,13 @@ impl Daemon {
             bootstrap: bootstrap.clone(),
             max_links: config.limits.max_links,
             peer_cache: Some(data_dir.peer_cache()),
+            relay: ctx
+                .ledger
+                .roles(&did)
+                .iter()
+                .any(|role| role == crate::overlay::reservations::RELAY_ROLE)
+                .then(|| config.relay_limits()),
+            reservations: config.reservation_policy().map_err(StartError::Reservations)?,
             ..OverlayConfig::default()
         };
         let (overlay, events) = Overlay::start(Arc::clone(&ctx), overlay_config).await?;

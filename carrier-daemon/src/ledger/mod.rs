@@ -143,6 +143,8 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     fn find_did(&self, compact: &[u8]) -> Option<Did>;
     /// The roles a device was registered with (none for apps).
     fn roles(&self, did: &Did) -> Vec<String>;
+    /// Every active (unrevoked) device registered with `role`.
+    fn devices_with_role(&self, role: &str) -> Vec<Did>;
     /// Every change from now on.
     fn subscribe(&self) -> broadcast::Receiver<LedgerUpdate>;
     /// True if this daemon holds the log key and sequences requests.

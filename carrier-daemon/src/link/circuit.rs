@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  dialer ══ circuit through the relay ══ listener
-//!   Initiator ── frame(kind 0, hello) ──▶ Responder        (binding = relay ‖ dialer ‖ listener)
+//!   Initiator ── frame(kind 0, hello) ──▶ Responder        (binding = dialer ‖ listener)
 //!     …the same messages as over QUIC…
 //!   on refusal ── frame(kind 1, code) ──▶ and the stream ends
 //!   then SealedStream<circuit> both ways (the relay sees only records)

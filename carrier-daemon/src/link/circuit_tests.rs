@@ -67,7 +67,7 @@ fn circuit_through(relay: &Arc<Relay>, flip_at: Option<usize>) -> (Compat<Duplex
 
 fn binding(dialer: &Identity, listener: &Identity) -> ChannelBinding {
     let id = |i: &Identity| i.public_keys().signing.peer_id().to_bytes();
-    circuit::binding(b"relay", &id(dialer), &id(listener))
+    circuit::binding(&id(dialer), &id(listener))
 }
 
 type Ends =

@@ -16,7 +16,9 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::peer_cache::PeerCache;
-use super::{Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, Route, gate, transport};
+use super::{
+    Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, Route, circuits, gate, transport,
+};
 use crate::ledger::Policy;
 use crate::link::LinkContext;
 
@@ -74,6 +76,8 @@ pub(super) struct Actor {
     /// Links we dialed from a new port (reachability dial-backs), with
     /// when: closed once the probe has had its time.
     pub(super) dial_backs: Vec<(Instant, ConnectionId)>,
+    /// Relay reservations held or asked for.
+    pub(super) reservations: super::reservations::Reservations,
 }
 
 /// How long a dial-back link stays up for its probe.
@@ -90,7 +94,10 @@ impl Actor {
                 _ = bootstrap.tick() => if self.peers.is_empty() {
                     self.dial_bootstrap();
                 },
-                _ = sweep.tick() => self.close_dial_backs(),
+                _ = sweep.tick() => {
+                    self.close_dial_backs();
+                    self.keep_reservations();
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.shut_down().await;
@@ -137,7 +144,7 @@ impl Actor {
         }
     }
 
-    fn did_of(&self, peer: &PeerId) -> Option<Did> {
+    pub(super) fn did_of(&self, peer: &PeerId) -> Option<Did> {
         super::did_of(&*self.ctx.ledger, peer)
     }
 
@@ -250,7 +257,7 @@ impl Actor {
         super::Closest { peers: closest.into_iter().map(|(_, did)| did).collect(), ours }
     }
 
-    fn connect(&mut self, did: Did, reply: oneshot::Sender<Result<(), OverlayError>>) {
+    pub(super) fn connect(&mut self, did: Did, reply: oneshot::Sender<Result<(), OverlayError>>) {
         let peer = self.active_peer(&did);
         let Some(peer) = peer else {
             let _ = reply.send(Err(OverlayError::NotActive(did)));
@@ -287,11 +294,12 @@ impl Actor {
                 if let Some((_, reply)) = self.dialing.remove(&connection_id) {
                     let _ = reply.send(Ok(did));
                 }
+                let mut addr = endpoint.get_remote_address().clone();
+                if let Some(libp2p::multiaddr::Protocol::P2p(_)) = addr.iter().last() {
+                    addr.pop();
+                }
+                let relayed = circuits::is_relayed(endpoint.get_remote_address());
                 if let Entry::Vacant(slot) = self.peers.entry(peer_id) {
-                    let mut addr = endpoint.get_remote_address().clone();
-                    if let Some(libp2p::multiaddr::Protocol::P2p(_)) = addr.iter().last() {
-                        addr.pop();
-                    }
                     slot.insert(PeerInfo {
                         did,
                         peer_id: peer_id.to_string(),
@@ -299,6 +307,7 @@ impl Actor {
                         since: Instant::now(),
                         rtt: None,
                         links: 0,
+                        relayed_links: 0,
                     });
                     tracing::info!(peer = %did, "peer up");
                     self.redial.reset();
@@ -306,6 +315,10 @@ impl Actor {
                 }
                 if let Some(info) = self.peers.get_mut(&peer_id) {
                     info.links = num_established.get();
+                    info.relayed_links += u32::from(relayed);
+                    if !relayed {
+                        info.addr = addr.to_string();
+                    }
                 }
                 self.answer(&peer_id, || Ok(()));
             }
@@ -316,9 +329,12 @@ impl Actor {
                     self.emit(OverlayEvent::PeerDown(info.did));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, endpoint, .. } => {
                 if let Some(info) = self.peers.get_mut(&peer_id) {
                     info.links = num_established;
+                    if circuits::is_relayed(endpoint.get_remote_address()) {
+                        info.relayed_links = info.relayed_links.saturating_sub(1);
+                    }
                 }
                 let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
                 tracing::info!(%peer_id, num_established, %cause, "one of the links to a peer closed");
@@ -338,6 +354,18 @@ impl Actor {
                 let reason = error.to_string();
                 self.answer(&peer, || Err(OverlayError::Unreachable { did, reason: reason.clone() }));
             }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                let reason = reason.err().map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
+                self.on_listener_closed(listener_id, &reason);
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                self.on_listener_closed(listener_id, &error.to_string())
+            }
+            SwarmEvent::NewListenAddr { address, .. } if circuits::is_relayed(&address) => {
+                tracing::info!(%address, "reachable through a relay at this address");
+                self.reachability.set_relayed(address, true);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.reachability.set_relayed(address, false),
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
@@ -358,7 +386,7 @@ impl Actor {
                 let addrs: Vec<Multiaddr> = info
                     .listen_addrs
                     .into_iter()
-                    .filter(|a| transport::parse_addr(a).is_some())
+                    .filter(|a| transport::parse_addr(a).is_some() || circuits::parse_circuit_addr(a).is_some())
                     .take(MAX_ADDRS_PER_PEER)
                     .collect();
                 let kad = &mut self.swarm.behaviour_mut().kad;
@@ -480,6 +508,8 @@ impl Actor {
                 let outcome = probe.result.as_ref().map_or_else(|e| e.to_string(), |()| "reached".into());
                 tracing::debug!(client = %probe.client, addr = %probe.tested_addr, %outcome, "dialed back for a probe");
             }
+            BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            BehaviourEvent::Relay(event) => self.on_relay_server_event(event),
             BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
                 if let Some(info) = self.peers.get_mut(&peer) {
                     info.rtt = Some(rtt);

@@ -3,8 +3,10 @@
 //! ```text
 //!  Overlay (handle) ──Command──▶ run() ──▶ Swarm<Behaviour>
 //!        ▲                          │        gate · limits · kad · identify · ping
-//!        └──── OverlayEvent ◀───────┘        autonat (v2) · streams
+//!        └──── OverlayEvent ◀───────┘        autonat (v2) · streams · relay (client,
+//!                                            and server on `relay` devices)
 //!                                            over CarrierTransport (QUIC + Noise)
+//!                                            or circuits (relay + Noise + yamux)
 //! ```
 //!
 //! The rest of the daemon talks to the actor through [`Overlay`]'s methods
@@ -16,10 +18,13 @@
 //! over the same links through [`Overlay::stream_control`].
 
 mod backoff;
+pub mod circuits;
 pub mod gate;
 mod muxer;
 mod peer_cache;
 pub mod reachability;
+pub mod relay;
+pub mod reservations;
 pub mod streams;
 pub mod transport;
 
@@ -31,6 +36,9 @@ use std::time::{Duration, Instant};
 
 use carrier_proto::identity::Did;
 use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Transport;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -65,6 +73,11 @@ pub struct OverlayConfig {
     /// Where to keep the routing table's peers between runs; they are
     /// dialled along with the bootstrap peers on start.
     pub peer_cache: Option<PathBuf>,
+    /// Serve circuits for other devices, within these limits (devices whose
+    /// ledger role is `relay`).
+    pub relay: Option<relay::RelayLimits>,
+    /// When to keep reservations on relays.
+    pub reservations: reservations::ReservationPolicy,
 }
 
 impl Default for OverlayConfig {
@@ -76,6 +89,8 @@ impl Default for OverlayConfig {
             connect_timeout: Duration::from_secs(10),
             bootstrap_retry: Duration::from_secs(2),
             peer_cache: None,
+            relay: None,
+            reservations: reservations::ReservationPolicy::default(),
         }
     }
 }
@@ -175,7 +190,8 @@ pub struct PeerInfo {
     pub did: Did,
     /// Its libp2p peer id (of its current key), as text.
     pub peer_id: String,
-    /// Its address on our link, as text.
+    /// Its address on our link, as text: a direct one if any link is
+    /// direct.
     pub addr: String,
     /// When the first current link came up.
     pub since: Instant,
@@ -184,6 +200,15 @@ pub struct PeerInfo {
     /// Links up to it now (more than one while one replaces another, or
     /// beside a reachability probe's dial-back).
     pub links: u32,
+    /// How many of them go through a relay.
+    pub relayed_links: u32,
+}
+
+impl PeerInfo {
+    /// Whether every link to the peer goes through a relay.
+    pub fn relayed(&self) -> bool {
+        self.links > 0 && self.relayed_links >= self.links
+    }
 }
 
 /// A peer in our Kademlia routing table.
@@ -207,6 +232,8 @@ struct Behaviour {
     stream: streams::Behaviour,
     autonat_client: autonat::v2::client::Behaviour,
     autonat_server: autonat::v2::server::Behaviour,
+    relay_client: libp2p::relay::client::Behaviour,
+    relay: Toggle<libp2p::relay::Behaviour>,
 }
 
 /// What the handle asks of the actor; each carries its reply channel.
@@ -261,12 +288,21 @@ impl Overlay {
         let keypair = ctx.identity().libp2p_keypair();
         let peer_id = keypair.public().to_peer_id();
         let listen_error = |reason: String| OverlayError::Listen { addr: config.listen, reason };
-        let transport_ctx = Arc::clone(&ctx);
+        let (relay_transport, relay_client) = libp2p::relay::client::new(peer_id);
+        let (direct_ctx, circuit_ctx) = (Arc::clone(&ctx), Arc::clone(&ctx));
+        let links = move |_: &libp2p::identity::Keypair| {
+            let direct =
+                transport::CarrierTransport::new(direct_ctx).map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+            let relayed = relay_transport.and_then(move |circuit, endpoint| {
+                circuits::upgrade(Arc::clone(&circuit_ctx), peer_id, circuit, endpoint)
+            });
+            direct.or_transport(relayed).map(|either, _| either.into_inner())
+        };
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_other_transport(|_| transport::CarrierTransport::new(transport_ctx))
+            .with_other_transport(links)
             .map_err(|e| listen_error(e.to_string()))?
-            .with_behaviour(|key| behaviour(Arc::clone(&ctx), key, &config))
+            .with_behaviour(|key| behaviour(Arc::clone(&ctx), key, &config, relay_client))
             .map_err(|e| listen_error(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
             .build();
@@ -303,6 +339,7 @@ impl Overlay {
             lookups: HashMap::new(),
             reachability: reachability.clone(),
             dial_backs: Vec::new(),
+            reservations: reservations::Reservations::new(config.reservations),
         };
         tasks.spawn(actor.run(config.bootstrap_retry));
         let overlay = Self {
@@ -429,8 +466,17 @@ impl Overlay {
     }
 }
 
-fn behaviour(ctx: Arc<LinkContext>, key: &libp2p::identity::Keypair, config: &OverlayConfig) -> Behaviour {
+fn behaviour(
+    ctx: Arc<LinkContext>,
+    key: &libp2p::identity::Keypair,
+    config: &OverlayConfig,
+    relay_client: libp2p::relay::client::Behaviour,
+) -> Behaviour {
     let peer_id = key.public().to_peer_id();
+    let relay = config.relay.as_ref().map(|limits| {
+        tracing::info!(?limits, "serving circuits for devices on the ledger");
+        relay::server(peer_id, limits, Arc::clone(&ctx.ledger), Arc::clone(ctx.counters()))
+    });
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
     kad_config.set_query_timeout(config.connect_timeout);
@@ -455,6 +501,8 @@ fn behaviour(ctx: Arc<LinkContext>, key: &libp2p::identity::Keypair, config: &Ov
         .with_max_established_per_peer(Some(3))
         .with_max_pending_incoming(Some(config.max_links));
     Behaviour {
+        relay_client,
+        relay: relay.into(),
         gate: gate::Behaviour::new(ctx),
         limits: connection_limits::Behaviour::new(limits),
         kad,

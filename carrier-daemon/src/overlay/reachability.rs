@@ -8,10 +8,11 @@
 //!        ◀─ dial-back to A (new connection, new port) ─▶ A reachable / unreachable
 //! ```
 //!
-//! The overlay's actor records each probe's outcome here; the control
-//! socket reads it for `carrierctl status`.
+//! The overlay's actor records each probe's outcome here, and the circuit
+//! addresses relays hold for us; the control socket reads both for
+//! `carrierctl status`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -61,20 +62,39 @@ struct Outcome {
     at: Instant,
 }
 
-/// The probes' outcomes by address; cheap to clone, shared.
+/// The probes' outcomes by address, and our circuit addresses; cheap to
+/// clone, shared.
 #[derive(Debug, Clone, Default)]
-pub struct Reachability(Arc<Mutex<BTreeMap<Multiaddr, Outcome>>>);
+pub struct Reachability {
+    probes: Arc<Mutex<BTreeMap<Multiaddr, Outcome>>>,
+    relayed: Arc<Mutex<BTreeSet<Multiaddr>>>,
+}
 
 impl Reachability {
     /// Records a probe of `addr`.
     pub(crate) fn record(&self, addr: Multiaddr, reachable: bool, by: Option<Did>, detail: String) {
         let outcome = Outcome { reachable, by, detail, at: Instant::now() };
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(addr, outcome);
+        self.probes.lock().unwrap_or_else(PoisonError::into_inner).insert(addr, outcome);
+    }
+
+    /// Records that a relay holds (or no longer holds) `addr` for us.
+    pub(crate) fn set_relayed(&self, addr: Multiaddr, held: bool) {
+        let mut relayed = self.relayed.lock().unwrap_or_else(PoisonError::into_inner);
+        if held {
+            relayed.insert(addr);
+        } else {
+            relayed.remove(&addr);
+        }
+    }
+
+    /// The circuit addresses relays hold for us now.
+    pub fn relayed(&self) -> Vec<Multiaddr> {
+        self.relayed.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
     }
 
     /// Every probed address, with its last outcome.
     pub fn probed(&self) -> Vec<(Multiaddr, Probed)> {
-        let outcomes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcomes = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
         let probed =
             |o: &Outcome| Probed { reachable: o.reachable, by: o.by, detail: o.detail.clone(), age: o.at.elapsed() };
         outcomes.iter().map(|(addr, o)| (addr.clone(), probed(o))).collect()
@@ -82,7 +102,7 @@ impl Reachability {
 
     /// The device as a whole.
     pub fn nat(&self) -> Nat {
-        let outcomes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcomes = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
         if outcomes.values().any(|o| o.reachable) {
             Nat::Public
         } else if outcomes.is_empty() {

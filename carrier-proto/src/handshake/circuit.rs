@@ -3,10 +3,15 @@
 //!
 //! A circuit is a byte stream that a relay splices between two devices. It
 //! has no keying material to export, so the Noise prologue binds what both
-//! ends know of the circuit instead: the relay, the dialer and the listener,
-//! each by its libp2p peer id (which names its ledger key). A relay that
-//! reports another source than the real dialer, or that splices the
-//! handshake onto a circuit to someone else, breaks the first decryption.
+//! ends know of the circuit instead: the dialer and the listener, each by
+//! its libp2p peer id (which names its ledger key). The listener knows the
+//! dialer only from the relay's word, so a relay that reports another
+//! source than the real dialer, or that splices the handshake onto a
+//! circuit to someone else, breaks the first decryption. The relay itself
+//! is left out: a listener cannot always tell which of its relays carried a
+//! circuit, and a handshake moved from one relay's circuit to another's
+//! between the same two devices gains an attacker nothing (the records
+//! stay sealed end to end).
 //!
 //! A byte stream has no close code either, so each handshake frame's body
 //! starts with a kind:
@@ -28,13 +33,12 @@ const CIRCUIT_TAG: &[u8] = b"carrier/1 relayed circuit";
 const KIND_MESSAGE: u8 = 0;
 const KIND_REFUSAL: u8 = 1;
 
-/// The binding of a circuit through `relay` from `dialer` to `listener`
-/// (each a peer id's bytes). Both ends compute the same bytes only if they
-/// agree on all three.
-pub fn binding(relay: &[u8], dialer: &[u8], listener: &[u8]) -> ChannelBinding {
+/// The binding of a circuit from `dialer` to `listener` (each a peer id's
+/// bytes). Both ends compute the same bytes only if they agree on both.
+pub fn binding(dialer: &[u8], listener: &[u8]) -> ChannelBinding {
     let mut hash = Sha256::new();
     hash.update(CIRCUIT_TAG);
-    for part in [relay, dialer, listener] {
+    for part in [dialer, listener] {
         hash.update((part.len() as u32).to_be_bytes());
         hash.update(part);
     }
@@ -101,12 +105,12 @@ mod tests {
     }
 
     #[test]
-    fn the_binding_names_relay_dialer_and_listener_in_order() {
-        let b = binding(b"relay", b"dialer", b"listener");
-        assert_eq!(b, binding(b"relay", b"dialer", b"listener"));
-        assert_ne!(b, binding(b"other", b"dialer", b"listener"));
-        assert_ne!(b, binding(b"relay", b"listener", b"dialer"));
+    fn the_binding_names_dialer_and_listener_in_order() {
+        let b = binding(b"dialer", b"listener");
+        assert_eq!(b, binding(b"dialer", b"listener"));
+        assert_ne!(b, binding(b"other", b"listener"));
+        assert_ne!(b, binding(b"listener", b"dialer"));
         // Lengths are prefixed, so parts cannot slide into each other.
-        assert_ne!(binding(b"ab", b"c", b"d"), binding(b"a", b"bc", b"d"));
+        assert_ne!(binding(b"ab", b"c"), binding(b"a", b"bc"));
     }
 }

@@ -419,9 +419,9 @@ fn a_circuit_binding_that_names_another_dialer_breaks_the_handshake() {
     let mut net = TestNetwork::new("n");
     let (a, b) = (net.register_device(), net.register_device());
     let (pa, pb) = (a.public_keys().signing.peer_id(), b.public_keys().signing.peer_id());
-    let dialer_view = circuit::binding(b"relay", &pa.to_bytes(), &pb.to_bytes());
+    let dialer_view = circuit::binding(&pa.to_bytes(), &pb.to_bytes());
     // The relay told the listener someone else dialed.
-    let listener_view = circuit::binding(b"relay", b"someone else", &pb.to_bytes());
+    let listener_view = circuit::binding(b"someone else", &pb.to_bytes());
     let outcome =
         run((local(&net, &a), &net.ledger, dialer_view), (local(&net, &b), &net.ledger, listener_view), Some(b.did()));
     assert_eq!(reason(&outcome.1), Refusal::BadBinding);

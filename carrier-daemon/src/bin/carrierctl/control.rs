@@ -189,9 +189,10 @@ pub(crate) fn routes(target: &Target, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn connect(target: &Target, did: &str) -> anyhow::Result<()> {
-    target.request(Request::Connect(pb::ConnectRequest { did: did.into() }))?;
-    println!("linked to {did}");
+pub(crate) fn connect(target: &Target, did: &str, addr: Option<String>) -> anyhow::Result<()> {
+    let via = addr.as_ref().map(|a| format!(" at {a}")).unwrap_or_default();
+    target.request(Request::Connect(pb::ConnectRequest { did: did.into(), addr: addr.unwrap_or_default() }))?;
+    println!("linked to {did}{via}");
     Ok(())
 }
 

@@ -106,12 +106,17 @@ enum Command {
     ///
     /// Example: carrierctl routes --json
     Routes,
-    /// Find a device by DID and link to it.
+    /// Find a device by DID and link to it, or link to it at an address.
     ///
     /// Example: carrierctl connect did:carrier:z…
+    /// Example: carrierctl connect did:carrier:z… --addr /ip4/192.0.2.7/udp/7640/quic-v1/noise/p2p/<relay>/p2p-circuit/p2p/<peer>
     Connect {
         /// The device.
         did: String,
+        /// Link at this address (a direct one, or a circuit through a
+        /// relay) instead of looking the device up.
+        #[arg(long)]
+        addr: Option<String>,
     },
     /// Admission and refusal counters since the daemon started.
     ///
@@ -185,7 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => control::status(&target, json),
         Command::Peers => control::peers(&target, json),
         Command::Routes => control::routes(&target, json),
-        Command::Connect { did } => control::connect(&target, &did),
+        Command::Connect { did, addr } => control::connect(&target, &did, addr),
         Command::Counters => control::counters(&target, json),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -38,6 +38,17 @@ pub enum ControlError {
     /// The DID is not on the ledger.
     #[error("{0} is not on the ledger")]
     NotOnLedger(Did),
+    /// An address in the request does not parse.
+    #[error("{0:?} is not a multiaddr (e.g. /ip4/192.0.2.7/udp/7640/quic-v1/noise)")]
+    BadAddr(String),
+    /// The device at the address is another one than asked for.
+    #[error("the device at that address is {linked}, not {wanted}")]
+    OtherPeer {
+        /// Whom the request named.
+        wanted: Did,
+        /// Who answered.
+        linked: Did,
+    },
     /// A published entry does not decode.
     #[error("entry {index}: {reason}")]
     BadEntry {
@@ -143,7 +154,16 @@ impl Handler {
             Request::Peers(_) => self.peers().await,
             Request::Routes(_) => self.routes().await,
             Request::Connect(c) => {
-                self.overlay.connect(parse_did(&c.did)?).await?;
+                let did = parse_did(&c.did)?;
+                if c.addr.is_empty() {
+                    self.overlay.connect(did).await?;
+                } else {
+                    let addr = c.addr.parse().map_err(|_| ControlError::BadAddr(c.addr.clone()))?;
+                    let linked = self.overlay.dial(addr).await?;
+                    if linked != did {
+                        return Err(ControlError::OtherPeer { wanted: did, linked });
+                    }
+                }
                 Ok(Response::Done(pb::Done {}))
             }
             Request::Disconnect(d) => {
@@ -188,7 +208,11 @@ impl Handler {
             network,
             network_id,
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            listen_addrs: vec![self.overlay.listen_addr().to_string()],
+            // Our own address, then the circuit addresses relays hold for us.
+            listen_addrs: std::iter::once(self.overlay.listen_addr().clone())
+                .chain(self.overlay.reachability().relayed())
+                .map(|addr| addr.to_string())
+                .collect(),
             head: Some(head(ledger_head)),
             peers,
             routes,
@@ -220,11 +244,12 @@ impl Handler {
             .into_iter()
             .map(|p| {
                 let (bytes_in, bytes_out) = self.links.traffic(&p.did);
+                let path = if p.relayed() { "relayed" } else { "direct" };
                 pb::Peer {
                     did: p.did.to_string(),
                     peer_id: p.peer_id,
+                    path: path.into(),
                     addr: p.addr,
-                    path: "direct".into(),
                     rtt_us: p.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
                     connected_ms: p.since.elapsed().as_millis() as u64,
                     bytes_in,

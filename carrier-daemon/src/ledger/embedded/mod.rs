@@ -238,6 +238,19 @@ impl Ledger for EmbeddedLedger {
         })
     }
 
+    fn devices_with_role(&self, role: &str) -> Vec<Did> {
+        self.read(|l| {
+            let mut dids: Vec<Did> = l
+                .records()
+                .filter(|(_, record)| record.revoked.is_none())
+                .filter(|(_, record)| matches!(&record.subject, Subject::Device { roles } if roles.iter().any(|r| r == role)))
+                .map(|(did, _)| *did)
+                .collect();
+            dids.sort();
+            dids
+        })
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<LedgerUpdate> {
         self.updates.subscribe()
     }
