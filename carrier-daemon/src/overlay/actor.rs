@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::peer_cache::PeerCache;
 use super::{
-    Behaviour, BehaviourEvent, Command, Lookup, OverlayError, OverlayEvent, PeerInfo, Route, circuits, gate, transport,
+    Behaviour, BehaviourEvent, Command, OverlayError, OverlayEvent, PeerInfo, Route, circuits, gate, transport,
 };
 use crate::ledger::Policy;
 use crate::link::LinkContext;
@@ -28,21 +28,6 @@ use crate::link::LinkContext;
 const ONE: NonZeroUsize = NonZeroUsize::MIN;
 /// Most addresses kept for one peer (routing table and peer cache).
 pub(super) const MAX_ADDRS_PER_PEER: usize = 8;
-
-/// A `lookup` in progress.
-pub(super) struct Probe {
-    target: PeerId,
-    started: Instant,
-    reply: oneshot::Sender<Result<Lookup, OverlayError>>,
-}
-
-/// A `closest` walk in progress.
-pub(super) struct Walk {
-    did: Did,
-    count: usize,
-    found: Vec<PeerId>,
-    reply: oneshot::Sender<super::Closest>,
-}
 
 pub(super) struct Actor {
     pub(super) ctx: Arc<LinkContext>,
@@ -56,9 +41,9 @@ pub(super) struct Actor {
     /// `dial` calls waiting on one connection attempt each.
     pub(super) dialing: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<Did, OverlayError>>)>,
     /// Lookups asked for by `lookup`, with when they started.
-    pub(super) probes: HashMap<kad::QueryId, Probe>,
+    pub(super) probes: HashMap<kad::QueryId, super::lookups::Probe>,
     /// Walks asked for by `closest`: the DID, how many, who waits.
-    pub(super) walks: HashMap<kad::QueryId, Walk>,
+    pub(super) walks: HashMap<kad::QueryId, super::lookups::Walk>,
     /// Where to join the network.
     pub(super) bootstrap: Vec<Multiaddr>,
     /// Addresses peers told us in earlier runs (the peer cache), dialled
@@ -170,7 +155,7 @@ impl Actor {
             Command::Lookup { did, reply } => match self.active_peer(&did) {
                 Some(peer) => {
                     let query = self.swarm.behaviour_mut().kad.get_n_closest_peers(peer, ONE);
-                    self.probes.insert(query, Probe { target: peer, started: Instant::now(), reply });
+                    self.probes.insert(query, super::lookups::Probe { target: peer, started: Instant::now(), reply });
                 }
                 None => {
                     let _ = reply.send(Err(OverlayError::NotActive(did)));
@@ -189,7 +174,7 @@ impl Actor {
                 // often ones we have no link to.
                 Some(target) => {
                     let query = self.swarm.behaviour_mut().kad.get_closest_peers(target);
-                    self.walks.insert(query, Walk { did, count, found: Vec::new(), reply });
+                    self.walks.insert(query, super::lookups::Walk { did, count, found: Vec::new(), reply });
                 }
                 None => {
                     let _ = reply.send(super::Closest::default());
@@ -238,7 +223,7 @@ impl Actor {
 
     /// The `count` devices nearest `did`'s key among `found` and our routing
     /// table, without `did` or us, and whether we would be among them.
-    fn closest(&mut self, did: &Did, count: usize, mut found: Vec<PeerId>) -> super::Closest {
+    pub(super) fn closest(&mut self, did: &Did, count: usize, mut found: Vec<PeerId>) -> super::Closest {
         let Some(target) = self.active_peer(did) else { return super::Closest::default() };
         let key = kad::KBucketKey::from(target);
         found.extend(self.swarm.behaviour_mut().kad.get_closest_local_peers(&key).map(|k| *k.preimage()));
@@ -277,7 +262,7 @@ impl Actor {
         }
     }
 
-    fn answer(&mut self, peer: &PeerId, result: impl Fn() -> Result<(), OverlayError>) {
+    pub(super) fn answer(&mut self, peer: &PeerId, result: impl Fn() -> Result<(), OverlayError>) {
         for reply in self.waiting.remove(peer).unwrap_or_default() {
             let _ = reply.send(result());
         }
@@ -407,75 +392,7 @@ impl Actor {
                     self.emit(OverlayEvent::Routable(did));
                 }
             }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. })
-                if self.walks.contains_key(&id) =>
-            {
-                let found = match &result {
-                    kad::QueryResult::GetClosestPeers(Ok(ok)) => ok.peers.iter().map(|p| p.peer_id).collect(),
-                    _ => Vec::new(),
-                };
-                let Some(walk) = self.walks.get_mut(&id) else { return };
-                walk.found.extend(found);
-                if !step.last {
-                    return; // several steps may carry peers
-                }
-                if let Some(walk) = self.walks.remove(&id) {
-                    let closest = self.closest(&walk.did, walk.count, walk.found);
-                    let _ = walk.reply.send(closest);
-                }
-            }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, stats })
-                if self.probes.contains_key(&id) =>
-            {
-                let found = match (&result, self.probes.get(&id)) {
-                    (kad::QueryResult::GetClosestPeers(Ok(ok)), Some(probe)) => {
-                        ok.peers.iter().any(|p| p.peer_id == probe.target)
-                    }
-                    _ => false,
-                };
-                if (found || step.last)
-                    && let Some(probe) = self.probes.remove(&id)
-                {
-                    let lookup = Lookup { found, requests: stats.num_requests(), duration: probe.started.elapsed() };
-                    let _ = probe.reply.send(Ok(lookup));
-                    if !step.last
-                        && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
-                    {
-                        query.finish();
-                    }
-                }
-            }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
-                let Some((target, full)) = self.lookups.get(&id).copied() else {
-                    return;
-                };
-                if let kad::QueryResult::GetClosestPeers(Ok(ok)) = &result
-                    && let Some(found) = ok.peers.iter().find(|p| p.peer_id == target)
-                {
-                    self.lookups.remove(&id);
-                    let opts = DialOpts::peer_id(target).addresses(found.addrs.clone()).build();
-                    if let Err(e) = self.swarm.dial(opts) {
-                        let Some(did) = self.did_of(&target) else { return };
-                        let reason = e.to_string();
-                        self.answer(&target, || Err(OverlayError::Unreachable { did, reason: reason.clone() }));
-                    }
-                    return;
-                }
-                if step.last {
-                    self.lookups.remove(&id);
-                    if self.peers.contains_key(&target) {
-                        return; // linked while looking (Kademlia dialled it)
-                    }
-                    if !full {
-                        // The quick walk (one result) can stop at a peer that
-                        // failed to answer; walk again for the k closest.
-                        let query = self.swarm.behaviour_mut().kad.get_closest_peers(target);
-                        self.lookups.insert(query, (target, true));
-                    } else if let Some(did) = self.did_of(&target) {
-                        self.answer(&target, || Err(OverlayError::NotFound(did)));
-                    }
-                }
-            }
+            BehaviourEvent::Kad(event) => self.on_kad_event(event),
             BehaviourEvent::Gate(event) => {
                 let (gate::GateEvent::Revoked { did, peer } | gate::GateEvent::Rotated { did, peer }) = event;
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);

@@ -18,8 +18,10 @@
 //! over the same links through [`Overlay::stream_control`].
 
 mod backoff;
+mod behaviour;
 pub mod circuits;
 pub mod gate;
+mod lookups;
 mod muxer;
 mod peer_cache;
 pub mod reachability;
@@ -38,9 +40,8 @@ use carrier_proto::identity::Did;
 use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Transport;
-use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, identify, kad, ping};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::ledger::Ledger;
@@ -220,20 +221,6 @@ pub struct Route {
     pub did: Option<Did>,
     /// The addresses we know it by, as text.
     pub addrs: Vec<String>,
-}
-
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    gate: gate::Behaviour,
-    limits: connection_limits::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    stream: streams::Behaviour,
-    autonat_client: autonat::v2::client::Behaviour,
-    autonat_server: autonat::v2::server::Behaviour,
-    relay_client: libp2p::relay::client::Behaviour,
-    relay: Toggle<libp2p::relay::Behaviour>,
 }
 
 /// What the handle asks of the actor; each carries its reply channel.
@@ -466,53 +453,6 @@ impl Overlay {
     }
 }
 
-fn behaviour(
-    ctx: Arc<LinkContext>,
-    key: &libp2p::identity::Keypair,
-    config: &OverlayConfig,
-    relay_client: libp2p::relay::client::Behaviour,
-) -> Behaviour {
-    let peer_id = key.public().to_peer_id();
-    let relay = config.relay.as_ref().map(|limits| {
-        tracing::info!(?limits, "serving circuits for devices on the ledger");
-        relay::server(peer_id, limits, Arc::clone(&ctx.ledger), Arc::clone(ctx.counters()))
-    });
-    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-    kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
-    kad_config.set_query_timeout(config.connect_timeout);
-    // Kademlia here only routes: it keeps no records and no providers, so
-    // a registered peer cannot grow anyone's memory with PUT_VALUE or
-    // ADD_PROVIDER. Inbound ones are handed to us (filtered) and dropped,
-    // and the store would refuse them anyway.
-    kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
-    let nothing = kad::store::MemoryStoreConfig {
-        max_records: 0,
-        max_value_bytes: 0,
-        max_providers_per_key: 0,
-        max_provided_keys: 0,
-    };
-    let store = kad::store::MemoryStore::with_config(peer_id, nothing);
-    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
-    kad.set_mode(Some(kad::Mode::Server));
-    let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(config.max_links))
-        // Room for a second link while a first one closes, and for the
-        // dial-back of a reachability probe beside both.
-        .with_max_established_per_peer(Some(3))
-        .with_max_pending_incoming(Some(config.max_links));
-    Behaviour {
-        relay_client,
-        relay: relay.into(),
-        gate: gate::Behaviour::new(ctx),
-        limits: connection_limits::Behaviour::new(limits),
-        kad,
-        identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
-        ping: ping::Behaviour::default(),
-        stream: streams::Behaviour::new(),
-        autonat_client: autonat::v2::client::Behaviour::default(),
-        autonat_server: autonat::v2::server::Behaviour::default(),
-    }
-}
-
 mod actor;
 use actor::Actor;
+use behaviour::{Behaviour, BehaviourEvent, behaviour};
