@@ -8,10 +8,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
-use support::{Daemon, carrierctl, carrierd, copy_ledger, provision, socket};
+use support::{Daemon, add_relay, carrierctl, carrierd, copy_ledger, provision, socket};
 
 fn json(args: &[&str]) -> Value {
     serde_json::from_str(&carrierctl(args)).unwrap()
@@ -19,30 +19,6 @@ fn json(args: &[&str]) -> Value {
 
 fn counter(dir: &Path, name: &str) -> u64 {
     json(&["counters", "--socket", &socket(dir), "--json"])[name].as_u64().unwrap_or(0)
-}
-
-/// Adds a device registered with role `relay` to the admin's ledger, and
-/// hands the ledger to every device.
-fn add_relay(root: &Path, devices: &[PathBuf]) -> PathBuf {
-    let dir = root.join("relay");
-    assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());
-    let (key, ledger) = (root.join("admin/registrar.key"), root.join("admin/ledger"));
-    let card = dir.join("device.card");
-    carrierctl(&[
-        "ledger",
-        "register-device",
-        "--ledger",
-        ledger.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--role",
-        "relay",
-        card.to_str().unwrap(),
-    ]);
-    for dir in devices.iter().chain([&dir]) {
-        copy_ledger(&ledger, &dir.join("ledger"));
-    }
-    dir
 }
 
 fn did(dir: &Path) -> String {

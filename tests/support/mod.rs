@@ -106,6 +106,30 @@ pub(crate) fn new_device(root: &Path, ledger: &Path, name: &str) -> PathBuf {
     dir
 }
 
+/// Adds a device registered with role `relay` to the admin's ledger, and
+/// hands the ledger to every device.
+pub(crate) fn add_relay(root: &Path, devices: &[PathBuf]) -> PathBuf {
+    let dir = root.join("relay");
+    assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());
+    let (key, ledger) = (root.join("admin/registrar.key"), root.join("admin/ledger"));
+    let card = dir.join("device.card");
+    carrierctl(&[
+        "ledger",
+        "register-device",
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--role",
+        "relay",
+        card.to_str().unwrap(),
+    ]);
+    for dir in devices.iter().chain([&dir]) {
+        copy_ledger(&ledger, &dir.join("ledger"));
+    }
+    dir
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped.
 pub(crate) struct Reaped(pub(crate) Child);
 
@@ -149,16 +173,34 @@ impl Daemon {
 
     /// Starts with `extra` appended to the configuration file.
     pub(crate) fn start_with(dir: &Path, bootstrap: Option<&str>, extra: &str) -> Self {
+        Self::spawn(None, dir, "127.0.0.1:0", bootstrap, extra)
+    }
+
+    /// Starts inside network namespace `netns` (`ip netns exec`; needs
+    /// root), listening on `listen`.
+    pub(crate) fn start_in(netns: &str, dir: &Path, listen: &str, bootstrap: Option<&str>, extra: &str) -> Self {
+        Self::spawn(Some(netns), dir, listen, bootstrap, extra)
+    }
+
+    fn spawn(netns: Option<&str>, dir: &Path, listen: &str, bootstrap: Option<&str>, extra: &str) -> Self {
         let config = dir.join("carrierd.toml");
         let bootstrap = bootstrap.map(|a| format!("bootstrap = [\"{a}\"]\n")).unwrap_or_default();
         let runtime = dir.join("run");
-        let text = format!("listen = \"127.0.0.1:0\"\nruntime_dir = {runtime:?}\n{bootstrap}{extra}");
+        let text = format!("listen = \"{listen}\"\nruntime_dir = {runtime:?}\n{bootstrap}{extra}");
         std::fs::write(&config, text).unwrap();
-        let mut child = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let args = ["run", "--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()];
+        let mut command = match netns {
+            None => carrierd(&args),
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_carrierd")]).args(args);
+                command
+                    .env("RUST_LOG", "info,libp2p_dcutr=debug,carrier_daemon::overlay=debug")
+                    .env_remove("NOTIFY_SOCKET");
+                command
+            }
+        };
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, lines) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -204,14 +246,26 @@ impl Daemon {
 
     /// A line containing `needle` printed within `wait`, if any.
     pub(crate) fn printed_within(&self, needle: &str, wait: Duration) -> Option<String> {
+        self.line_within(|line| line.contains(needle), wait)
+    }
+
+    /// A line `matches` accepts, printed within `wait`, if any.
+    pub(crate) fn line_within(&self, matches: impl Fn(&str) -> bool, wait: Duration) -> Option<String> {
         let mut backlog = self.backlog.borrow_mut();
-        if let Some(i) = backlog.iter().position(|line| line.contains(needle)) {
+        if let Some(i) = backlog.iter().position(|line| matches(line)) {
             return backlog.remove(i);
+        }
+        // Lines already printed first, then new ones until the deadline.
+        while let Ok(line) = self.lines.try_recv() {
+            if matches(&line) {
+                return Some(line);
+            }
+            backlog.push_back(line);
         }
         let deadline = std::time::Instant::now() + wait;
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(line) if matches(&line) => return Some(line),
                 Ok(line) => backlog.push_back(line),
                 Err(_) => break,
             }

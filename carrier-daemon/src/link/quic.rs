@@ -121,6 +121,21 @@ pub fn endpoint(addr: SocketAddr) -> Result<quinn::Endpoint, QuicSetupError> {
     Ok(endpoint)
 }
 
+/// [`endpoint`], plus a second handle on its UDP socket: hole punching
+/// sends a few datagrams of its own from the listening port (see
+/// `overlay::punch`), so the NAT in front of us lets the peer's connection
+/// in.
+pub fn punching_endpoint(addr: SocketAddr) -> Result<(quinn::Endpoint, std::net::UdpSocket), QuicSetupError> {
+    let bind = |source| QuicSetupError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
+    let punch = socket.try_clone().map_err(bind)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| QuicSetupError::Quic("no async runtime for QUIC".into()))?;
+    let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config()?), socket, runtime)
+        .map_err(bind)?;
+    endpoint.set_default_client_config(client_config()?);
+    Ok((endpoint, punch))
+}
+
 /// A quinn endpoint that only dials, on a port of its own: for a dial that
 /// must not leave from the listening port (an AutoNAT dial-back must test
 /// the address, not a path the NAT has already opened for us).

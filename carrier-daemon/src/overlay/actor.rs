@@ -58,29 +58,34 @@ pub(super) struct Actor {
     pub(super) lookups: HashMap<kad::QueryId, (PeerId, bool)>,
     /// What AutoNAT probes found about our addresses.
     pub(super) reachability: super::reachability::Reachability,
-    /// Links we dialed from a new port (reachability dial-backs), with
-    /// when: closed once the probe has had its time.
-    pub(super) dial_backs: Vec<(Instant, ConnectionId)>,
+    /// Links to close, each with when: reachability dial-backs (once the
+    /// probe has had its time) and relayed links a direct one replaced.
+    pub(super) closing: Vec<(Instant, ConnectionId)>,
+    /// Relayed links, until a direct one replaces them.
+    pub(super) relayed: super::relayed::RelayedLinks,
     /// Relay reservations held or asked for.
     pub(super) reservations: super::reservations::Reservations,
 }
 
 /// How long a dial-back link stays up for its probe.
 const DIAL_BACK_GRACE: Duration = Duration::from_secs(5);
+/// How often the actor closes links whose time is up and tops up relay
+/// reservations.
+const SWEEP: Duration = Duration::from_secs(1);
 
 impl Actor {
     /// Runs until every handle is dropped. Dials the bootstrap peers at
     /// once, and again every `retry` while no peer is linked.
     pub(super) async fn run(mut self, retry: Duration) {
         let mut bootstrap = tokio::time::interval(retry);
-        let mut sweep = tokio::time::interval(DIAL_BACK_GRACE);
+        let mut sweep = tokio::time::interval(SWEEP);
         loop {
             tokio::select! {
                 _ = bootstrap.tick() => if self.peers.is_empty() {
                     self.dial_bootstrap();
                 },
                 _ = sweep.tick() => {
-                    self.close_dial_backs();
+                    self.close_due();
                     self.keep_reservations();
                 }
                 command = self.commands.recv() => match command {
@@ -98,11 +103,11 @@ impl Actor {
         tracing::debug!("overlay stopped: no handles left");
     }
 
-    /// Closes the dial-back links whose probes have had their time.
-    fn close_dial_backs(&mut self) {
+    /// Closes the links whose time is up.
+    fn close_due(&mut self) {
         let now = Instant::now();
-        let (done, young) = self.dial_backs.drain(..).partition(|(at, _)| now - *at >= DIAL_BACK_GRACE);
-        self.dial_backs = young;
+        let (done, later) = self.closing.drain(..).partition(|(at, _)| *at <= now);
+        self.closing = later;
         for (_, connection) in done {
             self.swarm.close_connection(connection);
         }
@@ -274,16 +279,21 @@ impl Actor {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                 let Some(did) = self.did_of(&peer_id) else { return };
                 if let libp2p::core::ConnectedPoint::Dialer { port_use: PortUse::New, .. } = endpoint {
-                    self.dial_backs.push((Instant::now(), connection_id));
+                    self.closing.push((Instant::now() + DIAL_BACK_GRACE, connection_id));
                 }
                 if let Some((_, reply)) = self.dialing.remove(&connection_id) {
                     let _ = reply.send(Ok(did));
                 }
-                let mut addr = endpoint.get_remote_address().clone();
+                // A circuit accepted from a relay shows the relay's address.
+                let relayed = endpoint.is_relayed();
+                let mut addr = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
+                    other => other.get_remote_address().clone(),
+                };
                 if let Some(libp2p::multiaddr::Protocol::P2p(_)) = addr.iter().last() {
                     addr.pop();
                 }
-                let relayed = circuits::is_relayed(endpoint.get_remote_address());
+                self.on_link_up(peer_id, connection_id, relayed);
                 if let Entry::Vacant(slot) = self.peers.entry(peer_id) {
                     slot.insert(PeerInfo {
                         did,
@@ -307,17 +317,19 @@ impl Actor {
                 }
                 self.answer(&peer_id, || Ok(()));
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established: 0, cause, .. } => {
+                self.on_link_down(peer_id, connection_id);
                 if let Some(info) = self.peers.remove(&peer_id) {
                     let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
                     tracing::info!(peer = %info.did, %cause, "peer down");
                     self.emit(OverlayEvent::PeerDown(info.did));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, endpoint, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, endpoint, .. } => {
+                self.on_link_down(peer_id, connection_id);
                 if let Some(info) = self.peers.get_mut(&peer_id) {
                     info.links = num_established;
-                    if circuits::is_relayed(endpoint.get_remote_address()) {
+                    if endpoint.is_relayed() {
                         info.relayed_links = info.relayed_links.saturating_sub(1);
                     }
                 }
@@ -427,6 +439,7 @@ impl Actor {
             }
             BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
             BehaviourEvent::Relay(event) => self.on_relay_server_event(event),
+            BehaviourEvent::Dcutr(event) => self.on_dcutr_event(event),
             BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
                 if let Some(info) = self.peers.get_mut(&peer) {
                     info.rtt = Some(rtt);

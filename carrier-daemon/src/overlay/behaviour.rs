@@ -1,14 +1,14 @@
 //! The swarm's behaviours, in the order libp2p consults them: the ledger
 //! gate and connection limits first (either may refuse a connection), then
 //! routing (Kademlia, identify), liveness (ping), the daemon's own streams,
-//! reachability (AutoNAT v2) and circuit relay (client; server on `relay`
-//! devices).
+//! reachability (AutoNAT v2), circuit relay (client; server on `relay`
+//! devices) and DCUtR (hole punching over a relayed link).
 
 use std::sync::Arc;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{autonat, connection_limits, identify, kad, ping};
+use libp2p::{autonat, connection_limits, dcutr, identify, kad, ping};
 
 use super::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, OverlayConfig, gate, relay, streams};
 use crate::link::LinkContext;
@@ -25,6 +25,7 @@ pub(super) struct Behaviour {
     pub(super) autonat_server: autonat::v2::server::Behaviour,
     pub(super) relay_client: libp2p::relay::client::Behaviour,
     pub(super) relay: Toggle<libp2p::relay::Behaviour>,
+    pub(super) dcutr: dcutr::Behaviour,
 }
 
 /// Every behaviour, configured from `config`.
@@ -65,6 +66,7 @@ pub(super) fn behaviour(
     Behaviour {
         relay_client,
         relay: relay.into(),
+        dcutr: dcutr::Behaviour::new(peer_id),
         gate: gate::Behaviour::new(ctx),
         limits: connection_limits::Behaviour::new(limits),
         kad,

@@ -24,8 +24,10 @@ pub mod gate;
 mod lookups;
 mod muxer;
 mod peer_cache;
+mod punch;
 pub mod reachability;
 pub mod relay;
+mod relayed;
 pub mod reservations;
 pub mod streams;
 pub mod transport;
@@ -325,7 +327,8 @@ impl Overlay {
             peer_cache,
             lookups: HashMap::new(),
             reachability: reachability.clone(),
-            dial_backs: Vec::new(),
+            closing: Vec::new(),
+            relayed: relayed::RelayedLinks::default(),
             reservations: reservations::Reservations::new(config.reservations),
         };
         tasks.spawn(actor.run(config.bootstrap_retry));

@@ -60,8 +60,9 @@ pub struct AlreadyAccepted(StreamProtocol);
 struct Shared {
     /// Each accepted protocol's queue.
     accepting: HashMap<StreamProtocol, mpsc::Sender<(PeerId, Stream)>>,
-    /// Where to ask each link of each peer for a stream.
-    links: HashMap<PeerId, Vec<(ConnectionId, mpsc::Sender<Open>)>>,
+    /// Where to ask each link of each peer for a stream, and whether that
+    /// link goes through a relay.
+    links: HashMap<PeerId, Vec<(ConnectionId, bool, mpsc::Sender<Open>)>>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -111,9 +112,13 @@ impl std::fmt::Debug for StreamControl {
 impl StreamControl {
     /// Opens a `protocol` stream on a link to `peer`; there must be one.
     pub async fn open_stream(&self, peer: PeerId, protocol: StreamProtocol) -> Result<Stream, StreamOpenError> {
-        let links: Vec<_> = lock(&self.shared).links.get(&peer).cloned().unwrap_or_default();
-        // The newest link first: an older one may be closing.
-        for (_, link) in links.into_iter().rev() {
+        let mut links: Vec<_> = lock(&self.shared).links.get(&peer).cloned().unwrap_or_default();
+        // Direct links before relayed ones (a relayed link goes once a
+        // direct one is up), and the newest first: an older one may be
+        // closing.
+        links.reverse();
+        links.sort_by_key(|(_, relayed, _)| *relayed);
+        for (_, _, link) in links {
             let (reply, answer) = oneshot::channel();
             if link.send(Open { protocol: protocol.clone(), reply }).await.is_err() {
                 continue;
@@ -169,9 +174,10 @@ impl Behaviour {
         StreamControl { shared: Arc::clone(&self.shared) }
     }
 
-    fn handler(&mut self, connection: ConnectionId, peer: PeerId) -> Handler {
+    fn handler(&mut self, connection: ConnectionId, peer: PeerId, addr: &Multiaddr) -> Handler {
         let (link, opens) = mpsc::channel(OPEN_QUEUE);
-        lock(&self.shared).links.entry(peer).or_default().push((connection, link));
+        let relayed = super::circuits::is_relayed(addr);
+        lock(&self.shared).links.entry(peer).or_default().push((connection, relayed, link));
         Handler { peer, shared: Arc::clone(&self.shared), opens }
     }
 }
@@ -184,28 +190,28 @@ impl NetworkBehaviour for Behaviour {
         &mut self,
         connection: ConnectionId,
         peer: PeerId,
-        _local_addr: &Multiaddr,
+        local_addr: &Multiaddr,
         _remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(connection, peer))
+        Ok(self.handler(connection, peer, local_addr))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         connection: ConnectionId,
         peer: PeerId,
-        _addr: &Multiaddr,
+        addr: &Multiaddr,
         _role_override: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(connection, peer))
+        Ok(self.handler(connection, peer, addr))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         if let FromSwarm::ConnectionClosed(closed) = event {
             let mut shared = lock(&self.shared);
             if let Some(links) = shared.links.get_mut(&closed.peer_id) {
-                links.retain(|(connection, _)| *connection != closed.connection_id);
+                links.retain(|(connection, _, _)| *connection != closed.connection_id);
                 if links.is_empty() {
                     shared.links.remove(&closed.peer_id);
                 }

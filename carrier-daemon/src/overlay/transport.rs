@@ -8,6 +8,10 @@
 //! `/ip4/…/udp/…/quic-v1/noise` (or `/ip6/…`), which standard libp2p-QUIC
 //! nodes will not dial by mistake. A dial address ending in `/p2p/<peer>`
 //! names the DID expected on the other end, which enables Noise IK.
+//!
+//! A dial with the listener role (DCUtR's hole punch) does not connect: it
+//! punches from the listening port and resolves with the peer's own
+//! connection once that is admitted (`punch.rs`).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,6 +27,7 @@ use libp2p::core::transport::{DialOpts, ListenerId, PortUse, Transport, Transpor
 use tokio::sync::mpsc;
 
 use super::muxer::LinkMuxer;
+use super::punch::{self, PUNCH_TIMEOUT, Punches};
 use crate::link::{Link, LinkContext, LinkError, quic};
 
 /// What the transport yields: the peer (by its current key) and its link.
@@ -37,14 +42,65 @@ pub struct CarrierTransport {
     /// Admitted inbound links from the accept task.
     inbound: Option<mpsc::Receiver<Link>>,
     events: VecDeque<TransportEvent<Ready<Result<Output, LinkError>>, LinkError>>,
+    /// The listening socket, for punch datagrams.
+    punch_socket: Option<Arc<std::net::UdpSocket>>,
+    /// Hole punches waiting for their peer's connection.
+    punches: Punches,
 }
 
 impl CarrierTransport {
     /// A transport that admits peers with `ctx`.
     pub fn new(ctx: Arc<LinkContext>) -> Self {
-        Self { ctx, endpoint: None, listener: None, inbound: None, events: VecDeque::new() }
+        Self {
+            ctx,
+            endpoint: None,
+            listener: None,
+            inbound: None,
+            events: VecDeque::new(),
+            punch_socket: None,
+            punches: Punches::default(),
+        }
+    }
+
+    /// DCUtR's dial as listener: punch towards `target` and wait for
+    /// `peer`'s connection to arrive and be admitted. If none has come
+    /// after [`CONNECT_TOO_AFTER`], also connect to `target` ourselves: a
+    /// peer behind a NAT that lets anyone in (while ours maps a new port
+    /// per destination) is reached that way, not by waiting.
+    fn punch(&mut self, target: SocketAddr, peer: Option<PeerId>) -> Option<<Self as Transport>::Dial> {
+        let (socket, peer) = (Arc::clone(self.punch_socket.as_ref()?), peer?);
+        let endpoint = self.endpoint.clone()?;
+        let arrived = self.punches.expect(peer);
+        let ctx = Arc::clone(&self.ctx);
+        let expected = super::did_of(&*ctx.ledger, &peer);
+        Some(
+            async move {
+                tracing::debug!(%target, %peer, "punching a hole for a direct link");
+                let connect = async {
+                    tokio::time::sleep(CONNECT_TOO_AFTER).await;
+                    match ctx.dial(&endpoint, target, expected).await {
+                        Ok(link) => Ok(link),
+                        // Let the punch go on until its deadline.
+                        Err(_) => futures::future::pending().await,
+                    }
+                };
+                let wait = async {
+                    tokio::select! {
+                        link = arrived => link.map_err(|_| LinkError::Stream("the transport stopped".into())),
+                        link = connect => link,
+                        () = punch::punch(socket, target) => Err(LinkError::Stream("punching ended".into())),
+                    }
+                };
+                let link = tokio::time::timeout(PUNCH_TIMEOUT, wait).await.map_err(|_| LinkError::Timeout)??;
+                Ok((peer_id_of(&link), LinkMuxer::new(link.connection)))
+            }
+            .boxed(),
+        )
     }
 }
+
+/// How long a punch waits for the peer's connection before connecting too.
+const CONNECT_TOO_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The socket address in `/ip4|ip6/…/udp/…/quic-v1/noise[/p2p/…]`, and the
 /// peer id if one is named.
@@ -114,7 +170,9 @@ impl Transport for CarrierTransport {
             // One UDP port per node: a second listener is not supported.
             return Err(TransportError::MultiaddrNotSupported(addr));
         }
-        let endpoint = quic::endpoint(socket).map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
+        let (endpoint, punch_socket) =
+            quic::punching_endpoint(socket).map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
+        self.punch_socket = Some(Arc::new(punch_socket));
         let bound = endpoint.local_addr().map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
         let (tx, rx) = mpsc::channel(64);
         self.ctx.tasks().spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
@@ -145,6 +203,9 @@ impl Transport for CarrierTransport {
         let Some((socket, peer)) = parse_addr(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
+        if opts.role.is_listener() {
+            return self.punch(socket, peer).ok_or(TransportError::MultiaddrNotSupported(addr));
+        }
         let unspecified: IpAddr =
             if socket.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
         let setup = |e: quic::QuicSetupError| TransportError::Other(LinkError::Stream(e.to_string()));
@@ -174,28 +235,31 @@ impl Transport for CarrierTransport {
         }
         let Some((listener_id, addrs)) = &self.listener else { return Poll::Pending };
         let (listener_id, fallback) = (*listener_id, addrs.first().cloned().unwrap_or_else(Multiaddr::empty));
-        let Some(inbound) = self.inbound.as_mut() else { return Poll::Pending };
-        match inbound.poll_recv(cx) {
-            Poll::Ready(Some(link)) => {
-                let send_back_addr = to_multiaddr(link.connection.remote_address());
-                // The address this connection reached us at, where the OS says.
-                let local_addr = match (link.connection.local_ip(), parse_addr(&fallback)) {
-                    (Some(ip), Some((bound, _))) => to_multiaddr(SocketAddr::new(ip, bound.port())),
-                    _ => fallback,
-                };
-                let output = (peer_id_of(&link), LinkMuxer::new(link.connection));
-                Poll::Ready(TransportEvent::Incoming {
-                    listener_id,
-                    upgrade: future::ready(Ok(output)),
-                    local_addr,
-                    send_back_addr,
-                })
-            }
-            Poll::Ready(None) => {
-                self.listener = None;
-                Poll::Ready(TransportEvent::ListenerClosed { listener_id, reason: Ok(()) })
-            }
-            Poll::Pending => Poll::Pending,
+        loop {
+            let Some(inbound) = self.inbound.as_mut() else { return Poll::Pending };
+            let link = match inbound.poll_recv(cx) {
+                Poll::Ready(Some(link)) => link,
+                Poll::Ready(None) => {
+                    self.listener = None;
+                    return Poll::Ready(TransportEvent::ListenerClosed { listener_id, reason: Ok(()) });
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            // A punch waiting for this peer takes its link as its dial.
+            let Some(link) = self.punches.claim(peer_id_of(&link), link) else { continue };
+            let send_back_addr = to_multiaddr(link.connection.remote_address());
+            // The address this connection reached us at, where the OS says.
+            let local_addr = match (link.connection.local_ip(), parse_addr(&fallback)) {
+                (Some(ip), Some((bound, _))) => to_multiaddr(SocketAddr::new(ip, bound.port())),
+                _ => fallback,
+            };
+            let output = (peer_id_of(&link), LinkMuxer::new(link.connection));
+            return Poll::Ready(TransportEvent::Incoming {
+                listener_id,
+                upgrade: future::ready(Ok(output)),
+                local_addr,
+                send_back_addr,
+            });
         }
     }
 }

@@ -1,0 +1,214 @@
+//! The NAT lab as a test: devices behind routers of every NAT kind (in
+//! network namespaces, `tests/lab`), a bootstrap device and a relay on the
+//! public side. Every pair links by DID and exchanges a message, through the
+//! relay where nothing else works; pairs with a direct path end direct.
+//! Prints the matrix (`-- --nocapture`). Needs root; otherwise it says why
+//! and passes without running.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod lab;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use carrier_sdk::{AppIdentity, Client, Receipt};
+use lab::{BOOTSTRAP_IP, Lab, NatKind, PORT, RELAY_IP};
+use serde_json::Value;
+use support::{Daemon, add_relay, app_socket, carrierctl, provision_with_apps, socket};
+
+/// How long a pair may take to go direct after it linked.
+const DIRECT_WAIT: Duration = Duration::from_secs(15);
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&carrierctl(args)).unwrap()
+}
+
+fn did(dir: &Path) -> String {
+    json(&["status", "--socket", &socket(dir), "--json"])["did"].as_str().unwrap().to_owned()
+}
+
+/// The path of `from`'s link to `to`, if linked.
+fn path(from: &Path, to: &str) -> Option<String> {
+    let peers = json(&["peers", "--socket", &socket(from), "--json"]);
+    let peer = peers.as_array()?.iter().find(|p| p["did"] == to)?.clone();
+    peer["path"].as_str().map(str::to_owned)
+}
+
+/// Whether a direct path can exist between devices behind `a` and `b`:
+/// unless both map a new port per destination, or one does and the other
+/// lets in only peers it has sent to (it cannot know the port to send to).
+fn direct_possible(a: NatKind, b: NatKind) -> bool {
+    use NatKind::*;
+    !matches!((a, b), (Symmetric, Symmetric) | (Symmetric, PortRestricted) | (PortRestricted, Symmetric))
+}
+
+/// The `after_ms=` field of a log line.
+fn after_ms(line: &str) -> u64 {
+    let field = line.split("after_ms=").nth(1).unwrap_or("");
+    field.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Whether a link between devices `x` and `y` must start relayed: unless
+/// one of them can be reached directly (a full cone).
+fn relayed_first(kinds: &[NatKind], x: usize, y: usize) -> bool {
+    kinds[x] != NatKind::FullCone && kinds[y] != NatKind::FullCone
+}
+
+/// How a pair ended up linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Direct from the start (one side lets anyone in).
+    Direct,
+    /// Relayed first; a punched direct link replaced it this long after
+    /// the relayed link came up (first contact).
+    Punched(Duration),
+    /// Still through the relay.
+    Relayed,
+}
+
+struct Outcome {
+    kinds: (NatKind, NatKind),
+    /// How long `carrierctl connect` took (next to nothing if the two were
+    /// linked already, as devices that route for each other often are).
+    connect: Duration,
+    delivered: bool,
+    path: Route,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pair_behind_any_two_nats_links_and_exchanges_a_message() {
+    if let Some(reason) = lab::unavailable() {
+        println!("nat lab skipped: {reason}");
+        return;
+    }
+    // Two devices behind each kind, each behind a router of its own.
+    let kinds: Vec<NatKind> = NatKind::ALL.iter().flat_map(|k| [*k, *k]).collect();
+    let lab = Lab::new(&kinds).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let app_counts: Vec<usize> = std::iter::once(0).chain(kinds.iter().map(|_| 1)).collect();
+    let (dirs, apps) = provision_with_apps(root.path(), 1 + kinds.len(), &app_counts);
+    let relay_dir = add_relay(root.path(), &dirs);
+    let public = lab.public();
+    let bootstrap = Daemon::start_in(&public, &dirs[0], &format!("{BOOTSTRAP_IP}:{PORT}"), None, "");
+    let relay = Daemon::start_in(&public, &relay_dir, &format!("{RELAY_IP}:{PORT}"), Some(&bootstrap.addr), "");
+    let devices: Vec<Daemon> = (0..kinds.len())
+        .map(|i| {
+            let listen = format!("{}:{PORT}", lab.device_ip(i));
+            Daemon::start_in(&lab.device(i), &dirs[i + 1], &listen, Some(&bootstrap.addr), "")
+        })
+        .collect();
+    relay.wait_for("relay service status");
+    for (i, device) in devices.iter().enumerate() {
+        match kinds[i] {
+            // Reachable from outside: probes confirm it, no relay needed.
+            NatKind::FullCone => device.wait_for("address confirmed reachable from outside"),
+            // Not reachable: it keeps a reservation on the relay.
+            _ => device.wait_for("reachable through a relay at this address"),
+        };
+    }
+    let device_dirs = &dirs[1..];
+    let dids: Vec<String> = device_dirs.iter().map(|d| did(d)).collect();
+    let mut clients = Vec::new();
+    for (i, dir) in device_dirs.iter().enumerate() {
+        let identity = AppIdentity::load_or_create(&apps[i + 1][0]).unwrap();
+        clients.push(Client::connect_as(identity, app_socket(dir)).await.unwrap());
+    }
+    let mut inboxes: Vec<_> = clients.iter().map(Client::messages).collect();
+    let mut outcomes = Vec::new();
+    for a in 0..NatKind::ALL.len() {
+        for b in a..NatKind::ALL.len() {
+            // The first device behind kind a, the second behind kind b.
+            let (x, y) = (2 * a, 2 * b + 1);
+            let started = Instant::now();
+            carrierctl(&["connect", &dids[y], "--socket", &socket(&device_dirs[x])]);
+            let linked = started.elapsed();
+            let (sender, inbox) = (&clients[x], &mut inboxes[y]);
+            let receipt = sender.submit(&clients[y].did(), b"across the NATs".to_vec()).await.unwrap();
+            let delivered = tokio::time::timeout(Duration::from_secs(30), receipt).await.ok().and_then(Result::ok)
+                == Some(Receipt::Delivered);
+            let heard = tokio::time::timeout(Duration::from_secs(5), inbox.next()).await.ok().flatten();
+            let delivered = delivered && heard.is_some_and(|m| m.payload == b"across the NATs");
+            // Either end logs the switch, with the time since the relayed
+            // link came up (first contact).
+            let switched =
+                |line: &str, other: &str| line.contains("direct link replaces the relayed one") && line.contains(other);
+            let line = devices[x]
+                .line_within(|l| switched(l, &dids[y]), DIRECT_WAIT)
+                .or_else(|| devices[y].line_within(|l| switched(l, &dids[x]), Duration::ZERO));
+            let path = match (line, path(&device_dirs[x], &dids[y]).as_deref()) {
+                (Some(line), _) => Route::Punched(Duration::from_millis(after_ms(&line))),
+                // Linked directly from the start: one side is reachable.
+                (None, Some("direct")) if !relayed_first(&kinds, x, y) => Route::Direct,
+                (None, Some("relayed")) => Route::Relayed,
+                (None, other) => panic!("{x} ↔ {y}: link path {other:?}"),
+            };
+            if path == Route::Relayed && direct_possible(kinds[x], kinds[y]) {
+                // Say why, for whoever reads the failure.
+                for (i, device) in [(x, &devices[x]), (y, &devices[y])] {
+                    while let Some(line) = device.line_within(|l| l.contains("punch"), Duration::ZERO) {
+                        println!("device {i} ({}): {line}", kinds[i].name());
+                    }
+                }
+            }
+            outcomes.push(Outcome { kinds: (kinds[x], kinds[y]), connect: linked, delivered, path });
+        }
+    }
+    print_matrix(&outcomes);
+    for o in &outcomes {
+        let (a, b) = (o.kinds.0.name(), o.kinds.1.name());
+        assert!(o.delivered, "{a} ↔ {b}: no message exchanged");
+        if direct_possible(o.kinds.0, o.kinds.1) {
+            assert_ne!(o.path, Route::Relayed, "{a} ↔ {b}: a direct path is possible but the link stayed relayed");
+        }
+    }
+    // Revoke a device with punched (direct) links and one with relayed
+    // links: every other device cuts both kinds.
+    let revoked = [2usize, 5];
+    let (key, ledger) = (root.path().join("admin/registrar.key"), root.path().join("admin/ledger"));
+    let (key, ledger) = (key.to_str().unwrap(), ledger.to_str().unwrap());
+    for &i in &revoked {
+        carrierctl(&["ledger", "revoke", "--ledger", ledger, "--key", key, &dids[i]]);
+    }
+    carrierctl(&["ledger", "publish", "--ledger", ledger, "--socket", &socket(&dirs[0])]);
+    for (i, device) in devices.iter().enumerate().filter(|(i, _)| !revoked.contains(i)) {
+        for _ in &revoked {
+            device.wait_for("revoked: links closed");
+        }
+        let peers = carrierctl(&["peers", "--socket", &socket(&device_dirs[i]), "--json"]);
+        for &r in &revoked {
+            assert!(!peers.contains(&dids[r]), "device {i} is still linked to revoked device {r}: {peers}");
+        }
+    }
+    for daemon in devices.into_iter().chain([relay, bootstrap]) {
+        assert!(daemon.terminate().success());
+    }
+}
+
+fn print_matrix(outcomes: &[Outcome]) {
+    println!("\nNAT lab: every pair linked by DID and exchanged a message");
+    println!("{:<16} {:<16} {:>10} {:>8} {:>8} {:>16}", "A", "B", "connect ms", "message", "path", "to direct ms");
+    for o in outcomes {
+        let (path, to_direct) = match o.path {
+            Route::Direct => ("direct", "0 (no relay)".to_owned()),
+            Route::Punched(after) => ("punched", after.as_millis().to_string()),
+            Route::Relayed => ("relayed", "-".to_owned()),
+        };
+        let message = if o.delivered { "yes" } else { "NO" };
+        let (a, b) = (o.kinds.0.name(), o.kinds.1.name());
+        println!("{a:<16} {b:<16} {:>10} {message:>8} {path:>8} {to_direct:>16}", o.connect.as_millis());
+    }
+    let possible = outcomes.iter().filter(|o| direct_possible(o.kinds.0, o.kinds.1)).count();
+    let direct = outcomes.iter().filter(|o| o.path != Route::Relayed).count();
+    let mut punched: Vec<Duration> =
+        outcomes.iter().filter_map(|o| if let Route::Punched(d) = o.path { Some(d) } else { None }).collect();
+    punched.sort();
+    let p50 = punched.get(punched.len().saturating_sub(1) / 2).map(|d| format!("{} ms", d.as_millis()));
+    println!(
+        "direct: {direct} of {} pairs, {possible} of which have a direct path; punched: {}, p50 from first contact to direct: {}",
+        outcomes.len(),
+        punched.len(),
+        p50.unwrap_or_else(|| "-".into())
+    );
+}
