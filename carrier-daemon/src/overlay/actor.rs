@@ -103,10 +103,19 @@ impl Actor {
         tracing::debug!("overlay stopped: no handles left");
     }
 
-    /// Closes the links whose time is up.
+    /// Closes `connection` once `grace` has passed and the streams of our
+    /// protocols on it have ended; new streams go to other links at once.
+    pub(super) fn close_later(&mut self, connection: ConnectionId, grace: Duration) {
+        self.swarm.behaviour().stream.control().retire(connection);
+        self.closing.push((Instant::now() + grace, connection));
+    }
+
+    /// Closes the links whose time is up and that carry no more streams.
     fn close_due(&mut self) {
         let now = Instant::now();
-        let (done, later) = self.closing.drain(..).partition(|(at, _)| *at <= now);
+        let streams = self.swarm.behaviour().stream.control();
+        let (done, later) =
+            self.closing.drain(..).partition(|(at, connection)| *at <= now && streams.open_streams(*connection) == 0);
         self.closing = later;
         for (_, connection) in done {
             self.swarm.close_connection(connection);
@@ -279,7 +288,7 @@ impl Actor {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                 let Some(did) = self.did_of(&peer_id) else { return };
                 if let libp2p::core::ConnectedPoint::Dialer { port_use: PortUse::New, .. } = endpoint {
-                    self.closing.push((Instant::now() + DIAL_BACK_GRACE, connection_id));
+                    self.close_later(connection_id, DIAL_BACK_GRACE);
                 }
                 if let Some((_, reply)) = self.dialing.remove(&connection_id) {
                     let _ = reply.send(Ok(did));

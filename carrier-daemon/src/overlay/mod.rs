@@ -20,6 +20,7 @@
 mod backoff;
 mod behaviour;
 pub mod circuits;
+mod counted;
 pub mod gate;
 mod lookups;
 mod muxer;

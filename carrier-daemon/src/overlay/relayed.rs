@@ -2,10 +2,10 @@
 //!
 //! A relayed link comes up, DCUtR (over that link) punches a direct path,
 //! and once a direct link to the same peer is admitted the relayed one is
-//! closed after [`RELAYED_GRACE`]: new streams already prefer the direct
-//! link (`streams.rs`), and the grace lets streams opened on the relayed one
-//! just before finish. Messages are never lost across the switch: the
-//! outbox retries on whichever link is up.
+//! retired: new streams take the direct link at once (`streams.rs`), and the
+//! relayed link is closed after [`RELAYED_GRACE`], once the streams it
+//! still carries (a forwarded TCP connection, say) have ended. Messages are
+//! never lost across the switch: the outbox retries on whichever link is up.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ impl Actor {
         for (connection, since) in replaced {
             let after_ms = since.elapsed().as_millis() as u64;
             tracing::info!(peer = %did, after_ms, "direct link replaces the relayed one");
-            self.closing.push((Instant::now() + RELAYED_GRACE, connection));
+            self.close_later(connection, RELAYED_GRACE);
         }
     }
 

@@ -31,6 +31,9 @@ use libp2p::swarm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+pub use super::counted::CountedStream;
+use super::counted::OpenStreams;
+
 /// Streams a protocol's accept loop may be behind by before more are reset.
 pub(crate) const INBOUND_QUEUE: usize = 256;
 /// Stream opens a link's handler may have queued.
@@ -55,14 +58,27 @@ pub enum StreamOpenError {
 #[error("protocol {0} is already accepted")]
 pub struct AlreadyAccepted(StreamProtocol);
 
+/// One link, as stream opening sees it.
+#[derive(Clone)]
+struct LinkEntry {
+    connection: ConnectionId,
+    /// Through a relay.
+    relayed: bool,
+    /// On its way out: new streams go elsewhere if they can.
+    retired: bool,
+    /// Where to ask its handler for a stream.
+    opens: mpsc::Sender<Open>,
+    /// Streams open on it.
+    open: OpenStreams,
+}
+
 /// What the behaviour and the handles share.
 #[derive(Default)]
 struct Shared {
     /// Each accepted protocol's queue.
-    accepting: HashMap<StreamProtocol, mpsc::Sender<(PeerId, Stream)>>,
-    /// Where to ask each link of each peer for a stream, and whether that
-    /// link goes through a relay.
-    links: HashMap<PeerId, Vec<(ConnectionId, bool, mpsc::Sender<Open>)>>,
+    accepting: HashMap<StreamProtocol, mpsc::Sender<(PeerId, CountedStream)>>,
+    /// Each peer's links, oldest first.
+    links: HashMap<PeerId, Vec<LinkEntry>>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -75,7 +91,7 @@ impl Shared {
         self.accepting.keys().cloned().collect()
     }
 
-    fn inbound(&mut self, peer: PeerId, stream: Stream, protocol: StreamProtocol) {
+    fn inbound(&mut self, peer: PeerId, stream: CountedStream, protocol: StreamProtocol) {
         let Some(queue) = self.accepting.get(&protocol) else {
             return tracing::debug!(%peer, %protocol, "stream for a protocol no longer accepted");
         };
@@ -94,7 +110,7 @@ impl Shared {
 /// A request to a link's handler for an outbound stream.
 pub(crate) struct Open {
     protocol: StreamProtocol,
-    reply: oneshot::Sender<Result<Stream, StreamOpenError>>,
+    reply: oneshot::Sender<Result<CountedStream, StreamOpenError>>,
 }
 
 /// Opens and accepts protocol streams; cheap to clone.
@@ -111,14 +127,14 @@ impl std::fmt::Debug for StreamControl {
 
 impl StreamControl {
     /// Opens a `protocol` stream on a link to `peer`; there must be one.
-    pub async fn open_stream(&self, peer: PeerId, protocol: StreamProtocol) -> Result<Stream, StreamOpenError> {
+    pub async fn open_stream(&self, peer: PeerId, protocol: StreamProtocol) -> Result<CountedStream, StreamOpenError> {
         let mut links: Vec<_> = lock(&self.shared).links.get(&peer).cloned().unwrap_or_default();
-        // Direct links before relayed ones (a relayed link goes once a
-        // direct one is up), and the newest first: an older one may be
-        // closing.
+        // Links on their way out last, then relayed ones (a relayed link
+        // goes once a direct one is up), and the newest first: an older
+        // one may be closing.
         links.reverse();
-        links.sort_by_key(|(_, relayed, _)| *relayed);
-        for (_, _, link) in links {
+        links.sort_by_key(|link| (link.retired, link.relayed));
+        for link in links.into_iter().map(|l| l.opens) {
             let (reply, answer) = oneshot::channel();
             if link.send(Open { protocol: protocol.clone(), reply }).await.is_err() {
                 continue;
@@ -126,6 +142,21 @@ impl StreamControl {
             return answer.await.unwrap_or_else(|_| Err(StreamOpenError::Link("the link closed".into())));
         }
         Err(StreamOpenError::NotLinked(peer))
+    }
+
+    /// Marks a link as on its way out: new streams go to the peer's other
+    /// links while it has any.
+    pub(crate) fn retire(&self, connection: ConnectionId) {
+        let mut shared = lock(&self.shared);
+        for link in shared.links.values_mut().flatten().filter(|l| l.connection == connection) {
+            link.retired = true;
+        }
+    }
+
+    /// How many of our protocols' streams are open on a link.
+    pub(crate) fn open_streams(&self, connection: ConnectionId) -> usize {
+        let shared = lock(&self.shared);
+        shared.links.values().flatten().filter(|l| l.connection == connection).map(|l| l.open.get()).sum()
     }
 
     /// Takes the streams peers open for `protocol` from now on, until the
@@ -145,12 +176,12 @@ impl StreamControl {
 /// The streams peers open for one protocol.
 #[derive(Debug)]
 pub struct Incoming {
-    streams: mpsc::Receiver<(PeerId, Stream)>,
+    streams: mpsc::Receiver<(PeerId, CountedStream)>,
 }
 
 impl Incoming {
     /// The next stream and who opened it; `None` once the overlay stopped.
-    pub async fn next(&mut self) -> Option<(PeerId, Stream)> {
+    pub async fn next(&mut self) -> Option<(PeerId, CountedStream)> {
         self.streams.recv().await
     }
 
@@ -177,8 +208,10 @@ impl Behaviour {
     fn handler(&mut self, connection: ConnectionId, peer: PeerId, addr: &Multiaddr) -> Handler {
         let (link, opens) = mpsc::channel(OPEN_QUEUE);
         let relayed = super::circuits::is_relayed(addr);
-        lock(&self.shared).links.entry(peer).or_default().push((connection, relayed, link));
-        Handler { peer, shared: Arc::clone(&self.shared), opens }
+        let open = OpenStreams::default();
+        let entry = LinkEntry { connection, relayed, retired: false, opens: link, open: open.clone() };
+        lock(&self.shared).links.entry(peer).or_default().push(entry);
+        Handler { peer, shared: Arc::clone(&self.shared), opens, open }
     }
 }
 
@@ -211,7 +244,7 @@ impl NetworkBehaviour for Behaviour {
         if let FromSwarm::ConnectionClosed(closed) = event {
             let mut shared = lock(&self.shared);
             if let Some(links) = shared.links.get_mut(&closed.peer_id) {
-                links.retain(|(connection, _, _)| *connection != closed.connection_id);
+                links.retain(|link| link.connection != closed.connection_id);
                 if links.is_empty() {
                     shared.links.remove(&closed.peer_id);
                 }
@@ -233,6 +266,8 @@ pub(crate) struct Handler {
     peer: PeerId,
     shared: Arc<Mutex<Shared>>,
     opens: mpsc::Receiver<Open>,
+    /// Streams open on this link.
+    open: OpenStreams,
 }
 
 impl ConnectionHandler for Handler {
@@ -265,10 +300,11 @@ impl ConnectionHandler for Handler {
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
                 protocol: (stream, protocol), ..
             }) => {
+                let stream = self.open.count(stream);
                 lock(&self.shared).inbound(self.peer, stream, protocol);
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound { protocol: (stream, _), info }) => {
-                let _ = info.reply.send(Ok(stream));
+                let _ = info.reply.send(Ok(self.open.count(stream)));
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError { info, error }) => {
                 let error = match error {

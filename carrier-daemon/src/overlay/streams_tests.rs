@@ -129,3 +129,47 @@ async fn a_protocol_has_one_accept_loop_and_an_unlinked_peer_no_stream() {
     let unlinked = openers[0].stream_control().open_stream(stranger, PROTOCOL).await;
     assert!(matches!(unlinked, Err(StreamOpenError::NotLinked(_))), "{unlinked:?}");
 }
+
+/// The opener's links to `peer`, oldest first, with their open streams.
+fn links(control: &super::StreamControl, peer: libp2p::PeerId) -> Vec<(libp2p::swarm::ConnectionId, usize)> {
+    let shared = super::lock(&control.shared);
+    shared.links.get(&peer).into_iter().flatten().map(|l| (l.connection, l.open.get())).collect()
+}
+
+#[tokio::test]
+async fn streams_are_counted_per_link_and_a_retired_link_gets_no_new_ones() {
+    let (acceptor, openers) = network(1).await;
+    let (opener, to) = (&openers[0], acceptor.peer_id());
+    // A second link to the same peer, as when a direct link replaces a
+    // relayed one.
+    tokio::time::timeout(WAIT, opener.dial(acceptor.listen_addr().clone())).await.unwrap().unwrap();
+    let control = opener.stream_control();
+    tokio::time::timeout(WAIT, async {
+        while links(&control, to).len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the second link never showed");
+    let mut incoming = acceptor.stream_control().accept(PROTOCOL).unwrap();
+    let (old, new) = (links(&control, to)[0].0, links(&control, to)[1].0);
+
+    // The newest link takes a new stream.
+    let first = control.open_stream(to, PROTOCOL).await.unwrap();
+    let (_, first_in) = tokio::time::timeout(WAIT, incoming.next()).await.unwrap().unwrap();
+    assert_eq!(links(&control, to), [(old, 0), (new, 1)]);
+    assert_eq!(control.open_streams(new), 1);
+
+    // Retired, it keeps its stream but new ones go to the other link.
+    control.retire(new);
+    let second = control.open_stream(to, PROTOCOL).await.unwrap();
+    let (_, second_in) = tokio::time::timeout(WAIT, incoming.next()).await.unwrap().unwrap();
+    assert_eq!(links(&control, to), [(old, 1), (new, 1)]);
+
+    // Once its stream ends, the retired link carries none: it may close.
+    drop((first, first_in));
+    assert_eq!(control.open_streams(new), 0);
+    assert_eq!(control.open_streams(old), 1);
+    drop((second, second_in));
+    assert_eq!(control.open_streams(old), 0);
+}

@@ -41,7 +41,7 @@ use crate::overlay::Overlay;
 use crate::tasks::Tasks;
 
 /// A stream of one of our protocols to or from a linked peer.
-pub(crate) type PeerStream = Compat<libp2p::Stream>;
+pub(crate) type PeerStream = Compat<crate::overlay::streams::CountedStream>;
 
 /// Why a protocol exchange failed.
 #[non_exhaustive]
