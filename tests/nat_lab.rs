@@ -110,6 +110,14 @@ async fn every_pair_behind_any_two_nats_links_and_exchanges_a_message() {
     }
     let device_dirs = &dirs[1..];
     let dids: Vec<String> = device_dirs.iter().map(|d| did(d)).collect();
+    // `carrierctl status` says what the probes found.
+    for (i, dir) in device_dirs.iter().enumerate() {
+        let status = json(&["status", "--socket", &socket(dir), "--json"]);
+        let want = if kinds[i] == NatKind::FullCone { "public" } else { "private" };
+        assert_eq!(status["nat"], want, "device {i} behind {}: {status}", kinds[i].name());
+        let circuit = status["listen"].to_string().contains("p2p-circuit");
+        assert_eq!(circuit, want == "private", "device {i}: circuit addresses {}", status["listen"]);
+    }
     let mut clients = Vec::new();
     for (i, dir) in device_dirs.iter().enumerate() {
         let identity = AppIdentity::load_or_create(&apps[i + 1][0]).unwrap();
