@@ -220,3 +220,94 @@ fn print_matrix(outcomes: &[Outcome]) {
         p50.unwrap_or_else(|| "-".into())
     );
 }
+
+/// Sends `word` on `stream` and waits for it to come back.
+async fn round(stream: &mut carrier_sdk::AppStream, word: &[u8; 5]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(word).await.unwrap();
+    let mut back = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut back)).await.unwrap().unwrap();
+    assert_eq!(&back, word);
+}
+
+/// A stream that began on a relayed link keeps working when a direct link
+/// replaces it, and the relayed link goes only once the stream has ended.
+/// Hole punching is off here, and the port-restricted device's router drops
+/// what it would send to the full-cone one, so the switch happens when the
+/// test says: the block is lifted and that device dials the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_a_relayed_link_outlives_the_switch_to_a_direct_one() {
+    if let Some(reason) = lab::unavailable() {
+        println!("nat lab skipped: {reason}");
+        return;
+    }
+    let kinds = [NatKind::FullCone, NatKind::PortRestricted];
+    let lab = Lab::new(&kinds).unwrap();
+    lab.block(1, &lab.router_ip(0)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 3, &[0, 1, 1]);
+    let relay_dir = add_relay(root.path(), &dirs);
+    let public = lab.public();
+    let bootstrap = Daemon::start_in(&public, &dirs[0], &format!("{BOOTSTRAP_IP}:{PORT}"), None, "");
+    let relay = Daemon::start_in(&public, &relay_dir, &format!("{RELAY_IP}:{PORT}"), Some(&bootstrap.addr), "");
+    let no_punching = "[nat]\nhole_punching = false\n";
+    let start = |i: usize| {
+        let listen = format!("{}:{PORT}", lab.device_ip(i));
+        Daemon::start_in(&lab.device(i), &dirs[i + 1], &listen, Some(&bootstrap.addr), no_punching)
+    };
+    let (open_side, behind) = (start(0), start(1));
+    open_side.wait_for("address confirmed reachable from outside");
+    let line = behind.wait_for("reachable through a relay at this address");
+    let circuit = line.split("address=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let (x_dir, y_dir) = (&dirs[1], &dirs[2]);
+    let (x_did, y_did) = (did(x_dir), did(y_dir));
+
+    // The full-cone device reaches the other only through the relay.
+    carrierctl(&["connect", &y_did, "--addr", &circuit, "--socket", &socket(x_dir)]);
+    assert_eq!(path(x_dir, &y_did).as_deref(), Some("relayed"));
+    let x = Client::connect_as(AppIdentity::load_or_create(&apps[1][0]).unwrap(), app_socket(x_dir)).await.unwrap();
+    let y = Client::connect_as(AppIdentity::load_or_create(&apps[2][0]).unwrap(), app_socket(y_dir)).await.unwrap();
+    let mut listener = y.listen("echo", &carrier_sdk::AllowList::any_active()).await.unwrap();
+    let echo = tokio::spawn(async move {
+        while let Ok(mut stream) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 5];
+                while stream.read_exact(&mut buf).await.is_ok() {
+                    if stream.write_all(&buf).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut stream = x.open_stream(&y.did(), "echo").await.unwrap();
+    round(&mut stream, b"hello").await;
+
+    // The other side links directly: the relayed link is retired.
+    lab.unblock(1).unwrap();
+    let x_addr = format!("/ip4/{}/udp/{PORT}/quic-v1/noise", lab.router_ip(0));
+    carrierctl(&["connect", &x_did, "--addr", &x_addr, "--socket", &socket(y_dir)]);
+    let replaced = |l: &str| l.contains("direct link replaces the relayed one") && l.contains(&y_did);
+    open_side.line_within(replaced, Duration::from_secs(10)).expect("the direct link did not replace the relayed one");
+    assert_eq!(path(x_dir, &y_did).as_deref(), Some("direct"));
+    // Past the grace, the stream on the relayed link still works.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    round(&mut stream, b"again").await;
+    let peers = json(&["peers", "--socket", &socket(x_dir), "--json"]);
+    let y_peer = peers.as_array().unwrap().iter().find(|p| p["did"] == y_did.as_str()).unwrap()["peer_id"].clone();
+    let y_peer = y_peer.as_str().unwrap().to_owned();
+    let closed = |l: &str| l.contains("one of the links to a peer closed") && l.contains(&y_peer);
+    assert!(open_side.line_within(closed, Duration::ZERO).is_none(), "a link closed while its stream was open");
+    // New streams take the direct link; once the old stream ends, the
+    // relayed link goes.
+    let mut direct = x.open_stream(&y.did(), "echo").await.unwrap();
+    drop(stream);
+    open_side.line_within(closed, Duration::from_secs(10)).expect("the relayed link stayed after its stream ended");
+    assert_eq!(path(x_dir, &y_did).as_deref(), Some("direct"));
+    round(&mut direct, b"third").await;
+    echo.abort();
+    for daemon in [open_side, behind, relay, bootstrap] {
+        assert!(daemon.terminate().success());
+    }
+}

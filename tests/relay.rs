@@ -43,6 +43,8 @@ fn a_reserved_device_is_reached_through_the_relay_and_loses_the_link_when_revoke
     let status = json(&["status", "--socket", &socket(b_dir), "--json"]);
     let listen: Vec<&str> = status["listen"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(listen.contains(&circuit.as_str()), "status does not show the circuit address: {listen:?}");
+    let text = carrierctl(&["status", "--socket", &socket(b_dir)]);
+    assert!(text.contains(&format!("relayed:  {circuit}")), "{text}");
 
     let a = Daemon::start(a_dir, Some(&relay.addr));
     a.wait_for("peer up");

@@ -111,6 +111,9 @@ pub struct Nat {
     /// When to keep reservations on relays: "auto" (once probes say no
     /// address of ours is reachable), "always" or "never".
     pub reservations: String,
+    /// Punch direct paths over relayed links (DCUtR); off, relayed links
+    /// stay relayed.
+    pub hole_punching: bool,
     /// Reservations a relay holds at once (only devices whose ledger role
     /// is "relay" serve circuits).
     pub relay_max_reservations: usize,
@@ -129,6 +132,7 @@ impl Default for Nat {
         let relay = RelayLimits::default();
         Self {
             reservations: "auto".into(),
+            hole_punching: true,
             relay_max_reservations: relay.max_reservations,
             relay_max_circuits: relay.max_circuits,
             relay_max_circuits_per_peer: relay.max_circuits_per_peer,
@@ -454,6 +458,7 @@ mod tests {
         assert_eq!(config.messaging.max_message_bytes, defaults.messaging.max_message_bytes);
         assert_eq!(config.log.level, defaults.log.level);
         assert_eq!(config.reservation_policy(), defaults.reservation_policy());
+        assert_eq!(config.nat.hole_punching, defaults.nat.hole_punching);
         assert_eq!(config.relay_limits(), defaults.relay_limits());
         assert_eq!(config.data_dir, Some(PathBuf::from("/var/lib/carrier")));
         assert_eq!(config.runtime_dir, Some(PathBuf::from("/run/carrier")));

@@ -139,6 +139,7 @@ impl Daemon {
                 .any(|role| role == crate::overlay::reservations::RELAY_ROLE)
                 .then(|| config.relay_limits()),
             reservations: config.reservation_policy().map_err(StartError::Reservations)?,
+            hole_punching: config.nat.hole_punching,
             ..OverlayConfig::default()
         };
         let (overlay, events) = Overlay::start(Arc::clone(&ctx), overlay_config).await?;

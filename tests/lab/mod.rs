@@ -154,7 +154,10 @@ impl Lab {
     /// A public segment with the bootstrap and relay addresses, and one
     /// device namespace behind a router of `kinds[i]` for each `i`.
     pub(crate) fn new(kinds: &[NatKind]) -> Result<Self, String> {
-        let prefix = format!("cl{}", std::process::id() % 100_000);
+        // Unique per lab: tests in one process (`cargo test`) run at once.
+        static LABS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("cl{}x{n}", std::process::id() % 100_000);
         let mut lab = Lab { prefix, namespaces: Vec::new(), kinds: kinds.to_vec() };
         let public = lab.public();
         lab.add_namespace(&public)?;
@@ -181,7 +184,7 @@ impl Lab {
                 &["link", "add", &wan, "netns", &router, "type", "veth", "peer", "name", &port, "netns", &public],
             )?;
             ip(&public, &["link", "set", &port, "master", "br0", "up"])?;
-            ip(&router, &["addr", "add", &format!("{PUBLIC_NET}.{}/24", 10 + n), "dev", &wan])?;
+            ip(&router, &["addr", "add", &format!("{}/24", lab.router_ip(i)), "dev", &wan])?;
             ip(&router, &["link", "set", &wan, "up"])?;
             // LAN: router ⇄ device.
             let (lan, dev) = (format!("l{n}"), format!("d{n}"));
@@ -198,6 +201,20 @@ impl Lab {
             nft(&router, &kind.ruleset(&wan, &lab.device_ip(i), PORT))?;
         }
         Ok(lab)
+    }
+
+    /// Drops, at device `i`'s router, everything it would forward to `ip`
+    /// (until [`unblock`](Self::unblock)): a path that is not there yet.
+    pub(crate) fn block(&self, i: usize, ip: &str) -> Result<(), String> {
+        let ruleset = format!(
+            "table ip lab_block {{\n  chain lab_block_forward {{\n    type filter hook forward priority -10;\n    ip daddr {ip} drop\n  }}\n}}\n"
+        );
+        nft(&self.router(i), &ruleset)
+    }
+
+    /// Lifts [`block`](Self::block).
+    pub(crate) fn unblock(&self, i: usize) -> Result<(), String> {
+        nft(&self.router(i), "delete table ip lab_block\n")
     }
 
     fn add_namespace(&mut self, name: &str) -> Result<(), String> {
@@ -218,6 +235,11 @@ impl Lab {
     /// Device `i`'s namespace.
     pub(crate) fn device(&self, i: usize) -> String {
         format!("{}-d{}", self.prefix, i + 1)
+    }
+
+    /// The public address of device `i`'s router.
+    pub(crate) fn router_ip(&self, i: usize) -> String {
+        format!("{PUBLIC_NET}.{}", 11 + i)
     }
 
     /// Device `i`'s own (private) address.

@@ -25,7 +25,7 @@ pub(super) struct Behaviour {
     pub(super) autonat_server: autonat::v2::server::Behaviour,
     pub(super) relay_client: libp2p::relay::client::Behaviour,
     pub(super) relay: Toggle<libp2p::relay::Behaviour>,
-    pub(super) dcutr: dcutr::Behaviour,
+    pub(super) dcutr: Toggle<dcutr::Behaviour>,
 }
 
 /// Every behaviour, configured from `config`.
@@ -66,7 +66,7 @@ pub(super) fn behaviour(
     Behaviour {
         relay_client,
         relay: relay.into(),
-        dcutr: dcutr::Behaviour::new(peer_id),
+        dcutr: config.hole_punching.then(|| dcutr::Behaviour::new(peer_id)).into(),
         gate: gate::Behaviour::new(ctx),
         limits: connection_limits::Behaviour::new(limits),
         kad,

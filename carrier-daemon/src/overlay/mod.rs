@@ -82,6 +82,8 @@ pub struct OverlayConfig {
     pub relay: Option<relay::RelayLimits>,
     /// When to keep reservations on relays.
     pub reservations: reservations::ReservationPolicy,
+    /// Punch direct paths over relayed links (DCUtR).
+    pub hole_punching: bool,
 }
 
 impl Default for OverlayConfig {
@@ -95,6 +97,7 @@ impl Default for OverlayConfig {
             peer_cache: None,
             relay: None,
             reservations: reservations::ReservationPolicy::default(),
+            hole_punching: true,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! went away, or refused) is replaced on the next.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
@@ -23,6 +24,9 @@ use crate::ledger::Policy;
 pub const RELAY_ROLE: &str = "relay";
 /// Relays a device behind NAT keeps a reservation on.
 pub const WANTED: usize = 2;
+/// How long after asking a relay (or looking it up) we ask it again, when
+/// it refused or could not be reached.
+const RETRY: Duration = Duration::from_secs(5);
 
 /// When to keep relay reservations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,11 +60,22 @@ pub(super) struct Reservations {
     /// Relay → the listener of its circuit address, and whether the relay
     /// has accepted.
     held: HashMap<PeerId, (ListenerId, bool)>,
+    /// When each relay was last asked or looked up.
+    tried: HashMap<PeerId, Instant>,
 }
 
 impl Reservations {
     pub(super) fn new(policy: ReservationPolicy) -> Self {
-        Self { policy, held: HashMap::new() }
+        Self { policy, held: HashMap::new(), tried: HashMap::new() }
+    }
+
+    /// Whether `relay` may be tried now (and notes that it is).
+    fn try_now(&mut self, relay: PeerId, now: Instant) -> bool {
+        if self.tried.get(&relay).is_some_and(|at| now.duration_since(*at) < RETRY) {
+            return false;
+        }
+        self.tried.insert(relay, now);
+        true
     }
 
     fn wanted(&self, nat: Nat) -> bool {
@@ -86,7 +101,10 @@ impl Actor {
                 break;
             }
             let Some(peer) = self.ctx.ledger.linkable(&did).map(|key| key.peer_id()) else { continue };
-            if peer == local || self.reservations.held.contains_key(&peer) {
+            if peer == local
+                || self.reservations.held.contains_key(&peer)
+                || !self.reservations.try_now(peer, Instant::now())
+            {
                 continue;
             }
             let Some(addr) = self.direct_addr(&peer) else {
@@ -172,5 +190,36 @@ impl Actor {
             }
             other => tracing::debug!(event = ?other, "relay service"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_by_name_and_say_when_to_reserve() {
+        for (text, policy, private, public) in [
+            ("auto", ReservationPolicy::Auto, true, false),
+            ("always", ReservationPolicy::Always, true, true),
+            ("never", ReservationPolicy::Never, false, false),
+        ] {
+            let reservations = Reservations::new(text.parse().unwrap());
+            assert_eq!(reservations.policy, policy);
+            assert_eq!(reservations.wanted(Nat::Private), private, "{text}");
+            assert_eq!(reservations.wanted(Nat::Public), public, "{text}");
+            assert_eq!(reservations.wanted(Nat::Unknown), policy == ReservationPolicy::Always, "{text}");
+        }
+        assert!("sometimes".parse::<ReservationPolicy>().unwrap_err().contains("\"auto\""));
+    }
+
+    #[test]
+    fn a_relay_is_tried_again_only_after_the_retry_delay() {
+        let mut reservations = Reservations::new(ReservationPolicy::Always);
+        let (relay, other, now) = (PeerId::random(), PeerId::random(), Instant::now());
+        assert!(reservations.try_now(relay, now));
+        assert!(!reservations.try_now(relay, now + RETRY / 2));
+        assert!(reservations.try_now(other, now + RETRY / 2), "each relay has its own delay");
+        assert!(reservations.try_now(relay, now + RETRY));
     }
 }

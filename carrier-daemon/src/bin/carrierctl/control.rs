@@ -128,7 +128,12 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     println!("did:      {}{waiting}", s.did);
     println!("network:  {} ({})", s.network, s.network_id);
     println!("uptime:   {}", humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000)));
-    println!("listen:   {}", s.listen_addrs.join(", "));
+    let (relayed, direct): (Vec<&String>, Vec<&String>) =
+        s.listen_addrs.iter().partition(|a| a.contains("/p2p-circuit"));
+    println!("listen:   {}", direct.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "));
+    for addr in relayed {
+        println!("relayed:  {addr}");
+    }
     let sequencing = if s.sequencer { " (this daemon sequences it)" } else { "" };
     println!("ledger:   {height} entries, Merkle root {root}{sequencing}");
     println!("peers:    {}", s.peers);
