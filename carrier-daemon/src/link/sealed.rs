@@ -60,8 +60,9 @@ pub struct SealedStream<T> {
     /// Sealed records not yet written to `inner`, from `sealed_pos`.
     sealed_out: Vec<u8>,
     sealed_pos: usize,
-    /// Bytes read from `inner` and not yet opened.
+    /// Bytes read from `inner`, opened up to `raw_pos`.
     raw_in: Vec<u8>,
+    raw_pos: usize,
     /// Opened plaintext not yet read, from `plain_pos`.
     plain_in: Vec<u8>,
     plain_pos: usize,
@@ -81,6 +82,7 @@ impl<T> SealedStream<T> {
             sealed_out: Vec::new(),
             sealed_pos: 0,
             raw_in: Vec::new(),
+            raw_pos: 0,
             plain_in: Vec::new(),
             plain_pos: 0,
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
@@ -108,6 +110,10 @@ impl<T> SealedStream<T> {
     }
 }
 
+/// Records one read may open without handing on any plaintext before it
+/// yields (a peer sending empty records must not hold the task).
+const MAX_RECORDS_PER_POLL: usize = 64;
+
 fn broken(error: SessionError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
@@ -131,6 +137,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for SealedStream<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.check_cut(cx)?;
+        let mut opened = 0;
         loop {
             if this.plain_pos < this.plain_in.len() {
                 let n = buf.len().min(this.plain_in.len() - this.plain_pos);
@@ -138,18 +145,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for SealedStream<T> {
                 this.plain_pos += n;
                 return Poll::Ready(Ok(n));
             }
-            if this.raw_in.len() >= RECORD_HEADER {
-                let len = Session::record_len([this.raw_in[0], this.raw_in[1]]).map_err(broken)?;
-                if this.raw_in.len() >= RECORD_HEADER + len {
+            let pending = &this.raw_in[this.raw_pos..];
+            if pending.len() >= RECORD_HEADER {
+                let len = Session::record_len([pending[0], pending[1]]).map_err(broken)?;
+                if pending.len() >= RECORD_HEADER + len {
                     this.plain_in.clear();
                     this.plain_pos = 0;
-                    this.session
-                        .open(&this.raw_in[RECORD_HEADER..RECORD_HEADER + len], &mut this.plain_in)
-                        .map_err(broken)?;
-                    this.raw_in.drain(..RECORD_HEADER + len);
+                    let body = &pending[RECORD_HEADER..RECORD_HEADER + len];
+                    this.session.open(body, &mut this.plain_in).map_err(broken)?;
+                    this.raw_pos += RECORD_HEADER + len;
+                    opened += 1;
+                    if opened == MAX_RECORDS_PER_POLL && this.plain_in.is_empty() {
+                        // A run of empty records: let other tasks run.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                     continue;
                 }
             }
+            // Keep only the unopened tail before reading more: one move per
+            // read, not one per record.
+            this.raw_in.drain(..this.raw_pos);
+            this.raw_pos = 0;
             let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut this.scratch))?;
             if n == 0 {
                 return match this.raw_in.is_empty() {

@@ -58,8 +58,8 @@ pub(super) struct Actor {
     pub(super) lookups: HashMap<kad::QueryId, (PeerId, bool)>,
     /// What AutoNAT probes found about our addresses.
     pub(super) reachability: super::reachability::Reachability,
-    /// Links to close, each with when: reachability dial-backs (once the
-    /// probe has had its time) and relayed links a direct one replaced.
+    /// Links to close, each with when: reachability dial-backs, once the
+    /// probe has had its time. (Replaced relayed links: `relayed.rs`.)
     pub(super) closing: Vec<(Instant, ConnectionId)>,
     /// Relayed links, until a direct one replaces them.
     pub(super) relayed: super::relayed::RelayedLinks,
@@ -86,6 +86,7 @@ impl Actor {
                 },
                 _ = sweep.tick() => {
                     self.close_due();
+                    self.close_replaced();
                     self.keep_reservations();
                 }
                 command = self.commands.recv() => match command {
@@ -106,7 +107,7 @@ impl Actor {
     /// Closes `connection` once `grace` has passed and the streams of our
     /// protocols on it have ended; new streams go to other links at once.
     pub(super) fn close_later(&mut self, connection: ConnectionId, grace: Duration) {
-        self.swarm.behaviour().stream.control().retire(connection);
+        self.swarm.behaviour().stream.control().set_retired(connection, true);
         self.closing.push((Instant::now() + grace, connection));
     }
 
@@ -287,7 +288,10 @@ impl Actor {
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                 let Some(did) = self.did_of(&peer_id) else { return };
-                if let libp2p::core::ConnectedPoint::Dialer { port_use: PortUse::New, .. } = endpoint {
+                // A reachability dial-back: it goes after its probe, and it
+                // replaces no relayed link.
+                let dial_back = matches!(endpoint, libp2p::core::ConnectedPoint::Dialer { port_use: PortUse::New, .. });
+                if dial_back {
                     self.close_later(connection_id, DIAL_BACK_GRACE);
                 }
                 if let Some((_, reply)) = self.dialing.remove(&connection_id) {
@@ -302,7 +306,9 @@ impl Actor {
                 if let Some(libp2p::multiaddr::Protocol::P2p(_)) = addr.iter().last() {
                     addr.pop();
                 }
-                self.on_link_up(peer_id, connection_id, relayed);
+                if !dial_back {
+                    self.on_link_up(peer_id, connection_id, relayed);
+                }
                 if let Entry::Vacant(slot) = self.peers.entry(peer_id) {
                     slot.insert(PeerInfo {
                         did,

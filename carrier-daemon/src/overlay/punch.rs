@@ -42,6 +42,35 @@ impl<T> Default for Punches<T> {
     }
 }
 
+/// A punch's wait for its link. Dropped before taking it (the punch gave
+/// up, or connecting won), a link handed over in the meantime is closed
+/// rather than left open and unserved.
+pub(super) struct Arrival(oneshot::Receiver<Link>);
+
+impl Arrival {
+    /// The link, once claimed for us.
+    pub(super) async fn link(&mut self) -> Result<Link, oneshot::error::RecvError> {
+        (&mut self.0).await
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.close();
+        if let Ok(link) = self.0.try_recv() {
+            // The peer has the link our own connect made.
+            link.connection.close(0u32.into(), b"superseded");
+        }
+    }
+}
+
+impl Punches<Link> {
+    /// [`expect`](Self::expect), as an [`Arrival`].
+    pub(super) fn arrival(&mut self, peer: PeerId) -> Arrival {
+        Arrival(self.expect(peer))
+    }
+}
+
 impl<T> Punches<T> {
     /// Waits for the next admitted inbound link from `peer`.
     pub(super) fn expect(&mut self, peer: PeerId) -> oneshot::Receiver<T> {

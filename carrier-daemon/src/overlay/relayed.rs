@@ -4,8 +4,9 @@
 //! and once a direct link to the same peer is admitted the relayed one is
 //! retired: new streams take the direct link at once (`streams.rs`), and the
 //! relayed link is closed after [`RELAYED_GRACE`], once the streams it
-//! still carries (a forwarded TCP connection, say) have ended. Messages are
-//! never lost across the switch: the outbox retries on whichever link is up.
+//! still carries (a forwarded TCP connection, say) have ended, and only if
+//! the direct link is still up. Messages are never lost across the switch:
+//! the outbox retries on whichever link is up.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,34 +19,75 @@ use super::actor::Actor;
 /// How long a relayed link stays up beside the direct link that replaced it.
 pub(super) const RELAYED_GRACE: Duration = Duration::from_secs(5);
 
-/// Relayed links by peer, with when each came up.
+/// Relayed links by peer, with when each came up, and those a direct link
+/// replaced, with when they may close.
 #[derive(Debug, Default)]
-pub(super) struct RelayedLinks(HashMap<PeerId, Vec<(ConnectionId, Instant)>>);
+pub(super) struct RelayedLinks {
+    up: HashMap<PeerId, Vec<(ConnectionId, Instant)>>,
+    replaced: Vec<(PeerId, ConnectionId, Instant)>,
+}
 
 impl Actor {
+    /// Direct links to `peer` now.
+    fn direct_links(&self, peer: &PeerId) -> u32 {
+        self.peers.get(peer).map_or(0, |info| info.links.saturating_sub(info.relayed_links))
+    }
+
+    /// Retires a relayed link a direct one replaced: new streams go direct
+    /// at once; it closes after the grace, once its streams have ended.
+    fn replace(&mut self, peer: PeerId, connection: ConnectionId) {
+        self.swarm.behaviour().stream.control().set_retired(connection, true);
+        self.relayed.replaced.push((peer, connection, Instant::now() + RELAYED_GRACE));
+    }
+
     /// A link to `peer` came up; `relayed` says through a relay.
     pub(super) fn on_link_up(&mut self, peer: PeerId, connection: ConnectionId, relayed: bool) {
         if relayed {
-            self.relayed.0.entry(peer).or_default().push((connection, Instant::now()));
+            if self.direct_links(&peer) > 0 {
+                // Direct already (the peer dialed our circuit address, say).
+                self.replace(peer, connection);
+            } else {
+                self.relayed.up.entry(peer).or_default().push((connection, Instant::now()));
+            }
             return;
         }
-        let Some(replaced) = self.relayed.0.remove(&peer) else { return };
+        let Some(replaced) = self.relayed.up.remove(&peer) else { return };
         let did = self.did_of(&peer).map(|d| d.to_string()).unwrap_or_else(|| peer.to_string());
         for (connection, since) in replaced {
             let after_ms = since.elapsed().as_millis() as u64;
             tracing::info!(peer = %did, after_ms, "direct link replaces the relayed one");
-            self.close_later(connection, RELAYED_GRACE);
+            self.replace(peer, connection);
+        }
+    }
+
+    /// Closes the replaced relayed links whose time has come. One whose
+    /// direct link has gone meanwhile (a flaky path) is kept, and in use
+    /// again.
+    pub(super) fn close_replaced(&mut self) {
+        let now = Instant::now();
+        let streams = self.swarm.behaviour().stream.control();
+        for (peer, connection, due) in std::mem::take(&mut self.relayed.replaced) {
+            if now < due || (streams.open_streams(connection) > 0 && self.direct_links(&peer) > 0) {
+                self.relayed.replaced.push((peer, connection, due));
+            } else if self.direct_links(&peer) == 0 {
+                tracing::info!(%peer, "the direct link went; the relayed one stays");
+                streams.set_retired(connection, false);
+                self.relayed.up.entry(peer).or_default().push((connection, Instant::now()));
+            } else {
+                self.swarm.close_connection(connection);
+            }
         }
     }
 
     /// A link to `peer` went down.
     pub(super) fn on_link_down(&mut self, peer: PeerId, connection: ConnectionId) {
-        if let Some(links) = self.relayed.0.get_mut(&peer) {
+        if let Some(links) = self.relayed.up.get_mut(&peer) {
             links.retain(|(c, _)| *c != connection);
             if links.is_empty() {
-                self.relayed.0.remove(&peer);
+                self.relayed.up.remove(&peer);
             }
         }
+        self.relayed.replaced.retain(|(_, c, _)| *c != connection);
     }
 
     /// How a hole punch went.

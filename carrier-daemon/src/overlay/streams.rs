@@ -144,12 +144,12 @@ impl StreamControl {
         Err(StreamOpenError::NotLinked(peer))
     }
 
-    /// Marks a link as on its way out: new streams go to the peer's other
-    /// links while it has any.
-    pub(crate) fn retire(&self, connection: ConnectionId) {
+    /// Marks a link as on its way out (or, `false`, back in use): new
+    /// streams go to the peer's other links while it has any.
+    pub(crate) fn set_retired(&self, connection: ConnectionId, retired: bool) {
         let mut shared = lock(&self.shared);
         for link in shared.links.values_mut().flatten().filter(|l| l.connection == connection) {
-            link.retired = true;
+            link.retired = retired;
         }
     }
 

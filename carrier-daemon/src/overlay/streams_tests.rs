@@ -161,7 +161,7 @@ async fn streams_are_counted_per_link_and_a_retired_link_gets_no_new_ones() {
     assert_eq!(control.open_streams(new), 1);
 
     // Retired, it keeps its stream but new ones go to the other link.
-    control.retire(new);
+    control.set_retired(new, true);
     let second = control.open_stream(to, PROTOCOL).await.unwrap();
     let (_, second_in) = tokio::time::timeout(WAIT, incoming.next()).await.unwrap().unwrap();
     assert_eq!(links(&control, to), [(old, 1), (new, 1)]);

@@ -70,7 +70,7 @@ impl CarrierTransport {
     fn punch(&mut self, target: SocketAddr, peer: Option<PeerId>) -> Option<<Self as Transport>::Dial> {
         let (socket, peer) = (Arc::clone(self.punch_socket.as_ref()?), peer?);
         let endpoint = self.endpoint.clone()?;
-        let arrived = self.punches.expect(peer);
+        let mut arrival = self.punches.arrival(peer);
         let ctx = Arc::clone(&self.ctx);
         let expected = super::did_of(&*ctx.ledger, &peer);
         Some(
@@ -86,7 +86,8 @@ impl CarrierTransport {
                 };
                 let wait = async {
                     tokio::select! {
-                        link = arrived => link.map_err(|_| LinkError::Stream("the transport stopped".into())),
+                        biased;
+                        link = arrival.link() => link.map_err(|_| LinkError::Stream("the transport stopped".into())),
                         link = connect => link,
                         () = punch::punch(socket, target) => Err(LinkError::Stream("punching ended".into())),
                     }
