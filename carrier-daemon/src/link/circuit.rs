@@ -24,6 +24,7 @@ use carrier_proto::identity::Did;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
+use super::handshake::Failure;
 use super::sealed::{CircuitHandle, SealedStream};
 use super::{LinkContext, LinkError, LinkHandle};
 use carrier_proto::handshake::Admitted;
@@ -34,18 +35,6 @@ pub struct RelayedLink<T> {
     pub peer: Admitted,
     /// The circuit, sealed.
     pub stream: SealedStream<T>,
-}
-
-/// Who ended a circuit handshake.
-enum Failure {
-    Local(HandshakeError),
-    Remote(LinkError),
-}
-
-impl From<HandshakeError> for Failure {
-    fn from(error: HandshakeError) -> Self {
-        Failure::Local(error)
-    }
 }
 
 impl LinkContext {

@@ -50,9 +50,9 @@ pub(crate) async fn run(
     }
 }
 
-/// Who ended the handshake.
-enum Failure {
-    /// We refused the peer (we close with the code).
+/// Who ended the handshake (over QUIC or over a circuit).
+pub(super) enum Failure {
+    /// We refused the peer (we close with the code, or send a refusal).
     Local(HandshakeError),
     /// The peer refused us, or the connection broke.
     Remote(LinkError),
