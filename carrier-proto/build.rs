@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "carrier/v1/messaging.proto",
     "carrier/v1/store.proto",
     "carrier/v1/mailbox.proto",
+    "carrier/v1/nat.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -54,6 +54,7 @@ pub mod keystore;
 pub mod ledger;
 pub mod mailbox;
 pub mod messaging;
+pub mod nat;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

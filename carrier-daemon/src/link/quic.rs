@@ -145,6 +145,19 @@ pub fn client_endpoint(addr: SocketAddr) -> Result<quinn::Endpoint, QuicSetupErr
     Ok(endpoint)
 }
 
+/// A quinn endpoint that only dials, on a socket bound already: port
+/// guessing dials from the one of its sockets whose NAT mapping the peer's
+/// probe reached (`overlay::port_guess`).
+pub fn client_endpoint_on(socket: std::net::UdpSocket) -> Result<quinn::Endpoint, QuicSetupError> {
+    // Only for the error message.
+    let addr = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let runtime = quinn::default_runtime().ok_or_else(|| QuicSetupError::Quic("no async runtime for QUIC".into()))?;
+    let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(|source| QuicSetupError::Bind { addr, source })?;
+    endpoint.set_default_client_config(client_config()?);
+    Ok(endpoint)
+}
+
 /// Accepts whatever certificate the server shows, but checks that the
 /// server's handshake signature was made with that certificate's key.
 #[derive(Debug)]

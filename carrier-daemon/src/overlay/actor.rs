@@ -65,6 +65,8 @@ pub(super) struct Actor {
     pub(super) relayed: super::relayed::RelayedLinks,
     /// Relay reservations held or asked for.
     pub(super) reservations: super::reservations::Reservations,
+    /// Port guessing, unless hole punching is switched off.
+    pub(super) port_guessing: Option<Arc<super::port_guess::PortGuessing>>,
 }
 
 /// How long a dial-back link stays up for its probe.
@@ -88,6 +90,7 @@ impl Actor {
                     self.close_due();
                     self.close_replaced();
                     self.keep_reservations();
+                    self.start_port_guesses();
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
@@ -334,6 +337,9 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established: 0, cause, .. } => {
                 self.on_link_down(peer_id, connection_id);
+                if let Some(guessing) = &self.port_guessing {
+                    guessing.forget(&peer_id);
+                }
                 if let Some(info) = self.peers.remove(&peer_id) {
                     let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
                     tracing::info!(peer = %info.did, %cause, "peer down");
@@ -385,13 +391,14 @@ impl Actor {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, connection_id }) => {
                 // Only admitted peers have connections, so only they get
                 // here; a report that arrives after a revocation is dropped.
                 let Some(did) = self.did_of(&peer_id) else { return };
                 if !self.ctx.ledger.is_active(&did) {
                     return;
                 }
+                self.observed(peer_id, connection_id, &info.observed_addr);
                 // The report itself is at most 4 KiB (libp2p-identify's
                 // limit); of its addresses we keep a few Carrier ones, and
                 // they replace what the peer said before.

@@ -4,7 +4,8 @@
 //!  Overlay (handle) ──Command──▶ run() ──▶ Swarm<Behaviour>
 //!        ▲                          │        gate · limits · kad · identify · ping
 //!        └──── OverlayEvent ◀───────┘        autonat (v2) · streams · relay (client,
-//!                                            and server on `relay` devices)
+//!                                            and server on `relay` devices) · dcutr
+//!                                            (+ port guessing, port_guess.rs)
 //!                                            over CarrierTransport (QUIC + Noise)
 //!                                            or circuits (relay + Noise + yamux)
 //! ```
@@ -25,6 +26,7 @@ pub mod gate;
 mod lookups;
 mod muxer;
 mod peer_cache;
+mod port_guess;
 mod punch;
 pub mod reachability;
 pub mod relay;
@@ -283,9 +285,14 @@ impl Overlay {
         let listen_error = |reason: String| OverlayError::Listen { addr: config.listen, reason };
         let (relay_transport, relay_client) = libp2p::relay::client::new(peer_id);
         let (direct_ctx, circuit_ctx) = (Arc::clone(&ctx), Arc::clone(&ctx));
+        let port_guessing = config.hole_punching.then(|| port_guess::PortGuessing::new(Arc::clone(&ctx)));
+        let guessing = port_guessing.clone();
         let links = move |_: &libp2p::identity::Keypair| {
-            let direct =
-                transport::CarrierTransport::new(direct_ctx).map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+            let mut direct = transport::CarrierTransport::new(direct_ctx);
+            if let Some(guessing) = guessing {
+                direct = direct.with_port_guessing(guessing);
+            }
+            let direct = direct.map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
             let relayed = relay_transport.and_then(move |circuit, endpoint| {
                 circuits::upgrade(Arc::clone(&circuit_ctx), peer_id, circuit, endpoint)
             });
@@ -315,6 +322,9 @@ impl Overlay {
         let (commands, rx) = mpsc::channel(64);
         let (events, first_events) = broadcast::channel(1024);
         let tasks = ctx.tasks().clone();
+        if let Some(guessing) = &port_guessing {
+            tasks.spawn(Arc::clone(guessing).serve(streams.clone()));
+        }
         let actor = Actor {
             ctx,
             swarm,
@@ -334,6 +344,7 @@ impl Overlay {
             closing: Vec::new(),
             relayed: relayed::RelayedLinks::default(),
             reservations: reservations::Reservations::new(config.reservations),
+            port_guessing,
         };
         tasks.spawn(actor.run(config.bootstrap_retry));
         let overlay = Self {

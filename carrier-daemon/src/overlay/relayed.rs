@@ -7,14 +7,20 @@
 //! still carries (a forwarded TCP connection, say) have ended, and only if
 //! the direct link is still up. Messages are never lost across the switch:
 //! the outbox retries on whichever link is up.
+//!
+//! Where hole punching cannot work (our NAT maps a new port per
+//! destination), a link that stays relayed gets port guessing
+//! (`port_guess.rs`) after [`GUESS_AFTER`], up to [`MAX_GUESSES`] times.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use carrier_proto::nat::Mapping;
 use libp2p::swarm::ConnectionId;
-use libp2p::{PeerId, dcutr};
+use libp2p::{Multiaddr, PeerId, dcutr};
 
 use super::actor::Actor;
+use super::port_guess::{GUESS_AFTER, GUESS_RETRY, MAX_GUESSES};
 
 /// How long a relayed link stays up beside the direct link that replaced it.
 pub(super) const RELAYED_GRACE: Duration = Duration::from_secs(5);
@@ -25,6 +31,9 @@ pub(super) const RELAYED_GRACE: Duration = Duration::from_secs(5);
 pub(super) struct RelayedLinks {
     up: HashMap<PeerId, Vec<(ConnectionId, Instant)>>,
     replaced: Vec<(PeerId, ConnectionId, Instant)>,
+    /// Port guesses started for peers we reach only through a relay: how
+    /// many, the last when.
+    guesses: HashMap<PeerId, (u32, Instant)>,
 }
 
 impl Actor {
@@ -51,6 +60,7 @@ impl Actor {
             }
             return;
         }
+        self.relayed.guesses.remove(&peer);
         let Some(replaced) = self.relayed.up.remove(&peer) else { return };
         let did = self.did_of(&peer).map(|d| d.to_string()).unwrap_or_else(|| peer.to_string());
         for (connection, since) in replaced {
@@ -85,9 +95,46 @@ impl Actor {
             links.retain(|(c, _)| *c != connection);
             if links.is_empty() {
                 self.relayed.up.remove(&peer);
+                self.relayed.guesses.remove(&peer);
             }
         }
         self.relayed.replaced.retain(|(_, c, _)| *c != connection);
+    }
+
+    /// Identify on `connection` says `peer` sees us at `observed`: counts
+    /// towards how our NAT maps our listening port. A reachability
+    /// dial-back leaves from another port, and a circuit shows the relay's
+    /// view, so neither counts.
+    pub(super) fn observed(&mut self, peer: PeerId, connection: ConnectionId, observed: &Multiaddr) {
+        let Some(guessing) = &self.port_guessing else { return };
+        let Some((addr, _)) = super::transport::parse_addr(observed) else { return };
+        if self.closing.iter().any(|(_, c)| *c == connection) {
+            return;
+        }
+        guessing.observe(peer, addr);
+    }
+
+    /// Starts port guessing towards a peer we have reached only through a
+    /// relay for [`GUESS_AFTER`], if our NAT maps a new port per
+    /// destination (so hole punching cannot link us); one at a time.
+    pub(super) fn start_port_guesses(&mut self) {
+        let Some(guessing) = self.port_guessing.clone() else { return };
+        let Mapping::Dependent(ip) = guessing.mapping() else { return };
+        let now = Instant::now();
+        let due = self.relayed.up.iter().find(|(peer, links)| {
+            let waited = links.iter().any(|(_, since)| now.saturating_duration_since(*since) >= GUESS_AFTER);
+            let again = self.relayed.guesses.get(*peer).is_none_or(|(tries, last)| {
+                *tries < MAX_GUESSES && now.saturating_duration_since(*last) >= GUESS_RETRY
+            });
+            waited && again && self.direct_links(peer) == 0
+        });
+        let Some(peer) = due.map(|(peer, _)| *peer) else { return };
+        let Some(did) = self.did_of(&peer) else { return };
+        let streams = self.swarm.behaviour().stream.control();
+        if guessing.start(streams, peer, did, ip) {
+            let tries = self.relayed.guesses.entry(peer).or_insert((0, now));
+            *tries = (tries.0 + 1, now);
+        }
     }
 
     /// How a hole punch went.

@@ -11,7 +11,8 @@
 //!
 //! A dial with the listener role (DCUtR's hole punch) does not connect: it
 //! punches from the listening port and resolves with the peer's own
-//! connection once that is admitted (`punch.rs`).
+//! connection once that is admitted (`punch.rs`). Links that port guessing
+//! makes (`port_guess.rs`) join the inbound ones.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,6 +28,7 @@ use libp2p::core::transport::{DialOpts, ListenerId, PortUse, Transport, Transpor
 use tokio::sync::mpsc;
 
 use super::muxer::LinkMuxer;
+use super::port_guess::PortGuessing;
 use super::punch::{self, PUNCH_TIMEOUT, Punches};
 use crate::link::{Link, LinkContext, LinkError, quic};
 
@@ -46,6 +48,8 @@ pub struct CarrierTransport {
     punch_socket: Option<Arc<std::net::UdpSocket>>,
     /// Hole punches waiting for their peer's connection.
     punches: Punches,
+    /// Port guessing, told of the listening socket and our inbound queue.
+    port_guessing: Option<Arc<PortGuessing>>,
 }
 
 impl CarrierTransport {
@@ -59,7 +63,15 @@ impl CarrierTransport {
             events: VecDeque::new(),
             punch_socket: None,
             punches: Punches::default(),
+            port_guessing: None,
         }
+    }
+
+    /// Lets `port_guessing` spray from the listening socket and hand the
+    /// links it makes to the swarm, as inbound ones.
+    pub(super) fn with_port_guessing(mut self, port_guessing: Arc<PortGuessing>) -> Self {
+        self.port_guessing = Some(port_guessing);
+        self
     }
 
     /// DCUtR's dial as listener: punch towards `target` and wait for
@@ -173,9 +185,13 @@ impl Transport for CarrierTransport {
         }
         let (endpoint, punch_socket) =
             quic::punching_endpoint(socket).map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
-        self.punch_socket = Some(Arc::new(punch_socket));
+        let punch_socket = Arc::new(punch_socket);
+        self.punch_socket = Some(Arc::clone(&punch_socket));
         let bound = endpoint.local_addr().map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
         let (tx, rx) = mpsc::channel(64);
+        if let Some(port_guessing) = &self.port_guessing {
+            port_guessing.attach(punch_socket, tx.clone());
+        }
         self.ctx.tasks().spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
         let addrs = reachable_addrs(bound);
         for listen_addr in &addrs {

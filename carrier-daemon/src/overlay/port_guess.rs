@@ -1,0 +1,329 @@
+//! Port guessing over relayed links, for the pairs hole punching cannot
+//! link: one device behind a NAT that maps a new port per destination, the
+//! other behind one that lets in only the ports it has sent to. The rules
+//! and the numbers are in `carrier_proto::nat`; this module does the IO.
+//!
+//! ```text
+//!  actor sweep: a link relayed for GUESS_AFTER, no direct one, and our
+//!  mapping is endpoint-dependent ──▶ guess(): stream /carrier/port-guess/1.0.0
+//!     offer ─▶ answer ◀─ ; open GUESS_SOCKETS sockets, probe the answer's address
+//!     ready ─▶ the peer sprays probes from its listening port (serve())
+//!     a probe arrives on socket k ─▶ QUIC from socket k ─▶ the Carrier handshake
+//!  the admitted link joins the transport's inbound links; the relayed one
+//!  is retired as for any direct link (`relayed.rs`)
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use carrier_proto::identity::Did;
+use carrier_proto::nat::{self, GuessError, Mapping, MappingObserver, Offer, SprayBudget};
+use carrier_proto::pb;
+use futures::FutureExt;
+use libp2p::{PeerId, StreamProtocol};
+use rand_core::OsRng;
+use tokio::sync::mpsc;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tracing::Instrument;
+
+use super::streams::StreamControl;
+use crate::framed::{FrameReader, FrameWriter, FramedError};
+use crate::link::{Link, LinkContext, LinkError, quic};
+
+/// The protocol, over a relayed link.
+pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/port-guess/1.0.0");
+/// How long a relayed link is left to hole punching before we guess.
+pub(super) const GUESS_AFTER: Duration = Duration::from_secs(1);
+/// Most guesses per relayed link, and the wait between them.
+pub(super) const MAX_GUESSES: u32 = 3;
+pub(super) const GUESS_RETRY: Duration = Duration::from_secs(10);
+/// How long each side waits for the other's next message.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the guessing side waits for a probe once it is ready.
+const HIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Probes go out in bursts, so a NAT or a send buffer is not swamped.
+const BURST: usize = 128;
+const BURST_GAP: Duration = Duration::from_millis(10);
+/// The messages are a few dozen bytes.
+const MAX_FRAME: usize = 512;
+
+/// Why a guess ended without a link.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub(super) enum GuessFailure {
+    /// The stream could not be opened or broke.
+    #[error("stream: {0}")]
+    Stream(String),
+    /// The exchange itself failed (refused, malformed).
+    #[error(transparent)]
+    Exchange(#[from] GuessError),
+    /// The other side took too long.
+    #[error("the peer did not answer in time")]
+    Timeout,
+    /// No probe reached any of our sockets.
+    #[error("no probe reached any of {0} sockets")]
+    Missed(usize),
+    /// Sockets could not be opened.
+    #[error("cannot open sockets: {0}")]
+    Sockets(std::io::Error),
+    /// The probe arrived, the link did not come up.
+    #[error("link: {0}")]
+    Link(#[from] LinkError),
+}
+
+impl From<FramedError> for GuessFailure {
+    fn from(error: FramedError) -> Self {
+        Self::Stream(error.to_string())
+    }
+}
+
+/// What port guessing shares between the actor, the transport and the
+/// tasks that run the exchanges; one per overlay.
+pub(crate) struct PortGuessing {
+    ctx: Arc<LinkContext>,
+    /// Where peers see our listening port (from identify).
+    mapping: Mutex<MappingObserver<PeerId>>,
+    /// Whom we spray for, and when.
+    budget: Mutex<SprayBudget<PeerId>>,
+    /// The listening socket (sprays go out from it) and where admitted
+    /// links go (the transport's inbound queue); set when it listens.
+    transport: OnceLock<(Arc<UdpSocket>, mpsc::Sender<Link>)>,
+    /// A guess of ours is under way (one at a time: each opens many sockets).
+    guessing: AtomicBool,
+}
+
+impl PortGuessing {
+    pub(super) fn new(ctx: Arc<LinkContext>) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            mapping: Mutex::default(),
+            budget: Mutex::default(),
+            transport: OnceLock::new(),
+            guessing: AtomicBool::new(false),
+        })
+    }
+
+    /// The transport listens on `socket` and takes links from `links`.
+    pub(super) fn attach(&self, socket: Arc<UdpSocket>, links: mpsc::Sender<Link>) {
+        let _ = self.transport.set((socket, links));
+    }
+
+    /// `peer` sees our listening port at `addr`.
+    pub(super) fn observe(&self, peer: PeerId, addr: SocketAddr) {
+        lock(&self.mapping).observe(peer, addr);
+    }
+
+    /// `peer` is gone: its observation no longer counts.
+    pub(super) fn forget(&self, peer: &PeerId) {
+        lock(&self.mapping).forget(peer);
+    }
+
+    /// How our NAT maps our listening port, by what peers saw.
+    pub(super) fn mapping(&self) -> Mapping {
+        lock(&self.mapping).mapping()
+    }
+
+    /// Starts a guess towards `peer` (of `did`), from our public `ip`, in a
+    /// task of its own; `false` if one is under way already.
+    pub(super) fn start(self: &Arc<Self>, streams: StreamControl, peer: PeerId, did: Did, ip: IpAddr) -> bool {
+        if self.guessing.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let this = Arc::clone(self);
+        let span = tracing::info_span!("port guess", peer = %did);
+        self.ctx.tasks().spawn(
+            async move {
+                let started = Instant::now();
+                match this.guess(&streams, peer, did, ip).await {
+                    Ok(port) => {
+                        this.ctx.counters().count("port_guess_links");
+                        let after_ms = started.elapsed().as_millis() as u64;
+                        tracing::info!(port, after_ms, "port guess hit: direct link up");
+                    }
+                    Err(error) => {
+                        this.ctx.counters().count("port_guess_failures");
+                        tracing::info!(%error, "port guess failed; the link stays relayed");
+                    }
+                }
+                this.guessing.store(false, Ordering::Release);
+            }
+            .instrument(span),
+        );
+        true
+    }
+
+    /// The guessing side; the local port that was hit.
+    async fn guess(&self, streams: &StreamControl, peer: PeerId, did: Did, ip: IpAddr) -> Result<u16, GuessFailure> {
+        let (_, links) = self.transport.get().ok_or_else(|| GuessFailure::Stream("not listening".into()))?;
+        let stream = streams.open_stream(peer, PROTOCOL).await.map_err(|e| GuessFailure::Stream(e.to_string()))?;
+        let mut writer = FrameWriter::new(stream.compat(), MAX_FRAME);
+        let offer = Offer::new(ip, &mut OsRng);
+        writer.send(&offer.to_pb()).await?;
+        let mut reader = FrameReader::new(writer.into_inner(), MAX_FRAME);
+        let answer: pb::GuessAnswer = step(reader.read()).await?;
+        let target = nat::read_answer(&answer)?;
+        let sockets = open_mappings(target, &offer.nonce).await.map_err(GuessFailure::Sockets)?;
+        let count = sockets.len();
+        let mut writer = FrameWriter::new(reader.into_parts().0, MAX_FRAME);
+        writer.send(&pb::GuessReady {}).await?;
+        let hit = tokio::time::timeout(HIT_TIMEOUT, first_probe(sockets, target, offer.nonce))
+            .await
+            .map_err(|_| GuessFailure::Missed(count))?
+            .ok_or(GuessFailure::Missed(count))?;
+        let port = hit.local_addr().map(|a| a.port()).unwrap_or(0);
+        tracing::debug!(port, %target, "a probe reached one of our sockets; linking from it");
+        let socket = hit.into_std().map_err(GuessFailure::Sockets)?;
+        let endpoint = quic::client_endpoint_on(socket).map_err(|e| GuessFailure::Stream(e.to_string()))?;
+        let link = self.ctx.dial(&endpoint, target, Some(did)).await?;
+        // Closing the stream tells the peer to stop spraying.
+        drop(writer);
+        links.send(link).await.map_err(|_| GuessFailure::Stream("the transport stopped".into()))?;
+        Ok(port)
+    }
+
+    /// Serves the spraying side of guesses that peers start.
+    pub(super) async fn serve(self: Arc<Self>, streams: StreamControl) {
+        let mut incoming = match streams.accept(PROTOCOL) {
+            Ok(incoming) => incoming,
+            Err(error) => return tracing::error!(%error, "port guessing already served"),
+        };
+        while let Some((peer, stream)) = incoming.next().await {
+            let this = Arc::clone(&self);
+            let did = super::did_of(&*self.ctx.ledger, &peer);
+            let span = tracing::info_span!("port guess spray", peer = did.map(|d| d.to_string()));
+            self.ctx.tasks().spawn(
+                async move {
+                    match this.spray(peer, stream.compat()).await {
+                        Ok(sent) => tracing::debug!(sent, "port guess probes sent"),
+                        Err(error) => tracing::info!(%error, "port guess not served"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// The spraying side of one exchange; how many probes it sent.
+    async fn spray<S>(&self, peer: PeerId, stream: S) -> Result<usize, GuessFailure>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut reader = FrameReader::new(stream, MAX_FRAME);
+        let offer: pb::GuessOffer = step(reader.read()).await?;
+        let refusal =
+            |reason: String| (nat::answer(Err(reason.clone())), GuessFailure::Exchange(GuessError::Refused(reason)));
+        let ready = Offer::from_pb(&offer).map_err(|e| refusal(e.to_string())).and_then(|offer| {
+            let addr = match self.mapping() {
+                Mapping::Independent(addr) => addr,
+                Mapping::Dependent(_) => return Err(refusal("our NAT maps a new port per destination too".into())),
+                Mapping::Unknown => return Err(refusal("no peer has told us where it sees us yet".into())),
+            };
+            let (socket, _) = self.transport.get().ok_or_else(|| refusal("not listening".into()))?;
+            lock(&self.budget).start(peer, Instant::now()).map_err(|e| refusal(e.to_string()))?;
+            Ok((offer, addr, Arc::clone(socket)))
+        });
+        let mut writer = FrameWriter::new(reader.into_parts().0, MAX_FRAME);
+        let (offer, addr, socket) = match ready {
+            Ok(ready) => ready,
+            Err((answer, failure)) => {
+                writer.send(&answer).await?;
+                return Err(failure);
+            }
+        };
+        let _budget = Finish(&self.budget);
+        writer.send(&nat::answer(Ok(addr))).await?;
+        let mut reader = FrameReader::new(writer.into_inner(), MAX_FRAME);
+        let _: pb::GuessReady = step(reader.read()).await?;
+        self.ctx.counters().count("port_guess_sprays");
+        let probe = nat::probe(&offer.nonce);
+        let mut sent = 0;
+        for burst in nat::guess_ports(&mut OsRng, nat::GUESS_PROBES).chunks(BURST) {
+            for port in burst {
+                // A full send buffer loses this probe; the next goes out.
+                sent += usize::from(socket.send_to(&probe, SocketAddr::new(offer.ip, *port)).is_ok());
+            }
+            // The other side closes the stream once a probe got through.
+            if let Some(ended) = reader.read::<pb::GuessReady>().now_or_never() {
+                tracing::debug!(ended = ?ended.map(|m| m.is_none()), "the guessing side is done");
+                return Ok(sent);
+            }
+            tokio::time::sleep(BURST_GAP).await;
+        }
+        let _ = tokio::time::timeout(HIT_TIMEOUT, reader.read::<pb::GuessReady>()).await;
+        Ok(sent)
+    }
+}
+
+/// Ends a spray in the budget however the exchange ends.
+struct Finish<'a>(&'a Mutex<SprayBudget<PeerId>>);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        lock(self.0).finish();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The next message within [`STEP_TIMEOUT`]; the end of the stream is a
+/// failure too.
+async fn step<M>(read: impl Future<Output = Result<Option<M>, FramedError>>) -> Result<M, GuessFailure> {
+    tokio::time::timeout(STEP_TIMEOUT, read)
+        .await
+        .map_err(|_| GuessFailure::Timeout)??
+        .ok_or_else(|| GuessFailure::Stream("the peer closed the stream".into()))
+}
+
+/// Opens [`nat::GUESS_SOCKETS`] sockets and sends a probe from each to
+/// `target`, so our NAT maps a port for each.
+async fn open_mappings(
+    target: SocketAddr,
+    nonce: &[u8; nat::NONCE_LEN],
+) -> std::io::Result<Vec<tokio::net::UdpSocket>> {
+    let any: IpAddr = if target.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+    let probe = nat::probe(nonce);
+    let mut sockets = Vec::with_capacity(nat::GUESS_SOCKETS);
+    for _ in 0..nat::GUESS_SOCKETS {
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(any, 0)).await?;
+        // A probe that is not sent maps no port; the others still count.
+        let _ = socket.send_to(&probe, target).await;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// The first of `sockets` to receive a probe of ours from `target`.
+async fn first_probe(
+    sockets: Vec<tokio::net::UdpSocket>,
+    target: SocketAddr,
+    nonce: [u8; nat::NONCE_LEN],
+) -> Option<tokio::net::UdpSocket> {
+    let waits = sockets.into_iter().map(|socket| {
+        async move {
+            let mut buf = [0u8; 64];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((n, from)) if from == target && nat::is_probe(&buf[..n], &nonce) => return Some(socket),
+                    // A stray datagram is not the probe; keep listening.
+                    Ok(_) => {}
+                    // A socket that fails is out of the running.
+                    Err(_) => futures::future::pending::<()>().await,
+                }
+            }
+        }
+        .boxed()
+    });
+    let waits: Vec<_> = waits.collect();
+    if waits.is_empty() {
+        return None;
+    }
+    futures::future::select_all(waits).await.0
+}
+
+#[cfg(test)]
+#[path = "port_guess_tests.rs"]
+mod tests;
