@@ -61,8 +61,9 @@ enum Route {
     /// Direct from the start (one side lets anyone in).
     Direct,
     /// Relayed first; a punched direct link replaced it this long after
-    /// the relayed link came up (first contact).
-    Punched(Duration),
+    /// the relayed link came up (first contact), by hole punching or by
+    /// port guessing.
+    Punched(Duration, &'static str),
     /// Still through the relay.
     Relayed,
 }
@@ -145,7 +146,20 @@ async fn every_pair_behind_any_two_nats_links_and_exchanges_a_message() {
                 .line_within(|l| switched(l, &dids[y]), DIRECT_WAIT)
                 .or_else(|| devices[y].line_within(|l| switched(l, &dids[x]), Duration::ZERO));
             let path = match (line, path(&device_dirs[x], &dids[y]).as_deref()) {
-                (Some(line), _) => Route::Punched(Duration::from_millis(after_ms(&line))),
+                (Some(line), _) => {
+                    let guessed = |l: &str, other: &str| l.contains("port guess hit") && l.contains(other);
+                    let how = match devices[x]
+                        .line_within(|l| guessed(l, &dids[y]), Duration::ZERO)
+                        .or_else(|| devices[y].line_within(|l| guessed(l, &dids[x]), Duration::ZERO))
+                    {
+                        Some(line) => {
+                            println!("{} ↔ {}: {line}", kinds[x].name(), kinds[y].name());
+                            "port guess"
+                        }
+                        None => "hole punch",
+                    };
+                    Route::Punched(Duration::from_millis(after_ms(&line)), how)
+                }
                 // Linked directly from the start: one side is reachable.
                 (None, Some("direct")) if !relayed_first(&kinds, x, y) => Route::Direct,
                 (None, Some("relayed")) => Route::Relayed,
@@ -197,21 +211,25 @@ async fn every_pair_behind_any_two_nats_links_and_exchanges_a_message() {
 
 fn print_matrix(outcomes: &[Outcome]) {
     println!("\nNAT lab: every pair linked by DID and exchanged a message");
-    println!("{:<16} {:<16} {:>10} {:>8} {:>8} {:>16}", "A", "B", "connect ms", "message", "path", "to direct ms");
+    let header = ["A", "B", "connect ms", "message", "path", "to direct ms", "how"];
+    println!(
+        "{:<16} {:<16} {:>10} {:>8} {:>8} {:>16}  {}",
+        header[0], header[1], header[2], header[3], header[4], header[5], header[6]
+    );
     for o in outcomes {
-        let (path, to_direct) = match o.path {
-            Route::Direct => ("direct", "0 (no relay)".to_owned()),
-            Route::Punched(after) => ("punched", after.as_millis().to_string()),
-            Route::Relayed => ("relayed", "-".to_owned()),
+        let (path, to_direct, how) = match o.path {
+            Route::Direct => ("direct", "0 (no relay)".to_owned(), "-"),
+            Route::Punched(after, how) => ("punched", after.as_millis().to_string(), how),
+            Route::Relayed => ("relayed", "-".to_owned(), "-"),
         };
         let message = if o.delivered { "yes" } else { "NO" };
         let (a, b) = (o.kinds.0.name(), o.kinds.1.name());
-        println!("{a:<16} {b:<16} {:>10} {message:>8} {path:>8} {to_direct:>16}", o.connect.as_millis());
+        println!("{a:<16} {b:<16} {:>10} {message:>8} {path:>8} {to_direct:>16}  {how}", o.connect.as_millis());
     }
     let possible = outcomes.iter().filter(|o| direct_possible(o.kinds.0, o.kinds.1)).count();
     let direct = outcomes.iter().filter(|o| o.path != Route::Relayed).count();
     let mut punched: Vec<Duration> =
-        outcomes.iter().filter_map(|o| if let Route::Punched(d) = o.path { Some(d) } else { None }).collect();
+        outcomes.iter().filter_map(|o| if let Route::Punched(d, _) = o.path { Some(d) } else { None }).collect();
     punched.sort();
     let p50 = punched.get(punched.len().saturating_sub(1) / 2).map(|d| format!("{} ms", d.as_millis()));
     println!(

@@ -81,6 +81,7 @@ impl Actor {
     pub(super) async fn run(mut self, retry: Duration) {
         let mut bootstrap = tokio::time::interval(retry);
         let mut sweep = tokio::time::interval(SWEEP);
+        let mut guesses = tokio::time::interval(super::port_guess::GUESS_TICK);
         loop {
             tokio::select! {
                 _ = bootstrap.tick() => if self.peers.is_empty() {
@@ -90,8 +91,8 @@ impl Actor {
                     self.close_due();
                     self.close_replaced();
                     self.keep_reservations();
-                    self.start_port_guesses();
                 }
+                _ = guesses.tick() => self.start_port_guesses(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.shut_down().await;

@@ -34,8 +34,12 @@ use crate::link::{Link, LinkContext, LinkError, quic};
 
 /// The protocol, over a relayed link.
 pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/port-guess/1.0.0");
-/// How long a relayed link is left to hole punching before we guess.
-pub(super) const GUESS_AFTER: Duration = Duration::from_secs(1);
+/// How long a relayed link is left to hole punching before we guess. Our
+/// NAT's mapping already says punching alone cannot link us, unless the
+/// peer lets anyone in; that takes a punch about 300 ms.
+pub(super) const GUESS_AFTER: Duration = Duration::from_millis(500);
+/// How often the actor looks for relayed links due a guess.
+pub(super) const GUESS_TICK: Duration = Duration::from_millis(250);
 /// Most guesses per relayed link, and the wait between them.
 pub(super) const MAX_GUESSES: u32 = 3;
 pub(super) const GUESS_RETRY: Duration = Duration::from_secs(10);
