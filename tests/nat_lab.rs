@@ -117,6 +117,10 @@ async fn every_pair_behind_any_two_nats_links_and_exchanges_a_message() {
         assert_eq!(status["nat"], want, "device {i} behind {}: {status}", kinds[i].name());
         let circuit = status["listen"].to_string().contains("p2p-circuit");
         assert_eq!(circuit, want == "private", "device {i}: circuit addresses {}", status["listen"]);
+        // The bootstrap device and the relay saw it at one port, or two.
+        let mapping = if kinds[i] == NatKind::Symmetric { "endpoint-dependent" } else { "endpoint-independent" };
+        assert_eq!(status["mapping"], mapping, "device {i} behind {}: {status}", kinds[i].name());
+        assert_eq!(status["mapped"].as_str().unwrap().split(':').next(), Some(lab.router_ip(i).as_str()), "{status}");
     }
     let mut clients = Vec::new();
     for (i, dir) in device_dirs.iter().enumerate() {
@@ -147,17 +151,17 @@ async fn every_pair_behind_any_two_nats_links_and_exchanges_a_message() {
                 .or_else(|| devices[y].line_within(|l| switched(l, &dids[x]), Duration::ZERO));
             let path = match (line, path(&device_dirs[x], &dids[y]).as_deref()) {
                 (Some(line), _) => {
-                    let guessed = |l: &str, other: &str| l.contains("port guess hit") && l.contains(other);
-                    let how = match devices[x]
-                        .line_within(|l| guessed(l, &dids[y]), Duration::ZERO)
-                        .or_else(|| devices[y].line_within(|l| guessed(l, &dids[x]), Duration::ZERO))
-                    {
-                        Some(line) => {
+                    // What port guessing did for the pair, if anything.
+                    let mut how = "hole punch";
+                    for (device, other) in [(&devices[x], &dids[y]), (&devices[y], &dids[x])] {
+                        let guess = |l: &str| l.contains("port guess") && l.contains(other.as_str());
+                        while let Some(line) = device.line_within(guess, Duration::ZERO) {
                             println!("{} ↔ {}: {line}", kinds[x].name(), kinds[y].name());
-                            "port guess"
+                            if line.contains("port guess hit") {
+                                how = "port guess";
+                            }
                         }
-                        None => "hole punch",
-                    };
+                    }
                     Route::Punched(Duration::from_millis(after_ms(&line)), how)
                 }
                 // Linked directly from the start: one side is reachable.
@@ -250,7 +254,8 @@ async fn round(stream: &mut carrier_sdk::AppStream, word: &[u8; 5]) {
 }
 
 /// A stream that began on a relayed link keeps working when a direct link
-/// replaces it, and the relayed link goes only once the stream has ended.
+/// replaces it; if the direct link fails meanwhile, the relayed one is used
+/// again; and the relayed link goes only once its stream has ended.
 /// Hole punching is off here, and the port-restricted device's router drops
 /// what it would send to the full-cone one, so the switch happens when the
 /// test says: the block is lifted and that device dials the other.
@@ -318,8 +323,30 @@ async fn a_stream_on_a_relayed_link_outlives_the_switch_to_a_direct_one() {
     let y_peer = y_peer.as_str().unwrap().to_owned();
     let closed = |l: &str| l.contains("one of the links to a peer closed") && l.contains(&y_peer);
     assert!(open_side.line_within(closed, Duration::ZERO).is_none(), "a link closed while its stream was open");
-    // New streams take the direct link; once the old stream ends, the
-    // relayed link goes.
+    // New streams take the direct link.
+    let mut direct = x.open_stream(&y.did(), "echo").await.unwrap();
+    round(&mut direct, b"fresh").await;
+    drop(direct);
+
+    // The direct path fails (the router drops it again) and its link times
+    // out: the relayed link, still carrying its stream, is in use again.
+    lab.block(1, &lab.router_ip(0)).unwrap();
+    let stays = |l: &str| l.contains("the direct link went; the relayed one stays");
+    open_side.line_within(stays, Duration::from_secs(60)).expect("the relayed link did not take over again");
+    open_side.line_within(closed, Duration::ZERO).expect("the direct link's close was not logged");
+    assert_eq!(path(x_dir, &y_did).as_deref(), Some("relayed"));
+    round(&mut stream, b"still").await;
+    let mut relayed = x.open_stream(&y.did(), "echo").await.unwrap();
+    round(&mut relayed, b"relay").await;
+    drop(relayed);
+
+    // Direct once more; new streams take it, and once the old stream ends
+    // the relayed link goes.
+    lab.unblock(1).unwrap();
+    carrierctl(&["connect", &x_did, "--addr", &x_addr, "--socket", &socket(y_dir)]);
+    open_side
+        .line_within(replaced, Duration::from_secs(10))
+        .expect("the new direct link did not replace the relayed one");
     let mut direct = x.open_stream(&y.did(), "echo").await.unwrap();
     drop(stream);
     open_side.line_within(closed, Duration::from_secs(10)).expect("the relayed link stayed after its stream ended");

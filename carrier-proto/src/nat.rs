@@ -49,8 +49,9 @@ pub const GUESS_SOCKETS: usize = 256;
 pub const GUESS_PROBES: usize = 2048;
 /// The lowest port a NAT maps to; probes go to this one and up.
 pub const LOWEST_PORT: u16 = 1024;
-/// How often one peer may have us spray.
-pub const SPRAY_INTERVAL: Duration = Duration::from_secs(30);
+/// How often one peer may have us spray: as often as a guessing side
+/// retries after a miss (about 3 in 10,000), no more.
+pub const SPRAY_INTERVAL: Duration = Duration::from_secs(10);
 /// Length of an exchange's nonce.
 pub const NONCE_LEN: usize = 16;
 /// What a probe starts with. The zero byte makes a QUIC endpoint that

@@ -69,6 +69,21 @@ pub(super) struct Actor {
     pub(super) port_guessing: Option<Arc<super::port_guess::PortGuessing>>,
 }
 
+/// An error and its causes, `: `-separated: libp2p's dial errors say only
+/// "Dial error" when a behaviour denied the dial, and name it in the cause.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let next_text = next.to_string();
+        if !text.contains(&next_text) {
+            text = format!("{text}: {next_text}");
+        }
+        cause = next.source();
+    }
+    text
+}
+
 /// How long a dial-back link stays up for its probe.
 const DIAL_BACK_GRACE: Duration = Duration::from_secs(5);
 /// How often the actor closes links whose time is up and tops up relay
@@ -167,7 +182,7 @@ impl Actor {
                         self.dialing.insert(id, (addr, reply));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(OverlayError::DialFailed { addr, reason: e.to_string() }));
+                        let _ = reply.send(Err(OverlayError::DialFailed { addr, reason: with_causes(&e) }));
                     }
                 }
             }
@@ -338,9 +353,7 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established: 0, cause, .. } => {
                 self.on_link_down(peer_id, connection_id);
-                if let Some(guessing) = &self.port_guessing {
-                    guessing.forget(&peer_id);
-                }
+                self.reachability.forget(&peer_id);
                 if let Some(info) = self.peers.remove(&peer_id) {
                     let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
                     tracing::info!(peer = %info.did, %cause, "peer down");
@@ -362,7 +375,7 @@ impl Actor {
                 if self.dialing.contains_key(&connection_id) =>
             {
                 if let Some((addr, reply)) = self.dialing.remove(&connection_id) {
-                    let _ = reply.send(Err(OverlayError::DialFailed { addr, reason: error.to_string() }));
+                    let _ = reply.send(Err(OverlayError::DialFailed { addr, reason: with_causes(&error) }));
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
@@ -370,7 +383,7 @@ impl Actor {
                     return;
                 }
                 let Some(did) = self.did_of(&peer) else { return };
-                let reason = error.to_string();
+                let reason = with_causes(&error);
                 self.answer(&peer, || Err(OverlayError::Unreachable { did, reason: reason.clone() }));
             }
             SwarmEvent::ListenerClosed { listener_id, reason, .. } => {

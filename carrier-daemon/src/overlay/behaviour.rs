@@ -59,9 +59,10 @@ pub(super) fn behaviour(
     kad.set_mode(Some(kad::Mode::Server));
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_links))
-        // Room for a second link while a first one closes, and for the
-        // dial-back of a reachability probe beside both.
-        .with_max_established_per_peer(Some(3))
+        // Room for a relayed link, a direct one beside it and a second
+        // direct one while the first closes (a path that failed, say), and
+        // for the dial-back of a reachability probe beside them.
+        .with_max_established_per_peer(Some(4))
         .with_max_pending_incoming(Some(config.max_links));
     Behaviour {
         relay_client,

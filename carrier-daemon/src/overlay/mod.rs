@@ -285,7 +285,9 @@ impl Overlay {
         let listen_error = |reason: String| OverlayError::Listen { addr: config.listen, reason };
         let (relay_transport, relay_client) = libp2p::relay::client::new(peer_id);
         let (direct_ctx, circuit_ctx) = (Arc::clone(&ctx), Arc::clone(&ctx));
-        let port_guessing = config.hole_punching.then(|| port_guess::PortGuessing::new(Arc::clone(&ctx)));
+        let reachability = reachability::Reachability::default();
+        let port_guessing =
+            config.hole_punching.then(|| port_guess::PortGuessing::new(Arc::clone(&ctx), reachability.clone()));
         let guessing = port_guessing.clone();
         let links = move |_: &libp2p::identity::Keypair| {
             let mut direct = transport::CarrierTransport::new(direct_ctx);
@@ -315,7 +317,6 @@ impl Overlay {
             }
         };
         let streams = swarm.behaviour().stream.control();
-        let reachability = reachability::Reachability::default();
         let peer_cache = config.peer_cache.clone().map(peer_cache::PeerCache::load);
         let bootstrap = config.bootstrap.clone();
         let cached = peer_cache.iter().flat_map(|c| c.addrs()).filter(|a| !config.bootstrap.contains(a)).collect();

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use carrier_proto::identity::Did;
-use carrier_proto::nat::{self, GuessError, Mapping, MappingObserver, Offer, SprayBudget};
+use carrier_proto::nat::{self, GuessError, Mapping, Offer, SprayBudget};
 use carrier_proto::pb;
 use futures::FutureExt;
 use libp2p::{PeerId, StreamProtocol};
@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::Instrument;
 
+use super::reachability::Reachability;
 use super::streams::StreamControl;
 use crate::framed::{FrameReader, FrameWriter, FramedError};
 use crate::link::{Link, LinkContext, LinkError, quic};
@@ -40,9 +41,11 @@ pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/port-g
 pub(super) const GUESS_AFTER: Duration = Duration::from_millis(500);
 /// How often the actor looks for relayed links due a guess.
 pub(super) const GUESS_TICK: Duration = Duration::from_millis(250);
-/// Most guesses per relayed link, and the wait between them.
+/// Most guesses per relayed link.
 pub(super) const MAX_GUESSES: u32 = 3;
-pub(super) const GUESS_RETRY: Duration = Duration::from_secs(10);
+/// The wait between them: as long as the peer makes us wait for another
+/// spray.
+pub(super) const GUESS_RETRY: Duration = nat::SPRAY_INTERVAL;
 /// How long each side waits for the other's next message.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the guessing side waits for a probe once it is ready.
@@ -87,8 +90,8 @@ impl From<FramedError> for GuessFailure {
 /// tasks that run the exchanges; one per overlay.
 pub(crate) struct PortGuessing {
     ctx: Arc<LinkContext>,
-    /// Where peers see our listening port (from identify).
-    mapping: Mutex<MappingObserver<PeerId>>,
+    /// Where peers see our listening port, so how our NAT maps it.
+    reachability: Reachability,
     /// Whom we spray for, and when.
     budget: Mutex<SprayBudget<PeerId>>,
     /// The listening socket (sprays go out from it) and where admitted
@@ -99,10 +102,10 @@ pub(crate) struct PortGuessing {
 }
 
 impl PortGuessing {
-    pub(super) fn new(ctx: Arc<LinkContext>) -> Arc<Self> {
+    pub(super) fn new(ctx: Arc<LinkContext>, reachability: Reachability) -> Arc<Self> {
         Arc::new(Self {
             ctx,
-            mapping: Mutex::default(),
+            reachability,
             budget: Mutex::default(),
             transport: OnceLock::new(),
             guessing: AtomicBool::new(false),
@@ -114,19 +117,9 @@ impl PortGuessing {
         let _ = self.transport.set((socket, links));
     }
 
-    /// `peer` sees our listening port at `addr`.
-    pub(super) fn observe(&self, peer: PeerId, addr: SocketAddr) {
-        lock(&self.mapping).observe(peer, addr);
-    }
-
-    /// `peer` is gone: its observation no longer counts.
-    pub(super) fn forget(&self, peer: &PeerId) {
-        lock(&self.mapping).forget(peer);
-    }
-
     /// How our NAT maps our listening port, by what peers saw.
     pub(super) fn mapping(&self) -> Mapping {
-        lock(&self.mapping).mapping()
+        self.reachability.mapping()
     }
 
     /// Starts a guess towards `peer` (of `did`), from our public `ip`, in a
@@ -195,8 +188,8 @@ impl PortGuessing {
         };
         while let Some((peer, stream)) = incoming.next().await {
             let this = Arc::clone(&self);
-            let did = super::did_of(&*self.ctx.ledger, &peer);
-            let span = tracing::info_span!("port guess spray", peer = did.map(|d| d.to_string()));
+            let who = super::did_of(&*self.ctx.ledger, &peer).map_or_else(|| peer.to_string(), |d| d.to_string());
+            let span = tracing::info_span!("port guess spray", peer = %who);
             self.ctx.tasks().spawn(
                 async move {
                     match this.spray(peer, stream.compat()).await {
@@ -245,8 +238,7 @@ impl PortGuessing {
         let mut sent = 0;
         for burst in nat::guess_ports(&mut OsRng, nat::GUESS_PROBES).chunks(BURST) {
             for port in burst {
-                // A full send buffer loses this probe; the next goes out.
-                sent += usize::from(socket.send_to(&probe, SocketAddr::new(offer.ip, *port)).is_ok());
+                sent += usize::from(send_probe(&socket, &probe, SocketAddr::new(offer.ip, *port)).await);
             }
             // The other side closes the stream once a probe got through.
             if let Some(ended) = reader.read::<pb::GuessReady>().now_or_never() {
@@ -258,6 +250,20 @@ impl PortGuessing {
         let _ = tokio::time::timeout(HIT_TIMEOUT, reader.read::<pb::GuessReady>()).await;
         Ok(sent)
     }
+}
+
+/// Sends one probe from the listening socket (which quinn reads and keeps
+/// non-blocking); a full send buffer is waited out a few times before the
+/// probe is given up. Whether it went out.
+async fn send_probe(socket: &UdpSocket, probe: &[u8], to: SocketAddr) -> bool {
+    for _ in 0..4 {
+        match socket.send_to(probe, to) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Ends a spray in the budget however the exchange ends.

@@ -7,17 +7,18 @@ use super::*;
 use crate::ledger::{EmbeddedLedger, Ledger};
 use crate::link::LinkLimits;
 
-fn guessing() -> Arc<PortGuessing> {
+fn guessing() -> (Arc<PortGuessing>, Reachability) {
     let mut net = TestNetwork::new("guess");
     let device = net.register_device();
     let ledger = Arc::new(EmbeddedLedger::in_memory(net.ledger.clone()));
     let did = device.did();
     let ctx = LinkContext::new(device, did, ledger as Arc<dyn Ledger>, LinkLimits::default());
-    let guessing = PortGuessing::new(Arc::new(ctx));
+    let reachability = Reachability::default();
+    let guessing = PortGuessing::new(Arc::new(ctx), reachability.clone());
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (links, _) = mpsc::channel(1);
     guessing.attach(Arc::new(socket), links);
-    guessing
+    (guessing, reachability)
 }
 
 /// Runs the spraying side for `peer` over a pipe; the guessing side's end.
@@ -45,7 +46,7 @@ fn public_offer() -> pb::GuessOffer {
 
 #[tokio::test]
 async fn a_device_whose_nat_maps_a_port_per_destination_will_not_spray() {
-    let guessing = guessing();
+    let (guessing, seen) = guessing();
     let peer = PeerId::random();
     // Nobody has said where they see us: no address to offer.
     let (stream, serving) = serve_one(&guessing, peer);
@@ -53,8 +54,8 @@ async fn a_device_whose_nat_maps_a_port_per_destination_will_not_spray() {
     assert!(answer.addr.is_empty() && answer.refused.contains("no peer has told us"), "{answer:?}");
     assert!(matches!(serving.await.unwrap(), Err(GuessFailure::Exchange(GuessError::Refused(_)))));
     // Two peers saw two ports: we are behind such a NAT ourselves.
-    guessing.observe(PeerId::random(), "198.51.100.7:40001".parse().unwrap());
-    guessing.observe(PeerId::random(), "198.51.100.7:40002".parse().unwrap());
+    seen.observe(PeerId::random(), "198.51.100.7:40001".parse().unwrap());
+    seen.observe(PeerId::random(), "198.51.100.7:40002".parse().unwrap());
     let (stream, serving) = serve_one(&guessing, peer);
     let (answer, _stream) = offer(stream, &public_offer()).await;
     assert!(answer.refused.contains("new port per destination"), "{answer:?}");
@@ -63,8 +64,8 @@ async fn a_device_whose_nat_maps_a_port_per_destination_will_not_spray() {
 
 #[tokio::test]
 async fn an_offer_to_spray_loopback_or_a_malformed_one_is_refused_by_name() {
-    let guessing = guessing();
-    guessing.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
+    let (guessing, seen) = guessing();
+    seen.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
     let loopback = Offer { ip: "127.0.0.1".parse().unwrap(), nonce: [0; nat::NONCE_LEN] }.to_pb();
     let short_nonce = pb::GuessOffer { nonce: vec![1, 2], ..public_offer() };
     for (bad, named) in [(loopback, "not an address to send probes to"), (short_nonce, "nonce is 2 bytes")] {
@@ -77,8 +78,8 @@ async fn an_offer_to_spray_loopback_or_a_malformed_one_is_refused_by_name() {
 
 #[tokio::test]
 async fn a_peer_gets_one_spray_per_interval_and_a_dead_exchange_frees_the_budget() {
-    let guessing = guessing();
-    guessing.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
+    let (guessing, seen) = guessing();
+    seen.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
     let (peer, other) = (PeerId::random(), PeerId::random());
     let (stream, serving) = serve_one(&guessing, peer);
     let (answer, stream) = offer(stream, &public_offer()).await;

@@ -8,16 +8,19 @@
 //!        ◀─ dial-back to A (new connection, new port) ─▶ A reachable / unreachable
 //! ```
 //!
-//! The overlay's actor records each probe's outcome here, and the circuit
-//! addresses relays hold for us; the control socket reads both for
-//! `carrierctl status`.
+//! The overlay's actor records each probe's outcome here, the circuit
+//! addresses relays hold for us, and where peers see our listening port
+//! (identify's observed address), which tells how our NAT maps it
+//! (`carrier_proto::nat`); the control socket reads all three for
+//! `carrierctl status`, and port guessing reads the mapping.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use carrier_proto::identity::Did;
-use libp2p::Multiaddr;
+use carrier_proto::nat::{Mapping, MappingObserver};
+use libp2p::{Multiaddr, PeerId};
 
 /// The last outcome of the probes of one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,7 @@ struct Outcome {
 pub struct Reachability {
     probes: Arc<Mutex<BTreeMap<Multiaddr, Outcome>>>,
     relayed: Arc<Mutex<BTreeSet<Multiaddr>>>,
+    observed: Arc<Mutex<MappingObserver<PeerId>>>,
 }
 
 impl Reachability {
@@ -98,6 +102,21 @@ impl Reachability {
         let probed =
             |o: &Outcome| Probed { reachable: o.reachable, by: o.by, detail: o.detail.clone(), age: o.at.elapsed() };
         outcomes.iter().map(|(addr, o)| (addr.clone(), probed(o))).collect()
+    }
+
+    /// `peer` sees our listening port at `addr`.
+    pub(crate) fn observe(&self, peer: PeerId, addr: std::net::SocketAddr) {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).observe(peer, addr);
+    }
+
+    /// `peer` is gone: what it saw no longer counts.
+    pub(crate) fn forget(&self, peer: &PeerId) {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).forget(peer);
+    }
+
+    /// How our NAT maps our listening port, by what peers saw.
+    pub fn mapping(&self) -> Mapping {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).mapping()
     }
 
     /// The device as a whole.

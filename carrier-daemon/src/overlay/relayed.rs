@@ -106,12 +106,11 @@ impl Actor {
     /// dial-back leaves from another port, and a circuit shows the relay's
     /// view, so neither counts.
     pub(super) fn observed(&mut self, peer: PeerId, connection: ConnectionId, observed: &Multiaddr) {
-        let Some(guessing) = &self.port_guessing else { return };
         let Some((addr, _)) = super::transport::parse_addr(observed) else { return };
         if self.closing.iter().any(|(_, c)| *c == connection) {
             return;
         }
-        guessing.observe(peer, addr);
+        self.reachability.observe(peer, addr);
     }
 
     /// Starts port guessing towards a peer we have reached only through a

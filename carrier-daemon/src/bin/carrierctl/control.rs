@@ -118,7 +118,7 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
             "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer },
             "registered": s.registered,
             "peers": s.peers, "routes": s.routes, "alarm": s.alarm, "apps": s.apps,
-            "nat": s.nat,
+            "nat": s.nat, "mapping": s.mapping, "mapped": s.mapped,
             "probed": s.probed.iter().map(|p| json!({ "addr": p.addr, "reachable": p.reachable, "by": p.by, "detail": p.detail, "age_ms": p.age_ms })).collect::<Vec<_>>(),
         });
         println!("{value}");
@@ -139,6 +139,11 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     println!("peers:    {}", s.peers);
     println!("routes:   {}", s.routes);
     println!("nat:      {}", s.nat);
+    match s.mapping.as_str() {
+        "endpoint-independent" => println!("mapping:  one port for every peer, seen at {}", s.mapped),
+        "endpoint-dependent" => println!("mapping:  a new port per peer (symmetric NAT) at {}", s.mapped),
+        _ => println!("mapping:  unknown (no peer has said where it sees us)"),
+    }
     for p in &s.probed {
         let age = humantime::format_duration(Duration::from_secs(p.age_ms / 1000));
         match p.reachable {

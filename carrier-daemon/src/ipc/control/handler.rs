@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use carrier_proto::identity::Did;
 use carrier_proto::ledger::{Comparison, Entry, EntryHash, Head, Kind, Status};
+use carrier_proto::nat::Mapping;
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 
 use tokio::sync::broadcast;
@@ -203,7 +204,14 @@ impl Handler {
         let routes = self.overlay.routes().await?.len() as u32;
         let (network, network_id) = self.ledger.network().map(|n| (n.name, n.id.to_hex())).unwrap_or_default();
         let ledger_head = self.ledger.head();
+        let (mapping, mapped) = match self.overlay.reachability().mapping() {
+            Mapping::Independent(addr) => ("endpoint-independent", addr.to_string()),
+            Mapping::Dependent(ip) => ("endpoint-dependent", ip.to_string()),
+            Mapping::Unknown => ("unknown", String::new()),
+        };
         Ok(Response::Status(pb::Status {
+            mapping: mapping.to_owned(),
+            mapped,
             did: self.did.to_string(),
             network,
             network_id,
