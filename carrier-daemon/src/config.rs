@@ -111,8 +111,9 @@ pub struct Nat {
     /// When to keep reservations on relays: "auto" (once probes say no
     /// address of ours is reachable), "always" or "never".
     pub reservations: String,
-    /// Punch direct paths over relayed links (DCUtR); off, relayed links
-    /// stay relayed.
+    /// Punch direct paths over relayed links (DCUtR, and port guessing
+    /// behind a NAT that maps a new port per destination); off, relayed
+    /// links stay relayed.
     pub hole_punching: bool,
     /// Reservations a relay holds at once (only devices whose ledger role
     /// is "relay" serve circuits).

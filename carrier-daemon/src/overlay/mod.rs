@@ -84,7 +84,7 @@ pub struct OverlayConfig {
     pub relay: Option<relay::RelayLimits>,
     /// When to keep reservations on relays.
     pub reservations: reservations::ReservationPolicy,
-    /// Punch direct paths over relayed links (DCUtR).
+    /// Punch direct paths over relayed links (DCUtR, and port guessing).
     pub hole_punching: bool,
 }
 
