@@ -28,11 +28,19 @@
 //! about 3 in 10,000.
 //!
 //! The spraying side sends datagrams to an address only the other side
-//! vouches for, so it sprays at most one peer at a time and each peer at
-//! most once per [`SPRAY_INTERVAL`] ([`SprayBudget`]), and never to
-//! loopback, multicast or other addresses no NAT maps ([`check_target`]).
-//! The guessing side's sockets take only probes with the exchange's nonce;
+//! vouches for (a registered device, but possibly a misbehaving one), so it
+//! sprays for one peer at a time, each peer at most once per
+//! [`SPRAY_INTERVAL`] and all peers together at most [`SPRAYS_PER_MINUTE`]
+//! times a minute ([`SprayBudget`]), and never towards loopback, multicast,
+//! broadcast, link-local or reserved addresses ([`check_target`]). The
+//! guessing side's sockets take only probes with the exchange's nonce, and
 //! the link that follows passes the Carrier handshake like any other.
+//!
+//! Our NAT's mapping is judged from identify's observed addresses, which
+//! peers report; one peer could lie. So a new port per destination takes
+//! two ports on one IP with no port seen by two observers, and the address
+//! we give a guessing side is the one most observers saw (public ones
+//! before private ones), in its IP family.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -49,14 +57,23 @@ pub const GUESS_SOCKETS: usize = 256;
 pub const GUESS_PROBES: usize = 2048;
 /// The lowest port a NAT maps to; probes go to this one and up.
 pub const LOWEST_PORT: u16 = 1024;
-/// How often one peer may have us spray: as often as a guessing side
-/// retries after a miss (about 3 in 10,000), no more.
+/// How often one peer may have us spray: about as often as a guessing
+/// side retries after a miss (about 3 in 10,000), no more.
 pub const SPRAY_INTERVAL: Duration = Duration::from_secs(10);
+/// How many sprays we run a minute, for all peers together.
+pub const SPRAYS_PER_MINUTE: usize = 6;
+/// How long an observation counts: identify reports again every few
+/// minutes on a live link, so an older one is from a mapping that may have
+/// changed.
+pub const OBSERVATION_TTL: Duration = Duration::from_secs(15 * 60);
 /// Length of an exchange's nonce.
 pub const NONCE_LEN: usize = 16;
-/// What a probe starts with. The zero byte makes a QUIC endpoint that
-/// receives one drop it without an answer (QUIC sets that byte's fixed bit).
-const PROBE_TAG: &[u8] = b"\0carrier port guess";
+/// What a probe starts with; the nonce follows. A probe is 19 bytes, less
+/// than the smallest stateless reset (21 bytes, RFC 9000 §10.3), so a QUIC
+/// endpoint it reaches drops it unanswered.
+const PROBE_TAG: &[u8] = b"\0cg";
+/// The longest datagram that no QUIC endpoint answers with a stateless reset.
+pub const MAX_UNANSWERED_DATAGRAM: usize = 21;
 /// Most observers a [`MappingObserver`] remembers.
 const MAX_OBSERVERS: usize = 16;
 
@@ -95,11 +112,11 @@ pub enum Mapping {
 }
 
 /// Where peers see our listening port: the latest address each observer
-/// reported, for the last [`MAX_OBSERVERS`] of them.
+/// reported and when, for the last [`MAX_OBSERVERS`] of them.
 #[derive(Debug, Clone)]
 pub struct MappingObserver<K> {
     /// Oldest first.
-    seen: Vec<(K, SocketAddr)>,
+    seen: Vec<(K, SocketAddr, Instant)>,
 }
 
 impl<K> Default for MappingObserver<K> {
@@ -109,37 +126,63 @@ impl<K> Default for MappingObserver<K> {
 }
 
 impl<K: PartialEq> MappingObserver<K> {
-    /// `observer` sees our listening port at `addr`.
-    pub fn observe(&mut self, observer: K, addr: SocketAddr) {
-        self.seen.retain(|(k, _)| *k != observer);
+    /// `observer` sees our listening port at `addr`, at `now`.
+    pub fn observe(&mut self, observer: K, addr: SocketAddr, now: Instant) {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        self.seen.retain(|(k, _, _)| *k != observer);
         if self.seen.len() == MAX_OBSERVERS {
             self.seen.remove(0);
         }
-        self.seen.push((observer, addr));
+        self.seen.push((observer, addr, now));
     }
 
     /// Forgets what `observer` saw (its link is gone).
     pub fn forget(&mut self, observer: &K) {
-        self.seen.retain(|(k, _)| k != observer);
+        self.seen.retain(|(k, _, _)| k != observer);
     }
 
-    /// What the observations say.
-    pub fn mapping(&self) -> Mapping {
-        for (i, (_, a)) in self.seen.iter().enumerate() {
-            if let Some((_, b)) = self.seen[i + 1..].iter().find(|(_, b)| b.ip() == a.ip() && b.port() != a.port()) {
-                return Mapping::Dependent(b.ip());
+    /// What the observations of the last [`OBSERVATION_TTL`] say, over
+    /// both IP families (IPv4 first, where most NATs are).
+    pub fn mapping(&self, now: Instant) -> Mapping {
+        match self.mapping_in(true, now) {
+            Mapping::Unknown => self.mapping_in(false, now),
+            mapping => mapping,
+        }
+    }
+
+    /// What they say of our IPv4 (`v4`) or IPv6 address.
+    pub fn mapping_in(&self, v4: bool, now: Instant) -> Mapping {
+        let seen: Vec<SocketAddr> = self
+            .seen
+            .iter()
+            .filter(|(_, addr, at)| addr.is_ipv4() == v4 && now.saturating_duration_since(*at) < OBSERVATION_TTL)
+            .map(|(_, addr, _)| *addr)
+            .collect();
+        let observers = |addr: &SocketAddr| seen.iter().filter(|a| *a == addr).count();
+        for addr in &seen {
+            let same_ip = || seen.iter().filter(move |a| a.ip() == addr.ip());
+            let ports_differ = same_ip().any(|a| a.port() != addr.port());
+            // One liar adds a port; it cannot take away one that two
+            // observers agree on.
+            if ports_differ && same_ip().all(|a| observers(a) < 2) {
+                return Mapping::Dependent(addr.ip());
             }
         }
-        // The address most observers agree on; the latest of a tie.
-        let count = |addr: &SocketAddr| self.seen.iter().filter(|(_, a)| a == addr).count();
-        let mut best: Option<(usize, SocketAddr)> = None;
-        for (_, addr) in &self.seen {
-            let n = count(addr);
-            if best.is_none_or(|(most, _)| n >= most) {
-                best = Some((n, *addr));
-            }
-        }
-        best.map_or(Mapping::Unknown, |(_, addr)| Mapping::Independent(addr))
+        // Most observers first, then public before private, then the latest.
+        let rank = |(i, addr): (usize, &SocketAddr)| (observers(addr), !is_private(addr.ip()), i);
+        seen.iter()
+            .enumerate()
+            .max_by_key(|entry| rank(*entry))
+            .map_or(Mapping::Unknown, |(_, a)| Mapping::Independent(*a))
+    }
+}
+
+/// Addresses behind a NAT rather than in front of one: RFC 1918, shared
+/// (RFC 6598) and unique local IPv6.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xfe00 == 0xfc00,
     }
 }
 
@@ -176,6 +219,7 @@ impl Offer {
             16 => IpAddr::from(<[u8; 16]>::try_from(offer.ip.as_slice()).map_err(|_| GuessError::BadIp(16))?),
             n => return Err(GuessError::BadIp(n)),
         };
+        let ip = ip.to_canonical();
         let nonce = offer.nonce.as_slice().try_into().map_err(|_| GuessError::BadNonce(offer.nonce.len()))?;
         check_target(ip)?;
         Ok(Self { ip, nonce })
@@ -196,21 +240,30 @@ pub fn read_answer(answer: &pb::GuessAnswer) -> Result<SocketAddr, GuessError> {
         return Err(GuessError::Refused(answer.refused.clone()));
     }
     let addr: SocketAddr = answer.addr.parse().map_err(|_| GuessError::BadAddr(answer.addr.clone()))?;
+    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
     check_target(addr.ip())?;
     Ok(addr)
 }
 
-/// Refuses addresses no NAT maps: loopback, unspecified, multicast,
-/// broadcast and link-local. Probes to them would reach local services or
-/// whole segments, not a peer's NAT.
+/// Refuses addresses no NAT maps and that reach more than one host or this
+/// host itself: loopback, unspecified, "this network" (0/8), multicast,
+/// broadcast, reserved (240/4), link-local, and IPv4 written as IPv6
+/// (checked as the IPv4 address it is). Private addresses pass: NATs and
+/// home networks live there.
 pub fn check_target(ip: IpAddr) -> Result<(), GuessError> {
-    let unroutable = ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || match ip {
-            IpAddr::V4(v4) => v4.is_broadcast() || v4.is_link_local(),
-            IpAddr::V6(v6) => v6.is_unicast_link_local(),
-        };
+    let unroutable = match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let first = v4.octets()[0];
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_link_local()
+                || first == 0
+                || first >= 240
+        }
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local(),
+    };
     if unroutable { Err(GuessError::Unroutable(ip)) } else { Ok(()) }
 }
 
@@ -249,19 +302,24 @@ pub enum SprayRefusal {
     /// This peer had one too recently.
     #[error("port guessing for this peer ran {0:?} ago; try again in {1:?}")]
     TooSoon(Duration, Duration),
+    /// We have sprayed as often as we do in a minute.
+    #[error("port guessing ran {SPRAYS_PER_MINUTE} times in the last minute; try again in {0:?}")]
+    TooMany(Duration),
 }
 
-/// Who may have us spray, and when: one spray at a time, and one per peer
-/// per [`SPRAY_INTERVAL`].
+/// Who may have us spray, and when: one spray at a time, one per peer per
+/// [`SPRAY_INTERVAL`], [`SPRAYS_PER_MINUTE`] in all.
 #[derive(Debug)]
 pub struct SprayBudget<K> {
     running: bool,
     last: HashMap<K, Instant>,
+    /// When the sprays of the last minute started, oldest first.
+    recent: std::collections::VecDeque<Instant>,
 }
 
 impl<K> Default for SprayBudget<K> {
     fn default() -> Self {
-        Self { running: false, last: HashMap::new() }
+        Self { running: false, last: HashMap::new(), recent: std::collections::VecDeque::new() }
     }
 }
 
@@ -269,6 +327,7 @@ impl<K: Eq + Hash> SprayBudget<K> {
     /// Starts a spray for `peer` at `now`, if the budget allows one; call
     /// [`finish`](Self::finish) when it ends.
     pub fn start(&mut self, peer: K, now: Instant) -> Result<(), SprayRefusal> {
+        const MINUTE: Duration = Duration::from_secs(60);
         if self.running {
             return Err(SprayRefusal::Busy);
         }
@@ -277,6 +336,13 @@ impl<K: Eq + Hash> SprayBudget<K> {
             let ago = now.saturating_duration_since(*at);
             return Err(SprayRefusal::TooSoon(ago, SPRAY_INTERVAL - ago));
         }
+        while self.recent.front().is_some_and(|at| now.saturating_duration_since(*at) >= MINUTE) {
+            self.recent.pop_front();
+        }
+        if let Some(oldest) = self.recent.front().filter(|_| self.recent.len() >= SPRAYS_PER_MINUTE) {
+            return Err(SprayRefusal::TooMany(MINUTE - now.saturating_duration_since(*oldest)));
+        }
+        self.recent.push_back(now);
         self.last.insert(peer, now);
         self.running = true;
         Ok(())

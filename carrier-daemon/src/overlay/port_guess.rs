@@ -41,13 +41,19 @@ pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/port-g
 pub(super) const GUESS_AFTER: Duration = Duration::from_millis(500);
 /// How often the actor looks for relayed links due a guess.
 pub(super) const GUESS_TICK: Duration = Duration::from_millis(250);
-/// Most guesses per relayed link.
+/// Most guesses per peer while we reach it only through a relay.
 pub(super) const MAX_GUESSES: u32 = 3;
-/// The wait between them: as long as the peer makes us wait for another
-/// spray.
-pub(super) const GUESS_RETRY: Duration = nat::SPRAY_INTERVAL;
+/// The wait between them: a little longer than the peer makes us wait for
+/// another spray (its clock starts when our offer arrives, not when we
+/// start).
+pub(super) const GUESS_RETRY: Duration = nat::SPRAY_INTERVAL.saturating_add(Duration::from_secs(1));
+/// How long a whole guess may take, from opening the stream to the link.
+const GUESS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long each side waits for the other's next message.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the sprayer waits for the guessing side to be ready (it opens
+/// its sockets in well under a second) while it holds its one spray slot.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the guessing side waits for a probe once it is ready.
 const HIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Probes go out in bursts, so a NAT or a send buffer is not swamped.
@@ -72,12 +78,18 @@ pub(super) enum GuessFailure {
     /// No probe reached any of our sockets.
     #[error("no probe reached any of {0} sockets")]
     Missed(usize),
-    /// Sockets could not be opened.
-    #[error("cannot open sockets: {0}")]
+    /// Sockets could not be opened, or no probe could be sent.
+    #[error("sockets: {0}")]
     Sockets(std::io::Error),
+    /// The socket that was hit could not carry QUIC.
+    #[error("QUIC on the hit socket: {0}")]
+    Quic(#[from] quic::QuicSetupError),
     /// The probe arrived, the link did not come up.
     #[error("link: {0}")]
     Link(#[from] LinkError),
+    /// The transport has stopped listening.
+    #[error("the transport is not listening")]
+    NotListening,
 }
 
 impl From<FramedError> for GuessFailure {
@@ -95,8 +107,9 @@ pub(crate) struct PortGuessing {
     /// Whom we spray for, and when.
     budget: Mutex<SprayBudget<PeerId>>,
     /// The listening socket (sprays go out from it) and where admitted
-    /// links go (the transport's inbound queue); set when it listens.
-    transport: OnceLock<(Arc<UdpSocket>, mpsc::Sender<Link>)>,
+    /// links go (the transport's inbound queue, held weakly so the queue
+    /// closes with the transport); set when it listens.
+    transport: OnceLock<(Arc<UdpSocket>, mpsc::WeakSender<Link>)>,
     /// A guess of ours is under way (one at a time: each opens many sockets).
     guessing: AtomicBool,
 }
@@ -113,8 +126,8 @@ impl PortGuessing {
     }
 
     /// The transport listens on `socket` and takes links from `links`.
-    pub(super) fn attach(&self, socket: Arc<UdpSocket>, links: mpsc::Sender<Link>) {
-        let _ = self.transport.set((socket, links));
+    pub(super) fn attach(&self, socket: Arc<UdpSocket>, links: &mpsc::Sender<Link>) {
+        let _ = self.transport.set((socket, links.downgrade()));
     }
 
     /// How our NAT maps our listening port, by what peers saw.
@@ -132,8 +145,11 @@ impl PortGuessing {
         let span = tracing::info_span!("port guess", peer = %did);
         self.ctx.tasks().spawn(
             async move {
+                // However the task ends (even cancelled), the next may start.
+                let _running = Running(&this.guessing);
                 let started = Instant::now();
-                match this.guess(&streams, peer, did, ip).await {
+                let guess = tokio::time::timeout(GUESS_TIMEOUT, this.guess(&streams, peer, did, ip));
+                match guess.await.unwrap_or(Err(GuessFailure::Timeout)) {
                     Ok(port) => {
                         this.ctx.counters().count("port_guess_links");
                         let after_ms = started.elapsed().as_millis() as u64;
@@ -144,7 +160,6 @@ impl PortGuessing {
                         tracing::info!(%error, "port guess failed; the link stays relayed");
                     }
                 }
-                this.guessing.store(false, Ordering::Release);
             }
             .instrument(span),
         );
@@ -153,17 +168,16 @@ impl PortGuessing {
 
     /// The guessing side; the local port that was hit.
     async fn guess(&self, streams: &StreamControl, peer: PeerId, did: Did, ip: IpAddr) -> Result<u16, GuessFailure> {
-        let (_, links) = self.transport.get().ok_or_else(|| GuessFailure::Stream("not listening".into()))?;
+        let (_, links) = self.transport.get().ok_or(GuessFailure::NotListening)?;
         let stream = streams.open_stream(peer, PROTOCOL).await.map_err(|e| GuessFailure::Stream(e.to_string()))?;
-        let mut writer = FrameWriter::new(stream.compat(), MAX_FRAME);
+        let (read, write) = tokio::io::split(stream.compat());
+        let (mut reader, mut writer) = (FrameReader::new(read, MAX_FRAME), FrameWriter::new(write, MAX_FRAME));
         let offer = Offer::new(ip, &mut OsRng);
         writer.send(&offer.to_pb()).await?;
-        let mut reader = FrameReader::new(writer.into_inner(), MAX_FRAME);
-        let answer: pb::GuessAnswer = step(reader.read()).await?;
+        let answer: pb::GuessAnswer = step(reader.read(), STEP_TIMEOUT).await?;
         let target = nat::read_answer(&answer)?;
         let sockets = open_mappings(target, &offer.nonce).await.map_err(GuessFailure::Sockets)?;
         let count = sockets.len();
-        let mut writer = FrameWriter::new(reader.into_parts().0, MAX_FRAME);
         writer.send(&pb::GuessReady {}).await?;
         let hit = tokio::time::timeout(HIT_TIMEOUT, first_probe(sockets, target, offer.nonce))
             .await
@@ -171,12 +185,12 @@ impl PortGuessing {
             .ok_or(GuessFailure::Missed(count))?;
         let port = hit.local_addr().map(|a| a.port()).unwrap_or(0);
         tracing::debug!(port, %target, "a probe reached one of our sockets; linking from it");
-        let socket = hit.into_std().map_err(GuessFailure::Sockets)?;
-        let endpoint = quic::client_endpoint_on(socket).map_err(|e| GuessFailure::Stream(e.to_string()))?;
-        let link = self.ctx.dial(&endpoint, target, Some(did)).await?;
         // Closing the stream tells the peer to stop spraying.
-        drop(writer);
-        links.send(link).await.map_err(|_| GuessFailure::Stream("the transport stopped".into()))?;
+        drop((reader, writer));
+        let endpoint = quic::client_endpoint_on(hit.into_std().map_err(GuessFailure::Sockets)?)?;
+        let link = self.ctx.dial(&endpoint, target, Some(did)).await?;
+        let links = links.upgrade().ok_or(GuessFailure::NotListening)?;
+        links.send(link).await.map_err(|_| GuessFailure::NotListening)?;
         Ok(port)
     }
 
@@ -190,9 +204,13 @@ impl PortGuessing {
             let this = Arc::clone(&self);
             let who = super::did_of(&*self.ctx.ledger, &peer).map_or_else(|| peer.to_string(), |d| d.to_string());
             let span = tracing::info_span!("port guess spray", peer = %who);
+            // Only for a peer we cannot reach directly: a direct link
+            // needs no guessing, and asking over one would be asking us to
+            // spray for nothing.
+            let relayed_only = streams.only_relayed(&peer);
             self.ctx.tasks().spawn(
                 async move {
-                    match this.spray(peer, stream.compat()).await {
+                    match this.spray(peer, relayed_only, stream.compat()).await {
                         Ok(sent) => tracing::debug!(sent, "port guess probes sent"),
                         Err(error) => tracing::info!(%error, "port guess not served"),
                     }
@@ -202,43 +220,59 @@ impl PortGuessing {
         }
     }
 
+    /// Whether we spray for `peer`, which offers `offer`: our address to
+    /// give and the socket to spray from, or why not.
+    fn admit(
+        &self,
+        peer: PeerId,
+        relayed_only: bool,
+        offer: &pb::GuessOffer,
+    ) -> Result<(Offer, SocketAddr, Arc<UdpSocket>), String> {
+        let offer = Offer::from_pb(offer).map_err(|e| e.to_string())?;
+        if !relayed_only {
+            return Err("we have a direct link already".into());
+        }
+        let addr = match self.reachability.mapping_in(offer.ip.is_ipv4()) {
+            Mapping::Independent(addr) => addr,
+            Mapping::Dependent(_) => return Err("our NAT maps a new port per destination too".into()),
+            Mapping::Unknown => return Err("no peer has told us where it sees us yet".into()),
+        };
+        let (socket, _) = self.transport.get().ok_or("not listening")?;
+        let family = socket.local_addr().map(|a| a.is_ipv4()).map_err(|e| e.to_string())?;
+        if family != offer.ip.is_ipv4() {
+            return Err(format!("we listen on another IP family than {}", offer.ip));
+        }
+        lock(&self.budget).start(peer, Instant::now()).map_err(|e| e.to_string())?;
+        Ok((offer, addr, Arc::clone(socket)))
+    }
+
     /// The spraying side of one exchange; how many probes it sent.
-    async fn spray<S>(&self, peer: PeerId, stream: S) -> Result<usize, GuessFailure>
+    async fn spray<S>(&self, peer: PeerId, relayed_only: bool, stream: S) -> Result<usize, GuessFailure>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let mut reader = FrameReader::new(stream, MAX_FRAME);
-        let offer: pb::GuessOffer = step(reader.read()).await?;
-        let refusal =
-            |reason: String| (nat::answer(Err(reason.clone())), GuessFailure::Exchange(GuessError::Refused(reason)));
-        let ready = Offer::from_pb(&offer).map_err(|e| refusal(e.to_string())).and_then(|offer| {
-            let addr = match self.mapping() {
-                Mapping::Independent(addr) => addr,
-                Mapping::Dependent(_) => return Err(refusal("our NAT maps a new port per destination too".into())),
-                Mapping::Unknown => return Err(refusal("no peer has told us where it sees us yet".into())),
-            };
-            let (socket, _) = self.transport.get().ok_or_else(|| refusal("not listening".into()))?;
-            lock(&self.budget).start(peer, Instant::now()).map_err(|e| refusal(e.to_string()))?;
-            Ok((offer, addr, Arc::clone(socket)))
-        });
-        let mut writer = FrameWriter::new(reader.into_parts().0, MAX_FRAME);
-        let (offer, addr, socket) = match ready {
-            Ok(ready) => ready,
-            Err((answer, failure)) => {
-                writer.send(&answer).await?;
-                return Err(failure);
+        let (read, write) = tokio::io::split(stream);
+        let (mut reader, mut writer) = (FrameReader::new(read, MAX_FRAME), FrameWriter::new(write, MAX_FRAME));
+        let offer: pb::GuessOffer = step(reader.read(), STEP_TIMEOUT).await?;
+        let (offer, addr, socket) = match self.admit(peer, relayed_only, &offer) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                writer.send(&nat::answer(Err(reason.clone()))).await?;
+                return Err(GuessFailure::Exchange(GuessError::Refused(reason)));
             }
         };
-        let _budget = Finish(&self.budget);
+        let slot = Finish(&self.budget);
         writer.send(&nat::answer(Ok(addr))).await?;
-        let mut reader = FrameReader::new(writer.into_inner(), MAX_FRAME);
-        let _: pb::GuessReady = step(reader.read()).await?;
+        let _: pb::GuessReady = step(reader.read(), READY_TIMEOUT).await?;
         self.ctx.counters().count("port_guess_sprays");
         let probe = nat::probe(&offer.nonce);
-        let mut sent = 0;
+        let (mut sent, mut first_error) = (0, None);
         for burst in nat::guess_ports(&mut OsRng, nat::GUESS_PROBES).chunks(BURST) {
             for port in burst {
-                sent += usize::from(send_probe(&socket, &probe, SocketAddr::new(offer.ip, *port)).await);
+                match send_probe(&socket, &probe, SocketAddr::new(offer.ip, *port)).await {
+                    Ok(()) => sent += 1,
+                    Err(error) => first_error = first_error.or(Some(error)),
+                }
             }
             // The other side closes the stream once a probe got through.
             if let Some(ended) = reader.read::<pb::GuessReady>().now_or_never() {
@@ -247,6 +281,10 @@ impl PortGuessing {
             }
             tokio::time::sleep(BURST_GAP).await;
         }
+        drop(slot);
+        if let (0, Some(error)) = (sent, first_error) {
+            return Err(GuessFailure::Sockets(error));
+        }
         let _ = tokio::time::timeout(HIT_TIMEOUT, reader.read::<pb::GuessReady>()).await;
         Ok(sent)
     }
@@ -254,16 +292,28 @@ impl PortGuessing {
 
 /// Sends one probe from the listening socket (which quinn reads and keeps
 /// non-blocking); a full send buffer is waited out a few times before the
-/// probe is given up. Whether it went out.
-async fn send_probe(socket: &UdpSocket, probe: &[u8], to: SocketAddr) -> bool {
-    for _ in 0..4 {
+/// probe is given up.
+async fn send_probe(socket: &UdpSocket, probe: &[u8], to: SocketAddr) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
         match socket.send_to(probe, to) {
-            Ok(_) => return true,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => tokio::time::sleep(Duration::from_millis(1)).await,
-            Err(_) => return false,
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < 4 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
-    false
+}
+
+/// Clears the "a guess is under way" flag when the guess ends.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Ends a spray in the budget however the exchange ends.
@@ -279,10 +329,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The next message within [`STEP_TIMEOUT`]; the end of the stream is a
-/// failure too.
-async fn step<M>(read: impl Future<Output = Result<Option<M>, FramedError>>) -> Result<M, GuessFailure> {
-    tokio::time::timeout(STEP_TIMEOUT, read)
+/// The next message within `timeout`; the end of the stream is a failure
+/// too.
+async fn step<M>(
+    read: impl Future<Output = Result<Option<M>, FramedError>>,
+    timeout: Duration,
+) -> Result<M, GuessFailure> {
+    tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| GuessFailure::Timeout)??
         .ok_or_else(|| GuessFailure::Stream("the peer closed the stream".into()))

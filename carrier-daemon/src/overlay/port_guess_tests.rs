@@ -17,18 +17,22 @@ fn guessing() -> (Arc<PortGuessing>, Reachability) {
     let guessing = PortGuessing::new(Arc::new(ctx), reachability.clone());
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (links, _) = mpsc::channel(1);
-    guessing.attach(Arc::new(socket), links);
+    guessing.attach(Arc::new(socket), &links);
     (guessing, reachability)
 }
 
-/// Runs the spraying side for `peer` over a pipe; the guessing side's end.
-fn serve_one(
-    guessing: &Arc<PortGuessing>,
-    peer: PeerId,
-) -> (DuplexStream, tokio::task::JoinHandle<Result<usize, GuessFailure>>) {
+/// Runs the spraying side for `peer`, which we reach only through a relay,
+/// over a pipe; the guessing side's end.
+fn serve_one(guessing: &Arc<PortGuessing>, peer: PeerId) -> (DuplexStream, Serving) {
+    serve_one_over(guessing, peer, true)
+}
+
+type Serving = tokio::task::JoinHandle<Result<usize, GuessFailure>>;
+
+fn serve_one_over(guessing: &Arc<PortGuessing>, peer: PeerId, relayed_only: bool) -> (DuplexStream, Serving) {
     let (ours, theirs) = tokio::io::duplex(4096);
     let guessing = Arc::clone(guessing);
-    (ours, tokio::spawn(async move { guessing.spray(peer, theirs).await }))
+    (ours, tokio::spawn(async move { guessing.spray(peer, relayed_only, theirs).await }))
 }
 
 /// Sends `offer`, reads the answer.
@@ -99,6 +103,36 @@ async fn a_peer_gets_one_spray_per_interval_and_a_dead_exchange_frees_the_budget
     let (stream, _) = serve_one(&guessing, other);
     let (answer, _stream) = offer(stream, &public_offer()).await;
     assert_eq!(answer.addr, "198.51.100.7:4001");
+}
+
+#[tokio::test]
+async fn no_spray_for_a_peer_we_reach_directly_or_towards_another_ip_family() {
+    let (guessing, seen) = guessing();
+    seen.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
+    seen.observe(PeerId::random(), "[2001:db8::7]:4001".parse().unwrap());
+    let (stream, serving) = serve_one_over(&guessing, PeerId::random(), false);
+    let (answer, _stream) = offer(stream, &public_offer()).await;
+    assert!(answer.addr.is_empty() && answer.refused.contains("direct link already"), "{answer:?}");
+    assert!(serving.await.unwrap().is_err());
+    // Our listening socket is IPv4: probes to an IPv6 address cannot leave it.
+    let v6 = Offer::new("2001:db8::9".parse().unwrap(), &mut OsRng).to_pb();
+    let (stream, serving) = serve_one(&guessing, PeerId::random());
+    let (answer, _stream) = offer(stream, &v6).await;
+    assert!(answer.refused.contains("another IP family"), "{answer:?}");
+    assert!(serving.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn a_quic_endpoint_that_a_probe_reaches_does_not_answer_it() {
+    let endpoint = crate::link::quic::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let quic = endpoint.local_addr().unwrap();
+    let prober = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for nonce in [[0u8; nat::NONCE_LEN], [0xff; nat::NONCE_LEN], [0x40; nat::NONCE_LEN]] {
+        prober.send_to(&nat::probe(&nonce), quic).await.unwrap();
+    }
+    let mut buf = [0u8; 1500];
+    let answer = tokio::time::timeout(Duration::from_millis(500), prober.recv_from(&mut buf)).await;
+    assert!(answer.is_err(), "the endpoint answered a probe: {answer:?}");
 }
 
 #[tokio::test]

@@ -106,7 +106,7 @@ impl Reachability {
 
     /// `peer` sees our listening port at `addr`.
     pub(crate) fn observe(&self, peer: PeerId, addr: std::net::SocketAddr) {
-        self.observed.lock().unwrap_or_else(PoisonError::into_inner).observe(peer, addr);
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).observe(peer, addr, Instant::now());
     }
 
     /// `peer` is gone: what it saw no longer counts.
@@ -114,9 +114,14 @@ impl Reachability {
         self.observed.lock().unwrap_or_else(PoisonError::into_inner).forget(peer);
     }
 
-    /// How our NAT maps our listening port, by what peers saw.
+    /// How our NAT maps our listening port, by what peers saw lately.
     pub fn mapping(&self) -> Mapping {
-        self.observed.lock().unwrap_or_else(PoisonError::into_inner).mapping()
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).mapping(Instant::now())
+    }
+
+    /// The same for our IPv4 (`v4`) or IPv6 address alone.
+    pub fn mapping_in(&self, v4: bool) -> Mapping {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).mapping_in(v4, Instant::now())
     }
 
     /// The device as a whole.

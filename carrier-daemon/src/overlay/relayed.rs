@@ -24,6 +24,8 @@ use super::port_guess::{GUESS_AFTER, GUESS_RETRY, MAX_GUESSES};
 
 /// How long a relayed link stays up beside the direct link that replaced it.
 pub(super) const RELAYED_GRACE: Duration = Duration::from_secs(5);
+/// How long a peer's spent guesses are remembered: after that, a new round.
+const GUESSES_KEPT: Duration = Duration::from_secs(10 * 60);
 
 /// Relayed links by peer, with when each came up, and those a direct link
 /// replaced, with when they may close.
@@ -32,7 +34,8 @@ pub(super) struct RelayedLinks {
     up: HashMap<PeerId, Vec<(ConnectionId, Instant)>>,
     replaced: Vec<(PeerId, ConnectionId, Instant)>,
     /// Port guesses started for peers we reach only through a relay: how
-    /// many, the last when.
+    /// many, the last when; forgotten once a direct link is up, or
+    /// [`GUESSES_KEPT`] after the last.
     guesses: HashMap<PeerId, (u32, Instant)>,
 }
 
@@ -94,8 +97,9 @@ impl Actor {
         if let Some(links) = self.relayed.up.get_mut(&peer) {
             links.retain(|(c, _)| *c != connection);
             if links.is_empty() {
+                // Its guesses stay counted: a circuit that drops and comes
+                // back does not buy another round.
                 self.relayed.up.remove(&peer);
-                self.relayed.guesses.remove(&peer);
             }
         }
         self.relayed.replaced.retain(|(_, c, _)| *c != connection);
@@ -120,6 +124,7 @@ impl Actor {
         let Some(guessing) = self.port_guessing.clone() else { return };
         let Mapping::Dependent(ip) = guessing.mapping() else { return };
         let now = Instant::now();
+        self.relayed.guesses.retain(|_, (_, last)| now.saturating_duration_since(*last) < GUESSES_KEPT);
         let due = self.relayed.up.iter().find(|(peer, links)| {
             let waited = links.iter().any(|(_, since)| now.saturating_duration_since(*since) >= GUESS_AFTER);
             let again = self.relayed.guesses.get(*peer).is_none_or(|(tries, last)| {

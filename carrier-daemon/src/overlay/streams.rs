@@ -153,6 +153,12 @@ impl StreamControl {
         }
     }
 
+    /// Whether we reach `peer` only through relays (and reach it at all).
+    pub(crate) fn only_relayed(&self, peer: &PeerId) -> bool {
+        let shared = lock(&self.shared);
+        shared.links.get(peer).is_some_and(|links| !links.is_empty() && links.iter().all(|l| l.relayed))
+    }
+
     /// How many of our protocols' streams are open on a link.
     pub(crate) fn open_streams(&self, connection: ConnectionId) -> usize {
         let shared = lock(&self.shared);

@@ -190,7 +190,7 @@ impl Transport for CarrierTransport {
         let bound = endpoint.local_addr().map_err(|e| TransportError::Other(LinkError::Stream(e.to_string())))?;
         let (tx, rx) = mpsc::channel(64);
         if let Some(port_guessing) = &self.port_guessing {
-            port_guessing.attach(punch_socket, tx.clone());
+            port_guessing.attach(punch_socket, &tx);
         }
         self.ctx.tasks().spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
         let addrs = reachable_addrs(bound);
