@@ -40,7 +40,7 @@
 //! peers report; one peer could lie. So a new port per destination takes
 //! two ports on one IP with no port seen by two observers, and the address
 //! we give a guessing side is the one most observers saw (public ones
-//! before private ones), in its IP family.
+//! before private ones), in its IP family, and only once two agree.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -174,6 +174,18 @@ impl<K: PartialEq> MappingObserver<K> {
             .enumerate()
             .max_by_key(|entry| rank(*entry))
             .map_or(Mapping::Unknown, |(_, a)| Mapping::Independent(*a))
+    }
+}
+
+impl<K: PartialEq> MappingObserver<K> {
+    /// The address of our IPv4 (`v4`) or IPv6 mapping, if two observers or
+    /// more see us there: what we tell a guessing side to aim at, so one
+    /// lying observer cannot point it elsewhere.
+    pub fn agreed_in(&self, v4: bool, now: Instant) -> Option<SocketAddr> {
+        let Mapping::Independent(addr) = self.mapping_in(v4, now) else { return None };
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) < OBSERVATION_TTL;
+        let observers = self.seen.iter().filter(|(_, a, at)| *a == addr && fresh(at)).count();
+        (observers >= 2).then_some(addr)
     }
 }
 

@@ -46,6 +46,22 @@ fn one_lying_observer_cannot_turn_an_agreed_port_into_a_dependent_mapping() {
     seen.observe("relay", addr("198.51.100.7:4001"), now);
     seen.observe("liar", addr("198.51.100.7:9999"), now);
     assert_eq!(seen.mapping(now), Mapping::Independent(addr("198.51.100.7:4001")));
+    assert_eq!(seen.agreed_in(true, now), Some(addr("198.51.100.7:4001")));
+}
+
+#[test]
+fn a_single_observer_is_not_enough_to_tell_a_guessing_side_where_to_aim() {
+    let now = Instant::now();
+    let mut seen = MappingObserver::default();
+    seen.observe("liar", addr("203.0.113.50:53"), now);
+    assert_eq!(seen.mapping(now), Mapping::Independent(addr("203.0.113.50:53")));
+    assert_eq!(seen.agreed_in(true, now), None);
+    seen.observe("bootstrap", addr("198.51.100.7:4001"), now);
+    assert_eq!(seen.agreed_in(true, now), None, "two observers, two addresses: nothing agreed");
+    seen.observe("relay", addr("198.51.100.7:4001"), now);
+    assert_eq!(seen.agreed_in(true, now), Some(addr("198.51.100.7:4001")));
+    assert_eq!(seen.agreed_in(false, now), None);
+    assert_eq!(seen.agreed_in(true, now + OBSERVATION_TTL), None, "stale agreement");
 }
 
 #[test]

@@ -232,10 +232,12 @@ impl PortGuessing {
         if !relayed_only {
             return Err("we have a direct link already".into());
         }
-        let addr = match self.reachability.mapping_in(offer.ip.is_ipv4()) {
-            Mapping::Independent(addr) => addr,
-            Mapping::Dependent(_) => return Err("our NAT maps a new port per destination too".into()),
-            Mapping::Unknown => return Err("no peer has told us where it sees us yet".into()),
+        let v4 = offer.ip.is_ipv4();
+        let addr = match (self.reachability.mapping_in(v4), self.reachability.agreed_in(v4)) {
+            (Mapping::Independent(_), Some(addr)) => addr,
+            (Mapping::Independent(_), None) => return Err("fewer than two peers agree where they see us".into()),
+            (Mapping::Dependent(_), _) => return Err("our NAT maps a new port per destination too".into()),
+            (Mapping::Unknown, _) => return Err("no peer has told us where it sees us yet".into()),
         };
         let (socket, _) = self.transport.get().ok_or("not listening")?;
         let family = socket.local_addr().map(|a| a.is_ipv4()).map_err(|e| e.to_string())?;

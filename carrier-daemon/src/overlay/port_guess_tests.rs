@@ -57,8 +57,13 @@ async fn a_device_whose_nat_maps_a_port_per_destination_will_not_spray() {
     let (answer, _stream) = offer(stream, &public_offer()).await;
     assert!(answer.addr.is_empty() && answer.refused.contains("no peer has told us"), "{answer:?}");
     assert!(matches!(serving.await.unwrap(), Err(GuessFailure::Exchange(GuessError::Refused(_)))));
-    // Two peers saw two ports: we are behind such a NAT ourselves.
+    // One peer's word is not enough to tell the other side where to aim.
     seen.observe(PeerId::random(), "198.51.100.7:40001".parse().unwrap());
+    let (stream, serving) = serve_one(&guessing, peer);
+    let (answer, _stream) = offer(stream, &public_offer()).await;
+    assert!(answer.refused.contains("fewer than two peers agree"), "{answer:?}");
+    assert!(serving.await.unwrap().is_err());
+    // Two peers saw two ports: we are behind such a NAT ourselves.
     seen.observe(PeerId::random(), "198.51.100.7:40002".parse().unwrap());
     let (stream, serving) = serve_one(&guessing, peer);
     let (answer, _stream) = offer(stream, &public_offer()).await;
@@ -84,6 +89,7 @@ async fn an_offer_to_spray_loopback_or_a_malformed_one_is_refused_by_name() {
 async fn a_peer_gets_one_spray_per_interval_and_a_dead_exchange_frees_the_budget() {
     let (guessing, seen) = guessing();
     seen.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
+    seen.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
     let (peer, other) = (PeerId::random(), PeerId::random());
     let (stream, serving) = serve_one(&guessing, peer);
     let (answer, stream) = offer(stream, &public_offer()).await;
@@ -108,8 +114,10 @@ async fn a_peer_gets_one_spray_per_interval_and_a_dead_exchange_frees_the_budget
 #[tokio::test]
 async fn no_spray_for_a_peer_we_reach_directly_or_towards_another_ip_family() {
     let (guessing, seen) = guessing();
-    seen.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
-    seen.observe(PeerId::random(), "[2001:db8::7]:4001".parse().unwrap());
+    for _ in 0..2 {
+        seen.observe(PeerId::random(), "198.51.100.7:4001".parse().unwrap());
+        seen.observe(PeerId::random(), "[2001:db8::7]:4001".parse().unwrap());
+    }
     let (stream, serving) = serve_one_over(&guessing, PeerId::random(), false);
     let (answer, _stream) = offer(stream, &public_offer()).await;
     assert!(answer.addr.is_empty() && answer.refused.contains("direct link already"), "{answer:?}");

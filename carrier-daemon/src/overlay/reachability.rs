@@ -119,6 +119,11 @@ impl Reachability {
         self.observed.lock().unwrap_or_else(PoisonError::into_inner).mapping(Instant::now())
     }
 
+    /// Our IPv4 (`v4`) or IPv6 mapped address, once two peers agree on it.
+    pub fn agreed_in(&self, v4: bool) -> Option<std::net::SocketAddr> {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner).agreed_in(v4, Instant::now())
+    }
+
     /// The same for our IPv4 (`v4`) or IPv6 address alone.
     pub fn mapping_in(&self, v4: bool) -> Mapping {
         self.observed.lock().unwrap_or_else(PoisonError::into_inner).mapping_in(v4, Instant::now())
