@@ -152,41 +152,46 @@ impl<K: PartialEq> MappingObserver<K> {
 
     /// What they say of our IPv4 (`v4`) or IPv6 address.
     pub fn mapping_in(&self, v4: bool, now: Instant) -> Mapping {
-        let seen: Vec<SocketAddr> = self
-            .seen
-            .iter()
-            .filter(|(_, addr, at)| addr.is_ipv4() == v4 && now.saturating_duration_since(*at) < OBSERVATION_TTL)
-            .map(|(_, addr, _)| *addr)
-            .collect();
-        let observers = |addr: &SocketAddr| seen.iter().filter(|a| *a == addr).count();
-        for addr in &seen {
-            let same_ip = || seen.iter().filter(move |a| a.ip() == addr.ip());
-            let ports_differ = same_ip().any(|a| a.port() != addr.port());
-            // One liar adds a port; it cannot take away one that two
-            // observers agree on.
-            if ports_differ && same_ip().all(|a| observers(a) < 2) {
-                return Mapping::Dependent(addr.ip());
-            }
-        }
-        // Most observers first, then public before private, then the latest.
-        let rank = |(i, addr): (usize, &SocketAddr)| (observers(addr), !is_private(addr.ip()), i);
-        seen.iter()
-            .enumerate()
-            .max_by_key(|entry| rank(*entry))
-            .map_or(Mapping::Unknown, |(_, a)| Mapping::Independent(*a))
+        judge(&self.fresh_in(v4, now))
     }
-}
 
-impl<K: PartialEq> MappingObserver<K> {
     /// The address of our IPv4 (`v4`) or IPv6 mapping, if two observers or
     /// more see us there: what we tell a guessing side to aim at, so one
     /// lying observer cannot point it elsewhere.
     pub fn agreed_in(&self, v4: bool, now: Instant) -> Option<SocketAddr> {
-        let Mapping::Independent(addr) = self.mapping_in(v4, now) else { return None };
-        let fresh = |at: &Instant| now.saturating_duration_since(*at) < OBSERVATION_TTL;
-        let observers = self.seen.iter().filter(|(_, a, at)| *a == addr && fresh(at)).count();
-        (observers >= 2).then_some(addr)
+        let seen = self.fresh_in(v4, now);
+        match judge(&seen) {
+            Mapping::Independent(addr) if seen.iter().filter(|a| **a == addr).count() >= 2 => Some(addr),
+            _ => None,
+        }
     }
+
+    /// The addresses of one family seen in the last [`OBSERVATION_TTL`],
+    /// oldest first.
+    fn fresh_in(&self, v4: bool, now: Instant) -> Vec<SocketAddr> {
+        self.seen
+            .iter()
+            .filter(|(_, addr, at)| addr.is_ipv4() == v4 && now.saturating_duration_since(*at) < OBSERVATION_TTL)
+            .map(|(_, addr, _)| *addr)
+            .collect()
+    }
+}
+
+/// What the addresses one family's observers saw (oldest first) say.
+fn judge(seen: &[SocketAddr]) -> Mapping {
+    let observers = |addr: &SocketAddr| seen.iter().filter(|a| *a == addr).count();
+    for addr in seen {
+        let same_ip = || seen.iter().filter(move |a| a.ip() == addr.ip());
+        let ports_differ = same_ip().any(|a| a.port() != addr.port());
+        // One liar adds a port; it cannot take away one that two observers
+        // agree on.
+        if ports_differ && same_ip().all(|a| observers(a) < 2) {
+            return Mapping::Dependent(addr.ip());
+        }
+    }
+    // Most observers first, then public before private, then the latest.
+    let rank = |(i, addr): (usize, &SocketAddr)| (observers(addr), !is_private(addr.ip()), i);
+    seen.iter().enumerate().max_by_key(|entry| rank(*entry)).map_or(Mapping::Unknown, |(_, a)| Mapping::Independent(*a))
 }
 
 /// Addresses behind a NAT rather than in front of one: RFC 1918, shared

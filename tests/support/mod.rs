@@ -97,33 +97,29 @@ pub(crate) fn copy_ledger(from: &Path, to: &Path) {
 /// `carrierd init` in `root/name`, registered by the admin in `ledger` (a
 /// ledger directory); returns the device's data directory.
 pub(crate) fn new_device(root: &Path, ledger: &Path, name: &str) -> PathBuf {
+    new_device_with_role(root, ledger, name, None)
+}
+
+/// [`new_device`], registered with `role` if one is given.
+fn new_device_with_role(root: &Path, ledger: &Path, name: &str, role: Option<&str>) -> PathBuf {
     let dir = root.join(name);
     let key = root.join("admin/registrar.key");
     assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());
     let card = dir.join("device.card");
     let (ledger, key, card) = (ledger.to_str().unwrap(), key.to_str().unwrap(), card.to_str().unwrap());
-    carrierctl(&["ledger", "register-device", "--ledger", ledger, "--key", key, card]);
+    let role = role.map(|role| ["--role", role]);
+    let mut args = vec!["ledger", "register-device", "--ledger", ledger, "--key", key];
+    args.extend(role.iter().flatten());
+    args.push(card);
+    carrierctl(&args);
     dir
 }
 
 /// Adds a device registered with role `relay` to the admin's ledger, and
 /// hands the ledger to every device.
 pub(crate) fn add_relay(root: &Path, devices: &[PathBuf]) -> PathBuf {
-    let dir = root.join("relay");
-    assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());
-    let (key, ledger) = (root.join("admin/registrar.key"), root.join("admin/ledger"));
-    let card = dir.join("device.card");
-    carrierctl(&[
-        "ledger",
-        "register-device",
-        "--ledger",
-        ledger.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--role",
-        "relay",
-        card.to_str().unwrap(),
-    ]);
+    let ledger = root.join("admin/ledger");
+    let dir = new_device_with_role(root, &ledger, "relay", Some("relay"));
     for dir in devices.iter().chain([&dir]) {
         copy_ledger(&ledger, &dir.join("ledger"));
     }

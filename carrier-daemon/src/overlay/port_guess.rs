@@ -130,11 +130,6 @@ impl PortGuessing {
         let _ = self.transport.set((socket, links.downgrade()));
     }
 
-    /// How our NAT maps our listening port, by what peers saw.
-    pub(super) fn mapping(&self) -> Mapping {
-        self.reachability.mapping()
-    }
-
     /// Starts a guess towards `peer` (of `did`), from our public `ip`, in a
     /// task of its own; `false` if one is under way already.
     pub(super) fn start(self: &Arc<Self>, streams: StreamControl, peer: PeerId, did: Did, ip: IpAddr) -> bool {
@@ -372,7 +367,7 @@ async fn first_probe(
             let mut buf = [0u8; 64];
             loop {
                 match socket.recv_from(&mut buf).await {
-                    Ok((n, from)) if from == target && nat::is_probe(&buf[..n], &nonce) => return Some(socket),
+                    Ok((n, from)) if from == target && nat::is_probe(&buf[..n], &nonce) => return socket,
                     // A stray datagram is not the probe; keep listening.
                     Ok(_) => {}
                     // A socket that fails is out of the running.
@@ -386,7 +381,7 @@ async fn first_probe(
     if waits.is_empty() {
         return None;
     }
-    futures::future::select_all(waits).await.0
+    Some(futures::future::select_all(waits).await.0)
 }
 
 #[cfg(test)]

@@ -106,27 +106,31 @@ impl Reachability {
 
     /// `peer` sees our listening port at `addr`.
     pub(crate) fn observe(&self, peer: PeerId, addr: std::net::SocketAddr) {
-        self.observed.lock().unwrap_or_else(PoisonError::into_inner).observe(peer, addr, Instant::now());
+        self.observed().observe(peer, addr, Instant::now());
     }
 
     /// `peer` is gone: what it saw no longer counts.
     pub(crate) fn forget(&self, peer: &PeerId) {
-        self.observed.lock().unwrap_or_else(PoisonError::into_inner).forget(peer);
+        self.observed().forget(peer);
     }
 
     /// How our NAT maps our listening port, by what peers saw lately.
     pub fn mapping(&self) -> Mapping {
-        self.observed.lock().unwrap_or_else(PoisonError::into_inner).mapping(Instant::now())
+        self.observed().mapping(Instant::now())
     }
 
     /// Our IPv4 (`v4`) or IPv6 mapped address, once two peers agree on it.
     pub fn agreed_in(&self, v4: bool) -> Option<std::net::SocketAddr> {
-        self.observed.lock().unwrap_or_else(PoisonError::into_inner).agreed_in(v4, Instant::now())
+        self.observed().agreed_in(v4, Instant::now())
     }
 
     /// The same for our IPv4 (`v4`) or IPv6 address alone.
     pub fn mapping_in(&self, v4: bool) -> Mapping {
-        self.observed.lock().unwrap_or_else(PoisonError::into_inner).mapping_in(v4, Instant::now())
+        self.observed().mapping_in(v4, Instant::now())
+    }
+
+    fn observed(&self) -> std::sync::MutexGuard<'_, MappingObserver<PeerId>> {
+        self.observed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The device as a whole.

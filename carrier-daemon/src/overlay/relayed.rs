@@ -122,7 +122,7 @@ impl Actor {
     /// destination (so hole punching cannot link us); one at a time.
     pub(super) fn start_port_guesses(&mut self) {
         let Some(guessing) = self.port_guessing.clone() else { return };
-        let Mapping::Dependent(ip) = guessing.mapping() else { return };
+        let Mapping::Dependent(ip) = self.reachability.mapping() else { return };
         let now = Instant::now();
         self.relayed.guesses.retain(|_, (_, last)| now.saturating_duration_since(*last) < GUESSES_KEPT);
         let due = self.relayed.up.iter().find(|(peer, links)| {
