@@ -101,10 +101,11 @@ impl Behaviour {
 
     /// Is `peer`'s key the current key of an active DID?
     fn check(&self, peer: PeerId) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
-        let active = super::did_of(&*self.ctx.ledger, &peer)
-            .and_then(|did| self.ctx.ledger.standing(&did))
-            .is_some_and(|standing| standing.is_active_device());
-        if active { Ok(dummy::ConnectionHandler) } else { Err(ConnectionDenied::new(NotActive(peer))) }
+        if super::is_active_device(&*self.ctx.ledger, &peer) {
+            Ok(dummy::ConnectionHandler)
+        } else {
+            Err(ConnectionDenied::new(NotActive(peer)))
+        }
     }
 }
 

@@ -58,6 +58,12 @@ pub(crate) fn did_of(ledger: &dyn Ledger, peer: &PeerId) -> Option<Did> {
     carrier_proto::identity::SigningPublicKey::from_peer_id(peer).and_then(|key| ledger.did_of_key(&key))
 }
 
+/// Whether `peer` names the current key of an active device on the ledger:
+/// the test every link, relay reservation and circuit must pass.
+pub(crate) fn is_active_device(ledger: &dyn Ledger, peer: &PeerId) -> bool {
+    did_of(ledger, peer).and_then(|did| ledger.standing(&did)).is_some_and(|standing| standing.is_active_device())
+}
+
 /// Kademlia protocol name: private, so Carrier nodes never join a public DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/carrier/kad/1.0.0");
 /// Identify protocol version string.

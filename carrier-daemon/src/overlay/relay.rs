@@ -66,9 +66,7 @@ fn ledger_gate(
     counters: Arc<Counters>,
 ) -> impl FnMut(PeerId, &Multiaddr, Instant) -> bool + Send + 'static {
     move |peer, _addr, _now| {
-        let active = super::did_of(&*ledger, &peer)
-            .and_then(|did| ledger.standing(&did))
-            .is_some_and(|standing| standing.is_active_device());
+        let active = super::is_active_device(&*ledger, &peer);
         if !active {
             tracing::warn!(%peer, "refused a relay {what}: not an active device on the ledger");
             counters.count(format!("relay_refused_{what}_not_active"));

@@ -57,9 +57,9 @@ impl std::str::FromStr for ReservationPolicy {
 #[derive(Debug, Default)]
 pub(super) struct Reservations {
     pub(super) policy: ReservationPolicy,
-    /// Relay → the listener of its circuit address, and whether the relay
-    /// has accepted.
-    held: HashMap<PeerId, (ListenerId, bool)>,
+    /// Relay → the listener of its circuit address (asked for, or
+    /// accepted).
+    held: HashMap<PeerId, ListenerId>,
     /// When each relay was last asked or looked up.
     tried: HashMap<PeerId, Instant>,
 }
@@ -117,7 +117,7 @@ impl Actor {
             match self.swarm.listen_on(circuit.clone()) {
                 Ok(listener) => {
                     tracing::info!(relay = %did, addr = %circuit, "asking a relay for a reservation");
-                    self.reservations.held.insert(peer, (listener, false));
+                    self.reservations.held.insert(peer, listener);
                 }
                 Err(error) => tracing::warn!(relay = %did, %error, "cannot ask a relay for a reservation"),
             }
@@ -134,9 +134,6 @@ impl Actor {
     pub(super) fn on_relay_client_event(&mut self, event: relay::client::Event) {
         match event {
             relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } => {
-                if let Some((_, accepted)) = self.reservations.held.get_mut(&relay_peer_id) {
-                    *accepted = true;
-                }
                 let relay = self.did_of(&relay_peer_id).map(|d| d.to_string());
                 if !renewal {
                     tracing::info!(?relay, "relay reservation accepted: reachable through the relay");
@@ -153,7 +150,7 @@ impl Actor {
 
     /// A listener ended: if it was a reservation, the next sweep replaces it.
     pub(super) fn on_listener_closed(&mut self, listener: ListenerId, reason: &str) {
-        let relay = self.reservations.held.iter().find(|(_, (id, _))| *id == listener).map(|(peer, _)| *peer);
+        let relay = self.reservations.held.iter().find(|(_, id)| **id == listener).map(|(peer, _)| *peer);
         if let Some(relay) = relay {
             self.reservations.held.remove(&relay);
             tracing::info!(%relay, %reason, "relay reservation ended");
