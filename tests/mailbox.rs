@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use carrier_sdk::{AppIdentity, Client, Reason, Receipt, ReceiptState};
-use support::{Daemon, app_socket, carrierctl, provision_with_apps, socket};
+use support::{Daemon, app_socket, carrierctl, provision_with_apps, until_routed};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -35,24 +35,8 @@ fn network(dirs: &[PathBuf], mailbox_config: &str) -> Vec<Daemon> {
     let mut daemons = vec![first];
     daemons.extend(dirs[1..3].iter().map(|dir| Daemon::start_with(dir, Some(&addr), mailbox_config)));
     daemons.extend(dirs[3..].iter().map(|dir| Daemon::start(dir, Some(&addr))));
-    until_routed(&dirs[3], dirs.len() - 1);
+    until_routed(&dirs[3], dirs.len() - 1, WAIT);
     daemons
-}
-
-/// Waits until the routing table of the daemon in `dir` has `count` devices.
-fn until_routed(dir: &Path, count: usize) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let routes: serde_json::Value =
-            serde_json::from_str(&carrierctl(&["routes", "--socket", &socket(dir), "--json"])).unwrap();
-        if routes.as_array().unwrap().iter().filter(|r| r["did"].as_str().is_some_and(|d| !d.is_empty())).count()
-            >= count
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the device never saw every other: {routes}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn payload(n: u32) -> Vec<u8> {
@@ -246,7 +230,7 @@ async fn an_altered_copy_is_rejected_and_logged_and_a_revoked_senders_blobs_are_
     // Three mailbox nodes, an honest sender, a sender to be revoked, the recipient.
     let (dirs, apps) = provision_with_apps(root.path(), 6, &[0, 0, 0, 1, 1, 1]);
     let mut daemons = network(&dirs, "");
-    until_routed(&dirs[4], dirs.len() - 1);
+    until_routed(&dirs[4], dirs.len() - 1, WAIT);
     let recipient_app = AppIdentity::load_or_create(&apps[5][0]).unwrap().did();
     daemons.pop().unwrap().terminate();
     // The mailbox node closest to the recipient: whichever sender looks,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use carrier_sdk::{AppIdentity, Client, Receipt};
 use lab::{BOOTSTRAP_IP, Lab, NatKind, PORT, RELAY_IP};
 use serde_json::Value;
-use support::{Daemon, add_relay, app_socket, carrierctl, provision_with_apps, socket};
+use support::{Daemon, add_relay, app_socket, carrierctl, provision_with_apps, socket, until_routed};
 
 /// How long a pair may take to go direct after it linked.
 const DIRECT_WAIT: Duration = Duration::from_secs(15);
@@ -108,6 +108,9 @@ async fn every_pair_behind_any_two_nats_links_and_exchanges_a_message() {
             _ => device.wait_for("reachable through a relay at this address"),
         };
     }
+    // Every device has joined: the bootstrap device routes to all of them
+    // and the relay, so a lookup by DID finds each.
+    until_routed(&dirs[0], kinds.len() + 1, Duration::from_secs(30));
     let device_dirs = &dirs[1..];
     let dids: Vec<String> = device_dirs.iter().map(|d| did(d)).collect();
     // `carrierctl status` says what the probes found.
@@ -200,8 +203,11 @@ async fn every_pair_behind_any_two_nats_links_and_exchanges_a_message() {
     }
     carrierctl(&["ledger", "publish", "--ledger", ledger, "--socket", &socket(&dirs[0])]);
     for (i, device) in devices.iter().enumerate().filter(|(i, _)| !revoked.contains(i)) {
-        for _ in &revoked {
-            device.wait_for("revoked: links closed");
+        // Each revocation, by name: one may be logged twice (the ledger's
+        // update is checked per DID and for every link).
+        for &r in &revoked {
+            let cut = |l: &str| l.contains("revoked: links closed") && l.contains(&dids[r]);
+            device.line_within(cut, Duration::from_secs(30)).unwrap_or_else(|| panic!("device {i} never cut {r}"));
         }
         let peers = carrierctl(&["peers", "--socket", &socket(&device_dirs[i]), "--json"]);
         for &r in &revoked {

@@ -126,6 +126,23 @@ pub(crate) fn add_relay(root: &Path, devices: &[PathBuf]) -> PathBuf {
     dir
 }
 
+/// Waits (up to `wait`) until the routing table of the daemon in `dir`
+/// has `count` devices.
+pub(crate) fn until_routed(dir: &Path, count: usize, wait: Duration) {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let routes: serde_json::Value =
+            serde_json::from_str(&carrierctl(&["routes", "--socket", &socket(dir), "--json"])).unwrap();
+        if routes.as_array().unwrap().iter().filter(|r| r["did"].as_str().is_some_and(|d| !d.is_empty())).count()
+            >= count
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the device never saw every other: {routes}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped.
 pub(crate) struct Reaped(pub(crate) Child);
 
