@@ -121,7 +121,8 @@ fn two_signed_histories_raise_the_alarm_and_keep_the_old_view() {
             .collect();
         assert_eq!(evidence.len(), 1, "{evidence:?}");
         let text = std::fs::read_to_string(&evidence[0]).unwrap();
-        assert_eq!(text.matches("\u{2014} carrier/").count(), 2, "both signed notes: {text}");
+        // Both signed notes, each with the log key's signature and its time.
+        assert_eq!(text.matches("\u{2014} carrier/").count(), 4, "both signed notes: {text}");
     }
     assert!(a.terminate().success());
     assert!(b.terminate().success());

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use carrier_daemon::ledger::{EmbeddedLedger, Ledger, LedgerStore};
 use carrier_daemon::link::{LinkContext, LinkLimits, join, quic};
 use carrier_proto::identity::{Identity, IdentityKind};
-use carrier_proto::ledger::{Entry, LedgerState, Op, Quotas, Sequencer, SignedCheckpoint, check_batch};
+use carrier_proto::ledger::{Entry, LedgerState, Op, Sequencer, SignedCheckpoint, check_batch};
 
 const ENTRIES: u64 = 100_000;
 const RUNS: usize = 3;
@@ -44,12 +44,14 @@ fn build(registrar: &Identity, members: &[&Identity]) -> (Vec<Vec<u8>>, LedgerSt
         encoded.push(entry.encoded().to_vec());
         sequencer.sequence(state, entry, 1 << 41, |_| Ok::<(), carrier_proto::ledger::Rejection>(())).unwrap();
     };
-    let quotas = Quotas::default();
+    // A registrar registering a fleet: no quota in the way.
+    let quotas = carrier_proto::testing::TestNetwork::unlimited();
     let genesis = Op::Genesis {
         network: "bench".into(),
         registrars: vec![registrar.signing_key()],
         log_key: log_key().signing_key(),
         quotas,
+        witnesses: Default::default(),
     };
     add(&mut state, genesis);
     for member in members {
@@ -59,7 +61,7 @@ fn build(registrar: &Identity, members: &[&Identity]) -> (Vec<Vec<u8>>, LedgerSt
         let device = Identity::generate(IdentityKind::Device);
         add(&mut state, Op::RegisterDevice { did: device.did(), keys: device.public_keys(), roles: vec![] });
     }
-    let checkpoint = sequencer.checkpoint(&state);
+    let checkpoint = sequencer.checkpoint(&state, 1 << 41);
     (encoded, state, checkpoint)
 }
 

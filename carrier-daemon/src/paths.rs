@@ -117,3 +117,21 @@ impl DataDir {
         self.root.join(LEDGER_DIR)
     }
 }
+
+/// Makes `path` readable and writable by its owner only (0600): every file
+/// the daemon keeps in its data directory holds what peers and apps sent
+/// it, or keys.
+pub fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Creates (or opens) `path` for reading and writing with mode 0600, and
+/// narrows an existing file's mode to 0600.
+pub fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    make_private(path)?;
+    Ok(file)
+}

@@ -43,6 +43,7 @@ fn build(entries: usize) -> Built {
         registrars: vec![registrar.signing_key()],
         log_key: log.signing_key(),
         quotas,
+        witnesses: carrier_proto::ledger::WitnessPolicy::default(),
     };
     let entry = state.next_entry(genesis, 1, &registrar);
     push(&mut state, entry);

@@ -19,6 +19,11 @@ pub const APP_AUTH: &[u8] = b"carrier/v1/app-auth\0";
 /// by the log key, which signs nothing else.
 pub const NOTE: &[u8] = b"";
 
+/// Signature by a cosigner (a witness, or the log dating its own
+/// checkpoint) in C2SP `cosignature/v1` form: empty, because the signed
+/// message begins with its own header line, `cosignature/v1`.
+pub const COSIGNATURE: &[u8] = b"";
+
 /// Concatenates `tag` and `payload` into the message that is signed or hashed.
 pub fn tagged(tag: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut message = Vec::with_capacity(tag.len() + payload.len());

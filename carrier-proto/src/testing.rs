@@ -6,7 +6,7 @@
 #![allow(clippy::expect_used)]
 
 use crate::identity::{Did, Identity, IdentityKind, PublicKeys};
-use crate::ledger::{Entry, LedgerState, Op, Quotas, Rejection, Sequencer, SignedCheckpoint};
+use crate::ledger::{Entry, LedgerState, Op, Quotas, Rejection, Sequencer, SignedCheckpoint, WitnessPolicy};
 
 /// A registrar, a sequencer and the ledger they keep.
 pub struct TestNetwork {
@@ -29,12 +29,25 @@ impl TestNetwork {
             network: name.into(),
             registrars: vec![registrar.signing_key()],
             log_key: log.signing_key(),
-            quotas: Quotas { max_requests_per_minute: u32::MAX, ..Quotas::default() },
+            quotas: Self::unlimited(),
+            witnesses: WitnessPolicy::default(),
         };
         let sequencer = Sequencer::new(log, None);
         let mut net = Self { ledger: LedgerState::new(), clock: 1, registrar, sequencer };
         net.append_by_registrar(genesis);
         net
+    }
+
+    /// Quotas no test's ledger reaches.
+    pub fn unlimited() -> Quotas {
+        Quotas {
+            max_requests_per_minute: u32::MAX,
+            max_requests_per_day: u32::MAX,
+            max_rotations_per_day: u32::MAX,
+            registrar_requests_per_minute: u32::MAX,
+            registrar_requests_per_day: u32::MAX,
+            ..Quotas::default()
+        }
     }
 
     /// Signs `op` with `signer` and sequences it; panics if refused.
@@ -60,7 +73,7 @@ impl TestNetwork {
 
     /// The sequencer's checkpoint of the ledger as it stands.
     pub fn checkpoint(&self) -> SignedCheckpoint {
-        self.sequencer.checkpoint(&self.ledger)
+        self.sequencer.checkpoint(&self.ledger, self.clock)
     }
 
     /// Makes a device identity and registers it.

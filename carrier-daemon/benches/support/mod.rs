@@ -11,7 +11,7 @@ use carrier_daemon::paths::DataDir;
 use carrier_proto::identity::{Identity, IdentityKind};
 use carrier_proto::keystore;
 use carrier_proto::ledger::LedgerState;
-use carrier_proto::ledger::{Entry, Op, Quotas, Sequencer};
+use carrier_proto::ledger::{Entry, Op, Sequencer};
 use carrier_sdk::AppIdentity;
 
 /// carrierd's allocator, so that daemons run in a benchmark process as
@@ -58,7 +58,8 @@ pub(crate) fn genesis(registrar: &Identity, log: &Path) -> Op {
         network: "bench".into(),
         registrars: vec![registrar.signing_key()],
         log_key: key.signing_key(),
-        quotas: Quotas { max_requests_per_minute: u32::MAX, ..Quotas::default() },
+        quotas: carrier_proto::testing::TestNetwork::unlimited(),
+        witnesses: Default::default(),
     }
 }
 

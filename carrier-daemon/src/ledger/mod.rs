@@ -174,7 +174,7 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     /// Checks a checkpoint note against this network's log key.
     fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {
         let network = self.network().ok_or(CheckpointError::NotSigned)?;
-        SignedCheckpoint::verify(note, &network.id, &network.log_key)
+        SignedCheckpoint::verify(note, &network.trust())
     }
 }
 

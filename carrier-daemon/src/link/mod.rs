@@ -155,8 +155,8 @@ pub struct LinkContext {
     live: Mutex<HashMap<Did, Vec<LiveLink>>>,
     /// The node's endpoint once bound, for an orderly shutdown.
     endpoint: Mutex<Option<quinn::Endpoint>>,
-    /// Each peer's checkpoint note from its latest handshake (unverified),
-    /// for replication.
+    /// Each peer's checkpoint from its latest handshake, for replication:
+    /// only a note that verified, written anew (never the bytes as sent).
     peer_checkpoints: Mutex<HashMap<Did, Vec<u8>>>,
     /// Admissions and refusals since start, by name.
     counters: Arc<Counters>,
@@ -290,8 +290,8 @@ impl LinkContext {
             .fold((0, 0), |(rx, tx), (link_rx, link_tx)| (rx + link_rx, tx + link_tx))
     }
 
-    /// A peer's checkpoint note as its latest handshake showed it, not yet
-    /// verified.
+    /// A peer's checkpoint note as its latest handshake showed it, verified
+    /// and written anew.
     pub fn peer_checkpoint(&self, did: &Did) -> Option<Vec<u8>> {
         self.peer_checkpoints.lock().unwrap_or_else(PoisonError::into_inner).get(did).cloned()
     }
@@ -304,8 +304,21 @@ impl LinkContext {
     /// Records an admitted link of either kind, dropping entries for
     /// closed ones.
     fn register_handle(&self, peer: &Admitted, handle: LinkHandle) {
-        let note = peer.checkpoint.clone();
-        self.peer_checkpoints.lock().unwrap_or_else(PoisonError::into_inner).insert(peer.did, note);
+        let verified = match self.ledger.verify_checkpoint(&peer.checkpoint) {
+            Ok(checkpoint) => Some(checkpoint.note().to_vec()),
+            Err(_) if peer.checkpoint.is_empty() => None,
+            Err(error) => {
+                self.counters.count("ledger_checkpoints_refused");
+                tracing::debug!(peer = %peer.did, %error, "the peer's handshake checkpoint does not verify; not kept");
+                None
+            }
+        };
+        let mut notes = self.peer_checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        match verified {
+            Some(note) => notes.insert(peer.did, note),
+            None => notes.remove(&peer.did),
+        };
+        drop(notes);
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let links = live.entry(peer.did).or_default();
         links.retain(|l| !l.handle.is_closed());

@@ -305,8 +305,9 @@ async fn admission_records_the_peers_checkpoint() {
     let node_a = Node::start(a, net.ledger.clone());
     let node_b = Node::start(b, net.ledger.clone());
     let _link = node_a.dial(&node_b, None).await.unwrap();
-    // An in-memory ledger has no checkpoint: the handshake carries none.
-    assert_eq!(node_a.ctx.peer_checkpoint(&b_did), Some(Vec::new()));
+    // An in-memory ledger has no checkpoint: the handshake carries none,
+    // and nothing is kept.
+    assert_eq!(node_a.ctx.peer_checkpoint(&b_did), None);
 }
 
 /// The close code a peer ended `connection` with.

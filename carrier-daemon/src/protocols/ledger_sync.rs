@@ -157,12 +157,12 @@ impl LedgerSync {
     /// until we reach it; raises the alarm if it contradicts ours.
     async fn catch_up(&self, peer: Did, note: &[u8]) {
         let theirs = match assess(&*self.ledger, peer, note) {
-            Assessment::Act(theirs) => theirs,
+            Assessment::Act(theirs) => *theirs,
             Assessment::Ignore(error) => {
                 self.counters.count("ledger_checkpoints_refused");
                 return tracing::debug!(%peer, %error, "ignoring a peer's checkpoint");
             }
-            Assessment::Equivocation(equivocation) => return self.ledger.raise_alarm(equivocation),
+            Assessment::Equivocation(equivocation) => return self.ledger.raise_alarm(*equivocation),
             Assessment::Nothing => return,
         };
         let _one_at_a_time = self.catching_up.lock().await;
@@ -242,9 +242,9 @@ enum Assessment {
     /// Ours already, or older: nothing to fetch.
     Nothing,
     /// Signed, and it contradicts ours.
-    Equivocation(Equivocation),
+    Equivocation(Box<Equivocation>),
     /// Signed and ahead of ours (or of the same log; act on it).
-    Act(SignedCheckpoint),
+    Act(Box<SignedCheckpoint>),
 }
 
 /// Checks `note` under the log key and against our checkpoint. Only a
@@ -256,10 +256,10 @@ fn assess(ledger: &dyn Ledger, peer: Did, note: &[u8]) -> Assessment {
     };
     match (ledger.compare(&theirs), ledger.checkpoint()) {
         (Some(Comparison::Equivocation), Some(ours)) => {
-            Assessment::Equivocation(Equivocation { ours, theirs, source: format!("peer {peer}") })
+            Assessment::Equivocation(Box::new(Equivocation { ours, theirs, source: format!("peer {peer}") }))
         }
         (Some(Comparison::Older) | None, _) => Assessment::Nothing,
-        _ => Assessment::Act(theirs),
+        _ => Assessment::Act(Box::new(theirs)),
     }
 }
 

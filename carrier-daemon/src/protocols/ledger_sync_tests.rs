@@ -32,6 +32,7 @@ fn fixture() -> Fixture {
         registrars: vec![registrar.signing_key()],
         log_key: log_key().signing_key(),
         quotas: Quotas::default(),
+        witnesses: Default::default(),
     };
     let entry = carrier_proto::ledger::LedgerState::new().next_entry(genesis, 1, &registrar);
     let mut sequencer = Sequencer::new(log_key(), None);
@@ -48,7 +49,7 @@ fn fixture() -> Fixture {
 
 fn signed(f: &Fixture, size: u64, root: EntryHash, log: &Identity) -> SignedCheckpoint {
     let network = f.ledger.network().unwrap().id;
-    SignedCheckpoint::sign(&network, Checkpoint { size, root, sequencer: None }, log)
+    SignedCheckpoint::sign(&network, Checkpoint { size, root, sequencer: None }, log, 1)
 }
 
 #[test]

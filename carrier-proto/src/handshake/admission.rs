@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::refusal::{HandshakeError, Refusal};
 use crate::identity::{Did, Identity, NoisePublicKey, PublicKeys, SigningPublicKey};
-use crate::ledger::{Directory, EntryHash, Kind, MAX_NOTE_SIZE, Status};
+use crate::ledger::{Directory, EntryHash, Kind, Status, check_note_shape};
 use crate::{domain, pb};
 
 /// Who this side is: its registered DID and current keys.
@@ -46,14 +46,16 @@ pub struct Admitted {
     pub did: Did,
     /// Its keys, as the ledger holds them.
     pub keys: PublicKeys,
-    /// Its checkpoint note at handshake time, as sent: not yet verified
-    /// (ledger sync checks it against the log key before acting on it).
+    /// Its checkpoint note at handshake time, as sent: bounded and shaped
+    /// like a checkpoint of our log, but its signatures not yet verified
+    /// (the daemon checks them and keeps the note written anew).
     pub checkpoint: Vec<u8>,
 }
 
 /// Checks a peer's payload and proven Noise key against the ledger.
 pub(crate) fn admit(
     ledger: &dyn Directory,
+    network: &EntryHash,
     payload: &[u8],
     noise_key: &[u8],
     expected: Option<&Did>,
@@ -69,9 +71,6 @@ pub(crate) fn admit(
         .as_slice()
         .try_into()
         .map_err(|_| malformed("noise key signature is not 64 bytes".into()))?;
-    if payload.checkpoint.len() > MAX_NOTE_SIZE {
-        return Err(malformed(format!("checkpoint note is {} bytes, over {MAX_NOTE_SIZE}", payload.checkpoint.len())));
-    }
 
     if let Some(expected) = expected
         && *expected != did
@@ -101,6 +100,13 @@ pub(crate) fn admit(
     }
     if !signing.verify(domain::NOISE_KEY, noise.as_bytes(), &signature) {
         return Err(HandshakeError::new(Refusal::KeyMismatch, format!("{did}: noise key signature does not verify")));
+    }
+    // A peer with nothing sequenced yet sends no note; anything else must
+    // be a bounded, well-formed checkpoint of our log. Its signatures are
+    // checked (and the note written anew) before anything keeps it.
+    if !payload.checkpoint.is_empty() {
+        check_note_shape(&payload.checkpoint, network)
+            .map_err(|e| HandshakeError::new(Refusal::BadCheckpoint, format!("{did}'s checkpoint: {e}")))?;
     }
     Ok(Admitted { did, keys, checkpoint: payload.checkpoint })
 }

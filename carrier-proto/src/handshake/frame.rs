@@ -1,9 +1,13 @@
 //! Handshake framing: a 2-byte big-endian length, then the message.
 
 use super::refusal::{HandshakeError, Refusal};
+use crate::ledger::MAX_NOTE_SIZE;
 
-/// Largest handshake message; real ones are under 400 bytes.
-pub const MAX_FRAME: usize = 1024;
+/// Largest handshake message: the largest checkpoint note any node may
+/// hold, with room for the rest of the payload (DID, key, signature:
+/// about 180 bytes) and Noise's keys and tags (112 bytes). A test checks a
+/// payload with the largest note fits.
+pub const MAX_FRAME: usize = MAX_NOTE_SIZE + 512;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER: usize = 2;
 

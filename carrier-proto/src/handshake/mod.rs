@@ -31,7 +31,7 @@ use prost::Message;
 use snow::{HandshakeState, TransportState};
 
 use crate::identity::Did;
-use crate::ledger::Directory;
+use crate::ledger::{Directory, EntryHash};
 use crate::pb;
 
 /// ALPN and prologue tag of this protocol.
@@ -132,6 +132,7 @@ fn verdict(transport: &mut TransportState) -> Result<Vec<u8>, HandshakeError> {
 /// The dialer's first state.
 pub struct Initiator {
     state: HandshakeState,
+    network: EntryHash,
     pattern: Pattern,
     expected: Option<Did>,
     payload: Vec<u8>,
@@ -206,7 +207,7 @@ impl Initiator {
             network_id: local.network_id.0.to_vec(),
             noise: first,
         };
-        Ok((Self { state, pattern, expected, payload }, hello.encode_to_vec()))
+        Ok((Self { state, network: local.network_id, pattern, expected, payload }, hello.encode_to_vec()))
     }
 
     /// Which pattern this handshake uses.
@@ -217,7 +218,8 @@ impl Initiator {
     /// Takes the listener's reply (message 2) and checks the listener.
     pub fn read_response(mut self, message: &[u8], ledger: &dyn Directory) -> Result<InitiatorStep, HandshakeError> {
         let payload = read(&mut self.state, message, "message 2")?;
-        let peer = admission::admit(ledger, &payload, &remote_static(&self.state)?, self.expected.as_ref())?;
+        let peer =
+            admission::admit(ledger, &self.network, &payload, &remote_static(&self.state)?, self.expected.as_ref())?;
         match self.pattern {
             Pattern::Ik => {
                 let mut transport = into_transport(self.state)?;
@@ -308,7 +310,7 @@ impl<'a> Responder<'a> {
         let own = self.local.payload();
         match pattern {
             Pattern::Ik => {
-                let peer = admission::admit(ledger, &payload, &remote_static(&state)?, None)?;
+                let peer = admission::admit(ledger, &self.local.network_id, &payload, &remote_static(&state)?, None)?;
                 let message = write(&mut state, &own, "message 2")?;
                 let transport = into_transport(state)?;
                 Ok(ResponderStep::AwaitVerdict { next: AwaitVerdict { transport: Box::new(transport), peer }, message })
@@ -318,7 +320,8 @@ impl<'a> Responder<'a> {
                     return Err(err(Refusal::Malformed, "XX message 1 carries a payload"));
                 }
                 let message = write(&mut state, &own, "message 2")?;
-                Ok(ResponderStep::AwaitPayload { next: AwaitPayload { state: Box::new(state) }, message })
+                let next = AwaitPayload { state: Box::new(state), network: self.local.network_id };
+                Ok(ResponderStep::AwaitPayload { next, message })
             }
         }
     }
@@ -328,6 +331,7 @@ impl<'a> Responder<'a> {
 pub struct AwaitPayload {
     /// Boxed: a Noise handshake state is large, and steps are moved around.
     state: Box<HandshakeState>,
+    network: EntryHash,
 }
 
 impl AwaitPayload {
@@ -345,7 +349,7 @@ impl AwaitPayload {
         ledger: &dyn Directory,
     ) -> Result<(Admitted, Vec<u8>, Session), HandshakeError> {
         let payload = read(&mut self.state, message, "message 3")?;
-        let peer = admission::admit(ledger, &payload, &remote_static(&self.state)?, None)?;
+        let peer = admission::admit(ledger, &self.network, &payload, &remote_static(&self.state)?, None)?;
         let mut transport = into_transport(*self.state)?;
         let verdict = verdict(&mut transport)?;
         Ok((peer, verdict, Session::new(Box::new(transport))))

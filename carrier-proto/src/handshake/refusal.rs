@@ -37,10 +37,13 @@ pub enum Refusal {
     /// The identity is registered, but not as a device (an app's key):
     /// only devices hold links.
     NotADevice = 12,
+    /// The checkpoint note in the handshake is oversized or not a
+    /// checkpoint of this network's log.
+    BadCheckpoint = 13,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 12] = [
+    const ALL: [Refusal; 13] = [
         Refusal::UnknownIdentity,
         Refusal::Revoked,
         Refusal::KeyMismatch,
@@ -53,6 +56,7 @@ impl Refusal {
         Refusal::Busy,
         Refusal::Shutdown,
         Refusal::NotADevice,
+        Refusal::BadCheckpoint,
     ];
 
     /// The QUIC application close code.
@@ -80,6 +84,7 @@ impl Refusal {
             Refusal::Busy => "busy",
             Refusal::Shutdown => "shutting down",
             Refusal::NotADevice => "not a device",
+            Refusal::BadCheckpoint => "bad checkpoint note",
         }
     }
 }

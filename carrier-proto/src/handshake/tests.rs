@@ -8,13 +8,15 @@ use crate::identity::{Identity, IdentityKind};
 use crate::ledger::{LedgerState, Op};
 use crate::testing::TestNetwork;
 
-/// This side's handshake identity on `net`.
-/// The handshake carries a checkpoint note without reading it (ledger sync
-/// verifies it), so any bytes do here.
-const CHECKPOINT: &[u8] = b"carrier/test\n1\nroot\n\n";
-
+/// This side's handshake identity on `net`, carrying `net`'s checkpoint.
 fn local<'a>(net: &TestNetwork, identity: &'a Identity) -> Local<'a> {
-    Local { did: identity.did(), identity, network_id: net.ledger.network().unwrap().id, checkpoint: CHECKPOINT }
+    with_note(net, identity, net.checkpoint().note().to_vec())
+}
+
+/// This side's handshake identity, carrying `note` as its checkpoint.
+fn with_note<'a>(net: &TestNetwork, identity: &'a Identity, note: Vec<u8>) -> Local<'a> {
+    let note: &'a [u8] = Box::leak(note.into_boxed_slice());
+    Local { did: identity.did(), identity, network_id: net.ledger.network().unwrap().id, checkpoint: note }
 }
 
 const BINDING: ChannelBinding = ChannelBinding([7; 32]);
@@ -70,7 +72,7 @@ fn ik_admits_both_sides() {
     let at_b = at_b.unwrap();
     assert_eq!(at_b.did, a.did());
     assert_eq!(at_b.keys, a.public_keys());
-    assert_eq!(at_b.checkpoint, CHECKPOINT);
+    assert_eq!(at_b.checkpoint, net.checkpoint().note());
 }
 
 #[test]
@@ -160,8 +162,63 @@ fn rejects_forged_payload_signature() {
     let a = net.register_device();
     let mut forged = pb::HandshakePayload::decode(local(&net, &a).payload().as_slice()).unwrap();
     forged.noise_key_signature[0] ^= 1;
-    let err = admission::admit(&net.ledger, &forged.encode_to_vec(), a.noise_key().as_bytes(), None).unwrap_err();
+    let network = net.ledger.network().unwrap().id;
+    let err =
+        admission::admit(&net.ledger, &network, &forged.encode_to_vec(), a.noise_key().as_bytes(), None).unwrap_err();
     assert_eq!(err.reason, Refusal::KeyMismatch);
+}
+
+/// `net`'s checkpoint padded with one line of an unknown key to exactly
+/// `size` bytes: well-formed, but not what any log wrote.
+fn padded_note(net: &TestNetwork, size: usize) -> Vec<u8> {
+    use base64::Engine;
+    let mut note = net.checkpoint().note().to_vec();
+    // "— " name " " base64 "\n": pick the name's length so the base64 run
+    // is whole groups of four.
+    let mut name = "pad".to_owned();
+    while !(size - note.len() - "\u{2014} ".len() - name.len() - 2).is_multiple_of(4) {
+        name.push('d');
+    }
+    let chars = size - note.len() - "\u{2014} ".len() - name.len() - 2;
+    let base64 = base64::engine::general_purpose::STANDARD.encode(vec![7u8; chars / 4 * 3]);
+    note.extend_from_slice(format!("\u{2014} {name} {base64}\n").as_bytes());
+    note
+}
+
+/// Both sides carry the largest note a peer may send: the handshake still
+/// fits its frames (it once did not, and one padded note shut a node out).
+#[test]
+fn the_largest_note_fits_the_handshake_frames() {
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
+    let note = padded_note(&net, crate::ledger::MAX_NOTE_SIZE);
+    assert_eq!(note.len(), crate::ledger::MAX_NOTE_SIZE);
+    let (big_a, big_b) = (with_note(&net, &a, note.clone()), with_note(&net, &b, note.clone()));
+    for expected in [Some(b.did()), None] {
+        let (at_a, at_b) = run((big_a, &net.ledger, BINDING), (big_b, &net.ledger, BINDING), expected);
+        assert_eq!(at_a.unwrap().checkpoint, note);
+        assert_eq!(at_b.unwrap().checkpoint, note);
+    }
+}
+
+/// An oversized note, garbage, or another log's checkpoint is a named
+/// refusal, whichever side carries it.
+#[test]
+fn rejects_oversized_and_malformed_notes() {
+    let mut net = TestNetwork::new("n");
+    let (a, b) = (net.register_device(), net.register_device());
+    let other = TestNetwork::new("other").checkpoint().note().to_vec();
+    let oversized = padded_note(&net, crate::ledger::MAX_NOTE_SIZE + 1);
+    for note in [oversized, b"garbage".to_vec(), other] {
+        for expected in [Some(b.did()), None] {
+            let bad = with_note(&net, &a, note.clone());
+            let (_, at_b) = run((bad, &net.ledger, BINDING), (local(&net, &b), &net.ledger, BINDING), expected);
+            assert_eq!(reason(&at_b), Refusal::BadCheckpoint);
+            let bad = with_note(&net, &b, note.clone());
+            let (at_a, _) = run((local(&net, &a), &net.ledger, BINDING), (bad, &net.ledger, BINDING), expected);
+            assert_eq!(reason(&at_a), Refusal::BadCheckpoint);
+        }
+    }
 }
 
 #[test]

@@ -1,32 +1,40 @@
 //! Checkpoints: the sequencer's signed word on the log's size and root, as
 //! C2SP tlog-checkpoint signed notes (c2sp.org/tlog-checkpoint,
-//! c2sp.org/signed-note).
+//! c2sp.org/signed-note), dated and cosigned with C2SP tlog-cosignature
+//! lines (`cosignature/v1`).
 //!
 //! ```text
-//! carrier/<network id hex>          origin, also the key name
+//! carrier/<network id hex>          origin, also the log key's name
 //! 1234                              tree size
 //! <base64 root>                     RFC 6962 root of those entries
 //! carrier-sequencer did:carrier:z…  optional: the daemon taking requests
 //!
-//! — carrier/<network id hex> <base64(key id || Ed25519 signature)>
+//! — carrier/<network id hex> <base64(key id || Ed25519 signature)>          the log
+//! — carrier/<network id hex> <base64(key id || time || Ed25519 signature)>  the log's time
+//! — <witness name> <base64(key id || time || Ed25519 signature)>           each witness
 //! ```
 //!
-//! The key id is the first four bytes of SHA-256(name || 0x0A || 0x01 ||
-//! public key), as signed-note says, so any C2SP verifier given
-//! [`verifier_key`] accepts these notes. The text and signature formats are
-//! `tlog_tiles`'s and `signed_note`'s; the keys are ours.
+//! The log's key id is the first four bytes of SHA-256(name || 0x0A ||
+//! 0x01 || public key), as signed-note says, so any C2SP verifier given
+//! [`verifier_key`] accepts these notes; the log also cosigns its own
+//! checkpoint to date it. Whatever a note arrives with, a
+//! [`SignedCheckpoint`] keeps only the lines of keys it knows (one each,
+//! verified) and writes its note anew from them: a padded note is never
+//! stored or passed on as sent.
 
 use std::fmt;
 
-use signed_note::{Note, NoteError, VerificationError, Verifier, VerifierList};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use signed_note::Signature;
 use tlog_tiles::Hash;
 
+use super::cosignature::{self, COSIGNATURE_LEN, WitnessKey};
 use super::entry::EntryHash;
+use super::note::{self, MAX_NOTE_SIZE};
 use crate::domain;
 use crate::identity::{Did, Identity, SigningPublicKey};
 
-/// Largest signed note accepted anywhere (handshake, sync, files).
-pub const MAX_NOTE_SIZE: usize = 1024;
 /// The extension line naming the sequencing daemon.
 const SEQUENCER_PREFIX: &str = "carrier-sequencer ";
 /// Signed-note algorithm byte for Ed25519.
@@ -56,12 +64,20 @@ pub enum CheckpointError {
         /// The note's.
         found: String,
     },
-    /// The note's text is not a tlog-checkpoint.
+    /// The note's text is not a tlog-checkpoint in canonical form.
     #[error("the note is not a tlog checkpoint")]
     NotACheckpoint,
     /// An extension line this build does not know, or a bad DID in one.
     #[error("unknown checkpoint extension line {0:?}")]
     Extension(String),
+    /// Fewer witnesses cosigned it than the network requires.
+    #[error("the checkpoint has {have} valid witness cosignatures; this network requires {need}")]
+    Unwitnessed {
+        /// Valid cosignatures by the network's witnesses.
+        have: usize,
+        /// The quorum.
+        need: usize,
+    },
 }
 
 /// What a checkpoint says.
@@ -76,10 +92,65 @@ pub struct Checkpoint {
     pub sequencer: Option<Did>,
 }
 
-/// A checkpoint with the note that carries its signature.
+/// What a checkpoint of one log is checked against: the network, the key
+/// that signs its checkpoints, and the witnesses that must cosign them.
+#[derive(Debug, Clone, Copy)]
+pub struct LogTrust<'a> {
+    /// The network id (the log's origin names it).
+    pub network: EntryHash,
+    /// The log key.
+    pub log_key: SigningPublicKey,
+    /// Witnesses whose cosignatures count.
+    pub witnesses: &'a [WitnessKey],
+    /// Cosignatures a checkpoint needs before it is taken.
+    pub quorum: usize,
+}
+
+impl<'a> LogTrust<'a> {
+    /// Trust in `log_key` alone, no witnesses (offline tools, tests).
+    pub fn log_only(network: EntryHash, log_key: SigningPublicKey) -> LogTrust<'static> {
+        LogTrust { network, log_key, witnesses: &[], quorum: 0 }
+    }
+}
+
+/// One witness's cosignature on a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cosignature {
+    /// Which witness.
+    pub witness: WitnessKey,
+    /// When it cosigned, in seconds since the Unix epoch.
+    pub time_s: u64,
+    /// Time and signature, as the note line carries them.
+    bytes: [u8; COSIGNATURE_LEN],
+}
+
+impl Cosignature {
+    /// The line as a note carries it.
+    fn line(&self) -> Option<Signature> {
+        line(self.witness.name(), self.witness.key_id(), &self.bytes)
+    }
+
+    /// The note line, as text (what a witness answers with).
+    pub fn to_line(&self) -> String {
+        self.line().map(|l| String::from_utf8_lossy(&l.to_bytes()).into_owned()).unwrap_or_default()
+    }
+}
+
+/// A checkpoint with its verified signatures, and the canonical note made
+/// from them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignedCheckpoint {
     checkpoint: Checkpoint,
+    network: EntryHash,
+    /// The note text the signatures cover.
+    body: String,
+    log_key: SigningPublicKey,
+    log_signature: [u8; 64],
+    /// The log's own cosignature, dating the checkpoint.
+    log_time: Option<(u64, [u8; COSIGNATURE_LEN])>,
+    /// Witnesses' cosignatures, one per witness, in the network's order.
+    cosignatures: Vec<Cosignature>,
+    /// The note, written anew from the above.
     note: Vec<u8>,
 }
 
@@ -88,6 +159,8 @@ impl fmt::Debug for SignedCheckpoint {
         f.debug_struct("SignedCheckpoint")
             .field("size", &self.checkpoint.size)
             .field("root", &self.checkpoint.root)
+            .field("time_s", &self.time_s())
+            .field("cosignatures", &self.cosignatures.len())
             .finish()
     }
 }
@@ -97,28 +170,31 @@ pub fn origin(network: &EntryHash) -> String {
     format!("carrier/{}", network.to_hex())
 }
 
-/// The signed-note key id of `key` under `name`.
-fn key_id(name: &str, key: &SigningPublicKey) -> u32 {
+/// The signed-note key id of the log key under `name`.
+fn log_key_id(name: &str, key: &SigningPublicKey) -> u32 {
     let mut encoded = vec![ALG_ED25519];
     encoded.extend_from_slice(key.as_bytes());
     signed_note::key_id(name, &encoded)
 }
 
+/// A signature line; `None` only for a name signed-note forbids, which
+/// origins (ASCII hex) and witness names (checked when made) never are.
+fn line(name: &str, id: u32, bytes: &[u8]) -> Option<Signature> {
+    Signature::new(name.to_owned(), id, bytes.to_vec()).ok()
+}
+
 /// The C2SP verifier key (`name+hex id+base64(0x01 || key)`) that any
 /// signed-note verifier takes to check this network's checkpoints.
 pub fn verifier_key(network: &EntryHash, key: &SigningPublicKey) -> String {
-    use base64::Engine;
     let name = origin(network);
     let mut encoded = vec![ALG_ED25519];
     encoded.extend_from_slice(key.as_bytes());
-    let id = key_id(&name, key);
-    format!("{name}+{id:08x}+{}", base64::engine::general_purpose::STANDARD.encode(encoded))
+    format!("{name}+{:08x}+{}", log_key_id(&name, key), BASE64.encode(encoded))
 }
 
 /// Reads a verifier key made by [`verifier_key`]: the network id (from its
 /// name) and the log key. The key id must match, as signed-note says.
 pub fn parse_verifier_key(text: &str) -> Result<(EntryHash, SigningPublicKey), CheckpointError> {
-    use base64::Engine;
     let bad = |why: &str| CheckpointError::Malformed(format!("verifier key: {why}"));
     // The name has no '+'; the base64 key may.
     let mut parts = text.trim().splitn(3, '+');
@@ -127,104 +203,184 @@ pub fn parse_verifier_key(text: &str) -> Result<(EntryHash, SigningPublicKey), C
     };
     let network =
         name.strip_prefix("carrier/").and_then(EntryHash::from_hex).ok_or_else(|| bad("not a Carrier log"))?;
-    let encoded = base64::engine::general_purpose::STANDARD.decode(key).map_err(|_| bad("key is not base64"))?;
+    let encoded = BASE64.decode(key).map_err(|_| bad("key is not base64"))?;
     let (Some(&ALG_ED25519), Ok(raw)) = (encoded.first(), <[u8; 32]>::try_from(&encoded[1.min(encoded.len())..]))
     else {
         return Err(bad("not an Ed25519 key"));
     };
     let key = SigningPublicKey::from_bytes(raw).map_err(|e| bad(&e.to_string()))?;
-    if u32::from_str_radix(id, 16).ok() != Some(key_id(name, &key)) {
+    if u32::from_str_radix(id, 16).ok() != Some(log_key_id(name, &key)) {
         return Err(bad("the key id does not match the key"));
     }
     Ok((network, key))
 }
 
-struct LogSigner<'a> {
-    name: String,
-    id: u32,
-    identity: &'a Identity,
+/// The note text of `checkpoint` in `network`'s log.
+fn body(network: &EntryHash, checkpoint: &Checkpoint) -> String {
+    let extension = match checkpoint.sequencer {
+        Some(did) => format!("{SEQUENCER_PREFIX}{did}\n"),
+        None => String::new(),
+    };
+    // The origin is ASCII hex and the extension a DID line: always valid.
+    tlog_tiles::Checkpoint::new(&origin(network), checkpoint.size, Hash(checkpoint.root.0), &extension)
+        .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+        .unwrap_or_default()
 }
 
-impl signed_note::Signer for LogSigner<'_> {
-    fn name(&self) -> &str {
-        &self.name
+/// Reads a note text as a checkpoint of `network`'s log; only the canonical
+/// text (as [`body`] writes it) is a checkpoint.
+fn read_body(text: &str, network: &EntryHash) -> Result<Checkpoint, CheckpointError> {
+    let parsed = tlog_tiles::Checkpoint::from_bytes(text.as_bytes()).map_err(|_| CheckpointError::NotACheckpoint)?;
+    let name = origin(network);
+    if parsed.origin() != name {
+        let found = parsed.origin().chars().take(80).collect();
+        return Err(CheckpointError::WrongOrigin { expected: name, found });
     }
-    fn key_id(&self) -> u32 {
-        self.id
+    let mut sequencer = None;
+    for line in parsed.extension().lines() {
+        let did = line.strip_prefix(SEQUENCER_PREFIX).and_then(|d| d.parse::<Did>().ok());
+        match did {
+            Some(did) if sequencer.is_none() => sequencer = Some(did),
+            _ => return Err(CheckpointError::Extension(line.chars().take(80).collect())),
+        }
     }
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        Ok(self.identity.sign(domain::NOTE, msg).to_vec())
+    let checkpoint = Checkpoint { size: parsed.size(), root: EntryHash(parsed.hash().0), sequencer };
+    if body(network, &checkpoint) != text {
+        return Err(CheckpointError::NotACheckpoint);
     }
+    Ok(checkpoint)
 }
 
-struct LogVerifier {
-    name: String,
-    id: u32,
-    key: SigningPublicKey,
-}
-
-impl Verifier for LogVerifier {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn key_id(&self) -> u32 {
-        self.id
-    }
-    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        sig.try_into().is_ok_and(|sig: [u8; 64]| self.key.verify(domain::NOTE, msg, &sig))
-    }
+/// Checks that `note` is a bounded signed note whose text is a checkpoint
+/// of `network`'s log, without checking any signature: what a handshake
+/// may carry. Returns what it says.
+pub fn check_note_shape(note: &[u8], network: &EntryHash) -> Result<Checkpoint, CheckpointError> {
+    read_body(note::parse(note)?.text, network)
 }
 
 impl SignedCheckpoint {
-    /// Signs `checkpoint` of `network`'s log with the log key.
-    pub fn sign(network: &EntryHash, checkpoint: Checkpoint, log: &Identity) -> Self {
-        let name = origin(network);
-        let extension = match checkpoint.sequencer {
-            Some(did) => format!("{SEQUENCER_PREFIX}{did}\n"),
-            None => String::new(),
+    /// Signs `checkpoint` of `network`'s log with the log key, dated
+    /// `time_s` (seconds since the epoch; 0 leaves it undated).
+    pub fn sign(network: &EntryHash, checkpoint: Checkpoint, log: &Identity, time_s: u64) -> Self {
+        let body = body(network, &checkpoint);
+        let log_signature = log.sign(domain::NOTE, body.as_bytes());
+        let log_time = (time_s != 0).then(|| (time_s, cosignature::sign(log, &body, time_s)));
+        let mut signed = Self {
+            checkpoint,
+            network: *network,
+            body,
+            log_key: log.signing_key(),
+            log_signature,
+            log_time,
+            cosignatures: Vec::new(),
+            note: Vec::new(),
         };
-        let signer = LogSigner { id: key_id(&name, &log.signing_key()), name, identity: log };
-        // The origin is ASCII hex and the extension a DID: both always make
-        // a valid checkpoint and note, so these cannot fail.
-        let note = tlog_tiles::Checkpoint::new(&signer.name, checkpoint.size, Hash(checkpoint.root.0), &extension)
-            .ok()
-            .and_then(|text| Note::new(&text.to_bytes(), &[]).ok())
-            .and_then(|mut note| note.add_sigs(&[&signer]).ok().map(|()| note.to_bytes()))
-            .unwrap_or_default();
-        Self { checkpoint, note }
+        signed.rewrite();
+        signed
     }
 
-    /// Parses `note` and checks it is a checkpoint of `network`'s log signed
-    /// by `log_key`. Signatures by other keys (witnesses) are ignored.
-    pub fn verify(note: &[u8], network: &EntryHash, log_key: &SigningPublicKey) -> Result<Self, CheckpointError> {
-        if note.len() > MAX_NOTE_SIZE {
-            return Err(CheckpointError::TooLarge(note.len()));
+    /// Parses `note` and checks it is a checkpoint of the trusted log signed
+    /// by its log key. Cosignatures by the trusted witnesses are kept (the
+    /// first valid one of each); every other line is dropped. The quorum is
+    /// not checked: see [`verify`](Self::verify).
+    pub fn open(note: &[u8], trust: &LogTrust<'_>) -> Result<Self, CheckpointError> {
+        let parsed = note::parse(note)?;
+        let checkpoint = read_body(parsed.text, &trust.network)?;
+        let name = origin(&trust.network);
+        let (log_id, time_id) = (log_key_id(&name, &trust.log_key), cosignature::key_id(&name, &trust.log_key));
+        let text = parsed.text;
+        // signed-note: the first line with the log key's name and id must verify.
+        let log_line =
+            parsed.lines.iter().find(|l| l.name() == name && l.id() == log_id).ok_or(CheckpointError::NotSigned)?;
+        let log_signature: [u8; 64] = log_line.signature().try_into().map_err(|_| CheckpointError::BadSignature)?;
+        if !trust.log_key.verify(domain::NOTE, text.as_bytes(), &log_signature) {
+            return Err(CheckpointError::BadSignature);
         }
-        let parsed = Note::from_bytes(note).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
-        let name = origin(network);
-        let verifier = LogVerifier { id: key_id(&name, log_key), name: name.clone(), key: *log_key };
-        let verifiers = VerifierList::new(vec![Box::new(verifier)]);
-        parsed.verify(&verifiers).map_err(|e| match e {
-            NoteError::UnverifiedNote | NoteError::VerificationError(VerificationError::UnknownKey { .. }) => {
-                CheckpointError::NotSigned
+        let valid_time = |l: &&Signature| l.name() == name && l.id() == time_id;
+        let log_time = parsed.lines.iter().filter(valid_time).find_map(|l| {
+            let time = cosignature::verify(&trust.log_key, text, l.signature())?;
+            Some((time, l.signature().try_into().ok()?))
+        });
+        let cosignatures = trust
+            .witnesses
+            .iter()
+            .filter_map(|witness| {
+                let (wname, id) = (witness.name(), witness.key_id());
+                parsed.lines.iter().filter(|l| l.name() == wname && l.id() == id).find_map(|l| {
+                    let time_s = cosignature::verify(&witness.key(), text, l.signature())?;
+                    Some(Cosignature { witness: witness.clone(), time_s, bytes: l.signature().try_into().ok()? })
+                })
+            })
+            .collect();
+        let mut signed = Self {
+            checkpoint,
+            network: trust.network,
+            body: text.to_owned(),
+            log_key: trust.log_key,
+            log_signature,
+            log_time,
+            cosignatures,
+            note: Vec::new(),
+        };
+        signed.rewrite();
+        Ok(signed)
+    }
+
+    /// [`open`](Self::open), and at least the trust's quorum of witnesses
+    /// cosigned it: a checkpoint a daemon may take.
+    pub fn verify(note: &[u8], trust: &LogTrust<'_>) -> Result<Self, CheckpointError> {
+        let signed = Self::open(note, trust)?;
+        if signed.cosignatures.len() < trust.quorum {
+            return Err(CheckpointError::Unwitnessed { have: signed.cosignatures.len(), need: trust.quorum });
+        }
+        Ok(signed)
+    }
+
+    /// Writes the note anew from the checkpoint's known signatures.
+    fn rewrite(&mut self) {
+        let name = origin(&self.network);
+        let log = line(&name, log_key_id(&name, &self.log_key), &self.log_signature);
+        let time = self.log_time.and_then(|(_, bytes)| line(&name, cosignature::key_id(&name, &self.log_key), &bytes));
+        let lines: Vec<Signature> =
+            log.into_iter().chain(time).chain(self.cosignatures.iter().filter_map(Cosignature::line)).collect();
+        self.note = note::serialize(&self.body, &lines);
+    }
+
+    /// `witness`'s cosignature on this checkpoint at `time_s`.
+    pub fn cosign(&self, witness: &Identity, key: &WitnessKey, time_s: u64) -> Cosignature {
+        Cosignature { witness: key.clone(), time_s, bytes: cosignature::sign(witness, &self.body, time_s) }
+    }
+
+    /// Adds cosignatures (each witness once, the network's order kept:
+    /// `witnesses`) that verify over this checkpoint; returns how many were new.
+    pub fn add_cosignatures(&mut self, cosignatures: &[Cosignature], witnesses: &[WitnessKey]) -> usize {
+        let before = self.cosignatures.len();
+        for cosignature in cosignatures {
+            let known = witnesses.contains(&cosignature.witness);
+            let fresh = !self.cosignatures.iter().any(|c| c.witness == cosignature.witness);
+            let valid = cosignature::verify(&cosignature.witness.key(), &self.body, &cosignature.bytes).is_some();
+            if known && fresh && valid {
+                self.cosignatures.push(cosignature.clone());
             }
-            NoteError::InvalidSignature { .. } => CheckpointError::BadSignature,
-            other => CheckpointError::Malformed(other.to_string()),
-        })?;
-        let text = tlog_tiles::Checkpoint::from_bytes(parsed.text()).map_err(|_| CheckpointError::NotACheckpoint)?;
-        if text.origin() != name {
-            return Err(CheckpointError::WrongOrigin { expected: name, found: text.origin().to_owned() });
         }
-        let mut sequencer = None;
-        for line in text.extension().lines() {
-            let did = line.strip_prefix(SEQUENCER_PREFIX).and_then(|d| d.parse::<Did>().ok());
-            match did {
-                Some(did) if sequencer.is_none() => sequencer = Some(did),
-                _ => return Err(CheckpointError::Extension(line.chars().take(80).collect())),
-            }
-        }
-        let checkpoint = Checkpoint { size: text.size(), root: EntryHash(text.hash().0), sequencer };
-        Ok(Self { checkpoint, note: note.to_vec() })
+        let order = |c: &Cosignature| witnesses.iter().position(|w| *w == c.witness);
+        self.cosignatures.sort_by_key(order);
+        self.rewrite();
+        self.cosignatures.len() - before
+    }
+
+    /// Reads cosignature lines (as witnesses answer) by any of `witnesses`
+    /// over this checkpoint; lines that do not parse or verify are skipped.
+    pub fn read_cosignatures(&self, lines: &str, witnesses: &[WitnessKey]) -> Vec<Cosignature> {
+        lines
+            .lines()
+            .filter_map(|l| Signature::from_bytes(l.as_bytes()).ok())
+            .filter_map(|l| {
+                let witness = witnesses.iter().find(|w| w.name() == l.name() && w.key_id() == l.id())?;
+                let time_s = cosignature::verify(&witness.key(), &self.body, l.signature())?;
+                Some(Cosignature { witness: witness.clone(), time_s, bytes: l.signature().try_into().ok()? })
+            })
+            .collect()
     }
 
     /// What it says.
@@ -242,78 +398,43 @@ impl SignedCheckpoint {
         self.checkpoint.root
     }
 
-    /// The signed note, exactly as made or received.
+    /// The log key that signed it.
+    pub fn log_key(&self) -> SigningPublicKey {
+        self.log_key
+    }
+
+    /// When the log dated it, in seconds since the epoch (none if undated).
+    pub fn log_time_s(&self) -> Option<u64> {
+        self.log_time.map(|(t, _)| t)
+    }
+
+    /// The latest time anyone who signed it gives (the log or a witness):
+    /// how fresh this checkpoint is known to be.
+    pub fn time_s(&self) -> Option<u64> {
+        self.cosignatures.iter().map(|c| c.time_s).chain(self.log_time_s()).max()
+    }
+
+    /// The witnesses' cosignatures it carries.
+    pub fn cosignatures(&self) -> &[Cosignature] {
+        &self.cosignatures
+    }
+
+    /// The note text the signatures cover (without signature lines).
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The signed note, written from its known signatures.
     pub fn note(&self) -> &[u8] {
         &self.note
     }
 
-    /// The note as text (always UTF-8 once parsed or made).
+    /// The note as text.
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.note).unwrap_or("")
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use crate::identity::IdentityKind;
-
-    fn signed() -> (EntryHash, Identity, SignedCheckpoint) {
-        let network = EntryHash([7; 32]);
-        let log = Identity::generate(IdentityKind::Log);
-        let sequencer = Some(Identity::generate(IdentityKind::Device).did());
-        let cp = SignedCheckpoint::sign(&network, Checkpoint { size: 42, root: EntryHash([9; 32]), sequencer }, &log);
-        (network, log, cp)
-    }
-
-    #[test]
-    fn a_signed_checkpoint_verifies_and_reads_back() {
-        let (network, log, cp) = signed();
-        let back = SignedCheckpoint::verify(cp.note(), &network, &log.signing_key()).unwrap();
-        assert_eq!(back.checkpoint(), cp.checkpoint());
-        assert!(cp.text().starts_with(&format!("carrier/{}\n42\n", network.to_hex())));
-        assert!(cp.text().contains("\n\n\u{2014} carrier/"));
-    }
-
-    /// Any C2SP verifier given our verifier key accepts the note: here
-    /// `signed_note`'s own Ed25519 verifier, which shares no code with ours.
-    #[test]
-    fn a_standard_verifier_accepts_it() {
-        let (network, log, cp) = signed();
-        let vkey = verifier_key(&network, &log.signing_key());
-        let standard = signed_note::StandardVerifier::new(&vkey).unwrap();
-        let note = Note::from_bytes(cp.note()).unwrap();
-        let (verified, _) = note.verify(&VerifierList::new(vec![Box::new(standard)])).unwrap();
-        assert_eq!(verified.len(), 1);
-    }
-
-    #[test]
-    fn verifier_keys_read_back_and_a_wrong_id_is_refused() {
-        let (network, log, _) = signed();
-        let vkey = verifier_key(&network, &log.signing_key());
-        assert_eq!(parse_verifier_key(&vkey), Ok((network, log.signing_key())));
-        let mut parts: Vec<&str> = vkey.splitn(3, '+').collect();
-        parts[1] = "00000000";
-        assert!(parse_verifier_key(&parts.join("+")).is_err());
-        assert!(parse_verifier_key("example.com+1234+AAAA").is_err());
-    }
-
-    #[test]
-    fn forged_altered_and_foreign_notes_are_refused() {
-        let (network, log, cp) = signed();
-        let key = log.signing_key();
-        let other = Identity::generate(IdentityKind::Log);
-        let forged = SignedCheckpoint::sign(&network, cp.checkpoint(), &other);
-        assert_eq!(SignedCheckpoint::verify(forged.note(), &network, &key), Err(CheckpointError::NotSigned));
-        let altered = cp.text().replacen("\n42\n", "\n43\n", 1);
-        assert_eq!(SignedCheckpoint::verify(altered.as_bytes(), &network, &key), Err(CheckpointError::BadSignature));
-        let elsewhere = EntryHash([8; 32]);
-        assert!(SignedCheckpoint::verify(cp.note(), &elsewhere, &key).is_err());
-        let unsigned = cp.text().split("\n\n").next().unwrap().to_owned() + "\n";
-        assert!(SignedCheckpoint::verify(unsigned.as_bytes(), &network, &key).is_err());
-        let huge = vec![b'a'; MAX_NOTE_SIZE + 1];
-        assert_eq!(SignedCheckpoint::verify(&huge, &network, &key), Err(CheckpointError::TooLarge(MAX_NOTE_SIZE + 1)));
-    }
-}
+#[path = "checkpoint_tests.rs"]
+mod tests;

@@ -13,38 +13,19 @@ use std::fmt;
 use prost::Message;
 
 use super::Consent;
+use super::genesis::{Quotas, WitnessPolicy};
 use crate::identity::{Did, DidError, Identity, KeyError, NoisePublicKey, PublicKeys, SigningPublicKey};
 use crate::{domain, pb};
 
+/// How long a request signed by [`Entry::sign`] lives: a day, for a
+/// request to wait out a sequencer's restart or a night away.
+pub const DEFAULT_REQUEST_LIFETIME_MS: u64 = 24 * 3600 * 1000;
 /// Largest encoded entry accepted anywhere (file, wire).
 pub const MAX_ENTRY_SIZE: usize = 4096;
 /// Longest network name, app name, role or revocation reason, in bytes.
 pub const MAX_TEXT_LEN: usize = 256;
 /// Most registrars a genesis may name, and most roles a device may hold.
 pub const MAX_LIST_LEN: usize = 16;
-/// Apps a device may register over its life, unless the genesis says.
-pub const DEFAULT_MAX_APPS_PER_DEVICE: u32 = 64;
-/// Requests one author may have sequenced per minute, unless the genesis says.
-pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 60;
-
-/// The limits a genesis sets on every author.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quotas {
-    /// Apps ever registered under one device.
-    pub max_apps_per_device: u32,
-    /// Requests one author may have sequenced per minute.
-    pub max_requests_per_minute: u32,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self {
-            max_apps_per_device: DEFAULT_MAX_APPS_PER_DEVICE,
-            max_requests_per_minute: DEFAULT_MAX_REQUESTS_PER_MINUTE,
-        }
-    }
-}
-
 /// A SHA-256 hash in the ledger: an entry's RFC 6962 leaf hash, a Merkle
 /// root, or the network id (the genesis's leaf hash).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -99,6 +80,8 @@ pub enum Op {
         log_key: SigningPublicKey,
         /// Limits on every author.
         quotas: Quotas,
+        /// Who cosigns checkpoints, and how many must.
+        witnesses: WitnessPolicy,
     },
     /// Admits a device; signed by a registrar.
     RegisterDevice {
@@ -158,6 +141,9 @@ pub struct EntryBody {
     pub network_id: EntryHash,
     /// Milliseconds since the Unix epoch, by the author's clock.
     pub time_ms: u64,
+    /// When the sequencer stops taking it (0: never; only a genesis, or an
+    /// entry made before requests expired).
+    pub expires_ms: u64,
     /// Who signed.
     pub signer: SigningPublicKey,
     /// What it does.
@@ -199,6 +185,9 @@ pub enum EntryError {
     /// The network id is not 32 bytes (or is present in a genesis).
     #[error("network id is {0} bytes, expected 32 (and none in a genesis)")]
     NetworkLength(usize),
+    /// A genesis names witnesses badly.
+    #[error("genesis witnesses: {0}")]
+    Witness(String),
     /// A genesis quota of zero.
     #[error("genesis quota {0} must be at least 1")]
     ZeroQuota(&'static str),
@@ -228,9 +217,19 @@ pub enum EntryError {
 
 impl Entry {
     /// Signs a new entry for network `network_id` ([`EntryHash::ZERO`] for
-    /// a genesis) with `signer`.
+    /// a genesis) with `signer`; a request (anything but a genesis) expires
+    /// [`DEFAULT_REQUEST_LIFETIME_MS`] after `time_ms`.
     pub fn sign(network_id: EntryHash, time_ms: u64, op: Op, signer: &Identity) -> Self {
-        let body = EntryBody { network_id, time_ms, signer: signer.signing_key(), op };
+        let expires_ms = match op {
+            Op::Genesis { .. } => 0,
+            _ => time_ms.saturating_add(DEFAULT_REQUEST_LIFETIME_MS),
+        };
+        Self::sign_until(network_id, time_ms, expires_ms, op, signer)
+    }
+
+    /// Signs a new entry that the sequencer takes until `expires_ms`.
+    pub fn sign_until(network_id: EntryHash, time_ms: u64, expires_ms: u64, op: Op, signer: &Identity) -> Self {
+        let body = EntryBody { network_id, time_ms, expires_ms, signer: signer.signing_key(), op };
         let body_bytes = body_to_pb(&body).encode_to_vec();
         let signature = signer.sign(domain::LEDGER_ENTRY, &body_bytes);
         Self::assemble(body, body_bytes, signature)
@@ -319,13 +318,17 @@ impl fmt::Debug for Entry {
 fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
     use pb::entry_body::Op as P;
     let op = match &body.op {
-        Op::Genesis { network, registrars, log_key, quotas } => P::Genesis(pb::Genesis {
-            network: network.clone(),
-            registrars: registrars.iter().map(|k| k.as_bytes().to_vec()).collect(),
-            log_key: log_key.as_bytes().to_vec(),
-            max_apps_per_device: quotas.max_apps_per_device,
-            max_requests_per_minute: quotas.max_requests_per_minute,
-        }),
+        Op::Genesis { network, registrars, log_key, quotas, witnesses } => {
+            let mut genesis = pb::Genesis {
+                network: network.clone(),
+                registrars: registrars.iter().map(|k| k.as_bytes().to_vec()).collect(),
+                log_key: log_key.as_bytes().to_vec(),
+                ..Default::default()
+            };
+            quotas.to_pb(&mut genesis);
+            witnesses.to_pb(&mut genesis);
+            P::Genesis(genesis)
+        }
         Op::RegisterDevice { did, keys, roles } => P::RegisterDevice(pb::RegisterDevice {
             did: did.to_string(),
             signing_key: keys.signing.as_bytes().to_vec(),
@@ -348,7 +351,13 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
         Op::Revoke { did, reason } => P::Revoke(pb::Revoke { did: did.to_string(), reason: reason.clone() }),
     };
     let network = if body.network_id == EntryHash::ZERO { Vec::new() } else { body.network_id.0.to_vec() };
-    pb::EntryBody { network, time_ms: body.time_ms, signer: body.signer.as_bytes().to_vec(), op: Some(op) }
+    pb::EntryBody {
+        network,
+        time_ms: body.time_ms,
+        expires_ms: body.expires_ms,
+        signer: body.signer.as_bytes().to_vec(),
+        op: Some(op),
+    }
 }
 
 fn body_from_pb(message: pb::EntryBody, trust: Trust) -> Result<EntryBody, EntryError> {
@@ -363,20 +372,12 @@ fn body_from_pb(message: pb::EntryBody, trust: Trust) -> Result<EntryBody, Entry
     let op = match message.op.ok_or(EntryError::MissingOp)? {
         P::Genesis(g) => {
             check_list("registrars", g.registrars.len())?;
-            if g.max_apps_per_device == 0 {
-                return Err(EntryError::ZeroQuota("max_apps_per_device"));
-            }
-            if g.max_requests_per_minute == 0 {
-                return Err(EntryError::ZeroQuota("max_requests_per_minute"));
-            }
             Op::Genesis {
-                network: text("network name", g.network, false)?,
+                quotas: Quotas::from_pb(&g)?,
+                witnesses: WitnessPolicy::from_pb(&g, |k| Ok(trust.key(k, "witness key")?))?,
                 registrars: g.registrars.iter().map(|k| trust.key(k, "registrar key")).collect::<Result<_, _>>()?,
                 log_key: trust.key(&g.log_key, "log key")?,
-                quotas: Quotas {
-                    max_apps_per_device: g.max_apps_per_device,
-                    max_requests_per_minute: g.max_requests_per_minute,
-                },
+                network: text("network name", g.network, false)?,
             }
         }
         P::RegisterDevice(d) => {
@@ -406,7 +407,7 @@ fn body_from_pb(message: pb::EntryBody, trust: Trust) -> Result<EntryBody, Entry
         }
         P::Revoke(r) => Op::Revoke { did: trust.did(&r.did, &[signer])?, reason: text("reason", r.reason, true)? },
     };
-    Ok(EntryBody { network_id, time_ms: message.time_ms, signer, op })
+    Ok(EntryBody { network_id, time_ms: message.time_ms, expires_ms: message.expires_ms, signer, op })
 }
 
 /// How far to trust the bytes of an entry being decoded.

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::identity::{Identity, IdentityKind};
+use crate::ledger::{Quotas, WitnessPolicy};
 
 fn identity(seed: u8) -> Identity {
     Identity::from_secrets(IdentityKind::Device, [seed; 32], [seed.wrapping_add(1); 32])
@@ -20,6 +21,7 @@ fn sample_body(signer: &Identity) -> pb::EntryBody {
     pb::EntryBody {
         network: vec![3; 32],
         time_ms: 42,
+        expires_ms: 43,
         signer: signer.signing_key().as_bytes().to_vec(),
         op: Some(pb::entry_body::Op::Revoke(pb::Revoke { did: signer.did().to_string(), reason: String::new() })),
     }
@@ -141,6 +143,7 @@ fn genesis_pb(network: String, registrars: Vec<Vec<u8>>) -> pb::Genesis {
         log_key: identity(77).signing_key().as_bytes().to_vec(),
         max_apps_per_device: 64,
         max_requests_per_minute: 60,
+        ..Default::default()
     }
 }
 
@@ -156,7 +159,13 @@ fn arb_op() -> impl Strategy<Value = Op> {
                 network,
                 registrars: seeds.iter().map(|s| identity(*s).signing_key()).collect(),
                 log_key: identity(200).signing_key(),
-                quotas: Quotas { max_apps_per_device: 3, max_requests_per_minute: 7 },
+                quotas: Quotas {
+                    max_apps_per_device: 3,
+                    max_requests_per_minute: 7,
+                    max_rotations_per_day: 2,
+                    ..Quotas::default()
+                },
+                witnesses: WitnessPolicy::default(),
             }
         }),
         (keys.clone(), proptest::collection::vec(arb_text(), 0..3))

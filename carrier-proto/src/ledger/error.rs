@@ -55,13 +55,42 @@ pub enum Rejection {
         /// How far ahead.
         ahead_ms: u64,
     },
-    /// Refused by the sequencer: the author sent too many requests this minute.
-    #[error("{author} has had {per_minute} requests sequenced this minute, the most the genesis allows; retry later")]
+    /// Refused by the sequencer: the subject (a device with its apps, or a
+    /// registrar) had its quota of requests sequenced this minute or day.
+    #[error("{subject} has had {quota} requests sequenced this {per}, the most the genesis allows; retry later")]
     TooManyRequests {
-        /// The author's key, as a DID.
-        author: Did,
+        /// The device (for itself or its apps) or registrar, as a DID.
+        subject: Did,
         /// The quota.
-        per_minute: u32,
+        quota: u32,
+        /// "minute" or "day".
+        per: &'static str,
+    },
+    /// Refused by the sequencer: the DID's keys were rotated as often today
+    /// as the genesis allows.
+    #[error("{did} has had its keys rotated {per_day} times today, the most the genesis allows; retry tomorrow")]
+    TooManyRotations {
+        /// Whose keys.
+        did: Did,
+        /// The quota.
+        per_day: u32,
+    },
+    /// Refused by the sequencer: the request names no expiry.
+    #[error("the request names no expiry; sign it again with this version's tools")]
+    NoExpiry,
+    /// Refused by the sequencer: the request expired (a replay, or it
+    /// waited too long); the author must sign it again.
+    #[error("the request expired {ago_ms} ms ago; its author must sign it again")]
+    Expired {
+        /// How long ago.
+        ago_ms: u64,
+    },
+    /// Refused by the sequencer: the request would live longer than the
+    /// genesis allows.
+    #[error("the request would live longer than the {max_s} s the genesis allows")]
+    LivesTooLong {
+        /// The limit, in seconds.
+        max_s: u64,
     },
     /// The first entry is not a genesis.
     #[error("the first entry must be a genesis")]
@@ -72,6 +101,10 @@ pub enum Rejection {
     /// A genesis with no registrar keys.
     #[error("genesis names no registrar")]
     NoRegistrars,
+    /// A genesis naming one witness twice, or a witness key that is also
+    /// the log key or a registrar's.
+    #[error("genesis names a witness twice, or a witness key that is also the log key or a registrar's")]
+    DuplicateWitness,
     /// A genesis naming one key twice.
     #[error("genesis names a registrar twice")]
     DuplicateRegistrar,

@@ -131,6 +131,7 @@ mod tests {
             registrars: network.registrars.clone(),
             log_key: network.log_key,
             quotas: network.quotas,
+            witnesses: network.witnesses.clone(),
         };
         crate::ledger::LedgerState::new().next_entry(op, 1, &net.registrar)
     }

@@ -23,28 +23,39 @@
 
 mod checkpoint;
 mod consent;
+mod cosignature;
 mod directory;
 mod entry;
 mod error;
 mod evidence;
+mod genesis;
 mod invite;
 pub mod merkle;
+mod note;
 mod sequencer;
 mod state;
 mod verify;
 
 pub use checkpoint::{
-    Checkpoint, CheckpointError, MAX_NOTE_SIZE, SignedCheckpoint, origin, parse_verifier_key, verifier_key,
+    Checkpoint, CheckpointError, Cosignature, LogTrust, SignedCheckpoint, check_note_shape, origin, parse_verifier_key,
+    verifier_key,
 };
 pub use consent::{CONSENT_PREFIX, Consent, ConsentError};
+pub use cosignature::{ALG_COSIGNATURE_V1, MAX_WITNESS_NAME, WitnessKey, WitnessKeyError};
 pub use directory::{Directory, Kind, Standing};
 pub use entry::{
-    DEFAULT_MAX_APPS_PER_DEVICE, DEFAULT_MAX_REQUESTS_PER_MINUTE, Entry, EntryBody, EntryError, EntryHash,
-    MAX_ENTRY_SIZE, MAX_LIST_LEN, MAX_TEXT_LEN, Op, Quotas,
+    DEFAULT_REQUEST_LIFETIME_MS, Entry, EntryBody, EntryError, EntryHash, MAX_ENTRY_SIZE, MAX_LIST_LEN, MAX_TEXT_LEN,
+    Op,
 };
 pub use error::{LedgerError, Rejection};
 pub use evidence::{Comparison, compare};
+pub use genesis::{
+    DEFAULT_MAX_APPS_PER_DEVICE, DEFAULT_MAX_REQUEST_LIFETIME_S, DEFAULT_MAX_REQUESTS_PER_DAY,
+    DEFAULT_MAX_REQUESTS_PER_MINUTE, DEFAULT_MAX_ROTATIONS_PER_DAY, DEFAULT_REGISTRAR_REQUESTS_PER_DAY,
+    DEFAULT_REGISTRAR_REQUESTS_PER_MINUTE, MAX_WITNESSES, Quotas, WitnessPolicy,
+};
 pub use invite::{INVITE_PREFIX, Invite, InviteError, MAX_BOOTSTRAP};
+pub use note::{MAX_NOTE_SIZE, MAX_SIGNATURE_LINES};
 pub use sequencer::{CLOCK_SKEW_MS, Sequencer};
 pub use state::{Head, LedgerState, Network, Record, Resolution, Revocation, Status, Subject};
 pub use verify::{BatchError, Replay, VerifiedBatch, check_batch, replay};

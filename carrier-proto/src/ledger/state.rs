@@ -9,8 +9,10 @@
 
 use foldhash::{HashMap, HashSet};
 
-use super::entry::{Entry, EntryHash, Op, Quotas};
+use super::checkpoint::LogTrust;
+use super::entry::{Entry, EntryHash, Op};
 use super::error::Rejection;
+use super::genesis::{Quotas, WitnessPolicy};
 use super::merkle::MerkleTree;
 use crate::identity::{Did, Identity, NoisePublicKey, PublicKeys, SigningPublicKey};
 
@@ -36,6 +38,20 @@ pub struct Network {
     pub log_key: SigningPublicKey,
     /// Limits on every author.
     pub quotas: Quotas,
+    /// Who cosigns checkpoints, and how many must.
+    pub witnesses: WitnessPolicy,
+}
+
+impl Network {
+    /// What this network's checkpoints are checked against.
+    pub fn trust(&self) -> LogTrust<'_> {
+        LogTrust {
+            network: self.id,
+            log_key: self.log_key,
+            witnesses: &self.witnesses.witnesses,
+            quorum: self.witnesses.quorum(),
+        }
+    }
 }
 
 /// Device or app.
@@ -270,7 +286,10 @@ impl LedgerState {
         let unauthorized = || Rejection::Unauthorized { signer: Did::from_signing_key(signer) };
         let Some(network) = &self.network else {
             return match &body.op {
-                Op::Genesis { registrars, log_key, .. } => check_genesis(signer, registrars, log_key),
+                Op::Genesis { registrars, log_key, witnesses, .. } => {
+                    check_genesis(signer, registrars, log_key)?;
+                    check_witnesses(witnesses, registrars, log_key)
+                }
                 _ => Err(Rejection::NotGenesis),
             };
         };
@@ -328,15 +347,17 @@ impl LedgerState {
         let body = entry.body();
         let index = self.tree.len();
         match &body.op {
-            Op::Genesis { network, registrars, log_key, quotas } => {
+            Op::Genesis { network, registrars, log_key, quotas, witnesses } => {
                 self.used_signing_keys.extend(registrars.iter().copied());
                 self.used_signing_keys.insert(*log_key);
+                self.used_signing_keys.extend(witnesses.witnesses.iter().map(|w| w.key()));
                 self.network = Some(Network {
                     name: network.clone(),
                     id: entry.hash(),
                     registrars: registrars.clone(),
                     log_key: *log_key,
                     quotas: *quotas,
+                    witnesses: witnesses.clone(),
                 });
             }
             Op::RegisterDevice { did, keys, roles } => {
@@ -455,6 +476,26 @@ fn check_genesis(
     }
     if let Some(why) = log_key.weakness() {
         return Err(Rejection::UntrustedKey { which: "log", why });
+    }
+    Ok(())
+}
+
+/// Witness keys are distinct from each other, from the registrars and from
+/// the log key (a cosignature does not name its cosigner, so one key must
+/// never cosign as two), and so are their names.
+fn check_witnesses(
+    policy: &WitnessPolicy,
+    registrars: &[SigningPublicKey],
+    log_key: &SigningPublicKey,
+) -> Result<(), Rejection> {
+    let keys: HashSet<_> = policy.witnesses.iter().map(|w| w.key()).collect();
+    let names: HashSet<_> = policy.witnesses.iter().map(|w| w.name()).collect();
+    let shared = keys.contains(log_key) || registrars.iter().any(|r| keys.contains(r));
+    if keys.len() != policy.witnesses.len() || names.len() != policy.witnesses.len() || shared {
+        return Err(Rejection::DuplicateWitness);
+    }
+    if let Some(why) = policy.witnesses.iter().find_map(|w| w.key().weakness()) {
+        return Err(Rejection::UntrustedKey { which: "witness", why });
     }
     Ok(())
 }

@@ -61,7 +61,13 @@ impl Net {
 }
 
 fn genesis_op(network: &str, registrars: Vec<crate::identity::SigningPublicKey>, log: &Identity) -> Op {
-    Op::Genesis { network: network.into(), registrars, log_key: log.signing_key(), quotas: Quotas::default() }
+    Op::Genesis {
+        network: network.into(),
+        registrars,
+        log_key: log.signing_key(),
+        quotas: Quotas::default(),
+        witnesses: WitnessPolicy::default(),
+    }
 }
 
 fn register_device(device: &Identity) -> Op {
@@ -330,45 +336,6 @@ fn two_authors_signing_at_once_both_join_in_either_order() {
 }
 
 #[test]
-fn the_sequencer_refuses_future_dates_and_floods_and_signs_what_it_holds() {
-    let mut net = Net::new();
-    let log = std::mem::replace(&mut net.log, Identity::generate(IdentityKind::Log));
-    let mut sequencer = Sequencer::new(log, None);
-    let persist = |_: &Entry| Ok::<(), Rejection>(());
-    let now = 10_000_000;
-    let device = Identity::generate(IdentityKind::Device);
-    let ahead = net.state.next_entry(register_device(&device), now + CLOCK_SKEW_MS + 1, &net.registrar);
-    assert_eq!(
-        sequencer.sequence(&mut net.state, ahead, now, persist),
-        Err(Rejection::FromTheFuture { ahead_ms: CLOCK_SKEW_MS + 1 })
-    );
-    // A device registering apps as fast as it can: held to the quota.
-    let host = Identity::generate(IdentityKind::Device);
-    let entry = net.state.next_entry(register_device(&host), now, &net.registrar);
-    assert_eq!(sequencer.sequence(&mut net.state, entry, now, persist), Ok(1));
-    for i in 0..DEFAULT_MAX_REQUESTS_PER_MINUTE {
-        let app = Identity::generate(IdentityKind::App);
-        let entry = net.state.next_entry(net.app_op(&app, &host), now, &host);
-        assert_eq!(sequencer.sequence(&mut net.state, entry, now, persist), Ok(2 + u64::from(i)));
-    }
-    let app = Identity::generate(IdentityKind::App);
-    let entry = net.state.next_entry(net.app_op(&app, &host), now, &host);
-    assert!(matches!(
-        sequencer.sequence(&mut net.state, entry.clone(), now, persist),
-        Err(Rejection::TooManyRequests { .. })
-    ));
-    // Registrars are not held to it.
-    let device = Identity::generate(IdentityKind::Device);
-    let by_registrar = net.state.next_entry(register_device(&device), now, &net.registrar);
-    assert!(sequencer.sequence(&mut net.state, by_registrar, now, persist).is_ok());
-    // A minute later the author may go on.
-    assert!(sequencer.sequence(&mut net.state, entry, now + 60_000, persist).is_ok());
-    let checkpoint = sequencer.checkpoint(&net.state);
-    assert_eq!(checkpoint.size(), net.state.head().height);
-    assert_eq!(checkpoint.root(), net.state.head().root);
-}
-
-#[test]
 fn known_replay_builds_the_same_tree_without_signatures() {
     let mut net = Net::new();
     let device = net.device();
@@ -396,7 +363,7 @@ fn checkpoints_compare_as_same_older_newer_or_equivocation() {
     let other_log = Identity::generate(IdentityKind::Log);
     for size in [1, 2] {
         let other = Checkpoint { size, root: EntryHash([5; 32]), sequencer: None };
-        let other = SignedCheckpoint::sign(&network, other, &other_log);
+        let other = SignedCheckpoint::sign(&network, other, &other_log, 1);
         assert_eq!(compare(&net.ledger, &at_two, &other), Comparison::Equivocation, "size {size}");
     }
 }

@@ -49,7 +49,7 @@ fn audited(at: &LedgerDir, target: &Target) -> anyhow::Result<Audited> {
 
 fn verify(state: &LedgerState, note: &[u8]) -> anyhow::Result<SignedCheckpoint> {
     let network = state.network().context("the ledger has no genesis")?;
-    Ok(SignedCheckpoint::verify(note, &network.id, &network.log_key)?)
+    Ok(SignedCheckpoint::verify(note, &network.trust())?)
 }
 
 pub(crate) fn checkpoint(at: &LedgerDir, target: &Target) -> anyhow::Result<()> {
@@ -135,7 +135,9 @@ pub(crate) fn check_proof(file: &Path, key: &str) -> anyhow::Result<()> {
         serde_json::from_str(&text).context("the proof is not JSON made by `carrierctl ledger prove`")?;
     let field = |name: &str| bundle[name].as_str().with_context(|| format!("the proof has no {name:?}"));
     let (network, log_key) = parse_verifier_key(key)?;
-    let checkpoint = SignedCheckpoint::verify(field("checkpoint")?.as_bytes(), &network, &log_key)
+    // The log key alone: cosignatures need the genesis's witness keys.
+    let trust = carrier_proto::ledger::LogTrust::log_only(network, log_key);
+    let checkpoint = SignedCheckpoint::open(field("checkpoint")?.as_bytes(), &trust)
         .context("the proof's checkpoint is not signed by that log key")?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(field("entry")?).context("the entry is not base64")?;
     let entry = Entry::decode(&bytes)?;

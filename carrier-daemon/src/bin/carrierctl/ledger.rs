@@ -17,7 +17,7 @@ use carrier_daemon::paths::{self, DataDir};
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
 use carrier_proto::ledger::Consent;
-use carrier_proto::ledger::{Entry, LedgerState, Op, Quotas, Sequencer};
+use carrier_proto::ledger::{Entry, LedgerState, Op, Quotas, Sequencer, WitnessKey, WitnessPolicy};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
 
@@ -48,12 +48,15 @@ pub(crate) enum LedgerCommand {
         /// checkpoints [default: a new `log.key` in the ledger directory].
         #[arg(long, value_name = "FILE")]
         log_key: Option<PathBuf>,
-        /// Most apps one device may ever register.
-        #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_APPS_PER_DEVICE)]
-        max_apps_per_device: u32,
-        /// Most requests one author may have sequenced per minute.
-        #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_REQUESTS_PER_MINUTE)]
-        max_requests_per_minute: u32,
+        /// A witness that cosigns checkpoints, by its verifier key (as
+        /// `carrierctl keygen --kind witness` prints it); repeatable.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// How many witnesses must cosign a checkpoint before daemons take it.
+        #[arg(long, default_value_t = 0)]
+        witness_quorum: u32,
+        #[command(flatten)]
+        quotas: QuotaArgs,
     },
     /// Register a device from its card (printed by `carrierd init`). Signed by a registrar.
     ///
@@ -271,25 +274,74 @@ impl LedgerDir {
     }
 }
 
+/// The genesis's quotas, each with its default.
+#[derive(Args)]
+pub(crate) struct QuotaArgs {
+    /// Most apps one device may ever register.
+    #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_APPS_PER_DEVICE)]
+    max_apps_per_device: u32,
+    /// Most requests sequenced per minute for one device (with its apps).
+    #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_REQUESTS_PER_MINUTE)]
+    max_requests_per_minute: u32,
+    /// Most requests sequenced per day for one device (with its apps).
+    #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_REQUESTS_PER_DAY)]
+    max_requests_per_day: u32,
+    /// Most key rotations sequenced per day for one DID.
+    #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_ROTATIONS_PER_DAY)]
+    max_rotations_per_day: u32,
+    /// Most requests sequenced per minute for one registrar.
+    #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_REGISTRAR_REQUESTS_PER_MINUTE)]
+    registrar_requests_per_minute: u32,
+    /// Most requests sequenced per day for one registrar.
+    #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_REGISTRAR_REQUESTS_PER_DAY)]
+    registrar_requests_per_day: u32,
+    /// Longest a signed request may wait for the sequencer, in seconds.
+    #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_REQUEST_LIFETIME_S)]
+    max_request_lifetime_s: u32,
+}
+
+impl From<QuotaArgs> for Quotas {
+    /// A quota at its default is written as 0 ("the default"), as the
+    /// genesis format says.
+    fn from(a: QuotaArgs) -> Self {
+        use carrier_proto::ledger as l;
+        let or_zero = |value: u32, default: u32| if value == default { 0 } else { value };
+        Quotas {
+            max_apps_per_device: a.max_apps_per_device,
+            max_requests_per_minute: a.max_requests_per_minute,
+            max_requests_per_day: or_zero(a.max_requests_per_day, l::DEFAULT_MAX_REQUESTS_PER_DAY),
+            max_rotations_per_day: or_zero(a.max_rotations_per_day, l::DEFAULT_MAX_ROTATIONS_PER_DAY),
+            registrar_requests_per_minute: or_zero(
+                a.registrar_requests_per_minute,
+                l::DEFAULT_REGISTRAR_REQUESTS_PER_MINUTE,
+            ),
+            registrar_requests_per_day: or_zero(a.registrar_requests_per_day, l::DEFAULT_REGISTRAR_REQUESTS_PER_DAY),
+            max_request_lifetime_s: or_zero(a.max_request_lifetime_s, l::DEFAULT_MAX_REQUEST_LIFETIME_S),
+        }
+    }
+}
+
 pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow::Result<()> {
     match command {
-        LedgerCommand::Genesis {
-            at,
-            network,
-            key,
-            registrars,
-            log_key,
-            max_apps_per_device,
-            max_requests_per_minute,
-        } => {
+        LedgerCommand::Genesis { at, network, key, registrars, log_key, witnesses, witness_quorum, quotas } => {
+            let witnesses = witnesses
+                .iter()
+                .map(|vkey| WitnessKey::parse_vkey(vkey).with_context(|| format!("--witness {vkey}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                witness_quorum as usize <= witnesses.len(),
+                "--witness-quorum {witness_quorum} needs at least that many --witness keys (given {})",
+                witnesses.len()
+            );
+            let witnesses = WitnessPolicy { witnesses, quorum: witness_quorum };
             let signer = keystore::load_kind(&key, IdentityKind::Registrar)?;
             let mut keys = vec![signer.signing_key()];
             keys.extend(registrars.iter().map(Did::signing_key));
             let path = at.path()?;
             let log_path = log_key.unwrap_or_else(|| path.join(LOG_KEY_FILE));
             let (log, made) = keystore::load_or_create(&log_path, IdentityKind::Log)?;
-            let quotas = Quotas { max_apps_per_device, max_requests_per_minute };
-            let op = Op::Genesis { network, registrars: keys, log_key: log.signing_key(), quotas };
+            let op =
+                Op::Genesis { network, registrars: keys, log_key: log.signing_key(), quotas: quotas.into(), witnesses };
             let entry = LedgerState::new().next_entry(op, now_ms(), &signer);
             let store = LedgerStore::create(&path, entry, &mut Sequencer::new(log, None))?;
             let net = store.state().network().context("genesis applied but no network")?;

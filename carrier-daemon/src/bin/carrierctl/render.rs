@@ -40,12 +40,19 @@ fn entry_json(state: &LedgerState, index: usize, entry: &Entry) -> Value {
     use base64::Engine;
     let body = entry.body();
     let op = match entry.op() {
-        Op::Genesis { network, registrars, log_key, quotas } => json!({
+        Op::Genesis { network, registrars, log_key, quotas, witnesses } => json!({
             "network": network,
             "registrars": registrars.iter().map(|k| Did::from_signing_key(*k).to_string()).collect::<Vec<_>>(),
             "log_key": Did::from_signing_key(*log_key).to_string(),
+            "witnesses": witnesses.witnesses.iter().map(|w| w.vkey()).collect::<Vec<_>>(),
+            "witness_quorum": witnesses.quorum,
             "max_apps_per_device": quotas.max_apps_per_device,
             "max_requests_per_minute": quotas.max_requests_per_minute,
+            "max_requests_per_day": quotas.requests_per_day(),
+            "max_rotations_per_day": quotas.rotations_per_day(),
+            "registrar_requests_per_minute": quotas.registrar_per_minute(),
+            "registrar_requests_per_day": quotas.registrar_per_day(),
+            "max_request_lifetime_s": quotas.request_lifetime_ms() / 1000,
         }),
         Op::RegisterDevice { did, keys, roles } => json!({
             "did": did.to_string(), "noise_key": keys.noise.to_string(), "roles": roles,

@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
-use carrier_proto::ledger::{CheckpointError, LedgerState, SignedCheckpoint};
+use carrier_proto::ledger::{CheckpointError, LedgerState, MAX_NOTE_SIZE, SignedCheckpoint};
 
 use super::store::{LOG_FILE, StoreError, io_error};
 
@@ -19,21 +19,31 @@ pub(super) fn write(dir: &Path, checkpoint: &SignedCheckpoint) -> Result<(), Sto
     let (tmp, path) = (dir.join(".checkpoint.tmp"), dir.join(CHECKPOINT_FILE));
     let written = File::create(&tmp)
         .and_then(|mut f| f.write_all(checkpoint.note()).and_then(|()| f.sync_all()))
+        .and_then(|()| crate::paths::make_private(&tmp))
         .and_then(|()| fs::rename(&tmp, &path))
         .and_then(|()| File::open(dir).and_then(|d| d.sync_all()));
     written.map_err(io_error("writing checkpoint", &path))
 }
 
-/// Reads the checkpoint file in `dir` (not yet checked).
-pub(super) fn read_checkpoint(dir: &Path) -> Result<Vec<u8>, StoreError> {
+/// Reads the checkpoint file in `dir` (not yet checked); `None` if there is
+/// none. A file larger than any note is refused before it is read whole.
+pub(super) fn read_checkpoint(dir: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     let path = dir.join(CHECKPOINT_FILE);
-    fs::read(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::Checkpoint {
-            path: path.clone(),
-            source: CheckpointError::Malformed("the checkpoint file is missing".into()),
-        },
-        _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
-    })
+    let len = match fs::metadata(&path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::Io { action: "reading", path, source: e }),
+    };
+    if len > MAX_NOTE_SIZE as u64 {
+        let source = CheckpointError::TooLarge(usize::try_from(len).unwrap_or(usize::MAX));
+        return Err(StoreError::Checkpoint { path, source });
+    }
+    fs::read(&path).map(Some).map_err(|e| StoreError::Io { action: "reading", path: path.clone(), source: e })
+}
+
+/// Reads the checkpoint file in `dir`, which must be there.
+pub(super) fn require_checkpoint(dir: &Path, entries: u64) -> Result<Vec<u8>, StoreError> {
+    read_checkpoint(dir)?.ok_or_else(|| StoreError::MissingCheckpoint { path: dir.join(CHECKPOINT_FILE), entries })
 }
 
 /// Checks `note` is signed by the log key `state`'s genesis names.
@@ -41,7 +51,7 @@ pub(super) fn verify_note(dir: &Path, state: &LedgerState, note: &[u8]) -> Resul
     let Some(network) = state.network() else {
         return Err(StoreError::Mismatch { path: dir.join(LOG_FILE), detail: "the log has no genesis".into() });
     };
-    SignedCheckpoint::verify(note, &network.id, &network.log_key)
+    SignedCheckpoint::verify(note, &network.trust())
         .map_err(|source| StoreError::Checkpoint { path: dir.join(CHECKPOINT_FILE), source })
 }
 

@@ -26,6 +26,11 @@ use carrier_proto::ledger::{
 use tokio::sync::broadcast;
 
 pub use checkpoint_file::CHECKPOINT_FILE;
+
+/// Most entries a sequencer writes before it signs their checkpoint (one
+/// submitted batch): more entries than this past the checkpoint at open
+/// mean the checkpoint file is older than the log, not an interrupted write.
+pub(crate) const MAX_SEQUENCED_AT_ONCE: u64 = 64;
 pub use store::{LOG_FILE, LedgerStore, StoreError};
 
 use super::{Equivocation, ExtendError, Ledger, LedgerUpdate, SubmitError};
@@ -33,9 +38,9 @@ use super::{Equivocation, ExtendError, Ledger, LedgerUpdate, SubmitError};
 enum Backing {
     /// Kept only in memory (tests, tools): the state it started from and the
     /// encoded entries appended since, which it can hand to peers.
-    Memory { state: LedgerState, base: u64, appended: Vec<Vec<u8>> },
+    Memory { state: Box<LedgerState>, base: u64, appended: Vec<Vec<u8>> },
     /// Kept on disk; the store owns the state, every entry and the checkpoint.
-    Store(LedgerStore),
+    Store(Box<LedgerStore>),
 }
 
 impl Backing {
@@ -89,13 +94,13 @@ impl EmbeddedLedger {
     /// A ledger kept in memory only.
     pub fn in_memory(state: LedgerState) -> Self {
         let base = state.height();
-        Self::new(Backing::Memory { state, base, appended: Vec::new() }, None)
+        Self::new(Backing::Memory { state: Box::new(state), base, appended: Vec::new() }, None)
     }
 
     /// A ledger kept on disk.
     pub fn with_store(store: LedgerStore) -> Self {
         let dir = store.path().parent().map(PathBuf::from);
-        Self::new(Backing::Store(store), dir)
+        Self::new(Backing::Store(Box::new(store)), dir)
     }
 
     /// Makes this daemon the sequencer: it orders submitted requests and
@@ -109,7 +114,8 @@ impl EmbeddedLedger {
         // A checkpoint that names this daemon, so peers learn where to send
         // requests.
         if let Backing::Store(store) = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner) {
-            let checkpoint = sequencer.checkpoint(store.state());
+            store.may_sequence().map_err(|e| e.to_string())?;
+            let checkpoint = sequencer.checkpoint(store.state(), now_ms());
             store.save_checkpoint(checkpoint).map_err(|e| e.to_string())?;
         }
         self.sequencer = Some(Mutex::new(sequencer));

@@ -17,14 +17,15 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use carrier_proto::ledger::{
     CheckpointError, Entry, LedgerError, LedgerState, Rejection, Replay, Sequencer, SignedCheckpoint, VerifiedBatch,
 };
 
-use super::checkpoint_file::{self, check_checkpoint, read_checkpoint, verify_note};
+use super::CHECKPOINT_FILE;
+use super::checkpoint_file::{self, check_checkpoint, read_checkpoint, require_checkpoint};
 use super::log_format::{self, End, HeaderProblem};
 
 /// File name of the log inside the ledger directory.
@@ -97,6 +98,26 @@ pub enum StoreError {
     /// A new entry breaks a ledger rule; nothing was written.
     #[error("entry refused: {0}")]
     Rejected(#[from] Rejection),
+    /// The checkpoint file is gone but the log holds more than its genesis:
+    /// it once had a checkpoint, and starting without one could sign
+    /// another history.
+    #[error(
+        "{path} is missing but the log beside it holds {entries} entries; restore the checkpoint file from a backup (a sequencer never starts over on a log it once signed)"
+    )]
+    MissingCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Entries in the log.
+        entries: u64,
+    },
+    /// A checkpoint smaller than the one stored: the store never goes back.
+    #[error("refusing to replace the checkpoint of {stored} entries with one of {offered}: a ledger never goes back")]
+    Rollback {
+        /// Entries the stored checkpoint signs.
+        stored: u64,
+        /// Entries the offered one signs.
+        offered: u64,
+    },
     /// The stored checkpoint is missing, unsigned or for another log.
     #[error("{path}: {source}; check the ledger with `carrierctl ledger verify`")]
     Checkpoint {
@@ -127,10 +148,17 @@ pub struct LedgerStore {
     payloads: Vec<(u64, u32)>,
     /// Length of the file up to the end of the last whole record.
     len: u64,
-    /// The latest checkpoint, covering every entry; `None` only in a
-    /// replica that holds nothing but the genesis (made from an invitation,
-    /// whose network id is the genesis's hash: nothing to sign yet).
+    /// The latest checkpoint, covering every entry; `None` in a replica
+    /// that holds nothing but the genesis (made from an invitation, whose
+    /// network id is the genesis's hash: nothing to sign yet), or whose log
+    /// is behind its checkpoint (see `awaited`) or lost its checkpoint file.
     checkpoint: Option<SignedCheckpoint>,
+    /// A checkpoint this store held whose entries it lacks (its log was cut
+    /// short on disk): the entries are fetched from peers and proven
+    /// against it before anything else is taken.
+    awaited: Option<SignedCheckpoint>,
+    /// Entries cut at open because no checkpoint covered them.
+    cut_on_open: u64,
 }
 
 impl LedgerStore {
@@ -142,7 +170,7 @@ impl LedgerStore {
         let now = genesis.body().time_ms;
         sequencer.sequence(&mut state, genesis, now, |entry| store.write_records(&[entry.encoded()]))?;
         store.state = state;
-        store.save_checkpoint(sequencer.checkpoint(&store.state))?;
+        store.save_checkpoint(sequencer.checkpoint(&store.state, now))?;
         Ok(store)
     }
 
@@ -163,69 +191,25 @@ impl LedgerStore {
         let path = dir.join(LOG_FILE);
         fs::create_dir_all(dir).map_err(io_error("creating ledger directory", dir))?;
         let file =
-            OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(|e| match e.kind() {
+            OpenOptions::new().read(true).append(true).create_new(true).mode(0o600).open(&path).map_err(|e| match e
+                .kind()
+            {
                 io::ErrorKind::AlreadyExists => StoreError::Exists(path.clone()),
                 _ => StoreError::Io { action: "creating", path: path.clone(), source: e },
             })?;
         lock(&file, &path)?;
-        let mut store = Self { path, file, state: LedgerState::new(), payloads: vec![], len: 0, checkpoint: None };
+        let mut store = Self {
+            path,
+            file,
+            state: LedgerState::new(),
+            payloads: vec![],
+            len: 0,
+            checkpoint: None,
+            awaited: None,
+            cut_on_open: 0,
+        };
         store.write_synced(log_format::HEADER)?;
         Ok(store)
-    }
-
-    /// Opens the ledger in `dir` and checks it against its checkpoint,
-    /// cutting a torn last record and entries past the checkpoint (left by
-    /// a crash) with a warning.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join(LOG_FILE);
-        let file = OpenOptions::new().read(true).append(true).open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::Missing(path.clone()),
-            _ => StoreError::Io { action: "opening", path: path.clone(), source: e },
-        })?;
-        lock(&file, &path)?;
-        let bytes = fs::read(&path).map_err(io_error("reading", &path))?;
-        // The genesis names the log key, which the checkpoint must verify
-        // under before its size is believed.
-        let scan = check_framing(&path, &bytes)?;
-        let genesis = replay(&path, &bytes, &scan, Some(1))?;
-        let checkpoint = match read_checkpoint(dir) {
-            Ok(note) => Some(verify_note(dir, &genesis.state, &note)?),
-            // A replica made from an invitation, before its first checkpoint.
-            Err(StoreError::Checkpoint { .. }) if !dir.join("log.key").exists() => None,
-            Err(error) => return Err(error),
-        };
-        let size = checkpoint.as_ref().map_or(1, |c| usize::try_from(c.size()).unwrap_or(usize::MAX));
-        let covered = genesis.payloads.len();
-        if covered < size {
-            return Err(StoreError::Mismatch {
-                path,
-                detail: format!("its checkpoint signs {size} entries but it holds {covered}"),
-            });
-        }
-        let mut loaded = replay(&path, &bytes, &scan, Some(size))?;
-        let checkpoint = match checkpoint {
-            Some(c) => Some(check_checkpoint(dir, &loaded.state, c.note().to_vec())?),
-            None => None,
-        };
-        let mut len = match loaded.end {
-            End::Torn { offset, .. } => offset as u64,
-            _ => bytes.len() as u64,
-        };
-        if let End::Torn { detail, .. } = &loaded.end {
-            tracing::warn!(path = %path.display(), entry = loaded.payloads.len(), %detail,
-                "cutting a torn last ledger record left by an interrupted write");
-        }
-        if let Some(&(offset, _)) = loaded.payloads.get(size) {
-            tracing::warn!(path = %path.display(), cut = loaded.payloads.len() - size,
-                "cutting ledger entries past the checkpoint, left by an interrupted write");
-            len = offset - log_format::RECORD_HEADER as u64;
-            loaded.payloads.truncate(size);
-        }
-        if len < bytes.len() as u64 {
-            file.set_len(len).map_err(io_error("cutting the tail of", &path))?;
-            file.sync_all().map_err(io_error("syncing", &path))?;
-        }
-        Ok(Self { path, file, state: loaded.state, payloads: loaded.payloads, len, checkpoint })
     }
 
     /// Verifies the ledger in `dir` without changing it: every signature
@@ -233,8 +217,8 @@ impl LedgerStore {
     /// [`open`](Self::open), a torn last record is an error.
     pub fn verify(dir: &Path) -> Result<(LedgerState, SignedCheckpoint), StoreError> {
         let (_, loaded) = load_strict(dir)?;
-        let note = match read_checkpoint(dir) {
-            Err(StoreError::Checkpoint { .. }) if loaded.state.height() == 1 => {
+        let note = match read_checkpoint(dir)? {
+            None if loaded.state.height() == 1 => {
                 return Err(StoreError::Mismatch {
                     path: dir.join(LOG_FILE),
                     detail: "it holds only the genesis of an invitation and no checkpoint yet; the daemon fetches \
@@ -242,7 +226,13 @@ impl LedgerStore {
                         .into(),
                 });
             }
-            other => other?,
+            None => {
+                return Err(StoreError::MissingCheckpoint {
+                    path: dir.join(CHECKPOINT_FILE),
+                    entries: loaded.state.height(),
+                });
+            }
+            Some(note) => note,
         };
         let checkpoint = check_checkpoint(dir, &loaded.state, note)?;
         if checkpoint.size() != loaded.state.height() {
@@ -261,7 +251,7 @@ impl LedgerStore {
     /// The checkpoint stored in `dir`, checked against the log's genesis.
     pub fn read_checkpoint(dir: &Path) -> Result<SignedCheckpoint, StoreError> {
         let (_, loaded) = load_strict(dir)?;
-        check_checkpoint(dir, &loaded.state, read_checkpoint(dir)?)
+        check_checkpoint(dir, &loaded.state, require_checkpoint(dir, loaded.state.height())?)
     }
 
     /// Every encoded entry of the ledger in `dir`, verified, without
@@ -279,6 +269,40 @@ impl LedgerStore {
     /// The latest checkpoint (none in a genesis-only replica).
     pub fn checkpoint(&self) -> Option<&SignedCheckpoint> {
         self.checkpoint.as_ref()
+    }
+
+    /// A checkpoint this store holds whose entries its log lacks (cut
+    /// short on disk), to be fetched from peers and proven against it.
+    pub fn awaited(&self) -> Option<&SignedCheckpoint> {
+        self.awaited.as_ref()
+    }
+
+    /// Whether a sequencer may sign new checkpoints on this log: it must
+    /// hold every entry its last checkpoint signs, and have one (a log that
+    /// lost its checkpoint file may not be the whole log the key signed).
+    pub fn may_sequence(&self) -> Result<(), StoreError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let checkpoint = dir.join(super::CHECKPOINT_FILE);
+        if let Some(awaited) = &self.awaited {
+            let detail = format!(
+                "it holds {} entries but its checkpoint {} signs {}: a sequencer that lost entries would sign another history; restore the log from a backup or let it catch up as a replica first",
+                self.state.height(),
+                checkpoint.display(),
+                awaited.size()
+            );
+            return Err(StoreError::Mismatch { path: self.path.clone(), detail });
+        }
+        if self.checkpoint.is_none() && self.state.height() > 1 {
+            return Err(StoreError::MissingCheckpoint { path: checkpoint, entries: self.state.height() });
+        }
+        if self.cut_on_open > super::MAX_SEQUENCED_AT_ONCE {
+            let detail = format!(
+                "{} entries past its checkpoint were cut at open, more than one batch: the checkpoint file is older than the log (restored from a backup?); a sequencer would sign another history",
+                self.cut_on_open
+            );
+            return Err(StoreError::Mismatch { path: self.path.clone(), detail });
+        }
+        Ok(())
     }
 
     /// The log file.
@@ -312,7 +336,7 @@ impl LedgerStore {
         }
         self.state = state;
         if results.iter().any(Result::is_ok) {
-            self.save_checkpoint(sequencer.checkpoint(&self.state))?;
+            self.save_checkpoint(sequencer.checkpoint(&self.state, now_ms))?;
         }
         match failed {
             Some(error) => Err(error),
@@ -348,7 +372,14 @@ impl LedgerStore {
     /// Replaces the stored checkpoint (atomically: a new file renamed over
     /// the old, both synced).
     pub fn save_checkpoint(&mut self, checkpoint: SignedCheckpoint) -> Result<(), StoreError> {
+        let stored = self.checkpoint.as_ref().or(self.awaited.as_ref()).map_or(0, SignedCheckpoint::size);
+        if checkpoint.size() < stored {
+            return Err(StoreError::Rollback { stored, offered: checkpoint.size() });
+        }
         checkpoint_file::write(self.path.parent().unwrap_or(Path::new(".")), &checkpoint)?;
+        if self.awaited.as_ref().is_some_and(|a| a.size() <= checkpoint.size()) {
+            self.awaited = None;
+        }
         self.checkpoint = Some(checkpoint);
         Ok(())
     }
@@ -477,6 +508,9 @@ fn lock(file: &File, path: &Path) -> Result<(), StoreError> {
 pub(super) fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io { action, path: path.to_owned(), source }
 }
+
+#[path = "store_open.rs"]
+mod open;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

@@ -18,6 +18,7 @@ fn genesis(registrar: &Identity, log: &Identity) -> Entry {
         registrars: vec![registrar.signing_key()],
         log_key: log.signing_key(),
         quotas: Quotas::default(),
+        witnesses: Default::default(),
     };
     LedgerState::new().next_entry(op, 1, registrar)
 }
@@ -194,21 +195,61 @@ fn open_refuses_a_log_that_does_not_match_its_checkpoint() {
     // A checkpoint not signed by the log key is refused, naming the file.
     let forged = Sequencer::new(Identity::generate(IdentityKind::Log), None);
     let state = LedgerStore::verify(fixture.dir.path()).unwrap().0;
-    fs::write(fixture.dir.path().join(CHECKPOINT_FILE), forged.checkpoint(&state).note()).unwrap();
-    assert!(matches!(LedgerStore::open(fixture.dir.path()), Err(StoreError::Checkpoint { .. })));
-    // A missing checkpoint: the sequencer's own directory refuses to open...
+    fs::write(fixture.dir.path().join(CHECKPOINT_FILE), forged.checkpoint(&state, 5).note()).unwrap();
+    let err = LedgerStore::open(fixture.dir.path()).map(|_| ()).unwrap_err();
+    assert!(matches!(err, StoreError::Checkpoint { .. }), "{err}");
+    // A missing checkpoint: nothing is cut or forgotten. Every entry is
+    // checked by its signature and kept, and no sequencer may sign on it.
     fs::remove_file(fixture.dir.path().join(CHECKPOINT_FILE)).unwrap();
-    fs::write(fixture.dir.path().join("log.key"), b"the sequencer's key").unwrap();
-    assert!(matches!(LedgerStore::open(fixture.dir.path()), Err(StoreError::Checkpoint { .. })));
-    // ...a replica keeps only what needs no signature (its genesis) and
-    // fetches the rest from peers again.
-    fs::remove_file(fixture.dir.path().join("log.key")).unwrap();
     let store = LedgerStore::open(fixture.dir.path()).unwrap();
-    assert_eq!(store.state().head().height, 1);
+    assert_eq!(store.state().head().height, 3);
     assert!(store.checkpoint().is_none());
+    let err = store.may_sequence().unwrap_err();
+    assert!(
+        matches!(&err, StoreError::MissingCheckpoint { path, entries: 3 } if path.ends_with(CHECKPOINT_FILE)),
+        "{err}"
+    );
     drop(store);
     let err = LedgerStore::verify(fixture.dir.path()).unwrap_err();
-    assert!(err.to_string().contains("only the genesis of an invitation"), "{err}");
+    assert!(matches!(err, StoreError::MissingCheckpoint { .. }), "{err}");
+}
+
+/// A log cut short on disk keeps its checkpoint as the one it awaits: no
+/// entry is forgotten, and the sequencer refuses to sign on it.
+#[test]
+fn a_short_log_keeps_its_checkpoint_and_awaits_the_rest() {
+    let (fixture, store) = Fixture::new(3);
+    let full = store.checkpoint().unwrap().clone();
+    let cut_at = store.payloads[2].0 - log_format::RECORD_HEADER as u64;
+    drop(store);
+    let file = fs::OpenOptions::new().write(true).open(fixture.log()).unwrap();
+    file.set_len(cut_at).unwrap();
+    drop(file);
+    let store = LedgerStore::open(fixture.dir.path()).unwrap();
+    assert_eq!(store.state().head().height, 2);
+    assert_eq!(store.awaited(), Some(&full));
+    assert!(store.checkpoint().is_none());
+    assert!(matches!(store.may_sequence(), Err(StoreError::Mismatch { .. })));
+    assert_eq!(fs::read(fixture.dir.path().join(CHECKPOINT_FILE)).unwrap(), full.note(), "the file stays");
+}
+
+/// A checkpoint file padded with lines of unknown keys is written anew
+/// with only the lines we know; the log is untouched.
+#[test]
+fn a_padded_checkpoint_file_is_written_anew() {
+    let (fixture, store) = Fixture::new(1);
+    let canonical = store.checkpoint().unwrap().note().to_vec();
+    drop(store);
+    let mut padded = canonical.clone();
+    let line =
+        "\u{2014} stranger.example AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+    for _ in 0..8 {
+        padded.extend_from_slice(line.as_bytes());
+    }
+    fs::write(fixture.dir.path().join(CHECKPOINT_FILE), &padded).unwrap();
+    let store = LedgerStore::open(fixture.dir.path()).unwrap();
+    assert_eq!(store.checkpoint().unwrap().note(), canonical);
+    assert_eq!(fs::read(fixture.dir.path().join(CHECKPOINT_FILE)).unwrap(), canonical);
 }
 
 #[test]
