@@ -16,6 +16,8 @@ pub struct TestNetwork {
     pub sequencer: Sequencer,
     /// The ledger so far.
     pub ledger: LedgerState,
+    /// Every entry, encoded, in log order.
+    pub entries: Vec<Vec<u8>>,
     /// Time for the next entry, in milliseconds; advances by one per entry.
     clock: u64,
 }
@@ -33,7 +35,7 @@ impl TestNetwork {
             witnesses: WitnessPolicy::default(),
         };
         let sequencer = Sequencer::new(log, None);
-        let mut net = Self { ledger: LedgerState::new(), clock: 1, registrar, sequencer };
+        let mut net = Self { ledger: LedgerState::new(), entries: Vec::new(), clock: 1, registrar, sequencer };
         net.append_by_registrar(genesis);
         net
     }
@@ -68,7 +70,13 @@ impl TestNetwork {
 
     fn sequence(&mut self, entry: Entry) {
         let persist = |_: &Entry| Ok::<(), Rejection>(());
+        self.entries.push(entry.encoded().to_vec());
         self.sequencer.sequence(&mut self.ledger, entry, self.clock, persist).expect("test entry refused");
+    }
+
+    /// What this network's checkpoints are checked against.
+    pub fn network_trust(&self) -> crate::ledger::LogTrust<'_> {
+        self.ledger.network().expect("a genesis").trust()
     }
 
     /// The sequencer's checkpoint of the ledger as it stands.

@@ -12,6 +12,7 @@
 //! `Arc<dyn Ledger>`.
 
 mod embedded;
+mod follow;
 mod pending;
 mod policy;
 
@@ -19,13 +20,14 @@ use std::fmt;
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
-    BatchError, CheckpointError, Comparison, Directory, Entry, EntryHash, Head, LedgerError, Network, Rejection,
-    SignedCheckpoint,
+    Answer, CatchUp, CatchUpError, CheckpointError, Directory, Entry, EntryHash, Fetch, Fork, Head, Judgement,
+    LedgerError, Network, Rejection, SignedCheckpoint,
 };
 use carrier_proto::pb;
 use tokio::sync::broadcast;
 
 pub use embedded::{CHECKPOINT_FILE, EmbeddedLedger, LOG_FILE, LedgerStore, StoreError};
+pub use follow::{FollowError, Followed, follow};
 pub use pending::{MAX_PENDING, Pending, PendingError, PendingRequests};
 pub use policy::{Denial, Party, Policy, Refused};
 
@@ -72,9 +74,9 @@ pub enum ExtendError {
     /// The checkpoint is not signed by this network's log key.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// The batch does not prove out against the checkpoint (named entry).
+    /// The answer does not prove out against the checkpoint.
     #[error(transparent)]
-    Batch(#[from] BatchError),
+    CatchUp(#[from] CatchUpError),
     /// An entry the checkpoint signs breaks a ledger rule: the sequencer
     /// signed what it should have refused.
     #[error("the sequencer signed an invalid entry: {0}")]
@@ -87,28 +89,14 @@ pub enum ExtendError {
     Store(StoreError),
 }
 
-/// Two validly signed checkpoints of our log that cannot both be true.
-#[derive(Debug, Clone)]
-pub struct Equivocation {
-    /// Ours (or the one we hold).
-    pub ours: SignedCheckpoint,
-    /// The other.
-    pub theirs: SignedCheckpoint,
-    /// Where the other came from, for people.
-    pub source: String,
-}
-
-impl Equivocation {
-    /// The evidence as text: both signed notes, each checkable by anyone
-    /// with the log's verifier key.
-    pub fn evidence(&self) -> String {
-        format!(
-            "# Two checkpoints signed by this network's log key that cannot both be true.\n# The second came from {}.\n\n{}\n{}",
-            self.source,
-            self.ours.text(),
-            self.theirs.text()
-        )
-    }
+/// What one step of a catch-up did.
+#[derive(Debug)]
+pub enum Taken {
+    /// This many entries were proven and applied.
+    Applied(u64),
+    /// The target does not extend our checkpoint: the log key signed two
+    /// histories. The evidence is kept and the alarm raised.
+    Fork(Box<Fork>),
 }
 
 /// What the daemon asks of a ledger, whatever keeps it. The policy
@@ -135,8 +123,13 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<EntryHash>>;
     /// An inclusion proof of entry `index` in the tree of `size` entries.
     fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<EntryHash>>;
-    /// How a verified checkpoint stands to ours.
-    fn compare(&self, theirs: &SignedCheckpoint) -> Option<Comparison>;
+    /// Verifies another node's checkpoint note and judges it against what
+    /// this ledger holds (see `carrier_proto::ledger::judge`).
+    fn judge(&self, note: &[u8]) -> Result<Judgement, CheckpointError>;
+    /// One step of `catch_up`: checks `answer` (the entries from our size
+    /// on) and applies what proves out, atomically; stores the target once
+    /// the log reaches it.
+    fn take(&self, catch_up: &mut CatchUp, answer: Answer<'_>) -> Result<Taken, ExtendError>;
     /// The DID whose current signing key is `key`.
     fn did_of_key(&self, key: &SigningPublicKey) -> Option<Did>;
     /// The DID whose first key is `compact` (the 32 bytes messages carry).
@@ -152,22 +145,12 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     /// Sequences `entries` (one checkpoint for all) and tells subscribers;
     /// each gets its index or the rule it broke.
     fn submit(&self, entries: Vec<Entry>) -> Result<Vec<Result<u64, Rejection>>, SubmitError>;
-    /// Takes `batch` (the entries from index `from` on, which must be our
-    /// size), proven against `target` by `proof`, and stores `target` once
-    /// the log reaches it; returns how many entries were applied.
-    fn extend(
-        &self,
-        from: u64,
-        batch: &[Vec<u8>],
-        target: &SignedCheckpoint,
-        proof: &[EntryHash],
-    ) -> Result<u64, ExtendError>;
     /// Keeps `checkpoint` in place of ours if it signs the very same size
     /// and root (it may name the sequencing daemon where ours does not).
     fn adopt(&self, checkpoint: &SignedCheckpoint);
-    /// Raises the equivocation alarm (logged as an error once; the
-    /// evidence kept).
-    fn raise_alarm(&self, equivocation: Equivocation);
+    /// Raises the equivocation alarm with `fork` as evidence, naming where
+    /// it came from (logged as an error once; the evidence kept).
+    fn raise_alarm(&self, fork: &Fork, source: &str);
     /// The equivocation alarm, if raised.
     fn alarm(&self) -> Option<String>;
 
@@ -178,32 +161,58 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     }
 }
 
-/// Up to `max` entries (at most `max_bytes` of them) from `from` on, never
-/// past `tree_size` nor this ledger's end, with the consistency proof that
-/// they lead to the tree of `tree_size` entries (empty when they reach it)
-/// and this ledger's checkpoint: the answer to a peer's fetch (ledger sync)
-/// or a newcomer's (join connections). Bounded whatever is asked.
-pub fn sync_entries(ledger: &dyn Ledger, from: u64, max: u64, max_bytes: usize, tree_size: u64) -> pb::SyncEntries {
+/// The answer to a peer's fetch (ledger sync) or a newcomer's (join
+/// connections): up to `max` entries (at most `max_bytes` of them, but
+/// always one) from `fetch.from` on, never past `fetch.tree_size` nor this
+/// ledger's end, with the consistency proof that they lead to the tree of
+/// `tree_size` entries (empty when they reach it), the prefix proof asked
+/// for, and this ledger's checkpoint. Bounded whatever is asked.
+pub fn sync_entries(ledger: &dyn Ledger, fetch: Fetch, max: u64, max_bytes: usize) -> pb::SyncEntries {
     let checkpoint = ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
+    let tree_size = fetch.tree_size;
     let size = tree_size.min(ledger.head().height);
-    let wanted = size.saturating_sub(from).min(max);
-    let mut entries = ledger.entries(from, usize::try_from(wanted).unwrap_or(usize::MAX));
+    let wanted = size.saturating_sub(fetch.from).min(max);
+    let mut entries = ledger.entries(fetch.from, usize::try_from(wanted).unwrap_or(usize::MAX));
     let mut bytes = 0;
+    let mut kept = 0;
     entries.retain(|e| {
         bytes += e.len();
-        bytes <= max_bytes
+        kept += 1;
+        kept == 1 || bytes <= max_bytes
     });
-    let reached = from.saturating_add(entries.len() as u64);
+    let reached = fetch.from.saturating_add(entries.len() as u64);
     let proof = if entries.is_empty() || reached == tree_size {
         Vec::new()
     } else {
         ledger.consistency_proof(reached, tree_size).unwrap_or_default()
     };
-    pb::SyncEntries { entries, proof: proof.iter().map(|h| h.0.to_vec()).collect(), checkpoint }
+    let hashes = |p: Vec<EntryHash>| p.iter().map(|h| h.0.to_vec()).collect();
+    let (prefix_root, prefix_proof) = match (fetch.prove_from, ledger.root_at(fetch.prove_from)) {
+        (0, _) | (_, None) => (Vec::new(), Vec::new()),
+        (from, Some(root)) if from >= tree_size => (root.0.to_vec(), Vec::new()),
+        (from, Some(root)) => {
+            (root.0.to_vec(), ledger.consistency_proof(from, tree_size).map(hashes).unwrap_or_default())
+        }
+    };
+    pb::SyncEntries { entries, proof: hashes(proof), checkpoint, prefix_root, prefix_proof }
 }
 
 /// The 32-byte hashes of a proof as it travels, or `None` if any is
 /// another length.
 pub fn proof_hashes(raw: &[Vec<u8>]) -> Option<Vec<EntryHash>> {
     raw.iter().map(|h| h.as_slice().try_into().ok().map(EntryHash)).collect()
+}
+
+/// The proofs of an answer, parsed: the batch's proof, and the prefix
+/// (root and proof) when one was sent.
+pub type ParsedProofs = (Vec<EntryHash>, Option<(EntryHash, Vec<EntryHash>)>);
+
+/// Parses the proofs in `reply`; `None` if a hash is not 32 bytes.
+pub fn answer_proofs(proof: &[Vec<u8>], prefix_root: &[u8], prefix_proof: &[Vec<u8>]) -> Option<ParsedProofs> {
+    let proof = proof_hashes(proof)?;
+    let prefix = match prefix_root {
+        [] => None,
+        root => Some((EntryHash(root.try_into().ok()?), proof_hashes(prefix_proof)?)),
+    };
+    Some((proof, prefix))
 }

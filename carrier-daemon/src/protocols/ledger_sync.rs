@@ -3,30 +3,29 @@
 //!
 //! - When a link comes up, the peer's handshake carried its checkpoint; when
 //!   our ledger grows, we announce ours to every linked peer.
-//! - A checkpoint counts only once it verifies under the log key. If it is
-//!   ahead of ours, we fetch the entries we lack in bounded batches, each
-//!   with a consistency proof to that checkpoint, and apply a batch only
-//!   if it proves out (`Ledger::extend`); every entry's signature and rules
-//!   are checked too.
-//! - Two validly signed checkpoints that cannot both be true are the
-//!   sequencer's equivocation: we keep our view and raise the alarm with
-//!   both notes as evidence. A forged or unsigned note is dropped quietly.
-//! - Work per catch-up is bounded whatever a peer claims: the number of
-//!   exchanges follows from the signed size, each exchange has a timeout,
-//!   and the whole catch-up a deadline. One catch-up runs at a time.
+//! - A checkpoint counts only once it verifies under the log key (and the
+//!   network's witnesses). What to do about it is the catch-up machine's
+//!   call (`carrier_proto::ledger::judge`): nothing, keep its note, fetch
+//!   (proven to extend ours first, then in bounded batches, each with a
+//!   consistency proof), or raise the alarm on two signed histories.
+//! - Whatever a peer does, what it costs us is bounded: request frames fit
+//!   a note, answers a batch; every read has a deadline; a peer has at most
+//!   [`MAX_STREAMS_PER_PEER`] exchanges open with us; each peer has one
+//!   catch-up at a time, at most [`MAX_CATCH_UPS`] run at once, each within
+//!   [`CATCH_UP_DEADLINE`]. A peer that stalls holds only its own.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Comparison, SignedCheckpoint};
+use carrier_proto::ledger::{Fetch, Judgement, MAX_ENTRY_SIZE, MAX_NOTE_SIZE, SignedCheckpoint};
 use carrier_proto::pb::{self, sync_request::Request};
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Semaphore, broadcast};
 
 use super::{Handling, PeerStream, ProtocolError, ProtocolHandler, Router};
 use crate::framed::{FrameReader, FrameWriter};
-use crate::ledger::{Equivocation, ExtendError, Ledger, proof_hashes, sync_entries};
+use crate::ledger::{FollowError, Followed, Ledger, follow, sync_entries};
 use crate::link::LinkContext;
 use crate::observe::Counters;
 use crate::overlay::{Overlay, OverlayEvent};
@@ -34,17 +33,25 @@ use crate::tasks::Tasks;
 
 /// The protocol name.
 pub(crate) const PROTOCOL: &str = "/carrier/ledger/2.0.0";
-/// Largest sync frame.
-const MAX_FRAME: usize = 4 << 20;
 /// Most entries in one answer.
-const BATCH: u32 = 1024;
-/// Most entry bytes in one answer (under the frame limit with room for the
-/// proof and the note).
-const BATCH_BYTES: usize = 3 << 20;
+const BATCH: u32 = 512;
+/// Most entry bytes in one answer (the first entry is always sent).
+const BATCH_BYTES: usize = 256 << 10;
+/// Largest request frame: a fetch, or an announce carrying a note.
+const REQUEST_FRAME: usize = MAX_NOTE_SIZE + 256;
+/// Largest answer frame: a batch, the proofs (64 hashes each at most) and
+/// a note.
+const ANSWER_FRAME: usize = BATCH_BYTES + MAX_ENTRY_SIZE + MAX_NOTE_SIZE + 2 * 64 * 34 + 1024;
+/// How long a peer may take to send its request once it opened a stream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one catch-up may take in all.
-const CATCH_UP_DEADLINE: Duration = Duration::from_secs(300);
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(120);
+/// Exchanges one peer may have open with us at once; more are dropped.
+pub(crate) const MAX_STREAMS_PER_PEER: usize = 4;
+/// Catch-ups (each with another peer) that run at once.
+pub(crate) const MAX_CATCH_UPS: usize = 4;
 
 /// Serves the exchanges peers open, and keeps our ledger and theirs in step.
 #[derive(Debug)]
@@ -52,8 +59,35 @@ pub(crate) struct LedgerSync {
     ledger: Arc<dyn Ledger>,
     router: Router,
     counters: Arc<Counters>,
-    /// Held by the one catch-up that runs at a time.
-    catching_up: Mutex<()>,
+    /// Exchanges each peer has open with us.
+    streams: Mutex<HashMap<Did, usize>>,
+    /// Peers we are catching up from (one catch-up each).
+    catching_up: Mutex<HashSet<Did>>,
+    /// Catch-ups running at once.
+    catch_ups: Semaphore,
+}
+
+/// Holds one of a peer's stream (or catch-up) places; frees it on drop.
+struct Place<'a> {
+    sync: &'a LedgerSync,
+    peer: Did,
+    catch_up: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.catch_up {
+            self.sync.catching_up.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.peer);
+            return;
+        }
+        let mut streams = self.sync.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = streams.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl LedgerSync {
@@ -63,7 +97,9 @@ impl LedgerSync {
             ledger: Arc::clone(&ctx.ledger),
             router,
             counters: Arc::clone(ctx.counters()),
-            catching_up: Mutex::new(()),
+            streams: Mutex::default(),
+            catching_up: Mutex::default(),
+            catch_ups: Semaphore::new(MAX_CATCH_UPS),
         })
     }
 
@@ -89,7 +125,7 @@ impl LedgerSync {
     ) {
         let mut updates = self.ledger.subscribe();
         let mut peers: HashSet<Did> = HashSet::new();
-        let mut announced = self.ledger.checkpoint().map(|c| c.size()).unwrap_or(0);
+        let mut announced = self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -114,10 +150,10 @@ impl LedgerSync {
                 update = updates.recv() => match update {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         let Some(checkpoint) = self.ledger.checkpoint() else { continue };
-                        if checkpoint.size() == announced {
+                        if checkpoint.note() == announced.as_slice() {
                             continue;
                         }
-                        announced = checkpoint.size();
+                        announced = checkpoint.note().to_vec();
                         self.announce(&peers, checkpoint);
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -134,7 +170,7 @@ impl LedgerSync {
             self.router.handlers().spawn_until_stop(async move {
                 let sent = async {
                     let stream = router.open(peer, PROTOCOL).await?;
-                    write(stream, &announce).await
+                    write(stream, &announce, REQUEST_FRAME).await
                 };
                 let sent = tokio::time::timeout(EXCHANGE_TIMEOUT, sent)
                     .await
@@ -146,141 +182,103 @@ impl LedgerSync {
         }
     }
 
-    /// A peer's link is up: act on the checkpoint its handshake carried.
+    /// A peer's link is up: act on the checkpoint its handshake carried
+    /// (or, if our log awaits entries, on our own awaited checkpoint).
     fn peer_up(self: &Arc<Self>, ctx: &LinkContext, did: Did) {
         let Some(note) = ctx.peer_checkpoint(&did) else { return };
-        let sync = Arc::clone(self);
-        self.router.handlers().spawn_until_stop(async move { sync.catch_up(did, &note).await });
+        self.consider(did, note);
     }
 
-    /// Verifies `note` and, if it is ahead of ours, fetches from `peer`
-    /// until we reach it; raises the alarm if it contradicts ours.
-    async fn catch_up(&self, peer: Did, note: &[u8]) {
-        let theirs = match assess(&*self.ledger, peer, note) {
-            Assessment::Act(theirs) => *theirs,
-            Assessment::Ignore(error) => {
+    /// Judges `note` from `peer` and, if it is ahead, catches up from that
+    /// peer in a task of its own (one per peer at a time).
+    fn consider(self: &Arc<Self>, peer: Did, note: Vec<u8>) {
+        let catch_up = match self.ledger.judge(&note) {
+            Ok(Judgement::Nothing) => return,
+            Ok(Judgement::Adopt(theirs)) => return self.ledger.adopt(&theirs),
+            Ok(Judgement::Fork(fork)) => return self.ledger.raise_alarm(&fork, &format!("peer {peer}")),
+            Ok(Judgement::Fetch(catch_up)) => catch_up,
+            Err(error) => {
                 self.counters.count("ledger_checkpoints_refused");
                 return tracing::debug!(%peer, %error, "ignoring a peer's checkpoint");
             }
-            Assessment::Equivocation(equivocation) => return self.ledger.raise_alarm(*equivocation),
-            Assessment::Nothing => return,
         };
-        let _one_at_a_time = self.catching_up.lock().await;
-        let caught_up = tokio::time::timeout(CATCH_UP_DEADLINE, self.fetch_until(peer, &theirs)).await;
-        if caught_up.is_err() {
-            tracing::warn!(%peer, size = theirs.size(), "ledger catch-up ran past its deadline; will retry on the next announce");
+        if !self.catching_up.lock().unwrap_or_else(PoisonError::into_inner).insert(peer) {
+            return; // one catch-up per peer; the running one goes on
         }
+        let sync = Arc::clone(self);
+        self.router.handlers().spawn_until_stop(async move {
+            let _place = Place { sync: &sync, peer, catch_up: true };
+            let Ok(_permit) = sync.catch_ups.acquire().await else { return };
+            let size = catch_up.target().size();
+            let ledger = Arc::clone(&sync.ledger);
+            let caught_up = follow(&*ledger, catch_up, |fetch| sync.fetch(peer, fetch));
+            match tokio::time::timeout(CATCH_UP_DEADLINE, caught_up).await {
+                Ok(Ok(Followed::Reached(applied))) if applied > 0 => {
+                    tracing::info!(%peer, applied, height = ledger.head().height, "applied ledger entries from a peer");
+                }
+                Ok(Ok(Followed::Reached(_))) => {}
+                Ok(Ok(Followed::Fork(fork))) => ledger.raise_alarm(&fork, &format!("peer {peer}")),
+                Ok(Err(FollowError::Refused(error))) => {
+                    sync.counters.count("ledger_batches_refused");
+                    tracing::warn!(%peer, %error, "refused ledger entries from a peer");
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "ledger fetch failed"),
+                Err(_) => tracing::warn!(%peer, size, "ledger catch-up ran past its deadline; will retry on the next announce"),
+            }
+        });
     }
 
-    async fn fetch_until(&self, peer: Did, theirs: &SignedCheckpoint) {
-        let ledger = &*self.ledger;
-        let start = ledger.head().height;
-        // Each useful exchange brings at least one entry, and a batch at
-        // most BATCH: this many rounds suffice for an honest peer.
-        let rounds = theirs.size().saturating_sub(start) / u64::from(BATCH) + 2;
-        for _ in 0..rounds {
-            match ledger.compare(theirs) {
-                Some(Comparison::Same) => {
-                    // Same log; theirs may name the sequencer where ours does not.
-                    if theirs.checkpoint().sequencer.is_some() {
-                        ledger.adopt(theirs);
-                    }
-                    break;
-                }
-                None | Some(Comparison::Older) => break,
-                Some(Comparison::Equivocation) => {
-                    if let Some(ours) = ledger.checkpoint() {
-                        let source = format!("peer {peer}");
-                        ledger.raise_alarm(Equivocation { ours, theirs: theirs.clone(), source });
-                    }
-                    return;
-                }
-                Some(Comparison::Newer) => {}
-            }
-            let from = ledger.head().height;
-            let reply = match self.fetch(peer, from, theirs.size()).await {
-                Ok(reply) => reply,
-                Err(error) => return tracing::debug!(%peer, %error, "ledger fetch failed"),
-            };
-            if reply.entries.is_empty() {
-                return tracing::debug!(%peer, from, "peer served no entries for its own checkpoint");
-            }
-            let Some(proof) = proof_hashes(&reply.proof) else {
-                return tracing::warn!(%peer, "peer sent a malformed Merkle proof");
-            };
-            match ledger.extend(from, &reply.entries, theirs, &proof) {
-                Ok(applied) => tracing::info!(%peer, from, applied, "applied ledger entries from a peer"),
-                Err(ExtendError::Moved) => {}
-                Err(error) => {
-                    self.counters.count("ledger_batches_refused");
-                    return tracing::warn!(%peer, %error, "refused ledger entries from a peer");
-                }
-            }
-        }
-        let height = ledger.head().height;
-        if height > start {
-            tracing::info!(%peer, height, applied = height - start, "ledger caught up");
-        }
-    }
-
-    async fn fetch(&self, peer: Did, from: u64, tree_size: u64) -> Result<pb::SyncEntries, ProtocolError> {
+    async fn fetch(&self, peer: Did, fetch: Fetch) -> Result<pb::SyncEntries, ProtocolError> {
         let exchange = async {
             let stream = self.router.open(peer, PROTOCOL).await?;
-            let fetch = pb::SyncRequest { request: Some(Request::Fetch(pb::Fetch { from, max: BATCH, tree_size })) };
-            let stream = write(stream, &fetch).await?;
-            read::<pb::SyncEntries>(stream).await
+            let request =
+                pb::Fetch { from: fetch.from, max: BATCH, tree_size: fetch.tree_size, prove_from: fetch.prove_from };
+            let stream =
+                write(stream, &pb::SyncRequest { request: Some(Request::Fetch(request)) }, REQUEST_FRAME).await?;
+            read::<pb::SyncEntries>(stream, ANSWER_FRAME).await
         };
         tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await.unwrap_or(Err(ProtocolError::Timeout("ledger fetch")))
     }
-}
 
-/// What to do about a peer's checkpoint note.
-#[derive(Debug)]
-enum Assessment {
-    /// Not signed by the log key (forged, unsigned, malformed): drop it.
-    Ignore(carrier_proto::ledger::CheckpointError),
-    /// Ours already, or older: nothing to fetch.
-    Nothing,
-    /// Signed, and it contradicts ours.
-    Equivocation(Box<Equivocation>),
-    /// Signed and ahead of ours (or of the same log; act on it).
-    Act(Box<SignedCheckpoint>),
-}
-
-/// Checks `note` under the log key and against our checkpoint. Only a
-/// validly signed note that contradicts ours is equivocation.
-fn assess(ledger: &dyn Ledger, peer: Did, note: &[u8]) -> Assessment {
-    let theirs = match ledger.verify_checkpoint(note) {
-        Ok(theirs) => theirs,
-        Err(error) => return Assessment::Ignore(error),
-    };
-    match (ledger.compare(&theirs), ledger.checkpoint()) {
-        (Some(Comparison::Equivocation), Some(ours)) => {
-            Assessment::Equivocation(Box::new(Equivocation { ours, theirs, source: format!("peer {peer}") }))
+    /// Takes one of `peer`'s stream places, if it has one left.
+    fn place(&self, peer: Did) -> Option<Place<'_>> {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = streams.entry(peer).or_insert(0);
+        if *open >= MAX_STREAMS_PER_PEER {
+            return None;
         }
-        (Some(Comparison::Older) | None, _) => Assessment::Nothing,
-        _ => Assessment::Act(Box::new(theirs)),
+        *open += 1;
+        Some(Place { sync: self, peer, catch_up: false })
     }
 }
 
 /// Entries from `from` on, never past `tree_size` nor our log, with the
-/// proof that they lead to it. Bounded whatever the request says.
+/// proofs asked for. Bounded whatever the request says.
 fn serve(ledger: &dyn Ledger, fetch: pb::Fetch) -> pb::SyncEntries {
-    sync_entries(ledger, fetch.from, u64::from(fetch.max.min(BATCH)), BATCH_BYTES, fetch.tree_size)
+    let asked = Fetch { from: fetch.from, tree_size: fetch.tree_size, prove_from: fetch.prove_from };
+    sync_entries(ledger, asked, u64::from(fetch.max.min(BATCH)), BATCH_BYTES)
 }
 
 impl ProtocolHandler for LedgerSync {
     /// Answers one exchange a peer opened.
     fn handle(self: Arc<Self>, peer: Did, stream: PeerStream) -> Handling {
         Box::pin(async move {
-            let (stream, request) = read_request(stream).await?;
+            let Some(_place) = self.place(peer) else {
+                self.counters.count("ledger_sync_streams_refused");
+                return Err(ProtocolError::Violation(format!("{peer} has {MAX_STREAMS_PER_PEER} sync exchanges open")));
+            };
+            let read = tokio::time::timeout(REQUEST_TIMEOUT, read_request(stream)).await;
+            let (stream, request) = read.unwrap_or(Err(ProtocolError::Timeout("ledger sync request")))?;
             match request.request {
                 Some(Request::Fetch(fetch)) => {
-                    write(stream, &serve(&*self.ledger, fetch)).await?;
+                    let answer = serve(&*self.ledger, fetch);
+                    tokio::time::timeout(EXCHANGE_TIMEOUT, write(stream, &answer, ANSWER_FRAME))
+                        .await
+                        .unwrap_or(Err(ProtocolError::Timeout("ledger sync answer")))?;
                     Ok(())
                 }
                 Some(Request::Announce(note)) => {
-                    self.catch_up(peer, &note).await;
+                    self.consider(peer, note);
                     Ok(())
                 }
                 None => Err(ProtocolError::Violation("empty sync request".into())),
@@ -291,22 +289,22 @@ impl ProtocolHandler for LedgerSync {
 
 /// Sends one message and ends our side of the stream; returns the stream
 /// for the answer.
-async fn write<M: prost::Message>(stream: PeerStream, message: &M) -> Result<PeerStream, ProtocolError> {
-    let mut writer = FrameWriter::new(stream, MAX_FRAME);
+async fn write<M: prost::Message>(stream: PeerStream, message: &M, max: usize) -> Result<PeerStream, ProtocolError> {
+    let mut writer = FrameWriter::new(stream, max);
     writer.send(message).await?;
     writer.shutdown().await?;
     Ok(writer.into_inner())
 }
 
 /// Reads the one message the peer sends.
-async fn read<M: prost::Message + Default>(stream: PeerStream) -> Result<M, ProtocolError> {
-    let mut reader = FrameReader::new(stream, MAX_FRAME);
+async fn read<M: prost::Message + Default>(stream: PeerStream, max: usize) -> Result<M, ProtocolError> {
+    let mut reader = FrameReader::new(stream, max);
     reader.read::<M>().await?.ok_or_else(|| ProtocolError::Violation("the stream ended before the message".into()))
 }
 
 /// Reads the request that opens an exchange; returns the stream for the answer.
 async fn read_request(stream: PeerStream) -> Result<(PeerStream, pb::SyncRequest), ProtocolError> {
-    let mut reader = FrameReader::new(stream, MAX_FRAME);
+    let mut reader = FrameReader::new(stream, REQUEST_FRAME);
     let request = reader.read().await?.ok_or_else(|| ProtocolError::Violation("empty sync stream".into()))?;
     Ok((reader.into_parts().0, request))
 }

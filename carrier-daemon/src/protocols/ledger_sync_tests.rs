@@ -14,7 +14,6 @@ use crate::ledger::{EmbeddedLedger, LedgerStore};
 struct Fixture {
     _dir: tempfile::TempDir,
     ledger: EmbeddedLedger,
-    peer: Did,
 }
 
 /// The log key, rebuilt from its seed wherever a test signs as the
@@ -43,8 +42,7 @@ fn fixture() -> Fixture {
         let entry = store.state().next_entry(op, 2, &registrar);
         store.sequence(&mut sequencer, vec![entry], 2).unwrap();
     }
-    let peer = Identity::generate(IdentityKind::Device).did();
-    Fixture { _dir: dir, ledger: EmbeddedLedger::with_store(store), peer }
+    Fixture { _dir: dir, ledger: EmbeddedLedger::with_store(store) }
 }
 
 fn signed(f: &Fixture, size: u64, root: EntryHash, log: &Identity) -> SignedCheckpoint {
@@ -61,39 +59,52 @@ fn forged_unsigned_and_huge_notes_are_dropped_without_an_alarm() {
     let unsigned = ours.text().split("\n\n").next().unwrap().to_owned() + "\n";
     let altered = ours.text().replacen("\n6\n", &format!("\n{}\n", u64::MAX), 1);
     for note in [huge.note().to_vec(), unsigned.into_bytes(), altered.into_bytes(), b"garbage".to_vec(), vec![]] {
-        assert!(matches!(assess(&f.ledger, f.peer, &note), Assessment::Ignore(_)), "{note:?}");
+        assert!(f.ledger.judge(&note).is_err(), "{note:?}");
     }
     assert_eq!(f.ledger.alarm(), None);
 }
 
 #[test]
-fn only_a_signed_contradiction_is_equivocation() {
+fn only_a_signed_contradiction_is_evidence() {
     let f = fixture();
     let log = log_key();
     let ours = f.ledger.checkpoint().unwrap();
-    assert!(matches!(assess(&f.ledger, f.peer, ours.note()), Assessment::Act(_)), "the same log");
+    assert!(matches!(f.ledger.judge(ours.note()), Ok(Judgement::Nothing)), "the same note");
     let older = signed(&f, 3, f.ledger.root_at(3).unwrap(), &log);
-    assert!(matches!(assess(&f.ledger, f.peer, older.note()), Assessment::Nothing));
+    assert!(matches!(f.ledger.judge(older.note()), Ok(Judgement::Nothing)));
     let newer = signed(&f, 9, EntryHash([3; 32]), &log);
-    assert!(matches!(assess(&f.ledger, f.peer, newer.note()), Assessment::Act(_)), "fetch to check it");
+    assert!(matches!(f.ledger.judge(newer.note()), Ok(Judgement::Fetch(_))), "fetch to check it");
     for (size, root) in [(6, EntryHash([4; 32])), (2, EntryHash([4; 32]))] {
         let other = signed(&f, size, root, &log);
-        assert!(matches!(assess(&f.ledger, f.peer, other.note()), Assessment::Equivocation(_)), "size {size}");
+        assert!(matches!(f.ledger.judge(other.note()), Ok(Judgement::Fork(_))), "size {size}");
     }
 }
 
 #[test]
 fn fetches_past_any_end_get_bounded_answers() {
     let f = fixture();
-    for (from, tree_size, max) in [(u64::MAX, u64::MAX, u32::MAX), (0, u64::MAX, u32::MAX), (3, 2, 10), (6, 6, 10)] {
-        let reply = serve(&f.ledger, pb::Fetch { from, max, tree_size });
+    let cases = [(u64::MAX, u64::MAX, u32::MAX, u64::MAX), (0, u64::MAX, u32::MAX, 3), (3, 2, 10, 9), (6, 6, 10, 6)];
+    for (from, tree_size, max, prove_from) in cases {
+        let reply = serve(&f.ledger, pb::Fetch { from, max, tree_size, prove_from });
         assert!(reply.entries.len() <= 6, "({from}, {tree_size}): {} entries", reply.entries.len());
-        assert!(reply.proof.len() <= 64);
+        assert!(reply.proof.len() <= 64 && reply.prefix_proof.len() <= 64);
     }
-    let reply = serve(&f.ledger, pb::Fetch { from: 1, max: 2, tree_size: 6 });
+    let reply = serve(&f.ledger, pb::Fetch { from: 1, max: 2, tree_size: 6, prove_from: 2 });
     assert_eq!(reply.entries.len(), 2);
     let proof: Vec<EntryHash> = crate::ledger::proof_hashes(&reply.proof).unwrap();
     let ours = f.ledger.checkpoint().unwrap();
     let root_at_3 = f.ledger.root_at(3).unwrap();
     carrier_proto::ledger::merkle::verify_consistency(3, root_at_3, 6, ours.root(), &proof).unwrap();
+    let prefix: Vec<EntryHash> = crate::ledger::proof_hashes(&reply.prefix_proof).unwrap();
+    assert_eq!(reply.prefix_root, f.ledger.root_at(2).unwrap().0.to_vec());
+    carrier_proto::ledger::merkle::verify_consistency(2, f.ledger.root_at(2).unwrap(), 6, ours.root(), &prefix)
+        .unwrap();
+}
+
+/// Answers hold at most a batch's bytes, however many entries are asked.
+#[test]
+fn answers_fit_their_frame() {
+    let f = fixture();
+    let reply = serve(&f.ledger, pb::Fetch { from: 0, max: u32::MAX, tree_size: 6, prove_from: 1 });
+    assert!(prost::Message::encoded_len(&reply) <= ANSWER_FRAME);
 }

@@ -21,6 +21,7 @@
 //!   apps), or a registrar. Revocation is final, and revoking a device
 //!   revokes its apps. No key is ever used by two identities.
 
+mod catchup;
 mod checkpoint;
 mod consent;
 mod cosignature;
@@ -36,6 +37,7 @@ mod sequencer;
 mod state;
 mod verify;
 
+pub use catchup::{Answer, CatchUp, CatchUpError, Checked, Fetch, Held, Judgement, judge, says_more};
 pub use checkpoint::{
     Checkpoint, CheckpointError, Cosignature, LogTrust, SignedCheckpoint, check_note_shape, origin, parse_verifier_key,
     verifier_key,
@@ -48,7 +50,7 @@ pub use entry::{
     Op,
 };
 pub use error::{LedgerError, Rejection};
-pub use evidence::{Comparison, compare};
+pub use evidence::{EVIDENCE_PREFIX, EvidenceError, Fork, MAX_EVIDENCE_SIZE};
 pub use genesis::{
     DEFAULT_MAX_APPS_PER_DEVICE, DEFAULT_MAX_REQUEST_LIFETIME_S, DEFAULT_MAX_REQUESTS_PER_DAY,
     DEFAULT_MAX_REQUESTS_PER_MINUTE, DEFAULT_MAX_ROTATIONS_PER_DAY, DEFAULT_REGISTRAR_REQUESTS_PER_DAY,

@@ -349,26 +349,6 @@ fn known_replay_builds_the_same_tree_without_signatures() {
 }
 
 #[test]
-fn checkpoints_compare_as_same_older_newer_or_equivocation() {
-    let mut net = crate::testing::TestNetwork::new("t");
-    let at_one = net.checkpoint();
-    net.register_device();
-    let at_two = net.checkpoint();
-    assert_eq!(compare(&net.ledger, &at_two, &at_two), Comparison::Same);
-    assert_eq!(compare(&net.ledger, &at_two, &at_one), Comparison::Older);
-    assert_eq!(compare(&net.ledger, &at_one, &at_two), Comparison::Newer);
-    // Other histories: an earlier size, and the same size, with other roots.
-    // (`compare` takes verified notes; who signed them is checked before.)
-    let network = net.ledger.network().unwrap().id;
-    let other_log = Identity::generate(IdentityKind::Log);
-    for size in [1, 2] {
-        let other = Checkpoint { size, root: EntryHash([5; 32]), sequencer: None };
-        let other = SignedCheckpoint::sign(&network, other, &other_log, 1);
-        assert_eq!(compare(&net.ledger, &at_two, &other), Comparison::Equivocation, "size {size}");
-    }
-}
-
-#[test]
 fn replay_names_the_first_bad_entry_for_any_flipped_byte() {
     let mut net = Net::new();
     let device = net.device();

@@ -163,6 +163,8 @@ pub enum BatchError {
 /// with a valid author signature; [`apply`](Self::apply) checks the rules.
 #[derive(Debug)]
 pub struct VerifiedBatch {
+    /// Index of the first entry: the batch applies only to a log of that size.
+    from: u64,
     entries: Vec<Entry>,
 }
 
@@ -208,10 +210,15 @@ pub fn check_batch(
     if let Some(i) = bad_signature(&entries) {
         return Err(BatchError::BadSignature { index: first + i as u64 });
     }
-    Ok(VerifiedBatch { entries })
+    Ok(VerifiedBatch { from: first, entries })
 }
 
 impl VerifiedBatch {
+    /// Index of the first entry.
+    pub fn from(&self) -> u64 {
+        self.from
+    }
+
     /// The entries, in log order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries

@@ -120,12 +120,23 @@ pub(crate) fn publish(dir: &Path, target: &Target, refused: Vec<pb::Refusal>) ->
             true => state.tree().consistency_proof(end, size)?.iter().map(|h| h.0.to_vec()).collect(),
             false => Vec::new(),
         };
+        // The daemon takes a larger checkpoint only once it is proven to
+        // extend its own: our tree's root at its size, and the proof.
+        let (prefix_root, prefix_proof) = match state.tree().root_at(from) {
+            Some(root) if from > 0 && from < size => {
+                (root.0.to_vec(), state.tree().consistency_proof(from, size)?.iter().map(|h| h.0.to_vec()).collect())
+            }
+            Some(root) if from > 0 => (root.0.to_vec(), Vec::new()),
+            _ => (Vec::new(), Vec::new()),
+        };
         let request = pb::PublishRequest {
             entries: batch,
             from,
             checkpoint: checkpoint.note().to_vec(),
             proof,
             refused: refused.clone(),
+            prefix_root,
+            prefix_proof,
         };
         let Response::Publish(reply) = target.request(Request::Publish(request))? else {
             bail!("unexpected reply from carrierd")

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Comparison, Entry, EntryHash, Head, Kind, Status};
+use carrier_proto::ledger::{Answer, Entry, EntryHash, Head, Judgement, Kind, Status};
 use carrier_proto::nat::Mapping;
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 
@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use super::Connection;
 use crate::delivery::Delivery;
-use crate::ledger::{Equivocation, ExtendError, Ledger, SubmitError, proof_hashes};
+use crate::ledger::{ExtendError, Ledger, SubmitError, Taken, answer_proofs};
 use crate::link::LinkContext;
 use crate::overlay::{Overlay, OverlayError, OverlayEvent};
 use crate::protocols::ledger_submit::{SubmitOutcome, Submitter};
@@ -324,22 +324,37 @@ impl Handler {
                 self.submitter.refuse(&hash, &refusal.reason);
             }
         }
-        let checkpoint = self.ledger.verify_checkpoint(&publish.checkpoint).map_err(ExtendError::from)?;
-        let appended = match self.ledger.compare(&checkpoint) {
-            Some(Comparison::Newer) | None => {
-                let proof = proof_hashes(&publish.proof).ok_or_else(|| ControlError::BadEntry {
-                    index: 0,
-                    reason: "a proof hash is not 32 bytes".into(),
-                })?;
-                self.ledger.extend(publish.from, &publish.entries, &checkpoint, &proof)? as u32
+        let mut catch_up = match self.ledger.judge(&publish.checkpoint).map_err(ExtendError::from)? {
+            Judgement::Fetch(catch_up) => catch_up,
+            Judgement::Adopt(theirs) => {
+                self.ledger.adopt(&theirs);
+                return Ok(Response::Publish(pb::PublishReply { appended: 0, head: Some(head(self.ledger.head())) }));
             }
-            Some(Comparison::Same | Comparison::Older) => 0,
-            Some(Comparison::Equivocation) => {
-                let ours = self.ledger.checkpoint().ok_or(ExtendError::Moved)?;
-                let source = "carrierctl ledger publish".to_owned();
-                self.ledger.raise_alarm(Equivocation { ours, theirs: checkpoint, source });
+            Judgement::Nothing => {
+                return Ok(Response::Publish(pb::PublishReply { appended: 0, head: Some(head(self.ledger.head())) }));
+            }
+            Judgement::Fork(fork) => {
+                self.ledger.raise_alarm(&fork, "carrierctl ledger publish");
                 return Err(ControlError::Equivocation);
             }
+        };
+        // The tool sends what it computed for the size it last saw; if the
+        // ledger moved since, it asks again from the new size.
+        let bad = || ControlError::BadEntry { index: 0, reason: "a proof hash is not 32 bytes".into() };
+        let (proof, prefix) =
+            answer_proofs(&publish.proof, &publish.prefix_root, &publish.prefix_proof).ok_or_else(bad)?;
+        let appended = match catch_up.fetch(self.ledger.head().height) {
+            Some(fetch) if fetch.from == publish.from => {
+                let prefix = prefix.as_ref().map(|(root, proof)| (*root, proof.as_slice()));
+                match self.ledger.take(&mut catch_up, Answer { entries: &publish.entries, proof: &proof, prefix })? {
+                    Taken::Applied(n) => n as u32,
+                    Taken::Fork(fork) => {
+                        self.ledger.raise_alarm(&fork, "carrierctl ledger publish");
+                        return Err(ControlError::Equivocation);
+                    }
+                }
+            }
+            _ => 0,
         };
         Ok(Response::Publish(pb::PublishReply { appended, head: Some(head(self.ledger.head())) }))
     }

@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
-    Comparison, Directory, Entry, EntryHash, Head, LedgerState, Network, Op, Rejection, Sequencer, SignedCheckpoint,
-    Standing, Subject, check_batch, compare,
+    Answer, CatchUp, Checked, CheckpointError, Directory, Entry, EntryHash, Fork, Head, Judgement, LedgerState,
+    Network, Op, Rejection, Sequencer, SignedCheckpoint, Standing, Subject, judge,
 };
 use tokio::sync::broadcast;
 
@@ -33,7 +33,7 @@ pub use checkpoint_file::CHECKPOINT_FILE;
 pub(crate) const MAX_SEQUENCED_AT_ONCE: u64 = 64;
 pub use store::{LOG_FILE, LedgerStore, StoreError};
 
-use super::{Equivocation, ExtendError, Ledger, LedgerUpdate, SubmitError};
+use super::{ExtendError, Ledger, LedgerUpdate, SubmitError, Taken};
 
 enum Backing {
     /// Kept only in memory (tests, tools): the state it started from and the
@@ -217,16 +217,14 @@ impl Ledger for EmbeddedLedger {
         self.read(|l| l.tree().inclusion_proof(index, size).ok())
     }
 
-    fn compare(&self, theirs: &SignedCheckpoint) -> Option<Comparison> {
+    fn judge(&self, note: &[u8]) -> Result<Judgement, CheckpointError> {
+        let theirs = self.verify_checkpoint(note)?;
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        let Backing::Store(store) = &*guard else { return None };
-        match store.checkpoint() {
-            Some(ours) => Some(compare(store.state(), ours, theirs)),
-            // A genesis-only replica: any checkpoint of this network (it
-            // verified under the genesis's log key) is ahead or the same.
-            None if theirs.size() > 1 => Some(Comparison::Newer),
-            None => Some(Comparison::Same),
-        }
+        Ok(match &*guard {
+            Backing::Store(store) => judge(store.held(), theirs),
+            // An in-memory ledger takes entries only from its owner.
+            Backing::Memory { .. } => Judgement::Nothing,
+        })
     }
 
     fn did_of_key(&self, key: &SigningPublicKey) -> Option<Did> {
@@ -290,29 +288,24 @@ impl Ledger for EmbeddedLedger {
         Ok(results)
     }
 
-    fn extend(
-        &self,
-        from: u64,
-        batch: &[Vec<u8>],
-        target: &SignedCheckpoint,
-        proof: &[EntryHash],
-    ) -> Result<u64, ExtendError> {
+    fn take(&self, catch_up: &mut CatchUp, answer: Answer<'_>) -> Result<Taken, ExtendError> {
         let (applied, updates) = {
             let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
             let Backing::Store(store) = &mut *guard else { return Err(ExtendError::Moved) };
-            if store.state().height() != from {
-                return Err(ExtendError::Moved);
-            }
-            let verified = check_batch(store.state(), batch, target.size(), target.root(), proof)?;
+            let verified = match catch_up.check(store.state(), answer)? {
+                Checked::Batch(batch) => batch,
+                Checked::Fork(fork) => return Ok(Taken::Fork(fork)),
+            };
             let updates: Vec<_> = verified.entries().iter().map(update_for).collect();
-            let applied = store.extend(verified, target).map_err(|e| match e {
+            let applied = store.extend(verified, catch_up.target()).map_err(|e| match e {
                 StoreError::Invalid { source, .. } => ExtendError::Invalid(source),
+                StoreError::Moved => ExtendError::Moved,
                 other => ExtendError::Store(other),
             })?;
             (applied, updates)
         };
         self.tell(updates.into_iter().take(applied as usize).collect());
-        Ok(applied)
+        Ok(Taken::Applied(applied))
     }
 
     fn adopt(&self, checkpoint: &SignedCheckpoint) {
@@ -328,25 +321,25 @@ impl Ledger for EmbeddedLedger {
         }
     }
 
-    fn raise_alarm(&self, equivocation: Equivocation) {
+    fn raise_alarm(&self, fork: &Fork, source: &str) {
         let mut alarm = self.alarm.write().unwrap_or_else(PoisonError::into_inner);
         if alarm.is_some() {
             return;
         }
         let mut message = format!(
-            "the sequencer signed two histories: checkpoints of {} and {} entries from {} cannot both be true",
-            equivocation.ours.size(),
-            equivocation.theirs.size(),
-            equivocation.source
+            "the sequencer signed two histories: checkpoints of {} and {} entries cannot both be true (from {source})",
+            fork.first().size(),
+            fork.second().size(),
         );
+        let evidence = fork.to_text();
         if let Some(dir) = &self.evidence_dir {
             let path = dir.join(format!("equivocation-{}.txt", now_ms()));
-            match std::fs::write(&path, equivocation.evidence()) {
+            match std::fs::write(&path, &evidence).and_then(|()| crate::paths::make_private(&path)) {
                 Ok(()) => message.push_str(&format!("; evidence in {}", path.display())),
                 Err(error) => tracing::error!(path = %path.display(), %error, "cannot save equivocation evidence"),
             }
         }
-        tracing::error!(%message, evidence = %equivocation.evidence(), "ledger equivocation: keeping our view");
+        tracing::error!(%message, %evidence, "ledger equivocation: keeping our view");
         *alarm = Some(message);
     }
 

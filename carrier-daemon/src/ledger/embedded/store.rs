@@ -95,6 +95,9 @@ pub enum StoreError {
         /// The entry and the rule.
         source: LedgerError,
     },
+    /// A batch checked against another size of the log than it now has.
+    #[error("the ledger moved on while the batch was checked; fetch again")]
+    Moved,
     /// A new entry breaks a ledger rule; nothing was written.
     #[error("entry refused: {0}")]
     Rejected(#[from] Rejection),
@@ -266,6 +269,15 @@ impl LedgerStore {
         &self.state
     }
 
+    /// What this store holds, as catch-up judges it.
+    pub fn held(&self) -> carrier_proto::ledger::Held<'_> {
+        carrier_proto::ledger::Held {
+            state: &self.state,
+            checkpoint: self.checkpoint.as_ref(),
+            awaited: self.awaited.as_ref(),
+        }
+    }
+
     /// The latest checkpoint (none in a genesis-only replica).
     pub fn checkpoint(&self) -> Option<&SignedCheckpoint> {
         self.checkpoint.as_ref()
@@ -349,6 +361,9 @@ impl LedgerStore {
     /// `checkpoint` once the log reaches it. Returns how many were applied.
     pub fn extend(&mut self, batch: VerifiedBatch, checkpoint: &SignedCheckpoint) -> Result<u64, StoreError> {
         let before = self.state.height();
+        if batch.from() != before {
+            return Err(StoreError::Moved);
+        }
         let mut state = std::mem::take(&mut self.state);
         let applied = batch.apply(&mut state);
         let count = state.height() - before;
