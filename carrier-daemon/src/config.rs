@@ -18,10 +18,14 @@
 //! [messaging]
 //! max_message_bytes = 1048576         # largest message; bigger data goes over streams
 //! default_ttl_s = 604800              # how long a message is retried (7 days)
-//! max_outbox_bytes = 67108864         # per sending app, waiting for delivery
-//! max_inbox_bytes = 33554432          # per local app, waiting for it to take them
-//! mailbox_bytes_per_recipient = 16777216  # kept for one offline device, as a mailbox node
-//! mailbox_bytes_per_sender = 67108864     # kept from one depositing device
+//! max_outbox_messages = 16384         # per sending app, waiting for delivery
+//! max_outbox_bytes = 67108864         # the same, in bytes (256 charged per message)
+//! max_inbox_messages = 16384          # per local app, waiting for it to take them
+//! max_inbox_bytes = 33554432          # the same, in bytes (one sending app: a quarter)
+//! mailbox_blobs_per_recipient = 4096  # kept for one offline device, as a mailbox node
+//! mailbox_bytes_per_recipient = 16777216  # the same, in bytes (one depositor: a quarter)
+//! mailbox_blobs_per_sender = 16384    # kept from one depositing device
+//! mailbox_bytes_per_sender = 67108864     # the same, in bytes
 //! in_memory = false                   # benchmarks only: the message store in memory
 //!
 //! [log]
@@ -206,12 +210,21 @@ pub struct Messaging {
     pub max_message_bytes: usize,
     /// Seconds a message is retried when its app names no time to live.
     pub default_ttl_s: u64,
-    /// Payload bytes one sending app may have waiting for delivery.
+    /// Messages one sending app may have waiting for delivery.
+    pub max_outbox_messages: usize,
+    /// Bytes (256 per message on top of its payload) one sending app may
+    /// have waiting for delivery.
     pub max_outbox_bytes: usize,
-    /// Payload bytes held for one local app until it takes them.
+    /// Messages held for one local app until it takes them.
+    pub max_inbox_messages: usize,
+    /// Bytes held for one local app until it takes them.
     pub max_inbox_bytes: usize,
+    /// Sealed blobs kept, as a mailbox node, for one offline device.
+    pub mailbox_blobs_per_recipient: usize,
     /// Bytes of sealed blobs kept, as a mailbox node, for one offline device.
     pub mailbox_bytes_per_recipient: usize,
+    /// Sealed blobs kept from one depositing device.
+    pub mailbox_blobs_per_sender: usize,
     /// Bytes of sealed blobs kept from one depositing device.
     pub mailbox_bytes_per_sender: usize,
     /// Keeps the message store in memory: nothing survives a restart. For
@@ -224,9 +237,13 @@ impl Default for Messaging {
         Self {
             max_message_bytes: crate::delivery::DEFAULT_MAX_MESSAGE,
             default_ttl_s: crate::delivery::DEFAULT_TTL.as_secs(),
+            max_outbox_messages: crate::delivery::DEFAULT_MAX_OUTBOX_MESSAGES,
             max_outbox_bytes: crate::delivery::DEFAULT_MAX_OUTBOX_BYTES,
+            max_inbox_messages: crate::delivery::DEFAULT_MAX_INBOX_MESSAGES,
             max_inbox_bytes: crate::delivery::DEFAULT_MAX_INBOX_BYTES,
+            mailbox_blobs_per_recipient: crate::delivery::DEFAULT_MAILBOX_BLOBS_PER_RECIPIENT,
             mailbox_bytes_per_recipient: crate::delivery::DEFAULT_MAILBOX_BYTES_PER_RECIPIENT,
+            mailbox_blobs_per_sender: crate::delivery::DEFAULT_MAILBOX_BLOBS_PER_SENDER,
             mailbox_bytes_per_sender: crate::delivery::DEFAULT_MAILBOX_BYTES_PER_SENDER,
             in_memory: false,
         }
@@ -282,13 +299,23 @@ impl Config {
         if !(1..=crate::delivery::MAX_TTL.as_secs()).contains(&messaging.default_ttl_s) {
             return Err(invalid("messaging.default_ttl_s".into(), "must be from 1 to 2592000 (30 days)"));
         }
-        if messaging.max_outbox_bytes < messaging.max_message_bytes
-            || messaging.max_inbox_bytes < messaging.max_message_bytes
-        {
+        // Room for at least one message of the largest size, with its
+        // overhead, in every byte quota (a sending app's share included).
+        let one = crate::delivery::quota_cost(messaging.max_message_bytes);
+        if messaging.max_outbox_bytes < one || messaging.max_inbox_bytes < one {
             return Err(invalid(
                 "messaging".into(),
-                "max_outbox_bytes and max_inbox_bytes must be at least max_message_bytes",
+                "max_outbox_bytes and max_inbox_bytes must be at least max_message_bytes + 256",
             ));
+        }
+        let counts = [
+            messaging.max_outbox_messages,
+            messaging.max_inbox_messages,
+            messaging.mailbox_blobs_per_recipient,
+            messaging.mailbox_blobs_per_sender,
+        ];
+        if counts.contains(&0) {
+            return Err(invalid("messaging".into(), "message and blob counts must be more than 0"));
         }
         config.reservation_policy().map_err(|reason| invalid("nat.reservations".into(), &reason))?;
         let nat = &config.nat;
@@ -325,9 +352,13 @@ impl Config {
         crate::delivery::MessagingConfig {
             max_message: self.messaging.max_message_bytes,
             default_ttl: Duration::from_secs(self.messaging.default_ttl_s),
+            max_outbox_messages: self.messaging.max_outbox_messages,
             max_outbox_bytes: self.messaging.max_outbox_bytes,
+            max_inbox_messages: self.messaging.max_inbox_messages,
             max_inbox_bytes: self.messaging.max_inbox_bytes,
+            mailbox_blobs_per_recipient: self.messaging.mailbox_blobs_per_recipient,
             mailbox_bytes_per_recipient: self.messaging.mailbox_bytes_per_recipient,
+            mailbox_blobs_per_sender: self.messaging.mailbox_blobs_per_sender,
             mailbox_bytes_per_sender: self.messaging.mailbox_bytes_per_sender,
             store,
         }

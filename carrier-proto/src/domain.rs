@@ -24,6 +24,10 @@ pub const NOTE: &[u8] = b"";
 /// message begins with its own header line, `cosignature/v1`.
 pub const COSIGNATURE: &[u8] = b"";
 
+/// Signature by a device over a mailbox blob it deposits: the blob's
+/// origin, so nodes that move it charge it to its origin.
+pub const MAILBOX_DEPOSIT: &[u8] = b"carrier/v1/mailbox-deposit\0";
+
 /// Concatenates `tag` and `payload` into the message that is signed or hashed.
 pub fn tagged(tag: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut message = Vec::with_capacity(tag.len() + payload.len());

@@ -62,6 +62,40 @@ pub struct Opened {
     pub plaintext: Vec<u8>,
 }
 
+/// The message a blob's origin signs: which blob, for whom, in which
+/// network, until when.
+fn deposit_message(network: &EntryHash, recipient: &Did, id: &[u8; 32], expires_at_ms: u64) -> Vec<u8> {
+    let mut message = network.0.to_vec();
+    message.extend_from_slice(&recipient.key_bytes());
+    message.extend_from_slice(id);
+    message.extend_from_slice(&expires_at_ms.to_be_bytes());
+    message
+}
+
+/// The origin's signature over a deposit of blob `id` for `recipient`.
+pub fn sign_deposit(
+    origin: &Identity,
+    network: &EntryHash,
+    recipient: &Did,
+    id: &[u8; 32],
+    expires_at_ms: u64,
+) -> [u8; 64] {
+    origin.sign(crate::domain::MAILBOX_DEPOSIT, &deposit_message(network, recipient, id, expires_at_ms))
+}
+
+/// Checks an origin's signature over a deposit (see [`sign_deposit`]).
+pub fn verify_deposit(
+    key: &crate::identity::SigningPublicKey,
+    network: &EntryHash,
+    recipient: &Did,
+    id: &[u8; 32],
+    expires_at_ms: u64,
+    signature: &[u8],
+) -> bool {
+    let Ok(signature) = <[u8; 64]>::try_from(signature) else { return false };
+    key.verify(crate::domain::MAILBOX_DEPOSIT, &deposit_message(network, recipient, id, expires_at_ms), &signature)
+}
+
 /// The id mailbox nodes know a blob by.
 pub fn blob_id(blob: &[u8]) -> [u8; 32] {
     Sha256::digest(blob).into()

@@ -14,7 +14,7 @@
 //!
 //! Plain state, no IO: `Delivery` holds it under one lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -23,7 +23,12 @@ use carrier_proto::identity::Did;
 use carrier_proto::messaging::{MessageId, ReplayGuard};
 use tokio::sync::Notify;
 
+use super::quota::{Tally, Usage};
 use crate::protocols::messages::{Progress, Watcher};
+
+/// Watchers one held message keeps: a sender that offers it again and
+/// again replaces its own, it does not pile them up.
+const MAX_WATCHERS: usize = 4;
 
 /// One message waiting for its app.
 #[derive(Debug)]
@@ -33,6 +38,8 @@ pub(super) struct HeldMessage {
     pub id: MessageId,
     pub payload: Vec<u8>,
     pub received_at_ms: u64,
+    /// When it is dropped untaken (always set: capped on arrival).
+    pub expires_at_ms: u64,
     /// On disk yet.
     pub stored: bool,
     /// Given to a session that ended without acknowledging it.
@@ -45,7 +52,9 @@ pub(super) struct HeldMessage {
 #[derive(Debug, Default)]
 pub(super) struct AppInbox {
     pub messages: BTreeMap<u64, HeldMessage>,
-    pub bytes: usize,
+    /// What it holds in all, and from each sending app.
+    pub usage: Tally<()>,
+    pub senders: Tally<Did>,
     /// Woken when a message comes.
     pub wake: Arc<Notify>,
 }
@@ -58,14 +67,21 @@ pub(super) struct Held {
     /// (from app, id) ─▶ (to app, delivery).
     by_id: HashMap<(Did, MessageId), (Did, u64)>,
     pub next_delivery: u64,
+    /// What every local app's inbox holds together.
+    pub device: Tally<()>,
+    /// (expires at, app, delivery), soonest first.
+    expiry: BTreeSet<(u64, Did, u64)>,
 }
 
 impl Held {
     /// Adds `message` for `to_app` under `delivery`.
     pub(super) fn insert(&mut self, to_app: Did, delivery: u64, message: HeldMessage) {
         self.by_id.insert((message.from_app, message.id), (to_app, delivery));
+        self.expiry.insert((message.expires_at_ms, to_app, delivery));
+        self.device.add((), message.payload.len());
         let inbox = self.apps.entry(to_app).or_default();
-        inbox.bytes += message.payload.len();
+        inbox.usage.add((), message.payload.len());
+        inbox.senders.add(message.from_app, message.payload.len());
         inbox.messages.insert(delivery, message);
         inbox.wake.notify_one();
     }
@@ -90,6 +106,10 @@ impl Held {
         if message.stored {
             watcher.tell(Progress::Stored);
         }
+        message.watchers.retain(|w| !w.same_sink(&watcher));
+        if message.watchers.len() >= MAX_WATCHERS {
+            message.watchers.remove(0);
+        }
         message.watchers.push(watcher);
         true
     }
@@ -98,14 +118,24 @@ impl Held {
     pub(super) fn take(&mut self, to_app: &Did, delivery: u64) -> Option<HeldMessage> {
         let inbox = self.apps.get_mut(to_app)?;
         let message = inbox.messages.remove(&delivery)?;
-        inbox.bytes -= message.payload.len();
+        let len = message.payload.len();
+        inbox.usage.sub(&(), len);
+        inbox.senders.sub(&message.from_app, len);
+        self.device.sub(&(), len);
+        self.expiry.remove(&(message.expires_at_ms, *to_app, delivery));
         self.by_id.remove(&(message.from_app, message.id));
         Some(message)
     }
 
-    /// Payload bytes waiting for `app`.
-    pub(super) fn bytes_for(&self, app: &Did) -> (usize, bool) {
-        self.apps.get(app).map_or((0, true), |i| (i.bytes, i.messages.is_empty()))
+    /// What waits for `app`: in all, and from `sender`.
+    pub(super) fn usage_of(&self, app: &Did, sender: &Did) -> (Usage, Usage) {
+        self.apps.get(app).map_or_else(Default::default, |i| (i.usage.get(&()), i.senders.get(sender)))
+    }
+
+    /// Takes every message whose time to live has passed at `now_ms`.
+    pub(super) fn expire(&mut self, now_ms: u64) -> Vec<(Did, u64, HeldMessage)> {
+        let due: Vec<(u64, Did, u64)> = self.expiry.iter().take_while(|(at, ..)| *at <= now_ms).copied().collect();
+        due.into_iter().filter_map(|(_, app, delivery)| self.take(&app, delivery).map(|m| (app, delivery, m))).collect()
     }
 
     /// The first message for `app` after `after`: its number.

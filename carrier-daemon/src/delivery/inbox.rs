@@ -10,7 +10,8 @@ use carrier_proto::messaging::MessageId;
 use carrier_proto::pb::{self, Outcome};
 
 use super::held::{Held, HeldMessage};
-use super::outbox::now_ms;
+use super::outbox::{MAX_TTL, now_ms};
+use super::quota::{Limit, first_over};
 use super::store::{Loaded, Op};
 use super::{Access, Delivery, Incoming};
 use crate::ledger::{Denial, Party, Policy, Refused};
@@ -168,18 +169,59 @@ impl Delivery {
                 tracing::warn!(delivery, "skipping an inbox record with a malformed DID or id");
                 continue;
             };
+            let cap = incoming.received_at_ms.saturating_add(MAX_EXPIRY_MS);
+            let expires_at_ms = if envelope.expires_at_ms == 0 { cap } else { envelope.expires_at_ms.min(cap) };
             let message = HeldMessage {
                 from_app,
                 from_device,
                 id,
                 payload: envelope.payload,
                 received_at_ms: incoming.received_at_ms,
+                expires_at_ms,
                 stored: true,
                 redelivered: false,
                 watchers: Vec::new(),
             };
             held.insert(to_app, delivery, message);
         }
+    }
+}
+
+/// What the whole device holds for its apps, whatever each may hold: the
+/// sum of many apps' inboxes stays within memory and disk.
+pub(crate) const DEVICE_INBOX: Limit = Limit { records: 262_144, bytes: 1 << 30 };
+/// The longest a message may be held: the longest time to live a sender
+/// may ask, and the clocks' skew.
+const MAX_EXPIRY_MS: u64 = MAX_TTL.as_millis() as u64 + CLOCK_SKEW_MS;
+/// How far a sender's clock may run ahead of ours.
+const CLOCK_SKEW_MS: u64 = 120_000;
+
+/// When a message that names `expires_at_ms` (0: none) and arrives at
+/// `now_ms` is dropped untaken: always set, never past [`MAX_EXPIRY_MS`]
+/// from now; `None` if it is past already.
+pub(super) fn expiry(expires_at_ms: u64, now_ms: u64) -> Option<u64> {
+    let cap = now_ms.saturating_add(MAX_EXPIRY_MS);
+    let at = if expires_at_ms == 0 { cap } else { expires_at_ms.min(cap) };
+    (at > now_ms).then_some(at)
+}
+
+impl Delivery {
+    /// Drops held messages whose time to live passed: their senders hear
+    /// EXPIRED, and they go from the disk too.
+    pub(super) fn expire_inbox(&self, now_ms: u64) {
+        let expired = self.lock_held().expire(now_ms);
+        if expired.is_empty() {
+            return;
+        }
+        let deliveries = expired.iter().map(|(_, delivery, _)| *delivery).collect();
+        self.committer.submit(Op::Taken { deliveries }, move |_| {
+            let failure = Failure::new(Outcome::Expired, "its time to live passed before its app took it");
+            for (_, _, message) in expired {
+                for watcher in message.watchers {
+                    watcher.tell(Progress::Taken(Err(failure.clone())));
+                }
+            }
+        });
     }
 }
 
@@ -202,20 +244,34 @@ impl Inbox for Delivery {
                 Err(error) => Offered::Final(Err(Failure::new(Outcome::Unspecified, error.to_string()))),
             };
         }
-        let (bytes, empty) = held.bytes_for(&recipient);
-        if !empty && bytes + envelope.payload.len() > self.config.max_inbox_bytes {
+        let received_at_ms = now_ms();
+        let Some(expires_at_ms) = expiry(envelope.expires_at_ms, received_at_ms) else {
+            let detail = "its time to live passed before it reached the recipient's device";
+            return Offered::Final(Err(Failure::new(Outcome::Expired, detail)));
+        };
+        let (usage, from_sender) = held.usage_of(&recipient, &sender);
+        let inbox = Limit::new(self.config.max_inbox_messages, self.config.max_inbox_bytes);
+        let checks = [
+            (usage, inbox, "the recipient's inbox"),
+            (from_sender, inbox.share(self.config.max_message), "the sending app's share of it"),
+            (held.device.get(&()), DEVICE_INBOX, "this device's inbox"),
+        ];
+        if first_over(envelope.payload.len(), &checks).is_some() {
+            // The sender waits and offers it again; other pairs go on.
             return Offered::Busy;
         }
         held.replay.admit(sender, recipient, id);
         let delivery = held.next_delivery;
         held.next_delivery += 1;
-        let received_at_ms = now_ms();
+        let mut envelope = envelope;
+        envelope.expires_at_ms = expires_at_ms;
         let message = HeldMessage {
             from_app: sender,
             from_device: from,
             id,
             payload: envelope.payload.clone(),
             received_at_ms,
+            expires_at_ms,
             stored: false,
             redelivered: false,
             watchers: vec![watcher],

@@ -1,11 +1,14 @@
 //! A mailbox node's side of offline mailboxes: the sealed blobs this
-//! device keeps for devices that are offline, within quotas per recipient
-//! and per depositing device, until the recipient collects and removes them
-//! or they expire. The blobs are on disk (the message store); this keeps
-//! what the quotas and the order need in memory.
+//! device keeps for devices that are offline, within quotas (blobs and
+//! bytes) per recipient, per depositing device, per depositor within one
+//! recipient's box (a fair share), and for the whole node, until the
+//! recipient collects and removes them or they expire. A blob is charged to
+//! its origin (the device that sealed it and signed its deposit), not to a
+//! node that moved it here. The blobs are on disk (the message store); this
+//! keeps what the quotas and the order need in memory.
 //!
 //! ```text
-//!  Deposit ─▶ active device? size, TTL ≤ 30 days, quotas ─▶ Op::Deposit ─▶ Deposited
+//!  Deposit ─▶ active device? size, expiry, origin ─▶ quotas ─▶ Op::Deposit ─▶ Deposited
 //!  Collect (the recipient's own link) ─▶ oldest first, one frame's worth ─▶ Blobs { more }
 //!  Remove (the recipient's own link) ─▶ Op::RemoveBlobs
 //! ```
@@ -19,6 +22,7 @@ use carrier_proto::pb::{self, mailbox_answer::Answer, mailbox_refused::Reason};
 
 use super::Delivery;
 use super::outbox::{MAX_TTL, now_ms};
+use super::quota::{Limit, Tally, first_over};
 use super::store::{BlobId, KeptBlob, Op};
 use crate::protocols::ProtocolError;
 use crate::protocols::mailbox::Keeper;
@@ -36,8 +40,11 @@ pub(super) struct Mailbox {
     /// Deposit order, so blobs go back oldest first (a sender's messages
     /// in the order it sent them).
     next_order: u64,
-    for_recipient: HashMap<Did, usize>,
-    from_depositor: HashMap<Did, usize>,
+    for_recipient: Tally<Did>,
+    from_depositor: Tally<Did>,
+    /// Per (recipient, depositor): a depositor's share of one box.
+    pairs: Tally<(Did, Did)>,
+    node: Tally<()>,
     /// The devices we last pushed each recipient's blobs to.
     pushed: HashMap<Did, Vec<Did>>,
 }
@@ -88,8 +95,10 @@ impl Mailbox {
     }
 
     fn insert(&mut self, kept: KeptBlob) {
-        *self.for_recipient.entry(kept.recipient).or_default() += kept.len;
-        *self.from_depositor.entry(kept.depositor).or_default() += kept.len;
+        self.for_recipient.add(kept.recipient, kept.len);
+        self.from_depositor.add(kept.depositor, kept.len);
+        self.pairs.add((kept.recipient, kept.depositor), kept.len);
+        self.node.add((), kept.len);
         let order = self.next_order;
         self.next_order += 1;
         let keeping = self.boxes.entry(kept.recipient).or_default();
@@ -101,11 +110,10 @@ impl Mailbox {
         let keeping = self.boxes.get_mut(recipient)?;
         let order = keeping.order_of.remove(id)?;
         let kept = keeping.by_order.remove(&order)?;
-        for (map, who) in [(&mut self.for_recipient, recipient), (&mut self.from_depositor, &kept.depositor)] {
-            if let Some(total) = map.get_mut(who) {
-                *total = total.saturating_sub(kept.len);
-            }
-        }
+        self.for_recipient.sub(recipient, kept.len);
+        self.from_depositor.sub(&kept.depositor, kept.len);
+        self.pairs.sub(&(*recipient, kept.depositor), kept.len);
+        self.node.sub(&(), kept.len);
         if self.boxes.get(recipient).is_some_and(RecipientBox::is_empty) {
             self.boxes.remove(recipient);
         }
@@ -167,8 +175,49 @@ impl Delivery {
     }
 }
 
+/// What a whole mailbox node keeps, whatever each recipient and depositor
+/// may: the sum of many quotas stays within memory and disk.
+pub(super) const NODE_MAILBOX: Limit = Limit { records: 262_144, bytes: 1 << 30 };
+
+impl Delivery {
+    /// Whom a deposit is charged to: its origin, if the origin (an active
+    /// device) signed it; else the device that pushed it here.
+    fn charged(&self, pusher: Did, recipient: &Did, id: &BlobId, deposit: &pb::Deposit) -> Did {
+        let Some(network) = self.ledger.network() else { return pusher };
+        let Ok(origin) = Did::from_key_bytes(&deposit.origin) else { return pusher };
+        let Some(standing) = self.ledger.standing(&origin).filter(|s| s.is_active_device()) else { return pusher };
+        let signed = carrier_proto::mailbox::verify_deposit(
+            &standing.keys.signing,
+            &network.id,
+            recipient,
+            id,
+            deposit.expires_at_ms,
+            &deposit.origin_signature,
+        );
+        if signed { origin } else { pusher }
+    }
+
+    /// Refuses a deposit of `len` bytes for `recipient` charged to
+    /// `depositor` if it would pass a quota, naming it.
+    fn over_quota(&self, mailbox: &Mailbox, recipient: &Did, depositor: &Did, len: usize) -> Option<String> {
+        let config = &self.config;
+        let per_recipient = Limit::new(config.mailbox_blobs_per_recipient, config.mailbox_bytes_per_recipient);
+        let per_sender = Limit::new(config.mailbox_blobs_per_sender, config.mailbox_bytes_per_sender);
+        let (for_it, from_it) = (format!("for {recipient}"), format!("from {depositor}"));
+        let pair = format!("from {depositor} for {recipient} (its fair share)");
+        let checks = [
+            (mailbox.for_recipient.get(recipient), per_recipient, for_it.as_str()),
+            (mailbox.pairs.get(&(*recipient, *depositor)), per_recipient.share(self.max_blob()), pair.as_str()),
+            (mailbox.from_depositor.get(depositor), per_sender, from_it.as_str()),
+            (mailbox.node.get(&()), NODE_MAILBOX, "in all"),
+        ];
+        let (which, limit) = first_over(len, &checks)?;
+        Some(format!("this node keeps at most {} bytes or {} blobs {which}", limit.bytes, limit.records))
+    }
+}
+
 impl Keeper for Delivery {
-    async fn deposit(&self, depositor: Did, deposit: pb::Deposit) -> pb::MailboxAnswer {
+    async fn deposit(&self, pusher: Did, deposit: pb::Deposit) -> pb::MailboxAnswer {
         let Ok(recipient) = Did::from_key_bytes(&deposit.recipient) else {
             return refused(Reason::NotADevice, "the recipient is not a DID".into());
         };
@@ -179,24 +228,19 @@ impl Keeper for Delivery {
         if len > self.max_blob() || deposit.expires_at_ms > now.saturating_add(MAX_TTL.as_millis() as u64 + 120_000) {
             return refused(Reason::TooLarge, format!("at most {} bytes, for at most 30 days", self.max_blob()));
         }
+        if deposit.expires_at_ms <= now {
+            return refused(Reason::Expired, "its time to live has passed".into());
+        }
         let id = blob_id(&deposit.blob);
+        let depositor = self.charged(pusher, &recipient, &id, &deposit);
         let kept = KeptBlob { recipient, id, len, depositor, expires_at_ms: deposit.expires_at_ms };
         {
             let mut mailbox = self.lock_mailbox();
             if mailbox.boxes.get(&recipient).is_some_and(|b| b.contains(&id)) {
                 return pb::MailboxAnswer { answer: Some(Answer::Deposited(pb::Deposited { duplicate: true })) };
             }
-            let (for_recipient, from_depositor) = (
-                mailbox.for_recipient.get(&recipient).copied().unwrap_or(0),
-                mailbox.from_depositor.get(&depositor).copied().unwrap_or(0),
-            );
-            if for_recipient + len > self.config.mailbox_bytes_per_recipient {
-                let limit = self.config.mailbox_bytes_per_recipient;
-                return refused(Reason::Quota, format!("this node keeps at most {limit} bytes for {recipient}"));
-            }
-            if from_depositor + len > self.config.mailbox_bytes_per_sender {
-                let limit = self.config.mailbox_bytes_per_sender;
-                return refused(Reason::Quota, format!("this node keeps at most {limit} bytes from {depositor}"));
+            if let Some(detail) = self.over_quota(&mailbox, &recipient, &depositor, len) {
+                return refused(Reason::Quota, detail);
             }
             mailbox.insert(kept);
         }
@@ -204,6 +248,8 @@ impl Keeper for Delivery {
             blob: deposit.blob,
             expires_at_ms: deposit.expires_at_ms,
             depositor: depositor.key_bytes(),
+            origin: deposit.origin,
+            origin_signature: deposit.origin_signature,
         };
         let (done, written) = tokio::sync::oneshot::channel();
         self.committer.submit(Op::Deposit { recipient, id, stored }, move |applied| {

@@ -84,7 +84,12 @@ impl Delivery {
                 return self.couriers.unpark(device, seq);
             }
         };
-        let deposit = pb::Deposit { recipient: device.key_bytes(), blob, expires_at_ms: envelope.expires_at_ms };
+        let expires_at_ms = envelope.expires_at_ms;
+        let id = seal::blob_id(&blob);
+        let origin_signature =
+            seal::sign_deposit(self.ctx.identity(), &sealing.network, &device, &id, expires_at_ms).to_vec();
+        let origin = self.device.key_bytes();
+        let deposit = pb::Deposit { recipient: device.key_bytes(), blob, expires_at_ms, origin, origin_signature };
         let asks = sealing.nodes.iter().map(|node| {
             let request = Request::Deposit(deposit.clone());
             ask(&self.overlay, &self.router, *node, request, self.max_frame())
@@ -357,7 +362,12 @@ impl Delivery {
     }
 
     /// Pushes the blobs we keep to where they belong now; drops ours when we
-    /// are no longer among the recipient's closest devices.
+    /// are no longer among the recipient's closest devices. Each blob goes
+    /// with its origin's signature, so the target charges its origin, not
+    /// us. Targets are asked at once, each with a short deadline; one that
+    /// does not answer is skipped until the next beat, and a refusal for
+    /// quota is final (it would refuse again), so a dead or full node
+    /// never holds the others up.
     async fn rebalance(self: &Arc<Self>) {
         let recipients = self.lock_mailbox().recipients();
         for recipient in recipients {
@@ -369,20 +379,10 @@ impl Delivery {
             if targets.is_empty() || self.lock_mailbox().pushed_to(&recipient) == Some(&targets) {
                 continue;
             }
-            let kept: HashMap<BlobId, u64> =
-                self.lock_mailbox().kept_for(&recipient).iter().map(|k| (k.id, k.expires_at_ms)).collect();
-            let ids: Vec<BlobId> = kept.keys().copied().collect();
-            let Ok(blobs) = self.committer.read(|store| store.blobs(&recipient, &ids)) else { continue };
-            let mut everywhere = true;
-            for node in &targets {
-                for (id, blob) in &blobs {
-                    let expires_at_ms = kept.get(id).copied().unwrap_or(0);
-                    let deposit = pb::Deposit { recipient: recipient.key_bytes(), blob: blob.clone(), expires_at_ms };
-                    let answer =
-                        ask(&self.overlay, &self.router, *node, Request::Deposit(deposit), self.max_frame()).await;
-                    everywhere &= matches!(answer.map(|a| a.answer), Ok(Some(Answer::Deposited(_))));
-                }
-            }
+            let ids: Vec<BlobId> = self.lock_mailbox().kept_for(&recipient).iter().map(|k| k.id).collect();
+            let Ok(blobs) = self.committer.read(|store| store.stored_blobs(&recipient, &ids)) else { continue };
+            let pushes = targets.iter().map(|node| self.push_all(recipient, *node, &blobs));
+            let everywhere = futures::future::join_all(pushes).await.into_iter().all(|done| done);
             if !everywhere {
                 continue; // again on the next beat
             }
@@ -394,7 +394,30 @@ impl Delivery {
             }
         }
     }
+
+    /// Pushes `blobs` to `node`; `false` if it did not answer (try again
+    /// later). Refusals are final for the blob they refuse.
+    async fn push_all(&self, recipient: Did, node: Did, blobs: &[(BlobId, pb::StoredBlob)]) -> bool {
+        for (_, stored) in blobs {
+            let deposit = pb::Deposit {
+                recipient: recipient.key_bytes(),
+                blob: stored.blob.clone(),
+                expires_at_ms: stored.expires_at_ms,
+                origin: stored.origin.clone(),
+                origin_signature: stored.origin_signature.clone(),
+            };
+            let asked = ask(&self.overlay, &self.router, node, Request::Deposit(deposit), self.max_frame());
+            match tokio::time::timeout(REBALANCE_ASK_TIMEOUT, asked).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
+        true
+    }
 }
+
+/// How long a node being handed blobs may take to answer each.
+const REBALANCE_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Collects now, every [`EVERY`], and soon after a link comes up or a
 /// device enters the routing table; checks where kept blobs belong on the
@@ -404,7 +427,14 @@ pub(super) async fn run(delivery: Weak<Delivery>) {
     loop {
         let Some(this) = delivery.upgrade() else { return };
         this.collect_all().await;
-        this.rebalance().await;
+        // Beside collection, never in its way; one at a time.
+        if !this.rebalancing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let rebalancing = Arc::clone(&this);
+            this.tasks().spawn_until_stop(async move {
+                rebalancing.rebalance().await;
+                rebalancing.rebalancing.store(false, std::sync::atomic::Ordering::Release);
+            });
+        }
         drop(this);
         let wait = tokio::time::sleep(EVERY);
         tokio::pin!(wait);

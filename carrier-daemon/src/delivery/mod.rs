@@ -27,6 +27,7 @@ mod inbox;
 mod keeper;
 mod mailbox;
 mod outbox;
+mod quota;
 mod received;
 mod sent;
 mod sessions;
@@ -60,14 +61,28 @@ use crate::protocols::{self, Failure, PeerStream, ProtocolHandler, Router};
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 /// Default time to live of a message.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Default payload bytes one app may have waiting in the outbox.
+/// Default messages one app may have waiting in the outbox.
+pub const DEFAULT_MAX_OUTBOX_MESSAGES: usize = 16_384;
+/// Default bytes (payload and per-message overhead) one app may have
+/// waiting in the outbox.
 pub const DEFAULT_MAX_OUTBOX_BYTES: usize = 64 << 20;
-/// Default payload bytes held for one local app until it takes them.
+/// Default messages held for one local app until it takes them.
+pub const DEFAULT_MAX_INBOX_MESSAGES: usize = 16_384;
+/// Default bytes held for one local app until it takes them.
 pub const DEFAULT_MAX_INBOX_BYTES: usize = 32 << 20;
+/// Default blobs a mailbox node keeps for one offline device.
+pub const DEFAULT_MAILBOX_BLOBS_PER_RECIPIENT: usize = 4096;
 /// Default bytes a mailbox node keeps for one offline device.
 pub const DEFAULT_MAILBOX_BYTES_PER_RECIPIENT: usize = 16 << 20;
+/// Default blobs a mailbox node keeps from one depositing device.
+pub const DEFAULT_MAILBOX_BLOBS_PER_SENDER: usize = 16_384;
 /// Default bytes a mailbox node keeps from one depositing device.
 pub const DEFAULT_MAILBOX_BYTES_PER_SENDER: usize = 64 << 20;
+
+/// What one record of `payload` bytes costs against a byte quota.
+pub fn quota_cost(payload: usize) -> usize {
+    quota::cost(payload)
+}
 pub use mailbox::COPIES as MAILBOX_COPIES;
 
 /// Messaging settings.
@@ -77,15 +92,24 @@ pub struct MessagingConfig {
     pub max_message: usize,
     /// How long a message is retried when its app names no time to live.
     pub default_ttl: Duration,
-    /// Payload bytes one sending app may have waiting for delivery.
+    /// Messages one sending app may have waiting for delivery.
+    pub max_outbox_messages: usize,
+    /// Bytes (payload and overhead) one sending app may have waiting.
     pub max_outbox_bytes: usize,
-    /// Payload bytes held for one local app until it takes them; past
-    /// that its senders wait (their other pairs do not).
+    /// Messages held for one local app until it takes them; past that (or
+    /// a sending app past its share) its senders wait (their other pairs
+    /// do not).
+    pub max_inbox_messages: usize,
+    /// Bytes held for one local app until it takes them.
     pub max_inbox_bytes: usize,
-    /// Bytes of sealed blobs this device keeps, as a mailbox node, for one
-    /// offline device.
+    /// Sealed blobs this device keeps, as a mailbox node, for one offline
+    /// device (one depositor: a share of it).
+    pub mailbox_blobs_per_recipient: usize,
+    /// Bytes of sealed blobs kept for one offline device.
     pub mailbox_bytes_per_recipient: usize,
-    /// Bytes of sealed blobs this device keeps from one depositing device.
+    /// Sealed blobs this device keeps from one depositing device.
+    pub mailbox_blobs_per_sender: usize,
+    /// Bytes of sealed blobs kept from one depositing device.
     pub mailbox_bytes_per_sender: usize,
     /// The message store; `None` keeps it in memory (nothing survives).
     pub store: Option<PathBuf>,
@@ -96,9 +120,13 @@ impl Default for MessagingConfig {
         Self {
             max_message: DEFAULT_MAX_MESSAGE,
             default_ttl: DEFAULT_TTL,
+            max_outbox_messages: DEFAULT_MAX_OUTBOX_MESSAGES,
             max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
+            max_inbox_messages: DEFAULT_MAX_INBOX_MESSAGES,
             max_inbox_bytes: DEFAULT_MAX_INBOX_BYTES,
+            mailbox_blobs_per_recipient: DEFAULT_MAILBOX_BLOBS_PER_RECIPIENT,
             mailbox_bytes_per_recipient: DEFAULT_MAILBOX_BYTES_PER_RECIPIENT,
+            mailbox_blobs_per_sender: DEFAULT_MAILBOX_BLOBS_PER_SENDER,
             mailbox_bytes_per_sender: DEFAULT_MAILBOX_BYTES_PER_SENDER,
             store: None,
         }
@@ -130,6 +158,8 @@ pub struct Delivery {
     outbox: Mutex<outbox::Outbox>,
     held: Mutex<held::Held>,
     mailbox: Mutex<keeper::Mailbox>,
+    /// A rebalance of the mailbox is running.
+    rebalancing: std::sync::atomic::AtomicBool,
     /// Our keys (sealing and opening mailbox blobs).
     ctx: Arc<LinkContext>,
     /// Messages between apps of this device, to the local courier.
@@ -176,6 +206,7 @@ impl Delivery {
                 outbox: Mutex::default(),
                 held: Mutex::default(),
                 mailbox: Mutex::default(),
+                rebalancing: std::sync::atomic::AtomicBool::new(false),
                 ctx,
                 local,
                 this: this.clone(),
@@ -278,15 +309,21 @@ impl Settle for WeakSettle {
     }
 }
 
-/// Once an hour, forgets old receipts and expired inbox entries.
+/// How often old receipts and refusals are forgotten and expired messages
+/// and blobs dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+/// Every [`PRUNE_EVERY`], forgets old receipts and refusals and drops
+/// expired inbox entries and blobs.
 async fn prune(delivery: Weak<Delivery>) {
     loop {
         let Some(this) = delivery.upgrade() else { return };
         let now_ms = outbox::now_ms();
+        this.expire_inbox(now_ms);
         this.committer.submit(store::Op::Prune { now_ms }, |_| {});
         this.prune_mailbox(now_ms);
         drop(this);
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        tokio::time::sleep(PRUNE_EVERY).await;
     }
 }
 

@@ -8,8 +8,10 @@
 //!  Settle::settle(seq, verdict) ─▶ Op::Settle ─(committed)─▶ receipt to the waiting session
 //! ```
 //!
-//! Each app may have [`MessagingConfig::max_outbox_bytes`] of payload
-//! waiting; past that a send fails QUEUE_FULL at once.
+//! Each app may have [`MessagingConfig::max_outbox_messages`] messages and
+//! [`MessagingConfig::max_outbox_bytes`] bytes (each message charged its
+//! record overhead) waiting, and the whole device [`DEVICE_OUTBOX`]; past
+//! that a send fails QUEUE_FULL at once.
 
 use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use carrier_proto::identity::Did;
 use carrier_proto::messaging::MessageId;
 use carrier_proto::pb::{self, Outcome};
 
+use super::quota::{Limit, Tally, first_over};
 use super::store::{Applied, Known, Op};
 use super::{Delivery, sending_failure};
 use crate::ledger::Policy;
@@ -42,11 +45,17 @@ pub(super) struct Queued {
     key: Vec<u8>,
 }
 
-/// The sender side's memory: queued messages and bytes per app.
+/// What the whole device may have waiting in its outbox, whatever its apps
+/// ask: the sum of many apps' quotas stays within memory and disk.
+pub(crate) const DEVICE_OUTBOX: Limit = Limit { records: 262_144, bytes: 1 << 30 };
+
+/// The sender side's memory: queued messages, and what each app (and the
+/// device) has waiting.
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     queued: HashMap<u64, Queued>,
-    bytes: HashMap<Did, usize>,
+    per_app: Tally<Did>,
+    device: Tally<()>,
 }
 
 impl Outbox {
@@ -55,16 +64,13 @@ impl Outbox {
     }
 
     fn charge(&mut self, app: Did, bytes: usize) {
-        *self.bytes.entry(app).or_default() += bytes;
+        self.per_app.add(app, bytes);
+        self.device.add((), bytes);
     }
 
     fn refund(&mut self, app: &Did, bytes: usize) {
-        if let Some(total) = self.bytes.get_mut(app) {
-            *total = total.saturating_sub(bytes);
-            if *total == 0 {
-                self.bytes.remove(app);
-            }
-        }
+        self.per_app.sub(app, bytes);
+        self.device.sub(&(), bytes);
     }
 }
 
@@ -100,11 +106,13 @@ impl Delivery {
         let bytes = payload.len();
         {
             let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-            let waiting = outbox.bytes.get(&from).copied().unwrap_or(0);
-            if waiting + bytes > self.config.max_outbox_bytes {
+            let app_limit = Limit::new(self.config.max_outbox_messages, self.config.max_outbox_bytes);
+            let waiting = outbox.per_app.get(&from);
+            let checks = [(waiting, app_limit, "this app's"), (outbox.device.get(&()), DEVICE_OUTBOX, "this device's")];
+            if let Some((whose, _)) = first_over(bytes, &checks) {
                 let detail = format!(
-                    "{from} has {waiting} bytes of messages waiting for delivery, and the limit is {}",
-                    self.config.max_outbox_bytes
+                    "{whose} outbox is full: {from} has {} messages ({} bytes with their overhead) waiting for delivery, and the limit is {} bytes or {} messages per app; send again once receipts come",
+                    waiting.records, waiting.bytes, app_limit.bytes, app_limit.records
                 );
                 drop(outbox);
                 return sink.resolve(None, Err(Failure::new(Outcome::QueueFull, detail)));

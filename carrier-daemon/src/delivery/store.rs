@@ -8,7 +8,7 @@
 //!  inbox_records  first delivery ─▶ (delivery, StoredIncoming)*  until its apps took them all
 //!  inbox_left     first delivery ─▶ a bit per delivery not yet taken
 //!  replay    from_app ‖ to_app ─▶ epoch ‖ seq    the last message taken per pair
-//!  refused   from_app ‖ epoch ‖ seq ─▶ StoredReceipt   what we refused, for retries
+//!  refused   from_app ‖ epoch ‖ seq ─▶ StoredReceipt   what we refused, for retries (an hour)
 //!  mailbox   recipient ‖ blob id ─▶ StoredBlob   sealed blobs we keep for offline devices
 //!  meta      "epoch", "next_seq", "next_delivery"
 //! ```
@@ -55,8 +55,12 @@ pub(crate) type BlobId = [u8; 32];
 /// Blobs read back, with their ids.
 pub(crate) type BlobList = Vec<(BlobId, Vec<u8>)>;
 
-/// How long receipts (and what we refused) are kept for apps that ask later.
+/// How long receipts are kept for apps that ask later.
 pub(crate) const RECEIPT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long what we refused is kept, so a retry hears the same answer: far
+/// longer than any courier waits between retries, short enough that a
+/// refused sender cannot pile up rows.
+pub(crate) const REFUSED_RETENTION_MS: u64 = 3600 * 1000;
 
 /// Why the message store failed.
 #[derive(Debug, thiserror::Error)]
@@ -401,7 +405,9 @@ impl MessageStore {
                     }
                     Op::Prune { now_ms } => {
                         let cutoff = now_ms.saturating_sub(RECEIPT_RETENTION_MS);
-                        let old = |v: &[u8]| pb::StoredReceipt::decode(v).is_ok_and(|r| r.settled_at_ms < cutoff);
+                        let refused_cutoff = now_ms.saturating_sub(REFUSED_RETENTION_MS);
+                        let old =
+                            |v: &[u8]| pb::StoredReceipt::decode(v).is_ok_and(|r| r.settled_at_ms < refused_cutoff);
                         let stale_keys = prune_receipts(&mut receipts, cutoff, self.batches.oldest())?;
                         for key in stale_keys {
                             keys.remove(key.as_slice())?;
@@ -466,14 +472,24 @@ impl MessageStore {
 
     /// The blobs `ids` kept for `recipient` (those still there).
     pub(crate) fn blobs(&self, recipient: &Did, ids: &[BlobId]) -> Result<BlobList, StoreError> {
-        let read = || -> Result<BlobList, redb::Error> {
+        Ok(self.stored_blobs(recipient, ids)?.into_iter().map(|(id, stored)| (id, stored.blob)).collect())
+    }
+
+    /// The records of blobs `ids` kept for `recipient` (those still there),
+    /// with their origins.
+    pub(crate) fn stored_blobs(
+        &self,
+        recipient: &Did,
+        ids: &[BlobId],
+    ) -> Result<Vec<(BlobId, pb::StoredBlob)>, StoreError> {
+        let read = || -> Result<Vec<(BlobId, pb::StoredBlob)>, redb::Error> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(MAILBOX)?;
             let mut blobs = Vec::with_capacity(ids.len());
             for id in ids {
                 let stored = table.get(pair_key(recipient.key_bytes(), id).as_slice())?;
                 if let Some(stored) = stored.and_then(|v| pb::StoredBlob::decode(v.value()).ok()) {
-                    blobs.push((*id, stored.blob));
+                    blobs.push((*id, stored));
                 }
             }
             Ok(blobs)

@@ -25,6 +25,7 @@ use crate::tasks::Tasks;
 use carrier_proto::ledger::Directory;
 
 const MAX: usize = 1024;
+use super::quota::SHARE;
 
 /// One device: its delivery, over its own copy of the ledger.
 struct Party {
@@ -42,11 +43,15 @@ impl Party {
         let config = OverlayConfig { listen: "127.0.0.1:0".parse().unwrap(), ..OverlayConfig::default() };
         let (overlay, _) = Overlay::start(Arc::clone(&ctx), config).await.unwrap();
         let router = Router::new(&overlay, Arc::clone(&ctx.ledger), Tasks::new(), Tasks::new());
+        // Each sending app's share of an inbox, and each depositor's of a
+        // mailbox, holds four of the largest messages.
+        let blob = super::quota::cost(MAX + carrier_proto::messaging::FRAME_OVERHEAD / 2);
         let config = MessagingConfig {
             max_message: MAX,
-            max_inbox_bytes: 4 * MAX,
-            mailbox_bytes_per_recipient: 4 * MAX,
-            mailbox_bytes_per_sender: 6 * MAX,
+            max_inbox_bytes: 4 * SHARE * super::quota::cost(MAX),
+            mailbox_blobs_per_recipient: 4 * SHARE,
+            mailbox_bytes_per_recipient: 4 * SHARE * blob,
+            mailbox_bytes_per_sender: 6 * blob,
             ..MessagingConfig::default()
         };
         let delivery = Delivery::start(Arc::clone(&ctx), overlay, router, config).unwrap();
@@ -271,7 +276,7 @@ async fn a_full_inbox_makes_senders_wait_and_frees_up_as_the_app_takes() {
     session.take().await;
     let wake = h.b.delivery.inbox_wake(to);
     tokio::time::timeout(Duration::from_secs(5), async {
-        while h.b.delivery.lock_held().bytes_for(&to).0 > 3 * MAX {
+        while h.b.delivery.lock_held().usage_of(&to, &from).1.records > 3 {
             tokio::select! { _ = wake.notified() => {}, _ = tokio::time::sleep(Duration::from_millis(10)) => {} }
         }
     })
@@ -406,7 +411,8 @@ async fn a_local_app_with_a_full_inbox_holds_up_no_other_local_pair() {
             Answer::Accepted { .. } | Answer::Stored { .. } => {}
         }
     }
-    assert!(h.b.delivery.lock_held().bytes_for(&b2).0 <= 4 * MAX, "b2's inbox stays within its limit");
+    let (_, from_b) = h.b.delivery.lock_held().usage_of(&b2, &b);
+    assert!(from_b.records <= 4, "b's share of b2's inbox stays within its limit");
 }
 
 /// A blob as A's daemon deposits it for B: `envelope` sealed by A's device.
@@ -467,7 +473,12 @@ async fn a_mailbox_keeps_blobs_within_its_quotas_for_their_recipient_only() {
     let node = &h.b.delivery;
     let (sender, recipient) = (h.app_a.did(), h.a.device);
     let far = now() + 3_600_000;
-    let deposit = |blob: Vec<u8>, expires_at_ms| pb::Deposit { recipient: recipient.key_bytes(), blob, expires_at_ms };
+    let deposit = |blob: Vec<u8>, expires_at_ms| pb::Deposit {
+        recipient: recipient.key_bytes(),
+        blob,
+        expires_at_ms,
+        ..Default::default()
+    };
     for i in 0..4u8 {
         let answer = node.deposit(h.b.device, deposit(vec![i; MAX], far)).await.answer;
         assert!(matches!(answer, Some(A::Deposited(pb::Deposited { duplicate: false }))), "{answer:?}");
@@ -534,3 +545,6 @@ async fn a_waiting_local_pair_is_tried_again_while_other_local_traffic_flows() {
     }
     chatter.abort();
 }
+
+#[path = "limits_tests.rs"]
+mod limits;

@@ -78,6 +78,12 @@ impl Watcher {
     pub(crate) fn tell(&self, progress: Progress) {
         let _ = self.tx.send((self.seq, progress));
     }
+
+    /// Whether `other` reports to the same place about the same message
+    /// (an offer made again on the same stream or courier).
+    pub(crate) fn same_sink(&self, other: &Watcher) -> bool {
+        self.seq == other.seq && self.tx.same_channel(&other.tx)
+    }
 }
 
 /// Makes watchers on one channel.
