@@ -46,21 +46,25 @@ fn somewhere_in_the_burst() -> u32 {
 
 /// What the receiving app took: numbers in the order taken, each once
 /// (a redelivered id at or below the last one taken is dropped, as an app
-/// keeping that one id does).
+/// keeping that one id does). Every repeat must carry `redelivered`: the
+/// SDK's promise is exactly once, or flagged.
 #[derive(Default)]
 struct Taken {
     numbers: Vec<u32>,
     last: Option<MessageId>,
     again: usize,
+    /// Repeats handed over without `redelivered`.
+    unflagged: usize,
 }
 
 impl Taken {
-    fn take(&mut self, id: MessageId, payload: &[u8]) {
+    fn take(&mut self, id: MessageId, redelivered: bool, payload: &[u8]) {
         if let Some(last) = self.last
             && last.epoch == id.epoch
             && id.seq <= last.seq
         {
             self.again += 1;
+            self.unflagged += usize::from(!redelivered);
             return;
         }
         self.last = Some(id);
@@ -72,7 +76,7 @@ impl Taken {
         let mut messages = client.messages();
         while self.numbers.len() < until {
             match tokio::time::timeout(WAIT, messages.next()).await {
-                Ok(Some(message)) => self.take(message.id, &message.payload),
+                Ok(Some(message)) => self.take(message.id, message.redelivered, &message.payload),
                 Ok(None) => return,
                 Err(_) => panic!("no message for {WAIT:?}; {} taken", self.numbers.len()),
             }
@@ -99,15 +103,52 @@ async fn the_recipients_daemon_killed_mid_burst_loses_nothing() {
     let mut taken = Taken::default();
     within("the first part", taken.from(&recipient, kill_at)).await;
     receiving.kill();
+    // The app goes on with what reached it, until its session ends.
+    within("what reached the app", taken.from(&recipient, BURST as usize)).await;
     drop(recipient);
     let receiving = Daemon::start(&dirs[1], Some(&sending.addr));
     let recipient = client(&apps[1][0], &dirs[1]).await;
     within("the rest", taken.from(&recipient, BURST as usize)).await;
     assert_eq!(taken.numbers, (0..BURST).collect::<Vec<_>>(), "killed after {kill_at}: not exactly once, in order");
+    assert_eq!(taken.unflagged, 0, "{} repeats, {} of them without redelivered", taken.again, taken.unflagged);
     for receipt in receipts {
         assert_eq!(within("a receipt", receipt).await.unwrap(), Receipt::Delivered);
     }
     drop(receiving);
+}
+
+/// Both daemons killed mid-burst: nothing lost, and every message the app
+/// is handed a second time says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_daemons_killed_mid_burst_flag_every_repeat() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 2, &[1, 1]);
+    let sending = Daemon::start(&dirs[0], None);
+    let receiving = Daemon::start(&dirs[1], Some(&sending.addr));
+    receiving.wait_for("peer up");
+    let sender = client(&apps[0][0], &dirs[0]).await;
+    let recipient = client(&apps[1][0], &dirs[1]).await;
+    let to = recipient.did();
+    for n in 0..BURST {
+        let mut receipt = sender.submit(&to, payload(n)).await.unwrap();
+        assert!(within("accepted", receipt.accepted()).await.unwrap().is_some());
+    }
+    let kill_at = somewhere_in_the_burst() as usize;
+    let mut taken = Taken::default();
+    within("the first part", taken.from(&recipient, kill_at)).await;
+    receiving.kill();
+    sending.kill();
+    // The app goes on with what reached it, until its session ends.
+    within("what reached the app", taken.from(&recipient, BURST as usize)).await;
+    drop((sender, recipient));
+    let sending = Daemon::start(&dirs[0], None);
+    let receiving = Daemon::start(&dirs[1], Some(&sending.addr));
+    let recipient = client(&apps[1][0], &dirs[1]).await;
+    within("the rest", taken.from(&recipient, BURST as usize)).await;
+    assert_eq!(taken.numbers, (0..BURST).collect::<Vec<_>>(), "killed after {kill_at}: not exactly once, in order");
+    assert_eq!(taken.unflagged, 0, "{} repeats, {} of them without redelivered", taken.again, taken.unflagged);
+    println!("killed both after {kill_at} taken: {} repeats, every one flagged", taken.again);
+    drop((receiving, sending));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,6 +205,7 @@ async fn the_senders_daemon_killed_mid_burst_loses_nothing_and_sends_nothing_twi
     }
     within("the rest", taken.from(&recipient, BURST as usize)).await;
     assert_eq!(taken.numbers, (0..BURST).collect::<Vec<_>>(), "killed after {kill_at}: not exactly once, in order");
+    assert_eq!(taken.unflagged, 0, "{} repeats, {} of them without redelivered", taken.again, taken.unflagged);
     assert_eq!(taken.again, 0, "the receiving daemon never hands a message twice when it did not restart");
     for receipt in resent {
         assert_eq!(within("a receipt", receipt).await.unwrap(), Receipt::Delivered);

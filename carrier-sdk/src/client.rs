@@ -166,10 +166,12 @@ impl Client {
     }
 
     /// The messages sent to this app, in the order they arrived (in the
-    /// order sent, between any two apps). Each was acknowledged to its
-    /// sender when it reached this process; up to 4,096 wait here, and past
-    /// that the daemon holds the rest (and this app's receipts) until the
-    /// app reads on. Several `Messages` share one queue.
+    /// order sent, between any two apps). Each is acknowledged to its
+    /// sender when it reaches this process while fewer than 4,096 wait
+    /// here, and past that when the app takes it; the daemon holds the
+    /// rest on disk (it hands over at most 4,096, and 8 MiB, not yet
+    /// acknowledged) until the app reads on. Stream offers and receipts
+    /// never wait behind them. Several `Messages` share one queue.
     pub fn messages(&self) -> Messages {
         Messages { shared: Arc::clone(&self.shared), pending: None }
     }
@@ -271,7 +273,7 @@ impl std::future::Future for PendingReceipt {
     }
 }
 
-type NextMessage = Pin<Box<dyn std::future::Future<Output = Option<Message>> + Send>>;
+type NextMessage = Pin<Box<dyn std::future::Future<Output = Option<crate::session::Waiting>> + Send>>;
 
 /// The app's incoming messages: `next().await`, or use it as a
 /// `futures::Stream`.
@@ -301,7 +303,10 @@ impl Messages {
             Poll::Ready(taken) => taken,
         };
         self.pending = None;
-        Poll::Ready(taken)
+        Poll::Ready(taken.map(|(delivery, message)| {
+            self.shared.taken(delivery);
+            message
+        }))
     }
 }
 

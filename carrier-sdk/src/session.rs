@@ -6,12 +6,18 @@
 //!  send / submit ─▶ requests ─▶ writer task ─▶ app socket ─▶ daemon
 //!  messages()    ◀─ inbox    ◀─ reader task ◀─ app socket ◀─ daemon
 //!                   receipts and replies go to whoever waits on their id;
-//!                   a message is acknowledged once it is in this process
+//!                   a message is acknowledged once it is in this process,
+//!                   or, past INBOX waiting here, once the app takes it
 //! ```
+//!
+//! The reader never waits, so stream offers and receipts always get
+//! through: messages wait in the inbox, and past [`INBOX`] of them their
+//! acknowledgements wait for the app instead, so the daemon's window
+//! (4,096 messages and 8 MiB handed and not acknowledged) stops the flow.
 
 use foldhash::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -28,8 +34,14 @@ use crate::{AppIdentity, SdkError};
 
 /// Messages sent and not yet accepted, per client; `submit` waits beyond it.
 const IN_FLIGHT: usize = 4096;
-/// Received messages held for the app before the daemon is made to wait.
+
+/// Messages waiting for the app that were acknowledged on arrival; past
+/// this many, acknowledgements wait for the app to take them.
 const INBOX: usize = 4096;
+
+/// A message waiting for the app: the number it is still to be
+/// acknowledged by (`None`: done on arrival), and itself.
+pub(crate) type Waiting = (Option<u64>, Message);
 
 /// Who waits for the answers to one request.
 #[derive(Debug)]
@@ -44,7 +56,7 @@ struct Waiter {
     permit: Option<SendPermit>,
 }
 
-type Waiting = Arc<Mutex<HashMap<u64, Waiter>>>;
+type Waiters = Arc<Mutex<HashMap<u64, Waiter>>>;
 
 /// A send's place under the daemon's limits (messages and payload bytes
 /// without a receipt), held until its receipt comes.
@@ -64,14 +76,18 @@ pub(crate) struct Shared {
     pub(crate) max_message: usize,
     next_id: AtomicU64,
     requests: mpsc::Sender<pb::AppRequest>,
-    waiting: Waiting,
+    waiting: Waiters,
     /// Set when the session has ended; no request is answered after that.
     closed: Arc<AtomicBool>,
     pub(crate) listeners: Listeners,
     in_flight: Arc<Semaphore>,
     /// Payload bytes sent without a receipt, up to the daemon's limit.
     in_flight_bytes: Arc<Semaphore>,
-    pub(crate) inbox: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    pub(crate) inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Waiting>>,
+    /// Acknowledgements, written ahead of any request.
+    acks: mpsc::UnboundedSender<u64>,
+    /// Messages in the inbox that were acknowledged on arrival.
+    acked_waiting: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -96,14 +112,16 @@ impl Shared {
         let reader = EventReader::with_rest(read, max_message.saturating_add(wire::FRAME_OVERHEAD), &rest);
         let (requests, requests_rx) = mpsc::channel(1024);
         let (acks, acks_rx) = mpsc::unbounded_channel();
-        let (inbox_tx, inbox) = mpsc::channel(INBOX);
-        let waiting: Waiting = Arc::default();
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let waiting: Waiters = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let listeners: Listeners = Arc::default();
         tokio::spawn(write_requests(write, requests_rx, acks_rx));
         let ended =
             Ended { waiting: Arc::clone(&waiting), closed: Arc::clone(&closed), listeners: Arc::clone(&listeners) };
-        tokio::spawn(read_events(reader, ended, inbox_tx, acks));
+        let acked_waiting = Arc::new(AtomicUsize::new(0));
+        let inbox_in = Inbox { tx: inbox_tx, acks: acks.clone(), acked_waiting: Arc::clone(&acked_waiting) };
+        tokio::spawn(read_events(reader, ended, inbox_in));
         let shared = Shared {
             identity,
             socket,
@@ -117,6 +135,8 @@ impl Shared {
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             in_flight_bytes: Arc::new(Semaphore::new(byte_budget)),
             inbox: tokio::sync::Mutex::new(inbox),
+            acks,
+            acked_waiting,
         };
         Ok(Arc::new(shared))
     }
@@ -167,6 +187,20 @@ impl Shared {
         Ok(rx)
     }
 
+    /// The app took a message: acknowledge it now if that was left to the
+    /// app (`delivery`), else make room for the next one to be
+    /// acknowledged on arrival.
+    pub(crate) fn taken(&self, delivery: Option<u64>) {
+        match delivery {
+            Some(delivery) => {
+                let _ = self.acks.send(delivery);
+            }
+            None => {
+                self.acked_waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
     /// Sends a request nobody waits for (from `Drop`).
     pub(crate) fn request_detached(&self, request: Request) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -214,27 +248,44 @@ async fn write_requests(
     }
 }
 
+/// Where the reader puts messages for the app.
+struct Inbox {
+    tx: mpsc::UnboundedSender<Waiting>,
+    acks: mpsc::UnboundedSender<u64>,
+    acked_waiting: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// Queues `message` for the app, acknowledging it now while fewer than
+    /// [`INBOX`] acknowledged ones wait; never waits itself.
+    fn push(&self, delivery: u64, message: Message) -> bool {
+        let ack_now = self.acked_waiting.fetch_add(1, Ordering::AcqRel) < INBOX;
+        if ack_now {
+            let _ = self.acks.send(delivery);
+        } else {
+            self.acked_waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.tx.send((if ack_now { None } else { Some(delivery) }, message)).is_ok()
+    }
+}
+
 /// What the reader clears when the session ends.
 struct Ended {
-    waiting: Waiting,
+    waiting: Waiters,
     closed: Arc<AtomicBool>,
     listeners: Listeners,
 }
 
 /// Routes the daemon's events until the connection ends.
-async fn read_events(
-    mut reader: EventReader<OwnedReadHalf>,
-    ended: Ended,
-    inbox: mpsc::Sender<Message>,
-    acks: mpsc::UnboundedSender<u64>,
-) {
+async fn read_events(mut reader: EventReader<OwnedReadHalf>, ended: Ended, inbox: Inbox) {
     let mut dids = DidCache::new();
     while let Ok(event) = reader.read().await {
         match event.event {
             Some(Event::Message(message)) => {
-                let _ = acks.send(message.delivery);
+                let delivery = message.delivery;
                 let Some(message) = incoming(message, &mut dids) else { continue };
-                if inbox.send(message).await.is_err() {
+                // Never waits: the daemon's window bounds what comes.
+                if !inbox.push(delivery, message) {
                     break;
                 }
             }

@@ -7,10 +7,12 @@
 //!         └─▶ stored (on disk: watchers hear Stored)       (off disk too) ─▶ watchers hear Taken
 //! ```
 //!
-//! A message is handed to its app while its write is still queued: the
-//! app's acknowledgement is written after it (the store keeps order), and
-//! the sender hears HELD only once it is on disk, so a crash in between
-//! costs at most a redelivery under the same id, never a loss.
+//! A message is handed to its app only once it is on disk, and only at or
+//! below its app's *handed mark*, which is on disk too: after a crash,
+//! every message that may have reached the app comes again marked
+//! `redelivered`, and none that did is handed unmarked. The mark moves in
+//! the same write as a message that arrives for a connected app, and once
+//! for a whole backlog when an app connects.
 //!
 //! Plain state, no IO: `Delivery` holds it under one lock.
 
@@ -71,6 +73,8 @@ pub(super) struct Held {
     pub device: Tally<()>,
     /// (expires at, app, delivery), soonest first.
     expiry: BTreeSet<(u64, Did, u64)>,
+    /// Per app, the handed mark as it is on disk.
+    pub handed_mark: HashMap<Did, u64>,
 }
 
 impl Held {
@@ -94,6 +98,21 @@ impl Held {
         for watcher in &message.watchers {
             watcher.tell(Progress::Stored);
         }
+        // Its app may have it now.
+        inbox.wake.notify_one();
+    }
+
+    /// `app`'s handed mark on disk reached `upto`.
+    pub(super) fn raise_mark(&mut self, app: Did, upto: u64) {
+        let mark = self.handed_mark.entry(app).or_insert(0);
+        *mark = (*mark).max(upto);
+    }
+
+    /// The newest message on disk for `app`, at or after `from`: how far
+    /// one move of the handed mark may reach.
+    pub(super) fn newest_stored(&self, app: &Did, from: u64) -> u64 {
+        let Some(inbox) = self.apps.get(app) else { return from };
+        inbox.messages.range(from..).take_while(|(_, m)| m.stored).last().map_or(from, |(d, _)| *d)
     }
 
     /// Adds `watcher` to a message held already (offered again); `false`

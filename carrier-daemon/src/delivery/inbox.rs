@@ -77,6 +77,10 @@ impl Delivery {
             let held = self.lock_held();
             let delivery = held.next_after(app, after)?;
             let message = held.apps.get(app)?.messages.get(&delivery)?;
+            // Only what is on disk, in order: the next one waits for its write.
+            if !message.stored {
+                return None;
+            }
             if !access.messages.permits(&message.from_app, true) {
                 let (from_app, id) = (message.from_app, message.id);
                 drop(held);
@@ -95,6 +99,30 @@ impl Delivery {
                 redelivered: message.redelivered,
             });
         }
+    }
+
+    /// Makes sure `app`'s handed mark on disk covers `delivery` before the
+    /// message goes to the app (moving it as far as the messages on disk
+    /// go, one write for a backlog). `false` if it could not be written:
+    /// the message must not be handed then.
+    pub(crate) async fn mark_handed(&self, app: Did, delivery: u64) -> bool {
+        let upto = {
+            let held = self.lock_held();
+            if held.handed_mark.get(&app).is_some_and(|mark| *mark >= delivery) {
+                return true;
+            }
+            held.newest_stored(&app, delivery)
+        };
+        let (done, written) = tokio::sync::oneshot::channel();
+        let this = self.me();
+        self.committer.submit(Op::Handed { app, upto }, move |applied| {
+            let ok = applied.is_ok();
+            if let (true, Some(this)) = (ok, this.upgrade()) {
+                this.lock_held().raise_mark(app, upto);
+            }
+            let _ = done.send(ok);
+        });
+        written.await.unwrap_or(false)
     }
 
     /// What wakes `app`'s session when a message for it is stored.
@@ -153,6 +181,7 @@ impl Delivery {
     pub(super) fn resume_inbox(&self, loaded: &mut Loaded) {
         let mut held = self.lock_held();
         held.next_delivery = loaded.next_delivery;
+        held.handed_mark = std::mem::take(&mut loaded.handed);
         for ((from, to), id) in loaded.replay.drain() {
             held.replay.restore(from, to, id);
         }
@@ -179,7 +208,9 @@ impl Delivery {
                 received_at_ms: incoming.received_at_ms,
                 expires_at_ms,
                 stored: true,
-                redelivered: false,
+                // At or below its app's mark it may have reached the app
+                // before the daemon stopped.
+                redelivered: held.handed_mark.get(&to_app).is_some_and(|mark| delivery <= *mark),
                 watchers: Vec::new(),
             };
             held.insert(to_app, delivery, message);
@@ -278,14 +309,23 @@ impl Inbox for Delivery {
         };
         held.insert(recipient, delivery, message);
         let incoming = pb::StoredIncoming { envelope: Some(envelope), from_device: from.key_bytes(), received_at_ms };
-        let op = Op::Hold { delivery, incoming, from_app: sender, to_app: recipient, id };
+        // A connected app gets it as soon as it is on disk: the handed mark
+        // moves in the same write.
+        let handed = self.sessions.session(&recipient).is_some();
+        let op = Op::Hold { delivery, incoming, from_app: sender, to_app: recipient, id, handed };
         let this = self.me();
         // Queued under the lock: the app may take it as soon as the lock is
         // released, and its acknowledgement must be written after it.
         self.committer.submit(op, move |applied| {
             let Some(this) = this.upgrade() else { return };
             match applied {
-                Ok(_) => this.lock_held().stored(&recipient, delivery),
+                Ok(_) => {
+                    let mut held = this.lock_held();
+                    if handed {
+                        held.raise_mark(recipient, delivery);
+                    }
+                    held.stored(&recipient, delivery);
+                }
                 Err(error) => {
                     let failure =
                         Failure::new(Outcome::Unreachable, format!("the receiver could not store it: {error}"));
@@ -335,9 +375,17 @@ impl StreamAcceptor for Delivery {
         }
         let (token, accepted) = self.sessions.expect_stream(to_app, from_app, from_device, service.clone());
         let announce = Incoming::Stream { token, from_app, from_device, service };
-        if session.incoming.send(announce).await.is_err() {
+        // Never wait for room: an app with that many offers unanswered is
+        // not taking streams now.
+        if let Err(full) = session.incoming.try_send(announce) {
             self.sessions.forget_stream(token);
-            return Err(Failure::new(Outcome::AppNotRunning, format!("{to_app} disconnected")));
+            let detail = match full {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                    format!("{to_app} has too many stream offers unanswered")
+                }
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => format!("{to_app} disconnected"),
+            };
+            return Err(Failure::new(Outcome::AppNotRunning, detail));
         }
         match tokio::time::timeout(ACCEPT_TIMEOUT, accepted).await {
             Ok(Ok(connection)) => Ok(connection),

@@ -8,6 +8,7 @@
 //!  inbox_records  first delivery ─▶ (delivery, StoredIncoming)*  until its apps took them all
 //!  inbox_left     first delivery ─▶ a bit per delivery not yet taken
 //!  replay    from_app ‖ to_app ─▶ epoch ‖ seq    the last message taken per pair
+//!  handed    to_app ─▶ delivery    every message up to it may have been handed to its app
 //!  refused   from_app ‖ epoch ‖ seq ─▶ StoredReceipt   what we refused, for retries (an hour)
 //!  mailbox   recipient ‖ blob id ─▶ StoredBlob   sealed blobs we keep for offline devices
 //!  meta      "epoch", "next_seq", "next_delivery"
@@ -49,6 +50,7 @@ const SENT_KEYS: TableDefinition<'static, &'static [u8], u64> = TableDefinition:
 const REPLAY: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("replay");
 const REFUSED: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("refused");
 const MAILBOX: TableDefinition<'static, &'static [u8], &'static [u8]> = TableDefinition::new("mailbox");
+const HANDED: TableDefinition<'static, &'static [u8], u64> = TableDefinition::new("handed");
 
 /// A sealed blob's id (its SHA-256).
 pub(crate) type BlobId = [u8; 32];
@@ -85,8 +87,13 @@ pub(crate) enum Op {
     /// A sent message's fate is known. `key` is its idempotency key (kept
     /// with the receipt so that pruning forgets it too).
     Settle { seq: u64, from_app: Did, outcome: pb::Outcome, detail: String, now_ms: u64, key: Vec<u8> },
-    /// A message for a local app, taken into the inbox under `delivery`.
-    Hold { delivery: u64, incoming: pb::StoredIncoming, from_app: Did, to_app: Did, id: MessageId },
+    /// A message for a local app, taken into the inbox under `delivery`;
+    /// with `handed`, its app's session is live and gets it at once, so
+    /// the app's handed mark moves to it in the same transaction.
+    Hold { delivery: u64, incoming: pb::StoredIncoming, from_app: Did, to_app: Did, id: MessageId, handed: bool },
+    /// Messages up to `upto` may be handed to `app` from now on: after a
+    /// crash each of them comes again marked redelivered.
+    Handed { app: Did, upto: u64 },
     /// We refused a message; a retry gets the same answer.
     Refuse { from_app: Did, id: MessageId, outcome: pb::Outcome, detail: String, now_ms: u64 },
     /// The app took these inbox entries.
@@ -123,6 +130,8 @@ pub(crate) struct Loaded {
     pub next_delivery: u64,
     /// The mailbox: what each blob is, without the blob itself.
     pub mailbox: Vec<KeptBlob>,
+    /// Per app, the last delivery that may have been handed to it.
+    pub handed: HashMap<Did, u64>,
 }
 
 /// A blob in the mailbox, as the quotas see it.
@@ -168,8 +177,11 @@ impl std::fmt::Debug for MessageStore {
 
 impl MessageStore {
     /// Opens (or creates) the store at `path`, and reads what it holds.
+    /// The file is readable by its owner only (0600): it holds what apps
+    /// and peers sent.
     pub(crate) fn open(path: &Path) -> Result<(Self, Loaded), StoreError> {
-        let db = Database::create(path).map_err(|e| database(path, e))?;
+        let file = crate::paths::open_private(path).map_err(|e| database(path, redb::Error::Io(e)))?;
+        let db = Database::builder().create_file(file).map_err(|e| database(path, e))?;
         Self::start(db, path.display().to_string())
     }
 
@@ -222,6 +234,15 @@ impl MessageStore {
             // Opened here so that later read transactions find every table.
             txn.open_table(SENT_KEYS)?;
             txn.open_table(REFUSED)?;
+            for row in txn.open_table(HANDED)?.iter()? {
+                let (app, upto) = row?;
+                match Did::from_key_bytes(app.value()) {
+                    Ok(app) => {
+                        loaded.handed.insert(app, upto.value());
+                    }
+                    Err(_) => tracing::warn!("skipping a handed record that does not decode"),
+                }
+            }
             for row in txn.open_table(MAILBOX)?.iter()? {
                 let (key, value) = row?;
                 let parsed = (|| {
@@ -317,6 +338,7 @@ impl MessageStore {
             let mut replay = txn.open_table(REPLAY)?;
             let mut refused = txn.open_table(REFUSED)?;
             let mut mailbox = txn.open_table(MAILBOX)?;
+            let mut handed = txn.open_table(HANDED)?;
             let mut buf = Vec::new();
             for op in ops {
                 buf.clear();
@@ -363,8 +385,11 @@ impl MessageStore {
                         }
                         Applied::Done
                     }
-                    Op::Hold { delivery, incoming, from_app, to_app, id } => {
+                    Op::Hold { delivery, incoming, from_app, to_app, id, handed: live } => {
                         *next_delivery = (*next_delivery).max(delivery + 1);
+                        if *live {
+                            raise_mark(&mut handed, to_app, *delivery)?;
+                        }
                         if !batch.taken.contains(delivery) {
                             held.hold(*delivery, incoming).map_err(io_error)?;
                         }
@@ -372,6 +397,10 @@ impl MessageStore {
                             let pair = pair_key(from_app.key_bytes(), &to_app.key_bytes());
                             replay.insert(pair.as_slice(), id.to_bytes().as_slice())?;
                         }
+                        Applied::Done
+                    }
+                    Op::Handed { app, upto } => {
+                        raise_mark(&mut handed, app, *upto)?;
                         Applied::Done
                     }
                     Op::Refuse { from_app, id, outcome, detail, now_ms } => {
@@ -536,6 +565,16 @@ impl Coalesced {
         }
         batch
     }
+}
+
+/// Moves `app`'s handed mark up to `upto` (never down).
+fn raise_mark(handed: &mut redb::Table<'_, &'static [u8], u64>, app: &Did, upto: u64) -> Result<(), redb::Error> {
+    let key = app.key_bytes();
+    let current = handed.get(key.as_slice())?.map(|v| v.value()).unwrap_or(0);
+    if upto > current {
+        handed.insert(key.as_slice(), upto)?;
+    }
+    Ok(())
 }
 
 fn pair_key(mut first: Vec<u8>, second: &[u8]) -> Vec<u8> {

@@ -46,7 +46,7 @@ fn what_was_committed_survives_reopening_with_the_same_epoch() {
                 now_ms: 5,
                 key: Vec::new(),
             },
-            Op::Hold { delivery: 7, incoming, from_app: to, to_app: from, id },
+            Op::Hold { delivery: 7, incoming, from_app: to, to_app: from, id, handed: false },
         ];
         store.apply(&ops).unwrap();
         (loaded.epoch, applied)
@@ -161,6 +161,7 @@ fn a_message_held_and_taken_in_one_batch_leaves_no_inbox_record() {
         from_app: from,
         to_app: to,
         id: MessageId { epoch: [3; 16], seq },
+        handed: false,
     };
     {
         let (mut store, _) = MessageStore::open(&path).unwrap();
@@ -303,6 +304,7 @@ fn held(from: Did, to: Did, delivery: u64, expires_at_ms: u64) -> Op {
         from_app: from,
         to_app: to,
         id: MessageId { epoch: [5; 16], seq: delivery },
+        handed: false,
     }
 }
 

@@ -5,10 +5,15 @@
 //!                      Ack ─▶ Delivery::taken (off the inbox; the sender hears delivered)
 //!                      QueryReceipts ─▶ what became of earlier messages
 //!                      SetAccess / Listen / Unlisten ─▶ the app's rules
-//!  writer (same task): answers, replies, streams, and the app's inbox in order
-//!                      (at most HANDED_WINDOW unacknowledged) ─▶ app,
-//!                      flushed whenever nothing more is waiting
+//!  writer (same task): answers, replies and stream offers first, then the
+//!                      app's inbox in order, HAND_BURST at a time (at most
+//!                      HANDED_WINDOW messages and HANDED_WINDOW_BYTES
+//!                      unacknowledged) ─▶ app, flushed whenever nothing more is waiting
 //! ```
+//!
+//! Control never waits behind bulk: an app that leaves its messages
+//! unread still gets its stream offers, receipts and replies at once (the
+//! window stops the messages, never the rest).
 //!
 //! A ledger update that revokes the app (or its device) ends the session.
 //!
@@ -18,7 +23,7 @@
 //! bytes not yet accepted; past that it is closed with an error (the SDK
 //! stays under both by itself).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +48,11 @@ pub(super) const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 
 /// Messages given to the app and not acknowledged yet, at most.
 const HANDED_WINDOW: usize = 4096;
+/// Payload bytes given to the app and not acknowledged yet, at most (one
+/// message past it may go, so a message at the size limit always can).
+const HANDED_WINDOW_BYTES: usize = 8 << 20;
+/// Messages handed in one go before control events are looked at again.
+const HAND_BURST: usize = 64;
 /// Most message ids one QueryReceipts may name.
 const MAX_QUERY: usize = 4096;
 
@@ -77,8 +87,35 @@ impl InFlight {
 /// Incoming streams queued for an app before their openers wait.
 const INCOMING_QUEUE: usize = 1024;
 
-/// Messages given to the app and not acknowledged yet.
-type Handed = Arc<Mutex<HashSet<u64>>>;
+/// Messages given to the app and not acknowledged yet: their sizes, and
+/// the sum.
+#[derive(Debug, Default)]
+struct Unacked {
+    sizes: HashMap<u64, usize>,
+    bytes: usize,
+}
+
+impl Unacked {
+    fn insert(&mut self, delivery: u64, len: usize) {
+        if let Some(old) = self.sizes.insert(delivery, len) {
+            self.bytes -= old;
+        }
+        self.bytes += len;
+    }
+
+    fn remove(&mut self, delivery: &u64) -> bool {
+        let Some(len) = self.sizes.remove(delivery) else { return false };
+        self.bytes -= len;
+        true
+    }
+
+    /// Whether another message may go to the app now.
+    fn open(&self) -> bool {
+        self.sizes.len() < HANDED_WINDOW && self.bytes < HANDED_WINDOW_BYTES
+    }
+}
+
+type Handed = Arc<Mutex<Unacked>>;
 
 /// Serves `app`'s session until it closes.
 pub(super) async fn run(
@@ -298,21 +335,45 @@ async fn write_events(
     // and on acknowledgements).
     let mut look = true;
     loop {
-        // Hand the app what its window allows, in order, under the access
-        // rules as they are now.
-        let access = look.then(|| events.access.read().unwrap_or_else(|p| p.into_inner()).clone());
-        while let Some(access) = access.as_ref().filter(|_| look)
-            && handed.lock().unwrap_or_else(|p| p.into_inner()).len() < HANDED_WINDOW
-        {
-            let Some(message) = events.delivery.next_incoming(&events.app, cursor, access) else {
-                look = false;
-                break;
-            };
-            let Incoming::Message { delivery, .. } = &message else { break };
-            cursor = *delivery;
-            handed.lock().unwrap_or_else(|p| p.into_inner()).insert(cursor);
-            last_handed.send_replace(cursor);
-            writer.feed(&incoming_event(message)).await?;
+        // Control first: whatever is waiting now goes before any message.
+        while let Ok(event) = replies.try_recv() {
+            writer.feed(&event).await?;
+        }
+        while let Ok(answer) = answers.try_recv() {
+            writer.feed(&answer_event(answer, &in_flight)).await?;
+        }
+        while let Ok(stream) = incoming.try_recv() {
+            writer.feed(&incoming_event(stream)).await?;
+        }
+        // Then a burst of the inbox, in order, within the window, under
+        // the access rules as they are now.
+        if look {
+            let access = events.access.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let mut burst = 0;
+            while burst < HAND_BURST && window_open(&handed) {
+                let Some(message) = events.delivery.next_incoming(&events.app, cursor, &access) else {
+                    look = false;
+                    break;
+                };
+                let Incoming::Message { delivery, payload, .. } = &message else { break };
+                let (delivery, len) = (*delivery, payload.len());
+                // On disk first: after a crash it comes again, marked.
+                if !events.delivery.mark_handed(events.app, delivery).await {
+                    tracing::warn!(delivery, "cannot record a hand-over; holding the app's messages");
+                    look = false;
+                    break;
+                }
+                cursor = delivery;
+                handed.lock().unwrap_or_else(|p| p.into_inner()).insert(cursor, len);
+                last_handed.send_replace(cursor);
+                writer.feed(&incoming_event(message)).await?;
+                burst += 1;
+            }
+            if burst == HAND_BURST {
+                // More may wait: look at control, then go on.
+                writer.flush().await?;
+                continue;
+            }
         }
         if replies.is_empty() && answers.is_empty() && incoming.is_empty() {
             writer.flush().await?;
@@ -333,6 +394,11 @@ async fn write_events(
         };
         writer.feed(&event).await?;
     }
+}
+
+/// Whether the app may be handed another message now.
+fn window_open(handed: &Handed) -> bool {
+    handed.lock().unwrap_or_else(|p| p.into_inner()).open()
 }
 
 fn incoming_event(incoming: Incoming) -> pb::AppEvent {
