@@ -162,6 +162,7 @@ impl PendingRequests {
         let (tmp, path) = (self.dir.join(format!(".{name}.tmp")), self.dir.join(name));
         fs::File::create(&tmp)
             .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+            .and_then(|()| crate::paths::make_private(&tmp))
             .and_then(|()| fs::rename(&tmp, &path))
             .and_then(|()| fs::File::open(&self.dir).and_then(|d| d.sync_all()))
             .map_err(io_error("writing", &path))

@@ -72,7 +72,9 @@ impl PeerCache {
         // Write a temporary file and rename it over the old one, so a crash
         // leaves either the old cache or the new one.
         let temp = self.path.with_extension("tmp");
-        let written = std::fs::write(&temp, cache.encode_to_vec()).and_then(|()| std::fs::rename(&temp, &self.path));
+        let written = std::fs::write(&temp, cache.encode_to_vec())
+            .and_then(|()| crate::paths::make_private(&temp))
+            .and_then(|()| std::fs::rename(&temp, &self.path));
         if let Err(error) = written {
             tracing::warn!(path = %self.path.display(), %error, "cannot save the peer cache");
         }
