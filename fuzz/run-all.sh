@@ -28,7 +28,7 @@ echo "built every target in $((SECONDS - build_start)) s"
 work="${FUZZ_WORK:-$(mktemp -d -t carrier-fuzz.XXXXXX)}"
 mkdir -p "$work"
 targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
-crashed=()
+failed=()
 printf '%-20s %-7s %12s %8s\n' target result executions exec/s
 for target in $targets; do
     mkdir -p "$work/$target"
@@ -39,8 +39,8 @@ for target in $targets; do
         -max_total_time="$seconds" -timeout=60 -print_final_stats=1 >"$log" 2>&1; then
         result=ok
     else
-        result=CRASH
-        crashed+=("$target")
+        result=FAIL
+        failed+=("$target")
     fi
     executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)"
@@ -51,7 +51,7 @@ for target in $targets; do
 done
 
 echo "logs and new corpus entries: $work"
-if ((${#crashed[@]})); then
-    echo "crashed: ${crashed[*]} (inputs in $fuzz_dir/artifacts/<target>/)" >&2
+if ((${#failed[@]})); then
+    echo "failed: ${failed[*]} (crash inputs in $fuzz_dir/artifacts/<target>/, logs in $work)" >&2
     exit 1
 fi
