@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::delivery::inbox::expiry;
-use crate::delivery::{DEFAULT_MAX_INBOX_MESSAGES, DEFAULT_MAX_OUTBOX_MESSAGES};
+use crate::delivery::{DEFAULT_MAX_INBOX_MESSAGES, DEFAULT_MAX_OUTBOX_MESSAGES, Parties};
 use crate::protocols::mailbox::Keeper;
 use pb::mailbox_answer::Answer as A;
 
@@ -121,4 +121,40 @@ async fn one_depositor_cannot_fill_a_mailbox() {
     // An expired blob is not kept.
     let answer = node.deposit(h.b.device, deposit(&h, b"late".to_vec(), now() - 1)).await.answer;
     assert!(matches!(answer, Some(A::Refused(r)) if r.reason == pb::mailbox_refused::Reason::Expired as i32));
+}
+
+/// A stream is cut on both devices as soon as each one's ledger revokes
+/// either app, or rotates its key; streams between others go on.
+#[tokio::test]
+async fn a_revocation_or_rotation_cuts_the_streams_of_the_app() {
+    let mut h = Harness::new().await;
+    let (a, b, b2) = (h.app_a.did(), h.app_b.did(), h.app_b2.did());
+    let key = |id: &Identity| id.signing_key();
+    let at_b = |remote_app, remote_device, remote_key, local: &Identity| Parties {
+        local_app: local.did(),
+        local_key: key(local),
+        remote_app,
+        remote_device,
+        remote_key,
+    };
+    let doomed = h.b.delivery.track_stream(at_b(a, h.a.device, key(&h.app_a), &h.app_b));
+    let rotated = h.b.delivery.track_stream(at_b(b2, h.b.device, key(&h.app_b2), &h.app_b));
+    let spared = h.b.delivery.track_stream(at_b(b, h.b.device, key(&h.app_b), &h.app_b2));
+    assert_eq!(h.b.delivery.live_streams(), 3);
+    h.revoke(a);
+    assert_eq!(h.b.delivery.live.enforce(&*h.b.delivery.ledger, &h.b.device), 1);
+    assert!(doomed.cut().is_cancelled());
+    // b2's key rotated: its stream with b goes, and so does b's other one
+    // (b2 at the far end); nothing else was live.
+    let new_keys = Identity::generate(IdentityKind::App);
+    let entry = h.net.rotate(b2, new_keys.public_keys());
+    h.a.ledger.append(entry.clone()).unwrap();
+    h.b.ledger.append(entry).unwrap();
+    h.b.delivery.live.enforce(&*h.b.delivery.ledger, &h.b.device);
+    assert!(rotated.cut().is_cancelled() && spared.cut().is_cancelled());
+    // A stream tracked after the change is cut at once.
+    let late = h.b.delivery.track_stream(at_b(a, h.a.device, key(&h.app_a), &h.app_b));
+    assert!(late.cut().is_cancelled());
+    drop((doomed, rotated, spared, late));
+    assert_eq!(h.b.delivery.live_streams(), 0);
 }

@@ -25,6 +25,7 @@ mod committer;
 mod held;
 mod inbox;
 mod keeper;
+mod live;
 mod mailbox;
 mod outbox;
 mod quota;
@@ -44,6 +45,7 @@ use carrier_proto::messaging::FRAME_OVERHEAD;
 use carrier_proto::pb::{self, Outcome};
 use tokio::sync::mpsc;
 
+pub(crate) use live::Parties;
 pub use outbox::MAX_TTL;
 pub(crate) use outbox::SendOptions;
 pub(crate) use sessions::{Access, Incoming, Sessions};
@@ -158,6 +160,8 @@ pub struct Delivery {
     outbox: Mutex<outbox::Outbox>,
     held: Mutex<held::Held>,
     mailbox: Mutex<keeper::Mailbox>,
+    /// The app streams joined now, cut when the ledger takes their right.
+    live: Arc<live::LiveStreams>,
     /// A rebalance of the mailbox is running.
     rebalancing: std::sync::atomic::AtomicBool,
     /// Our keys (sealing and opening mailbox blobs).
@@ -207,6 +211,7 @@ impl Delivery {
                 held: Mutex::default(),
                 mailbox: Mutex::default(),
                 rebalancing: std::sync::atomic::AtomicBool::new(false),
+                live: Arc::default(),
                 ctx,
                 local,
                 this: this.clone(),
@@ -218,6 +223,7 @@ impl Delivery {
         delivery.resume_mailbox(std::mem::take(&mut loaded.mailbox));
         delivery.tasks().spawn_until_stop(prune(Arc::downgrade(&delivery)));
         delivery.tasks().spawn_until_stop(mailbox::run(Arc::downgrade(&delivery)));
+        delivery.tasks().spawn_until_stop(cut_streams(Arc::downgrade(&delivery)));
         let keeper = Arc::new(MailboxService::new(Arc::clone(&delivery), max_frame));
         router.register(protocols::mailbox::PROTOCOL, keeper as Arc<dyn ProtocolHandler>);
         let inbound = Arc::new(Inbound::new(Arc::clone(&delivery), max_frame));
@@ -306,6 +312,40 @@ impl Settle for WeakSettle {
         if let Some(settle) = self.0.upgrade() {
             settle.unreachable(device, parked);
         }
+    }
+}
+
+/// Cuts the app streams a ledger change no longer allows, as it comes.
+async fn cut_streams(delivery: Weak<Delivery>) {
+    let Some(mut updates) = delivery.upgrade().map(|d| d.ledger.subscribe()) else { return };
+    loop {
+        match updates.recv().await {
+            // Revocations and rotations change who may hold a stream; a
+            // lagging feed may have missed one.
+            Ok(update) if update.revoked.is_none() && update.rotated.is_none() => continue,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+        let Some(this) = delivery.upgrade() else { return };
+        this.live.enforce(&*this.ledger, &this.device);
+    }
+}
+
+impl Delivery {
+    /// Tracks a stream between `parties` until the guard drops; its cut
+    /// token fires if the ledger takes their right to it.
+    pub(crate) fn track_stream(&self, parties: live::Parties) -> live::LiveGuard {
+        let guard = self.live.track(parties);
+        // A change that came before it was tracked counts too.
+        if !parties.allowed(&*self.ledger, &self.device) {
+            guard.cut().cancel();
+        }
+        guard
+    }
+
+    /// App streams joined now.
+    pub fn live_streams(&self) -> usize {
+        self.live.len()
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use carrier_proto::identity::Did;
 use carrier_proto::pb::{self, Outcome};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use super::{Failure, Handling, PeerStream, ProtocolError, ProtocolHandler, Router, outcome_of, verdict_of};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
@@ -42,6 +43,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 pub(crate) struct AppEnd {
     pub io: Box<dyn Duplex>,
     pub early: Vec<u8>,
+    /// Cancelled when the ledger no longer allows the stream (its app or
+    /// the other revoked, or rotated).
+    pub cut: CancellationToken,
+    /// Keeps the stream tracked for as long as it is joined.
+    pub tracked: Box<dyn std::any::Any + Send>,
 }
 
 impl std::fmt::Debug for AppEnd {
@@ -120,7 +126,10 @@ impl<A: StreamAcceptor> ProtocolHandler for Streams<A> {
             writer.send(&pb::StreamAnswer { outcome, detail }).await?;
             let mut stream = writer.into_inner();
             match accepted {
-                Some(app) => join(app.io, app.early, stream, early).await,
+                Some(AppEnd { io, early: app_early, cut, tracked }) => {
+                    join(io, app_early, stream, early, cut.cancelled()).await;
+                    drop(tracked);
+                }
                 None => stream.shutdown().await.map_err(|e| ProtocolError::Framed(e.into()))?,
             }
             Ok(())
@@ -128,9 +137,11 @@ impl<A: StreamAcceptor> ProtocolHandler for Streams<A> {
     }
 }
 
-/// Joins two byte streams until both directions are closed; bytes that
-/// were read early from one end go to the other first.
-pub(crate) async fn join<A, B>(mut a: A, a_early: Vec<u8>, mut b: B, b_early: Vec<u8>)
+/// Joins two byte streams until both directions are closed or `cut`
+/// resolves (the ledger took the stream's right away: both ends are then
+/// dropped at once, mid-transfer); bytes that were read early from one end
+/// go to the other first.
+pub(crate) async fn join<A, B>(mut a: A, a_early: Vec<u8>, mut b: B, b_early: Vec<u8>, cut: impl Future<Output = ()>)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -143,10 +154,12 @@ where
             a.write_all(&b_early).await?;
         }
         tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, PIPE_BUFFER, PIPE_BUFFER).await
-    }
-    .await;
-    match result {
-        Ok((a_to_b, b_to_a)) => tracing::debug!(a_to_b, b_to_a, "stream finished"),
-        Err(error) => tracing::debug!(%error, "stream ended with an error"),
+    };
+    tokio::select! {
+        result = result => match result {
+            Ok((a_to_b, b_to_a)) => tracing::debug!(a_to_b, b_to_a, "stream finished"),
+            Err(error) => tracing::debug!(%error, "stream ended with an error"),
+        },
+        () = cut => tracing::info!("stream cut: the ledger no longer allows it"),
     }
 }

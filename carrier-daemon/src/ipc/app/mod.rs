@@ -20,13 +20,13 @@ mod waiting;
 use std::path::Path;
 use std::sync::Arc;
 
-use carrier_proto::identity::Did;
+use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::messaging::STREAM_SOCKET_BUFFER;
 use carrier_proto::pb::{self, AppErrorCode, app_event::Event, app_hello::Purpose};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::delivery::{Delivery, StreamEnd};
+use crate::delivery::{Delivery, Parties, StreamEnd};
 use crate::framed::{FrameReader, FrameWriter, FramedError};
 use crate::observe::Counters;
 use crate::protocols::Failure;
@@ -129,7 +129,7 @@ async fn serve_client(
     let serve = async move {
         match hello.purpose {
             Purpose::Session(_) => session::run(delivery, hello.app, hello.key, reader, writer).await,
-            Purpose::OpenStream(open) => open_stream(&delivery, hello.app, open, reader, writer).await,
+            Purpose::OpenStream(open) => open_stream(&delivery, hello.app, hello.key, open, reader, writer).await,
             Purpose::AcceptStream(accept) => {
                 let Some(claim) = delivery.sessions().claim_stream(&hello.app, accept.token) else {
                     let message = format!("no stream waits for token {} (expired or not yours)", accept.token);
@@ -143,9 +143,22 @@ async fn serve_client(
                     service: claim.service,
                 };
                 writer.send(&pb::AppEvent { id: 0, event: Some(Event::StreamReady(ready)) }).await?;
+                // Tracked, so a revocation or rotation of either app cuts it.
+                let Some(remote_key) = delivery.ledger().standing(&claim.from_app).map(|s| s.keys.signing) else {
+                    return Ok(());
+                };
+                let parties = Parties {
+                    local_app: hello.app,
+                    local_key: hello.key,
+                    remote_app: claim.from_app,
+                    remote_device: claim.from_device,
+                    remote_key,
+                };
+                let guard = delivery.track_stream(parties);
                 let (stream, early) = into_stream(reader, writer)?;
+                let end = AppEnd { io: Box::new(stream), early, cut: guard.cut(), tracked: Box::new(guard) };
                 // The opener may have given up meanwhile: then the connection just closes.
-                let _ = claim.deliver.send(AppEnd { io: Box::new(stream), early });
+                let _ = claim.deliver.send(end);
                 Ok(())
             }
         }
@@ -156,6 +169,7 @@ async fn serve_client(
 async fn open_stream(
     delivery: &Delivery,
     app: Did,
+    key: SigningPublicKey,
     open: pb::OpenStream,
     reader: Reader,
     mut writer: Writer,
@@ -176,14 +190,38 @@ async fn open_stream(
             return Ok(());
         }
     };
-    let device = delivery.host_of(&to).map(|d| d.to_string()).unwrap_or_default();
-    let ready = pb::StreamReady { peer_app: to.to_string(), peer_device: device, service };
+    let (Ok(host), Some(remote_key)) = (delivery.host_of(&to), delivery.ledger().standing(&to).map(|s| s.keys.signing))
+    else {
+        return Ok(());
+    };
+    // Tracked, so a revocation or rotation of either app cuts it.
+    let guard = delivery.track_stream(Parties {
+        local_app: app,
+        local_key: key,
+        remote_app: to,
+        remote_device: host,
+        remote_key,
+    });
+    let ready = pb::StreamReady { peer_app: to.to_string(), peer_device: host.to_string(), service };
     writer.send(&pb::AppEvent { id: 0, event: Some(Event::StreamReady(ready)) }).await?;
     let (ours, early) = into_stream(reader, writer)?;
+    let ours_cut = guard.cut();
     match end {
-        StreamEnd::Remote(theirs, their_early) => join(ours, early, theirs, their_early).await,
-        StreamEnd::Local(theirs) => join(ours, early, theirs.io, theirs.early).await,
+        StreamEnd::Remote(theirs, their_early) => join(ours, early, theirs, their_early, ours_cut.cancelled()).await,
+        StreamEnd::Local(theirs) => {
+            // Two apps here: either one's revocation cuts it.
+            let theirs_cut = theirs.cut.clone();
+            let cut = async move {
+                tokio::select! {
+                    () = ours_cut.cancelled() => {}
+                    () = theirs_cut.cancelled() => {}
+                }
+            };
+            join(ours, early, theirs.io, theirs.early, cut).await;
+            drop(theirs.tracked);
+        }
     }
+    drop(guard);
     Ok(())
 }
 
