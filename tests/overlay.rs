@@ -174,6 +174,8 @@ fn hostile_swarm<B: libp2p::swarm::NetworkBehaviour>(
     let (did, keypair) = (identity.did(), identity.libp2p_keypair());
     let ledger = Arc::new(EmbeddedLedger::in_memory(ledger.clone())) as Arc<dyn Ledger>;
     let ctx = Arc::new(LinkContext::new(identity, did, ledger, LinkLimits::default()));
+    // It never listens: say it is on loopback, as its peers are.
+    ctx.set_local_nets(carrier_proto::addr::LocalNets::new(std::net::Ipv4Addr::LOCALHOST.into(), &[]));
     libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|_| carrier_daemon::overlay::transport::CarrierTransport::new(ctx))
@@ -259,6 +261,46 @@ async fn a_peer_that_claims_many_addresses_is_kept_with_a_few() {
     let routes = honest.overlay.routes().await.unwrap();
     let route = routes.iter().find(|r| r.did == Some(did)).expect("the peer is routable");
     assert!(!route.addrs.is_empty() && route.addrs.len() <= 8, "kept {} addresses", route.addrs.len());
+    driving.abort();
+}
+
+/// A registered peer that offers addresses on networks the node is not on
+/// (a private 10/8 address, a link-local one, multicast) gets none of them
+/// stored, passed on or dialed; its loopback address (the node's network)
+/// is kept.
+#[tokio::test]
+async fn addresses_on_networks_the_node_is_not_on_are_not_taken() {
+    use futures::StreamExt;
+    use libp2p::identify;
+
+    let mut net = TestNetwork::new("addresses");
+    let (honest, hostile) = (net.register_device(), net.register_device());
+    let mut honest = start(honest, net.ledger.clone(), None).await;
+    let did = hostile.did();
+    let mut swarm = hostile_swarm(hostile, &net.ledger, |key| {
+        identify::Behaviour::new(identify::Config::new("/carrier/id/1.0.0".into(), key.public()))
+    });
+    for addr in [
+        "/ip4/10.1.2.3/udp/7640/quic-v1/noise",
+        "/ip6/fe80::1/udp/7640/quic-v1/noise",
+        "/ip4/224.0.0.1/udp/7640/quic-v1/noise",
+        "/ip4/192.168.7.7/udp/7640/quic-v1/noise",
+        "/ip4/127.0.0.1/udp/7641/quic-v1/noise",
+    ] {
+        swarm.add_external_address(addr.parse().unwrap());
+    }
+    swarm.dial(honest.overlay.listen_addr().clone()).unwrap();
+    let driving = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    wait_for(&mut honest, |e| *e == OverlayEvent::Routable(did)).await;
+    let routes = honest.overlay.routes().await.unwrap();
+    let route = routes.iter().find(|r| r.did == Some(did)).expect("the peer is routable");
+    let kept: Vec<String> = route.addrs.iter().map(|a| a.to_string()).collect();
+    assert_eq!(kept.len(), 1, "kept {kept:?}");
+    assert!(kept[0].starts_with("/ip4/127.0.0.1/udp/7641/quic-v1/noise"), "kept {kept:?}");
     driving.abort();
 }
 

@@ -46,6 +46,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod domain;
 pub mod frame;
 pub mod handshake;

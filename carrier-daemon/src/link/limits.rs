@@ -5,12 +5,15 @@
 //! Hellman operations. These limits are applied at quinn's `Incoming`,
 //! before the QUIC handshake is accepted. When the slots are full, the
 //! oldest handshake whose peer has not sent its first Noise message yet is
-//! evicted to make room: a peer that speaks at once always gets a slot, and
-//! silent strangers holding slots only push each other out. Each address
-//! also starts at most a few handshakes a second (a token bucket, burst of
-//! `max_handshakes_per_ip`), so strangers that reconnect as fast as they are
-//! evicted cannot make us run QUIC handshakes flat out; over the rate they
-//! are refused before QUIC, which costs one packet.
+//! evicted to make room, and failing that the oldest one older than
+//! `evict_after` (a handshake takes a round trip or two; one that has
+//! spoken and then stalls gives way too): silent or stalled strangers only
+//! push each other out. Each address also starts at most a few handshakes
+//! a second (a token bucket, burst of `max_handshakes_per_ip`), so
+//! strangers that reconnect as fast as they are evicted cannot make us run
+//! QUIC handshakes flat out; over the rate they are refused before QUIC,
+//! which costs one packet. "An address" is an IPv4 address or an IPv6 /64
+//! (one host can hold a whole /64).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -37,6 +40,9 @@ pub struct LinkLimits {
     /// New handshakes one IP address may start per second, on average
     /// (bursts up to `max_handshakes_per_ip`).
     pub handshakes_per_ip_per_s: u32,
+    /// A handshake in flight this long gives way to a newcomer when the
+    /// slots are full, even if its peer has spoken.
+    pub evict_after: Duration,
 }
 
 impl Default for LinkLimits {
@@ -47,6 +53,7 @@ impl Default for LinkLimits {
             max_handshakes_per_ip: 16,
             retry_above: 64,
             handshakes_per_ip_per_s: 8,
+            evict_after: Duration::from_secs(2),
         }
     }
 }
@@ -83,9 +90,11 @@ struct Slots {
 
 #[derive(Debug)]
 struct Entry {
+    /// The address's limit key (an IPv4 address, an IPv6 /64).
     ip: IpAddr,
     /// The peer's first Noise message has arrived.
     spoke: bool,
+    since: Instant,
     evict: CancellationToken,
 }
 
@@ -124,9 +133,14 @@ impl Slots {
         Some(entry)
     }
 
-    /// Evicts the oldest silent handshake that `which` picks.
-    fn evict_oldest_silent(&mut self, which: impl Fn(&Entry) -> bool) -> bool {
-        let Some(id) = self.entries.iter().find(|(_, e)| !e.spoke && which(e)).map(|(id, _)| *id) else {
+    /// Evicts the oldest silent handshake that `which` picks, or failing
+    /// that the oldest one in flight longer than `limits.evict_after`.
+    fn evict_oldest(&mut self, limits: &LinkLimits, now: Instant, which: impl Fn(&Entry) -> bool) -> bool {
+        let silent = self.entries.iter().find(|(_, e)| !e.spoke && which(e));
+        let stalled = || {
+            self.entries.iter().find(|(_, e)| which(e) && now.saturating_duration_since(e.since) >= limits.evict_after)
+        };
+        let Some(id) = silent.or_else(stalled).map(|(id, _)| *id) else {
             return false;
         };
         if let Some(entry) = self.remove(id) {
@@ -140,6 +154,7 @@ impl HandshakeSlots {
     /// Decides on a connection attempt from `ip` at `now`; `validated`
     /// says whether QUIC has already proven the address.
     pub(crate) fn gate(self: &Arc<Self>, limits: &LinkLimits, ip: IpAddr, validated: bool, now: Instant) -> Gate {
+        let ip = carrier_proto::addr::limit_key(ip);
         let mut slots = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if slots.entries.len() >= limits.retry_above && !validated {
             return Gate::Retry;
@@ -149,13 +164,13 @@ impl HandshakeSlots {
         }
         let mut evicted = 0;
         if slots.held_by(ip) >= limits.max_handshakes_per_ip {
-            if !slots.evict_oldest_silent(|e| e.ip == ip) {
+            if !slots.evict_oldest(limits, now, |e| e.ip == ip) {
                 return Gate::Refuse;
             }
             evicted += 1;
         }
         if slots.entries.len() >= limits.max_handshakes {
-            if !slots.evict_oldest_silent(|_| true) {
+            if !slots.evict_oldest(limits, now, |_| true) {
                 return Gate::Refuse;
             }
             evicted += 1;
@@ -163,7 +178,7 @@ impl HandshakeSlots {
         let id = slots.next_id;
         slots.next_id += 1;
         let evict = CancellationToken::new();
-        slots.entries.insert(id, Entry { ip, spoke: false, evict: evict.clone() });
+        slots.entries.insert(id, Entry { ip, spoke: false, since: now, evict: evict.clone() });
         *slots.per_ip.entry(ip).or_insert(0) += 1;
         Gate::Admit(Permit { slots: Arc::clone(self), id, evict }, evicted)
     }
@@ -217,8 +232,16 @@ impl Drop for Permit {
 mod tests {
     use super::*;
 
+    /// Small limits; a handshake that spoke keeps its slot for the whole
+    /// test (see `a_stalled_handshake_gives_way_after_a_while` for age).
     fn limits() -> LinkLimits {
-        LinkLimits { max_handshakes: 4, max_handshakes_per_ip: 2, retry_above: 3, ..LinkLimits::default() }
+        LinkLimits {
+            max_handshakes: 4,
+            max_handshakes_per_ip: 2,
+            retry_above: 3,
+            evict_after: Duration::from_secs(3600),
+            ..LinkLimits::default()
+        }
     }
 
     /// A clock for tests whose attempts come far enough apart for the rate limit.
@@ -303,5 +326,38 @@ mod tests {
         assert_eq!(slots.gate(&roomy, ip, true, now()), Gate::Refuse, "both from there have spoken");
         drop(held.remove(0));
         assert_eq!(slots.in_flight(), 5);
+    }
+
+    /// One host holds a whole IPv6 /64: its addresses share one address's
+    /// limits, while the next /64 has its own.
+    #[test]
+    fn an_ipv6_64_counts_as_one_address() {
+        let slots = Arc::new(HandshakeSlots::default());
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let (a1, _) = admitted(slots.gate(&limits(), ip("2001:db8:1:2::1"), true, now()));
+        let (a2, _) = admitted(slots.gate(&limits(), ip("2001:db8:1:2:ffff::9"), true, now()));
+        a1.spoke();
+        a2.spoke();
+        assert_eq!(slots.gate(&limits(), ip("2001:db8:1:2:abcd::77"), true, now()), Gate::Refuse, "same /64");
+        assert!(matches!(slots.gate(&limits(), ip("2001:db8:1:3::1"), true, now()), Gate::Admit(..)));
+    }
+
+    /// A handshake whose peer spoke and then stalled does not keep its
+    /// slot past `evict_after` when a newcomer needs it.
+    #[test]
+    fn a_stalled_handshake_gives_way_after_a_while() {
+        let slots = Arc::new(HandshakeSlots::default());
+        let limits = LinkLimits { evict_after: Duration::from_secs(2), ..limits() };
+        let start = Instant::now();
+        let ips: Vec<IpAddr> = (1..=4).map(|i| format!("10.0.1.{i}").parse().unwrap()).collect();
+        let held: Vec<Permit> = ips.iter().map(|ip| admitted(slots.gate(&limits, *ip, true, start)).0).collect();
+        for permit in &held {
+            permit.spoke();
+        }
+        let newcomer: IpAddr = "10.0.1.9".parse().unwrap();
+        assert_eq!(slots.gate(&limits, newcomer, true, start + Duration::from_secs(1)), Gate::Refuse, "all young");
+        let (_, evicted) = admitted(slots.gate(&limits, newcomer, true, start + Duration::from_secs(2)));
+        assert_eq!(evicted, 1);
+        assert!(held[0].evict.is_cancelled(), "the oldest stalled one gave way");
     }
 }

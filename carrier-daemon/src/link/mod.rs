@@ -16,10 +16,11 @@ mod limits;
 pub mod quic;
 pub mod sealed;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use carrier_proto::addr::{AddrRefusal, LocalNets};
 use carrier_proto::handshake::{Admitted, HandshakeError, Local, Refusal};
 use carrier_proto::identity::{Did, Identity, PublicKeys};
 use carrier_proto::ledger::Directory;
@@ -142,6 +143,10 @@ pub struct Cut {
     pub reason: Refusal,
 }
 
+/// Addresses an operator may hand the daemon (bootstrap, connect) that are
+/// remembered as trusted.
+const MAX_TRUSTED_ADDRS: usize = 256;
+
 /// Everything a handshake needs: who we are, the ledger, the limits.
 #[derive(Debug)]
 pub struct LinkContext {
@@ -165,6 +170,11 @@ pub struct LinkContext {
     tasks: Tasks,
     /// Limits on newcomers' join connections.
     join: Arc<join::JoinServer>,
+    /// The networks this node is on (known once it listens), which decide
+    /// which of the addresses peers give us we may dial, probe or store;
+    /// and the addresses an operator gave (bootstrap, `connect --addr`),
+    /// dialed whatever they are.
+    nets: Mutex<(LocalNets, HashSet<SocketAddr>)>,
 }
 
 impl LinkContext {
@@ -177,6 +187,7 @@ impl LinkContext {
             ledger,
             limits,
             join: Arc::default(),
+            nets: Mutex::default(),
             slots: Arc::default(),
             live: Mutex::default(),
             endpoint: Mutex::default(),
@@ -189,6 +200,29 @@ impl LinkContext {
     /// Our DID.
     pub fn did(&self) -> Did {
         self.did
+    }
+
+    /// The networks this node is on, once it listens.
+    pub fn set_local_nets(&self, nets: LocalNets) {
+        self.nets.lock().unwrap_or_else(PoisonError::into_inner).0 = nets;
+    }
+
+    /// An address an operator gave: dialed whatever network it is on.
+    pub fn trust_addr(&self, addr: SocketAddr) {
+        let mut nets = self.nets.lock().unwrap_or_else(PoisonError::into_inner);
+        if nets.1.len() < MAX_TRUSTED_ADDRS {
+            nets.1.insert(addr);
+        }
+    }
+
+    /// Whether we may dial, probe or store `addr`, which a peer gave us (or
+    /// an operator: those are always taken).
+    pub fn admit_addr(&self, addr: SocketAddr) -> Result<SocketAddr, AddrRefusal> {
+        let nets = self.nets.lock().unwrap_or_else(PoisonError::into_inner);
+        if nets.1.contains(&addr) {
+            return Ok(addr);
+        }
+        nets.0.admit(addr)
     }
 
     /// Our keys.

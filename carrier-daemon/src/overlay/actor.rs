@@ -16,9 +16,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::peer_cache::PeerCache;
-use super::{
-    Behaviour, BehaviourEvent, Command, OverlayError, OverlayEvent, PeerInfo, Route, circuits, gate, transport,
-};
+use super::{Behaviour, BehaviourEvent, Command, OverlayError, OverlayEvent, PeerInfo, Route, circuits, gate};
 use crate::ledger::Policy;
 use crate::link::LinkContext;
 
@@ -156,11 +154,21 @@ impl Actor {
     fn dial_bootstrap(&mut self) {
         let now = Instant::now();
         let due: Vec<Multiaddr> = self.cached.iter().filter(|a| self.redial.attempt(a, now)).cloned().collect();
+        // The operator's bootstrap addresses are dialed whatever they are.
+        for socket in self.bootstrap.iter().filter_map(circuits::dialed_socket) {
+            self.ctx.trust_addr(socket);
+        }
         for addr in self.bootstrap.iter().chain(&due) {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
             }
         }
+    }
+
+    /// Whether a peer's `addr` is a Carrier address (direct, or through a
+    /// relay) on a network we are on: one we may dial, store and pass on.
+    fn admissible(&self, addr: &Multiaddr) -> bool {
+        circuits::dialed_socket(addr).is_some_and(|socket| self.ctx.admit_addr(socket).is_ok())
     }
 
     pub(super) fn did_of(&self, peer: &PeerId) -> Option<Did> {
@@ -175,6 +183,10 @@ impl Actor {
         match command {
             Command::Connect { did, reply } => self.connect(did, reply),
             Command::Dial { addr, reply } => {
+                // An operator's address (`carrierctl connect --addr`).
+                if let Some(socket) = circuits::dialed_socket(&addr) {
+                    self.ctx.trust_addr(socket);
+                }
                 let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
@@ -412,16 +424,17 @@ impl Actor {
                 if !self.ctx.ledger.is_active(&did) {
                     return;
                 }
-                self.observed(peer_id, connection_id, &info.observed_addr);
+                // Where the peer sees us: taken only if it is on a network
+                // we are on (a peer cannot aim us at another).
+                if self.admissible(&info.observed_addr) {
+                    self.observed(peer_id, connection_id, &info.observed_addr);
+                }
                 // The report itself is at most 4 KiB (libp2p-identify's
-                // limit); of its addresses we keep a few Carrier ones, and
-                // they replace what the peer said before.
-                let addrs: Vec<Multiaddr> = info
-                    .listen_addrs
-                    .into_iter()
-                    .filter(|a| transport::parse_addr(a).is_some() || circuits::parse_circuit_addr(a).is_some())
-                    .take(MAX_ADDRS_PER_PEER)
-                    .collect();
+                // limit); of its addresses we keep a few Carrier ones on
+                // networks we are on, and they replace what the peer said
+                // before.
+                let addrs: Vec<Multiaddr> =
+                    info.listen_addrs.into_iter().filter(|a| self.admissible(a)).take(MAX_ADDRS_PER_PEER).collect();
                 let kad = &mut self.swarm.behaviour_mut().kad;
                 let known = kad.kbucket(peer_id).and_then(|bucket| {
                     bucket.iter().find(|e| *e.node.key.preimage() == peer_id).map(|e| e.node.value.len())

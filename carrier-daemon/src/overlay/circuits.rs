@@ -28,6 +28,17 @@ use crate::link::{LinkContext, LinkError};
 /// What a relayed link yields: the peer (by its current key) and its muxer.
 pub type Output = (PeerId, StreamMuxerBox);
 
+/// The socket address dialed to reach `addr`: its own for a direct
+/// Carrier address, its relay's for a circuit address.
+pub(crate) fn dialed_socket(addr: &Multiaddr) -> Option<std::net::SocketAddr> {
+    if let Some((socket, _)) = super::transport::parse_addr(addr) {
+        return Some(socket);
+    }
+    parse_circuit_addr(addr)?;
+    let relay: Multiaddr = addr.iter().take_while(|p| !matches!(p, Protocol::P2pCircuit)).collect();
+    super::transport::parse_addr(&relay).map(|(socket, _)| socket)
+}
+
 /// The relay and the peer a circuit address names:
 /// `/…/p2p/<relay>/p2p-circuit[/p2p/<peer>]`.
 pub fn parse_circuit_addr(addr: &Multiaddr) -> Option<(PeerId, Option<PeerId>)> {

@@ -90,6 +90,9 @@ pub(super) enum GuessFailure {
     /// The transport has stopped listening.
     #[error("the transport is not listening")]
     NotListening,
+    /// The peer named an address on a network we are not on.
+    #[error(transparent)]
+    Address(#[from] carrier_proto::addr::AddrRefusal),
 }
 
 impl From<FramedError> for GuessFailure {
@@ -171,6 +174,8 @@ impl PortGuessing {
         writer.send(&offer.to_pb()).await?;
         let answer: pb::GuessAnswer = step(reader.read(), STEP_TIMEOUT).await?;
         let target = nat::read_answer(&answer)?;
+        // Our 256 probes go only to an address on a network we are on.
+        let target = self.ctx.admit_addr(target)?;
         let sockets = open_mappings(target, &offer.nonce).await.map_err(GuessFailure::Sockets)?;
         let count = sockets.len();
         writer.send(&pb::GuessReady {}).await?;
@@ -224,6 +229,8 @@ impl PortGuessing {
         offer: &pb::GuessOffer,
     ) -> Result<(Offer, SocketAddr, Arc<UdpSocket>), String> {
         let offer = Offer::from_pb(offer).map_err(|e| e.to_string())?;
+        // Our probes go only to an address on a network we are on.
+        self.ctx.admit_addr(SocketAddr::new(offer.ip, 1)).map_err(|e| e.to_string())?;
         if !relayed_only {
             return Err("we have a direct link already".into());
         }

@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use carrier_proto::addr::LocalNets;
 use futures::future::{BoxFuture, Ready};
 use futures::{FutureExt, future};
 use libp2p::PeerId;
@@ -138,22 +139,24 @@ pub fn parse_addr(addr: &Multiaddr) -> Option<(SocketAddr, Option<PeerId>)> {
     parts.next().is_none().then_some((SocketAddr::new(ip, port), peer))
 }
 
-/// The addresses a listener bound to `bound` can be reached at: `bound`
-/// itself, or for an unspecified address (0.0.0.0, ::) one per local
-/// interface address of that family, so peers never learn "0.0.0.0".
-fn reachable_addrs(bound: SocketAddr) -> Vec<Multiaddr> {
-    if !bound.ip().is_unspecified() {
-        return vec![to_multiaddr(bound)];
-    }
+/// This host's interface addresses (none if they cannot be listed).
+fn interface_ips() -> Vec<IpAddr> {
     let interfaces = if_addrs::get_if_addrs().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot list network interfaces; reporting loopback only");
         Vec::new()
     });
-    let mut ips: Vec<IpAddr> = interfaces
-        .iter()
-        .map(|i| i.ip())
-        .filter(|ip| ip.is_ipv4() == bound.is_ipv4() && !ip.is_unspecified())
-        .collect();
+    interfaces.iter().map(|i| i.ip()).collect()
+}
+
+/// The addresses a listener bound to `bound` can be reached at: `bound`
+/// itself, or for an unspecified address (0.0.0.0, ::) one per local
+/// interface address of that family, so peers never learn "0.0.0.0".
+fn reachable_addrs(bound: SocketAddr, interfaces: &[IpAddr]) -> Vec<Multiaddr> {
+    if !bound.ip().is_unspecified() {
+        return vec![to_multiaddr(bound)];
+    }
+    let mut ips: Vec<IpAddr> =
+        interfaces.iter().copied().filter(|ip| ip.is_ipv4() == bound.is_ipv4() && !ip.is_unspecified()).collect();
     if ips.is_empty() {
         ips.push(if bound.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
     }
@@ -193,7 +196,9 @@ impl Transport for CarrierTransport {
             port_guessing.attach(punch_socket, &tx);
         }
         self.ctx.tasks().spawn(accept_loop(endpoint.clone(), Arc::clone(&self.ctx), tx));
-        let addrs = reachable_addrs(bound);
+        let interfaces = interface_ips();
+        self.ctx.set_local_nets(LocalNets::new(bound.ip(), &interfaces));
+        let addrs = reachable_addrs(bound, &interfaces);
         for listen_addr in &addrs {
             self.events.push_back(TransportEvent::NewAddress { listener_id: id, listen_addr: listen_addr.clone() });
         }
@@ -220,6 +225,12 @@ impl Transport for CarrierTransport {
         let Some((socket, peer)) = parse_addr(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
+        // Whoever proposed it (Kademlia, identify, hole punching, the peer
+        // cache), an address on a network we are not on is not dialed.
+        if let Err(refusal) = self.ctx.admit_addr(socket) {
+            tracing::debug!(%addr, %refusal, "not dialing a peer's address");
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        }
         if opts.role.is_listener() {
             return self.punch(socket, peer).ok_or(TransportError::MultiaddrNotSupported(addr));
         }
@@ -351,14 +362,14 @@ mod tests {
 
     #[test]
     fn unspecified_listen_address_is_reported_per_interface() {
-        let addrs = reachable_addrs("0.0.0.0:4001".parse().unwrap());
+        let addrs = reachable_addrs("0.0.0.0:4001".parse().unwrap(), &interface_ips());
         assert!(!addrs.is_empty());
         for addr in &addrs {
             let (socket, _) = parse_addr(addr).unwrap();
             assert!(socket.is_ipv4() && !socket.ip().is_unspecified() && socket.port() == 4001, "{addr}");
         }
         assert!(addrs.contains(&"/ip4/127.0.0.1/udp/4001/quic-v1/noise".parse().unwrap()));
-        let fixed = reachable_addrs("127.0.0.1:9".parse().unwrap());
+        let fixed = reachable_addrs("127.0.0.1:9".parse().unwrap(), &interface_ips());
         assert_eq!(fixed, vec!["/ip4/127.0.0.1/udp/9/quic-v1/noise".parse::<Multiaddr>().unwrap()]);
     }
 
