@@ -56,6 +56,7 @@ pub mod ledger;
 pub mod mailbox;
 pub mod messaging;
 pub mod nat;
+mod replay;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -6,7 +6,7 @@
 //! and handing over to the recipient's session.
 
 use carrier_proto::identity::Did;
-use carrier_proto::messaging::MessageId;
+use carrier_proto::messaging::{MessageId, Seen};
 use carrier_proto::pb::{self, Outcome};
 
 use super::held::{Held, HeldMessage};
@@ -182,8 +182,8 @@ impl Delivery {
         let mut held = self.lock_held();
         held.next_delivery = loaded.next_delivery;
         held.handed_mark = std::mem::take(&mut loaded.handed);
-        for ((from, to), id) in loaded.replay.drain() {
-            held.replay.restore(from, to, id);
+        for ((from, to), state) in loaded.replay.drain() {
+            held.replay.restore(from, to, state);
         }
         for (delivery, incoming) in loaded.inbox.drain(..) {
             let Some(envelope) = incoming.envelope else { continue };
@@ -263,17 +263,25 @@ impl Inbox for Delivery {
             Err(failure) => return Offered::Final(Err(failure)),
         };
         let mut held = self.lock_held();
-        if held.replay.seen(sender, recipient, id) {
-            if held.watch(&sender, &id, watcher) {
-                return Offered::Held;
+        let started_ms = envelope.epoch_started_ms;
+        match held.replay.check(sender, recipient, id, started_ms) {
+            Seen::Fresh => {}
+            Seen::Stale => {
+                let detail = "from a run of the sending daemon older than any this device remembers: a replay";
+                return Offered::Final(Err(Failure::new(Outcome::Refused, detail)));
             }
-            drop(held);
-            // Taken before (its sender missed the receipt), or refused.
-            return match self.committer.read(|store| store.refusal(&sender, &id)) {
-                Ok(Some((outcome, detail))) => Offered::Final(Err(Failure::from_wire(outcome, detail))),
-                Ok(None) => Offered::Final(Ok(())),
-                Err(error) => Offered::Final(Err(Failure::new(Outcome::Unspecified, error.to_string()))),
-            };
+            Seen::Taken => {
+                if held.watch(&sender, &id, watcher) {
+                    return Offered::Held;
+                }
+                drop(held);
+                // Taken before (its sender missed the receipt), or refused.
+                return match self.committer.read(|store| store.refusal(&sender, &id)) {
+                    Ok(Some((outcome, detail))) => Offered::Final(Err(Failure::from_wire(outcome, detail))),
+                    Ok(None) => Offered::Final(Ok(())),
+                    Err(error) => Offered::Final(Err(Failure::new(Outcome::Unspecified, error.to_string()))),
+                };
+            }
         }
         let received_at_ms = now_ms();
         let Some(expires_at_ms) = expiry(envelope.expires_at_ms, received_at_ms) else {
@@ -291,7 +299,8 @@ impl Inbox for Delivery {
             // The sender waits and offers it again; other pairs go on.
             return Offered::Busy;
         }
-        held.replay.admit(sender, recipient, id);
+        held.replay.admit(sender, recipient, id, started_ms);
+        let replay = held.replay.state(sender, recipient).map(|s| s.encode()).unwrap_or_default();
         let delivery = held.next_delivery;
         held.next_delivery += 1;
         let mut envelope = envelope;
@@ -312,7 +321,7 @@ impl Inbox for Delivery {
         // A connected app gets it as soon as it is on disk: the handed mark
         // moves in the same write.
         let handed = self.sessions.session(&recipient).is_some();
-        let op = Op::Hold { delivery, incoming, from_app: sender, to_app: recipient, id, handed };
+        let op = Op::Hold { delivery, incoming, from_app: sender, to_app: recipient, replay, handed };
         let this = self.me();
         // Queued under the lock: the app may take it as soon as the lock is
         // released, and its acknowledgement must be written after it.

@@ -156,6 +156,8 @@ pub struct Delivery {
     config: MessagingConfig,
     /// The message-id epoch: the store's, kept across restarts.
     epoch: [u8; 16],
+    /// When it began, sent with every message so receivers order runs.
+    epoch_started_ms: u64,
     committer: committer::Committer,
     outbox: Mutex<outbox::Outbox>,
     held: Mutex<held::Held>,
@@ -206,6 +208,7 @@ impl Delivery {
                 sessions: Sessions::default(),
                 config,
                 epoch: loaded.epoch,
+                epoch_started_ms: loaded.epoch_started_ms,
                 committer,
                 outbox: Mutex::default(),
                 held: Mutex::default(),

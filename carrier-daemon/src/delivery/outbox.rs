@@ -127,6 +127,7 @@ impl Delivery {
             to_app: to.key_bytes(),
             payload,
             expires_at_ms: now_ms().saturating_add(ttl.as_millis() as u64),
+            epoch_started_ms: self.epoch_started_ms,
         };
         let outgoing = pb::StoredOutgoing { envelope: Some(envelope), to_device: host.key_bytes(), key: options.key };
         let this = self.me();

@@ -7,11 +7,11 @@
 //!  sent_keys from_app ‖ key ─▶ seq        idempotent sends, as long as the receipt
 //!  inbox_records  first delivery ─▶ (delivery, StoredIncoming)*  until its apps took them all
 //!  inbox_left     first delivery ─▶ a bit per delivery not yet taken
-//!  replay    from_app ‖ to_app ─▶ epoch ‖ seq    the last message taken per pair
+//!  replay    from_app ‖ to_app ─▶ PairState   the messages taken per pair (a window per sender run)
 //!  handed    to_app ─▶ delivery    every message up to it may have been handed to its app
 //!  refused   from_app ‖ epoch ‖ seq ─▶ StoredReceipt   what we refused, for retries (an hour)
 //!  mailbox   recipient ‖ blob id ─▶ StoredBlob   sealed blobs we keep for offline devices
-//!  meta      "epoch", "next_seq", "next_delivery"
+//!  meta      "epoch", "epoch_started_ms", "next_seq", "next_delivery"
 //! ```
 //!
 //! The sending side's two tables are laid out in [`super::sent`], the
@@ -31,7 +31,7 @@ use foldhash::{HashMap, HashSet};
 use std::path::Path;
 
 use carrier_proto::identity::Did;
-use carrier_proto::messaging::MessageId;
+use carrier_proto::messaging::{MessageId, PairState};
 use carrier_proto::pb;
 use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -87,10 +87,11 @@ pub(crate) enum Op {
     /// A sent message's fate is known. `key` is its idempotency key (kept
     /// with the receipt so that pruning forgets it too).
     Settle { seq: u64, from_app: Did, outcome: pb::Outcome, detail: String, now_ms: u64, key: Vec<u8> },
-    /// A message for a local app, taken into the inbox under `delivery`;
-    /// with `handed`, its app's session is live and gets it at once, so
-    /// the app's handed mark moves to it in the same transaction.
-    Hold { delivery: u64, incoming: pb::StoredIncoming, from_app: Did, to_app: Did, id: MessageId, handed: bool },
+    /// A message for a local app, taken into the inbox under `delivery`,
+    /// with its pair's replay state after it (`replay`, encoded); with
+    /// `handed`, its app's session is live and gets it at once, so the
+    /// app's handed mark moves to it in the same transaction.
+    Hold { delivery: u64, incoming: pb::StoredIncoming, from_app: Did, to_app: Did, replay: Vec<u8>, handed: bool },
     /// Messages up to `upto` may be handed to `app` from now on: after a
     /// crash each of them comes again marked redelivered.
     Handed { app: Did, upto: u64 },
@@ -120,12 +121,14 @@ pub(crate) enum Applied {
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
     pub epoch: [u8; 16],
+    /// When this store's epoch began (Unix milliseconds).
+    pub epoch_started_ms: u64,
     /// The outbox, in seq order.
     pub outbox: Vec<(u64, pb::StoredOutgoing)>,
     /// The inbox, in delivery order.
     pub inbox: Vec<(u64, pb::StoredIncoming)>,
-    /// The last message taken per (from app, to app).
-    pub replay: HashMap<(Did, Did), MessageId>,
+    /// What each (from app, to app) pair has taken.
+    pub replay: HashMap<(Did, Did), PairState>,
     /// Above every delivery number used so far.
     pub next_delivery: u64,
     /// The mailbox: what each blob is, without the blob itself.
@@ -226,6 +229,16 @@ impl MessageStore {
                     epoch
                 }
             };
+            let started = meta.get("epoch_started_ms")?.and_then(|v| <[u8; 8]>::try_from(v.value()).ok());
+            loaded.epoch_started_ms = match started {
+                Some(started) => u64::from_be_bytes(started),
+                // An epoch from before this was kept: it started no later than now.
+                None => {
+                    let now = super::outbox::now_ms();
+                    meta.insert("epoch_started_ms", now.to_be_bytes().as_slice())?;
+                    now
+                }
+            };
             let counter = |name: &str| -> Result<u64, redb::Error> {
                 Ok(meta.get(name)?.and_then(|v| <[u8; 8]>::try_from(v.value()).ok()).map_or(1, u64::from_be_bytes))
             };
@@ -275,7 +288,7 @@ impl MessageStore {
                 let parsed = (|| {
                     let from = Did::from_key_bytes(pair.get(..32)?).ok()?;
                     let to = Did::from_key_bytes(pair.get(32..)?).ok()?;
-                    Some(((from, to), MessageId::from_bytes(last)?))
+                    Some(((from, to), PairState::decode(last)?))
                 })();
                 match parsed {
                     Some((pair, id)) => {
@@ -385,7 +398,7 @@ impl MessageStore {
                         }
                         Applied::Done
                     }
-                    Op::Hold { delivery, incoming, from_app, to_app, id, handed: live } => {
+                    Op::Hold { delivery, incoming, from_app, to_app, replay: state, handed: live, .. } => {
                         *next_delivery = (*next_delivery).max(delivery + 1);
                         if *live {
                             raise_mark(&mut handed, to_app, *delivery)?;
@@ -395,7 +408,7 @@ impl MessageStore {
                         }
                         if batch.last_of_pair.get(&(*from_app, *to_app)) == Some(delivery) {
                             let pair = pair_key(from_app.key_bytes(), &to_app.key_bytes());
-                            replay.insert(pair.as_slice(), id.to_bytes().as_slice())?;
+                            replay.insert(pair.as_slice(), state.as_slice())?;
                         }
                         Applied::Done
                     }

@@ -46,7 +46,14 @@ fn what_was_committed_survives_reopening_with_the_same_epoch() {
                 now_ms: 5,
                 key: Vec::new(),
             },
-            Op::Hold { delivery: 7, incoming, from_app: to, to_app: from, id, handed: false },
+            Op::Hold {
+                delivery: 7,
+                incoming,
+                from_app: to,
+                to_app: from,
+                replay: id.to_bytes().to_vec(),
+                handed: false,
+            },
         ];
         store.apply(&ops).unwrap();
         (loaded.epoch, applied)
@@ -63,7 +70,7 @@ fn what_was_committed_survives_reopening_with_the_same_epoch() {
     assert_eq!(loaded.inbox.len(), 1);
     assert_eq!(loaded.inbox[0].0, 7);
     assert_eq!(loaded.next_delivery, 8);
-    assert_eq!(loaded.replay.get(&(to, from)), Some(&id));
+    assert_eq!(loaded.replay.get(&(to, from)), PairState::decode(&id.to_bytes()).as_ref());
     assert_eq!(
         store.sent(1).unwrap(),
         Some(Known::Settled { from_app: from.key_bytes(), outcome: 1, detail: String::new() })
@@ -160,7 +167,7 @@ fn a_message_held_and_taken_in_one_batch_leaves_no_inbox_record() {
         },
         from_app: from,
         to_app: to,
-        id: MessageId { epoch: [3; 16], seq },
+        replay: MessageId { epoch: [3; 16], seq }.to_bytes().to_vec(),
         handed: false,
     };
     {
@@ -174,7 +181,8 @@ fn a_message_held_and_taken_in_one_batch_leaves_no_inbox_record() {
     let inbox: Vec<u64> = loaded.inbox.iter().map(|(d, _)| *d).collect();
     assert_eq!(inbox, vec![2]);
     assert_eq!(loaded.next_delivery, 4);
-    assert_eq!(loaded.replay.get(&(from, to)), Some(&MessageId { epoch: [3; 16], seq: 12 }), "the pair's last");
+    let last = PairState::decode(&MessageId { epoch: [3; 16], seq: 12 }.to_bytes());
+    assert_eq!(loaded.replay.get(&(from, to)), last.as_ref(), "the pair's last");
 }
 
 #[test]
@@ -303,7 +311,7 @@ fn held(from: Did, to: Did, delivery: u64, expires_at_ms: u64) -> Op {
         incoming: pb::StoredIncoming { envelope: Some(envelope), from_device: to.key_bytes(), received_at_ms: 1 },
         from_app: from,
         to_app: to,
-        id: MessageId { epoch: [5; 16], seq: delivery },
+        replay: MessageId { epoch: [5; 16], seq: delivery }.to_bytes().to_vec(),
         handed: false,
     }
 }

@@ -309,16 +309,23 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn adopt(&self, checkpoint: &SignedCheckpoint) {
-        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let Backing::Store(store) = &mut *guard else { return };
-        // Only a note for exactly what we hold, and only if it differs.
-        let theirs = Head { height: checkpoint.size(), root: checkpoint.root() };
-        if store.state().head() != theirs || store.checkpoint().is_some_and(|ours| ours.note() == checkpoint.note()) {
-            return;
+        {
+            let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            let Backing::Store(store) = &mut *guard else { return };
+            // Only a note for exactly what we hold, and only if it differs.
+            let theirs = Head { height: checkpoint.size(), root: checkpoint.root() };
+            if store.state().head() != theirs || store.checkpoint().is_some_and(|ours| ours.note() == checkpoint.note())
+            {
+                return;
+            }
+            if let Err(error) = store.save_checkpoint(checkpoint.clone()) {
+                return tracing::warn!(%error, "cannot store a peer's checkpoint");
+            }
         }
-        if let Err(error) = store.save_checkpoint(checkpoint.clone()) {
-            tracing::warn!(%error, "cannot store a peer's checkpoint");
-        }
+        // Subscribers hear of the new note (it may name the sequencer, or
+        // carry cosignatures): requests waiting for a sequencer go, and
+        // peers are told.
+        self.tell(vec![(None, None)]);
     }
 
     fn raise_alarm(&self, fork: &Fork, source: &str) {
