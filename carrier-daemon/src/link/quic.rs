@@ -84,7 +84,7 @@ pub(crate) fn client_config() -> Result<quinn::ClientConfig, QuicSetupError> {
 }
 
 /// Client side of a newcomer's join connection.
-pub(crate) fn join_client_config() -> Result<quinn::ClientConfig, QuicSetupError> {
+pub fn join_client_config() -> Result<quinn::ClientConfig, QuicSetupError> {
     client_config_for(JOIN_ALPN)
 }
 

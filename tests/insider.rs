@@ -1,0 +1,329 @@
+//! The attacker inside: a registered device's keys, a stock daemon and a
+//! small hostile peer (raw QUIC and the handshake's own state machines,
+//! where the stock daemon would not misbehave). Each test tries to break
+//! one bound of the threat model and checks the victim's figures.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use carrier_daemon::link::quic;
+use carrier_proto::handshake::{ChannelBinding, EXPORTER_LABEL, Initiator, InitiatorStep, Local, Refusal, frame};
+use carrier_proto::identity::{Did, Identity};
+use carrier_proto::keystore;
+use carrier_proto::ledger::{Entry, LedgerState, LogTrust, Op, SignedCheckpoint};
+use serde_json::Value;
+use support::{Daemon, carrierctl, provision_with_apps, socket};
+
+fn status(dir: &Path) -> Value {
+    serde_json::from_str(&carrierctl(&["status", "--socket", &socket(dir), "--json"])).unwrap()
+}
+
+/// The ledger a device holds on disk, replayed.
+fn ledger_of(dir: &Path) -> LedgerState {
+    let entries = carrier_daemon::ledger::LedgerStore::read_all(&dir.join("ledger")).unwrap();
+    carrier_proto::ledger::replay(&entries).unwrap()
+}
+
+fn addr_of(daemon: &Daemon) -> SocketAddr {
+    let (addr, _) = carrier_daemon::overlay::transport::parse_addr(&daemon.addr.parse().unwrap()).unwrap();
+    addr
+}
+
+/// The hostile peer: links to `to` with `identity` (a registered device's
+/// key), carrying `note` in its handshake as its checkpoint, whatever it
+/// is. Returns the link, or the close code the victim refused it with.
+async fn link_with_note(
+    identity: &Identity,
+    ledger: &LedgerState,
+    to: SocketAddr,
+    peer: Did,
+    note: &[u8],
+) -> Result<quinn::Connection, Option<Refusal>> {
+    let endpoint = quic::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint.connect(to, quic::SERVER_NAME).unwrap().await.unwrap();
+    let mut binding = [0u8; 32];
+    connection.export_keying_material(&mut binding, EXPORTER_LABEL, b"").unwrap();
+    let network = ledger.network().unwrap().id;
+    let local = Local { did: identity.did(), identity, network_id: network, checkpoint: note };
+    let started = Initiator::start(&local, &ChannelBinding(binding), ledger, Some(peer));
+    let (initiator, hello) =
+        started.unwrap_or_else(|e| panic!("{e} with a {}-byte note, frames of {}", note.len(), frame::MAX_FRAME));
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&frame::encode(&hello)).await.unwrap();
+    let mut header = [0u8; frame::FRAME_HEADER];
+    let refused = |connection: &quinn::Connection| {
+        connection.close_reason().and_then(|reason| match reason {
+            quinn::ConnectionError::ApplicationClosed(close) => Refusal::from_code(close.error_code.into_inner()),
+            _ => None,
+        })
+    };
+    if recv.read_exact(&mut header).await.is_err() {
+        let _ = connection.closed().await;
+        return Err(refused(&connection));
+    }
+    let mut reply = vec![0u8; frame::body_len(header).unwrap()];
+    recv.read_exact(&mut reply).await.unwrap();
+    match initiator.read_response(&reply, ledger).unwrap() {
+        InitiatorStep::Admitted { verdict, .. } => send.write_all(&frame::encode(&verdict)).await.unwrap(),
+        InitiatorStep::AwaitVerdict { .. } => panic!("an IK dial awaits no verdict"),
+    }
+    std::mem::forget(endpoint);
+    Ok(connection)
+}
+
+/// `note` padded with lines of a key nobody knows, up to about `size` bytes.
+fn padded(note: &[u8], size: usize) -> Vec<u8> {
+    let mut padded = note.to_vec();
+    let line = format!("\u{2014} padding.example {}\n", "A".repeat(96));
+    while padded.len() + line.len() <= size {
+        padded.extend_from_slice(line.as_bytes());
+    }
+    padded
+}
+
+/// A registered device hands a victim a real checkpoint padded with lines
+/// of unknown keys: the victim keeps it written anew (it once stored it
+/// byte for byte, and then refused every link: its own handshake no longer
+/// fit a frame), and links with honest peers go on, after a restart too. A
+/// note past the size limit is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_padded_checkpoint_is_kept_written_anew_and_links_go_on() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 4, &[]);
+    std::fs::copy(root.path().join("admin/ledger/log.key"), dirs[0].join("log.key")).unwrap();
+    let sequencer =
+        Daemon::start_with(&dirs[0], None, &format!("[ledger]\nsequencer_key = {:?}\n", dirs[0].join("log.key")));
+    // The sequencer's note names it; the victim's (from the admin) does not.
+    let theirs = status(&dirs[0])["ledger"]["checkpoint"].as_str().unwrap().to_owned();
+    let victim = Daemon::start(&dirs[1], None);
+    let ledger = ledger_of(&dirs[1]);
+    let attacker = keystore::load(&dirs[2].join("device.key")).unwrap();
+    let victim_did = keystore::load(&dirs[1].join("device.key")).unwrap().did();
+    let note = padded(theirs.as_bytes(), 4000);
+    assert!(note.len() > theirs.len() + 3000 && note.len() <= 4000, "{} of {}", note.len(), theirs.len());
+    let link = link_with_note(&attacker, &ledger, addr_of(&victim), victim_did, &note).await.unwrap();
+    // The victim took the note's news (the sequencer's name), not its padding.
+    let deadline = Instant::now() + support::WAIT;
+    while !status(&dirs[1])["ledger"]["checkpoint"].as_str().unwrap().contains("carrier-sequencer") {
+        assert!(Instant::now() < deadline, "the victim never took the sequencer's note");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored = std::fs::read(dirs[1].join("ledger/checkpoint")).unwrap();
+    let network = ledger.network().unwrap();
+    let canonical =
+        SignedCheckpoint::open(theirs.as_bytes(), &LogTrust::log_only(network.id, network.log_key)).unwrap();
+    assert_eq!(stored, canonical.note(), "stored as the log wrote it, {} bytes", stored.len());
+    // Honest peers link, before and after the victim restarts.
+    let honest = Daemon::start(&dirs[3], Some(&victim.addr));
+    honest.wait_for("peer up");
+    drop((honest, victim));
+    let victim = Daemon::start(&dirs[1], None);
+    let honest = Daemon::start(&dirs[3], Some(&victim.addr));
+    honest.wait_for("peer up");
+    victim.wait_for("peer up");
+    // A note over the limit: refused by name, and never kept.
+    let huge = padded(theirs.as_bytes(), 4300);
+    assert!(huge.len() > carrier_proto::ledger::MAX_NOTE_SIZE);
+    let refused = link_with_note(&attacker, &ledger, addr_of(&victim), victim_did, &huge).await.err();
+    assert_eq!(refused, Some(Some(Refusal::BadCheckpoint)));
+    drop((link, honest, victim, sequencer));
+}
+
+/// A request signed long ago (captured, or refused once and played back)
+/// is refused by the sequencer as expired; one without an expiry too.
+#[test]
+fn an_old_signed_request_played_back_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 1, &[]);
+    std::fs::copy(root.path().join("admin/ledger/log.key"), dirs[0].join("log.key")).unwrap();
+    let _sequencer =
+        Daemon::start_with(&dirs[0], None, &format!("[ledger]\nsequencer_key = {:?}\n", dirs[0].join("log.key")));
+    let registrar = keystore::load(&root.path().join("admin/registrar.key")).unwrap();
+    let network = ledger_of(&dirs[0]).network().unwrap().id;
+    let newcomer = Identity::generate(carrier_proto::identity::IdentityKind::Device);
+    let op = Op::RegisterDevice { did: newcomer.did(), keys: newcomer.public_keys(), roles: vec![] };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let week_ago = now - 7 * 24 * 3600 * 1000;
+    for (entry, why) in [
+        (Entry::sign(network, week_ago, op.clone(), &registrar), "expired"),
+        (Entry::sign_until(network, now, 0, op, &registrar), "no expiry"),
+    ] {
+        let path = root.path().join("request");
+        std::fs::write(&path, format!("carrier-request:{}", carrier_daemon_b64(entry.encoded()))).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_carrierctl"))
+            .args(["ledger", "submit", "--socket", &socket(&dirs[0]), path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains(why), "{why}: {said}");
+    }
+    assert_eq!(status(&dirs[0])["ledger"]["height"], 2, "nothing was sequenced");
+}
+
+fn carrier_daemon_b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Waits until `check` holds for `dir`'s status, or panics naming `what`.
+fn wait_status(dir: &Path, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let status = status(dir);
+        if check(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{dir:?} never {what}: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn height(status: &Value) -> u64 {
+    status["ledger"]["height"].as_u64().unwrap()
+}
+
+/// A join client on loopback address `127.0.0.<host>`.
+fn join_client(host: u8) -> quinn::Endpoint {
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, host], 0))).unwrap();
+    endpoint.set_default_client_config(quic::join_client_config().unwrap());
+    endpoint
+}
+
+/// Opens `n` join connections to `to` (from eight addresses, under the
+/// per-address rate) that never say anything, and one that announces a
+/// 4 MiB request and sends it a byte at a time.
+async fn idle_join_connections(to: SocketAddr, n: usize) -> Vec<quinn::Connection> {
+    let endpoints: Vec<quinn::Endpoint> = (10..18).map(join_client).collect();
+    let mut held = Vec::new();
+    for i in 0..n {
+        let connecting = endpoints[i % endpoints.len()].connect(to, quic::SERVER_NAME).unwrap();
+        held.push(tokio::time::timeout(Duration::from_secs(5), connecting).await.unwrap().unwrap());
+    }
+    let slow = join_client(18).connect(to, quic::SERVER_NAME).unwrap().await.unwrap();
+    let (mut send, _recv) = slow.open_bi().await.unwrap();
+    tokio::spawn(async move {
+        let _ = send.write_all(&(4u32 << 20).to_be_bytes()).await;
+        loop {
+            if send.write_all(&[0]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    held.push(slow);
+    std::mem::forget(endpoints);
+    held
+}
+
+/// 64 idle join connections and one trickling a 4 MiB request hold no slot
+/// a newcomer needs: it fetches the ledger and is admitted as fast as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_join_connections_do_not_keep_a_device_from_joining() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 1, &[]);
+    let a = Daemon::start(&dirs[0], None);
+    let _idle = idle_join_connections(addr_of(&a), 64).await;
+    let ledger = root.path().join("admin/ledger");
+    let line = carrierctl(&["invite", "--ledger", ledger.to_str().unwrap(), "--bootstrap", &a.addr]);
+    let newcomer = root.path().join("newcomer");
+    let init = support::carrierd(&["init", "--data-dir", newcomer.to_str().unwrap(), "--invite", line.trim()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let started = Instant::now();
+    let _newcomer = Daemon::start(&newcomer, Some(&a.addr));
+    wait_status(&newcomer, "fetched the ledger while waiting", |s| height(s) == 2);
+    let fetched = started.elapsed();
+    assert!(fetched < Duration::from_secs(5), "the ledger took {fetched:?} to fetch beside idle joins");
+    let registrar = root.path().join("admin/registrar.key");
+    let card = newcomer.join("device.card");
+    let (ledger, registrar, card) = (ledger.to_str().unwrap(), registrar.to_str().unwrap(), card.to_str().unwrap());
+    carrierctl(&["ledger", "register-device", "--ledger", ledger, "--key", registrar, card]);
+    carrierctl(&["ledger", "publish", "--ledger", ledger, "--socket", &socket(&dirs[0])]);
+    wait_status(&newcomer, "admitted", |s| s["registered"] == true && s["peers"].as_u64().unwrap() > 0);
+    println!("fetched in {fetched:?} beside 64 idle join connections and a trickle");
+}
+
+/// A device rotating its own key in a loop, each time signing with the key
+/// it just moved to: the sequencer counts its DID, not its key, and stops it
+/// at the genesis's rotations a day.
+#[test]
+fn a_rotation_loop_stops_at_the_quota() {
+    let root = tempfile::tempdir().unwrap();
+    let (key, ledger) = (root.path().join("admin/registrar.key"), root.path().join("admin/ledger"));
+    carrierctl(&["keygen", "--kind", "registrar", "--out", key.to_str().unwrap()]);
+    let (key, ledger_s) = (key.to_str().unwrap(), ledger.to_str().unwrap());
+    carrierctl(&[
+        "ledger",
+        "genesis",
+        "--ledger",
+        ledger_s,
+        "--network",
+        "t",
+        "--key",
+        key,
+        "--max-rotations-per-day",
+        "3",
+        "--max-requests-per-minute",
+        "5",
+    ]);
+    let dir = support::new_device(root.path(), &ledger, "node0");
+    support::copy_ledger(&ledger, &dir.join("ledger"));
+    std::fs::copy(ledger.join("log.key"), dir.join("log.key")).unwrap();
+    let _sequencer = Daemon::start_with(&dir, None, &format!("[ledger]\nsequencer_key = {:?}\n", dir.join("log.key")));
+    let did = status(&dir)["did"].as_str().unwrap().to_owned();
+    let mut current = dir.join("device.key");
+    let (mut sequenced, mut refused) = (0, Vec::new());
+    for n in 0..20 {
+        let next = root.path().join(format!("key{n}"));
+        let out = carrierctl(&["keygen", "--kind", "device", "--out", next.to_str().unwrap()]);
+        let card = out.lines().find_map(|l| l.strip_prefix("card: ")).unwrap().to_owned();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_carrierctl"))
+            .args(["ledger", "rotate", "--submit", "--wait", "--socket", &socket(&dir)])
+            .args(["--key", current.to_str().unwrap(), &did, &card])
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() && !said.contains("refused") {
+            sequenced += 1;
+            current = next;
+        } else {
+            refused.push(said);
+        }
+    }
+    assert_eq!(sequenced, 3, "rotations sequenced; refusals: {refused:?}");
+    assert!(refused.iter().all(|r| r.contains("rotated") || r.contains("requests")), "{refused:?}");
+    assert_eq!(height(&status(&dir)), 2 + 3);
+}
+
+/// A replica whose log was cut short on disk (a torn tail, a bad restore)
+/// keeps its checkpoint, fetches the missing entries from a peer and proves
+/// them against it: it heals without an admin's help.
+#[test]
+fn a_log_cut_short_on_disk_heals_from_a_peer() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 2, &[3]);
+    let full = height(&{
+        let a = Daemon::start(&dirs[0], None);
+        let s = status(&dirs[0]);
+        drop(a);
+        s
+    });
+    assert!(full >= 6);
+    // Cut B's log in the middle of its entries.
+    let log = dirs[1].join("ledger/ledger.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len * 2 / 3).unwrap();
+    let a = Daemon::start(&dirs[0], None);
+    let b = Daemon::start(&dirs[1], Some(&a.addr));
+    b.wait_for("shorter than its checkpoint");
+    let healed = wait_status(&dirs[1], "healed", |s| height(s) == full);
+    assert!(healed["alarm"].as_str().unwrap().is_empty(), "{healed}");
+    drop((a, b));
+    carrierctl(&["ledger", "verify", "--ledger", dirs[1].join("ledger").to_str().unwrap()]);
+}
