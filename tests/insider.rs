@@ -327,3 +327,172 @@ fn a_log_cut_short_on_disk_heals_from_a_peer() {
     drop((a, b));
     carrierctl(&["ledger", "verify", "--ledger", dirs[1].join("ledger").to_str().unwrap()]);
 }
+
+/// Reads from `stream` until it ends (or fails); returns when, and how much.
+async fn read_until_cut(mut stream: impl tokio::io::AsyncRead + Unpin) -> (Instant, u64) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return (Instant::now(), total),
+            Ok(n) => total += n as u64,
+        }
+    }
+}
+
+/// Writes to `stream` as fast as it takes it, until it fails.
+async fn write_until_cut(mut stream: impl tokio::io::AsyncWrite + Unpin) -> Instant {
+    use tokio::io::AsyncWriteExt;
+    let chunk = vec![7u8; 64 << 10];
+    while stream.write_all(&chunk).await.is_ok() {}
+    Instant::now()
+}
+
+/// App A streams to app B, and a TCP connection is forwarded from A's
+/// device to a TCP sink beside B, both carrying data flat out; A is
+/// revoked: both are cut on both devices within two seconds, mid-transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_revoked_mid_stream_and_mid_forward_is_cut() {
+    use carrier_sdk::{AllowList, AppIdentity, Client, forward};
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 2, &[1, 1]);
+    let node0 = Daemon::start(&dirs[0], None);
+    let node1 = Daemon::start(&dirs[1], Some(&node0.addr));
+    node1.wait_for("peer up");
+    let connect = |app: &Path, dir: &Path| {
+        let (identity, socket) = (AppIdentity::load_or_create(app).unwrap(), support::app_socket(dir));
+        async move { Client::connect_as(identity, socket).await.unwrap() }
+    };
+    let (a, b) = (connect(&apps[0][0], &dirs[0]).await, connect(&apps[1][0], &dirs[1]).await);
+    // A stream, A to B.
+    let mut bulk = b.listen("bulk", &AllowList::any_active()).await.unwrap();
+    let b_did = b.did();
+    let (opened, accepted) = tokio::join!(a.open_stream(&b_did, "bulk"), bulk.accept());
+    let (opened, accepted) = (opened.unwrap(), accepted.unwrap());
+    let writer = tokio::spawn(write_until_cut(opened));
+    let reader = tokio::spawn(read_until_cut(accepted));
+    // A forward: a TCP client at A's device, a TCP sink beside B.
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let sinking = tokio::spawn(async move { read_until_cut(sink.accept().await.unwrap().0).await });
+    let service = b.listen("tcp", &AllowList::any_active()).await.unwrap();
+    tokio::spawn(forward::expose(service, sink_addr));
+    let local = forward::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let local_addr = local.local_addr().unwrap();
+    let a_did = a.did();
+    let forwarding = a.clone();
+    tokio::spawn(async move { forward::forward_local(&forwarding, local, b.did(), "tcp").await });
+    let tcp = tokio::net::TcpStream::connect(local_addr).await.unwrap();
+    let tcp_writer = tokio::spawn(write_until_cut(tcp));
+    // Both carry data for a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!reader.is_finished() && !sinking.is_finished() && !writer.is_finished());
+    // The admin revokes A; both daemons hear of it.
+    let (ledger, key) = (root.path().join("admin/ledger"), root.path().join("admin/registrar.key"));
+    let (ledger, key) = (ledger.to_str().unwrap(), key.to_str().unwrap());
+    carrierctl(&["ledger", "revoke", "--ledger", ledger, "--key", key, &a_did.to_string()]);
+    let revoked = Instant::now();
+    carrierctl(&["ledger", "publish", "--ledger", ledger, "--socket", &socket(&dirs[0])]);
+    let within = Duration::from_secs(2);
+    let limit = |what: &str, at: Instant| {
+        let took = at.saturating_duration_since(revoked);
+        assert!(took < within, "{what} went on {took:?} after the revocation");
+        took
+    };
+    let (read_end, read) = tokio::time::timeout(support::WAIT, reader).await.unwrap().unwrap();
+    let (sink_end, sunk) = tokio::time::timeout(support::WAIT, sinking).await.unwrap().unwrap();
+    let write_end = tokio::time::timeout(support::WAIT, writer).await.unwrap().unwrap();
+    let tcp_end = tokio::time::timeout(support::WAIT, tcp_writer).await.unwrap().unwrap();
+    let took = [
+        limit("the stream (B's end)", read_end),
+        limit("the stream (A's end)", write_end),
+        limit("the forward (B's end)", sink_end),
+        limit("the forward (A's end)", tcp_end),
+    ];
+    assert!(read > 0 && sunk > 0, "nothing flowed before: {read}, {sunk}");
+    node0.wait_for("cutting an app stream");
+    println!("cut after {took:?} ({read} and {sunk} bytes had passed)");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
+}
+
+/// A million zero-length messages from one registered device's app to an
+/// app that is connected but never reads: the recipient's daemon keeps what
+/// its quotas allow (records counted, not only bytes), its memory and disk
+/// stay bounded, another pair's messages go on, and it restarts quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_empty_messages_stay_within_the_quotas() {
+    use carrier_sdk::{AppIdentity, Client};
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, apps) = provision_with_apps(root.path(), 2, &[2, 2]);
+    let node0 = Daemon::start(&dirs[0], None);
+    let node1 = Daemon::start(&dirs[1], Some(&node0.addr));
+    node1.wait_for("peer up");
+    let connect = |app: &Path, dir: &Path| {
+        let (identity, socket) = (AppIdentity::load_or_create(app).unwrap(), support::app_socket(dir));
+        async move { Client::connect_as(identity, socket).await.unwrap() }
+    };
+    let (flooder, victim) = (connect(&apps[0][0], &dirs[0]).await, connect(&apps[1][0], &dirs[1]).await);
+    let (friend, other) = (connect(&apps[0][1], &dirs[0]).await, connect(&apps[1][1], &dirs[1]).await);
+    let rss_before = rss_kib(node1.pid());
+    let to = victim.did();
+    let started = Instant::now();
+    let (mut accepted, mut full) = (0u64, 0u64);
+    let mut receipts = Vec::new();
+    // Pipelined, as a flooding app would: a window of answers awaited.
+    let mut waiting = std::collections::VecDeque::new();
+    for n in 0..1_000_000u32 {
+        waiting.push_back(flooder.submit(&to, Vec::<u8>::new()).await.unwrap());
+        if waiting.len() < 4096 && n < 999_999 {
+            continue;
+        }
+        while let Some(mut receipt) = waiting.pop_front() {
+            match receipt.accepted().await {
+                Ok(Some(_)) => {
+                    accepted += 1;
+                    receipts.push(receipt);
+                }
+                _ => full += 1,
+            }
+            if waiting.len() < 2048 && n < 999_999 {
+                break;
+            }
+        }
+    }
+    let flood = started.elapsed();
+    // Another pair between the same two devices goes on.
+    let mut messages = other.messages();
+    let round = Instant::now();
+    friend.submit(&other.did(), "still here").await.unwrap();
+    let message = tokio::time::timeout(support::WAIT, messages.next()).await.unwrap().unwrap();
+    assert_eq!(message.payload, b"still here");
+    let honest = round.elapsed();
+    let grown_kib = rss_kib(node1.pid()).saturating_sub(rss_before);
+    let disk = dir_bytes(&dirs[1]);
+    println!(
+        "1,000,000 empty messages in {flood:?}: {accepted} accepted, {full} refused (outbox full); \
+         the victim grew {grown_kib} KiB, holds {disk} bytes on disk; another pair's message took {honest:?}"
+    );
+    // Its outbox's count, and what the victim's SDK took on arrival.
+    let most = carrier_daemon::delivery::DEFAULT_MAX_OUTBOX_MESSAGES as u64 + 4096;
+    assert!(accepted <= most, "the flooding app queued {accepted} messages");
+    assert!(grown_kib < 64 * 1024, "the victim's daemon grew {grown_kib} KiB");
+    assert!(disk < 64 << 20, "the victim holds {disk} bytes on disk");
+    assert!(honest < Duration::from_secs(2), "another pair waited {honest:?}");
+    drop((flooder, victim, friend, other, receipts));
+    drop(node1);
+    let restart = Instant::now();
+    let _node1 = Daemon::start(&dirs[1], Some(&node0.addr));
+    let restarted = restart.elapsed();
+    assert!(restarted < Duration::from_secs(5), "restart took {restarted:?}");
+    println!("the victim restarted in {restarted:?}");
+}
