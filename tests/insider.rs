@@ -7,16 +7,15 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use carrier_daemon::link::quic;
-use carrier_proto::handshake::{ChannelBinding, EXPORTER_LABEL, Initiator, InitiatorStep, Local, Refusal, frame};
-use carrier_proto::identity::{Did, Identity};
+use carrier_proto::handshake::Refusal;
+use carrier_proto::identity::Identity;
 use carrier_proto::keystore;
 use carrier_proto::ledger::{Entry, LedgerState, LogTrust, Op, SignedCheckpoint};
 use serde_json::Value;
+use support::hostile::{addr_of, dir_bytes, idle_join_connections, link_with_note, memory_kib, padded};
 use support::{Daemon, carrierctl, provision_with_apps, socket};
 
 fn status(dir: &Path) -> Value {
@@ -27,63 +26,6 @@ fn status(dir: &Path) -> Value {
 fn ledger_of(dir: &Path) -> LedgerState {
     let entries = carrier_daemon::ledger::LedgerStore::read_all(&dir.join("ledger")).unwrap();
     carrier_proto::ledger::replay(&entries).unwrap()
-}
-
-fn addr_of(daemon: &Daemon) -> SocketAddr {
-    let (addr, _) = carrier_daemon::overlay::transport::parse_addr(&daemon.addr.parse().unwrap()).unwrap();
-    addr
-}
-
-/// The hostile peer: links to `to` with `identity` (a registered device's
-/// key), carrying `note` in its handshake as its checkpoint, whatever it
-/// is. Returns the link, or the close code the victim refused it with.
-async fn link_with_note(
-    identity: &Identity,
-    ledger: &LedgerState,
-    to: SocketAddr,
-    peer: Did,
-    note: &[u8],
-) -> Result<quinn::Connection, Option<Refusal>> {
-    let endpoint = quic::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint.connect(to, quic::SERVER_NAME).unwrap().await.unwrap();
-    let mut binding = [0u8; 32];
-    connection.export_keying_material(&mut binding, EXPORTER_LABEL, b"").unwrap();
-    let network = ledger.network().unwrap().id;
-    let local = Local { did: identity.did(), identity, network_id: network, checkpoint: note };
-    let started = Initiator::start(&local, &ChannelBinding(binding), ledger, Some(peer));
-    let (initiator, hello) =
-        started.unwrap_or_else(|e| panic!("{e} with a {}-byte note, frames of {}", note.len(), frame::MAX_FRAME));
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    send.write_all(&frame::encode(&hello)).await.unwrap();
-    let mut header = [0u8; frame::FRAME_HEADER];
-    let refused = |connection: &quinn::Connection| {
-        connection.close_reason().and_then(|reason| match reason {
-            quinn::ConnectionError::ApplicationClosed(close) => Refusal::from_code(close.error_code.into_inner()),
-            _ => None,
-        })
-    };
-    if recv.read_exact(&mut header).await.is_err() {
-        let _ = connection.closed().await;
-        return Err(refused(&connection));
-    }
-    let mut reply = vec![0u8; frame::body_len(header).unwrap()];
-    recv.read_exact(&mut reply).await.unwrap();
-    match initiator.read_response(&reply, ledger).unwrap() {
-        InitiatorStep::Admitted { verdict, .. } => send.write_all(&frame::encode(&verdict)).await.unwrap(),
-        InitiatorStep::AwaitVerdict { .. } => panic!("an IK dial awaits no verdict"),
-    }
-    std::mem::forget(endpoint);
-    Ok(connection)
-}
-
-/// `note` padded with lines of a key nobody knows, up to about `size` bytes.
-fn padded(note: &[u8], size: usize) -> Vec<u8> {
-    let mut padded = note.to_vec();
-    let line = format!("\u{2014} padding.example {}\n", "A".repeat(96));
-    while padded.len() + line.len() <= size {
-        padded.extend_from_slice(line.as_bytes());
-    }
-    padded
 }
 
 /// A registered device hands a victim a real checkpoint padded with lines
@@ -185,39 +127,6 @@ fn wait_status(dir: &Path, what: &str, check: impl Fn(&Value) -> bool) -> Value 
 
 fn height(status: &Value) -> u64 {
     status["ledger"]["height"].as_u64().unwrap()
-}
-
-/// A join client on loopback address `127.0.0.<host>`.
-fn join_client(host: u8) -> quinn::Endpoint {
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, host], 0))).unwrap();
-    endpoint.set_default_client_config(quic::join_client_config().unwrap());
-    endpoint
-}
-
-/// Opens `n` join connections to `to` (from eight addresses, under the
-/// per-address rate) that never say anything, and one that announces a
-/// 4 MiB request and sends it a byte at a time.
-async fn idle_join_connections(to: SocketAddr, n: usize) -> Vec<quinn::Connection> {
-    let endpoints: Vec<quinn::Endpoint> = (10..18).map(join_client).collect();
-    let mut held = Vec::new();
-    for i in 0..n {
-        let connecting = endpoints[i % endpoints.len()].connect(to, quic::SERVER_NAME).unwrap();
-        held.push(tokio::time::timeout(Duration::from_secs(5), connecting).await.unwrap().unwrap());
-    }
-    let slow = join_client(18).connect(to, quic::SERVER_NAME).unwrap().await.unwrap();
-    let (mut send, _recv) = slow.open_bi().await.unwrap();
-    tokio::spawn(async move {
-        let _ = send.write_all(&(4u32 << 20).to_be_bytes()).await;
-        loop {
-            if send.write_all(&[0]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    held.push(slow);
-    std::mem::forget(endpoints);
-    held
 }
 
 /// 64 idle join connections and one trickling a 4 MiB request hold no slot
@@ -415,16 +324,6 @@ async fn an_app_revoked_mid_stream_and_mid_forward_is_cut() {
     println!("cut after {took:?} ({read} and {sunk} bytes had passed)");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).unwrap().filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
-}
-
 /// A million zero-length messages from one registered device's app to an
 /// app that is connected but never reads: the recipient's daemon keeps what
 /// its quotas allow (records counted, not only bytes), its memory and disk
@@ -443,7 +342,7 @@ async fn a_million_empty_messages_stay_within_the_quotas() {
     };
     let (flooder, victim) = (connect(&apps[0][0], &dirs[0]).await, connect(&apps[1][0], &dirs[1]).await);
     let (friend, other) = (connect(&apps[0][1], &dirs[0]).await, connect(&apps[1][1], &dirs[1]).await);
-    let rss_before = rss_kib(node1.pid());
+    let rss_before = memory_kib(node1.pid()).0;
     let to = victim.did();
     let started = Instant::now();
     let (mut accepted, mut full) = (0u64, 0u64);
@@ -476,7 +375,7 @@ async fn a_million_empty_messages_stay_within_the_quotas() {
     let message = tokio::time::timeout(support::WAIT, messages.next()).await.unwrap().unwrap();
     assert_eq!(message.payload, b"still here");
     let honest = round.elapsed();
-    let grown_kib = rss_kib(node1.pid()).saturating_sub(rss_before);
+    let grown_kib = memory_kib(node1.pid()).0.saturating_sub(rss_before);
     let disk = dir_bytes(&dirs[1]);
     println!(
         "1,000,000 empty messages in {flood:?}: {accepted} accepted, {full} refused (outbox full); \

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod hostile;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
