@@ -155,6 +155,11 @@ pub struct LedgerConfig {
     /// sequences every request and signs checkpoints. Never set it while
     /// the admin's ledger directory sequences too.
     pub sequencer_key: Option<PathBuf>,
+    /// A witness key file (`carrierctl keygen --kind witness`): the daemon
+    /// then cosigns the network's checkpoints that extend what it cosigned
+    /// before. The genesis must name the key, and the ledger must give this
+    /// device the role `witness`, for its cosignatures to count.
+    pub witness_key: Option<PathBuf>,
 }
 
 impl Default for Config {

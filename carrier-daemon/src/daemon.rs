@@ -33,6 +33,7 @@ use crate::paths::{APP_SOCKET, CONTROL_SOCKET, DataDir};
 use crate::protocols::Router;
 use crate::protocols::ledger_submit::Submitter;
 use crate::protocols::ledger_sync::LedgerSync;
+use crate::protocols::witness;
 use crate::tasks::{self, Tasks};
 
 /// How long shutdown waits for peers to be told.
@@ -62,6 +63,14 @@ pub enum StartError {
     /// The configured sequencer key cannot sequence this ledger.
     #[error("ledger.sequencer_key {path}: {reason}")]
     SequencerKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The configured witness key or its state cannot be used.
+    #[error("ledger.witness_key {path}: {reason}")]
+    WitnessKey {
         /// The key file.
         path: PathBuf,
         /// Why.
@@ -149,6 +158,15 @@ impl Daemon {
         }
         let router = Router::new(&overlay, Arc::clone(&ctx.ledger), accepting.clone(), handlers.clone());
         LedgerSync::new(&ctx, router.clone()).start(Arc::clone(&ctx), overlay.clone(), events, &handlers);
+        if let Some(path) = &config.ledger.witness_key {
+            let err = |reason: String| StartError::WitnessKey { path: path.clone(), reason };
+            let key = keystore::load_kind(path, IdentityKind::Witness).map_err(|e| err(e.to_string()))?;
+            let witness = witness::Witness::open(key, Arc::clone(&ctx.ledger), data_dir.witness_state())
+                .map_err(|e| err(e.to_string()))?;
+            witness::serve(&router, witness);
+            tracing::info!(key = %path.display(), "this daemon witnesses the network's checkpoints");
+        }
+        witness::collect(Arc::clone(&ctx.ledger), router.clone(), &handlers);
         let pending = PendingRequests::open(&data_dir.ledger().join("pending"))
             .map_err(|e| StartError::Pending(e.to_string()))?;
         let submitter = Submitter::new(Arc::clone(&ctx.ledger), router.clone(), Arc::new(pending));

@@ -116,6 +116,11 @@ impl DataDir {
     pub fn ledger(&self) -> PathBuf {
         self.root.join(LEDGER_DIR)
     }
+
+    /// What this daemon last cosigned as a witness.
+    pub fn witness_state(&self) -> PathBuf {
+        self.root.join(crate::protocols::witness::WITNESS_STATE_FILE)
+    }
 }
 
 /// Makes `path` readable and writable by its owner only (0600): every file

@@ -33,7 +33,9 @@ pub(crate) async fn link_with_note(
     note: &[u8],
 ) -> Result<quinn::Connection, Option<Refusal>> {
     let endpoint = quic::endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint.connect(to, quic::SERVER_NAME).unwrap().await.unwrap();
+    // The victim's endpoint may refuse the connection outright (its
+    // handshake rate per address): a refusal without a code.
+    let Ok(connection) = endpoint.connect(to, quic::SERVER_NAME).unwrap().await else { return Err(None) };
     let mut binding = [0u8; 32];
     connection.export_keying_material(&mut binding, EXPORTER_LABEL, b"").unwrap();
     let network = ledger.network().unwrap().id;

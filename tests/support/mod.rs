@@ -103,7 +103,7 @@ pub(crate) fn new_device(root: &Path, ledger: &Path, name: &str) -> PathBuf {
 }
 
 /// [`new_device`], registered with `role` if one is given.
-fn new_device_with_role(root: &Path, ledger: &Path, name: &str, role: Option<&str>) -> PathBuf {
+pub(crate) fn new_device_with_role(root: &Path, ledger: &Path, name: &str, role: Option<&str>) -> PathBuf {
     let dir = root.join(name);
     let key = root.join("admin/registrar.key");
     assert!(carrierd(&["init", "--data-dir", dir.to_str().unwrap()]).output().unwrap().status.success());

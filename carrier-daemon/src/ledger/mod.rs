@@ -20,8 +20,8 @@ use std::fmt;
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
-    Answer, CatchUp, CatchUpError, CheckpointError, Directory, Entry, EntryHash, Fetch, Fork, Head, Judgement,
-    LedgerError, Network, Rejection, SignedCheckpoint,
+    Answer, CatchUp, CatchUpError, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fetch, Fork, Head,
+    Judgement, LedgerError, Network, Rejection, SignedCheckpoint,
 };
 use carrier_proto::pb;
 use tokio::sync::broadcast;
@@ -148,6 +148,10 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     /// Keeps `checkpoint` in place of ours if it signs the very same size
     /// and root (it may name the sequencing daemon where ours does not).
     fn adopt(&self, checkpoint: &SignedCheckpoint);
+    /// Adds witnesses' cosignatures to our checkpoint (those that verify
+    /// over it, by the genesis's witnesses) and tells subscribers; returns
+    /// how many were new.
+    fn cosign(&self, cosignatures: &[Cosignature]) -> usize;
     /// Raises the equivocation alarm with `fork` as evidence, naming where
     /// it came from (logged as an error once; the evidence kept).
     fn raise_alarm(&self, fork: &Fork, source: &str);

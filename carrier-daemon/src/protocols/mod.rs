@@ -6,7 +6,9 @@
 //! - [`ledger_submit`] (`/carrier/ledger-submit/1.0.0`): authors' requests
 //!   on their way to the sequencer;
 //! - [`messages`] (`/carrier/msg/1.0.0`): app messages and their receipts;
-//! - [`app_stream`] (`/carrier/app-stream/1.0.0`): app byte streams.
+//! - [`app_stream`] (`/carrier/app-stream/1.0.0`): app byte streams;
+//! - [`witness`] (`/carrier/witness/1.0.0`): checkpoints cosigned by the
+//!   network's witnesses.
 //!
 //! ```text
 //!  peer opens a stream ─▶ Router (accept loop per protocol, owned task)
@@ -25,6 +27,7 @@ pub(crate) mod ledger_submit;
 pub(crate) mod ledger_sync;
 pub(crate) mod mailbox;
 pub(crate) mod messages;
+pub(crate) mod witness;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -35,6 +35,8 @@ pub enum IdentityKind {
     Registrar,
     /// A network's log key: orders its ledger and signs checkpoints.
     Log,
+    /// A witness key: cosigns a network's checkpoints.
+    Witness,
 }
 
 impl IdentityKind {
@@ -45,6 +47,7 @@ impl IdentityKind {
             IdentityKind::App => "app",
             IdentityKind::Registrar => "registrar",
             IdentityKind::Log => "log",
+            IdentityKind::Witness => "witness",
         }
     }
 
@@ -54,6 +57,7 @@ impl IdentityKind {
             IdentityKind::App => pb::IdentityKind::App,
             IdentityKind::Registrar => pb::IdentityKind::Registrar,
             IdentityKind::Log => pb::IdentityKind::Log,
+            IdentityKind::Witness => pb::IdentityKind::Witness,
         }
     }
 
@@ -63,6 +67,7 @@ impl IdentityKind {
             pb::IdentityKind::App => Some(IdentityKind::App),
             pb::IdentityKind::Registrar => Some(IdentityKind::Registrar),
             pb::IdentityKind::Log => Some(IdentityKind::Log),
+            pb::IdentityKind::Witness => Some(IdentityKind::Witness),
             pb::IdentityKind::Unspecified => None,
         }
     }

@@ -81,6 +81,12 @@ impl WitnessKey {
         Ok(Self { name: name.to_owned(), key })
     }
 
+    /// A witness named by its key as a DID (`did:carrier:z…`: no spaces or
+    /// '+', at most 60 bytes, so always a valid name).
+    pub fn of_did(key: SigningPublicKey) -> Self {
+        Self { name: crate::identity::Did::from_signing_key(key).to_string(), key }
+    }
+
     /// Its name in notes.
     pub fn name(&self) -> &str {
         &self.name

@@ -36,6 +36,7 @@ mod note;
 mod sequencer;
 mod state;
 mod verify;
+mod witness;
 
 pub use catchup::{Answer, CatchUp, CatchUpError, Checked, Fetch, Held, Judgement, judge, says_more};
 pub use checkpoint::{
@@ -61,6 +62,7 @@ pub use note::{MAX_NOTE_SIZE, MAX_SIGNATURE_LINES};
 pub use sequencer::{CLOCK_SKEW_MS, Sequencer};
 pub use state::{Head, LedgerState, Network, Record, Resolution, Revocation, Status, Subject};
 pub use verify::{BatchError, Replay, VerifiedBatch, check_batch, replay};
+pub use witness::{Cosigned, MAX_PROOF_HASHES, WitnessRefusal, WitnessedHead, add_checkpoint, witness_key_of};
 
 #[cfg(test)]
 mod tests;

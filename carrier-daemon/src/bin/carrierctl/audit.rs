@@ -47,9 +47,12 @@ fn audited(at: &LedgerDir, target: &Target) -> anyhow::Result<Audited> {
     Ok(Audited { state, entries, checkpoint })
 }
 
+/// Checks `note` is signed by the log key; the genesis's witnesses'
+/// cosignatures are kept (a sequencer's newest checkpoint may not have its
+/// quorum yet: the witnesses cosign it after it is signed).
 fn verify(state: &LedgerState, note: &[u8]) -> anyhow::Result<SignedCheckpoint> {
     let network = state.network().context("the ledger has no genesis")?;
-    Ok(SignedCheckpoint::verify(note, &network.trust())?)
+    Ok(SignedCheckpoint::open(note, &network.trust())?)
 }
 
 pub(crate) fn checkpoint(at: &LedgerDir, target: &Target) -> anyhow::Result<()> {

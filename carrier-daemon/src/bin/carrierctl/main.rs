@@ -50,7 +50,8 @@ struct Global {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Make a new key file (mode 0600) and print its DID and card.
+    /// Make a new key file (mode 0600) and print its DID and card (a witness
+    /// key: its verifier key, for `ledger genesis --witness`).
     ///
     /// Example: carrierctl keygen --kind registrar --out admin/registrar.key
     Keygen {
@@ -148,6 +149,9 @@ enum KeyKind {
     Registrar,
     Device,
     App,
+    /// Cosigns the network's checkpoints; prints its verifier key for
+    /// `ledger genesis --witness`.
+    Witness,
 }
 
 impl From<KeyKind> for IdentityKind {
@@ -156,6 +160,7 @@ impl From<KeyKind> for IdentityKind {
             KeyKind::Registrar => IdentityKind::Registrar,
             KeyKind::Device => IdentityKind::Device,
             KeyKind::App => IdentityKind::App,
+            KeyKind::Witness => IdentityKind::Witness,
         }
     }
 }
@@ -173,7 +178,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             keystore::create(&out, &identity).context("cannot write the key file")?;
             println!("created {} key {}", identity.kind(), out.display());
             println!("did:  {}", identity.did());
-            println!("card: {}", identity.card());
+            match identity.kind() {
+                IdentityKind::Witness => {
+                    println!("vkey: {}", carrier_proto::ledger::witness_key_of(&identity).vkey());
+                }
+                _ => println!("card: {}", identity.card()),
+            }
             Ok(())
         }
         Command::Consent { app_key, device, network } => {

@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
-    Answer, CatchUp, Checked, CheckpointError, Directory, Entry, EntryHash, Fork, Head, Judgement, LedgerState,
-    Network, Op, Rejection, Sequencer, SignedCheckpoint, Standing, Subject, judge,
+    Answer, CatchUp, Checked, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fork, Head, Judgement,
+    LedgerState, Network, Op, Rejection, Sequencer, SignedCheckpoint, Standing, Subject, judge,
 };
 use tokio::sync::broadcast;
 
@@ -318,7 +318,22 @@ impl Ledger for EmbeddedLedger {
             {
                 return;
             }
-            if let Err(error) = store.save_checkpoint(checkpoint.clone()) {
+            let witnesses = store.state().network().map(|n| n.witnesses.witnesses.clone()).unwrap_or_default();
+            let kept = match store.checkpoint() {
+                // The same text: ours, with any cosignatures theirs adds.
+                Some(ours) if ours.body() == checkpoint.body() => {
+                    let mut merged = ours.clone();
+                    if merged.add_cosignatures(checkpoint.cosignatures(), &witnesses) == 0 {
+                        return;
+                    }
+                    merged
+                }
+                // Another text (it names the sequencer where ours does not):
+                // theirs, unless it carries fewer cosignatures.
+                Some(ours) if ours.cosignatures().len() > checkpoint.cosignatures().len() => return,
+                _ => checkpoint.clone(),
+            };
+            if let Err(error) = store.save_checkpoint(kept) {
                 return tracing::warn!(%error, "cannot store a peer's checkpoint");
             }
         }
@@ -326,6 +341,26 @@ impl Ledger for EmbeddedLedger {
         // carry cosignatures): requests waiting for a sequencer go, and
         // peers are told.
         self.tell(vec![(None, None)]);
+    }
+
+    fn cosign(&self, cosignatures: &[Cosignature]) -> usize {
+        let added = {
+            let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            let Backing::Store(store) = &mut *guard else { return 0 };
+            let (Some(ours), Some(network)) = (store.checkpoint(), store.state().network()) else { return 0 };
+            let mut cosigned = ours.clone();
+            let added = cosigned.add_cosignatures(cosignatures, &network.witnesses.witnesses);
+            if added == 0 {
+                return 0;
+            }
+            if let Err(error) = store.save_checkpoint(cosigned) {
+                tracing::warn!(%error, "cannot store the witnesses' cosignatures");
+                return 0;
+            }
+            added
+        };
+        self.tell(vec![(None, None)]);
+        added
     }
 
     fn raise_alarm(&self, fork: &Fork, source: &str) {
