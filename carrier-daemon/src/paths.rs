@@ -17,6 +17,9 @@ pub const LEDGER_DIR: &str = "ledger";
 pub const PEER_CACHE_FILE: &str = "peers.cache";
 /// The message store (outbox, inbox, receipts) in the data directory.
 pub const MESSAGE_STORE_FILE: &str = "messages.redb";
+/// File (in the data directory) of the last checkpoint this daemon cosigned
+/// as a witness.
+pub const WITNESS_STATE_FILE: &str = "witness.state";
 /// File name of the control socket inside the runtime directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// File name of the app socket inside the runtime directory.
@@ -119,7 +122,7 @@ impl DataDir {
 
     /// What this daemon last cosigned as a witness.
     pub fn witness_state(&self) -> PathBuf {
-        self.root.join(crate::protocols::witness::WITNESS_STATE_FILE)
+        self.root.join(WITNESS_STATE_FILE)
     }
 }
 

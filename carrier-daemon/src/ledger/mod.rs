@@ -53,6 +53,10 @@ pub enum SubmitError {
     /// the sequencer.
     #[error("this daemon is not the network's sequencer")]
     NotSequencer,
+    /// The log key signed two histories: the ledger is frozen until the
+    /// admins settle which stands (see `carrierctl status`).
+    #[error("the ledger is frozen: the log key signed two histories")]
+    Frozen,
     /// The entry could not be stored; the ledger is unchanged.
     #[error(transparent)]
     Store(StoreError),
@@ -81,6 +85,9 @@ pub enum ExtendError {
     /// signed what it should have refused.
     #[error("the sequencer signed an invalid entry: {0}")]
     Invalid(LedgerError),
+    /// The log key signed two histories: the ledger takes nothing more.
+    #[error("the ledger is frozen: the log key signed two histories")]
+    Frozen,
     /// Our ledger moved while the batch was in flight; fetch again.
     #[error("the ledger moved on while the batch was fetched")]
     Moved,
@@ -153,10 +160,14 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     /// how many were new.
     fn cosign(&self, cosignatures: &[Cosignature]) -> usize;
     /// Raises the equivocation alarm with `fork` as evidence, naming where
-    /// it came from (logged as an error once; the evidence kept).
+    /// it came from (logged as an error once; the evidence kept), and
+    /// freezes the ledger: from then on it takes no checkpoint and
+    /// sequences nothing. Subscribers are told.
     fn raise_alarm(&self, fork: &Fork, source: &str);
     /// The equivocation alarm, if raised.
     fn alarm(&self) -> Option<String>;
+    /// The evidence behind the alarm, to pass on to peers.
+    fn evidence(&self) -> Option<Fork>;
 
     /// Checks a checkpoint note against this network's log key.
     fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {

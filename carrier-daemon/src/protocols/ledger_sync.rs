@@ -8,6 +8,9 @@
 //!   call (`carrier_proto::ledger::judge`): nothing, keep its note, fetch
 //!   (proven to extend ours first, then in bounded batches, each with a
 //!   consistency proof), or raise the alarm on two signed histories.
+//! - Evidence that the log key signed two histories is passed to every
+//!   linked peer (and to each new one) once our ledger holds it; a peer's
+//!   evidence is checked with the log key alone before it freezes ours.
 //! - Whatever a peer does, what it costs us is bounded: request frames fit
 //!   a note, answers a batch; every read has a deadline; a peer has at most
 //!   [`MAX_STREAMS_PER_PEER`] exchanges open with us; each peer has one
@@ -19,7 +22,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Fetch, Judgement, MAX_ENTRY_SIZE, MAX_NOTE_SIZE, SignedCheckpoint};
+use carrier_proto::ledger::{
+    Fetch, Fork, Judgement, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE, SignedCheckpoint,
+};
 use carrier_proto::pb::{self, sync_request::Request};
 use tokio::sync::{Semaphore, broadcast};
 
@@ -37,8 +42,9 @@ pub(crate) const PROTOCOL: &str = "/carrier/ledger/2.0.0";
 const BATCH: u32 = 512;
 /// Most entry bytes in one answer (the first entry is always sent).
 const BATCH_BYTES: usize = 256 << 10;
-/// Largest request frame: a fetch, or an announce carrying a note.
-const REQUEST_FRAME: usize = MAX_NOTE_SIZE + 256;
+/// Largest request frame: a fetch, an announce carrying a note, or
+/// evidence (two notes and a proof).
+const REQUEST_FRAME: usize = if MAX_EVIDENCE_SIZE > MAX_NOTE_SIZE { MAX_EVIDENCE_SIZE } else { MAX_NOTE_SIZE } + 256;
 /// Largest answer frame: a batch, the proofs (64 hashes each at most) and
 /// a note.
 const ANSWER_FRAME: usize = BATCH_BYTES + MAX_ENTRY_SIZE + MAX_NOTE_SIZE + 2 * 64 * 34 + 1024;
@@ -126,11 +132,20 @@ impl LedgerSync {
         let mut updates = self.ledger.subscribe();
         let mut peers: HashSet<Did> = HashSet::new();
         let mut announced = self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
+        // Whether our evidence (if any) went to every linked peer; evidence
+        // kept from before a restart goes to each peer as its link comes up.
+        let mut spread = self.ledger.evidence().is_some();
+        if spread {
+            self.counters.count("ledger_frozen");
+        }
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     Ok(OverlayEvent::PeerUp(did)) => {
                         peers.insert(did);
+                        if let Some(fork) = self.ledger.evidence() {
+                            self.send_evidence(&HashSet::from([did]), &fork);
+                        }
                         self.peer_up(&ctx, did);
                     }
                     Ok(OverlayEvent::PeerDown(did)) => {
@@ -149,6 +164,11 @@ impl LedgerSync {
                 },
                 update = updates.recv() => match update {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !spread && let Some(fork) = self.ledger.evidence() {
+                            spread = true;
+                            self.counters.count("ledger_frozen");
+                            self.send_evidence(&peers, &fork);
+                        }
                         let Some(checkpoint) = self.ledger.checkpoint() else { continue };
                         if checkpoint.note() == announced.as_slice() {
                             continue;
@@ -165,6 +185,18 @@ impl LedgerSync {
     /// Tells every peer our checkpoint; those behind fetch from us.
     fn announce(&self, peers: &HashSet<Did>, checkpoint: SignedCheckpoint) {
         let announce = pb::SyncRequest { request: Some(Request::Announce(checkpoint.note().to_vec())) };
+        self.tell(peers, announce, "ledger announce");
+    }
+
+    /// Passes evidence of a fork on to `peers`.
+    fn send_evidence(&self, peers: &HashSet<Did>, fork: &Fork) {
+        tracing::info!(peers = peers.len(), "passing on the evidence that the log key signed two histories");
+        self.tell(peers, pb::SyncRequest { request: Some(Request::Evidence(fork.encode())) }, "ledger evidence");
+    }
+
+    /// Sends `request` to each of `peers` on a stream of its own.
+    fn tell(&self, peers: &HashSet<Did>, request: pb::SyncRequest, what: &'static str) {
+        let announce = request;
         for &peer in peers {
             let (router, announce) = (self.router.clone(), announce.clone());
             self.router.handlers().spawn_until_stop(async move {
@@ -172,11 +204,10 @@ impl LedgerSync {
                     let stream = router.open(peer, PROTOCOL).await?;
                     write(stream, &announce, REQUEST_FRAME).await
                 };
-                let sent = tokio::time::timeout(EXCHANGE_TIMEOUT, sent)
-                    .await
-                    .unwrap_or(Err(ProtocolError::Timeout("ledger announce")));
+                let sent =
+                    tokio::time::timeout(EXCHANGE_TIMEOUT, sent).await.unwrap_or(Err(ProtocolError::Timeout(what)));
                 if let Err(error) = sent {
-                    tracing::debug!(%peer, %error, "ledger announce failed");
+                    tracing::debug!(%peer, %error, "{what} failed");
                 }
             });
         }
@@ -226,6 +257,22 @@ impl LedgerSync {
                 Err(_) => tracing::warn!(%peer, size, "ledger catch-up ran past its deadline; will retry on the next announce"),
             }
         });
+    }
+
+    /// Checks a peer's evidence of a fork with the log key alone and, if it
+    /// holds, freezes our ledger (which passes it on).
+    fn evidence_from(&self, peer: Did, evidence: &[u8]) {
+        if self.ledger.evidence().is_some() {
+            return; // frozen already; ours went out
+        }
+        let Some(network) = self.ledger.network() else { return };
+        match Fork::decode(evidence, &network.trust()) {
+            Ok(fork) => self.ledger.raise_alarm(&fork, &format!("evidence from peer {peer}")),
+            Err(error) => {
+                self.counters.count("ledger_evidence_refused");
+                tracing::warn!(%peer, %error, "a peer's evidence of a fork does not hold");
+            }
+        }
     }
 
     async fn fetch(&self, peer: Did, fetch: Fetch) -> Result<pb::SyncEntries, ProtocolError> {
@@ -279,6 +326,10 @@ impl ProtocolHandler for LedgerSync {
                 }
                 Some(Request::Announce(note)) => {
                     self.consider(peer, note);
+                    Ok(())
+                }
+                Some(Request::Evidence(evidence)) => {
+                    self.evidence_from(peer, &evidence);
                     Ok(())
                 }
                 None => Err(ProtocolError::Violation("empty sync request".into())),

@@ -40,8 +40,6 @@ const ANSWER_FRAME: usize = 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the sequencer asks again while a checkpoint lacks its quorum.
 const RETRY: Duration = Duration::from_secs(2);
-/// File (in the data directory) of what this witness last cosigned.
-pub(crate) const WITNESS_STATE_FILE: &str = "witness.state";
 
 fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

@@ -9,6 +9,7 @@ use carrier_proto::identity::IdentityKind;
 use carrier_proto::testing::TestNetwork;
 
 use super::*;
+use crate::paths::WITNESS_STATE_FILE;
 use crate::ledger::EmbeddedLedger;
 
 fn request(note: &[u8], old_size: u64, proof: &[EntryHash]) -> pb::AddCheckpoint {

@@ -3,7 +3,8 @@
 //!
 //! - `checkpoint` prints the latest signed note (save it to audit later);
 //! - `audit --since FILE` proves the log only grew since a saved note and
-//!   lists what was added;
+//!   lists what was added; `audit --evidence FILE` checks evidence that the
+//!   log key signed two histories;
 //! - `prove DID` prints an inclusion proof of that DID's latest entry, and
 //!   `check-proof` checks one offline, given the network's verifier key.
 
@@ -13,7 +14,9 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use carrier_proto::identity::Did;
 use carrier_proto::ledger::merkle::{leaf_hash, verify_consistency, verify_inclusion};
-use carrier_proto::ledger::{Entry, EntryHash, LedgerState, Op, SignedCheckpoint, parse_verifier_key, verifier_key};
+use carrier_proto::ledger::{
+    Entry, EntryHash, Fork, LedgerState, Op, SignedCheckpoint, parse_verifier_key, verifier_key,
+};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use serde_json::{Value, json};
 
@@ -100,6 +103,51 @@ fn subject(op: &Op) -> Option<Did> {
         | Op::RotateKeys { did, .. }
         | Op::Revoke { did, .. } => Some(*did),
     }
+}
+
+/// Checks evidence of a fork with the log key alone: the ledger's genesis
+/// (a directory, or a daemon), or the verifier key.
+pub(crate) fn evidence(
+    at: &LedgerDir,
+    target: &Target,
+    file: &Path,
+    verifier_key: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the evidence {}", file.display()))?;
+    let (network, log_key) = match verifier_key {
+        Some(vkey) => parse_verifier_key(vkey)?,
+        None => {
+            let entries = crate::ledger::entries_of(at, target)?;
+            let genesis = entries.first().context("the ledger is empty")?;
+            let state = carrier_proto::ledger::replay(std::slice::from_ref(genesis))?;
+            let network = state.network().context("the ledger has no genesis")?;
+            (network.id, network.log_key)
+        }
+    };
+    let trust = carrier_proto::ledger::LogTrust::log_only(network, log_key);
+    let fork = Fork::decode_text(&text, &trust)
+        .with_context(|| format!("the evidence in {} does not hold: no fork is shown", file.display()))?;
+    let (first, second) = (fork.first(), fork.second());
+    if json {
+        println!(
+            "{}",
+            json!({
+                "holds": true,
+                "first": { "size": first.size(), "root": first.root().to_hex(), "note": first.text() },
+                "second": { "size": second.size(), "root": second.root().to_hex(), "note": second.text() },
+            })
+        );
+    } else {
+        println!(
+            "evidence holds: the log key signed a checkpoint of {} entries (root {}) and one of {} entries (root {}) that does not extend it",
+            first.size(),
+            first.root().to_hex(),
+            second.size(),
+            second.root().to_hex()
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn prove(at: &LedgerDir, target: &Target, did: Did, out: Option<PathBuf>) -> anyhow::Result<()> {

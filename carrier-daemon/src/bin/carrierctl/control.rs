@@ -115,7 +115,7 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         let value = json!({
             "did": s.did, "network": s.network, "network_id": s.network_id, "uptime_ms": s.uptime_ms,
-            "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer },
+            "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer, "frozen": !s.alarm.is_empty() },
             "registered": s.registered,
             "peers": s.peers, "routes": s.routes, "alarm": s.alarm, "apps": s.apps,
             "nat": s.nat, "mapping": s.mapping, "mapped": s.mapped,

@@ -194,15 +194,26 @@ pub(crate) enum LedgerCommand {
         #[command(flatten)]
         at: LedgerDir,
     },
-    /// Prove the log only grew since a saved checkpoint, and list what was added.
+    /// Prove the log only grew since a saved checkpoint, and list what was
+    /// added; or check evidence that the log key signed two histories.
     ///
     /// Example: carrierctl ledger audit --since saved.note
+    /// Example: carrierctl ledger audit --evidence equivocation-1765000000000.txt --verifier-key 'carrier/3fa4…+1a2b3c4d+AQ…'
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["since", "evidence"]))]
     Audit {
         #[command(flatten)]
         at: LedgerDir,
         /// A checkpoint saved earlier (`carrierctl ledger checkpoint`).
         #[arg(long, value_name = "FILE")]
-        since: PathBuf,
+        since: Option<PathBuf>,
+        /// Evidence of a fork (`equivocation-*.txt` in a daemon's ledger
+        /// directory): checked with the log key alone, offline.
+        #[arg(long, value_name = "FILE")]
+        evidence: Option<PathBuf>,
+        /// With --evidence: the log's C2SP verifier key (printed by `ledger
+        /// genesis`), instead of the ledger's genesis.
+        #[arg(long, value_name = "VKEY", requires = "evidence")]
+        verifier_key: Option<String>,
     },
     /// Print an inclusion proof of a DID's latest entry, which anyone checks
     /// offline with `carrierctl ledger check-proof` and the verifier key.
@@ -412,7 +423,11 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
         }
         LedgerCommand::Publish { at } => crate::submit::publish(&at.path()?, target, Vec::new()),
         LedgerCommand::Checkpoint { at } => crate::audit::checkpoint(&at, target),
-        LedgerCommand::Audit { at, since } => crate::audit::audit(&at, target, &since, json),
+        LedgerCommand::Audit { at, since: Some(since), .. } => crate::audit::audit(&at, target, &since, json),
+        LedgerCommand::Audit { at, evidence: Some(evidence), verifier_key, .. } => {
+            crate::audit::evidence(&at, target, &evidence, verifier_key.as_deref(), json)
+        }
+        LedgerCommand::Audit { .. } => bail!("give --since FILE or --evidence FILE"),
         LedgerCommand::Prove { at, did, out } => crate::audit::prove(&at, target, did, out),
         LedgerCommand::CheckProof { verifier_key, file } => crate::audit::check_proof(&file, &verifier_key),
         LedgerCommand::Verify { at } => {

@@ -117,6 +117,7 @@ impl Handler {
         if connection.write(&pb::ControlResponse { id, response: Some(Response::Event(current)) }).await.is_err() {
             return;
         }
+        let mut frozen = self.ledger.alarm().is_some();
         loop {
             let event = tokio::select! {
                 event = overlay.recv() => match event {
@@ -128,6 +129,11 @@ impl Handler {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 update = ledger.recv() => match update {
+                    // The first update after the alarm says so, once.
+                    Ok(update) if !frozen && self.ledger.alarm().is_some() => {
+                        frozen = true;
+                        pb::Event { kind: "frozen".into(), did: String::new(), height: update.head.height }
+                    }
                     Ok(update) => pb::Event { kind: "ledger".into(), did: String::new(), height: update.head.height },
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -10,6 +10,7 @@
 //! checkpoint the log key signed. An in-memory ledger (tests, tools) applies
 //! entries its owner sequenced already.
 
+mod alarm;
 mod checkpoint_file;
 mod log_format;
 mod store;
@@ -67,9 +68,10 @@ pub struct EmbeddedLedger {
     /// Present when this daemon holds the log key.
     sequencer: Option<Mutex<Sequencer>>,
     updates: broadcast::Sender<LedgerUpdate>,
-    /// Set when two validly signed checkpoints of our log disagree. Shown in
-    /// `status`; never cleared while the daemon runs.
-    alarm: RwLock<Option<String>>,
+    /// Set when two validly signed checkpoints of our log disagree: the
+    /// ledger is frozen. Shown in `status`; never cleared while the daemon
+    /// runs, and read back from its evidence file at start.
+    alarm: RwLock<Option<alarm::Alarm>>,
     /// Where evidence of equivocation is written (the ledger directory).
     evidence_dir: Option<PathBuf>,
 }
@@ -100,7 +102,18 @@ impl EmbeddedLedger {
     /// A ledger kept on disk.
     pub fn with_store(store: LedgerStore) -> Self {
         let dir = store.path().parent().map(PathBuf::from);
-        Self::new(Backing::Store(Box::new(store)), dir)
+        let raised = match (&dir, store.state().network()) {
+            (Some(dir), Some(network)) => alarm::load(dir, &network.trust(), store.state().height()),
+            _ => None,
+        };
+        let ledger = Self::new(Backing::Store(Box::new(store)), dir);
+        *ledger.alarm.write().unwrap_or_else(PoisonError::into_inner) = raised;
+        ledger
+    }
+
+    /// Whether the alarm froze the ledger.
+    fn frozen(&self) -> bool {
+        self.alarm.read().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
     /// Makes this daemon the sequencer: it orders submitted requests and
@@ -219,8 +232,14 @@ impl Ledger for EmbeddedLedger {
 
     fn judge(&self, note: &[u8]) -> Result<Judgement, CheckpointError> {
         let theirs = self.verify_checkpoint(note)?;
+        let frozen = self.frozen();
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         Ok(match &*guard {
+            // Frozen: nothing is taken, only more evidence is worth seeing.
+            Backing::Store(store) if frozen => match judge(store.held(), theirs) {
+                Judgement::Fork(fork) => Judgement::Fork(fork),
+                _ => Judgement::Nothing,
+            },
             Backing::Store(store) => judge(store.held(), theirs),
             // An in-memory ledger takes entries only from its owner.
             Backing::Memory { .. } => Judgement::Nothing,
@@ -276,6 +295,9 @@ impl Ledger for EmbeddedLedger {
             }
             return Ok(results);
         };
+        if self.frozen() {
+            return Err(SubmitError::Frozen);
+        }
         let updates: Vec<_> = entries.iter().map(update_for).collect();
         let results = {
             let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -289,6 +311,9 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn take(&self, catch_up: &mut CatchUp, answer: Answer<'_>) -> Result<Taken, ExtendError> {
+        if self.frozen() {
+            return Err(ExtendError::Frozen);
+        }
         let (applied, updates) = {
             let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
             let Backing::Store(store) = &mut *guard else { return Err(ExtendError::Moved) };
@@ -309,6 +334,9 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn adopt(&self, checkpoint: &SignedCheckpoint) {
+        if self.frozen() {
+            return;
+        }
         {
             let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
             let Backing::Store(store) = &mut *guard else { return };
@@ -364,28 +392,22 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn raise_alarm(&self, fork: &Fork, source: &str) {
-        let mut alarm = self.alarm.write().unwrap_or_else(PoisonError::into_inner);
-        if alarm.is_some() {
-            return;
-        }
-        let mut message = format!(
-            "the sequencer signed two histories: checkpoints of {} and {} entries cannot both be true (from {source})",
-            fork.first().size(),
-            fork.second().size(),
-        );
-        let evidence = fork.to_text();
-        if let Some(dir) = &self.evidence_dir {
-            let path = dir.join(format!("equivocation-{}.txt", now_ms()));
-            match std::fs::write(&path, &evidence).and_then(|()| crate::paths::make_private(&path)) {
-                Ok(()) => message.push_str(&format!("; evidence in {}", path.display())),
-                Err(error) => tracing::error!(path = %path.display(), %error, "cannot save equivocation evidence"),
+        {
+            let mut alarm = self.alarm.write().unwrap_or_else(PoisonError::into_inner);
+            if alarm.is_some() {
+                return;
             }
+            *alarm = Some(alarm::raise(self.evidence_dir.as_deref(), fork, source, self.head().height));
         }
-        tracing::error!(%message, %evidence, "ledger equivocation: keeping our view");
-        *alarm = Some(message);
+        // Subscribers hear of it: ledger sync passes the evidence on.
+        self.tell(vec![(None, None)]);
     }
 
     fn alarm(&self) -> Option<String> {
-        self.alarm.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.alarm.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|a| a.message.clone())
+    }
+
+    fn evidence(&self) -> Option<Fork> {
+        self.alarm.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|a| a.fork.clone())
     }
 }
