@@ -323,3 +323,50 @@ fn a_device_with_only_an_invitation_is_admitted_once_registered() {
     }
     assert_eq!(height(&status(&stranger)), 1, "a foreign network's newcomer got entries");
 }
+
+/// The sequencer is gone (SIGKILL) when a registrar revokes a device at
+/// another daemon: the revocation is in force there at once, reaches every
+/// other daemon by gossip, and cuts the device's links everywhere, with no
+/// sequencer. When a sequencer is back, the log takes it.
+#[test]
+fn a_revocation_takes_effect_everywhere_before_the_log_holds_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, _) = provision_with_apps(root.path(), 4, &[]);
+    std::fs::copy(root.path().join("admin/ledger/log.key"), dirs[0].join("log.key")).unwrap();
+    let sequencer = start_sequencer(&dirs[0], None);
+    let daemons: Vec<Daemon> = dirs[1..].iter().map(|dir| Daemon::start(dir, Some(&sequencer.addr))).collect();
+    for daemon in &daemons {
+        daemon.wait_for("peer up");
+    }
+    let (at, observer, victim_dir) = (&dirs[1], &dirs[2], &dirs[3]);
+    let victim = status(victim_dir)["did"].as_str().unwrap().to_owned();
+    // The observer links to the victim and to the daemon the request is handed to.
+    for dir in [at, victim_dir] {
+        let did = status(dir)["did"].as_str().unwrap().to_owned();
+        let addr = &daemons[dirs.iter().position(|d| d == dir).unwrap() - 1].addr;
+        carrierctl(&["connect", "--socket", &socket(observer), &did, "--addr", addr]);
+    }
+    let watcher = support::Watcher::start(&socket(observer));
+    sequencer.kill();
+    let base = 5;
+
+    let started = Instant::now();
+    let registrar = registrar(root.path());
+    let out = carrierctl(&["ledger", "revoke", "--submit", "--socket", &socket(at), "--key", &registrar, &victim]);
+    assert!(out.contains("pending"), "{out}");
+    assert_eq!(resolve_active(at, &victim), Some(false), "in force where it was handed in, at once");
+    watcher.wait_event("revoked", &victim);
+    println!("revoked and cut at another daemon {} ms after it was handed in", started.elapsed().as_millis());
+    assert_eq!(resolve_active(observer, &victim), Some(false));
+    let peers = carrierctl(&["peers", "--socket", &socket(observer)]);
+    assert!(!peers.contains(&victim), "the revoked device is still linked: {peers}");
+    let resolved = carrierctl(&["ledger", "resolve", "--socket", &socket(observer), &victim]);
+    assert!(resolved.contains("not yet sequenced"), "{resolved}");
+    assert_eq!(height(&status(observer)), base, "the log does not hold it yet");
+
+    // A sequencer again: the daemons that hold the revocation hand it over.
+    let _sequencer = start_sequencer(&dirs[0], Some(&daemons[0].addr));
+    wait_status(observer, "took the sequenced revocation", |s| height(s) == base + 1);
+    let resolved = carrierctl(&["ledger", "resolve", "--socket", &socket(observer), &victim]);
+    assert!(resolved.contains(&format!("revoked at entry {base}")), "{resolved}");
+}

@@ -169,6 +169,10 @@ impl Daemon {
         witness::collect(Arc::clone(&ctx.ledger), router.clone(), &handlers);
         let pending = PendingRequests::open(&data_dir.ledger().join("pending"))
             .map_err(|e| StartError::Pending(e.to_string()))?;
+        // Revocations waiting here for the sequencer are in force already.
+        for entry in pending.waiting().iter().filter(|e| matches!(e.op(), carrier_proto::ledger::Op::Revoke { .. })) {
+            let _ = ctx.ledger.admit_revocation(entry);
+        }
         let submitter = Submitter::new(Arc::clone(&ctx.ledger), router.clone(), Arc::new(pending));
         submitter.start(&handlers, overlay.events());
         let messaging = config.messaging_config(Some(data_dir.message_store()));

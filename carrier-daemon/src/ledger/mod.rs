@@ -20,8 +20,8 @@ use std::fmt;
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
-    Answer, CatchUp, CatchUpError, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fetch, Fork, Head,
-    Judgement, LedgerError, Network, Rejection, SignedCheckpoint,
+    Admitted, Answer, CatchUp, CatchUpError, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fetch, Fork,
+    Head, Judgement, LedgerError, Network, Rejection, RevocationRefusal, SignedCheckpoint,
 };
 use carrier_proto::pb;
 use tokio::sync::broadcast;
@@ -164,6 +164,13 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     /// freezes the ledger: from then on it takes no checkpoint and
     /// sequences nothing. Subscribers are told.
     fn raise_alarm(&self, fork: &Fork, source: &str);
+    /// Puts a revocation request its author signed in force now, before the
+    /// log holds it (it can only remove rights; see
+    /// `carrier_proto::ledger::SeenRevocations`); subscribers are told of a
+    /// new one as of a sequenced revocation.
+    fn admit_revocation(&self, entry: &Entry) -> Result<Admitted, RevocationRefusal>;
+    /// The revocation requests in force that the log does not hold yet.
+    fn revocations_in_force(&self) -> Vec<Entry>;
     /// The equivocation alarm, if raised.
     fn alarm(&self) -> Option<String>;
     /// The evidence behind the alarm, to pass on to peers.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Entry, Rejection};
+use carrier_proto::ledger::{Entry, Op, Rejection};
 use carrier_proto::pb::{self, submit_result::Result as Outcome};
 use tokio::sync::broadcast;
 
@@ -110,6 +110,13 @@ impl Submitter {
         if entries.len() > MAX_REQUESTS {
             return Err(SubmitFailure::TooMany);
         }
+        // A revocation is in force here (and passed on) at once, whatever
+        // the sequencer does with it.
+        for entry in entries.iter().filter(|e| matches!(e.op(), Op::Revoke { .. })) {
+            if let Err(refusal) = self.ledger.admit_revocation(entry) {
+                tracing::debug!(%refusal, "a submitted revocation is not in force before it is sequenced");
+            }
+        }
         if self.ledger.is_sequencer() {
             let results = self.ledger.submit(entries)?;
             return Ok(results.into_iter().map(outcome).collect());
@@ -169,9 +176,11 @@ impl Submitter {
         }
     }
 
-    /// One pass: drops what the log holds, sends the rest to the sequencer.
+    /// One pass: drops what the log holds, sends the rest to the sequencer,
+    /// with the revocations in force here that the log lacks (whoever
+    /// submitted them: a new sequencer hears of every one).
     async fn forward_once(&self) -> Result<(), ProtocolError> {
-        let waiting: Vec<Entry> = self
+        let mut waiting: Vec<Entry> = self
             .pending
             .waiting()
             .into_iter()
@@ -183,7 +192,22 @@ impl Submitter {
                 None => true,
             })
             .collect();
-        if waiting.is_empty() || self.ledger.is_sequencer() {
+        for entry in self.ledger.revocations_in_force() {
+            if self.ledger.position(&entry.hash()).is_none() && !waiting.iter().any(|w| w.hash() == entry.hash()) {
+                waiting.push(entry);
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if self.ledger.is_sequencer() {
+            // Revocations gossiped to us: sequence them.
+            let revocations: Vec<Entry> = waiting.into_iter().filter(|e| matches!(e.op(), Op::Revoke { .. })).collect();
+            if !revocations.is_empty() {
+                let results = self.ledger.submit(revocations).map_err(|e| ProtocolError::Violation(e.to_string()))?;
+                let taken = results.iter().filter(|r| r.is_ok()).count();
+                tracing::info!(taken, "sequenced revocations in force here");
+            }
             return Ok(());
         }
         let Some(sequencer) = self.ledger.checkpoint().and_then(|c| c.checkpoint().sequencer) else {

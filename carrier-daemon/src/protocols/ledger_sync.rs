@@ -8,6 +8,9 @@
 //!   call (`carrier_proto::ledger::judge`): nothing, keep its note, fetch
 //!   (proven to extend ours first, then in bounded batches, each with a
 //!   consistency proof), or raise the alarm on two signed histories.
+//! - A revocation request its author signed is passed to every linked peer
+//!   (and to each new one) as soon as it is in force here, before the log
+//!   holds it; each peer checks it against its own ledger.
 //! - Evidence that the log key signed two histories is passed to every
 //!   linked peer (and to each new one) once our ledger holds it; a peer's
 //!   evidence is checked with the log key alone before it freezes ours.
@@ -23,7 +26,8 @@ use std::time::Duration;
 
 use carrier_proto::identity::Did;
 use carrier_proto::ledger::{
-    Fetch, Fork, Judgement, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE, SignedCheckpoint,
+    Admitted, Entry, EntryHash, Fetch, Fork, Judgement, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE,
+    SignedCheckpoint,
 };
 use carrier_proto::pb::{self, sync_request::Request};
 use tokio::sync::{Semaphore, broadcast};
@@ -42,9 +46,13 @@ pub(crate) const PROTOCOL: &str = "/carrier/ledger/2.0.0";
 const BATCH: u32 = 512;
 /// Most entry bytes in one answer (the first entry is always sent).
 const BATCH_BYTES: usize = 256 << 10;
-/// Largest request frame: a fetch, an announce carrying a note, or
-/// evidence (two notes and a proof).
-const REQUEST_FRAME: usize = if MAX_EVIDENCE_SIZE > MAX_NOTE_SIZE { MAX_EVIDENCE_SIZE } else { MAX_NOTE_SIZE } + 256;
+/// Largest request frame: a fetch, an announce carrying a note, evidence
+/// (two notes and a proof), or a revocation request.
+const REQUEST_FRAME: usize = max(max(MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE), MAX_ENTRY_SIZE) + 256;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 /// Largest answer frame: a batch, the proofs (64 hashes each at most) and
 /// a note.
 const ANSWER_FRAME: usize = BATCH_BYTES + MAX_ENTRY_SIZE + MAX_NOTE_SIZE + 2 * 64 * 34 + 1024;
@@ -132,6 +140,8 @@ impl LedgerSync {
         let mut updates = self.ledger.subscribe();
         let mut peers: HashSet<Did> = HashSet::new();
         let mut announced = self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
+        // The revocations in force here that went to every linked peer.
+        let mut revocations_sent: HashSet<EntryHash> = HashSet::new();
         // Whether our evidence (if any) went to every linked peer; evidence
         // kept from before a restart goes to each peer as its link comes up.
         let mut spread = self.ledger.evidence().is_some();
@@ -145,6 +155,9 @@ impl LedgerSync {
                         peers.insert(did);
                         if let Some(fork) = self.ledger.evidence() {
                             self.send_evidence(&HashSet::from([did]), &fork);
+                        }
+                        for entry in self.ledger.revocations_in_force() {
+                            self.send_revocation(&HashSet::from([did]), &entry);
                         }
                         self.peer_up(&ctx, did);
                     }
@@ -164,6 +177,11 @@ impl LedgerSync {
                 },
                 update = updates.recv() => match update {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        for entry in self.ledger.revocations_in_force() {
+                            if revocations_sent.insert(entry.hash()) {
+                                self.send_revocation(&peers, &entry);
+                            }
+                        }
                         if !spread && let Some(fork) = self.ledger.evidence() {
                             spread = true;
                             self.counters.count("ledger_frozen");
@@ -192,6 +210,12 @@ impl LedgerSync {
     fn send_evidence(&self, peers: &HashSet<Did>, fork: &Fork) {
         tracing::info!(peers = peers.len(), "passing on the evidence that the log key signed two histories");
         self.tell(peers, pb::SyncRequest { request: Some(Request::Evidence(fork.encode())) }, "ledger evidence");
+    }
+
+    /// Passes a revocation request in force here on to `peers`.
+    fn send_revocation(&self, peers: &HashSet<Did>, entry: &Entry) {
+        let request = pb::SyncRequest { request: Some(Request::Revocation(entry.encoded().to_vec())) };
+        self.tell(peers, request, "revocation gossip");
     }
 
     /// Sends `request` to each of `peers` on a stream of its own.
@@ -275,6 +299,22 @@ impl LedgerSync {
         }
     }
 
+    /// Checks a peer's revocation request against our ledger and puts it in
+    /// force (which passes it on).
+    fn revocation_from(&self, peer: Did, bytes: &[u8]) -> Result<(), ProtocolError> {
+        let entry = Entry::decode(bytes)
+            .map_err(|e| ProtocolError::Violation(format!("a revocation that does not decode: {e}")))?;
+        match self.ledger.admit_revocation(&entry) {
+            Ok(Admitted::New(did)) => tracing::info!(%peer, %did, "a peer passed on a revocation; in force here"),
+            Ok(_) => {}
+            Err(refusal) => {
+                self.counters.count("ledger_revocations_refused");
+                tracing::debug!(%peer, %refusal, "a peer's revocation request is not in force here");
+            }
+        }
+        Ok(())
+    }
+
     async fn fetch(&self, peer: Did, fetch: Fetch) -> Result<pb::SyncEntries, ProtocolError> {
         let exchange = async {
             let stream = self.router.open(peer, PROTOCOL).await?;
@@ -332,6 +372,7 @@ impl ProtocolHandler for LedgerSync {
                     self.evidence_from(peer, &evidence);
                     Ok(())
                 }
+                Some(Request::Revocation(bytes)) => self.revocation_from(peer, &bytes),
                 None => Err(ProtocolError::Violation("empty sync request".into())),
             }
         })

@@ -9,8 +9,8 @@ use carrier_proto::identity::IdentityKind;
 use carrier_proto::testing::TestNetwork;
 
 use super::*;
-use crate::paths::WITNESS_STATE_FILE;
 use crate::ledger::EmbeddedLedger;
+use crate::paths::WITNESS_STATE_FILE;
 
 fn request(note: &[u8], old_size: u64, proof: &[EntryHash]) -> pb::AddCheckpoint {
     pb::AddCheckpoint { old_size, proof: proof.iter().map(|h| h.0.to_vec()).collect(), note: note.to_vec() }

@@ -82,7 +82,7 @@ pub(crate) fn admit(
         .ok_or_else(|| HandshakeError::new(Refusal::UnknownIdentity, format!("{did} is not on the ledger")))?;
     match standing.status {
         Status::Active => {}
-        Status::Revoked(_) | Status::HostRevoked(_) => {
+        Status::Revoked(_) | Status::HostRevoked(_) | Status::RevokedUnsequenced { .. } => {
             return Err(HandshakeError::new(Refusal::Revoked, format!("{did} is revoked")));
         }
     }

@@ -33,6 +33,7 @@ mod genesis;
 mod invite;
 pub mod merkle;
 mod note;
+mod revocations;
 mod sequencer;
 mod state;
 mod verify;
@@ -59,6 +60,7 @@ pub use genesis::{
 };
 pub use invite::{INVITE_PREFIX, Invite, InviteError, MAX_BOOTSTRAP};
 pub use note::{MAX_NOTE_SIZE, MAX_SIGNATURE_LINES};
+pub use revocations::{Admitted, MAX_SEEN_REVOCATIONS, RevocationRefusal, SeenRevocations};
 pub use sequencer::{CLOCK_SKEW_MS, Sequencer};
 pub use state::{Head, LedgerState, Network, Record, Resolution, Revocation, Status, Subject};
 pub use verify::{BatchError, Replay, VerifiedBatch, check_batch, replay};

@@ -186,7 +186,7 @@ impl Sequencer {
 
 /// A request must name when it expires, not be past it, and not live
 /// longer than the genesis allows.
-fn check_expiry(network: &Network, time_ms: u64, expires_ms: u64, now_ms: u64) -> Result<(), Rejection> {
+pub(crate) fn check_expiry(network: &Network, time_ms: u64, expires_ms: u64, now_ms: u64) -> Result<(), Rejection> {
     if expires_ms == 0 {
         return Err(Rejection::NoExpiry);
     }

@@ -102,6 +102,12 @@ pub enum Status {
     Revoked(Revocation),
     /// An app whose hosting device is revoked.
     HostRevoked(Did),
+    /// Revoked by a request its author signed, seen before the log
+    /// sequenced it (see [`SeenRevocations`](super::SeenRevocations)).
+    RevokedUnsequenced {
+        /// The reason the request gives.
+        reason: String,
+    },
 }
 
 /// The answer to "who is this DID?".
@@ -272,6 +278,16 @@ impl LedgerState {
         Ok(())
     }
 
+    /// Checks `entry` as the next entry would be: its signature and every
+    /// rule (the author's authority, the subject's standing). Changes
+    /// nothing.
+    pub fn check_request(&self, entry: &Entry) -> Result<(), Rejection> {
+        if !entry.verify_signature() {
+            return Err(Rejection::BadSignature);
+        }
+        self.check(entry)
+    }
+
     /// Checks every rule except the signature. Changes nothing.
     fn check(&self, entry: &Entry) -> Result<(), Rejection> {
         self.check_with(entry, Points::Check)
@@ -393,6 +409,7 @@ impl LedgerState {
             Status::Active => Ok(record),
             Status::Revoked(_) => Err(Rejection::Revoked(*did)),
             Status::HostRevoked(device) => Err(Rejection::Revoked(device)),
+            Status::RevokedUnsequenced { .. } => Err(Rejection::Revoked(*did)),
         }
     }
 

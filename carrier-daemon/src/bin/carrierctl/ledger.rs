@@ -418,7 +418,16 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
         LedgerCommand::Resolve { at, did } => {
             let state = carrier_proto::ledger::replay(entries_of(&at, target)?)?;
             let resolution = state.resolve(&did).with_context(|| format!("{did} is not on this ledger"))?;
-            render::resolution(&resolution, json);
+            // A running daemon may know more than its log: a revocation in
+            // force before it is sequenced.
+            let live = match target.socket() {
+                Some(_) => match target.request(Request::Resolve(pb::ResolveRequest { did: did.to_string() }))? {
+                    Response::Resolve(reply) => Some((reply.active, reply.status)),
+                    _ => bail!("unexpected reply from carrierd"),
+                },
+                None => None,
+            };
+            render::resolution(&resolution, live, json);
             Ok(())
         }
         LedgerCommand::Publish { at } => crate::submit::publish(&at.path()?, target, Vec::new()),

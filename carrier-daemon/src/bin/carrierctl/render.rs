@@ -80,7 +80,9 @@ fn entry_json(state: &LedgerState, index: usize, entry: &Entry) -> Value {
 }
 
 /// Prints one DID's record.
-pub(crate) fn resolution(r: &Resolution<'_>, as_json: bool) {
+/// Prints `r`; `live` is the running daemon's word on its standing (active,
+/// status), which may be ahead of the log.
+pub(crate) fn resolution(r: &Resolution<'_>, live: Option<(bool, String)>, as_json: bool) {
     let (kind, device, name, roles) = match &r.record.subject {
         Subject::Device { roles } => ("device", None, None, roles.clone()),
         Subject::App { device, name } => ("app", Some(device.to_string()), Some(name.clone()), vec![]),
@@ -89,13 +91,18 @@ pub(crate) fn resolution(r: &Resolution<'_>, as_json: bool) {
         Status::Active => "active".to_owned(),
         Status::Revoked(rev) => format!("revoked at entry {} ({})", rev.seq, rev.reason),
         Status::HostRevoked(device) => format!("revoked with its device {device}"),
+        Status::RevokedUnsequenced { reason } => format!("revoked, not yet sequenced ({reason})"),
+    };
+    let (active, status) = match live {
+        Some((active, live)) if active != r.is_active() => (active, live),
+        _ => (r.is_active(), status),
     };
     let signing = Did::from_signing_key(r.record.keys.signing).to_string();
     if as_json {
         let value = json!({
             "did": r.did.to_string(),
             "kind": kind,
-            "active": r.is_active(),
+            "active": active,
             "status": status,
             "signing_key": signing,
             "noise_key": r.record.keys.noise.to_string(),

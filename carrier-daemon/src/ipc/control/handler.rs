@@ -297,6 +297,7 @@ impl Handler {
             Status::Active => "active".to_owned(),
             Status::Revoked(rev) => format!("revoked at entry {}", rev.seq),
             Status::HostRevoked(host) => format!("revoked with its device {host}"),
+            Status::RevokedUnsequenced { reason } => format!("revoked, not yet sequenced ({reason})"),
         };
         Ok(Response::Resolve(pb::ResolveReply {
             did: did.to_string(),

@@ -21,8 +21,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
-    Answer, CatchUp, Checked, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fork, Head, Judgement,
-    LedgerState, Network, Op, Rejection, Sequencer, SignedCheckpoint, Standing, Subject, judge,
+    Admitted, Answer, CatchUp, Checked, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fork, Head,
+    Judgement, LedgerState, Network, Op, Rejection, RevocationRefusal, SeenRevocations, Sequencer, SignedCheckpoint,
+    Standing, Subject, judge,
 };
 use tokio::sync::broadcast;
 
@@ -74,6 +75,8 @@ pub struct EmbeddedLedger {
     alarm: RwLock<Option<alarm::Alarm>>,
     /// Where evidence of equivocation is written (the ledger directory).
     evidence_dir: Option<PathBuf>,
+    /// Revocation requests in force before the log holds them.
+    seen: RwLock<SeenRevocations>,
 }
 
 impl std::fmt::Debug for EmbeddedLedger {
@@ -90,6 +93,7 @@ impl EmbeddedLedger {
             updates: broadcast::channel(256).0,
             alarm: RwLock::new(None),
             evidence_dir,
+            seen: RwLock::default(),
         }
     }
 
@@ -161,6 +165,10 @@ impl EmbeddedLedger {
     }
 
     fn tell(&self, updates: Vec<(Option<Did>, Option<Did>)>) {
+        let settled = self.read(|state| self.seen.write().unwrap_or_else(PoisonError::into_inner).settle(state));
+        if settled > 0 {
+            tracing::info!(settled, "the log now holds revocations that were in force before it did");
+        }
         let head = self.head();
         for (revoked, rotated) in updates {
             // No subscribers is fine: nothing to tell.
@@ -184,7 +192,15 @@ fn now_ms() -> u64 {
 
 impl Directory for EmbeddedLedger {
     fn standing(&self, did: &Did) -> Option<Standing> {
-        self.read(|l| l.standing(did))
+        self.read(|l| {
+            let mut standing = l.standing(did)?;
+            if standing.status == carrier_proto::ledger::Status::Active
+                && let Some(status) = self.seen.read().unwrap_or_else(PoisonError::into_inner).status(l, did)
+            {
+                standing.status = status;
+            }
+            Some(standing)
+        })
     }
 }
 
@@ -269,6 +285,8 @@ impl Ledger for EmbeddedLedger {
                 .filter(|(_, record)| matches!(&record.subject, Subject::Device { roles } if roles.iter().any(|r| r == role)))
                 .map(|(did, _)| *did)
                 .collect();
+            let seen = self.seen.read().unwrap_or_else(PoisonError::into_inner);
+            dids.retain(|did| seen.status(l, did).is_none());
             dids.sort();
             dids
         })
@@ -401,6 +419,20 @@ impl Ledger for EmbeddedLedger {
         }
         // Subscribers hear of it: ledger sync passes the evidence on.
         self.tell(vec![(None, None)]);
+    }
+
+    fn admit_revocation(&self, entry: &Entry) -> Result<Admitted, RevocationRefusal> {
+        let admitted =
+            self.read(|state| self.seen.write().unwrap_or_else(PoisonError::into_inner).admit(state, entry, now_ms()))?;
+        if let Admitted::New(did) = admitted {
+            tracing::warn!(%did, "revoked by a signed request, before the log holds it");
+            self.tell(vec![(Some(did), None)]);
+        }
+        Ok(admitted)
+    }
+
+    fn revocations_in_force(&self) -> Vec<Entry> {
+        self.seen.read().unwrap_or_else(PoisonError::into_inner).entries().cloned().collect()
     }
 
     fn alarm(&self) -> Option<String> {
