@@ -199,3 +199,36 @@ fn a_checkpoint_needs_its_quorum_of_witness_cosignatures() {
     }
     drop(witness0);
 }
+
+/// A quiet log stays fresh: the sequencer dates its checkpoint anew, the
+/// witness cosigns the new date, and daemons take it. Once the sequencer is
+/// gone, a daemon's checkpoint grows old and it says so.
+#[test]
+fn a_quiet_log_is_dated_anew_and_a_silent_one_is_called_stale() {
+    let root = tempfile::tempdir().unwrap();
+    let net = Network::provision(root.path(), 1);
+    let extra = format!("[ledger]\nsequencer_key = {:?}\nfresh_checkpoint_s = 1\n", net.sequencer.join("log.key"));
+    let sequencer = Daemon::start_with(&net.sequencer, None, &extra);
+    let _witness = net.start_witness(0, &sequencer.addr, true);
+    let plain = Daemon::start_with(&net.plain, Some(&sequencer.addr), "[ledger]\nstale_checkpoint_s = 3\n");
+    plain.wait_for("peer up");
+
+    // Two cosignature times seen at the plain daemon: the date moves on.
+    let cosigned_at = || {
+        let note = status(&net.plain)["ledger"]["checkpoint"].as_str().unwrap().to_owned();
+        c2sp_cosignature_time(&note, &net.vkeys[0])
+    };
+    wait_until("took a witnessed checkpoint", || cosigned_at().is_some());
+    let first = cosigned_at().unwrap();
+    wait_until("took a checkpoint dated anew", || cosigned_at().is_some_and(|t| t > first));
+    let fresh = status(&net.plain);
+    assert!(!fresh["ledger"]["checkpoint_stale"].as_bool().unwrap(), "{fresh}");
+    assert!(fresh["ledger"]["checkpoint_age_s"].as_u64().unwrap() <= 2, "{fresh}");
+
+    // The sequencer dies: within the stale time, the daemon says so.
+    sequencer.kill();
+    plain.wait_for("no fresh checkpoint");
+    let stale = status(&net.plain);
+    assert!(stale["ledger"]["checkpoint_stale"].as_bool().unwrap(), "{stale}");
+    assert!(counter(&net.plain, "ledger_checkpoint_stale") >= 1);
+}

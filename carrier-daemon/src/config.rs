@@ -148,7 +148,7 @@ impl Default for Nat {
 }
 
 /// `[ledger]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     /// The network's log key file: set on exactly one daemon, which then
@@ -160,6 +160,19 @@ pub struct LedgerConfig {
     /// before. The genesis must name the key, and the ledger must give this
     /// device the role `witness`, for its cosignatures to count.
     pub witness_key: Option<PathBuf>,
+    /// The sequencer dates its checkpoint anew this often while nothing
+    /// changes (witnesses cosign the new date), so a quiet log can be told
+    /// from a frozen one.
+    pub fresh_checkpoint_s: u64,
+    /// A daemon whose newest checkpoint is older than this warns (log,
+    /// `carrierctl status`, the `ledger_checkpoint_stale` counter).
+    pub stale_checkpoint_s: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self { sequencer_key: None, witness_key: None, fresh_checkpoint_s: 600, stale_checkpoint_s: 3600 }
+    }
 }
 
 impl Default for Config {

@@ -167,6 +167,14 @@ impl Daemon {
             tracing::info!(key = %path.display(), "this daemon witnesses the network's checkpoints");
         }
         witness::collect(Arc::clone(&ctx.ledger), router.clone(), &handlers);
+        ledger.set_stale_after(config.ledger.stale_checkpoint_s);
+        crate::ledger::watch_freshness(
+            Arc::clone(&ctx.ledger),
+            Arc::clone(ctx.counters()),
+            config.ledger.fresh_checkpoint_s,
+            config.ledger.stale_checkpoint_s,
+            &handlers,
+        );
         let pending = PendingRequests::open(&data_dir.ledger().join("pending"))
             .map_err(|e| StartError::Pending(e.to_string()))?;
         // Revocations waiting here for the sequencer are in force already.

@@ -13,6 +13,7 @@
 
 mod embedded;
 mod follow;
+mod freshness;
 mod pending;
 mod policy;
 
@@ -28,6 +29,7 @@ use tokio::sync::broadcast;
 
 pub use embedded::{CHECKPOINT_FILE, EmbeddedLedger, LOG_FILE, LedgerStore, StoreError};
 pub use follow::{FollowError, Followed, follow};
+pub use freshness::watch as watch_freshness;
 pub use pending::{MAX_PENDING, Pending, PendingError, PendingRequests};
 pub use policy::{Denial, Party, Policy, Refused};
 
@@ -164,6 +166,13 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     /// freezes the ledger: from then on it takes no checkpoint and
     /// sequences nothing. Subscribers are told.
     fn raise_alarm(&self, fork: &Fork, source: &str);
+    /// The sequencer dates its checkpoint anew (same tree; the witnesses'
+    /// cosignatures kept until they cosign the new date) and tells
+    /// subscribers; false where this daemon does not sequence.
+    fn redate(&self) -> bool;
+    /// How old our checkpoint is, in seconds, by the newest time anyone
+    /// signed it with, and whether that is stale; none if undated.
+    fn freshness(&self) -> Option<(u64, bool)>;
     /// Puts a revocation request its author signed in force now, before the
     /// log holds it (it can only remove rights; see
     /// `carrier_proto::ledger::SeenRevocations`); subscribers are told of a

@@ -7,9 +7,11 @@
 //!   cannot make it cosign a fork.
 //! - The sequencer asks every active device with role `witness` after each
 //!   new checkpoint, all at once, and merges the cosignatures of the
-//!   genesis's witnesses into its stored checkpoint; until enough have
-//!   cosigned it asks again every [`RETRY`]. Daemons take a checkpoint only
-//!   with the genesis's quorum of cosignatures.
+//!   genesis's witnesses into its stored checkpoint; until the quorum has
+//!   cosigned it asks again every [`RETRY`] (every [`RETRY_ALL`] while a
+//!   witness beyond the quorum is missing). A re-dated checkpoint is asked
+//!   for again. Daemons take a checkpoint only with the genesis's quorum of
+//!   cosignatures.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ const ANSWER_FRAME: usize = 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the sequencer asks again while a checkpoint lacks its quorum.
 const RETRY: Duration = Duration::from_secs(2);
+/// How often it asks again when the quorum cosigned but some witness did not.
+const RETRY_ALL: Duration = Duration::from_secs(30);
 
 fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -171,9 +175,11 @@ pub(crate) fn collect(ledger: Arc<dyn Ledger>, router: Router, tasks: &Tasks) {
         let known: Arc<Mutex<HashMap<Did, u64>>> = Arc::default();
         loop {
             ask_all(&*ledger, &router, &known).await;
-            let needed = ledger.network().map_or(0, |n| n.witnesses.witnesses.len());
-            let have = ledger.checkpoint().map_or(0, |c| c.cosignatures().len());
-            let wait = if have < needed { RETRY } else { Duration::MAX };
+            let wait = match cosigned(&*ledger) {
+                Some((have, quorum, _)) if have < quorum => RETRY,
+                Some((have, _, all)) if have < all => RETRY_ALL,
+                _ => Duration::MAX,
+            };
             tokio::select! {
                 update = updates.recv() => if let Err(broadcast::error::RecvError::Closed) = update { return },
                 () = tokio::time::sleep(wait.min(Duration::from_secs(3600))) => {}
@@ -182,13 +188,27 @@ pub(crate) fn collect(ledger: Arc<dyn Ledger>, router: Router, tasks: &Tasks) {
     });
 }
 
+/// How many witnesses cosigned our checkpoint as the log last dated it, the
+/// quorum, and how many witnesses there are.
+fn cosigned(ledger: &dyn Ledger) -> Option<(usize, usize, usize)> {
+    let (checkpoint, network) = (ledger.checkpoint()?, ledger.network()?);
+    let dated = checkpoint.log_time_s().unwrap_or(0);
+    let current = checkpoint.cosignatures().iter().filter(|c| c.time_s >= dated).count();
+    Some((current, network.witnesses.quorum(), network.witnesses.witnesses.len()))
+}
+
+/// Whether a witness has not cosigned our checkpoint as the log last dated
+/// it (none yet, or only an older date).
+fn wanting(ledger: &dyn Ledger) -> bool {
+    cosigned(ledger).is_some_and(|(have, _, all)| have < all)
+}
+
 /// Asks every witness device for its cosignature of our checkpoint, and
 /// keeps those that verify.
 async fn ask_all(ledger: &dyn Ledger, router: &Router, known: &Mutex<HashMap<Did, u64>>) {
     let (Some(checkpoint), Some(network)) = (ledger.checkpoint(), ledger.network()) else { return };
     let witnesses = network.witnesses.witnesses.clone();
-    let missing = witnesses.len() > checkpoint.cosignatures().len();
-    if !missing {
+    if !wanting(ledger) {
         return;
     }
     let asks = ledger.devices_with_role(WITNESS_ROLE).into_iter().map(|device| {

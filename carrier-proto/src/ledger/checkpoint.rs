@@ -352,21 +352,28 @@ impl SignedCheckpoint {
     }
 
     /// Adds cosignatures (each witness once, the network's order kept:
-    /// `witnesses`) that verify over this checkpoint; returns how many were new.
+    /// `witnesses`) that verify over this checkpoint; a witness's later
+    /// cosignature replaces its earlier one. Returns how many were new or
+    /// later.
     pub fn add_cosignatures(&mut self, cosignatures: &[Cosignature], witnesses: &[WitnessKey]) -> usize {
-        let before = self.cosignatures.len();
+        let mut changed = 0;
         for cosignature in cosignatures {
             let known = witnesses.contains(&cosignature.witness);
-            let fresh = !self.cosignatures.iter().any(|c| c.witness == cosignature.witness);
             let valid = cosignature::verify(&cosignature.witness.key(), &self.body, &cosignature.bytes).is_some();
-            if known && fresh && valid {
-                self.cosignatures.push(cosignature.clone());
+            if !known || !valid {
+                continue;
             }
+            match self.cosignatures.iter_mut().find(|c| c.witness == cosignature.witness) {
+                Some(held) if held.time_s < cosignature.time_s => *held = cosignature.clone(),
+                Some(_) => continue,
+                None => self.cosignatures.push(cosignature.clone()),
+            }
+            changed += 1;
         }
         let order = |c: &Cosignature| witnesses.iter().position(|w| *w == c.witness);
         self.cosignatures.sort_by_key(order);
         self.rewrite();
-        self.cosignatures.len() - before
+        changed
     }
 
     /// Reads cosignature lines (as witnesses answer) by any of `witnesses`

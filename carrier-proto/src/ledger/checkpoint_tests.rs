@@ -158,6 +158,12 @@ fn a_quorum_of_witnesses_is_required_and_their_lines_are_kept() {
     let stranger = witnesses(1).remove(0);
     let theirs = cosigned.cosign(&stranger.0, &stranger.1, TIME);
     assert_eq!(cosigned.add_cosignatures(&[theirs], &keys), 0);
+    // A witness's later cosignature (a re-dated checkpoint) replaces its
+    // earlier one; an earlier one changes nothing.
+    let later = cosigned.cosign(&ws[2].0, &ws[2].1, TIME + 60);
+    assert_eq!(cosigned.add_cosignatures(&[later, one], &keys), 1);
+    assert_eq!(cosigned.cosignatures().len(), 2);
+    assert_eq!(cosigned.time_s(), Some(TIME + 60));
 }
 
 /// The largest note we can make, with every witness a network may name

@@ -115,7 +115,7 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         let value = json!({
             "did": s.did, "network": s.network, "network_id": s.network_id, "uptime_ms": s.uptime_ms,
-            "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer, "frozen": !s.alarm.is_empty() },
+            "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer, "frozen": !s.alarm.is_empty(), "checkpoint_age_s": s.checkpoint_age_s, "checkpoint_stale": s.checkpoint_stale },
             "registered": s.registered,
             "peers": s.peers, "routes": s.routes, "alarm": s.alarm, "apps": s.apps,
             "nat": s.nat, "mapping": s.mapping, "mapped": s.mapped,
@@ -154,6 +154,12 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     println!("apps:     {} connected", s.apps.len());
     for app in &s.apps {
         println!("          {app}");
+    }
+    if s.checkpoint_stale {
+        println!(
+            "STALE:    no fresh checkpoint for {} (the sequencer may be gone)",
+            humantime::format_duration(Duration::from_secs(s.checkpoint_age_s))
+        );
     }
     if !s.alarm.is_empty() {
         println!("ALARM:    {}", s.alarm);

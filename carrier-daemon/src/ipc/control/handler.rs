@@ -215,7 +215,10 @@ impl Handler {
             Mapping::Dependent(ip) => ("endpoint-dependent", ip.to_string()),
             Mapping::Unknown => ("unknown", String::new()),
         };
+        let (checkpoint_age_s, checkpoint_stale) = self.ledger.freshness().unwrap_or_default();
         Ok(Response::Status(pb::Status {
+            checkpoint_age_s,
+            checkpoint_stale,
             mapping: mapping.to_owned(),
             mapped,
             did: self.did.to_string(),

@@ -16,6 +16,7 @@ mod log_format;
 mod store;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -77,6 +78,8 @@ pub struct EmbeddedLedger {
     evidence_dir: Option<PathBuf>,
     /// Revocation requests in force before the log holds them.
     seen: RwLock<SeenRevocations>,
+    /// A checkpoint older than this many seconds is stale (0: never).
+    stale_after_s: AtomicU64,
 }
 
 impl std::fmt::Debug for EmbeddedLedger {
@@ -94,6 +97,7 @@ impl EmbeddedLedger {
             alarm: RwLock::new(None),
             evidence_dir,
             seen: RwLock::default(),
+            stale_after_s: AtomicU64::new(0),
         }
     }
 
@@ -113,6 +117,11 @@ impl EmbeddedLedger {
         let ledger = Self::new(Backing::Store(Box::new(store)), dir);
         *ledger.alarm.write().unwrap_or_else(PoisonError::into_inner) = raised;
         ledger
+    }
+
+    /// Calls a checkpoint older than `seconds` stale (0: never).
+    pub fn set_stale_after(&self, seconds: u64) {
+        self.stale_after_s.store(seconds, Ordering::Relaxed);
     }
 
     /// Whether the alarm froze the ledger.
@@ -419,6 +428,40 @@ impl Ledger for EmbeddedLedger {
         }
         // Subscribers hear of it: ledger sync passes the evidence on.
         self.tell(vec![(None, None)]);
+    }
+
+    fn redate(&self) -> bool {
+        let Some(sequencer) = &self.sequencer else { return false };
+        if self.frozen() {
+            return false;
+        }
+        {
+            let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            let Backing::Store(store) = &mut *guard else { return false };
+            let sequencer = sequencer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut redated = sequencer.checkpoint(store.state(), now_ms());
+            // The text is the same: the witnesses' cosignatures still hold
+            // until they cosign the new date.
+            if let (Some(ours), Some(network)) = (store.checkpoint(), store.state().network()) {
+                if ours.body() != redated.body() {
+                    return false;
+                }
+                redated.add_cosignatures(ours.cosignatures(), &network.witnesses.witnesses);
+            }
+            if let Err(error) = store.save_checkpoint(redated) {
+                tracing::warn!(%error, "cannot date our checkpoint anew");
+                return false;
+            }
+        }
+        self.tell(vec![(None, None)]);
+        true
+    }
+
+    fn freshness(&self) -> Option<(u64, bool)> {
+        let time_s = self.checkpoint()?.time_s()?;
+        let age_s = (now_ms() / 1000).saturating_sub(time_s);
+        let stale_after = self.stale_after_s.load(Ordering::Relaxed);
+        Some((age_s, stale_after > 0 && age_s > stale_after))
     }
 
     fn admit_revocation(&self, entry: &Entry) -> Result<Admitted, RevocationRefusal> {
