@@ -370,3 +370,42 @@ fn a_revocation_takes_effect_everywhere_before_the_log_holds_it() {
     let resolved = carrierctl(&["ledger", "resolve", "--socket", &socket(observer), &victim]);
     assert!(resolved.contains(&format!("revoked at entry {base}")), "{resolved}");
 }
+
+/// A sequencer whose checkpoint file is gone does not start over from what
+/// its log holds: it refuses to sequence and names the file.
+#[test]
+fn a_sequencer_missing_its_checkpoint_file_refuses_and_names_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (dirs, mut daemons) = network(root.path());
+    assert!(daemons.remove(0).terminate().success());
+    let checkpoint = dirs[0].join("ledger/checkpoint");
+    std::fs::remove_file(&checkpoint).unwrap();
+    let config = dirs[0].join("carrierd.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nruntime_dir = {:?}\n[ledger]\nsequencer_key = {:?}\n",
+        dirs[0].join("run"),
+        dirs[0].join("log.key")
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = carrierd(&["run", "--config", config.to_str().unwrap(), "--data-dir", dirs[0].to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the sequencer started without its checkpoint file");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+    assert!(!status.success());
+    assert!(said.contains(checkpoint.to_str().unwrap()), "{said}");
+    assert!(std::fs::read(dirs[0].join("ledger/ledger.log")).unwrap().len() > 100, "the log is kept");
+}
