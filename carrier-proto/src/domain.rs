@@ -28,6 +28,10 @@ pub const COSIGNATURE: &[u8] = b"";
 /// origin, so nodes that move it charge it to its origin.
 pub const MAILBOX_DEPOSIT: &[u8] = b"carrier/v1/mailbox-deposit\0";
 
+/// Signature by a registrar (or the current log key) approving a handover
+/// of sequencing to a new log key and device.
+pub const HANDOVER: &[u8] = b"carrier/v1/handover\0";
+
 /// Concatenates `tag` and `payload` into the message that is signed or hashed.
 pub fn tagged(tag: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut message = Vec::with_capacity(tag.len() + payload.len());

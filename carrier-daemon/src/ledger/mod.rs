@@ -180,6 +180,12 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     fn admit_revocation(&self, entry: &Entry) -> Result<Admitted, RevocationRefusal>;
     /// The revocation requests in force that the log does not hold yet.
     fn revocations_in_force(&self) -> Vec<Entry>;
+    /// Holds a handover request its registrars signed (checked against the
+    /// ledger), so checkpoints by its new log key count before the log
+    /// holds it, and a sequencer it hands away from stops; true if new.
+    fn admit_handover(&self, entry: &Entry) -> Result<bool, Rejection>;
+    /// The handover requests held that the log does not hold yet.
+    fn handovers_seen(&self) -> Vec<Entry>;
     /// The equivocation alarm, if raised.
     fn alarm(&self) -> Option<String>;
     /// The evidence behind the alarm, to pass on to peers.

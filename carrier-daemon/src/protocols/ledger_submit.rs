@@ -111,10 +111,20 @@ impl Submitter {
             return Err(SubmitFailure::TooMany);
         }
         // A revocation is in force here (and passed on) at once, whatever
-        // the sequencer does with it.
-        for entry in entries.iter().filter(|e| matches!(e.op(), Op::Revoke { .. })) {
-            if let Err(refusal) = self.ledger.admit_revocation(entry) {
-                tracing::debug!(%refusal, "a submitted revocation is not in force before it is sequenced");
+        // the sequencer does with it; a handover is held and passed on.
+        for entry in &entries {
+            match entry.op() {
+                Op::Revoke { .. } => {
+                    if let Err(refusal) = self.ledger.admit_revocation(entry) {
+                        tracing::debug!(%refusal, "a submitted revocation is not in force before it is sequenced");
+                    }
+                }
+                Op::Handover { .. } => {
+                    if let Err(rejection) = self.ledger.admit_handover(entry) {
+                        tracing::warn!(%rejection, "a submitted handover does not hold");
+                    }
+                }
+                _ => {}
             }
         }
         if self.ledger.is_sequencer() {
@@ -192,13 +202,20 @@ impl Submitter {
                 None => true,
             })
             .collect();
-        for entry in self.ledger.revocations_in_force() {
+        for entry in self.ledger.revocations_in_force().into_iter().chain(self.ledger.handovers_seen()) {
             if self.ledger.position(&entry.hash()).is_none() && !waiting.iter().any(|w| w.hash() == entry.hash()) {
                 waiting.push(entry);
             }
         }
         if waiting.is_empty() {
             return Ok(());
+        }
+        // A handover goes to the sequencer it names (ourselves, maybe),
+        // first thing: it may be what lets everything else be sequenced.
+        let (handovers, waiting): (Vec<Entry>, Vec<Entry>) =
+            waiting.into_iter().partition(|e| matches!(e.op(), Op::Handover { .. }));
+        for handover in handovers {
+            self.hand_over(handover).await;
         }
         if self.ledger.is_sequencer() {
             // Revocations gossiped to us: sequence them.
@@ -232,6 +249,39 @@ impl Submitter {
             }
         }
         Ok(())
+    }
+
+    /// Takes a handover to the sequencer it names: ours to sequence if it
+    /// names our log key, else sent to that device.
+    async fn hand_over(&self, handover: Entry) {
+        let Op::Handover { sequencer, .. } = handover.op() else { return };
+        let sequencer = *sequencer;
+        let result = match self.ledger.submit(vec![handover.clone()]) {
+            Ok(mut results) => results.pop().map(|r| outcome(r).to_pb()),
+            // Not ours to sequence: the device it names takes it.
+            Err(SubmitError::NotSequencer) => match self.send(sequencer, std::slice::from_ref(&handover)).await {
+                Ok(mut results) => results.pop(),
+                Err(error) => {
+                    tracing::debug!(%sequencer, %error, "the handover's new sequencer cannot be reached yet");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot sequence a handover");
+                None
+            }
+        };
+        match result.and_then(|r| r.result) {
+            Some(Outcome::Index(index)) => {
+                tracing::info!(index, %sequencer, "the handover is in the log");
+                self.pending.remove(&handover.hash());
+            }
+            Some(Outcome::Refused(rule)) => {
+                tracing::warn!(%rule, %sequencer, "the handover was refused");
+                self.pending.refuse(&handover.hash(), &rule);
+            }
+            _ => {}
+        }
     }
 
     async fn send(&self, sequencer: Did, batch: &[Entry]) -> Result<Vec<pb::SubmitResult>, ProtocolError> {
@@ -273,10 +323,6 @@ impl ProtocolHandler for Submitter {
                 reader.read().await?.ok_or_else(|| ProtocolError::Violation("empty submit stream".into()))?;
             if request.entries.len() > MAX_REQUESTS {
                 return Err(ProtocolError::Violation(format!("{} requests in one exchange", request.entries.len())));
-            }
-            if !self.ledger.is_sequencer() {
-                tracing::debug!(%peer, "a peer sent requests here, but this daemon does not sequence");
-                return Err(ProtocolError::Violation("this daemon does not sequence the ledger".into()));
             }
             let mut decoded = Vec::new();
             let mut results = vec![None; request.entries.len()];

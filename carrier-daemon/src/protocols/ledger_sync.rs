@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use carrier_proto::identity::Did;
 use carrier_proto::ledger::{
-    Admitted, Entry, EntryHash, Fetch, Fork, Judgement, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE,
+    Admitted, CatchUp, Entry, EntryHash, Fetch, Fork, Judgement, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE, Op,
     SignedCheckpoint,
 };
 use carrier_proto::pb::{self, sync_request::Request};
@@ -77,6 +77,9 @@ pub(crate) struct LedgerSync {
     streams: Mutex<HashMap<Did, usize>>,
     /// Peers we are catching up from (one catch-up each).
     catching_up: Mutex<HashSet<Did>>,
+    /// The newest note each peer announced while we were catching up from
+    /// it: judged again once that catch-up ends, so none is lost.
+    deferred: Mutex<HashMap<Did, Vec<u8>>>,
     /// Catch-ups running at once.
     catch_ups: Semaphore,
 }
@@ -113,6 +116,7 @@ impl LedgerSync {
             counters: Arc::clone(ctx.counters()),
             streams: Mutex::default(),
             catching_up: Mutex::default(),
+            deferred: Mutex::default(),
             catch_ups: Semaphore::new(MAX_CATCH_UPS),
         })
     }
@@ -140,7 +144,7 @@ impl LedgerSync {
         let mut updates = self.ledger.subscribe();
         let mut peers: HashSet<Did> = HashSet::new();
         let mut announced = self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
-        // The revocations in force here that went to every linked peer.
+        // The revocations and handovers held here that went to every linked peer.
         let mut revocations_sent: HashSet<EntryHash> = HashSet::new();
         // Whether our evidence (if any) went to every linked peer; evidence
         // kept from before a restart goes to each peer as its link comes up.
@@ -156,8 +160,8 @@ impl LedgerSync {
                         if let Some(fork) = self.ledger.evidence() {
                             self.send_evidence(&HashSet::from([did]), &fork);
                         }
-                        for entry in self.ledger.revocations_in_force() {
-                            self.send_revocation(&HashSet::from([did]), &entry);
+                        for entry in self.ledger.revocations_in_force().iter().chain(&self.ledger.handovers_seen()) {
+                            self.send_urgent(&HashSet::from([did]), entry);
                         }
                         self.peer_up(&ctx, did);
                     }
@@ -177,9 +181,9 @@ impl LedgerSync {
                 },
                 update = updates.recv() => match update {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        for entry in self.ledger.revocations_in_force() {
+                        for entry in self.ledger.revocations_in_force().iter().chain(&self.ledger.handovers_seen()) {
                             if revocations_sent.insert(entry.hash()) {
-                                self.send_revocation(&peers, &entry);
+                                self.send_urgent(&peers, entry);
                             }
                         }
                         if !spread && let Some(fork) = self.ledger.evidence() {
@@ -212,10 +216,15 @@ impl LedgerSync {
         self.tell(peers, pb::SyncRequest { request: Some(Request::Evidence(fork.encode())) }, "ledger evidence");
     }
 
-    /// Passes a revocation request in force here on to `peers`.
-    fn send_revocation(&self, peers: &HashSet<Did>, entry: &Entry) {
-        let request = pb::SyncRequest { request: Some(Request::Revocation(entry.encoded().to_vec())) };
-        self.tell(peers, request, "revocation gossip");
+    /// Passes a revocation in force here, or a handover held here, on to
+    /// `peers`.
+    fn send_urgent(&self, peers: &HashSet<Did>, entry: &Entry) {
+        let bytes = entry.encoded().to_vec();
+        let request = match entry.op() {
+            Op::Handover { .. } => Request::Handover(bytes),
+            _ => Request::Revocation(bytes),
+        };
+        self.tell(peers, pb::SyncRequest { request: Some(request) }, "revocation gossip");
     }
 
     /// Sends `request` to each of `peers` on a stream of its own.
@@ -258,29 +267,44 @@ impl LedgerSync {
             }
         };
         if !self.catching_up.lock().unwrap_or_else(PoisonError::into_inner).insert(peer) {
-            return; // one catch-up per peer; the running one goes on
+            // One catch-up per peer: the running one goes on, and this note
+            // is judged again when it ends.
+            self.deferred.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, note);
+            return;
         }
         let sync = Arc::clone(self);
         self.router.handlers().spawn_until_stop(async move {
-            let _place = Place { sync: &sync, peer, catch_up: true };
-            let Ok(_permit) = sync.catch_ups.acquire().await else { return };
-            let size = catch_up.target().size();
-            let ledger = Arc::clone(&sync.ledger);
-            let caught_up = follow(&*ledger, catch_up, |fetch| sync.fetch(peer, fetch));
-            match tokio::time::timeout(CATCH_UP_DEADLINE, caught_up).await {
-                Ok(Ok(Followed::Reached(applied))) if applied > 0 => {
-                    tracing::info!(%peer, applied, height = ledger.head().height, "applied ledger entries from a peer");
-                }
-                Ok(Ok(Followed::Reached(_))) => {}
-                Ok(Ok(Followed::Fork(fork))) => ledger.raise_alarm(&fork, &format!("peer {peer}")),
-                Ok(Err(FollowError::Refused(error))) => {
-                    sync.counters.count("ledger_batches_refused");
-                    tracing::warn!(%peer, %error, "refused ledger entries from a peer");
-                }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "ledger fetch failed"),
-                Err(_) => tracing::warn!(%peer, size, "ledger catch-up ran past its deadline; will retry on the next announce"),
+            sync.catch_up(peer, catch_up).await;
+            let deferred = sync.deferred.lock().unwrap_or_else(PoisonError::into_inner).remove(&peer);
+            if let Some(note) = deferred {
+                sync.consider(peer, note);
             }
         });
+    }
+
+    /// Follows `catch_up` with `peer`'s answers, within the deadline; holds
+    /// the peer's catch-up place until it returns.
+    async fn catch_up(&self, peer: Did, catch_up: Box<CatchUp>) {
+        let _place = Place { sync: self, peer, catch_up: true };
+        let Ok(_permit) = self.catch_ups.acquire().await else { return };
+        let size = catch_up.target().size();
+        let ledger = Arc::clone(&self.ledger);
+        let caught_up = follow(&*ledger, catch_up, |fetch| self.fetch(peer, fetch));
+        match tokio::time::timeout(CATCH_UP_DEADLINE, caught_up).await {
+            Ok(Ok(Followed::Reached(applied))) if applied > 0 => {
+                tracing::info!(%peer, applied, height = ledger.head().height, "applied ledger entries from a peer");
+            }
+            Ok(Ok(Followed::Reached(_))) => {}
+            Ok(Ok(Followed::Fork(fork))) => ledger.raise_alarm(&fork, &format!("peer {peer}")),
+            Ok(Err(FollowError::Refused(error))) => {
+                self.counters.count("ledger_batches_refused");
+                tracing::warn!(%peer, %error, "refused ledger entries from a peer");
+            }
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "ledger fetch failed"),
+            Err(_) => {
+                tracing::warn!(%peer, size, "ledger catch-up ran past its deadline; will retry on the next announce")
+            }
+        }
     }
 
     /// Checks a peer's evidence of a fork with the log key alone and, if it
@@ -310,6 +334,22 @@ impl LedgerSync {
             Err(refusal) => {
                 self.counters.count("ledger_revocations_refused");
                 tracing::debug!(%peer, %refusal, "a peer's revocation request is not in force here");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a peer's handover request against our ledger and holds it
+    /// (which passes it on).
+    fn handover_from(&self, peer: Did, bytes: &[u8]) -> Result<(), ProtocolError> {
+        let entry = Entry::decode(bytes)
+            .map_err(|e| ProtocolError::Violation(format!("a handover that does not decode: {e}")))?;
+        match self.ledger.admit_handover(&entry) {
+            Ok(true) => tracing::info!(%peer, "a peer passed on a handover of sequencing; held here"),
+            Ok(false) => {}
+            Err(rejection) => {
+                self.counters.count("ledger_handovers_refused");
+                tracing::debug!(%peer, %rejection, "a peer's handover request does not hold here");
             }
         }
         Ok(())
@@ -373,6 +413,7 @@ impl ProtocolHandler for LedgerSync {
                     Ok(())
                 }
                 Some(Request::Revocation(bytes)) => self.revocation_from(peer, &bytes),
+                Some(Request::Handover(bytes)) => self.handover_from(peer, &bytes),
                 None => Err(ProtocolError::Violation("empty sync request".into())),
             }
         })

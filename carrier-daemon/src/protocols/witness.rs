@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use carrier_proto::identity::{Did, Identity};
 use carrier_proto::ledger::{
-    EntryHash, MAX_NOTE_SIZE, MAX_PROOF_HASHES, WitnessRefusal, WitnessedHead, add_checkpoint, witness_key_of,
+    EntryHash, LogTrust, MAX_NOTE_SIZE, MAX_PROOF_HASHES, Op, SignedCheckpoint, WitnessRefusal, WitnessedHead,
+    add_checkpoint, witness_key_of,
 };
 use carrier_proto::pb::{self, witness_answer::Answer};
 use tokio::sync::broadcast;
@@ -121,8 +122,24 @@ impl Witness {
         let Some(proof) = proof_hashes(&request.proof) else {
             return Answer::Refused("a proof hash is not 32 bytes".into());
         };
+        // The log key that signed it: the ledger's, or that of a handover
+        // we hold (the new sequencer's first checkpoint).
+        let handed: Vec<_> = self
+            .ledger
+            .handovers_seen()
+            .iter()
+            .filter_map(|e| match e.op() {
+                Op::Handover { log_key, .. } => Some(*log_key),
+                _ => None,
+            })
+            .collect();
+        let trust = handed
+            .into_iter()
+            .map(|log_key| LogTrust { log_key, ..network.trust() })
+            .find(|trust| SignedCheckpoint::open(&request.note, trust).is_ok())
+            .unwrap_or(network.trust());
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        match add_checkpoint(&self.key, &network.trust(), *last, request.old_size, &proof, &request.note, now_s()) {
+        match add_checkpoint(&self.key, &trust, *last, request.old_size, &proof, &request.note, now_s()) {
             Ok(cosigned) => {
                 if let Err(error) = self.keep(cosigned.state) {
                     tracing::error!(%error, "cannot keep the witness state; not cosigning");

@@ -14,6 +14,7 @@ use prost::Message;
 
 use super::Consent;
 use super::genesis::{Quotas, WitnessPolicy};
+use super::handover::Approval;
 use crate::identity::{Did, DidError, Identity, KeyError, NoisePublicKey, PublicKeys, SigningPublicKey};
 use crate::{domain, pb};
 
@@ -119,6 +120,16 @@ pub enum Op {
         /// Why, for people.
         reason: String,
     },
+    /// Moves sequencing to another device under a new log key; signed by a
+    /// registrar, approved by more (see `handover`).
+    Handover {
+        /// The new log key: it signs every checkpoint from this entry on.
+        log_key: SigningPublicKey,
+        /// The device that sequences from now on.
+        sequencer: Did,
+        /// Further signatures, sorted by key.
+        approvals: Vec<Approval>,
+    },
 }
 
 impl Op {
@@ -130,6 +141,7 @@ impl Op {
             Op::RegisterApp { .. } => "register-app",
             Op::RotateKeys { .. } => "rotate-keys",
             Op::Revoke { .. } => "revoke",
+            Op::Handover { .. } => "handover",
         }
     }
 }
@@ -349,6 +361,14 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
             noise_key: keys.noise.as_bytes().to_vec(),
         }),
         Op::Revoke { did, reason } => P::Revoke(pb::Revoke { did: did.to_string(), reason: reason.clone() }),
+        Op::Handover { log_key, sequencer, approvals } => P::Handover(pb::Handover {
+            log_key: log_key.as_bytes().to_vec(),
+            sequencer: sequencer.to_string(),
+            approvals: approvals
+                .iter()
+                .map(|a| pb::Approval { key: a.key.as_bytes().to_vec(), signature: a.signature.to_vec() })
+                .collect(),
+        }),
     };
     let network = if body.network_id == EntryHash::ZERO { Vec::new() } else { body.network_id.0.to_vec() };
     pb::EntryBody {
@@ -406,6 +426,29 @@ fn body_from_pb(message: pb::EntryBody, trust: Trust) -> Result<EntryBody, Entry
             Op::RotateKeys { did: trust.did(&r.did, &[signer])?, keys: trust.keys(&r.signing_key, &r.noise_key)? }
         }
         P::Revoke(r) => Op::Revoke { did: trust.did(&r.did, &[signer])?, reason: text("reason", r.reason, true)? },
+        P::Handover(h) => {
+            check_list("approvals", h.approvals.len())?;
+            let approvals = h
+                .approvals
+                .iter()
+                .map(|a| {
+                    let signature = a.signature.as_slice().try_into();
+                    Ok(Approval {
+                        key: trust.key(&a.key, "approval key")?,
+                        signature: signature.map_err(|_| EntryError::SignatureLength(a.signature.len()))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, EntryError>>()?;
+            // One encoding only: sorted by key, each once.
+            if !approvals.windows(2).all(|w| w[0].key.as_bytes() < w[1].key.as_bytes()) {
+                return Err(EntryError::NotCanonical);
+            }
+            Op::Handover {
+                log_key: trust.key(&h.log_key, "log key")?,
+                sequencer: trust.did(&h.sequencer, &[])?,
+                approvals,
+            }
+        }
     };
     Ok(EntryBody { network_id, time_ms: message.time_ms, expires_ms: message.expires_ms, signer, op })
 }

@@ -56,13 +56,13 @@ fn rejects_oversized_entries() {
 fn rejects_non_canonical_encodings() {
     let signer = identity(3);
     let mut bytes = signed(&sample_body(&signer), &signer);
-    // An unknown field (number 15, varint 1) appended to the outer message.
-    bytes.extend_from_slice(&[0x78, 0x01]);
+    // An unknown field (number 31, varint 1) appended to the outer message.
+    bytes.extend_from_slice(&[0xf8, 0x01, 0x01]);
     assert_eq!(Entry::decode(&bytes), Err(EntryError::NotCanonical));
 
     // An unknown field inside the signed body: validly signed, still refused.
     let mut body = sample_body(&signer).encode_to_vec();
-    body.extend_from_slice(&[0x78, 0x01]);
+    body.extend_from_slice(&[0xf8, 0x01, 0x01]);
     let signature = signer.sign(domain::LEDGER_ENTRY, &body).to_vec();
     let bytes = pb::SignedEntry { body, signature }.encode_to_vec();
     assert_eq!(Entry::decode(&bytes), Err(EntryError::NotCanonical));

@@ -134,6 +134,23 @@ pub enum Rejection {
     /// A key that some identity holds or held.
     #[error("a key in this entry is already used by another identity")]
     KeyReused,
+    /// A handover approval that does not verify, or is not a registrar's
+    /// (other than the author) or the current log key's.
+    #[error("the handover approval by {0} does not count: not a valid signature by another registrar or the log key")]
+    BadApproval(Did),
+    /// A handover handed to a sequencer other than the one it names (under
+    /// its new log key), or not first in its batch.
+    #[error("a handover is sequenced first thing by the sequencer it names, under its new log key")]
+    HandoverElsewhere,
+    /// A handover signed by too few registrars, and not countersigned by
+    /// the current log key.
+    #[error("a handover needs {need} registrars' signatures (or the current log key's), found {have}")]
+    HandoverQuorum {
+        /// Registrars that signed.
+        have: usize,
+        /// The genesis's handover quorum.
+        need: usize,
+    },
     /// The app did not consent to this host in this network.
     #[error("{0} did not consent to this device in this network; register it with the app's own consent")]
     NoConsent(Did),

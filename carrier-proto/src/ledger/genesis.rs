@@ -51,6 +51,9 @@ pub struct Quotas {
     pub registrar_requests_per_day: u32,
     /// Longest a request may live, in seconds (0: the default).
     pub max_request_lifetime_s: u32,
+    /// Registrars that must sign a handover of sequencing, unless the
+    /// current log key countersigns (0: one).
+    pub handover_quorum: u32,
 }
 
 impl Default for Quotas {
@@ -63,6 +66,7 @@ impl Default for Quotas {
             registrar_requests_per_minute: 0,
             registrar_requests_per_day: 0,
             max_request_lifetime_s: 0,
+            handover_quorum: 0,
         }
     }
 }
@@ -72,6 +76,11 @@ fn or(value: u32, default: u32) -> u32 {
 }
 
 impl Quotas {
+    /// Registrars that must sign a handover, in force.
+    pub fn handover_quorum(&self) -> usize {
+        or(self.handover_quorum, 1) as usize
+    }
+
     /// Requests per day for one subject, in force.
     pub fn requests_per_day(&self) -> u32 {
         or(self.max_requests_per_day, DEFAULT_MAX_REQUESTS_PER_DAY)
@@ -105,6 +114,7 @@ impl Quotas {
         genesis.registrar_requests_per_minute = self.registrar_requests_per_minute;
         genesis.registrar_requests_per_day = self.registrar_requests_per_day;
         genesis.max_request_lifetime_s = self.max_request_lifetime_s;
+        genesis.handover_quorum = self.handover_quorum;
     }
 
     pub(super) fn from_pb(g: &pb::Genesis) -> Result<Self, EntryError> {
@@ -122,6 +132,7 @@ impl Quotas {
             registrar_requests_per_minute: g.registrar_requests_per_minute,
             registrar_requests_per_day: g.registrar_requests_per_day,
             max_request_lifetime_s: g.max_request_lifetime_s,
+            handover_quorum: g.handover_quorum,
         })
     }
 }

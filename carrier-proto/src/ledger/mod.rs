@@ -30,6 +30,7 @@ mod entry;
 mod error;
 mod evidence;
 mod genesis;
+mod handover;
 mod invite;
 pub mod merkle;
 mod note;
@@ -58,6 +59,7 @@ pub use genesis::{
     DEFAULT_MAX_REQUESTS_PER_MINUTE, DEFAULT_MAX_ROTATIONS_PER_DAY, DEFAULT_REGISTRAR_REQUESTS_PER_DAY,
     DEFAULT_REGISTRAR_REQUESTS_PER_MINUTE, MAX_WITNESSES, Quotas, WitnessPolicy,
 };
+pub use handover::{Approval, MAX_SEEN_HANDOVERS, SeenHandovers, handover_message};
 pub use invite::{INVITE_PREFIX, Invite, InviteError, MAX_BOOTSTRAP};
 pub use note::{MAX_NOTE_SIZE, MAX_SIGNATURE_LINES};
 pub use revocations::{Admitted, MAX_SEEN_REVOCATIONS, RevocationRefusal, SeenRevocations};

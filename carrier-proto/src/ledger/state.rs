@@ -355,6 +355,13 @@ impl LedgerState {
                 }
                 Ok(())
             }
+            Op::Handover { log_key, sequencer, approvals } => super::handover::check(
+                network,
+                &signer,
+                (log_key, sequencer, approvals),
+                |key| self.used_signing_keys.contains(key),
+                |did| self.active(did).is_ok_and(|r| matches!(r.subject, Subject::Device { .. })),
+            ),
         }
     }
 
@@ -395,6 +402,12 @@ impl LedgerState {
             Op::Revoke { did, reason } => {
                 if let Some(record) = self.records.get_mut(did) {
                     record.revoked = Some(Revocation { seq: index, reason: reason.clone() });
+                }
+            }
+            Op::Handover { log_key, .. } => {
+                self.used_signing_keys.insert(*log_key);
+                if let Some(network) = &mut self.network {
+                    network.log_key = *log_key;
                 }
             }
         }

@@ -98,6 +98,7 @@ pub(crate) fn audit(at: &LedgerDir, target: &Target, since: &Path, json: bool) -
 fn subject(op: &Op) -> Option<Did> {
     match op {
         Op::Genesis { .. } => None,
+        Op::Handover { sequencer, .. } => Some(*sequencer),
         Op::RegisterDevice { did, .. }
         | Op::RegisterApp { did, .. }
         | Op::RotateKeys { did, .. }

@@ -17,7 +17,7 @@ use carrier_daemon::paths::{self, DataDir};
 use carrier_proto::identity::{Card, Did, Identity, IdentityKind};
 use carrier_proto::keystore;
 use carrier_proto::ledger::Consent;
-use carrier_proto::ledger::{Entry, LedgerState, Op, Quotas, Sequencer, WitnessKey, WitnessPolicy};
+use carrier_proto::ledger::{Approval, Entry, LedgerState, Op, Quotas, Sequencer, WitnessKey, WitnessPolicy};
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
 use clap::{Args, Subcommand};
 
@@ -136,6 +136,30 @@ pub(crate) enum LedgerCommand {
         reason: String,
         /// Who.
         did: Did,
+    },
+    /// Hand sequencing to another device under a new log key: when the
+    /// sequencer is lost, or retires. The first --key (a registrar) signs
+    /// the request; more registrars' keys, or the current log key, approve
+    /// it, as many as the genesis's handover quorum asks. Hand it to any
+    /// daemon (--submit), or write it (--out).
+    ///
+    /// Example: carrierctl ledger handover --to did:carrier:z… --key admin/registrar.key --log-key new-log.key --submit
+    Handover {
+        #[command(flatten)]
+        at: LedgerDir,
+        #[command(flatten)]
+        how: crate::submit::How,
+        /// The active device that sequences from now on.
+        #[arg(long, value_name = "DID")]
+        to: Did,
+        /// Key files: a registrar's that signs, then approvers' (registrars,
+        /// or the current log key).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// The new log key file (made if it does not exist): copy it to the
+        /// new sequencer's device and set `[ledger] sequencer_key` there.
+        #[arg(long, value_name = "FILE")]
+        log_key: PathBuf,
     },
     /// List every entry.
     ///
@@ -257,6 +281,48 @@ pub(crate) struct LedgerDir {
     pub(crate) ledger: Option<PathBuf>,
 }
 
+/// Signs a handover of sequencing to `to` under the log key in `log_key`
+/// (made there if missing), approved by every key after the first.
+fn handover(
+    at: &LedgerDir,
+    how: &crate::submit::How,
+    target: &Target,
+    to: Did,
+    keys: &[PathBuf],
+    log_key: &std::path::Path,
+) -> anyhow::Result<()> {
+    if how.in_directory() {
+        bail!("a handover is sequenced by the new sequencer: hand it to a daemon (--submit) or write it (--out)");
+    }
+    let new_key = match keystore::load_kind(log_key, IdentityKind::Log) {
+        Ok(key) => key,
+        Err(keystore::KeyStoreError::Missing(_)) => {
+            let key = Identity::generate(IdentityKind::Log);
+            keystore::create(log_key, &key).context("cannot write the new log key")?;
+            println!(
+                "created the new log key {}: copy it to {to} and set [ledger] sequencer_key there",
+                log_key.display()
+            );
+            key
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let (signer, approvers) = keys.split_first().context("give the signing registrar's --key")?;
+    let signer = keystore::load_kind(signer, IdentityKind::Registrar)?;
+    let network = crate::submit::network_id(at, how, target)?;
+    let mut approvals = approvers
+        .iter()
+        .map(|path| {
+            let key = keystore::load(path)?;
+            Ok(Approval::sign(&key, &network, &new_key.signing_key(), &to))
+        })
+        .collect::<anyhow::Result<Vec<Approval>>>()?;
+    approvals.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    approvals.dedup_by(|a, b| a.key == b.key);
+    let op = Op::Handover { log_key: new_key.signing_key(), sequencer: to, approvals };
+    crate::submit::write(at, how, target, &signer, op)
+}
+
 /// Every encoded entry of the ledger to read: the running daemon's when
 /// `--socket` names its control socket, else the directory's (verified).
 pub(crate) fn entries_of(at: &LedgerDir, target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -309,6 +375,10 @@ pub(crate) struct QuotaArgs {
     /// Longest a signed request may wait for the sequencer, in seconds.
     #[arg(long, default_value_t = carrier_proto::ledger::DEFAULT_MAX_REQUEST_LIFETIME_S)]
     max_request_lifetime_s: u32,
+    /// Registrars that must sign a handover of sequencing to another device
+    /// (fewer will do if the current log key countersigns).
+    #[arg(long, default_value_t = 1)]
+    handover_quorum: u32,
 }
 
 impl From<QuotaArgs> for Quotas {
@@ -328,6 +398,7 @@ impl From<QuotaArgs> for Quotas {
             ),
             registrar_requests_per_day: or_zero(a.registrar_requests_per_day, l::DEFAULT_REGISTRAR_REQUESTS_PER_DAY),
             max_request_lifetime_s: or_zero(a.max_request_lifetime_s, l::DEFAULT_MAX_REQUEST_LIFETIME_S),
+            handover_quorum: or_zero(a.handover_quorum, 1),
         }
     }
 }
@@ -345,6 +416,12 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
                 witnesses.len()
             );
             let witnesses = WitnessPolicy { witnesses, quorum: witness_quorum };
+            anyhow::ensure!(
+                quotas.handover_quorum as usize <= 1 + registrars.len(),
+                "--handover-quorum {} needs at least that many registrars (given {})",
+                quotas.handover_quorum,
+                1 + registrars.len()
+            );
             let signer = keystore::load_kind(&key, IdentityKind::Registrar)?;
             let mut keys = vec![signer.signing_key()];
             keys.extend(registrars.iter().map(Did::signing_key));
@@ -401,6 +478,7 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
         LedgerCommand::Revoke { at, how, key, reason, did } => {
             crate::submit::write(&at, &how, target, &keystore::load(&key)?, Op::Revoke { did, reason })
         }
+        LedgerCommand::Handover { at, how, to, keys, log_key } => handover(&at, &how, target, to, &keys, &log_key),
         LedgerCommand::Submit { request, wait } => {
             let entry = crate::submit::read_request(&request)?;
             crate::submit::submit(target, entry, wait)

@@ -152,6 +152,9 @@ enum KeyKind {
     /// Cosigns the network's checkpoints; prints its verifier key for
     /// `ledger genesis --witness`.
     Witness,
+    /// Orders a network's ledger and signs its checkpoints (a genesis makes
+    /// one; a handover names a new one).
+    Log,
 }
 
 impl From<KeyKind> for IdentityKind {
@@ -161,6 +164,7 @@ impl From<KeyKind> for IdentityKind {
             KeyKind::Device => IdentityKind::Device,
             KeyKind::App => IdentityKind::App,
             KeyKind::Witness => IdentityKind::Witness,
+            KeyKind::Log => IdentityKind::Log,
         }
     }
 }

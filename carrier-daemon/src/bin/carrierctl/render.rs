@@ -53,6 +53,7 @@ fn entry_json(state: &LedgerState, index: usize, entry: &Entry) -> Value {
             "registrar_requests_per_minute": quotas.registrar_per_minute(),
             "registrar_requests_per_day": quotas.registrar_per_day(),
             "max_request_lifetime_s": quotas.request_lifetime_ms() / 1000,
+            "handover_quorum": quotas.handover_quorum(),
         }),
         Op::RegisterDevice { did, keys, roles } => json!({
             "did": did.to_string(), "noise_key": keys.noise.to_string(), "roles": roles,
@@ -66,6 +67,11 @@ fn entry_json(state: &LedgerState, index: usize, entry: &Entry) -> Value {
             "noise_key": keys.noise.to_string(),
         }),
         Op::Revoke { did, reason } => json!({ "did": did.to_string(), "reason": reason }),
+        Op::Handover { log_key, sequencer, approvals } => json!({
+            "log_key": Did::from_signing_key(*log_key).to_string(),
+            "sequencer": sequencer.to_string(),
+            "approvals": approvals.iter().map(|a| signer(state, a.key)).collect::<Vec<_>>(),
+        }),
     };
     json!({
         "index": index,
@@ -158,6 +164,7 @@ fn subject(op: &Op) -> String {
         Op::Genesis { network, registrars, .. } => format!("{network:?}, registrars: {}", registrars.len()),
         Op::RegisterDevice { did, .. } | Op::RotateKeys { did, .. } | Op::Revoke { did, .. } => did.to_string(),
         Op::RegisterApp { did, name, .. } => format!("{did} ({name})"),
+        Op::Handover { sequencer, approvals, .. } => format!("to {sequencer}, {} approvals", approvals.len()),
     }
 }
 

@@ -58,6 +58,14 @@ pub(crate) struct How {
     out: Option<PathBuf>,
 }
 
+impl How {
+    /// True when the request is sequenced in a ledger directory (neither
+    /// submitted nor written to a file).
+    pub(crate) fn in_directory(&self) -> bool {
+        !self.submit && self.out.is_none()
+    }
+}
+
 /// Signs `op` as `signer`'s request and, as `how` says, sequences it in
 /// the ledger directory, submits it to the daemon, or writes it to a file.
 pub(crate) fn write(at: &LedgerDir, how: &How, target: &Target, signer: &Identity, op: Op) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@
 mod alarm;
 mod checkpoint_file;
 mod log_format;
+mod sequencing;
 mod store;
 
 use std::path::PathBuf;
@@ -23,8 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
     Admitted, Answer, CatchUp, Checked, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fork, Head,
-    Judgement, LedgerState, Network, Op, Rejection, RevocationRefusal, SeenRevocations, Sequencer, SignedCheckpoint,
-    Standing, Subject, judge,
+    Judgement, LedgerState, LogTrust, Network, Op, Rejection, RevocationRefusal, SeenHandovers, SeenRevocations,
+    Sequencer, SignedCheckpoint, Standing, Subject, judge,
 };
 use tokio::sync::broadcast;
 
@@ -78,6 +79,9 @@ pub struct EmbeddedLedger {
     evidence_dir: Option<PathBuf>,
     /// Revocation requests in force before the log holds them.
     seen: RwLock<SeenRevocations>,
+    /// Handover requests seen before the log holds them: their log keys
+    /// sign checkpoints we may take.
+    handovers: RwLock<SeenHandovers>,
     /// A checkpoint older than this many seconds is stale (0: never).
     stale_after_s: AtomicU64,
 }
@@ -97,6 +101,7 @@ impl EmbeddedLedger {
             alarm: RwLock::new(None),
             evidence_dir,
             seen: RwLock::default(),
+            handovers: RwLock::default(),
             stale_after_s: AtomicU64::new(0),
         }
     }
@@ -129,25 +134,6 @@ impl EmbeddedLedger {
         self.alarm.read().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
-    /// Makes this daemon the sequencer: it orders submitted requests and
-    /// signs checkpoints with `sequencer`'s log key, which must be the one
-    /// the genesis names.
-    pub fn with_sequencer(mut self, sequencer: Sequencer) -> Result<Self, String> {
-        let named = self.network().map(|n| n.log_key);
-        if named != Some(sequencer.log_key()) {
-            return Err("that key is not this network's log key (the one its genesis names)".into());
-        }
-        // A checkpoint that names this daemon, so peers learn where to send
-        // requests.
-        if let Backing::Store(store) = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner) {
-            store.may_sequence().map_err(|e| e.to_string())?;
-            let checkpoint = sequencer.checkpoint(store.state(), now_ms());
-            store.save_checkpoint(checkpoint).map_err(|e| e.to_string())?;
-        }
-        self.sequencer = Some(Mutex::new(sequencer));
-        Ok(self)
-    }
-
     /// Runs `f` on the current state. Keep `f` short: appends wait for it.
     fn read<R>(&self, f: impl FnOnce(&LedgerState) -> R) -> R {
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
@@ -174,7 +160,10 @@ impl EmbeddedLedger {
     }
 
     fn tell(&self, updates: Vec<(Option<Did>, Option<Did>)>) {
-        let settled = self.read(|state| self.seen.write().unwrap_or_else(PoisonError::into_inner).settle(state));
+        let settled = self.read(|state| {
+            self.handovers.write().unwrap_or_else(PoisonError::into_inner).settle(state);
+            self.seen.write().unwrap_or_else(PoisonError::into_inner).settle(state)
+        });
         if settled > 0 {
             tracing::info!(settled, "the log now holds revocations that were in force before it did");
         }
@@ -306,11 +295,11 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn is_sequencer(&self) -> bool {
-        self.sequencer.is_some()
+        self.sequencing()
     }
 
     fn submit(&self, entries: Vec<Entry>) -> Result<Vec<Result<u64, Rejection>>, SubmitError> {
-        let Some(sequencer) = &self.sequencer else {
+        if self.sequencer.is_none() {
             // An in-memory ledger takes entries its owner sequenced.
             let mut results = Vec::with_capacity(entries.len());
             for entry in entries {
@@ -321,20 +310,8 @@ impl Ledger for EmbeddedLedger {
                 }
             }
             return Ok(results);
-        };
-        if self.frozen() {
-            return Err(SubmitError::Frozen);
         }
-        let updates: Vec<_> = entries.iter().map(update_for).collect();
-        let results = {
-            let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-            let Backing::Store(store) = &mut *guard else { return Err(SubmitError::NotSequencer) };
-            let mut sequencer = sequencer.lock().unwrap_or_else(PoisonError::into_inner);
-            store.sequence(&mut sequencer, entries, now_ms())?
-        };
-        let applied = results.iter().zip(updates).filter(|(r, _)| r.is_ok()).map(|(_, u)| u).collect();
-        self.tell(applied);
-        Ok(results)
+        self.sequence(entries)
     }
 
     fn take(&self, catch_up: &mut CatchUp, answer: Answer<'_>) -> Result<Taken, ExtendError> {
@@ -431,30 +408,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn redate(&self) -> bool {
-        let Some(sequencer) = &self.sequencer else { return false };
-        if self.frozen() {
-            return false;
-        }
-        {
-            let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-            let Backing::Store(store) = &mut *guard else { return false };
-            let sequencer = sequencer.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut redated = sequencer.checkpoint(store.state(), now_ms());
-            // The text is the same: the witnesses' cosignatures still hold
-            // until they cosign the new date.
-            if let (Some(ours), Some(network)) = (store.checkpoint(), store.state().network()) {
-                if ours.body() != redated.body() {
-                    return false;
-                }
-                redated.add_cosignatures(ours.cosignatures(), &network.witnesses.witnesses);
-            }
-            if let Err(error) = store.save_checkpoint(redated) {
-                tracing::warn!(%error, "cannot date our checkpoint anew");
-                return false;
-            }
-        }
-        self.tell(vec![(None, None)]);
-        true
+        self.redate_checkpoint()
     }
 
     fn freshness(&self) -> Option<(u64, bool)> {
@@ -472,6 +426,38 @@ impl Ledger for EmbeddedLedger {
             self.tell(vec![(Some(did), None)]);
         }
         Ok(admitted)
+    }
+
+    fn admit_handover(&self, entry: &Entry) -> Result<bool, Rejection> {
+        let new = self.read(|state| {
+            self.handovers.write().unwrap_or_else(PoisonError::into_inner).admit(state, entry, now_ms())
+        })?;
+        if new {
+            tracing::warn!(
+                op = entry.op().name(),
+                "a handover of sequencing is signed; checkpoints by its new log key count"
+            );
+            self.tell(vec![(None, None)]);
+        }
+        Ok(new)
+    }
+
+    fn handovers_seen(&self) -> Vec<Entry> {
+        self.handovers.read().unwrap_or_else(PoisonError::into_inner).entries().to_vec()
+    }
+
+    fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {
+        let network = self.network().ok_or(CheckpointError::NotSigned)?;
+        let current = SignedCheckpoint::verify(note, &network.trust());
+        if !matches!(current, Err(CheckpointError::NotSigned | CheckpointError::BadSignature)) {
+            return current;
+        }
+        // Signed by the new key of a handover we hold, not yet in our log?
+        let keys: Vec<_> = self.handovers.read().unwrap_or_else(PoisonError::into_inner).log_keys().collect();
+        keys.into_iter()
+            .map(|log_key| SignedCheckpoint::verify(note, &LogTrust { log_key, ..network.trust() }))
+            .find(Result::is_ok)
+            .unwrap_or(current)
     }
 
     fn revocations_in_force(&self) -> Vec<Entry> {
