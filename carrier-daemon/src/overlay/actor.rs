@@ -410,6 +410,14 @@ impl Actor {
                 self.reachability.set_relayed(address, true);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.reachability.set_relayed(address, false),
+            // Identify pushes only listen address changes by itself: a
+            // public address just confirmed (or lost) is told to every
+            // peer now, not at its next periodic report, so they route
+            // to us by it (our private listen address is no use to them).
+            SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                self.swarm.behaviour_mut().identify.push(peers);
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
