@@ -167,11 +167,21 @@ pub struct LedgerConfig {
     /// A daemon whose newest checkpoint is older than this warns (log,
     /// `carrierctl status`, the `ledger_checkpoint_stale` counter).
     pub stale_checkpoint_s: u64,
+    /// As the sequencer: the deadline its signed promises give, in seconds
+    /// (1 to 60): the checkpoint that shows a sequenced request must be
+    /// dated no later than this after the request came.
+    pub promise_deadline_s: u64,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        Self { sequencer_key: None, witness_key: None, fresh_checkpoint_s: 600, stale_checkpoint_s: 3600 }
+        Self {
+            sequencer_key: None,
+            witness_key: None,
+            fresh_checkpoint_s: 600,
+            stale_checkpoint_s: 3600,
+            promise_deadline_s: 60,
+        }
     }
 }
 
@@ -344,6 +354,9 @@ impl Config {
             || nat.relay_max_circuit_bytes == 0
         {
             return Err(invalid("nat".into(), "relay limits must be more than 0"));
+        }
+        if !(1..=60).contains(&config.ledger.promise_deadline_s) {
+            return Err(invalid("ledger.promise_deadline_s".into(), "must be from 1 to 60"));
         }
         tracing_subscriber::EnvFilter::try_new(&config.log.level)
             .map_err(|_| invalid("log.level".into(), "not a log filter (try \"info\" or \"carrier_daemon=debug\")"))?;

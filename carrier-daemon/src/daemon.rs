@@ -166,7 +166,9 @@ impl Daemon {
             witness::serve(&router, witness);
             tracing::info!(key = %path.display(), "this daemon witnesses the network's checkpoints");
         }
-        witness::collect(Arc::clone(&ctx.ledger), router.clone(), &handlers);
+        if config.ledger.sequencer_key.is_some() {
+            witness::collect(Arc::clone(&ctx.ledger), router.clone(), &handlers);
+        }
         ledger.set_stale_after(config.ledger.stale_checkpoint_s);
         crate::ledger::watch_freshness(
             Arc::clone(&ctx.ledger),
@@ -181,7 +183,8 @@ impl Daemon {
         for entry in pending.waiting().iter().filter(|e| matches!(e.op(), carrier_proto::ledger::Op::Revoke { .. })) {
             let _ = ctx.ledger.admit_revocation(entry);
         }
-        let submitter = Submitter::new(Arc::clone(&ctx.ledger), router.clone(), Arc::new(pending));
+        let deadline = std::time::Duration::from_secs(config.ledger.promise_deadline_s);
+        let submitter = Submitter::new(Arc::clone(&ctx.ledger), router.clone(), Arc::new(pending), deadline);
         submitter.start(&handlers, overlay.events());
         let messaging = config.messaging_config(Some(data_dir.message_store()));
         let delivery = Delivery::start(Arc::clone(&ctx), overlay.clone(), router, messaging)?;

@@ -16,7 +16,9 @@ pub const APP_AUTH: &[u8] = b"carrier/v1/app-auth\0";
 /// Signature by the log key over a checkpoint note's text: empty, because a
 /// C2SP signed note signs its text as it stands. Notes are kept apart from
 /// every other signed message by their first line (the log's origin) and
-/// by the log key, which signs nothing else.
+/// by the log key, which signs nothing else but the tagged messages below
+/// (sequencer answers, handover approvals), none of which can be a note
+/// (a note's text holds no NUL byte).
 pub const NOTE: &[u8] = b"";
 
 /// Signature by a cosigner (a witness, or the log dating its own
@@ -31,6 +33,10 @@ pub const MAILBOX_DEPOSIT: &[u8] = b"carrier/v1/mailbox-deposit\0";
 /// Signature by a registrar (or the current log key) approving a handover
 /// of sequencing to a new log key and device.
 pub const HANDOVER: &[u8] = b"carrier/v1/handover\0";
+
+/// Signature by the log key over its answer to a request: a promise to
+/// include it by a deadline, or a refusal with the rule.
+pub const SEQUENCER_ANSWER: &[u8] = b"carrier/v1/sequencer-answer\0";
 
 /// Concatenates `tag` and `payload` into the message that is signed or hashed.
 pub fn tagged(tag: &[u8], payload: &[u8]) -> Vec<u8> {

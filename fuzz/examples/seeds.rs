@@ -198,6 +198,20 @@ fn main() {
     s.write("fork_evidence", "evidence", fork.encode());
     s.write("fork_evidence", "evidence_text", fork.to_text());
 
+    // broken_promise: a promise of a request the log never held, at an
+    // index another entry holds, shown by the full checkpoint.
+    let leaf = carrier_proto::ledger::EntryHash([7; 32]);
+    let word = carrier_proto::ledger::Word::Promise { index: 1, deadline_ms: 60_000 };
+    let promise = carrier_proto::ledger::SequencerAnswer::sign(&f.log, f.network, leaf, word, 1);
+    s.write("broken_promise", "promise", promise.encoded().to_vec());
+    let size = f.checkpoint.size();
+    let leaf_at_1 = (f.state.entry_hash(1).unwrap(), f.state.tree().inclusion_proof(1, size).unwrap());
+    let carrier_proto::ledger::Verdict::Broken(broken) = promise.judge(&f.checkpoint, Some(leaf_at_1)) else {
+        panic!("the fixture's promise is not shown broken")
+    };
+    s.write("broken_promise", "broken", broken.encode());
+    s.write("broken_promise", "broken_text", broken.to_text());
+
     // mailbox_blob: mode, then data.
     let blob = mailbox::seal(&f.d1, &f.d0.did(), &f.d0.noise_key(), &f.network, b"see you").unwrap();
     s.write("mailbox_blob", "0_blob", with(&[0, 3], &blob));

@@ -6,7 +6,8 @@
 //!   and when asked as a node at the fixture base asks it, the catch-up
 //!   takes it (completeness). An announced checkpoint is verified and
 //!   judged against the base; a fetch it leads to, served honestly, proves
-//!   out.
+//!   out. Gossiped evidence, revocations, handovers and broken promises are
+//!   checked as the receiving daemon checks them.
 //! - selector 1, `pb::SyncEntries` (what a peer answers): its proofs parsed
 //!   (`ledger::answer_proofs`), its entries checked by the catch-up from the
 //!   base towards the full checkpoint (only the log's real next entries may
@@ -84,6 +85,20 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(taken, Some(f.entries.len() - f.base_state.height() as usize));
                     }
                 }
+            }
+            // Gossip: checked as the receiving daemon checks it.
+            Some(Request::Evidence(evidence)) => {
+                let log_only = carrier_proto::ledger::LogTrust::log_only(f.network, f.log.signing_key());
+                let _ = carrier_proto::ledger::Fork::decode(&evidence, &log_only);
+            }
+            Some(Request::Revocation(entry) | Request::Handover(entry)) => {
+                if let Ok(entry) = carrier_proto::ledger::Entry::decode(&entry) {
+                    let _ = f.state.check_request(&entry);
+                }
+            }
+            Some(Request::BrokenPromise(evidence)) => {
+                let keys = [f.log.signing_key()];
+                let _ = carrier_proto::ledger::BrokenPromise::decode(&evidence, &f.network, &keys);
             }
             None => {}
         },

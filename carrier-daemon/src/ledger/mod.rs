@@ -21,8 +21,9 @@ use std::fmt;
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
-    Admitted, Answer, CatchUp, CatchUpError, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fetch, Fork,
-    Head, Judgement, LedgerError, Network, Rejection, RevocationRefusal, SignedCheckpoint,
+    Admitted, Answer, BrokenPromise, CatchUp, CatchUpError, CheckpointError, Cosignature, Directory, Entry, EntryHash,
+    Fetch, Fork, Head, Judgement, LedgerError, Network, Rejection, RevocationRefusal, SequencerAnswer,
+    SignedCheckpoint, Word,
 };
 use carrier_proto::pb;
 use tokio::sync::broadcast;
@@ -190,6 +191,17 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     fn alarm(&self) -> Option<String>;
     /// The evidence behind the alarm, to pass on to peers.
     fn evidence(&self) -> Option<Fork>;
+    /// Every log key this network has had, and those of handovers held:
+    /// whose promises and checkpoints are the log's word.
+    fn log_keys(&self) -> Vec<SigningPublicKey>;
+    /// The log's signed `word` on request `leaf` (a promise or a refusal);
+    /// none unless this daemon sequences.
+    fn answer(&self, leaf: EntryHash, word: Word) -> Option<SequencerAnswer>;
+    /// Keeps evidence that the log broke a promise (saved, logged, told to
+    /// subscribers, so ledger sync passes it on); true if new here.
+    fn keep_broken_promise(&self, broken: &BrokenPromise, source: &str) -> bool;
+    /// The broken promises known here.
+    fn broken_promises(&self) -> Vec<BrokenPromise>;
 
     /// Checks a checkpoint note against this network's log key.
     fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {

@@ -6,6 +6,9 @@
 //! ```text
 //! pending/<since ms, 16 digits>-<leaf hash>.entry     the encoded entry
 //! pending/<since ms, 16 digits>-<leaf hash>.refused   the rule it broke
+//! pending/<since ms, 16 digits>-<leaf hash>.promise   the sequencer's signed
+//!                                                     promise, until a
+//!                                                     checkpoint shows it kept
 //! ```
 //!
 //! File names sort in the order the requests came, which is the order they
@@ -51,6 +54,9 @@ pub struct Pending {
     pub since_ms: u64,
     /// The rule it broke, once the sequencer refused it.
     pub refused: Option<String>,
+    /// The sequencer's signed promise to put it in the log (an encoded
+    /// `SequencerAnswer`), once it gave one.
+    pub promise: Option<Vec<u8>>,
 }
 
 /// The durable queue of requests for the sequencer.
@@ -108,14 +114,39 @@ impl PendingRequests {
                 }
             };
             let refused = fs::read_to_string(path.with_extension("refused")).ok();
-            out.push(Pending { entry, since_ms, refused });
+            let promise = fs::read(path.with_extension("promise")).ok();
+            out.push(Pending { entry, since_ms, refused, promise });
         }
         out
     }
 
-    /// Requests not refused, oldest first.
+    /// Requests neither refused nor promised, oldest first: those to send.
     pub fn waiting(&self) -> Vec<Entry> {
-        self.list().into_iter().filter(|p| p.refused.is_none()).map(|p| p.entry).collect()
+        self.list().into_iter().filter(|p| p.refused.is_none() && p.promise.is_none()).map(|p| p.entry).collect()
+    }
+
+    /// Requests the sequencer promised, with its promise, oldest first.
+    pub fn promised(&self) -> Vec<(Entry, Vec<u8>)> {
+        self.list().into_iter().filter_map(|p| Some((p.entry, p.promise?))).collect()
+    }
+
+    /// Keeps the sequencer's `promise` for the request with leaf hash
+    /// `hash`: it is no longer sent, but held until the log shows it.
+    pub fn promise(&self, hash: &EntryHash, promise: &[u8]) {
+        self.mark(hash, "promise", promise);
+    }
+
+    /// Drops the promise for `hash` (broken): the request is sent again.
+    pub fn unpromise(&self, hash: &EntryHash) {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let hex = hash.to_hex();
+        for name in self.names().unwrap_or_default().into_iter().filter(|n| n.contains(&hex) && n.ends_with(".promise"))
+        {
+            if let Err(error) = fs::remove_file(self.dir.join(&name)) {
+                tracing::warn!(file = %name, %error, "cannot drop a broken promise");
+            }
+        }
+        self.changed.notify_one();
     }
 
     /// Forgets the request with leaf hash `hash` (sequenced).
@@ -132,14 +163,18 @@ impl PendingRequests {
     /// Marks the request with leaf hash `hash` refused for `reason`; it is
     /// kept (for `carrierctl ledger pending`) but no longer forwarded.
     pub fn refuse(&self, hash: &EntryHash, reason: &str) {
+        self.mark(hash, "refused", reason.as_bytes());
+    }
+
+    /// Writes `what` beside the request with leaf hash `hash`, as `.{kind}`.
+    fn mark(&self, hash: &EntryHash, kind: &str, what: &[u8]) {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let hex = hash.to_hex();
         let names = self.names().unwrap_or_default();
-        if let Some(name) = names.iter().find(|n| n.contains(&hex) && n.ends_with(".entry")) {
-            let refused = name.replace(".entry", ".refused");
-            if let Err(error) = self.write(&refused, reason.as_bytes()) {
-                tracing::warn!(%error, "cannot record a refused request");
-            }
+        if let Some(name) = names.iter().find(|n| n.contains(&hex) && n.ends_with(".entry"))
+            && let Err(error) = self.write(&name.replace(".entry", &format!(".{kind}")), what)
+        {
+            tracing::warn!(%error, kind, "cannot record what the sequencer said of a request");
         }
     }
 
@@ -209,5 +244,26 @@ mod tests {
         queue.remove(&second.hash());
         queue.remove(&first.hash());
         assert!(queue.list().is_empty());
+    }
+
+    #[test]
+    fn a_promised_request_is_held_unsent_until_its_promise_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNetwork::new("pending");
+        let entry = request(&net);
+        let queue = PendingRequests::open(dir.path()).unwrap();
+        queue.add(&entry).unwrap();
+        queue.promise(&entry.hash(), b"signed promise");
+        drop(queue);
+        let queue = PendingRequests::open(dir.path()).unwrap();
+        assert!(queue.waiting().is_empty());
+        assert_eq!(queue.promised(), vec![(entry.clone(), b"signed promise".to_vec())]);
+        queue.unpromise(&entry.hash());
+        assert!(queue.promised().is_empty());
+        assert_eq!(queue.waiting(), vec![entry.clone()]);
+        queue.promise(&entry.hash(), b"again");
+        queue.remove(&entry.hash());
+        assert!(queue.list().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -10,12 +10,20 @@
 //! sequence`. A request is forwarded until the log holds it, so none is
 //! lost; the sequencer knows a request it has (`AlreadyInLog`), so none is
 //! applied twice.
+//!
+//! The sequencer's answers are signed by the log key: a promise to show
+//! the request at its index in a checkpoint dated no later than
+//! `promise_deadline_s` from now, or a refusal with the rule. The
+//! forwarding daemon keeps each promise until its checkpoint shows it kept;
+//! one shown broken is kept as evidence and passed to every peer (see
+//! `carrier_proto::ledger::BrokenPromise`), and the request is sent again.
+//! An answer without a valid signature settles nothing: the request stays.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Entry, Op, Rejection};
+use carrier_proto::ledger::{Entry, EntryHash, MAX_PROMISE_DEADLINE_MS, Op, Rejection, SequencerAnswer, Verdict, Word};
 use carrier_proto::pb::{self, submit_result::Result as Outcome};
 use tokio::sync::broadcast;
 
@@ -53,7 +61,19 @@ impl SubmitOutcome {
             SubmitOutcome::Refused(rule) => Outcome::Refused(rule.clone()),
             SubmitOutcome::Pending => Outcome::Pending(true),
         };
-        pb::SubmitResult { result: Some(result) }
+        pb::SubmitResult { result: Some(result), answer: Vec::new() }
+    }
+
+    /// What the log's signed answer on this outcome says, if it has one.
+    fn word(&self, deadline: Duration) -> Option<Word> {
+        match self {
+            SubmitOutcome::Sequenced(index) => {
+                let deadline_ms = now_ms().saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
+                Some(Word::Promise { index: *index, deadline_ms })
+            }
+            SubmitOutcome::Refused(rule) => Some(Word::Refused(rule.clone())),
+            SubmitOutcome::Pending => None,
+        }
     }
 }
 
@@ -78,12 +98,19 @@ pub(crate) struct Submitter {
     ledger: Arc<dyn Ledger>,
     router: Router,
     pending: Arc<PendingRequests>,
+    /// How long our promises give the log to show a request.
+    promise_deadline: Duration,
 }
 
 impl Submitter {
     /// A submitter over `ledger`, holding requests in `pending`.
-    pub(crate) fn new(ledger: Arc<dyn Ledger>, router: Router, pending: Arc<PendingRequests>) -> Arc<Self> {
-        Arc::new(Self { ledger, router, pending })
+    pub(crate) fn new(
+        ledger: Arc<dyn Ledger>,
+        router: Router,
+        pending: Arc<PendingRequests>,
+        promise_deadline: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self { ledger, router, pending, promise_deadline })
     }
 
     /// Registers the protocol and starts forwarding held requests; a link
@@ -92,6 +119,22 @@ impl Submitter {
     pub(crate) fn start(self: &Arc<Self>, tasks: &Tasks, events: broadcast::Receiver<OverlayEvent>) {
         self.router.register(PROTOCOL, Arc::clone(self) as Arc<dyn ProtocolHandler>);
         tasks.spawn_until_stop(Arc::clone(self).forward(events));
+        tasks.spawn_until_stop(Arc::clone(self).watch_promises());
+    }
+
+    /// Judges the promises we hold on every ledger change, and a second
+    /// past each deadline (apart from forwarding, which may wait on an
+    /// unreachable sequencer).
+    async fn watch_promises(self: Arc<Self>) {
+        const AT_LEAST_EVERY: Duration = Duration::from_secs(30);
+        let mut updates = self.ledger.subscribe();
+        loop {
+            let wait = self.check_promises().map_or(AT_LEAST_EVERY, |d| d.min(AT_LEAST_EVERY));
+            tokio::select! {
+                update = updates.recv() => if let Err(broadcast::error::RecvError::Closed) = update { return },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// Marks a held request refused (by an offline sequencer).
@@ -235,20 +278,85 @@ impl Submitter {
         for batch in waiting.chunks(MAX_REQUESTS) {
             let results = self.send(sequencer, batch).await?;
             for (entry, result) in batch.iter().zip(results) {
-                match result.result {
-                    Some(Outcome::Index(index)) => {
-                        tracing::info!(index, op = entry.op().name(), %sequencer, "the sequencer took a pending request");
-                        self.pending.remove(&entry.hash());
+                let answer = self.signed_answer(entry, &result.answer);
+                match (result.result, answer) {
+                    (Some(Outcome::Index(index)), Some((answer, Word::Promise { index: promised, .. })))
+                        if promised == index =>
+                    {
+                        tracing::info!(index, op = entry.op().name(), %sequencer, "the sequencer took a pending request and promised it");
+                        self.pending.promise(&entry.hash(), answer.encoded());
                     }
-                    Some(Outcome::Refused(rule)) => {
+                    (Some(Outcome::Refused(rule)), Some((_, Word::Refused(signed)))) if signed == rule => {
                         tracing::warn!(op = entry.op().name(), %rule, "the sequencer refused a pending request");
                         self.pending.refuse(&entry.hash(), &rule);
                     }
+                    (Some(Outcome::Index(_) | Outcome::Refused(_)), _) => tracing::warn!(
+                        op = entry.op().name(),
+                        %sequencer,
+                        "the sequencer answered without a valid signed promise or refusal; the request stays"
+                    ),
                     _ => {}
                 }
             }
         }
         Ok(())
+    }
+
+    /// The log's signed answer on `entry`, if `bytes` is one that holds
+    /// (signed by one of the network's log keys, on this very request).
+    fn signed_answer(&self, entry: &Entry, bytes: &[u8]) -> Option<(SequencerAnswer, Word)> {
+        let network = self.ledger.network()?;
+        let answer = SequencerAnswer::decode(bytes, &network.id, &self.ledger.log_keys())
+            .map_err(|error| tracing::debug!(%error, "a sequencer answer that does not hold"))
+            .ok()?;
+        if answer.leaf() != entry.hash() {
+            return None;
+        }
+        if let Word::Promise { deadline_ms, .. } = answer.word()
+            && deadline_ms.saturating_sub(answer.issued_ms()) > MAX_PROMISE_DEADLINE_MS
+        {
+            tracing::warn!(deadline_ms, "the sequencer promised past the longest deadline it may give");
+            return None;
+        }
+        let word = answer.word().clone();
+        Some((answer, word))
+    }
+
+    /// Judges every promise we hold against our checkpoint: a kept one is
+    /// settled, a broken one kept as evidence (and passed on) and its
+    /// request sent again. Returns how long until the next deadline.
+    fn check_promises(&self) -> Option<Duration> {
+        let network = self.ledger.network()?;
+        let checkpoint = self.ledger.checkpoint()?;
+        let keys = self.ledger.log_keys();
+        let mut next: Option<u64> = None;
+        for (entry, bytes) in self.pending.promised() {
+            let hash = entry.hash();
+            let Ok(answer) = SequencerAnswer::decode(&bytes, &network.id, &keys) else {
+                tracing::warn!(request = %hash, "a kept promise no longer holds; sending the request again");
+                self.pending.unpromise(&hash);
+                continue;
+            };
+            let Word::Promise { index, deadline_ms } = *answer.word() else { continue };
+            let at_index = (checkpoint.size() > index)
+                .then(|| Some((self.ledger.entry_hash(index)?, self.ledger.inclusion_proof(index, checkpoint.size())?)))
+                .flatten();
+            match answer.judge(&checkpoint, at_index) {
+                Verdict::Kept => {
+                    tracing::debug!(index, request = %hash, "the sequencer kept its promise");
+                    self.pending.remove(&hash);
+                }
+                Verdict::Broken(broken) => {
+                    self.ledger.keep_broken_promise(&broken, "a request this daemon sent");
+                    self.pending.unpromise(&hash);
+                }
+                Verdict::Waiting | Verdict::NotAPromise => {
+                    next = Some(next.map_or(deadline_ms, |n| n.min(deadline_ms)));
+                }
+            }
+        }
+        // Past a deadline, the next checkpoint decides: look again a second on.
+        next.map(|deadline_ms| Duration::from_millis(deadline_ms.saturating_sub(now_ms()).saturating_add(1000)))
     }
 
     /// Takes a handover to the sequencer it names: ours to sequence if it
@@ -306,6 +414,10 @@ impl Submitter {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn outcome(result: Result<u64, Rejection>) -> SubmitOutcome {
     match result {
         Ok(index) | Err(Rejection::AlreadyInLog(index)) => SubmitOutcome::Sequenced(index),
@@ -337,7 +449,22 @@ impl ProtocolHandler for Submitter {
             for (i, result) in places.into_iter().zip(sequenced) {
                 results[i] = Some(outcome(result));
             }
-            let results = results.into_iter().map(|r| r.unwrap_or(SubmitOutcome::Pending).to_pb()).collect();
+            let hashes: Vec<Option<EntryHash>> =
+                request.entries.iter().map(|bytes| Entry::decode(bytes).ok().map(|e| e.hash())).collect();
+            let results = results
+                .into_iter()
+                .zip(hashes)
+                .map(|(result, hash)| {
+                    let outcome = result.unwrap_or(SubmitOutcome::Pending);
+                    let mut pb = outcome.to_pb();
+                    if let (Some(hash), Some(word)) = (hash, outcome.word(self.promise_deadline))
+                        && let Some(answer) = self.ledger.answer(hash, word)
+                    {
+                        pb.answer = answer.encoded().to_vec();
+                    }
+                    pb
+                })
+                .collect();
             tracing::info!(%peer, "sequenced requests a peer forwarded");
             let mut writer = FrameWriter::new(reader.into_parts().0, MAX_FRAME);
             writer.send(&pb::SubmitReply { results }).await?;

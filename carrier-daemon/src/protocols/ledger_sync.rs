@@ -14,6 +14,8 @@
 //! - Evidence that the log key signed two histories is passed to every
 //!   linked peer (and to each new one) once our ledger holds it; a peer's
 //!   evidence is checked with the log key alone before it freezes ours.
+//! - Evidence that the log broke a promise is passed on the same way, and
+//!   checked with the network's log keys alone; it freezes nothing.
 //! - Whatever a peer does, what it costs us is bounded: request frames fit
 //!   a note, answers a batch; every read has a deadline; a peer has at most
 //!   [`MAX_STREAMS_PER_PEER`] exchanges open with us; each peer has one
@@ -26,8 +28,8 @@ use std::time::Duration;
 
 use carrier_proto::identity::Did;
 use carrier_proto::ledger::{
-    Admitted, CatchUp, Entry, EntryHash, Fetch, Fork, Judgement, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE, Op,
-    SignedCheckpoint,
+    Admitted, BrokenPromise, CatchUp, Entry, EntryHash, Fetch, Fork, Judgement, MAX_BROKEN_PROMISE_SIZE,
+    MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE, Op, SignedCheckpoint,
 };
 use carrier_proto::pb::{self, sync_request::Request};
 use tokio::sync::{Semaphore, broadcast};
@@ -48,7 +50,8 @@ const BATCH: u32 = 512;
 const BATCH_BYTES: usize = 256 << 10;
 /// Largest request frame: a fetch, an announce carrying a note, evidence
 /// (two notes and a proof), or a revocation request.
-const REQUEST_FRAME: usize = max(max(MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE), MAX_ENTRY_SIZE) + 256;
+const REQUEST_FRAME: usize =
+    max(max(max(MAX_EVIDENCE_SIZE, MAX_BROKEN_PROMISE_SIZE), MAX_NOTE_SIZE), MAX_ENTRY_SIZE) + 256;
 
 const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
@@ -146,6 +149,8 @@ impl LedgerSync {
         let mut announced = self.ledger.checkpoint().map(|c| c.note().to_vec()).unwrap_or_default();
         // The revocations and handovers held here that went to every linked peer.
         let mut revocations_sent: HashSet<EntryHash> = HashSet::new();
+        // The broken promises that went to every linked peer.
+        let mut promises_sent: HashSet<EntryHash> = HashSet::new();
         // Whether our evidence (if any) went to every linked peer; evidence
         // kept from before a restart goes to each peer as its link comes up.
         let mut spread = self.ledger.evidence().is_some();
@@ -162,6 +167,9 @@ impl LedgerSync {
                         }
                         for entry in self.ledger.revocations_in_force().iter().chain(&self.ledger.handovers_seen()) {
                             self.send_urgent(&HashSet::from([did]), entry);
+                        }
+                        for broken in self.ledger.broken_promises() {
+                            self.send_broken_promise(&HashSet::from([did]), &broken);
                         }
                         self.peer_up(&ctx, did);
                     }
@@ -184,6 +192,12 @@ impl LedgerSync {
                         for entry in self.ledger.revocations_in_force().iter().chain(&self.ledger.handovers_seen()) {
                             if revocations_sent.insert(entry.hash()) {
                                 self.send_urgent(&peers, entry);
+                            }
+                        }
+                        for broken in self.ledger.broken_promises() {
+                            if promises_sent.insert(broken.promise().leaf()) {
+                                self.counters.count("ledger_promises_broken");
+                                self.send_broken_promise(&peers, &broken);
                             }
                         }
                         if !spread && let Some(fork) = self.ledger.evidence() {
@@ -214,6 +228,12 @@ impl LedgerSync {
     fn send_evidence(&self, peers: &HashSet<Did>, fork: &Fork) {
         tracing::info!(peers = peers.len(), "passing on the evidence that the log key signed two histories");
         self.tell(peers, pb::SyncRequest { request: Some(Request::Evidence(fork.encode())) }, "ledger evidence");
+    }
+
+    /// Passes evidence of a broken promise on to `peers`.
+    fn send_broken_promise(&self, peers: &HashSet<Did>, broken: &BrokenPromise) {
+        let request = Request::BrokenPromise(broken.encode());
+        self.tell(peers, pb::SyncRequest { request: Some(request) }, "broken promise");
     }
 
     /// Passes a revocation in force here, or a handover held here, on to
@@ -323,6 +343,21 @@ impl LedgerSync {
         }
     }
 
+    /// Checks a peer's evidence of a broken promise with the network's log
+    /// keys and, if it holds, keeps it (which passes it on).
+    fn broken_promise_from(&self, peer: Did, bytes: &[u8]) {
+        let Some(network) = self.ledger.network() else { return };
+        match BrokenPromise::decode(bytes, &network.id, &self.ledger.log_keys()) {
+            Ok(broken) => {
+                self.ledger.keep_broken_promise(&broken, &format!("peer {peer}"));
+            }
+            Err(error) => {
+                self.counters.count("ledger_broken_promises_refused");
+                tracing::warn!(%peer, %error, "a peer's evidence of a broken promise does not hold");
+            }
+        }
+    }
+
     /// Checks a peer's revocation request against our ledger and puts it in
     /// force (which passes it on).
     fn revocation_from(&self, peer: Did, bytes: &[u8]) -> Result<(), ProtocolError> {
@@ -414,6 +449,10 @@ impl ProtocolHandler for LedgerSync {
                 }
                 Some(Request::Revocation(bytes)) => self.revocation_from(peer, &bytes),
                 Some(Request::Handover(bytes)) => self.handover_from(peer, &bytes),
+                Some(Request::BrokenPromise(bytes)) => {
+                    self.broken_promise_from(peer, &bytes);
+                    Ok(())
+                }
                 None => Err(ProtocolError::Violation("empty sync request".into())),
             }
         })

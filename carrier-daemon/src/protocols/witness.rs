@@ -182,8 +182,10 @@ pub(crate) fn serve(router: &Router, witness: Arc<Witness>) {
 }
 
 /// The sequencer's side: collects cosignatures for every new checkpoint.
+/// Run by a daemon that holds a log key, whether it sequences now or stands
+/// by for a handover: it asks only while it sequences.
 pub(crate) fn collect(ledger: Arc<dyn Ledger>, router: Router, tasks: &Tasks) {
-    if !ledger.is_sequencer() || ledger.network().is_none_or(|n| n.witnesses.witnesses.is_empty()) {
+    if ledger.network().is_none_or(|n| n.witnesses.witnesses.is_empty()) {
         return;
     }
     tasks.spawn_until_stop(async move {
@@ -191,8 +193,10 @@ pub(crate) fn collect(ledger: Arc<dyn Ledger>, router: Router, tasks: &Tasks) {
         // What each witness device last cosigned, as far as we know.
         let known: Arc<Mutex<HashMap<Did, u64>>> = Arc::default();
         loop {
-            ask_all(&*ledger, &router, &known).await;
-            let wait = match cosigned(&*ledger) {
+            if ledger.is_sequencer() {
+                ask_all(&*ledger, &router, &known).await;
+            }
+            let wait = match cosigned(&*ledger).filter(|_| ledger.is_sequencer()) {
                 Some((have, quorum, _)) if have < quorum => RETRY,
                 Some((have, _, all)) if have < all => RETRY_ALL,
                 _ => Duration::MAX,

@@ -34,6 +34,7 @@ mod handover;
 mod invite;
 pub mod merkle;
 mod note;
+mod promise;
 mod revocations;
 mod sequencer;
 mod state;
@@ -62,6 +63,10 @@ pub use genesis::{
 pub use handover::{Approval, MAX_SEEN_HANDOVERS, SeenHandovers, handover_message};
 pub use invite::{INVITE_PREFIX, Invite, InviteError, MAX_BOOTSTRAP};
 pub use note::{MAX_NOTE_SIZE, MAX_SIGNATURE_LINES};
+pub use promise::{
+    BROKEN_PROMISE_PREFIX, BrokenPromise, MAX_ANSWER_SIZE, MAX_BROKEN_PROMISE_SIZE, MAX_PROMISE_DEADLINE_MS,
+    PromiseError, SequencerAnswer, Verdict, Word,
+};
 pub use revocations::{Admitted, MAX_SEEN_REVOCATIONS, RevocationRefusal, SeenRevocations};
 pub use sequencer::{CLOCK_SKEW_MS, Sequencer};
 pub use state::{Head, LedgerState, Network, Record, Resolution, Revocation, Status, Subject};

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use super::checkpoint::{Checkpoint, SignedCheckpoint};
 use super::entry::{Entry, EntryHash, Op};
 use super::error::Rejection;
+use super::promise::{SequencerAnswer, Word};
 use super::state::{LedgerState, Network, Subject};
 use crate::identity::{Did, Identity, SigningPublicKey};
 
@@ -181,6 +182,12 @@ impl Sequencer {
         let head = state.head();
         let checkpoint = Checkpoint { size: head.height, root: head.root, sequencer: self.daemon };
         SignedCheckpoint::sign(&network, checkpoint, &self.log, now_ms / 1000)
+    }
+
+    /// The log's signed answer on request `leaf` of `state`'s network.
+    pub fn answer(&self, state: &LedgerState, leaf: EntryHash, word: Word, now_ms: u64) -> SequencerAnswer {
+        let network = state.network().map_or(EntryHash::ZERO, |n| n.id);
+        SequencerAnswer::sign(&self.log, network, leaf, word, now_ms)
     }
 }
 

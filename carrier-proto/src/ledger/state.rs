@@ -146,6 +146,9 @@ pub struct LedgerState {
     positions: HashMap<EntryHash, u64>,
     /// Apps each device has ever registered, for the genesis quota.
     apps_registered: HashMap<Did, u32>,
+    /// The log keys that signed before a handover, oldest first: their
+    /// checkpoints and promises still count as the log's word.
+    past_log_keys: Vec<SigningPublicKey>,
 }
 
 impl LedgerState {
@@ -178,6 +181,13 @@ impl LedgerState {
     /// The network, once genesis is applied.
     pub fn network(&self) -> Option<&Network> {
         self.network.as_ref()
+    }
+
+    /// Every log key this ledger has had, the current one last.
+    pub fn log_keys(&self) -> Vec<SigningPublicKey> {
+        let mut keys = self.past_log_keys.clone();
+        keys.extend(self.network.as_ref().map(|n| n.log_key));
+        keys
     }
 
     /// Number of registered DIDs (any status).
@@ -407,6 +417,7 @@ impl LedgerState {
             Op::Handover { log_key, .. } => {
                 self.used_signing_keys.insert(*log_key);
                 if let Some(network) = &mut self.network {
+                    self.past_log_keys.push(network.log_key);
                     network.log_key = *log_key;
                 }
             }

@@ -151,6 +151,43 @@ pub(crate) fn evidence(
     Ok(())
 }
 
+/// Checks evidence that the log broke a promise, with the log keys the
+/// ledger (a directory, or a daemon's) names, past and present.
+pub(crate) fn broken_promise(at: &LedgerDir, target: &Target, file: &Path, json: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the evidence {}", file.display()))?;
+    let entries = crate::ledger::entries_of(at, target)?;
+    let state = carrier_proto::ledger::replay(&entries)?;
+    let network = state.network().context("the ledger has no genesis")?;
+    let broken = carrier_proto::ledger::BrokenPromise::decode_text(&text, &network.id, &state.log_keys())
+        .with_context(|| format!("the evidence in {} does not hold: no broken promise is shown", file.display()))?;
+    let promise = broken.promise();
+    let (index, deadline_ms) = match promise.word() {
+        carrier_proto::ledger::Word::Promise { index, deadline_ms } => (*index, *deadline_ms),
+        carrier_proto::ledger::Word::Refused(_) => (0, 0),
+    };
+    let checkpoint = broken.checkpoint();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "holds": true,
+                "request": promise.leaf().to_hex(),
+                "index": index,
+                "deadline_ms": deadline_ms,
+                "checkpoint": { "size": checkpoint.size(), "root": checkpoint.root().to_hex(), "note": checkpoint.text() },
+            })
+        );
+    } else {
+        println!(
+            "evidence holds: the log promised request {} at index {index} by {deadline_ms} ms, and its checkpoint of {} entries (root {}) shows otherwise",
+            promise.leaf().to_hex(),
+            checkpoint.size(),
+            checkpoint.root().to_hex()
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn prove(at: &LedgerDir, target: &Target, did: Did, out: Option<PathBuf>) -> anyhow::Result<()> {
     let audited = audited(at, target)?;
     let size = audited.checkpoint.size();

@@ -115,7 +115,7 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         let value = json!({
             "did": s.did, "network": s.network, "network_id": s.network_id, "uptime_ms": s.uptime_ms,
-            "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer, "frozen": !s.alarm.is_empty(), "checkpoint_age_s": s.checkpoint_age_s, "checkpoint_stale": s.checkpoint_stale },
+            "listen": s.listen_addrs, "ledger": { "height": height, "root": root, "checkpoint": s.checkpoint, "sequencer": s.sequencer, "frozen": !s.alarm.is_empty(), "checkpoint_age_s": s.checkpoint_age_s, "checkpoint_stale": s.checkpoint_stale, "broken_promises": s.broken_promises },
             "registered": s.registered,
             "peers": s.peers, "routes": s.routes, "alarm": s.alarm, "apps": s.apps,
             "nat": s.nat, "mapping": s.mapping, "mapped": s.mapped,
@@ -154,6 +154,9 @@ pub(crate) fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     println!("apps:     {} connected", s.apps.len());
     for app in &s.apps {
         println!("          {app}");
+    }
+    for line in &s.broken_promises {
+        println!("BROKEN:   the sequencer broke a promise: {line} (evidence in the ledger directory)");
     }
     if s.checkpoint_stale {
         println!(

@@ -219,11 +219,13 @@ pub(crate) enum LedgerCommand {
         at: LedgerDir,
     },
     /// Prove the log only grew since a saved checkpoint, and list what was
-    /// added; or check evidence that the log key signed two histories.
+    /// added; or check evidence that the log key signed two histories, or
+    /// that the log broke a promise.
     ///
     /// Example: carrierctl ledger audit --since saved.note
     /// Example: carrierctl ledger audit --evidence equivocation-1765000000000.txt --verifier-key 'carrier/3fa4…+1a2b3c4d+AQ…'
-    #[command(group = clap::ArgGroup::new("what").required(true).args(["since", "evidence"]))]
+    /// Example: carrierctl ledger audit --broken-promise broken-promise-1765000000000-3fa4c1d2e5f60718.txt --socket SOCK
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["since", "evidence", "broken_promise"]))]
     Audit {
         #[command(flatten)]
         at: LedgerDir,
@@ -238,6 +240,11 @@ pub(crate) enum LedgerCommand {
         /// genesis`), instead of the ledger's genesis.
         #[arg(long, value_name = "VKEY", requires = "evidence")]
         verifier_key: Option<String>,
+        /// Evidence that the log broke a promise (`broken-promise-*.txt` in
+        /// a daemon's ledger directory): checked with the log keys the
+        /// ledger names, offline.
+        #[arg(long, value_name = "FILE")]
+        broken_promise: Option<PathBuf>,
     },
     /// Print an inclusion proof of a DID's latest entry, which anyone checks
     /// offline with `carrierctl ledger check-proof` and the verifier key.
@@ -514,7 +521,10 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
         LedgerCommand::Audit { at, evidence: Some(evidence), verifier_key, .. } => {
             crate::audit::evidence(&at, target, &evidence, verifier_key.as_deref(), json)
         }
-        LedgerCommand::Audit { .. } => bail!("give --since FILE or --evidence FILE"),
+        LedgerCommand::Audit { at, broken_promise: Some(file), .. } => {
+            crate::audit::broken_promise(&at, target, &file, json)
+        }
+        LedgerCommand::Audit { .. } => bail!("give --since FILE, --evidence FILE or --broken-promise FILE"),
         LedgerCommand::Prove { at, did, out } => crate::audit::prove(&at, target, did, out),
         LedgerCommand::CheckProof { verifier_key, file } => crate::audit::check_proof(&file, &verifier_key),
         LedgerCommand::Verify { at } => {

@@ -217,12 +217,23 @@ pub(crate) fn pending(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let mut values = Vec::new();
     for held in &list.entries {
         let entry = Entry::decode(&held.entry)?;
-        let state = if held.refused.is_empty() { "waiting".to_owned() } else { format!("refused: {}", held.refused) };
+        let state = match (held.refused.is_empty(), held.promised) {
+            (false, _) => format!("refused: {}", held.refused),
+            (true, true) => {
+                format!("promised: index {} by {}", held.promised_index, crate::render::time(held.promised_by_ms))
+            }
+            (true, false) => "waiting".to_owned(),
+        };
         let since = crate::render::time(held.since_ms);
-        values.push(json!({
+        let mut value = json!({
             "leaf_hash": entry.hash().to_hex(), "op": entry.op().name(), "since": since,
             "since_ms": held.since_ms, "state": state, "request": request_text(&entry),
-        }));
+        });
+        if held.promised {
+            value["promised_index"] = json!(held.promised_index);
+            value["promised_by_ms"] = json!(held.promised_by_ms);
+        }
+        values.push(value);
         rows.push([entry.hash().to_hex()[..16].to_owned(), entry.op().name().to_owned(), since, state]);
     }
     if as_json {

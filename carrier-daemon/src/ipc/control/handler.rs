@@ -118,6 +118,7 @@ impl Handler {
             return;
         }
         let mut frozen = self.ledger.alarm().is_some();
+        let mut broken = self.ledger.broken_promises().len();
         loop {
             let event = tokio::select! {
                 event = overlay.recv() => match event {
@@ -133,6 +134,11 @@ impl Handler {
                     Ok(update) if !frozen && self.ledger.alarm().is_some() => {
                         frozen = true;
                         pb::Event { kind: "frozen".into(), did: String::new(), height: update.head.height }
+                    }
+                    // A broken promise newly known here says so, once.
+                    Ok(update) if self.ledger.broken_promises().len() > broken => {
+                        broken = self.ledger.broken_promises().len();
+                        pb::Event { kind: "promise_broken".into(), did: String::new(), height: update.head.height }
                     }
                     Ok(update) => pb::Event { kind: "ledger".into(), did: String::new(), height: update.head.height },
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
@@ -181,14 +187,29 @@ impl Handler {
             Request::Publish(p) => self.publish(p),
             Request::Submit(submit) => self.submit(submit.entries),
             Request::Pending(_) => {
+                let network = self.ledger.network().map(|n| n.id);
+                let keys = self.ledger.log_keys();
+                let promise = |bytes: &[u8]| {
+                    let answer = carrier_proto::ledger::SequencerAnswer::decode(bytes, &network?, &keys).ok()?;
+                    match *answer.word() {
+                        carrier_proto::ledger::Word::Promise { index, deadline_ms } => Some((index, deadline_ms)),
+                        carrier_proto::ledger::Word::Refused(_) => None,
+                    }
+                };
                 let entries = self
                     .submitter
                     .pending()
                     .into_iter()
-                    .map(|p| pb::PendingEntry {
-                        entry: p.entry.encoded().to_vec(),
-                        since_ms: p.since_ms,
-                        refused: p.refused.unwrap_or_default(),
+                    .map(|p| {
+                        let promised = p.promise.as_deref().and_then(promise);
+                        pb::PendingEntry {
+                            entry: p.entry.encoded().to_vec(),
+                            since_ms: p.since_ms,
+                            refused: p.refused.unwrap_or_default(),
+                            promised: promised.is_some(),
+                            promised_index: promised.map_or(0, |(index, _)| index),
+                            promised_by_ms: promised.map_or(0, |(_, by)| by),
+                        }
                     })
                     .collect();
                 Ok(Response::Pending(pb::PendingList { entries }))
@@ -216,7 +237,9 @@ impl Handler {
             Mapping::Unknown => ("unknown", String::new()),
         };
         let (checkpoint_age_s, checkpoint_stale) = self.ledger.freshness().unwrap_or_default();
+        let broken_promises = self.ledger.broken_promises().iter().map(describe_broken).collect();
         Ok(Response::Status(pb::Status {
+            broken_promises,
             checkpoint_age_s,
             checkpoint_stale,
             mapping: mapping.to_owned(),
@@ -372,4 +395,18 @@ impl Handler {
 
 fn parse_did(text: &str) -> Result<Did, ControlError> {
     Did::parse(text).map_err(|e| ControlError::BadDid { text: text.to_owned(), reason: e.to_string() })
+}
+
+/// One line on a broken promise, for `carrierctl status`.
+fn describe_broken(broken: &carrier_proto::ledger::BrokenPromise) -> String {
+    let promise = broken.promise();
+    let (index, deadline_ms) = match promise.word() {
+        carrier_proto::ledger::Word::Promise { index, deadline_ms } => (*index, *deadline_ms),
+        carrier_proto::ledger::Word::Refused(_) => (0, 0),
+    };
+    format!(
+        "request {} promised at index {index} by {deadline_ms} ms; a checkpoint of {} entries shows otherwise",
+        promise.leaf(),
+        broken.checkpoint().size()
+    )
 }

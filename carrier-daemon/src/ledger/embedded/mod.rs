@@ -13,6 +13,7 @@
 mod alarm;
 mod checkpoint_file;
 mod log_format;
+mod promises;
 mod sequencing;
 mod store;
 
@@ -23,9 +24,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use carrier_proto::identity::{Did, SigningPublicKey};
 use carrier_proto::ledger::{
-    Admitted, Answer, CatchUp, Checked, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fork, Head,
-    Judgement, LedgerState, LogTrust, Network, Op, Rejection, RevocationRefusal, SeenHandovers, SeenRevocations,
-    Sequencer, SignedCheckpoint, Standing, Subject, judge,
+    Admitted, Answer, BrokenPromise, CatchUp, Checked, CheckpointError, Cosignature, Directory, Entry, EntryHash, Fork,
+    Head, Judgement, LedgerState, LogTrust, Network, Op, Rejection, RevocationRefusal, SeenHandovers, SeenRevocations,
+    Sequencer, SequencerAnswer, SignedCheckpoint, Standing, Subject, Word, judge,
 };
 use tokio::sync::broadcast;
 
@@ -84,6 +85,8 @@ pub struct EmbeddedLedger {
     handovers: RwLock<SeenHandovers>,
     /// A checkpoint older than this many seconds is stale (0: never).
     stale_after_s: AtomicU64,
+    /// Promises the log broke, as evidence (see `promises.rs`).
+    broken: RwLock<Vec<BrokenPromise>>,
 }
 
 impl std::fmt::Debug for EmbeddedLedger {
@@ -103,6 +106,7 @@ impl EmbeddedLedger {
             seen: RwLock::default(),
             handovers: RwLock::default(),
             stale_after_s: AtomicU64::new(0),
+            broken: RwLock::default(),
         }
     }
 
@@ -119,8 +123,13 @@ impl EmbeddedLedger {
             (Some(dir), Some(network)) => alarm::load(dir, &network.trust(), store.state().height()),
             _ => None,
         };
+        let broken = match (&dir, store.state().network()) {
+            (Some(dir), Some(network)) => promises::load(dir, &network.id, &store.state().log_keys()),
+            _ => Vec::new(),
+        };
         let ledger = Self::new(Backing::Store(Box::new(store)), dir);
         *ledger.alarm.write().unwrap_or_else(PoisonError::into_inner) = raised;
+        *ledger.broken.write().unwrap_or_else(PoisonError::into_inner) = broken;
         ledger
     }
 
@@ -470,5 +479,21 @@ impl Ledger for EmbeddedLedger {
 
     fn evidence(&self) -> Option<Fork> {
         self.alarm.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|a| a.fork.clone())
+    }
+
+    fn log_keys(&self) -> Vec<SigningPublicKey> {
+        self.all_log_keys()
+    }
+
+    fn answer(&self, leaf: EntryHash, word: Word) -> Option<SequencerAnswer> {
+        self.sign_answer(leaf, word)
+    }
+
+    fn keep_broken_promise(&self, broken: &BrokenPromise, source: &str) -> bool {
+        EmbeddedLedger::keep_broken_promise(self, broken, source)
+    }
+
+    fn broken_promises(&self) -> Vec<BrokenPromise> {
+        self.broken.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

@@ -43,7 +43,11 @@ impl LedgerStore {
         let genesis = replay(&path, &bytes, &scan, Some(1))?;
         let stored = read_checkpoint(dir)?;
         let checkpoint = match &stored {
-            Some(note) => Some(verify_note(dir, &genesis.state, note)?),
+            Some(note) => Some(match verify_note(dir, &genesis.state, note) {
+                Ok(checkpoint) => checkpoint,
+                // After a handover, a later log key signs: one the log names.
+                Err(error) => by_later_key(&replay(&path, &bytes, &scan, None)?.state, note).ok_or(error)?,
+            }),
             None => None,
         };
         let held = genesis.payloads.len();
@@ -94,6 +98,16 @@ impl LedgerStore {
         }
         Ok(Self { path, file, state: loaded.state, payloads: loaded.payloads, len, checkpoint, awaited, cut_on_open })
     }
+}
+
+/// `note` opened under one of the later log keys `state` names (handed
+/// over to); the checkpoint is then checked against the tree at its size,
+/// where that key is in force.
+fn by_later_key(state: &carrier_proto::ledger::LedgerState, note: &[u8]) -> Option<SignedCheckpoint> {
+    let network = state.network()?;
+    state.log_keys().into_iter().skip(1).find_map(|log_key| {
+        SignedCheckpoint::open(note, &carrier_proto::ledger::LogTrust { log_key, ..network.trust() }).ok()
+    })
 }
 
 /// Writes the checkpoint file anew if it holds more than the note we keep
