@@ -2,7 +2,9 @@
 //! a registrar hands sequencing to another device under a new log key, and
 //! that device continues the same log. The revocation handed in while no
 //! sequencer ran is in force at once and the first thing the new sequencer
-//! sequences; registrations work again.
+//! sequences; registrations work again. A daemon that was away through it
+//! all follows when it returns: its peers pass it the handover from their
+//! logs, and it takes the new key's checkpoints.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{Daemon, WAIT, carrierctl, carrierd, provision_with_apps, socket};
 
-/// Genesis and four devices.
-const BASE: u64 = 5;
+/// Genesis and five devices.
+const BASE: u64 = 6;
 
 fn status(dir: &Path) -> Value {
     serde_json::from_str(&carrierctl(&["status", "--json", "--socket", &socket(dir)])).unwrap()
@@ -36,7 +38,7 @@ fn sequencer_config(key: &Path) -> String {
 #[test]
 fn a_lost_sequencer_is_replaced_and_its_revocation_goes_first() {
     let root = tempfile::tempdir().unwrap();
-    let (dirs, _) = provision_with_apps(root.path(), 4, &[]);
+    let (dirs, _) = provision_with_apps(root.path(), 5, &[]);
     let registrar = root.path().join("admin/registrar.key");
     let registrar = registrar.to_str().unwrap();
     std::fs::copy(root.path().join("admin/ledger/log.key"), dirs[0].join("log.key")).unwrap();
@@ -46,7 +48,11 @@ fn a_lost_sequencer_is_replaced_and_its_revocation_goes_first() {
     carrierctl(&["keygen", "--kind", "log", "--out", new_key.to_str().unwrap()]);
     let next = Daemon::start_with(&dirs[1], Some(&old.addr), &sequencer_config(&new_key));
     next.wait_for("standing by");
-    let others: Vec<Daemon> = dirs[2..].iter().map(|dir| Daemon::start(dir, Some(&next.addr))).collect();
+    let others: Vec<Daemon> = dirs[2..4].iter().map(|dir| Daemon::start(dir, Some(&next.addr))).collect();
+    // A device that goes away before the handover, and comes back after.
+    let away = Daemon::start(&dirs[4], Some(&next.addr));
+    away.wait_for("peer up");
+    drop(away);
     for daemon in [&next].into_iter().chain(&others) {
         daemon.wait_for("peer up");
     }
@@ -114,4 +120,19 @@ fn a_lost_sequencer_is_replaced_and_its_revocation_goes_first() {
     wait_until("every daemon took the registration", || {
         dirs[1..3].iter().all(|dir| status(dir)["ledger"]["height"].as_u64() == Some(BASE + 3))
     });
+
+    // The device that was away returns: it takes the handover from a
+    // peer's log, then the new key's checkpoint, then the entries.
+    let back = Daemon::start(&dirs[4], Some(&others[0].addr));
+    back.wait_for("peer up");
+    wait_until("the returning daemon followed the handover", || {
+        let s = status(&dirs[4]);
+        s["ledger"]["height"].as_u64() == Some(BASE + 3)
+            && s["ledger"]["checkpoint"].as_str().unwrap().contains(&format!("carrier-sequencer {next_did}"))
+    });
+    // And it opens its ledger, checkpoint by the new key, after a restart.
+    drop(back);
+    let back = Daemon::start(&dirs[4], Some(&others[0].addr));
+    back.wait_for("peer up");
+    assert_eq!(status(&dirs[4])["ledger"]["height"].as_u64(), Some(BASE + 3));
 }

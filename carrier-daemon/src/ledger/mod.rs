@@ -187,6 +187,8 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     fn admit_handover(&self, entry: &Entry) -> Result<bool, Rejection>;
     /// The handover requests held that the log does not hold yet.
     fn handovers_seen(&self) -> Vec<Entry>;
+    /// The latest handovers the log holds, for peers that were away.
+    fn handovers_in_log(&self) -> Vec<Entry>;
     /// The equivocation alarm, if raised.
     fn alarm(&self) -> Option<String>;
     /// The evidence behind the alarm, to pass on to peers.

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use carrier_proto::identity::Did;
 use carrier_proto::ledger::{
-    Admitted, BrokenPromise, CatchUp, Entry, EntryHash, Fetch, Fork, Judgement, MAX_BROKEN_PROMISE_SIZE,
-    MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE, Op, SignedCheckpoint,
+    Admitted, BrokenPromise, CatchUp, CheckpointError, Entry, EntryHash, Fetch, Fork, Judgement,
+    MAX_BROKEN_PROMISE_SIZE, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE, Op, Rejection, SignedCheckpoint,
 };
 use carrier_proto::pb::{self, sync_request::Request};
 use tokio::sync::{Semaphore, broadcast};
@@ -83,6 +83,9 @@ pub(crate) struct LedgerSync {
     /// The newest note each peer announced while we were catching up from
     /// it: judged again once that catch-up ends, so none is lost.
     deferred: Mutex<HashMap<Did, Vec<u8>>>,
+    /// Each linked peer's latest checkpoint that a key we cannot check yet
+    /// signed: judged again once a handover to that key is held here.
+    unchecked: Mutex<HashMap<Did, Vec<u8>>>,
     /// Catch-ups running at once.
     catch_ups: Semaphore,
 }
@@ -120,6 +123,7 @@ impl LedgerSync {
             streams: Mutex::default(),
             catching_up: Mutex::default(),
             deferred: Mutex::default(),
+            unchecked: Mutex::default(),
             catch_ups: Semaphore::new(MAX_CATCH_UPS),
         })
     }
@@ -165,8 +169,13 @@ impl LedgerSync {
                         if let Some(fork) = self.ledger.evidence() {
                             self.send_evidence(&HashSet::from([did]), &fork);
                         }
-                        for entry in self.ledger.revocations_in_force().iter().chain(&self.ledger.handovers_seen()) {
-                            self.send_urgent(&HashSet::from([did]), entry);
+                        // Handovers the log holds go too: a peer that was
+                        // away checks our checkpoint's key with them.
+                        let urgent = self.ledger.revocations_in_force().into_iter()
+                            .chain(self.ledger.handovers_seen())
+                            .chain(self.ledger.handovers_in_log());
+                        for entry in urgent {
+                            self.send_urgent(&HashSet::from([did]), &entry);
                         }
                         for broken in self.ledger.broken_promises() {
                             self.send_broken_promise(&HashSet::from([did]), &broken);
@@ -175,6 +184,7 @@ impl LedgerSync {
                     }
                     Ok(OverlayEvent::PeerDown(did)) => {
                         peers.remove(&did);
+                        self.unchecked.lock().unwrap_or_else(PoisonError::into_inner).remove(&did);
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -283,6 +293,11 @@ impl LedgerSync {
             Ok(Judgement::Fetch(catch_up)) => catch_up,
             Err(error) => {
                 self.counters.count("ledger_checkpoints_refused");
+                // Signed by a key we cannot check yet: kept, to judge again
+                // once a handover to that key is held here.
+                if matches!(error, CheckpointError::NotSigned | CheckpointError::BadSignature) {
+                    self.unchecked.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, note);
+                }
                 return tracing::debug!(%peer, %error, "ignoring a peer's checkpoint");
             }
         };
@@ -376,12 +391,18 @@ impl LedgerSync {
 
     /// Checks a peer's handover request against our ledger and holds it
     /// (which passes it on).
-    fn handover_from(&self, peer: Did, bytes: &[u8]) -> Result<(), ProtocolError> {
+    fn handover_from(self: &Arc<Self>, peer: Did, bytes: &[u8]) -> Result<(), ProtocolError> {
         let entry = Entry::decode(bytes)
             .map_err(|e| ProtocolError::Violation(format!("a handover that does not decode: {e}")))?;
         match self.ledger.admit_handover(&entry) {
-            Ok(true) => tracing::info!(%peer, "a peer passed on a handover of sequencing; held here"),
-            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(%peer, "a peer passed on a handover of sequencing; held here");
+                let unchecked: Vec<_> = self.unchecked.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+                for (from, note) in unchecked {
+                    self.consider(from, note);
+                }
+            }
+            Ok(false) | Err(Rejection::AlreadyInLog(_)) => {}
             Err(rejection) => {
                 self.counters.count("ledger_handovers_refused");
                 tracing::debug!(%peer, %rejection, "a peer's handover request does not hold here");

@@ -21,7 +21,7 @@
 
 use super::entry::{Entry, Op};
 use super::error::Rejection;
-use super::sequencer::{CLOCK_SKEW_MS, check_expiry};
+use super::sequencer::CLOCK_SKEW_MS;
 use super::state::{LedgerState, Network};
 use crate::domain;
 use crate::identity::{Did, Identity, SigningPublicKey};
@@ -110,7 +110,10 @@ pub struct SeenHandovers {
 
 impl SeenHandovers {
     /// Holds `entry` if it is a handover `state` would take now; true if it
-    /// is new here.
+    /// is new here. Its expiry is not asked: a handover's authority is its
+    /// registrars' signatures, and a daemon that was away when one was
+    /// sequenced must still take it, from a peer's log, however old (the
+    /// sequencer alone refuses expired requests).
     pub fn admit(&mut self, state: &LedgerState, entry: &Entry, now_ms: u64) -> Result<bool, Rejection> {
         if !matches!(entry.op(), Op::Handover { .. }) {
             return Err(Rejection::Unauthorized { signer: Did::from_signing_key(entry.body().signer) });
@@ -122,9 +125,6 @@ impl SeenHandovers {
         let ahead_ms = body.time_ms.saturating_sub(now_ms);
         if ahead_ms > CLOCK_SKEW_MS {
             return Err(Rejection::FromTheFuture { ahead_ms });
-        }
-        if let Some(network) = state.network() {
-            check_expiry(network, body.time_ms, body.expires_ms, now_ms)?;
         }
         state.check_request(entry)?;
         if self.held.len() >= MAX_SEEN_HANDOVERS {

@@ -118,3 +118,23 @@ fn a_seen_handover_names_the_key_to_check_checkpoints_with_until_the_log_holds_i
     seen.settle(&net.state);
     assert!(seen.entries().is_empty());
 }
+
+#[test]
+fn a_daemon_that_was_away_takes_a_handover_however_old_but_not_one_from_the_future() {
+    let net = net(1);
+    let new = Identity::generate(IdentityKind::Log).signing_key();
+    let entry = net.handover(&new, &net.registrars[0], &[]);
+    // Months after it was signed (long past its request expiry), from a
+    // peer's log: its registrars' signatures are its authority.
+    let months_later = entry.body().expires_ms + 90 * 24 * 3_600_000;
+    let mut seen = SeenHandovers::default();
+    assert_eq!(seen.admit(&net.state, &entry, months_later), Ok(true));
+    // Dated far ahead of our clock: refused.
+    let op = entry.op().clone();
+    let ahead = net.state.next_entry(op, 10 * crate::ledger::CLOCK_SKEW_MS, &net.registrars[0]);
+    let mut seen = SeenHandovers::default();
+    assert!(matches!(seen.admit(&net.state, &ahead, 0), Err(Rejection::FromTheFuture { .. })));
+    // Not signed by a registrar: refused, however it came.
+    let forged = net.handover(&new, &net.device, &[]);
+    assert!(seen.admit(&net.state, &forged, months_later).is_err());
+}

@@ -149,6 +149,8 @@ pub struct LedgerState {
     /// The log keys that signed before a handover, oldest first: their
     /// checkpoints and promises still count as the log's word.
     past_log_keys: Vec<SigningPublicKey>,
+    /// Where each handover sits, oldest first.
+    handover_indices: Vec<u64>,
 }
 
 impl LedgerState {
@@ -181,6 +183,11 @@ impl LedgerState {
     /// The network, once genesis is applied.
     pub fn network(&self) -> Option<&Network> {
         self.network.as_ref()
+    }
+
+    /// Where the handovers sit in the log, oldest first.
+    pub fn handover_indices(&self) -> &[u64] {
+        &self.handover_indices
     }
 
     /// Every log key this ledger has had, the current one last.
@@ -416,6 +423,7 @@ impl LedgerState {
             }
             Op::Handover { log_key, .. } => {
                 self.used_signing_keys.insert(*log_key);
+                self.handover_indices.push(index);
                 if let Some(network) = &mut self.network {
                     self.past_log_keys.push(network.log_key);
                     network.log_key = *log_key;

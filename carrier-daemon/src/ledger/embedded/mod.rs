@@ -455,6 +455,10 @@ impl Ledger for EmbeddedLedger {
         self.handovers.read().unwrap_or_else(PoisonError::into_inner).entries().to_vec()
     }
 
+    fn handovers_in_log(&self) -> Vec<Entry> {
+        self.logged_handovers()
+    }
+
     fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {
         let network = self.network().ok_or(CheckpointError::NotSigned)?;
         let current = SignedCheckpoint::verify(note, &network.trust());

@@ -125,4 +125,15 @@ impl EmbeddedLedger {
         self.tell(vec![(None, None)]);
         true
     }
+
+    /// The latest handovers in the log (at most
+    /// [`MAX_SEEN_HANDOVERS`](carrier_proto::ledger::MAX_SEEN_HANDOVERS)),
+    /// oldest first: what a daemon that was away needs to check the
+    /// checkpoints of the keys they handed to.
+    pub(super) fn logged_handovers(&self) -> Vec<Entry> {
+        let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let indices = guard.state().handover_indices();
+        let latest = &indices[indices.len().saturating_sub(carrier_proto::ledger::MAX_SEEN_HANDOVERS)..];
+        latest.iter().filter_map(|&i| Entry::decode(&guard.entry(i)?).ok()).collect()
+    }
 }
