@@ -10,6 +10,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -231,4 +232,78 @@ fn a_quiet_log_is_dated_anew_and_a_silent_one_is_called_stale() {
     let stale = status(&net.plain);
     assert!(stale["ledger"]["checkpoint_stale"].as_bool().unwrap(), "{stale}");
     assert!(counter(&net.plain, "ledger_checkpoint_stale") >= 1);
+}
+
+/// Registrars replace the witnesses: the genesis asks two of witnesses 0
+/// and 1 (witness 2 is named but not asked for); a change of witnesses
+/// names witness 2 alone, quorum one. Once it is in the log, the old
+/// witnesses stop and checkpoints witness 2 cosigns alone are taken by
+/// every daemon, one that was away through the change included.
+#[test]
+fn registrars_replace_the_witnesses_and_every_daemon_follows() {
+    let root = tempfile::tempdir().unwrap();
+    let net = Network::provision(root.path(), 2);
+    let sequencer = net.start_sequencer();
+    let witness0 = net.start_witness(0, &sequencer.addr, true);
+    let witness1 = net.start_witness(1, &sequencer.addr, true);
+    let witness2 = net.start_witness(2, &sequencer.addr, true);
+    let plain = Daemon::start(&net.plain, Some(&sequencer.addr));
+    plain.wait_for("peer up");
+    let registrar = root.path().join("admin/registrar.key");
+    let registrar = registrar.to_str().unwrap();
+    // The plain device goes away before the change.
+    drop(plain);
+
+    let out = carrierctl(&[
+        "ledger",
+        "witnesses",
+        "--submit",
+        "--wait",
+        "--socket",
+        &socket(&net.witnesses[2]),
+        "--witness",
+        &net.vkeys[2],
+        "--witness-quorum",
+        "1",
+        "--key",
+        registrar,
+    ]);
+    assert!(out.contains("sequenced"), "{out}");
+    for dir in &net.witnesses {
+        wait_until("took the change of witnesses", || height(dir) == BASE + 1);
+    }
+    // A malformed change is refused by name, before it goes anywhere.
+    let refused = Command::new(env!("CARGO_BIN_EXE_carrierctl"))
+        .args(["ledger", "witnesses", "--submit", "--socket", &socket(&net.sequencer)])
+        .args(["--witness", &net.vkeys[2], "--witness-quorum", "2", "--key", registrar])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("can never be met"));
+
+    // The old witnesses go; witness 2 alone cosigns the next checkpoint.
+    witness0.kill();
+    witness1.kill();
+    let newcomer = root.path().join("laptop");
+    assert!(carrierd(&["init", "--data-dir", newcomer.to_str().unwrap()]).output().unwrap().status.success());
+    carrierctl(&[
+        "ledger",
+        "register-device",
+        "--submit",
+        "--socket",
+        &socket(&net.witnesses[2]),
+        "--key",
+        registrar,
+        newcomer.join("device.card").to_str().unwrap(),
+    ]);
+    wait_until("witness 2 took the registration", || height(&net.witnesses[2]) == BASE + 2);
+    let held = status(&net.witnesses[2])["ledger"]["checkpoint"].as_str().unwrap().to_owned();
+    assert!(c2sp_cosignature_time(&held, &net.vkeys[2]).is_some(), "{held}");
+    assert!(c2sp_cosignature_time(&held, &net.vkeys[0]).is_none(), "{held}");
+
+    // The device that was away returns: it takes the change from a peer's
+    // log, then the checkpoint witness 2 alone cosigned.
+    let _back = Daemon::start(&net.plain, Some(&witness2.addr));
+    wait_until("the returning daemon followed the change", || height(&net.plain) == BASE + 2);
+    drop(sequencer);
 }

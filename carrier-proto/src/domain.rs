@@ -34,6 +34,9 @@ pub const MAILBOX_DEPOSIT: &[u8] = b"carrier/v1/mailbox-deposit\0";
 /// of sequencing to a new log key and device.
 pub const HANDOVER: &[u8] = b"carrier/v1/handover\0";
 
+/// Signature by a registrar approving a change of the witnesses.
+pub const WITNESSES: &[u8] = b"carrier/v1/witnesses\0";
+
 /// Signature by the log key over its answer to a request: a promise to
 /// include it by a deadline, or a refusal with the rule.
 pub const SEQUENCER_ANSWER: &[u8] = b"carrier/v1/sequencer-answer\0";

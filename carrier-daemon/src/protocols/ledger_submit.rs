@@ -162,9 +162,9 @@ impl Submitter {
                         tracing::debug!(%refusal, "a submitted revocation is not in force before it is sequenced");
                     }
                 }
-                Op::Handover { .. } => {
+                Op::Handover { .. } | Op::Witnesses { .. } => {
                     if let Err(rejection) = self.ledger.admit_handover(entry) {
-                        tracing::warn!(%rejection, "a submitted handover does not hold");
+                        tracing::warn!(%rejection, op = entry.op().name(), "a submitted change of the log's trust does not hold");
                     }
                 }
                 _ => {}

@@ -251,7 +251,7 @@ impl LedgerSync {
     fn send_urgent(&self, peers: &HashSet<Did>, entry: &Entry) {
         let bytes = entry.encoded().to_vec();
         let request = match entry.op() {
-            Op::Handover { .. } => Request::Handover(bytes),
+            Op::Handover { .. } | Op::Witnesses { .. } => Request::Handover(bytes),
             _ => Request::Revocation(bytes),
         };
         self.tell(peers, pb::SyncRequest { request: Some(request) }, "revocation gossip");
@@ -295,7 +295,10 @@ impl LedgerSync {
                 self.counters.count("ledger_checkpoints_refused");
                 // Signed by a key we cannot check yet: kept, to judge again
                 // once a handover to that key is held here.
-                if matches!(error, CheckpointError::NotSigned | CheckpointError::BadSignature) {
+                if matches!(
+                    error,
+                    CheckpointError::NotSigned | CheckpointError::BadSignature | CheckpointError::Unwitnessed { .. }
+                ) {
                     self.unchecked.lock().unwrap_or_else(PoisonError::into_inner).insert(peer, note);
                 }
                 return tracing::debug!(%peer, %error, "ignoring a peer's checkpoint");

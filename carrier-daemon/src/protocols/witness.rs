@@ -95,7 +95,7 @@ impl Witness {
         };
         let named = ledger.network().is_some_and(|n| n.witnesses.witnesses.contains(&witness_key_of(&key)));
         if !named {
-            tracing::warn!(vkey = %witness_key_of(&key).vkey(), "the genesis does not name this witness key: its cosignatures will not count");
+            tracing::warn!(vkey = %witness_key_of(&key).vkey(), "the ledger does not name this witness key (yet): its cosignatures count once the genesis or a change of witnesses names it");
         }
         Ok(Arc::new(Self { key, ledger, state_file, last: Mutex::new(last) }))
     }

@@ -130,6 +130,14 @@ pub enum Op {
         /// Further signatures, sorted by key.
         approvals: Vec<Approval>,
     },
+    /// Replaces the witnesses and their quorum; signed by a registrar,
+    /// approved by more (see `handover::check_witnesses`).
+    Witnesses {
+        /// Who cosigns checkpoints from this entry on, and how many must.
+        policy: WitnessPolicy,
+        /// Further registrars' signatures, sorted by key.
+        approvals: Vec<Approval>,
+    },
 }
 
 impl Op {
@@ -142,6 +150,7 @@ impl Op {
             Op::RotateKeys { .. } => "rotate-keys",
             Op::Revoke { .. } => "revoke",
             Op::Handover { .. } => "handover",
+            Op::Witnesses { .. } => "witnesses",
         }
     }
 }
@@ -364,10 +373,12 @@ fn body_to_pb(body: &EntryBody) -> pb::EntryBody {
         Op::Handover { log_key, sequencer, approvals } => P::Handover(pb::Handover {
             log_key: log_key.as_bytes().to_vec(),
             sequencer: sequencer.to_string(),
-            approvals: approvals
-                .iter()
-                .map(|a| pb::Approval { key: a.key.as_bytes().to_vec(), signature: a.signature.to_vec() })
-                .collect(),
+            approvals: approvals_to_pb(approvals),
+        }),
+        Op::Witnesses { policy, approvals } => P::Witnesses(pb::Witnesses {
+            witnesses: policy.witnesses_pb(),
+            quorum: policy.quorum,
+            approvals: approvals_to_pb(approvals),
         }),
     };
     let network = if body.network_id == EntryHash::ZERO { Vec::new() } else { body.network_id.0.to_vec() };
@@ -426,31 +437,40 @@ fn body_from_pb(message: pb::EntryBody, trust: Trust) -> Result<EntryBody, Entry
             Op::RotateKeys { did: trust.did(&r.did, &[signer])?, keys: trust.keys(&r.signing_key, &r.noise_key)? }
         }
         P::Revoke(r) => Op::Revoke { did: trust.did(&r.did, &[signer])?, reason: text("reason", r.reason, true)? },
-        P::Handover(h) => {
-            check_list("approvals", h.approvals.len())?;
-            let approvals = h
-                .approvals
-                .iter()
-                .map(|a| {
-                    let signature = a.signature.as_slice().try_into();
-                    Ok(Approval {
-                        key: trust.key(&a.key, "approval key")?,
-                        signature: signature.map_err(|_| EntryError::SignatureLength(a.signature.len()))?,
-                    })
-                })
-                .collect::<Result<Vec<_>, EntryError>>()?;
-            // One encoding only: sorted by key, each once.
-            if !approvals.windows(2).all(|w| w[0].key.as_bytes() < w[1].key.as_bytes()) {
-                return Err(EntryError::NotCanonical);
-            }
-            Op::Handover {
-                log_key: trust.key(&h.log_key, "log key")?,
-                sequencer: trust.did(&h.sequencer, &[])?,
-                approvals,
-            }
-        }
+        P::Handover(h) => Op::Handover {
+            approvals: approvals_from_pb(&h.approvals, trust)?,
+            log_key: trust.key(&h.log_key, "log key")?,
+            sequencer: trust.did(&h.sequencer, &[])?,
+        },
+        P::Witnesses(w) => Op::Witnesses {
+            approvals: approvals_from_pb(&w.approvals, trust)?,
+            policy: WitnessPolicy::from_parts(&w.witnesses, w.quorum, |k| Ok(trust.key(k, "witness key")?))?,
+        },
     };
     Ok(EntryBody { network_id, time_ms: message.time_ms, expires_ms: message.expires_ms, signer, op })
+}
+
+fn approvals_to_pb(approvals: &[Approval]) -> Vec<pb::Approval> {
+    approvals.iter().map(|a| pb::Approval { key: a.key.as_bytes().to_vec(), signature: a.signature.to_vec() }).collect()
+}
+
+/// Approvals as they travel: one encoding only, sorted by key, each once.
+fn approvals_from_pb(approvals: &[pb::Approval], trust: Trust) -> Result<Vec<Approval>, EntryError> {
+    check_list("approvals", approvals.len())?;
+    let approvals = approvals
+        .iter()
+        .map(|a| {
+            let signature = a.signature.as_slice().try_into();
+            Ok(Approval {
+                key: trust.key(&a.key, "approval key")?,
+                signature: signature.map_err(|_| EntryError::SignatureLength(a.signature.len()))?,
+            })
+        })
+        .collect::<Result<Vec<_>, EntryError>>()?;
+    if !approvals.windows(2).all(|w| w[0].key.as_bytes() < w[1].key.as_bytes()) {
+        return Err(EntryError::NotCanonical);
+    }
+    Ok(approvals)
 }
 
 /// How far to trust the bytes of an entry being decoded.

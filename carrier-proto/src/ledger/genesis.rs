@@ -153,33 +153,57 @@ impl WitnessPolicy {
     }
 
     pub(super) fn to_pb(&self, genesis: &mut pb::Genesis) {
-        genesis.witnesses = self
-            .witnesses
+        genesis.witnesses = self.witnesses_pb();
+        genesis.witness_quorum = self.quorum;
+    }
+
+    /// The witnesses as they travel.
+    pub(super) fn witnesses_pb(&self) -> Vec<pb::Witness> {
+        self.witnesses
             .iter()
             .map(|w| pb::Witness { name: w.name().to_owned(), key: w.key().as_bytes().to_vec() })
-            .collect();
-        genesis.witness_quorum = self.quorum;
+            .collect()
     }
 
     pub(super) fn from_pb(
         g: &pb::Genesis,
         key: impl Fn(&[u8]) -> Result<SigningPublicKey, EntryError>,
     ) -> Result<Self, EntryError> {
-        if g.witnesses.len() > MAX_WITNESSES {
-            return Err(EntryError::ListLength { what: "witnesses", len: g.witnesses.len() });
+        Self::from_parts(&g.witnesses, g.witness_quorum, key)
+    }
+
+    /// A policy from its witnesses and quorum as they travel.
+    pub(super) fn from_parts(
+        witnesses: &[pb::Witness],
+        quorum: u32,
+        key: impl Fn(&[u8]) -> Result<SigningPublicKey, EntryError>,
+    ) -> Result<Self, EntryError> {
+        if witnesses.len() > MAX_WITNESSES {
+            return Err(EntryError::ListLength { what: "witnesses", len: witnesses.len() });
         }
-        let witnesses = g
-            .witnesses
+        let witnesses = witnesses
             .iter()
             .map(|w| WitnessKey::new(&w.name, key(&w.key)?).map_err(|e| EntryError::Witness(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        if g.witness_quorum as usize > witnesses.len() {
+        if quorum as usize > witnesses.len() {
             return Err(EntryError::Witness(format!(
-                "a quorum of {} out of {} witnesses can never be met",
-                g.witness_quorum,
+                "a quorum of {quorum} out of {} witnesses can never be met",
                 witnesses.len()
             )));
         }
-        Ok(Self { witnesses, quorum: g.witness_quorum })
+        Ok(Self { witnesses, quorum })
+    }
+
+    /// What registrars approving this policy sign, for `network`.
+    pub fn approval_message(&self, network: &super::EntryHash) -> Vec<u8> {
+        let mut message = network.0.to_vec();
+        for witness in &self.witnesses {
+            let name = witness.name().as_bytes();
+            message.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+            message.extend_from_slice(name);
+            message.extend_from_slice(witness.key().as_bytes());
+        }
+        message.extend_from_slice(&self.quorum.to_be_bytes());
+        message
     }
 }

@@ -13,6 +13,11 @@
 //!                tree), and the old key's no longer count
 //! ```
 //!
+//! A change of the witnesses (`Op::Witnesses`) is approved the same way, by
+//! registrars only (the log key cannot approve it: witnesses are what
+//! keeps the log honest), and held the same way before the log holds it,
+//! so checkpoints its new witnesses cosign count at once.
+//!
 //! The new sequencer sequences the handover itself, as its first entry, so
 //! a daemon that is behind learns the new key from a checkpoint it cannot
 //! check yet: every daemon holds the signed handover request as soon as it
@@ -21,6 +26,7 @@
 
 use super::entry::{Entry, Op};
 use super::error::Rejection;
+use super::genesis::WitnessPolicy;
 use super::sequencer::CLOCK_SKEW_MS;
 use super::state::{LedgerState, Network};
 use crate::domain;
@@ -57,6 +63,44 @@ impl Approval {
     fn holds(&self, network: &super::EntryHash, log_key: &SigningPublicKey, sequencer: &Did) -> bool {
         self.key.verify(domain::HANDOVER, &handover_message(network, log_key, sequencer), &self.signature)
     }
+
+    /// `signer`'s approval of `policy` as `network`'s witnesses.
+    pub fn sign_witnesses(signer: &Identity, network: &super::EntryHash, policy: &WitnessPolicy) -> Self {
+        Self { key: signer.signing_key(), signature: signer.sign(domain::WITNESSES, &policy.approval_message(network)) }
+    }
+
+    fn holds_witnesses(&self, network: &super::EntryHash, policy: &WitnessPolicy) -> bool {
+        self.key.verify(domain::WITNESSES, &policy.approval_message(network), &self.signature)
+    }
+}
+
+/// Checks a change of witnesses by `signer`: a registrar, approved by other
+/// registrars up to the genesis's handover quorum (the log key's approval
+/// does not count).
+pub(crate) fn check_witnesses(
+    network: &Network,
+    signer: &SigningPublicKey,
+    policy: &WitnessPolicy,
+    approvals: &[Approval],
+) -> Result<(), Rejection> {
+    if !network.registrars.contains(signer) {
+        return Err(Rejection::Unauthorized { signer: Did::from_signing_key(*signer) });
+    }
+    let mut registrars = vec![*signer];
+    for approval in approvals {
+        if !approval.holds_witnesses(&network.id, policy)
+            || !network.registrars.contains(&approval.key)
+            || registrars.contains(&approval.key)
+        {
+            return Err(Rejection::BadApproval(Did::from_signing_key(approval.key)));
+        }
+        registrars.push(approval.key);
+    }
+    let quorum = network.quotas.handover_quorum();
+    if registrars.len() < quorum {
+        return Err(Rejection::HandoverQuorum { have: registrars.len(), need: quorum });
+    }
+    Ok(())
 }
 
 /// Checks a handover by `signer` against `network` (the rules above);
@@ -115,7 +159,7 @@ impl SeenHandovers {
     /// sequenced must still take it, from a peer's log, however old (the
     /// sequencer alone refuses expired requests).
     pub fn admit(&mut self, state: &LedgerState, entry: &Entry, now_ms: u64) -> Result<bool, Rejection> {
-        if !matches!(entry.op(), Op::Handover { .. }) {
+        if !matches!(entry.op(), Op::Handover { .. } | Op::Witnesses { .. }) {
             return Err(Rejection::Unauthorized { signer: Did::from_signing_key(entry.body().signer) });
         }
         if self.held.iter().any(|held| held.hash() == entry.hash()) {
@@ -138,6 +182,14 @@ impl SeenHandovers {
     pub fn log_keys(&self) -> impl Iterator<Item = SigningPublicKey> + '_ {
         self.held.iter().filter_map(|e| match e.op() {
             Op::Handover { log_key, .. } => Some(*log_key),
+            _ => None,
+        })
+    }
+
+    /// The witness policies the held changes of witnesses name.
+    pub fn policies(&self) -> impl Iterator<Item = &WitnessPolicy> + '_ {
+        self.held.iter().filter_map(|e| match e.op() {
+            Op::Witnesses { policy, .. } => Some(policy),
             _ => None,
         })
     }

@@ -138,3 +138,42 @@ fn a_daemon_that_was_away_takes_a_handover_however_old_but_not_one_from_the_futu
     let forged = net.handover(&new, &net.device, &[]);
     assert!(seen.admit(&net.state, &forged, months_later).is_err());
 }
+
+fn policy() -> WitnessPolicy {
+    let witness = Identity::generate(IdentityKind::Witness);
+    WitnessPolicy { witnesses: vec![crate::ledger::witness_key_of(&witness)], quorum: 1 }
+}
+
+#[test]
+fn registrars_replace_the_witnesses_with_their_quorum_and_the_log_key_cannot_help() {
+    let mut net = net(2);
+    let network = net.state.network().unwrap().id;
+    let new = policy();
+    let change = |approvers: &[&Identity], by: &Identity, state: &LedgerState| {
+        let mut approvals: Vec<Approval> =
+            approvers.iter().map(|a| Approval::sign_witnesses(a, &network, &new)).collect();
+        approvals.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+        state.next_entry(Op::Witnesses { policy: new.clone(), approvals }, 3, by)
+    };
+    // One registrar of the two the quorum asks: refused; the log key's
+    // approval does not count; a device cannot sign it.
+    let alone = change(&[], &net.registrars[0], &net.state);
+    assert_eq!(net.state.check_request(&alone), Err(Rejection::HandoverQuorum { have: 1, need: 2 }));
+    let with_log = change(&[&net.log], &net.registrars[0], &net.state);
+    assert!(matches!(net.state.check_request(&with_log), Err(Rejection::BadApproval(_))));
+    let by_device = change(&[&net.registrars[1]], &net.device, &net.state);
+    assert!(matches!(net.state.check_request(&by_device), Err(Rejection::Unauthorized { .. })));
+    // An approval of another policy does not hold for this one.
+    let wrong = vec![Approval::sign_witnesses(&net.registrars[1], &network, &policy())];
+    let entry = net.state.next_entry(Op::Witnesses { policy: new.clone(), approvals: wrong }, 3, &net.registrars[0]);
+    assert!(matches!(net.state.check_request(&entry), Err(Rejection::BadApproval(_))));
+    // Two registrars: taken; it travels as signed, and the witnesses change.
+    let both = change(&[&net.registrars[1]], &net.registrars[0], &net.state);
+    assert_eq!(Entry::decode(both.encoded()).unwrap(), both);
+    let mut seen = SeenHandovers::default();
+    assert_eq!(seen.admit(&net.state, &both, 10_000), Ok(true));
+    assert_eq!(seen.policies().collect::<Vec<_>>(), vec![&new]);
+    net.state.append(both).unwrap();
+    assert_eq!(net.state.network().unwrap().witnesses, new);
+    assert_eq!(net.state.handover_indices(), &[2]);
+}

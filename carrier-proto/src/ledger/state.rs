@@ -149,7 +149,8 @@ pub struct LedgerState {
     /// The log keys that signed before a handover, oldest first: their
     /// checkpoints and promises still count as the log's word.
     past_log_keys: Vec<SigningPublicKey>,
-    /// Where each handover sits, oldest first.
+    /// Where each change of the log's trust (a handover, a change of
+    /// witnesses) sits, oldest first.
     handover_indices: Vec<u64>,
 }
 
@@ -185,7 +186,8 @@ impl LedgerState {
         self.network.as_ref()
     }
 
-    /// Where the handovers sit in the log, oldest first.
+    /// Where the changes of the log's trust (handovers, changes of
+    /// witnesses) sit in the log, oldest first.
     pub fn handover_indices(&self) -> &[u64] {
         &self.handover_indices
     }
@@ -372,6 +374,9 @@ impl LedgerState {
                 }
                 Ok(())
             }
+            Op::Witnesses { policy, approvals } => {
+                super::handover::check_witnesses(network, &signer, policy, approvals)
+            }
             Op::Handover { log_key, sequencer, approvals } => super::handover::check(
                 network,
                 &signer,
@@ -419,6 +424,12 @@ impl LedgerState {
             Op::Revoke { did, reason } => {
                 if let Some(record) = self.records.get_mut(did) {
                     record.revoked = Some(Revocation { seq: index, reason: reason.clone() });
+                }
+            }
+            Op::Witnesses { policy, .. } => {
+                self.handover_indices.push(index);
+                if let Some(network) = &mut self.network {
+                    network.witnesses = policy.clone();
                 }
             }
             Op::Handover { log_key, .. } => {

@@ -97,7 +97,7 @@ pub(crate) fn audit(at: &LedgerDir, target: &Target, since: &Path, json: bool) -
 /// The DID an entry is about.
 fn subject(op: &Op) -> Option<Did> {
     match op {
-        Op::Genesis { .. } => None,
+        Op::Genesis { .. } | Op::Witnesses { .. } => None,
         Op::Handover { sequencer, .. } => Some(*sequencer),
         Op::RegisterDevice { did, .. }
         | Op::RegisterApp { did, .. }

@@ -161,6 +161,28 @@ pub(crate) enum LedgerCommand {
         #[arg(long, value_name = "FILE")]
         log_key: PathBuf,
     },
+    /// Replace the witnesses that cosign checkpoints, and their quorum,
+    /// from this entry on. The first --key (a registrar) signs the request;
+    /// more registrars approve it, as many as the genesis's handover quorum
+    /// asks. Hand it to any daemon (--submit), or write it (--out).
+    ///
+    /// Example: carrierctl ledger witnesses --witness 'w1+1a2b3c4d+BA…' --witness-quorum 1 --key admin/registrar.key --submit
+    Witnesses {
+        #[command(flatten)]
+        at: LedgerDir,
+        #[command(flatten)]
+        how: crate::submit::How,
+        /// A witness's C2SP verifier key (`carrierctl keygen --kind
+        /// witness` prints it); once per witness.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// Cosignatures every checkpoint needs from them.
+        #[arg(long, value_name = "K")]
+        witness_quorum: u32,
+        /// Key files: a registrar's that signs, then other registrars'.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
     /// List every entry.
     ///
     /// Example: carrierctl ledger show --json
@@ -330,6 +352,41 @@ fn handover(
     crate::submit::write(at, how, target, &signer, op)
 }
 
+fn witnesses(
+    at: &LedgerDir,
+    how: &crate::submit::How,
+    target: &Target,
+    vkeys: &[String],
+    quorum: u32,
+    keys: &[PathBuf],
+) -> anyhow::Result<()> {
+    if how.in_directory() {
+        bail!(
+            "a change of witnesses is sequenced by the network's sequencer: hand it to a daemon (--submit) or write it (--out)"
+        );
+    }
+    let witnesses = vkeys
+        .iter()
+        .map(|vkey| WitnessKey::parse_vkey(vkey).with_context(|| format!("--witness {vkey}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if quorum as usize > witnesses.len() {
+        bail!("a quorum of {quorum} out of {} witnesses can never be met", witnesses.len());
+    }
+    let policy = WitnessPolicy { witnesses, quorum };
+    let (signer, approvers) = keys.split_first().context("give the signing registrar's --key")?;
+    let signer = keystore::load_kind(signer, IdentityKind::Registrar)?;
+    let network = crate::submit::network_id(at, how, target)?;
+    let mut approvals = approvers
+        .iter()
+        .map(|path| {
+            Ok(Approval::sign_witnesses(&keystore::load_kind(path, IdentityKind::Registrar)?, &network, &policy))
+        })
+        .collect::<anyhow::Result<Vec<Approval>>>()?;
+    approvals.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    approvals.dedup_by(|a, b| a.key == b.key);
+    crate::submit::write(at, how, target, &signer, Op::Witnesses { policy, approvals })
+}
+
 /// Every encoded entry of the ledger to read: the running daemon's when
 /// `--socket` names its control socket, else the directory's (verified).
 pub(crate) fn entries_of(at: &LedgerDir, target: &Target) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -486,6 +543,9 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
             crate::submit::write(&at, &how, target, &keystore::load(&key)?, Op::Revoke { did, reason })
         }
         LedgerCommand::Handover { at, how, to, keys, log_key } => handover(&at, &how, target, to, &keys, &log_key),
+        LedgerCommand::Witnesses { at, how, witnesses: vkeys, witness_quorum, keys } => {
+            witnesses(&at, &how, target, &vkeys, witness_quorum, &keys)
+        }
         LedgerCommand::Submit { request, wait } => {
             let entry = crate::submit::read_request(&request)?;
             crate::submit::submit(target, entry, wait)

@@ -72,6 +72,11 @@ fn entry_json(state: &LedgerState, index: usize, entry: &Entry) -> Value {
             "sequencer": sequencer.to_string(),
             "approvals": approvals.iter().map(|a| signer(state, a.key)).collect::<Vec<_>>(),
         }),
+        Op::Witnesses { policy, approvals } => json!({
+            "witnesses": policy.witnesses.iter().map(|w| w.vkey()).collect::<Vec<_>>(),
+            "quorum": policy.quorum,
+            "approvals": approvals.iter().map(|a| signer(state, a.key)).collect::<Vec<_>>(),
+        }),
     };
     json!({
         "index": index,
@@ -165,6 +170,9 @@ fn subject(op: &Op) -> String {
         Op::RegisterDevice { did, .. } | Op::RotateKeys { did, .. } | Op::Revoke { did, .. } => did.to_string(),
         Op::RegisterApp { did, name, .. } => format!("{did} ({name})"),
         Op::Handover { sequencer, approvals, .. } => format!("to {sequencer}, {} approvals", approvals.len()),
+        Op::Witnesses { policy, approvals } => {
+            format!("{} of {} witnesses, {} approvals", policy.quorum, policy.witnesses.len(), approvals.len())
+        }
     }
 }
 

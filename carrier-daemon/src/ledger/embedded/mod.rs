@@ -462,13 +462,22 @@ impl Ledger for EmbeddedLedger {
     fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {
         let network = self.network().ok_or(CheckpointError::NotSigned)?;
         let current = SignedCheckpoint::verify(note, &network.trust());
-        if !matches!(current, Err(CheckpointError::NotSigned | CheckpointError::BadSignature)) {
+        if current.is_ok() {
             return current;
         }
-        // Signed by the new key of a handover we hold, not yet in our log?
-        let keys: Vec<_> = self.handovers.read().unwrap_or_else(PoisonError::into_inner).log_keys().collect();
-        keys.into_iter()
-            .map(|log_key| SignedCheckpoint::verify(note, &LogTrust { log_key, ..network.trust() }))
+        // Signed by the new key of a handover we hold, or cosigned by the
+        // witnesses of a change we hold, not yet in our log?
+        let held = self.handovers.read().unwrap_or_else(PoisonError::into_inner);
+        let keys: Vec<_> = std::iter::once(network.log_key).chain(held.log_keys()).collect();
+        let policies: Vec<_> = std::iter::once(&network.witnesses).chain(held.policies()).collect();
+        keys.iter()
+            .flat_map(|&log_key| policies.iter().map(move |policy| (log_key, *policy)))
+            .skip(1)
+            .map(|(log_key, policy)| {
+                let trust =
+                    LogTrust { log_key, witnesses: &policy.witnesses, quorum: policy.quorum(), ..network.trust() };
+                SignedCheckpoint::verify(note, &trust)
+            })
             .find(Result::is_ok)
             .unwrap_or(current)
     }
