@@ -318,3 +318,21 @@ fn other_device(admin: &Admin) -> String {
     admin.ok(&["register-device", "--key", &admin.key(), &card]);
     did
 }
+
+#[test]
+fn a_handover_without_a_log_key_file_makes_one_beside_the_registrars_key() {
+    let admin = Admin::new();
+    let (did, card, _) = admin.init_device("laptop");
+    admin.ok(&["register-device", "--key", &admin.key(), &card]);
+    let out = admin.path("handover.request");
+    let printed = admin.ok(&["handover", "--to", &did, "--key", &admin.key(), "--out", &out]);
+    let short: String = did.rsplit(':').next().unwrap().chars().take(16).collect();
+    let made = admin.path(&format!("admin/log-{short}.key"));
+    assert!(printed.contains(&made), "{printed}");
+    assert!(Path::new(&made).exists() && Path::new(&out).exists());
+    let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the new log key is private");
+    // Sequencing it in the directory is refused: the new sequencer does that.
+    let refused = admin.fails(&["handover", "--to", &did, "--key", &admin.key()]);
+    assert!(refused.contains("new sequencer"), "{refused}");
+}

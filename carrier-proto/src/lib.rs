@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use carrier_proto::identity::{Identity, IdentityKind};
-//! use carrier_proto::ledger::{LedgerState, Op, Quotas, Rejection, Sequencer};
+//! use carrier_proto::ledger::{LedgerState, Op, Quotas, Rejection, Sequencer, WitnessPolicy};
 //!
 //! let registrar = Identity::generate(IdentityKind::Registrar);
 //! let log = Identity::generate(IdentityKind::Log);
@@ -30,6 +30,7 @@
 //!     registrars: vec![registrar.signing_key()],
 //!     log_key: log.signing_key(),
 //!     quotas: Quotas::default(),
+//!     witnesses: WitnessPolicy::default(),
 //! };
 //! // The authors sign; the sequencer (holding the log key) orders.
 //! let mut sequencer = Sequencer::new(log, None);
@@ -41,7 +42,7 @@
 //! sequencer.sequence(&mut ledger, entry, 2_000, keep).unwrap();
 //!
 //! assert!(ledger.resolve(&device.did()).unwrap().is_active());
-//! assert_eq!(sequencer.checkpoint(&ledger).size(), 2);
+//! assert_eq!(sequencer.checkpoint(&ledger, 3_000).size(), 2);
 //! ```
 
 #![forbid(unsafe_code)]

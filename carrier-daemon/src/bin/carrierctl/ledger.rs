@@ -158,8 +158,10 @@ pub(crate) enum LedgerCommand {
         keys: Vec<PathBuf>,
         /// The new log key file (made if it does not exist): copy it to the
         /// new sequencer's device and set `[ledger] sequencer_key` there.
+        /// Without it, a new key is made beside the signing registrar's key
+        /// file, named after the new sequencer.
         #[arg(long, value_name = "FILE")]
-        log_key: PathBuf,
+        log_key: Option<PathBuf>,
     },
     /// Replace the witnesses that cosign checkpoints, and their quorum,
     /// from this entry on. The first --key (a registrar) signs the request;
@@ -318,11 +320,21 @@ fn handover(
     target: &Target,
     to: Did,
     keys: &[PathBuf],
-    log_key: &std::path::Path,
+    log_key: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     if how.in_directory() {
         bail!("a handover is sequenced by the new sequencer: hand it to a daemon (--submit) or write it (--out)");
     }
+    let log_key = match log_key {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let signer = keys.first().context("give the signing registrar's --key")?;
+            let name = to.to_string();
+            let short = name.rsplit(':').next().unwrap_or(&name).chars().take(16).collect::<String>();
+            signer.with_file_name(format!("log-{short}.key"))
+        }
+    };
+    let log_key = log_key.as_path();
     let new_key = match keystore::load_kind(log_key, IdentityKind::Log) {
         Ok(key) => key,
         Err(keystore::KeyStoreError::Missing(_)) => {
@@ -542,7 +554,9 @@ pub(crate) fn run(command: LedgerCommand, target: &Target, json: bool) -> anyhow
         LedgerCommand::Revoke { at, how, key, reason, did } => {
             crate::submit::write(&at, &how, target, &keystore::load(&key)?, Op::Revoke { did, reason })
         }
-        LedgerCommand::Handover { at, how, to, keys, log_key } => handover(&at, &how, target, to, &keys, &log_key),
+        LedgerCommand::Handover { at, how, to, keys, log_key } => {
+            handover(&at, &how, target, to, &keys, log_key.as_deref())
+        }
         LedgerCommand::Witnesses { at, how, witnesses: vkeys, witness_quorum, keys } => {
             witnesses(&at, &how, target, &vkeys, witness_quorum, &keys)
         }

@@ -59,8 +59,17 @@ impl EmbeddedLedger {
         }
         let text = broken.to_text();
         let mut saved = String::new();
-        if let Some(dir) = &self.evidence_dir {
-            let path = dir.join(format!("{FILE_PREFIX}{}-{}.txt", now_ms(), &broken.promise().leaf().to_hex()[..16]));
+        let tag = broken.promise().leaf().to_hex()[..16].to_owned();
+        // One file per broken promise, however often peers pass it on.
+        let saved_before = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(FILE_PREFIX) && n.contains(&tag)))
+        };
+        if let Some(dir) = self.evidence_dir.as_deref().filter(|dir| !saved_before(dir)) {
+            let path = dir.join(format!("{FILE_PREFIX}{}-{tag}.txt", now_ms()));
             match std::fs::write(&path, &text).and_then(|()| crate::paths::make_private(&path)) {
                 Ok(()) => saved = format!("; evidence in {}", path.display()),
                 Err(error) => tracing::error!(path = %path.display(), %error, "cannot save a broken promise"),
