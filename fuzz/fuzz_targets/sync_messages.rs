@@ -96,6 +96,13 @@ fuzz_target!(|data: &[u8]| {
                     let _ = f.state.check_request(&entry);
                 }
             }
+            Some(Request::LoggedChange(change)) => {
+                if let Ok(entry) = carrier_proto::ledger::Entry::decode(&change.entry) {
+                    let _ = f.state.check_request(&entry);
+                }
+                let log_only = carrier_proto::ledger::LogTrust::log_only(f.network, f.log.signing_key());
+                let _ = SignedCheckpoint::open(&change.checkpoint, &log_only);
+            }
             Some(Request::BrokenPromise(evidence)) => {
                 let keys = [f.log.signing_key()];
                 let _ = carrier_proto::ledger::BrokenPromise::decode(&evidence, &f.network, &keys);

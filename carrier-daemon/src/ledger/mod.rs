@@ -187,8 +187,13 @@ pub trait Ledger: Directory + Send + Sync + fmt::Debug {
     fn admit_handover(&self, entry: &Entry) -> Result<bool, Rejection>;
     /// The handover requests held that the log does not hold yet.
     fn handovers_seen(&self) -> Vec<Entry>;
-    /// The latest handovers the log holds, for peers that were away.
-    fn handovers_in_log(&self) -> Vec<Entry>;
+    /// The latest changes of the log's trust (handovers, changes of
+    /// witnesses) the log holds, with their indices, for peers that were away.
+    fn handovers_in_log(&self) -> Vec<(u64, Entry)>;
+    /// Holds a change of the log's trust that a peer's log holds (the
+    /// caller proved it against that log's checkpoint), however old; true
+    /// if new.
+    fn admit_logged_change(&self, entry: &Entry) -> Result<bool, Rejection>;
     /// The equivocation alarm, if raised.
     fn alarm(&self) -> Option<String>;
     /// The evidence behind the alarm, to pass on to peers.

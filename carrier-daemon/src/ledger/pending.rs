@@ -133,6 +133,11 @@ impl PendingRequests {
     /// Keeps the sequencer's `promise` for the request with leaf hash
     /// `hash`: it is no longer sent, but held until the log shows it.
     pub fn promise(&self, hash: &EntryHash, promise: &[u8]) {
+        // The first promise stands: a sequencer cannot push its deadline
+        // on by promising again.
+        if self.promised().iter().any(|(entry, _)| entry.hash() == *hash) {
+            return;
+        }
         self.mark(hash, "promise", promise);
     }
 

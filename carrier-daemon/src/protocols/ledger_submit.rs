@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carrier_proto::identity::Did;
-use carrier_proto::ledger::{Entry, EntryHash, MAX_PROMISE_DEADLINE_MS, Op, Rejection, SequencerAnswer, Verdict, Word};
+use carrier_proto::ledger::{
+    CLOCK_SKEW_MS, Entry, EntryHash, MAX_PROMISE_DEADLINE_MS, Op, Rejection, SequencerAnswer, Verdict, Word,
+};
 use carrier_proto::pb::{self, submit_result::Result as Outcome};
 use tokio::sync::broadcast;
 
@@ -245,8 +247,15 @@ impl Submitter {
                 None => true,
             })
             .collect();
+        // Those promised wait for their checkpoint: sending one again would
+        // let the sequencer promise it anew, and never break its word.
+        let promised: Vec<EntryHash> = self.pending.promised().iter().map(|(entry, _)| entry.hash()).collect();
         for entry in self.ledger.revocations_in_force().into_iter().chain(self.ledger.handovers_seen()) {
-            if self.ledger.position(&entry.hash()).is_none() && !waiting.iter().any(|w| w.hash() == entry.hash()) {
+            let hash = entry.hash();
+            if self.ledger.position(&hash).is_none()
+                && !promised.contains(&hash)
+                && !waiting.iter().any(|w| w.hash() == hash)
+            {
                 waiting.push(entry);
             }
         }
@@ -312,8 +321,11 @@ impl Submitter {
         if answer.leaf() != entry.hash() {
             return None;
         }
+        // A deadline is at most the longest one a sequencer may give, from
+        // now by our clock (give or take the skew we allow any clock).
+        let latest = now_ms().saturating_add(MAX_PROMISE_DEADLINE_MS + CLOCK_SKEW_MS);
         if let Word::Promise { deadline_ms, .. } = answer.word()
-            && deadline_ms.saturating_sub(answer.issued_ms()) > MAX_PROMISE_DEADLINE_MS
+            && (deadline_ms.saturating_sub(answer.issued_ms()) > MAX_PROMISE_DEADLINE_MS || *deadline_ms > latest)
         {
             tracing::warn!(deadline_ms, "the sequencer promised past the longest deadline it may give");
             return None;
@@ -350,12 +362,15 @@ impl Submitter {
                     self.ledger.keep_broken_promise(&broken, "a request this daemon sent");
                     self.pending.unpromise(&hash);
                 }
-                Verdict::Waiting | Verdict::NotAPromise => {
+                // Past its deadline, only a new checkpoint can decide (and
+                // its arrival wakes us): wait for the next deadline to come.
+                Verdict::Waiting | Verdict::NotAPromise if deadline_ms >= now_ms() => {
                     next = Some(next.map_or(deadline_ms, |n| n.min(deadline_ms)));
                 }
+                Verdict::Waiting | Verdict::NotAPromise => {}
             }
         }
-        // Past a deadline, the next checkpoint decides: look again a second on.
+        // A checkpoint dated just past the deadline decides: look a second on.
         next.map(|deadline_ms| Duration::from_millis(deadline_ms.saturating_sub(now_ms()).saturating_add(1000)))
     }
 

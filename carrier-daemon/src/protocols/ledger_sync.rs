@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use carrier_proto::identity::Did;
 use carrier_proto::ledger::{
-    Admitted, BrokenPromise, CatchUp, CheckpointError, Entry, EntryHash, Fetch, Fork, Judgement,
-    MAX_BROKEN_PROMISE_SIZE, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE, MAX_NOTE_SIZE, Op, Rejection, SignedCheckpoint,
+    CatchUp, CheckpointError, EntryHash, Fetch, Judgement, MAX_BROKEN_PROMISE_SIZE, MAX_ENTRY_SIZE, MAX_EVIDENCE_SIZE,
+    MAX_NOTE_SIZE, SignedCheckpoint,
 };
 use carrier_proto::pb::{self, sync_request::Request};
 use tokio::sync::{Semaphore, broadcast};
@@ -51,7 +51,9 @@ const BATCH_BYTES: usize = 256 << 10;
 /// Largest request frame: a fetch, an announce carrying a note, evidence
 /// (two notes and a proof), or a revocation request.
 const REQUEST_FRAME: usize =
-    max(max(max(MAX_EVIDENCE_SIZE, MAX_BROKEN_PROMISE_SIZE), MAX_NOTE_SIZE), MAX_ENTRY_SIZE) + 256;
+    max(max(max(MAX_EVIDENCE_SIZE, MAX_BROKEN_PROMISE_SIZE), MAX_NOTE_SIZE), LOGGED_CHANGE_SIZE) + 256;
+/// Largest logged change: an entry, a note and an inclusion proof.
+const LOGGED_CHANGE_SIZE: usize = MAX_ENTRY_SIZE + MAX_NOTE_SIZE + 64 * 34 + 64;
 
 const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
@@ -169,14 +171,12 @@ impl LedgerSync {
                         if let Some(fork) = self.ledger.evidence() {
                             self.send_evidence(&HashSet::from([did]), &fork);
                         }
-                        // Handovers the log holds go too: a peer that was
-                        // away checks our checkpoint's key with them.
-                        let urgent = self.ledger.revocations_in_force().into_iter()
-                            .chain(self.ledger.handovers_seen())
-                            .chain(self.ledger.handovers_in_log());
-                        for entry in urgent {
-                            self.send_urgent(&HashSet::from([did]), &entry);
+                        for entry in self.ledger.revocations_in_force().iter().chain(&self.ledger.handovers_seen()) {
+                            self.send_urgent(&HashSet::from([did]), entry);
                         }
+                        // The trust changes our log holds go too, proven: a
+                        // peer that was away checks our checkpoint with them.
+                        self.send_logged_changes(did);
                         for broken in self.ledger.broken_promises() {
                             self.send_broken_promise(&HashSet::from([did]), &broken);
                         }
@@ -232,29 +232,6 @@ impl LedgerSync {
     fn announce(&self, peers: &HashSet<Did>, checkpoint: SignedCheckpoint) {
         let announce = pb::SyncRequest { request: Some(Request::Announce(checkpoint.note().to_vec())) };
         self.tell(peers, announce, "ledger announce");
-    }
-
-    /// Passes evidence of a fork on to `peers`.
-    fn send_evidence(&self, peers: &HashSet<Did>, fork: &Fork) {
-        tracing::info!(peers = peers.len(), "passing on the evidence that the log key signed two histories");
-        self.tell(peers, pb::SyncRequest { request: Some(Request::Evidence(fork.encode())) }, "ledger evidence");
-    }
-
-    /// Passes evidence of a broken promise on to `peers`.
-    fn send_broken_promise(&self, peers: &HashSet<Did>, broken: &BrokenPromise) {
-        let request = Request::BrokenPromise(broken.encode());
-        self.tell(peers, pb::SyncRequest { request: Some(request) }, "broken promise");
-    }
-
-    /// Passes a revocation in force here, or a handover held here, on to
-    /// `peers`.
-    fn send_urgent(&self, peers: &HashSet<Did>, entry: &Entry) {
-        let bytes = entry.encoded().to_vec();
-        let request = match entry.op() {
-            Op::Handover { .. } | Op::Witnesses { .. } => Request::Handover(bytes),
-            _ => Request::Revocation(bytes),
-        };
-        self.tell(peers, pb::SyncRequest { request: Some(request) }, "revocation gossip");
     }
 
     /// Sends `request` to each of `peers` on a stream of its own.
@@ -345,75 +322,6 @@ impl LedgerSync {
         }
     }
 
-    /// Checks a peer's evidence of a fork with the log key alone and, if it
-    /// holds, freezes our ledger (which passes it on).
-    fn evidence_from(&self, peer: Did, evidence: &[u8]) {
-        if self.ledger.evidence().is_some() {
-            return; // frozen already; ours went out
-        }
-        let Some(network) = self.ledger.network() else { return };
-        match Fork::decode(evidence, &network.trust()) {
-            Ok(fork) => self.ledger.raise_alarm(&fork, &format!("evidence from peer {peer}")),
-            Err(error) => {
-                self.counters.count("ledger_evidence_refused");
-                tracing::warn!(%peer, %error, "a peer's evidence of a fork does not hold");
-            }
-        }
-    }
-
-    /// Checks a peer's evidence of a broken promise with the network's log
-    /// keys and, if it holds, keeps it (which passes it on).
-    fn broken_promise_from(&self, peer: Did, bytes: &[u8]) {
-        let Some(network) = self.ledger.network() else { return };
-        match BrokenPromise::decode(bytes, &network.id, &self.ledger.log_keys()) {
-            Ok(broken) => {
-                self.ledger.keep_broken_promise(&broken, &format!("peer {peer}"));
-            }
-            Err(error) => {
-                self.counters.count("ledger_broken_promises_refused");
-                tracing::warn!(%peer, %error, "a peer's evidence of a broken promise does not hold");
-            }
-        }
-    }
-
-    /// Checks a peer's revocation request against our ledger and puts it in
-    /// force (which passes it on).
-    fn revocation_from(&self, peer: Did, bytes: &[u8]) -> Result<(), ProtocolError> {
-        let entry = Entry::decode(bytes)
-            .map_err(|e| ProtocolError::Violation(format!("a revocation that does not decode: {e}")))?;
-        match self.ledger.admit_revocation(&entry) {
-            Ok(Admitted::New(did)) => tracing::info!(%peer, %did, "a peer passed on a revocation; in force here"),
-            Ok(_) => {}
-            Err(refusal) => {
-                self.counters.count("ledger_revocations_refused");
-                tracing::debug!(%peer, %refusal, "a peer's revocation request is not in force here");
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a peer's handover request against our ledger and holds it
-    /// (which passes it on).
-    fn handover_from(self: &Arc<Self>, peer: Did, bytes: &[u8]) -> Result<(), ProtocolError> {
-        let entry = Entry::decode(bytes)
-            .map_err(|e| ProtocolError::Violation(format!("a handover that does not decode: {e}")))?;
-        match self.ledger.admit_handover(&entry) {
-            Ok(true) => {
-                tracing::info!(%peer, "a peer passed on a handover of sequencing; held here");
-                let unchecked: Vec<_> = self.unchecked.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
-                for (from, note) in unchecked {
-                    self.consider(from, note);
-                }
-            }
-            Ok(false) | Err(Rejection::AlreadyInLog(_)) => {}
-            Err(rejection) => {
-                self.counters.count("ledger_handovers_refused");
-                tracing::debug!(%peer, %rejection, "a peer's handover request does not hold here");
-            }
-        }
-        Ok(())
-    }
-
     async fn fetch(&self, peer: Did, fetch: Fetch) -> Result<pb::SyncEntries, ProtocolError> {
         let exchange = async {
             let stream = self.router.open(peer, PROTOCOL).await?;
@@ -473,6 +381,7 @@ impl ProtocolHandler for LedgerSync {
                 }
                 Some(Request::Revocation(bytes)) => self.revocation_from(peer, &bytes),
                 Some(Request::Handover(bytes)) => self.handover_from(peer, &bytes),
+                Some(Request::LoggedChange(change)) => self.logged_change_from(peer, change),
                 Some(Request::BrokenPromise(bytes)) => {
                     self.broken_promise_from(peer, &bytes);
                     Ok(())
@@ -504,6 +413,9 @@ async fn read_request(stream: PeerStream) -> Result<(PeerStream, pb::SyncRequest
     let request = reader.read().await?.ok_or_else(|| ProtocolError::Violation("empty sync stream".into()))?;
     Ok((reader.into_parts().0, request))
 }
+
+#[path = "ledger_gossip.rs"]
+mod gossip;
 
 #[cfg(test)]
 #[path = "ledger_sync_tests.rs"]

@@ -185,15 +185,14 @@ pub(crate) fn serve(router: &Router, witness: Arc<Witness>) {
 /// Run by a daemon that holds a log key, whether it sequences now or stands
 /// by for a handover: it asks only while it sequences.
 pub(crate) fn collect(ledger: Arc<dyn Ledger>, router: Router, tasks: &Tasks) {
-    if ledger.network().is_none_or(|n| n.witnesses.witnesses.is_empty()) {
-        return;
-    }
     tasks.spawn_until_stop(async move {
         let mut updates = ledger.subscribe();
         // What each witness device last cosigned, as far as we know.
         let known: Arc<Mutex<HashMap<Did, u64>>> = Arc::default();
         loop {
-            if ledger.is_sequencer() {
+            // Witnesses may be named later (a change of witnesses).
+            let witnessed = ledger.network().is_some_and(|n| !n.witnesses.witnesses.is_empty());
+            if ledger.is_sequencer() && witnessed {
                 ask_all(&*ledger, &router, &known).await;
             }
             let wait = match cosigned(&*ledger).filter(|_| ledger.is_sequencer()) {

@@ -27,7 +27,7 @@
 use super::entry::{Entry, Op};
 use super::error::Rejection;
 use super::genesis::WitnessPolicy;
-use super::sequencer::CLOCK_SKEW_MS;
+use super::sequencer::{CLOCK_SKEW_MS, check_expiry};
 use super::state::{LedgerState, Network};
 use crate::domain;
 use crate::identity::{Did, Identity, SigningPublicKey};
@@ -77,7 +77,7 @@ impl Approval {
 /// Checks a change of witnesses by `signer`: a registrar, approved by other
 /// registrars up to the genesis's handover quorum (the log key's approval
 /// does not count).
-pub(crate) fn check_witnesses(
+pub(crate) fn check_witness_change(
     network: &Network,
     signer: &SigningPublicKey,
     policy: &WitnessPolicy,
@@ -153,20 +153,32 @@ pub struct SeenHandovers {
 }
 
 impl SeenHandovers {
-    /// Holds `entry` if it is a handover `state` would take now; true if it
-    /// is new here. Its expiry is not asked: a handover's authority is its
-    /// registrars' signatures, and a daemon that was away when one was
-    /// sequenced must still take it, from a peer's log, however old (the
-    /// sequencer alone refuses expired requests).
+    /// Holds `entry`, a handover or a change of witnesses handed in or
+    /// passed on before the log holds it, if `state` would take it now
+    /// (its expiry included); true if it is new here.
     pub fn admit(&mut self, state: &LedgerState, entry: &Entry, now_ms: u64) -> Result<bool, Rejection> {
+        if let Some(network) = state.network() {
+            let body = entry.body();
+            check_expiry(network, body.time_ms, body.expires_ms, now_ms)?;
+        }
+        self.hold(state, entry, now_ms)
+    }
+
+    /// Holds `entry`, a change a peer's log holds (the caller checked it
+    /// against a checkpoint of that log), however old: a daemon that was
+    /// away when it was sequenced takes it, on its registrars' signatures.
+    pub fn admit_logged(&mut self, state: &LedgerState, entry: &Entry, now_ms: u64) -> Result<bool, Rejection> {
+        self.hold(state, entry, now_ms)
+    }
+
+    fn hold(&mut self, state: &LedgerState, entry: &Entry, now_ms: u64) -> Result<bool, Rejection> {
         if !matches!(entry.op(), Op::Handover { .. } | Op::Witnesses { .. }) {
             return Err(Rejection::Unauthorized { signer: Did::from_signing_key(entry.body().signer) });
         }
         if self.held.iter().any(|held| held.hash() == entry.hash()) {
             return Ok(false);
         }
-        let body = entry.body();
-        let ahead_ms = body.time_ms.saturating_sub(now_ms);
+        let ahead_ms = entry.body().time_ms.saturating_sub(now_ms);
         if ahead_ms > CLOCK_SKEW_MS {
             return Err(Rejection::FromTheFuture { ahead_ms });
         }
@@ -176,6 +188,24 @@ impl SeenHandovers {
         }
         self.held.push(entry.clone());
         Ok(true)
+    }
+
+    /// The new log keys of the held handovers that are still live requests
+    /// (not past their expiry): only such a handover makes the sequencer
+    /// it hands away from stand down.
+    pub fn live_log_keys<'a>(
+        &'a self,
+        network: &'a Network,
+        now_ms: u64,
+    ) -> impl Iterator<Item = SigningPublicKey> + 'a {
+        self.held.iter().filter_map(move |e| match e.op() {
+            Op::Handover { log_key, .. }
+                if check_expiry(network, e.body().time_ms, e.body().expires_ms, now_ms).is_ok() =>
+            {
+                Some(*log_key)
+            }
+            _ => None,
+        })
     }
 
     /// The new log keys the held handovers name.

@@ -120,7 +120,7 @@ fn a_seen_handover_names_the_key_to_check_checkpoints_with_until_the_log_holds_i
 }
 
 #[test]
-fn a_daemon_that_was_away_takes_a_handover_however_old_but_not_one_from_the_future() {
+fn a_daemon_that_was_away_takes_a_logged_handover_however_old_but_no_stale_request() {
     let net = net(1);
     let new = Identity::generate(IdentityKind::Log).signing_key();
     let entry = net.handover(&new, &net.registrars[0], &[]);
@@ -128,15 +128,24 @@ fn a_daemon_that_was_away_takes_a_handover_however_old_but_not_one_from_the_futu
     // peer's log: its registrars' signatures are its authority.
     let months_later = entry.body().expires_ms + 90 * 24 * 3_600_000;
     let mut seen = SeenHandovers::default();
-    assert_eq!(seen.admit(&net.state, &entry, months_later), Ok(true));
+    // Handed in or gossiped that late, it is refused (a stale request
+    // replayed); from a peer's log, it is taken.
+    assert!(matches!(seen.admit(&net.state, &entry, months_later), Err(Rejection::Expired { .. })));
+    assert_eq!(seen.admit_logged(&net.state, &entry, months_later), Ok(true));
+    // Taken, it names the key to check checkpoints with, but does not
+    // make a sequencer stand down: it is no live request.
+    let network = net.state.network().unwrap();
+    assert_eq!(seen.log_keys().collect::<Vec<_>>(), vec![new]);
+    assert_eq!(seen.live_log_keys(network, months_later).count(), 0);
+    assert_eq!(seen.live_log_keys(network, 10).count(), 1);
     // Dated far ahead of our clock: refused.
     let op = entry.op().clone();
     let ahead = net.state.next_entry(op, 10 * crate::ledger::CLOCK_SKEW_MS, &net.registrars[0]);
     let mut seen = SeenHandovers::default();
-    assert!(matches!(seen.admit(&net.state, &ahead, 0), Err(Rejection::FromTheFuture { .. })));
+    assert!(matches!(seen.admit_logged(&net.state, &ahead, 0), Err(Rejection::FromTheFuture { .. })));
     // Not signed by a registrar: refused, however it came.
     let forged = net.handover(&new, &net.device, &[]);
-    assert!(seen.admit(&net.state, &forged, months_later).is_err());
+    assert!(seen.admit_logged(&net.state, &forged, months_later).is_err());
 }
 
 fn policy() -> WitnessPolicy {

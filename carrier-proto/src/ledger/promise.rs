@@ -255,8 +255,10 @@ impl BrokenPromise {
     }
 
     /// Reads evidence and checks it: a promise and a checkpoint of
-    /// `network`, each signed by one of `log_keys` (cosignatures are not
-    /// needed to blame the log), and the checkpoint shows the promise broken.
+    /// `network`, each signed by one of `log_keys` (oldest first; the
+    /// checkpoint's key is the promise's or a later one; cosignatures are
+    /// not needed to blame the log), and the checkpoint shows the promise
+    /// broken.
     pub fn decode(bytes: &[u8], network: &EntryHash, log_keys: &[SigningPublicKey]) -> Result<Self, PromiseError> {
         if bytes.len() > MAX_BROKEN_PROMISE_SIZE {
             return Err(PromiseError::Malformed(format!("{} bytes, over {MAX_BROKEN_PROMISE_SIZE}", bytes.len())));
@@ -266,7 +268,10 @@ impl BrokenPromise {
             return Err(PromiseError::Malformed("the proof is too long".into()));
         }
         let promise = SequencerAnswer::decode(&message.promise, network, log_keys)?;
-        let checkpoint = log_keys
+        // Only the promise's own key, or a later one, speaks for the log
+        // after the promise (`log_keys` is oldest first).
+        let from = log_keys.iter().position(|k| *k == promise.log_key()).unwrap_or(0);
+        let checkpoint = log_keys[from..]
             .iter()
             .map(|key| SignedCheckpoint::open(&message.checkpoint, &LogTrust::log_only(*network, *key)))
             .find(Result::is_ok)

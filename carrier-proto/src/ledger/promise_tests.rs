@@ -140,3 +140,25 @@ fn a_checkpoint_by_a_later_log_key_shows_the_earlier_keys_promise_broken() {
     assert_eq!(BrokenPromise::decode(&broken.encode(), &network, &only_new), Err(PromiseError::NotTheLog));
     assert!(index_after > index);
 }
+
+#[test]
+fn a_checkpoint_by_an_earlier_key_than_the_promises_shows_nothing() {
+    let (mut net, revocation) = net();
+    let old_key = net.sequencer.log_key();
+    let index = net.ledger.height();
+    // The log is handed to a new key, which promises the revocation...
+    let new = Identity::generate(IdentityKind::Log);
+    let device = net.register_device();
+    let op = Op::Handover { log_key: new.signing_key(), sequencer: device.did(), approvals: vec![] };
+    net.append_by_registrar(op);
+    let successor = crate::ledger::Sequencer::new(new, None);
+    let answer = successor.answer(&net.ledger, revocation.hash(), Word::Promise { index, deadline_ms: 1 }, 1);
+    // ... and the retired key signs a checkpoint that would show it broken.
+    let retired = net.sequencer.checkpoint(&net.ledger, 99_000);
+    assert_eq!(retired.log_key(), old_key);
+    let Verdict::Broken(broken) = answer.judge(&retired, proof_at(&net, index, retired.size())) else {
+        panic!("judged on its face")
+    };
+    let network = net.ledger.network().unwrap().id;
+    assert!(matches!(BrokenPromise::decode(&broken.encode(), &network, &keys(&net)), Err(PromiseError::Checkpoint(_))));
+}

@@ -375,7 +375,8 @@ impl LedgerState {
                 Ok(())
             }
             Op::Witnesses { policy, approvals } => {
-                super::handover::check_witnesses(network, &signer, policy, approvals)
+                check_witnesses(policy, &network.registrars, &network.log_key)?;
+                super::handover::check_witness_change(network, &signer, policy, approvals)
             }
             Op::Handover { log_key, sequencer, approvals } => super::handover::check(
                 network,

@@ -455,8 +455,12 @@ impl Ledger for EmbeddedLedger {
         self.handovers.read().unwrap_or_else(PoisonError::into_inner).entries().to_vec()
     }
 
-    fn handovers_in_log(&self) -> Vec<Entry> {
+    fn handovers_in_log(&self) -> Vec<(u64, Entry)> {
         self.logged_handovers()
+    }
+
+    fn admit_logged_change(&self, entry: &Entry) -> Result<bool, Rejection> {
+        self.admit_logged(entry)
     }
 
     fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {

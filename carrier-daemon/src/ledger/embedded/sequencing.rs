@@ -42,8 +42,14 @@ impl EmbeddedLedger {
     pub(super) fn sequencing(&self) -> bool {
         let Some(sequencer) = &self.sequencer else { return false };
         let key = sequencer.lock().unwrap_or_else(PoisonError::into_inner).log_key();
-        self.network().is_some_and(|n| n.log_key == key)
-            && self.handovers.read().unwrap_or_else(PoisonError::into_inner).log_keys().all(|k| k == key)
+        let Some(network) = self.network() else { return false };
+        network.log_key == key
+            && self
+                .handovers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .live_log_keys(&network, now_ms())
+                .all(|k| k == key)
     }
 
     /// The log key this daemon holds, whether it sequences or stands by.
@@ -130,10 +136,26 @@ impl EmbeddedLedger {
     /// [`MAX_SEEN_HANDOVERS`](carrier_proto::ledger::MAX_SEEN_HANDOVERS)),
     /// oldest first: what a daemon that was away needs to check the
     /// checkpoints of the keys they handed to.
-    pub(super) fn logged_handovers(&self) -> Vec<Entry> {
+    pub(super) fn logged_handovers(&self) -> Vec<(u64, Entry)> {
         let guard = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let indices = guard.state().handover_indices();
         let latest = &indices[indices.len().saturating_sub(carrier_proto::ledger::MAX_SEEN_HANDOVERS)..];
-        latest.iter().filter_map(|&i| Entry::decode(&guard.entry(i)?).ok()).collect()
+        latest.iter().filter_map(|&i| Some((i, Entry::decode(&guard.entry(i)?).ok()?))).collect()
+    }
+
+    /// Holds a change of the log's trust that a peer's log holds (proven
+    /// by the caller), however old.
+    pub(super) fn admit_logged(&self, entry: &Entry) -> Result<bool, Rejection> {
+        let new = self.read(|state| {
+            self.handovers.write().unwrap_or_else(PoisonError::into_inner).admit_logged(state, entry, now_ms())
+        })?;
+        if new {
+            tracing::warn!(
+                op = entry.op().name(),
+                "a peer's log holds a change of the log's trust we did not have; held"
+            );
+            self.tell(vec![(None, None)]);
+        }
+        Ok(new)
     }
 }
