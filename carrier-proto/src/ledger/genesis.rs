@@ -194,16 +194,21 @@ impl WitnessPolicy {
         Ok(Self { witnesses, quorum })
     }
 
-    /// What registrars approving this policy sign, for `network`.
-    pub fn approval_message(&self, network: &super::EntryHash) -> Vec<u8> {
+    /// What registrars approving this policy in place of `replacing` sign,
+    /// for `network`: an approval holds for that one change only, so it
+    /// cannot bring an older policy back later.
+    pub fn approval_message(&self, network: &super::EntryHash, replacing: &WitnessPolicy) -> Vec<u8> {
         let mut message = network.0.to_vec();
-        for witness in &self.witnesses {
-            let name = witness.name().as_bytes();
-            message.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
-            message.extend_from_slice(name);
-            message.extend_from_slice(witness.key().as_bytes());
+        for policy in [replacing, self] {
+            message.extend_from_slice(&u16::try_from(policy.witnesses.len()).unwrap_or(u16::MAX).to_be_bytes());
+            for witness in &policy.witnesses {
+                let name = witness.name().as_bytes();
+                message.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+                message.extend_from_slice(name);
+                message.extend_from_slice(witness.key().as_bytes());
+            }
+            message.extend_from_slice(&policy.quorum.to_be_bytes());
         }
-        message.extend_from_slice(&self.quorum.to_be_bytes());
         message
     }
 }

@@ -64,13 +64,20 @@ impl Approval {
         self.key.verify(domain::HANDOVER, &handover_message(network, log_key, sequencer), &self.signature)
     }
 
-    /// `signer`'s approval of `policy` as `network`'s witnesses.
-    pub fn sign_witnesses(signer: &Identity, network: &super::EntryHash, policy: &WitnessPolicy) -> Self {
-        Self { key: signer.signing_key(), signature: signer.sign(domain::WITNESSES, &policy.approval_message(network)) }
+    /// `signer`'s approval of `policy` as `network`'s witnesses in place of
+    /// `replacing` (the witnesses in force).
+    pub fn sign_witnesses(
+        signer: &Identity,
+        network: &super::EntryHash,
+        replacing: &WitnessPolicy,
+        policy: &WitnessPolicy,
+    ) -> Self {
+        let message = policy.approval_message(network, replacing);
+        Self { key: signer.signing_key(), signature: signer.sign(domain::WITNESSES, &message) }
     }
 
-    fn holds_witnesses(&self, network: &super::EntryHash, policy: &WitnessPolicy) -> bool {
-        self.key.verify(domain::WITNESSES, &policy.approval_message(network), &self.signature)
+    fn holds_witnesses(&self, network: &super::EntryHash, replacing: &WitnessPolicy, policy: &WitnessPolicy) -> bool {
+        self.key.verify(domain::WITNESSES, &policy.approval_message(network, replacing), &self.signature)
     }
 }
 
@@ -88,7 +95,7 @@ pub(crate) fn check_witness_change(
     }
     let mut registrars = vec![*signer];
     for approval in approvals {
-        if !approval.holds_witnesses(&network.id, policy)
+        if !approval.holds_witnesses(&network.id, &network.witnesses, policy)
             || !network.registrars.contains(&approval.key)
             || registrars.contains(&approval.key)
         {

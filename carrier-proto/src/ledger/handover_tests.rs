@@ -157,10 +157,11 @@ fn policy() -> WitnessPolicy {
 fn registrars_replace_the_witnesses_with_their_quorum_and_the_log_key_cannot_help() {
     let mut net = net(2);
     let network = net.state.network().unwrap().id;
+    let current = net.state.network().unwrap().witnesses.clone();
     let new = policy();
     let change = |approvers: &[&Identity], by: &Identity, state: &LedgerState| {
         let mut approvals: Vec<Approval> =
-            approvers.iter().map(|a| Approval::sign_witnesses(a, &network, &new)).collect();
+            approvers.iter().map(|a| Approval::sign_witnesses(a, &network, &current, &new)).collect();
         approvals.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
         state.next_entry(Op::Witnesses { policy: new.clone(), approvals }, 3, by)
     };
@@ -173,7 +174,7 @@ fn registrars_replace_the_witnesses_with_their_quorum_and_the_log_key_cannot_hel
     let by_device = change(&[&net.registrars[1]], &net.device, &net.state);
     assert!(matches!(net.state.check_request(&by_device), Err(Rejection::Unauthorized { .. })));
     // An approval of another policy does not hold for this one.
-    let wrong = vec![Approval::sign_witnesses(&net.registrars[1], &network, &policy())];
+    let wrong = vec![Approval::sign_witnesses(&net.registrars[1], &network, &current, &policy())];
     let entry = net.state.next_entry(Op::Witnesses { policy: new.clone(), approvals: wrong }, 3, &net.registrars[0]);
     assert!(matches!(net.state.check_request(&entry), Err(Rejection::BadApproval(_))));
     // Two registrars: taken; it travels as signed, and the witnesses change.
@@ -185,4 +186,9 @@ fn registrars_replace_the_witnesses_with_their_quorum_and_the_log_key_cannot_hel
     net.state.append(both).unwrap();
     assert_eq!(net.state.network().unwrap().witnesses, new);
     assert_eq!(net.state.handover_indices(), &[2]);
+    // The approval of that change does not bring the old witnesses back.
+    let back = vec![Approval::sign_witnesses(&net.registrars[1], &network, &current, &new)];
+    let op = Op::Witnesses { policy: current.clone(), approvals: back };
+    let undo = net.state.next_entry(op, 4, &net.registrars[0]);
+    assert!(matches!(net.state.check_request(&undo), Err(Rejection::BadApproval(_))));
 }

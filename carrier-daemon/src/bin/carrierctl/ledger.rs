@@ -387,11 +387,15 @@ fn witnesses(
     let policy = WitnessPolicy { witnesses, quorum };
     let (signer, approvers) = keys.split_first().context("give the signing registrar's --key")?;
     let signer = keystore::load_kind(signer, IdentityKind::Registrar)?;
-    let network = crate::submit::network_id(at, how, target)?;
+    // Approvals name the witnesses they replace: those in force now.
+    let state = carrier_proto::ledger::replay(&entries_of(at, target)?)?;
+    let current = state.network().context("the ledger has no genesis")?;
+    let (network, replacing) = (current.id, current.witnesses.clone());
     let mut approvals = approvers
         .iter()
         .map(|path| {
-            Ok(Approval::sign_witnesses(&keystore::load_kind(path, IdentityKind::Registrar)?, &network, &policy))
+            let approver = keystore::load_kind(path, IdentityKind::Registrar)?;
+            Ok(Approval::sign_witnesses(&approver, &network, &replacing, &policy))
         })
         .collect::<anyhow::Result<Vec<Approval>>>()?;
     approvals.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
