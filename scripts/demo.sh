@@ -105,6 +105,7 @@ for node in n2 n3; do
   start "$node"
 done
 wait_for net/n2.log "waiting for registration"
+wait_for net/n2.out "listening on" # its control socket is up
 run carrierctl status --socket net/n2/run/control.sock
 for node in n2 n3; do
   run carrierctl ledger register-device --submit --wait --socket "$ctl1" --key net/registrar.key "net/$node/device.card"
