@@ -11,25 +11,13 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
-use support::{Daemon, WAIT, carrierctl, carrierd, provision_with_apps, socket};
+use support::{Daemon, carrierctl, carrierd, provision_with_apps, socket, status, wait_until};
 
 /// Genesis and five devices.
 const BASE: u64 = 6;
-
-fn status(dir: &Path) -> Value {
-    serde_json::from_str(&carrierctl(&["status", "--json", "--socket", &socket(dir)])).unwrap()
-}
-
-fn wait_until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "never {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn sequencer_config(key: &Path) -> String {
     format!("[ledger]\nsequencer_key = {key:?}\n")

@@ -16,11 +16,7 @@ use carrier_proto::keystore;
 use carrier_proto::ledger::{Entry, LedgerState, LogTrust, Op, SignedCheckpoint};
 use serde_json::Value;
 use support::hostile::{addr_of, dir_bytes, idle_join_connections, link_with_note, memory_kib, padded};
-use support::{Daemon, carrierctl, provision_with_apps, socket};
-
-fn status(dir: &Path) -> Value {
-    serde_json::from_str(&carrierctl(&["status", "--socket", &socket(dir), "--json"])).unwrap()
-}
+use support::{Daemon, carrierctl, provision_with_apps, socket, status};
 
 /// The ledger a device holds on disk, replayed.
 fn ledger_of(dir: &Path) -> LedgerState {

@@ -16,15 +16,10 @@ use std::time::{Duration, Instant};
 use carrier_daemon::ipc::control::Connection;
 use carrier_daemon::ledger::LedgerStore;
 use carrier_proto::pb::{self, control_request::Request, control_response::Response};
-use serde_json::Value;
-use support::{Daemon, WAIT, Watcher, carrierctl, carrierd, mesh, provision, socket};
+use support::{Daemon, WAIT, Watcher, carrierctl, carrierd, mesh, provision, socket, status};
 
 /// Genesis and six devices.
 const BASE: u64 = 7;
-
-fn status(dir: &Path) -> Value {
-    serde_json::from_str(&carrierctl(&["status", "--json", "--socket", &socket(dir)])).unwrap()
-}
 
 fn height(dir: &Path) -> u64 {
     status(dir)["ledger"]["height"].as_u64().unwrap()

@@ -12,14 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Daemon, WAIT, carrierctl, carrierd, provision_with_apps, socket};
+use support::{Daemon, WAIT, carrierctl, carrierd, provision_with_apps, socket, status};
 
 /// Genesis and three devices, before any test's own entries.
 const BASE: u64 = 4;
-
-fn status(dir: &Path) -> Value {
-    serde_json::from_str(&carrierctl(&["status", "--json", "--socket", &socket(dir)])).unwrap()
-}
 
 /// Polls until `ready` holds for `dir`'s status, or fails after `WAIT`.
 fn wait_status(dir: &Path, what: &str, ready: impl Fn(&Value) -> bool) -> Value {

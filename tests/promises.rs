@@ -14,25 +14,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::Value;
-use support::{Daemon, WAIT, carrierctl, copy_ledger, new_device, new_device_with_role, socket};
+use support::{Daemon, carrierctl, copy_ledger, new_device, new_device_with_role, socket, status, wait_until};
 
 /// Genesis and six devices.
 const BASE: u64 = 7;
-
-fn status(dir: &Path) -> Value {
-    serde_json::from_str(&carrierctl(&["status", "--json", "--socket", &socket(dir)])).unwrap()
-}
-
-fn wait_until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "never {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn did(dir: &Path) -> String {
     status(dir)["did"].as_str().unwrap().to_owned()

@@ -11,14 +11,15 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::{Daemon, WAIT, carrierctl, carrierd, copy_ledger, new_device, new_device_with_role, socket};
+use support::{
+    Daemon, carrierctl, carrierd, copy_ledger, new_device, new_device_with_role, socket, status, wait_until,
+};
 
 /// Genesis and five devices.
 const BASE: u64 = 6;
@@ -62,10 +63,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn status(dir: &Path) -> Value {
-    serde_json::from_str(&carrierctl(&["status", "--json", "--socket", &socket(dir)])).unwrap()
-}
-
 fn height(dir: &Path) -> u64 {
     status(dir)["ledger"]["height"].as_u64().unwrap()
 }
@@ -73,14 +70,6 @@ fn height(dir: &Path) -> u64 {
 fn counter(dir: &Path, name: &str) -> u64 {
     let counters: Value = serde_json::from_str(&carrierctl(&["counters", "--json", "--socket", &socket(dir)])).unwrap();
     counters[name].as_u64().unwrap_or(0)
-}
-
-fn wait_until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "never {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A witnessed network: the admin's keys and ledger in `root/admin`, a

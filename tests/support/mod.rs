@@ -385,3 +385,17 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// What `carrierctl status --json` says of the daemon in `dir`.
+pub(crate) fn status(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&carrierctl(&["status", "--json", "--socket", &socket(dir)])).unwrap()
+}
+
+/// Polls `ready` until it holds, or fails after [`WAIT`] naming `what`.
+pub(crate) fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

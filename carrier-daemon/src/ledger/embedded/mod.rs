@@ -438,17 +438,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn admit_handover(&self, entry: &Entry) -> Result<bool, Rejection> {
-        let new = self.read(|state| {
-            self.handovers.write().unwrap_or_else(PoisonError::into_inner).admit(state, entry, now_ms())
-        })?;
-        if new {
-            tracing::warn!(
-                op = entry.op().name(),
-                "a handover of sequencing is signed; checkpoints by its new log key count"
-            );
-            self.tell(vec![(None, None)]);
-        }
-        Ok(new)
+        self.hold_change(entry, false)
     }
 
     fn handovers_seen(&self) -> Vec<Entry> {
@@ -460,7 +450,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn admit_logged_change(&self, entry: &Entry) -> Result<bool, Rejection> {
-        self.admit_logged(entry)
+        self.hold_change(entry, true)
     }
 
     fn verify_checkpoint(&self, note: &[u8]) -> Result<SignedCheckpoint, CheckpointError> {

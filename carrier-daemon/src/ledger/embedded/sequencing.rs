@@ -143,16 +143,20 @@ impl EmbeddedLedger {
         latest.iter().filter_map(|&i| Some((i, Entry::decode(&guard.entry(i)?).ok()?))).collect()
     }
 
-    /// Holds a change of the log's trust that a peer's log holds (proven
-    /// by the caller), however old.
-    pub(super) fn admit_logged(&self, entry: &Entry) -> Result<bool, Rejection> {
+    /// Holds a change of the log's trust (a handover, a change of
+    /// witnesses) before our log does: handed in or gossiped (its expiry
+    /// asked), or from a peer's log (`logged`, proven by the caller; taken
+    /// however old). Subscribers hear of a new one.
+    pub(super) fn hold_change(&self, entry: &Entry, logged: bool) -> Result<bool, Rejection> {
         let new = self.read(|state| {
-            self.handovers.write().unwrap_or_else(PoisonError::into_inner).admit_logged(state, entry, now_ms())
+            let mut held = self.handovers.write().unwrap_or_else(PoisonError::into_inner);
+            if logged { held.admit_logged(state, entry, now_ms()) } else { held.admit(state, entry, now_ms()) }
         })?;
         if new {
             tracing::warn!(
                 op = entry.op().name(),
-                "a peer's log holds a change of the log's trust we did not have; held"
+                logged,
+                "a change of the log's trust is signed; held until the log holds it"
             );
             self.tell(vec![(None, None)]);
         }
